@@ -1,0 +1,79 @@
+# postroom: the front door. `make dev` runs everything, `make test` tests everything.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
+	      dev test test-all lint format bench up down clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+.env:
+	@$(PY) scripts/make_env.py > .env
+	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS and a local webhook secret"
+
+install: $(VENV)/.installed .env ## create .venv and install postroom with its test extras
+
+check-services: install
+	@$(PY) scripts/check_services.py
+
+migrate: check-services ## create the database if missing, then alembic upgrade head
+	@$(PY) scripts/createdb.py
+	$(VENV)/bin/alembic upgrade head
+
+api: install ## serve the API on $PORT (uvloop + httptools, 2 workers)
+	$(VENV)/bin/uvicorn api.main:app --host $${HOST:-0.0.0.0} --port $(PORT) \
+	  --loop uvloop --http httptools --workers $${WEB_CONCURRENCY:-2} --no-access-log
+
+worker: install ## one worker consuming every queue
+	$(VENV)/bin/celery -A worker.app worker -Q sync,send,delete,classify,periodic -l INFO -n all@%h
+
+worker-sync: install
+	$(VENV)/bin/celery -A worker.app worker -Q sync,periodic -l INFO -n sync@%h --concurrency 2
+
+worker-send: install
+	$(VENV)/bin/celery -A worker.app worker -Q send -l INFO -n send@%h --concurrency 1
+
+worker-other: install
+	$(VENV)/bin/celery -A worker.app worker -Q delete,classify -l INFO -n other@%h --concurrency 1
+
+beat: install ## the one scheduler (run exactly one: see README)
+	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
+
+flower: install ## Flower on 5555 (basic auth from POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1 only)
+	@$(PY) scripts/flower.py
+
+dev: migrate ## API, workers per queue group, beat and Flower in the foreground; Ctrl-C stops all
+	$(VENV)/bin/honcho -f Procfile start
+
+test: migrate ## the suite a user needs to trust postroom (a few minutes)
+	$(PY) scripts/setup_peers.py
+	$(VENV)/bin/pytest -q
+
+test-all: migrate ## everything, including slow fault-injection tests
+	$(PY) scripts/setup_peers.py
+	$(VENV)/bin/pytest -q -m ''
+
+lint: install
+	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py
+	$(VENV)/bin/ruff format --check api worker database services settings.py
+	$(VENV)/bin/mypy api worker database services settings.py
+
+format: install
+	$(VENV)/bin/ruff format api worker database services tests bench scripts settings.py
+	$(VENV)/bin/ruff check --fix api worker database services tests bench scripts settings.py
+
+bench: migrate ## throughput and latency figures, side by side with a floor
+	$(PY) -m bench
+
+up: ## the whole stack in Docker (needs a Docker engine)
+	docker compose -f docker/compose.yml up -d --build
+
+down:
+	docker compose -f docker/compose.yml down

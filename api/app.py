@@ -1,0 +1,49 @@
+"""The FastAPI application factory and its lifespan (engine and clients once per process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import RequestIdMiddleware
+from api.routes import health, webhooks
+from database.engine import Database
+from services.logs import configure_logging
+from settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from worker.app import make_celery
+
+        app.state.db = Database.from_settings(settings)
+        app.state.celery = make_celery(settings, publisher_only=True)
+        app.state.redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.db.dispose()
+
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    app = FastAPI(
+        title="postroom",
+        version="1.0.0",
+        description="Mail-processing backend: Nylas webhooks in, IMAP/SMTP/Nylas work on Celery.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,85 @@
+"""Nylas webhooks: challenge echo and signed notifications (API.md "Webhooks")."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+
+from api.deps import SettingsDep, UowDep
+from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.ingest import PROCESS_TASK, ingest_nylas
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = structlog.get_logger(__name__)
+
+
+class WebhookAck(BaseModel):
+    status: str
+    event_id: str | None
+
+
+@router.get("/nylas", response_class=PlainTextResponse, summary="Nylas endpoint verification")
+async def nylas_challenge(challenge: str | None = Query(default=None)) -> PlainTextResponse:
+    """Echo `challenge` as plain text, as Nylas expects when the webhook is created."""
+    if challenge is None:
+        raise BadRequest("The 'challenge' query parameter is required.")
+    return PlainTextResponse(challenge)
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over `limit` bytes before reading all of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"The body is over {limit} bytes.")
+        except ValueError:
+            raise BadRequest("Content-Length is not a number.") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is over {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/nylas",
+    response_model=WebhookAck,
+    summary="Receive a Nylas notification",
+    responses={
+        400: {"description": "malformed body"},
+        401: {"description": "missing or wrong X-Nylas-Signature"},
+        413: {"description": "body over the limit"},
+        503: {"description": "database unavailable or webhook secret not configured"},
+    },
+)
+async def nylas_notification(request: Request, settings: SettingsDep, uow: UowDep) -> WebhookAck:
+    """Verify, store once, publish `postroom.events.process`; never waits for the work."""
+    if settings.nylas_webhook_secret is None:
+        log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
+        raise ServiceUnavailable("Webhooks are not configured on this server yet.")
+    raw = await read_capped(request, settings.webhook_max_body_bytes)
+    ingested = await ingest_nylas(
+        uow.session,
+        raw=raw,
+        signature=request.headers.get("x-nylas-signature"),
+        content_encoding=request.headers.get("content-encoding"),
+        secret=settings.nylas_webhook_secret.get_secret_value(),
+        max_bytes=settings.webhook_max_body_bytes,
+        stale_after_s=settings.outbox_stale_after_s,
+        request_id=request.state.request_id,
+    )
+    if ingested.created and ingested.event_id is not None:
+        uow.publish_after_commit(
+            task_name=PROCESS_TASK, event_id=ingested.event_id, task_id=ingested.task_id
+        )
+    await uow.commit()
+    status = "queued" if ingested.created else "duplicate"
+    return WebhookAck(
+        status=status, event_id=str(ingested.event_id) if ingested.event_id else None
+    )

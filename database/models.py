@@ -1,0 +1,355 @@
+"""The whole data model of postroom as SQLModel tables (ARCHITECTURE.md "Data")."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlmodel import Field, SQLModel
+
+from database.base import fk_field, id_field, jsonb_field, ts_field
+
+
+class Provider(enum.StrEnum):
+    imap = "imap"
+    nylas = "nylas"
+
+
+class AccountStatus(enum.StrEnum):
+    active = "active"
+    reauth_required = "reauth_required"
+    disabled = "disabled"
+
+
+class EventSource(enum.StrEnum):
+    nylas = "nylas"
+    api = "api"
+    schedule = "schedule"
+
+
+class EventStatus(enum.StrEnum):
+    received = "received"
+    queued = "queued"
+    processing = "processing"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    ignored = "ignored"
+    dead = "dead"
+
+    @classmethod
+    def finished(cls) -> tuple[EventStatus, ...]:
+        return (cls.succeeded, cls.ignored, cls.dead)
+
+
+def _enum_str(max_length: int = 32) -> Any:
+    return sa.String(max_length)
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenant"
+    id: uuid.UUID = id_field()
+    name: str = Field(sa_type=sa.String(200), unique=True)
+    created_at: datetime = ts_field()
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "user"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "email"),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    email: str = Field(sa_type=sa.String(320))
+    created_at: datetime = ts_field()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    user_id: uuid.UUID = fk_field("user.id")
+    # sha256 of the whole key; the key itself is shown once and never stored.
+    key_hash: str = Field(sa_type=sa.String(64), unique=True)
+    prefix: str = Field(sa_type=sa.String(16))
+    created_at: datetime = ts_field()
+    last_used_at: datetime | None = ts_field(nullable=True)
+    revoked_at: datetime | None = ts_field(nullable=True)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+    __table_args__ = (
+        # One live account per Nylas grant: webhooks are routed by grant id.
+        sa.Index(
+            "uq_account_grant_id_live",
+            "grant_id",
+            unique=True,
+            postgresql_where=sa.text("grant_id IS NOT NULL AND deleted_at IS NULL"),
+        ),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    user_id: uuid.UUID = fk_field("user.id")
+    provider: str = Field(sa_type=_enum_str())
+    email: str = Field(sa_type=sa.String(320))
+    status: str = Field(default=AccountStatus.active, sa_type=_enum_str())
+    status_reason: str | None = Field(default=None, sa_type=sa.Text)
+    # The Nylas grant id is an identifier, not a secret (the API key is): kept plain for routing.
+    grant_id: str | None = Field(default=None, sa_type=sa.String(200))
+    sync_interval_s: int = Field(default=300)
+    last_sync_at: datetime | None = ts_field(nullable=True)
+    sync_cursor: str | None = Field(default=None, sa_type=sa.Text)
+    settings: dict[str, Any] = jsonb_field()
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+    deleted_at: datetime | None = ts_field(nullable=True)
+
+
+class Credential(SQLModel, table=True):
+    __tablename__ = "credential"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    account_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", unique=True)
+    # Fernet token of the JSON secrets (IMAP/SMTP passwords, Nylas grant).
+    ciphertext: str = Field(sa_type=sa.Text)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
+class Folder(SQLModel, table=True):
+    __tablename__ = "folder"
+    __table_args__ = (sa.UniqueConstraint("account_id", "name"),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    account_id: uuid.UUID = fk_field("account.id")
+    name: str = Field(sa_type=sa.String(500))
+    provider_id: str | None = Field(default=None, sa_type=sa.String(500))
+    role: str | None = Field(default=None, sa_type=_enum_str())
+    delimiter: str | None = Field(default=None, sa_type=sa.String(4))
+    uidvalidity: int | None = Field(default=None, sa_type=sa.BigInteger)
+    uidnext: int | None = Field(default=None, sa_type=sa.BigInteger)
+    highest_modseq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    sync_cursor: str | None = Field(default=None, sa_type=sa.Text)
+    last_synced_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "provider_id"),
+        # Listing is newest first with a (sort_at, id) keyset cursor: these indexes serve it
+        # without sorting the table.
+        sa.Index("ix_message_tenant_sort", "tenant_id", sa.text("sort_at DESC"), sa.text("id DESC")),
+        sa.Index(
+            "ix_message_account_sort", "account_id", sa.text("sort_at DESC"), sa.text("id DESC")
+        ),
+        sa.Index("ix_message_search", "search", postgresql_using="gin"),
+        sa.Index("ix_message_folder_uid", "folder_id", "imap_uid"),
+        sa.Index("ix_message_message_id_header", "account_id", "message_id_header"),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    account_id: uuid.UUID = fk_field("account.id", index=False)
+    folder_id: uuid.UUID | None = fk_field("folder.id", nullable=True, index=False, ondelete="SET NULL")
+    # Nylas message id, or "<folder>:<uidvalidity>:<uid>" for IMAP.
+    provider_id: str = Field(sa_type=sa.String(500))
+    imap_uid: int | None = Field(default=None, sa_type=sa.BigInteger)
+    uidvalidity: int | None = Field(default=None, sa_type=sa.BigInteger)
+    modseq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # Time of the newest notification applied (Nylas envelope `time`): an older one arriving
+    # late must not overwrite a newer state.
+    provider_version: int | None = Field(default=None, sa_type=sa.BigInteger)
+    message_id_header: str | None = Field(default=None, sa_type=sa.Text)
+    in_reply_to: str | None = Field(default=None, sa_type=sa.Text)
+    references: list[str] = jsonb_field(list)
+    thread_id: str | None = Field(default=None, sa_type=sa.String(500))
+    from_name: str | None = Field(default=None, sa_type=sa.Text)
+    from_email: str | None = Field(default=None, sa_type=sa.String(320))
+    to_addrs: list[dict[str, Any]] = jsonb_field(list)
+    cc_addrs: list[dict[str, Any]] = jsonb_field(list)
+    bcc_addrs: list[dict[str, Any]] = jsonb_field(list)
+    reply_to: list[dict[str, Any]] = jsonb_field(list)
+    subject: str | None = Field(default=None, sa_type=sa.Text)
+    date: datetime | None = ts_field(nullable=True)
+    sort_at: datetime = ts_field()
+    snippet: str | None = Field(default=None, sa_type=sa.Text)
+    text: str | None = Field(default=None, sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)
+    headers: list[list[str]] = jsonb_field(list)
+    unread: bool = Field(default=True)
+    starred: bool = Field(default=False)
+    flags: list[str] = jsonb_field(list)
+    labels: list[str] = jsonb_field(list)
+    size: int | None = Field(default=None)
+    has_attachments: bool = Field(default=False)
+    is_spam: bool | None = Field(default=None)
+    spam_score: float | None = Field(default=None)
+    spam_indicators: list[str] | None = jsonb_field(nullable=True)
+    category: str | None = Field(default=None, sa_type=_enum_str())
+    parse_warnings: list[str] = jsonb_field(list)
+    deleted_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+    search: Any = Field(
+        default=None,
+        sa_column=sa.Column(
+            TSVECTOR,
+            sa.Computed(
+                "setweight(to_tsvector('simple', coalesce(subject, '')), 'A') || "
+                "setweight(to_tsvector('simple', coalesce(from_name, '') || ' ' || "
+                "coalesce(from_email, '')), 'B') || "
+                "setweight(to_tsvector('english', left(coalesce(text, ''), 100000)), 'C')",
+                persisted=True,
+            ),
+        ),
+    )
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachment"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    message_id: uuid.UUID = fk_field("message.id")
+    provider_id: str | None = Field(default=None, sa_type=sa.String(500))
+    filename: str | None = Field(default=None, sa_type=sa.Text)
+    content_type: str = Field(default="application/octet-stream", sa_type=sa.String(255))
+    size: int = Field(default=0)
+    sha256: str | None = Field(default=None, sa_type=sa.String(64))
+    content_id: str | None = Field(default=None, sa_type=sa.Text)
+    is_inline: bool = Field(default=False)
+    content: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    created_at: datetime = ts_field()
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "external_id"),
+        # The outbox sweeper's scan: unfinished events whose lease ran out.
+        sa.Index(
+            "ix_event_due_unfinished",
+            "due_at",
+            postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
+        ),
+        sa.Index("ix_event_status", "status"),
+        sa.Index("ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID | None = fk_field("tenant.id", nullable=True, index=False)
+    user_id: uuid.UUID | None = fk_field("user.id", nullable=True, index=False, ondelete="SET NULL")
+    account_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False, ondelete="SET NULL")
+    source: str = Field(sa_type=_enum_str())
+    type: str = Field(sa_type=sa.String(200))
+    # Nylas notification id, or "<tenant id>:<Idempotency-Key>" for API jobs.
+    external_id: str | None = Field(default=None, sa_type=sa.String(500))
+    request_hash: str | None = Field(default=None, sa_type=sa.String(64))
+    task_name: str = Field(sa_type=sa.String(200))
+    # Keyword arguments the task is published with (event_id is always added): ids, never secrets.
+    task_kwargs: dict[str, Any] = jsonb_field()
+    payload: dict[str, Any] = jsonb_field()
+    status: str = Field(default=EventStatus.received, sa_type=_enum_str())
+    attempts: int = Field(default=0)
+    task_ids: list[str] = jsonb_field(list)
+    # The task id allowed to work on the event now; a stale copy with another id does nothing.
+    current_task_id: str | None = Field(default=None, sa_type=sa.String(64))
+    # Every attempt: {task_id, started_at, finished_at, outcome, error}.
+    history: list[dict[str, Any]] = jsonb_field(list)
+    # Per-step state of a workflow chain.
+    steps: list[dict[str, Any]] = jsonb_field(list)
+    progress: dict[str, Any] | None = jsonb_field(nullable=True)
+    result: dict[str, Any] | None = jsonb_field(nullable=True)
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    request_id: str | None = Field(default=None, sa_type=sa.String(64))
+    publish_count: int = Field(default=0)
+    received_at: datetime = ts_field()
+    started_at: datetime | None = ts_field(nullable=True)
+    # When the outbox sweeper may consider this event lost and publish it again.
+    due_at: datetime | None = ts_field(nullable=True)
+    finished_at: datetime | None = ts_field(nullable=True)
+    updated_at: datetime = ts_field()
+
+
+class DeadLetter(SQLModel, table=True):
+    __tablename__ = "dead_letter"
+    __table_args__ = (sa.Index("ix_dead_letter_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID | None = fk_field("tenant.id", nullable=True, index=False)
+    event_id: uuid.UUID | None = fk_field("event.id", nullable=True, ondelete="SET NULL")
+    task_name: str = Field(sa_type=sa.String(200))
+    task_id: str | None = Field(default=None, sa_type=sa.String(64))
+    step: str | None = Field(default=None, sa_type=sa.String(200))
+    args: list[Any] = jsonb_field(list)
+    kwargs: dict[str, Any] = jsonb_field()
+    exception_type: str = Field(sa_type=sa.String(200))
+    exception_message: str = Field(sa_type=sa.Text)
+    traceback: str | None = Field(default=None, sa_type=sa.Text)
+    attempts: int = Field(default=0)
+    first_failed_at: datetime = ts_field()
+    last_failed_at: datetime = ts_field()
+    replayed_at: datetime | None = ts_field(nullable=True)
+    replay_count: int = Field(default=0)
+    created_at: datetime = ts_field()
+
+
+class ClassifierFeedback(SQLModel, table=True):
+    __tablename__ = "classifier_feedback"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "message_id"),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    user_id: uuid.UUID | None = fk_field("user.id", nullable=True, index=False, ondelete="SET NULL")
+    message_id: uuid.UUID = fk_field("message.id")
+    label: str = Field(sa_type=_enum_str())
+    tokens: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    created_at: datetime = ts_field()
+
+
+class Rule(SQLModel, table=True):
+    """A per-account rule: when `condition` matches a classified message, do `action`."""
+
+    __tablename__ = "rule"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    account_id: uuid.UUID = fk_field("account.id")
+    name: str = Field(sa_type=sa.String(200))
+    # e.g. {"is_spam": true} | {"category": "promotions"} | {"from_domain": "example.com"}
+    condition: dict[str, Any] = jsonb_field()
+    # e.g. {"type": "move", "folder_role": "junk"} | {"type": "label", "label": "promos"}
+    action: dict[str, Any] = jsonb_field()
+    position: int = Field(default=0)
+    enabled: bool = Field(default=True)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
+class TokenStat(SQLModel, table=True):
+    """Per-tenant token counts learned from feedback; they adjust that tenant's verdicts only."""
+
+    __tablename__ = "token_stat"
+    __table_args__ = (sa.PrimaryKeyConstraint("tenant_id", "token"),)
+    tenant_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="tenant.id", ondelete="CASCADE")
+    token: str = Field(sa_type=sa.String(100))
+    spam: int = Field(default=0)
+    ham: int = Field(default=0)
+
+
+class OutboundMessage(SQLModel, table=True):
+    """The send ledger: written before and after SMTP DATA so a send happens at most once."""
+
+    __tablename__ = "outbound_message"
+    __table_args__ = (sa.UniqueConstraint("event_id"),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    account_id: uuid.UUID = fk_field("account.id")
+    event_id: uuid.UUID | None = fk_field("event.id", nullable=True, index=False, ondelete="SET NULL")
+    message_id_header: str = Field(sa_type=sa.Text)
+    # pending -> sending -> sent | failed; "sending" found on a retry means the outcome is unknown.
+    status: str = Field(default="pending", sa_type=_enum_str())
+    recipients: list[str] = jsonb_field(list)
+    server_reply: str | None = Field(default=None, sa_type=sa.Text)
+    size: int = Field(default=0)
+    created_at: datetime = ts_field()
+    sending_at: datetime | None = ts_field(nullable=True)
+    sent_at: datetime | None = ts_field(nullable=True)

@@ -1,0 +1,1 @@
+"""Repositories: every SQL statement postroom runs, tenant filter included."""

@@ -1,0 +1,40 @@
+"""Accounts and their credentials, always read through the tenant (or the Nylas grant)."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account, AccountStatus, Provider
+
+
+async def get_live_by_grant(session: AsyncSession, grant_id: str) -> Account | None:
+    stmt = sa.select(Account).where(
+        Account.grant_id == grant_id,
+        Account.provider == Provider.nylas,
+        Account.deleted_at.is_(None),  # type: ignore[union-attr]
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_for_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account | None:
+    stmt = sa.select(Account).where(
+        Account.id == account_id,
+        Account.tenant_id == tenant_id,
+        Account.deleted_at.is_(None),  # type: ignore[union-attr]
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def set_status(
+    session: AsyncSession, account_id: uuid.UUID, status: AccountStatus, reason: str | None
+) -> None:
+    await session.execute(
+        sa.update(Account)
+        .where(Account.id == account_id)  # type: ignore[arg-type]
+        .values(status=status, status_reason=reason, updated_at=sa.func.now())
+    )

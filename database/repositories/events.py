@@ -1,0 +1,289 @@
+"""Event rows: the ledger of every webhook and job, and the atomic claims workers take on them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Event, EventStatus
+
+UNFINISHED = (
+    EventStatus.received,
+    EventStatus.queued,
+    EventStatus.processing,
+    EventStatus.retrying,
+)
+_t = Event.__table__  # type: ignore[attr-defined]
+_now = sa.func.now()
+
+
+def _interval(seconds: float) -> Any:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+async def insert_once(
+    session: AsyncSession,
+    *,
+    event_id: uuid.UUID,
+    source: str,
+    type: str,
+    external_id: str | None,
+    task_name: str,
+    task_id: str,
+    payload: dict[str, Any],
+    stale_after_s: float,
+    task_kwargs: dict[str, Any] | None = None,
+    tenant_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+    request_hash: str | None = None,
+    request_id: str | None = None,
+) -> bool:
+    """Insert the event unless (source, external_id) exists; True when this call created it."""
+    stmt = (
+        insert(_t)
+        .values(
+            id=event_id,
+            source=source,
+            type=type,
+            external_id=external_id,
+            task_name=task_name,
+            task_kwargs=task_kwargs or {},
+            payload=payload,
+            status=EventStatus.received,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            account_id=account_id,
+            request_hash=request_hash,
+            request_id=request_id,
+            current_task_id=task_id,
+            task_ids=[task_id],
+            publish_count=1,
+            due_at=_now + _interval(stale_after_s),
+        )
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(_t.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
+    return await session.get(Event, event_id, populate_existing=True)
+
+
+async def get_by_external_id(session: AsyncSession, source: str, external_id: str) -> Event | None:
+    stmt = sa.select(Event).where(Event.source == source, Event.external_id == external_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_for_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, event_id: uuid.UUID
+) -> Event | None:
+    stmt = sa.select(Event).where(Event.id == event_id, Event.tenant_id == tenant_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_by_task_id(
+    session: AsyncSession, tenant_id: uuid.UUID, task_id: str
+) -> Event | None:
+    stmt = (
+        sa.select(Event)
+        .where(Event.tenant_id == tenant_id, Event.task_ids.contains([task_id]))  # type: ignore[attr-defined]
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    event_id: uuid.UUID,
+    task_id: str,
+    lease_s: float,
+    redelivered: bool = False,
+) -> Event | None:
+    """Take the event for this task run, or None when another run owns it or it has finished.
+
+    A fresh event may be taken by any copy (the first wins); a retrying event only by the
+    scheduled retry (same task id) or once its lease is over; a processing event only when
+    its lease is over, or when the broker redelivers the same task id because the worker
+    that held it was lost (task_reject_on_worker_lost).
+    """
+    lease_over = _t.c.due_at < _now
+    same_task = _t.c.current_task_id == task_id
+    stmt = (
+        sa.update(_t)
+        .where(
+            _t.c.id == event_id,
+            sa.or_(
+                _t.c.status.in_([EventStatus.received, EventStatus.queued]),
+                sa.and_(
+                    _t.c.status == EventStatus.retrying,
+                    sa.or_(same_task, lease_over),
+                ),
+                sa.and_(
+                    _t.c.status == EventStatus.processing,
+                    sa.or_(lease_over, sa.and_(same_task, sa.true() if redelivered else sa.false())),
+                ),
+            ),
+        )
+        .values(
+            status=EventStatus.processing,
+            attempts=_t.c.attempts + 1,
+            current_task_id=task_id,
+            task_ids=sa.case(
+                (_t.c.task_ids.contains([task_id]), _t.c.task_ids),
+                else_=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(task_id)),
+            ),
+            started_at=_now,
+            due_at=_now + _interval(lease_s),
+            updated_at=_now,
+        )
+        .returning(*_t.c)
+    )
+    row = (await session.execute(stmt)).mappings().one_or_none()
+    return Event(**row) if row is not None else None
+
+
+def _history_entry(
+    *, task_id: str, started_at: datetime | None, outcome: str, error: str | None
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "task_id": task_id,
+        "started_at": started_at.isoformat() if started_at else None,
+        "finished_at": now.isoformat(),
+        "duration_ms": round((now - started_at).total_seconds() * 1000, 1) if started_at else None,
+        "outcome": outcome,
+        "error": error,
+    }
+
+
+async def finish(
+    session: AsyncSession,
+    *,
+    event: Event,
+    task_id: str,
+    status: EventStatus,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    tenant_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+    retry_in_s: float | None = None,
+) -> bool:
+    """Record the end of one attempt; False when this run no longer owns the event."""
+    entry = _history_entry(
+        task_id=task_id, started_at=event.started_at, outcome=status, error=error
+    )
+    values: dict[str, Any] = {
+        "status": status,
+        "history": _t.c.history.op("||")(sa.func.jsonb_build_array(sa.cast(entry, _t.c.history.type))),
+        "updated_at": _now,
+        "last_error": error,
+    }
+    if result is not None:
+        values["result"] = result
+    if tenant_id is not None:
+        values["tenant_id"] = tenant_id
+    if account_id is not None:
+        values["account_id"] = account_id
+    if status == EventStatus.retrying:
+        # The sweeper may publish again only if the scheduled retry never shows up.
+        values["due_at"] = _now + _interval((retry_in_s or 0) + 300)
+    else:
+        values["due_at"] = None
+        values["finished_at"] = _now
+    stmt = (
+        sa.update(_t)
+        .where(
+            _t.c.id == event.id,
+            _t.c.status == EventStatus.processing,
+            _t.c.current_task_id == task_id,
+        )
+        .values(**values)
+        .returning(_t.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def set_progress(
+    session: AsyncSession, *, event_id: uuid.UUID, progress: dict[str, Any], lease_s: float
+) -> None:
+    """Show progress and extend the lease: a long task that reports progress is alive."""
+    await session.execute(
+        sa.update(_t)
+        .where(_t.c.id == event_id, _t.c.status == EventStatus.processing)
+        .values(progress=progress, due_at=_now + _interval(lease_s), updated_at=_now)
+    )
+
+
+async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -> list[Event]:
+    """Lock and return unfinished events whose lease ran out, pushing their lease forward.
+
+    SKIP LOCKED lets two sweepers run without publishing the same event twice in one round.
+    """
+    due = (
+        sa.select(_t.c.id)
+        .where(_t.c.status.in_(UNFINISHED), _t.c.due_at < _now)
+        .order_by(_t.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    # Task ids of re-publishes are "<event id>.<n>": unique, and readable in Flower.
+    new_task_id = sa.cast(_t.c.id, sa.String) + "." + sa.cast(_t.c.publish_count + 1, sa.String)
+    stmt = (
+        sa.update(_t)
+        .where(_t.c.id.in_(due))
+        .values(
+            status=sa.case(
+                (_t.c.status == EventStatus.received, EventStatus.queued),
+                (_t.c.status == EventStatus.processing, EventStatus.queued),
+                else_=_t.c.status,
+            ),
+            current_task_id=new_task_id,
+            task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(new_task_id)),
+            publish_count=_t.c.publish_count + 1,
+            due_at=_now + _interval(stale_after_s),
+            updated_at=_now,
+        )
+        .returning(*_t.c)
+    )
+    rows = (await session.execute(stmt)).mappings().all()
+    return [Event(**r) for r in rows]
+
+
+async def prepare_replay(session: AsyncSession, *, event_id: uuid.UUID, task_id: str) -> bool:
+    """Turn a finished event back into a queued one for a new attempt; history is kept."""
+    stmt = (
+        sa.update(_t)
+        .where(_t.c.id == event_id)
+        .values(
+            status=EventStatus.queued,
+            current_task_id=task_id,
+            task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(task_id)),
+            publish_count=_t.c.publish_count + 1,
+            finished_at=None,
+            due_at=_now + _interval(60),
+            updated_at=_now,
+        )
+        .returning(_t.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def delete_finished_before(session: AsyncSession, *, before: datetime) -> int:
+    stmt = sa.delete(_t).where(
+        _t.c.status.in_(EventStatus.finished()), _t.c.finished_at < before
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def cutoff(days: int) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)

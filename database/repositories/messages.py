@@ -1,0 +1,124 @@
+"""Messages, their folders and attachment metadata: upserts keyed by the provider's id."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Attachment, Folder, Message
+
+_m = Message.__table__  # type: ignore[attr-defined]
+_f = Folder.__table__  # type: ignore[attr-defined]
+_a = Attachment.__table__  # type: ignore[attr-defined]
+
+# Columns an upsert must never overwrite.
+_KEEP_ON_UPDATE = {"id", "tenant_id", "account_id", "provider_id", "created_at", "deleted_at",
+                   "is_spam", "spam_score", "spam_indicators", "category"}
+
+
+async def upsert(
+    session: AsyncSession, values: dict[str, Any]
+) -> tuple[uuid.UUID, bool] | None:
+    """Insert or update by (account_id, provider_id); (id, inserted) or None when refused.
+
+    A deleted message is never brought back, and a notification older than the stored
+    state (provider_version) does not overwrite it: Nylas does not order deliveries.
+    """
+    stmt = insert(_m).values(**values)
+    excluded = stmt.excluded
+    update_cols = {
+        k: excluded[k] for k in values if k not in _KEEP_ON_UPDATE
+    }
+    update_cols["updated_at"] = sa.func.now()
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "provider_id"],
+        set_=update_cols,
+        where=sa.and_(
+            _m.c.deleted_at.is_(None),
+            sa.or_(
+                _m.c.provider_version.is_(None),
+                excluded.provider_version.is_(None),
+                _m.c.provider_version <= excluded.provider_version,
+            ),
+        ),
+    ).returning(_m.c.id, sa.literal_column("(xmax = 0)").label("inserted"))
+    row = (await session.execute(stmt)).one_or_none()
+    return (row.id, bool(row.inserted)) if row is not None else None
+
+
+async def mark_deleted(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    provider_id: str,
+    provider_version: int | None,
+) -> uuid.UUID:
+    """Mark deleted, or leave a tombstone when the message was never seen, so a late
+    `created` for it cannot resurrect it."""
+    stmt = (
+        insert(_m)
+        .values(
+            tenant_id=tenant_id,
+            account_id=account_id,
+            provider_id=provider_id,
+            provider_version=provider_version,
+            deleted_at=sa.func.now(),
+            unread=False,
+        )
+        .on_conflict_do_update(
+            index_elements=["account_id", "provider_id"],
+            set_={"deleted_at": sa.func.coalesce(_m.c.deleted_at, sa.func.now()),
+                  "updated_at": sa.func.now()},
+        )
+        .returning(_m.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one()  # type: ignore[no-any-return]
+
+
+async def ensure_folders(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    folders: list[dict[str, Any]],
+) -> dict[str, uuid.UUID]:
+    """Create the folders that do not exist yet; map name -> id for all of them."""
+    if not folders:
+        return {}
+    rows = [{"tenant_id": tenant_id, "account_id": account_id, **f} for f in folders]
+    stmt = insert(_f).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "name"],
+        set_={"role": sa.func.coalesce(_f.c.role, stmt.excluded.role)},
+    ).returning(_f.c.id, _f.c.name)
+    return {r.name: r.id for r in (await session.execute(stmt)).all()}
+
+
+async def replace_attachments(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    attachments: list[dict[str, Any]],
+) -> None:
+    await session.execute(sa.delete(_a).where(_a.c.message_id == message_id))
+    if attachments:
+        await session.execute(
+            insert(_a).values(
+                [{"tenant_id": tenant_id, "message_id": message_id, **a} for a in attachments]
+            )
+        )
+
+
+async def get_by_provider_id(
+    session: AsyncSession, *, account_id: uuid.UUID, provider_id: str
+) -> Message | None:
+    stmt = sa.select(Message).where(
+        Message.account_id == account_id, Message.provider_id == provider_id
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

@@ -1,0 +1,111 @@
+"""Domain exceptions. Each carries what the API needs (status, code) and what the worker's
+retry policy needs (transient or permanent, Retry-After). Messages never contain secrets."""
+
+from __future__ import annotations
+
+
+class PostroomError(Exception):
+    status_code = 500
+    code = "internal_error"
+    transient = False
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.retry_after = retry_after
+
+
+class BadRequest(PostroomError):
+    """The request could not be read."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(PostroomError):
+    """Missing or invalid credentials."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class InvalidSignature(Unauthorized):
+    """The webhook signature is missing or does not match the body."""
+
+    code = "invalid_signature"
+
+
+class NotFound(PostroomError):
+    """Not found."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(PostroomError):
+    """The request conflicts with an earlier one."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(PostroomError):
+    """The request body is over the limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(PostroomError):
+    """The request is not valid."""
+
+    status_code = 422
+    code = "validation_error"
+
+
+class ServiceUnavailable(PostroomError):
+    """A dependency is unavailable; retry later."""
+
+    status_code = 503
+    code = "service_unavailable"
+    transient = True
+
+
+class PermissionDenied(PostroomError):
+    """The target does not belong to the caller's tenant (a task-side check; the API says 404)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class TransientError(PostroomError):
+    """A temporary failure: worth retrying with backoff."""
+
+    status_code = 503
+    code = "temporary_failure"
+    transient = True
+
+
+class ProviderTemporaryError(TransientError):
+    """The mail provider failed temporarily (rate limit, 5xx, timeout, broken answer)."""
+
+    code = "provider_temporary_error"
+
+
+class ProviderPermanentError(PostroomError):
+    """The mail provider refused the request for good."""
+
+    status_code = 502
+    code = "provider_error"
+
+
+class ProviderNotFound(ProviderPermanentError):
+    """The provider does not know this object."""
+
+    code = "provider_not_found"
+
+
+class BadCredentials(ProviderPermanentError):
+    """The provider refused the account's credentials."""
+
+    code = "bad_credentials"

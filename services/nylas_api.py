@@ -1,0 +1,87 @@
+"""Outbound Nylas calls through the real `nylas` SDK, with its errors mapped to ours.
+
+The SDK is synchronous (requests) and has no retries: calls run in a thread, and the
+worker's retry policy decides what happens after a failure (NYLAS.md section 5-6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from nylas import Client
+from nylas.models.errors import NylasApiError, NylasSdkTimeoutError
+
+from services.errors import (
+    BadCredentials,
+    ProviderNotFound,
+    ProviderPermanentError,
+    ProviderTemporaryError,
+)
+
+T = TypeVar("T")
+_TEMPORARY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def map_error(exc: BaseException) -> Exception:
+    """Nylas SDK / requests exception -> a postroom error the retry policy understands."""
+    if isinstance(exc, NylasSdkTimeoutError):
+        return ProviderTemporaryError("Nylas did not answer in time.")
+    if isinstance(exc, NylasApiError):
+        status = int(getattr(exc, "status_code", 0) or 0)
+        kind = getattr(exc, "type", None) or "error"
+        text = f"Nylas answered {status} ({kind})."
+        if status in _TEMPORARY_STATUSES or status >= 500:
+            return ProviderTemporaryError(text, retry_after=_retry_after(getattr(exc, "headers", None)))
+        if status == 404:
+            return ProviderNotFound(text)
+        if status in (401, 403):
+            return BadCredentials(text)
+        return ProviderPermanentError(text)
+    # A non-JSON error page (an HTML 502 from a proxy) surfaces as a JSON decode error.
+    if isinstance(exc, (requests.exceptions.JSONDecodeError, json.JSONDecodeError)):
+        return ProviderTemporaryError("Nylas answered with a body that is not JSON.")
+    if isinstance(exc, (requests.exceptions.RequestException, ConnectionError, OSError)):
+        return ProviderTemporaryError(f"Could not reach Nylas ({type(exc).__name__}).")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+class NylasGateway:
+    """One SDK client per process; every call goes through `call` for error mapping."""
+
+    def __init__(self, *, api_key: str, api_uri: str, timeout: int) -> None:
+        self.client = Client(api_key=api_key, api_uri=api_uri, timeout=timeout)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except Exception as exc:
+            mapped = map_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+
+    async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
+        response = await self.call(
+            lambda: self.client.messages.find(identifier=grant_id, message_id=message_id)
+        )
+        return response.data.to_dict()  # type: ignore[no-any-return]
+
+    async def list_messages(
+        self, grant_id: str, *, query: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        response = await self.call(
+            lambda: self.client.messages.list(identifier=grant_id, query_params=query)  # type: ignore[arg-type]
+        )
+        return [m.to_dict() for m in response.data], response.next_cursor

@@ -1,0 +1,243 @@
+"""What a Nylas notification does once a worker has claimed its event (NYLAS.md sections 3-4)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account, AccountStatus, Event, Provider
+from database.repositories import accounts as accounts_repo
+from database.repositories import messages as messages_repo
+from services.errors import ValidationFailed
+from services.html_text import html_to_text
+from services.webhooks import base_type, type_suffixes
+
+
+class MessageFetcher(Protocol):
+    async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]: ...
+
+
+@dataclass
+class Outcome:
+    """How an event ended: `succeeded` with a result, or `ignored` with the reason."""
+
+    status: str
+    result: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    tenant_id: uuid.UUID | None = None
+    account_id: uuid.UUID | None = None
+    # Ids of messages created or changed, for the classify chain.
+    message_ids: list[uuid.UUID] = field(default_factory=list)
+
+    @classmethod
+    def ignored(cls, reason: str, account: Account | None = None) -> Outcome:
+        return cls(
+            status="ignored",
+            reason=reason,
+            result={"status": "ignored", "reason": reason},
+            tenant_id=account.tenant_id if account else None,
+            account_id=account.id if account else None,
+        )
+
+
+FOLDER_ROLES = {
+    "inbox": "inbox",
+    "sent": "sent",
+    "sent items": "sent",
+    "sent mail": "sent",
+    "trash": "trash",
+    "deleted items": "trash",
+    "spam": "junk",
+    "junk": "junk",
+    "junk email": "junk",
+    "drafts": "drafts",
+    "draft": "drafts",
+    "archive": "archive",
+    "all mail": "archive",
+}
+
+
+def folder_role(name: str) -> str | None:
+    return FOLDER_ROLES.get(name.strip().lower().removeprefix("[gmail]/"))
+
+
+def _grant_id(data: dict[str, Any]) -> str | None:
+    obj = data.get("object") if isinstance(data.get("object"), dict) else {}
+    grant = data.get("grant_id") or (obj or {}).get("grant_id")
+    return grant if isinstance(grant, str) and grant else None
+
+
+def _addresses(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    out = []
+    for item in value:
+        if isinstance(item, dict) and isinstance(item.get("email"), str):
+            out.append({"name": item.get("name") or None, "email": item["email"]})
+    return out
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def message_values(
+    obj: dict[str, Any], *, account: Account, version: int | None
+) -> dict[str, Any]:
+    """Nylas Message object -> message columns (bodies are HTML in Nylas)."""
+    sender = _addresses(obj.get("from"))
+    date = _timestamp(obj.get("date"))
+    html = obj.get("body") if isinstance(obj.get("body"), str) else None
+    folders = [f for f in obj.get("folders") or [] if isinstance(f, str)]
+    attachments = obj.get("attachments") if isinstance(obj.get("attachments"), list) else []
+    values: dict[str, Any] = {
+        "tenant_id": account.tenant_id,
+        "account_id": account.id,
+        "provider_id": obj["id"],
+        "provider_version": version,
+        "thread_id": obj.get("thread_id"),
+        "from_name": sender[0]["name"] if sender else None,
+        "from_email": sender[0]["email"] if sender else None,
+        "to_addrs": _addresses(obj.get("to")),
+        "cc_addrs": _addresses(obj.get("cc")),
+        "bcc_addrs": _addresses(obj.get("bcc")),
+        "reply_to": _addresses(obj.get("reply_to")),
+        "subject": obj.get("subject") if isinstance(obj.get("subject"), str) else None,
+        "date": date,
+        "sort_at": date or datetime.now(UTC),
+        "snippet": obj.get("snippet") if isinstance(obj.get("snippet"), str) else None,
+        "html": html,
+        "unread": bool(obj.get("unread", False)),
+        "starred": bool(obj.get("starred", False)),
+        "labels": folders,
+        "has_attachments": bool(attachments),
+    }
+    if html is not None:
+        values["text"] = html_to_text(html)
+    return values
+
+
+def attachment_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for a in obj.get("attachments") or []:
+        if not isinstance(a, dict):
+            continue
+        out.append(
+            {
+                "provider_id": a.get("id"),
+                "filename": a.get("filename"),
+                "content_type": a.get("content_type") or "application/octet-stream",
+                "size": int(a.get("size") or 0),
+                "content_id": a.get("content_id"),
+                "is_inline": bool(a.get("is_inline", False)),
+            }
+        )
+    return out
+
+
+async def _upsert_message(
+    session: AsyncSession,
+    *,
+    account: Account,
+    obj: dict[str, Any],
+    version: int | None,
+) -> Outcome:
+    values = message_values(obj, account=account, version=version)
+    folder_names = values["labels"]
+    folder_ids = await messages_repo.ensure_folders(
+        session,
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        folders=[{"name": n, "provider_id": n, "role": folder_role(n)} for n in folder_names],
+    )
+    if folder_names:
+        values["folder_id"] = folder_ids[folder_names[0]]
+    saved = await messages_repo.upsert(session, values)
+    if saved is None:
+        return Outcome.ignored(
+            "the message was deleted or a newer state is stored", account
+        )
+    message_id, inserted = saved
+    await messages_repo.replace_attachments(
+        session, tenant_id=account.tenant_id, message_id=message_id,
+        attachments=attachment_values(obj),
+    )
+    return Outcome(
+        status="succeeded",
+        result={"status": "success", "message_id": str(message_id),
+                "action": "created" if inserted else "updated"},
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        message_ids=[message_id],
+    )
+
+
+async def process_notification(
+    session: AsyncSession, *, event: Event, nylas: MessageFetcher | None
+) -> Outcome:
+    """Route one stored notification by its base type and apply it."""
+    body = event.payload
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    kind = base_type(event.type)
+    suffixes = type_suffixes(event.type)
+    version = body.get("time") if isinstance(body.get("time"), int) else None
+    grant_id = _grant_id(data)
+    obj = data.get("object") if isinstance(data.get("object"), dict) else None
+
+    if kind not in HANDLED_TYPES:
+        return Outcome.ignored(f"no handler for notification type {kind!r}")
+    if grant_id is None:
+        return Outcome.ignored("the notification names no grant")
+    account = await accounts_repo.get_live_by_grant(session, grant_id)
+    if account is None:
+        return Outcome.ignored(f"unknown grant {grant_id!r}")
+
+    if kind in ("grant.expired", "grant.deleted"):
+        await accounts_repo.set_status(
+            session, account.id, AccountStatus.reauth_required, f"Nylas sent {kind}"
+        )
+        return Outcome(
+            status="succeeded",
+            result={"status": "success", "account_status": AccountStatus.reauth_required.value},
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+        )
+
+    if obj is None or not isinstance(obj.get("id"), str) or not obj["id"]:
+        raise ValidationFailed("The notification has no data.object.id.")
+    if account.provider != Provider.nylas:
+        return Outcome.ignored("the grant belongs to a non-Nylas account", account)
+
+    if kind == "message.deleted":
+        message_id = await messages_repo.mark_deleted(
+            session, tenant_id=account.tenant_id, account_id=account.id,
+            provider_id=obj["id"], provider_version=version,
+        )
+        return Outcome(
+            status="succeeded",
+            result={"status": "success", "message_id": str(message_id), "action": "deleted"},
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+        )
+
+    # message.created / message.updated are both upserts (providers send either for both).
+    if "truncated" in suffixes or not isinstance(obj.get("body"), str):
+        if nylas is None:
+            raise ValidationFailed("A truncated message needs the Nylas API, which is not configured.")
+        obj = await nylas.find_message(grant_id, obj["id"])
+    return await _upsert_message(session, account=account, obj=obj, version=version)
+
+
+HANDLED_TYPES = frozenset(
+    {"message.created", "message.updated", "message.deleted", "grant.expired", "grant.deleted"}
+)

@@ -1,0 +1,58 @@
+"""The one place postroom reads its configuration from (environment, prefix POSTROOM_, or .env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTROOM_", env_file=".env", extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/postroom"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    nylas_api_uri: str = "https://api.us.nylas.com"
+    nylas_api_key: SecretStr | None = None
+    nylas_webhook_secret: SecretStr | None = None
+    credential_keys: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+
+    environment: str = "development"
+    log_level: str = "INFO"
+    log_json: bool = True
+    webhook_max_body_bytes: int = 2 * 1024 * 1024
+    api_max_body_bytes: int = 16 * 1024 * 1024
+    # How long the API waits for the database before answering 503 (Nylas retries 503, not 500).
+    db_connect_timeout_s: float = 1.5
+    db_statement_timeout_ms: int = 5000
+    db_pool_size: int = 10
+    # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
+    publish_timeout_s: float = 0.5
+    nylas_timeout_s: int = 20
+    # An event left in received/queued this long is re-published by the sweeper.
+    outbox_stale_after_s: int = 30
+    outbox_sweep_interval_s: float = 5.0
+    # A processing claim older than this is considered abandoned (worker died) and may be retaken.
+    claim_lease_s: int = 900
+    result_expires_s: int = 3600
+    task_soft_time_limit_s: int = 600
+    task_time_limit_s: int = 660
+    worker_max_tasks_per_child: int = 1000
+    retry_base_s: float = 5.0
+    retry_factor: float = 2.0
+    retry_cap_s: float = 600.0
+    event_retention_days: int = 30
+    flower_port: int = 5555
+
+    def credential_key_list(self) -> list[str]:
+        if self.credential_keys is None:
+            return []
+        return [k.strip() for k in self.credential_keys.get_secret_value().split(",") if k.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+

@@ -1,0 +1,223 @@
+"""POST/GET /webhooks/nylas through the ASGI app against the real database and Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+
+from database.models import Event
+from tests.conftest import notification, post_webhook
+
+
+async def event_rows(db) -> list[Event]:
+    async with db.sessionmaker() as s:
+        return list((await s.execute(sa.select(Event))).scalars())
+
+
+async def queued_messages(redis_url: str) -> int:
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in r.scan_iter("sync*")]
+        return sum([await r.llen(k) for k in keys])
+    finally:
+        await r.aclose()
+
+
+async def test_challenge_is_echoed_as_plain_text(client: httpx.AsyncClient) -> None:
+    r = await client.get("/webhooks/nylas", params={"challenge": "abc-123"})
+    assert r.status_code == 200
+    assert r.text == "abc-123"
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+async def test_missing_challenge_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.get("/webhooks/nylas")
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_request"
+
+
+async def test_signed_notification_is_stored_and_published(client, db, settings) -> None:
+    before = await queued_messages(settings.redis_url)
+    payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
+    r = await post_webhook(client, payload)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "queued"
+    rows = await event_rows(db)
+    assert [str(e.id) for e in rows] == [body["event_id"]]
+    assert rows[0].external_id == payload["id"]
+    assert rows[0].type == "message.created"
+    assert rows[0].payload == payload
+    assert rows[0].source == "nylas"
+    assert await queued_messages(settings.redis_url) == before + 1
+
+
+async def test_duplicate_delivery_enqueues_nothing(client, db, settings) -> None:
+    payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
+    first = await post_webhook(client, payload)
+    after_first = await queued_messages(settings.redis_url)
+    second = await post_webhook(client, payload)
+    assert second.status_code == 200
+    assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+    assert len(await event_rows(db)) == 1
+    assert await queued_messages(settings.redis_url) == after_first
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [None, "", "deadbeef", "0" * 64, "not hex at all", "Zm9yZ2Vk"],
+    ids=["missing", "empty", "short", "wrong", "garbage", "base64"],
+)
+async def test_forged_or_missing_signature_is_401_and_stores_nothing(client, db, signature) -> None:
+    payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
+    r = await post_webhook(client, payload, signature=signature)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_signature"
+    assert await event_rows(db) == []
+
+
+async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
+    payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
+    body = json.dumps(payload, indent=2).encode()
+    from tests.conftest import sign
+
+    r = await client.post(
+        "/webhooks/nylas", content=body,
+        headers={"x-nylas-signature": sign(json.dumps(payload, separators=(",", ":")).encode())},
+    )
+    assert r.status_code == 401
+    assert await event_rows(db) == []
+
+
+async def test_uppercase_hex_signature_is_accepted(client, db) -> None:
+    payload = json.dumps(notification("message.created", {"id": "m1"})).encode()
+    from tests.conftest import sign
+
+    r = await post_webhook(client, payload, signature=sign(payload).upper())
+    assert r.status_code == 200
+
+
+async def test_oversized_body_is_413_and_stores_nothing(client, db, settings) -> None:
+    big = b'{"id": "x", "type": "message.created", "pad": "' + b"a" * settings.webhook_max_body_bytes + b'"}'
+    r = await post_webhook(client, big)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+    assert await event_rows(db) == []
+
+
+async def test_oversized_chunked_body_without_length_is_413(client, db, settings) -> None:
+    chunk = b"a" * 65536
+    count = settings.webhook_max_body_bytes // len(chunk) + 2
+
+    async def body():
+        for _ in range(count):
+            yield chunk
+
+    r = await client.post("/webhooks/nylas", content=body(), headers={"x-nylas-signature": "00"})
+    assert r.status_code == 413
+    assert await event_rows(db) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[1, 2]", b'"text"', b'{"type": "message.created"}', b'{"id": "n1"}',
+     b'{"id": 5, "type": "message.created"}', b'{"id": "n1", "type": ""}', b"\xff\xfe\x00"],
+    ids=["broken", "array", "string", "no-id", "no-type", "id-not-string", "empty-type", "binary"],
+)
+async def test_malformed_signed_body_is_400_and_stores_nothing(client, db, raw) -> None:
+    r = await post_webhook(client, raw)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_request"
+    assert await event_rows(db) == []
+
+
+async def test_gzip_body_is_verified_over_compressed_bytes(client, db) -> None:
+    payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
+    r = await post_webhook(client, payload, gzip_body=True)
+    assert r.status_code == 200, r.text
+    rows = await event_rows(db)
+    assert rows[0].payload == payload
+
+
+async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db) -> None:
+    import gzip as gz
+
+    from tests.conftest import sign
+
+    raw = json.dumps(notification("message.created", {"id": "m1"})).encode()
+    r = await client.post(
+        "/webhooks/nylas", content=gz.compress(raw),
+        headers={"content-encoding": "gzip", "x-nylas-signature": sign(raw)},
+    )
+    assert r.status_code == 401
+    assert await event_rows(db) == []
+
+
+async def test_gzip_bomb_is_413(client, db) -> None:
+    import gzip as gz
+
+    bomb = gz.compress(b"{" + b" " * (50 * 1024 * 1024) + b"}")
+    r = await post_webhook(client, bomb, headers={"content-encoding": "gzip"})
+    assert r.status_code == 413
+    assert await event_rows(db) == []
+
+
+async def test_broken_gzip_is_400(client, db) -> None:
+    r = await post_webhook(client, b"this is not gzip", headers={"content-encoding": "gzip"})
+    assert r.status_code == 400
+    assert await event_rows(db) == []
+
+
+async def test_missing_webhook_secret_answers_503(settings) -> None:
+    from api.app import create_app
+
+    app = create_app(settings.model_copy(update={"nylas_webhook_secret": None}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await post_webhook(c, notification("message.created", {"id": "m"}))
+    assert r.status_code == 503
+    assert "secret" not in r.text.lower() or "whsec" not in r.text
+
+
+async def test_database_down_answers_503_quickly(settings) -> None:
+    from api.app import create_app
+    from tests.peers import free_port
+
+    down = settings.model_copy(
+        update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nope"}
+    )
+    app = create_app(down)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            start = time.monotonic()
+            r = await post_webhook(c, notification("message.created", {"id": "m"}))
+            elapsed = time.monotonic() - start
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert elapsed < 2.5
+
+
+async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db) -> None:
+    from api.app import create_app
+    from tests.peers import free_port
+
+    no_broker = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    app = create_app(no_broker)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            start = time.monotonic()
+            r = await post_webhook(c, notification("message.created", {"id": "m"}))
+            elapsed = time.monotonic() - start
+    assert r.status_code == 200
+    assert r.json()["status"] == "queued"
+    assert elapsed < 2.5
+    rows = await event_rows(db)
+    assert len(rows) == 1 and rows[0].status == "received"

@@ -1,0 +1,89 @@
+"""The Celery application: broker, reliability settings, routes and the beat schedule."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue as KQueue
+
+from settings import Settings, get_settings
+from worker.config import PRIORITY_STEPS, ROUTES, Queue
+
+TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance"]
+
+
+def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
+    """The app; `publisher_only` (the API) has no result backend: it reads outcomes from the
+    event row, and a Redis result backend would subscribe on every publish and retry for
+    seconds when Redis is down, holding the webhook answer."""
+    app = Celery("postroom", include=[] if publisher_only else TASK_MODULES)
+    longest_countdown = settings.retry_cap_s
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=None if publisher_only else settings.redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        task_queues=[KQueue(q.value, routing_key=q.value) for q in Queue],
+        task_default_queue=Queue.sync.value,
+        task_routes={name: {"queue": r.queue.value} for name, r in ROUTES.items()},
+        task_default_priority=5,
+        # Reliability: a task is acknowledged only once it finished; a killed worker's task goes
+        # back to the queue; one message reserved per process so a crash loses at most that one.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        result_expires=settings.result_expires_s,
+        result_extended=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        broker_connection_retry_on_startup=True,
+        # Celery issue 8030: a worker may stop consuming after a broker reconnect; cancelling
+        # unacked long tasks on connection loss lets them be redelivered instead of stuck.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_transport_options={
+            # Must outlast the longest countdown plus the hard time limit, or Redis re-delivers
+            # a message that is only waiting (Celery issue 10205, kombu 1836).
+            "visibility_timeout": int(longest_countdown + settings.task_time_limit_s) * 2 + 600,
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "socket_timeout": 5,
+            "socket_connect_timeout": 2,
+            "retry_on_timeout": True,
+            "health_check_interval": 15,
+        },
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        redis_socket_timeout=5,
+        redis_socket_connect_timeout=2,
+        beat_schedule={
+            "sweep-outbox": {
+                "task": "postroom.maintenance.sweep_outbox",
+                "schedule": settings.outbox_sweep_interval_s,
+                "options": {"expires": settings.outbox_sweep_interval_s * 2},
+            },
+            "cleanup": {
+                "task": "postroom.maintenance.cleanup",
+                "schedule": 3600.0,
+                "options": {"expires": 1800},
+            },
+        },
+    )
+    if publisher_only:
+        # A publish that cannot reach Redis at once gives up: the event is committed and the
+        # outbox sweeper publishes it later. Without this kombu reconnects for seconds.
+        app.conf.broker_transport_options.update(
+            {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2,
+             "socket_connect_timeout": settings.publish_timeout_s,
+             "socket_timeout": settings.publish_timeout_s}
+        )
+        app.conf.broker_connection_timeout = settings.publish_timeout_s
+    return app
+
+
+celery_app = make_celery(get_settings())

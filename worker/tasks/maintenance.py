@@ -1,0 +1,33 @@
+"""Beat tasks: the outbox sweeper and housekeeping. Not event-backed, never retried."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from celery import Task
+
+from services import outbox
+from worker import dispatch
+from worker.app import celery_app
+from worker.runtime import runtime
+
+
+@celery_app.task(name="postroom.maintenance.sweep_outbox", bind=True, max_retries=0)
+def sweep_outbox(self: Task) -> dict[str, Any]:
+    rt = runtime()
+    result = rt.run(
+        outbox.sweep(
+            rt.db,
+            publish=partial(dispatch.publish, self.app),
+            stale_after_s=rt.settings.outbox_stale_after_s,
+        )
+    )
+    return {"found": result.found, "published": result.published}
+
+
+@celery_app.task(name="postroom.maintenance.cleanup", bind=True, max_retries=0)
+def cleanup(self: Task) -> dict[str, Any]:
+    rt = runtime()
+    deleted = rt.run(outbox.cleanup(rt.db, retention_days=rt.settings.event_retention_days))
+    return {"deleted_events": deleted}
