@@ -70,7 +70,7 @@ format: install
 	$(VENV)/bin/ruff check --fix api worker database services tests bench scripts settings.py
 
 bench: migrate ## throughput and latency figures, side by side with a floor
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 up: ## the whole stack in Docker (needs a Docker engine)
 	docker compose -f docker/compose.yml up -d --build
