@@ -201,6 +201,8 @@ async def process_notification(
     account = await accounts_repo.get_live_by_grant(session, grant_id)
     if account is None:
         return Outcome.ignored(f"unknown grant {grant_id!r}")
+    # Known from here on, even if the work fails: the dead letter must belong to the tenant.
+    event.tenant_id, event.account_id = account.tenant_id, account.id
 
     if kind in ("grant.expired", "grant.deleted"):
         await accounts_repo.set_status(

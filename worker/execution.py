@@ -46,6 +46,34 @@ def _message(exc: BaseException) -> str:
     return text[:2000]
 
 
+_SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "credential")
+
+
+def scrub(value: Any) -> Any:
+    """Task arguments as they may be shown to people: values under secret-looking keys masked."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else scrub(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+def retries_used(event: Event) -> int:
+    """Attempts before this one since the last replay: a replay grants a fresh retry budget.
+
+    Attempts that died with their worker count too, so a task that kills its process every
+    time still ends as a dead letter instead of looping.
+    """
+    base = 0
+    for entry in event.history or []:
+        if entry.get("outcome") == "replayed":
+            base = int(entry.get("attempts_before") or 0)
+    return max(event.attempts - 1 - base, 0)
+
+
 async def execute(
     rt: Runtime,
     *,
@@ -59,11 +87,23 @@ async def execute(
     work: Work,
 ) -> Decision:
     settings = rt.settings
-    lease = settings.task_time_limit_s + 60
-    async with rt.db.transaction() as session:
-        event = await events_repo.claim(
-            session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
-        )
+    # The hard time limit kills the child at task_time_limit_s, so a claim older than that plus
+    # a margin for the kill and the requeue has no live owner. A longer margin (it was 60 s)
+    # only delays the outbox sweeper's rescue after a worker's main process died.
+    lease = settings.task_time_limit_s + 15
+    try:
+        async with rt.db.transaction() as session:
+            event = await events_repo.claim(
+                session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
+            )
+    except Exception as exc:
+        if not policy.is_transient(exc):
+            raise
+        # The database is away: nothing was claimed, so retry the message itself soon. The
+        # event keeps its lease, so the outbox sweeper also covers a retry that gets lost.
+        countdown = policy.backoff_s(1, settings)
+        log.warning("claim_failed", error=type(exc).__name__, countdown=countdown)
+        return Decision("retry", {}, countdown=countdown, error=exc)
     if event is None:
         log.info("event_not_claimed", event_id=str(event_id), task_id=task_id)
         return Decision("skip", {"status": "skipped", "reason": "already taken or finished"})
@@ -95,8 +135,7 @@ async def _fail(
     args: list[Any], kwargs: dict[str, Any], exc: BaseException,
 ) -> Decision:
     message = _message(exc)
-    retries_used = event.attempts - 1
-    if policy.is_transient(exc) and retries_used < max_retries:
+    if policy.is_transient(exc) and retries_used(event) < max_retries:
         countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
         log.warning("task_retry", error=type(exc).__name__, message=message, countdown=countdown,
                     attempt=event.attempts)
@@ -105,6 +144,7 @@ async def _fail(
                 await events_repo.finish(
                     session, event=event, task_id=task_id, status=EventStatus.retrying,
                     error=f"{type(exc).__name__}: {message}", retry_in_s=countdown,
+                    tenant_id=event.tenant_id, account_id=event.account_id,
                 )
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
@@ -118,8 +158,8 @@ async def _fail(
             event_id=event.id,
             task_name=task_name,
             task_id=task_id,
-            args=args,
-            kwargs=kwargs,
+            args=scrub(args),
+            kwargs=scrub(kwargs),
             exception_type=type(exc).__name__,
             exception_message=message,
             traceback="".join(traceback.format_exception(exc))[-20000:],
@@ -128,5 +168,6 @@ async def _fail(
         await events_repo.finish(
             session, event=event, task_id=task_id, status=EventStatus.dead,
             error=f"{type(exc).__name__}: {message}",
+            tenant_id=event.tenant_id, account_id=event.account_id,
         )
     return Decision("dead", {"status": "dead", "error": message}, error=exc, event=event)
