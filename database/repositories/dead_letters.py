@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +37,9 @@ async def record(session: AsyncSession, **values: Any) -> uuid.UUID:
                 exception_type=values["exception_type"],
                 exception_message=values["exception_message"],
                 traceback=values.get("traceback"),
-                attempts=_d.c.attempts + values.get("attempts", 0),
+                # The event's attempt counter already spans every run (replays included):
+                # adding it to the old figure would count the first run twice.
+                attempts=values.get("attempts", 0),
                 last_failed_at=sa.func.now(),
                 replayed_at=None,
                 task_id=values.get("task_id"),
@@ -53,3 +56,68 @@ async def count(session: AsyncSession, tenant_id: uuid.UUID | None = None) -> in
     if tenant_id is not None:
         stmt = stmt.where(_d.c.tenant_id == tenant_id)
     return int((await session.execute(stmt)).scalar_one())
+
+
+def _scoped(stmt: Any, tenant_id: uuid.UUID | None, task: str | None) -> Any:
+    """Tenant filter (None = every tenant: the operator's CLI) and optional task filter."""
+    if tenant_id is not None:
+        stmt = stmt.where(_d.c.tenant_id == tenant_id)
+    if task:
+        stmt = stmt.where(_d.c.task_name == task)
+    return stmt
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID | None,
+    limit: int,
+    task: str | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[DeadLetter]:
+    """Newest first by (created_at, id); `after` is the last row of the previous page."""
+    stmt = _scoped(sa.select(DeadLetter), tenant_id, task)
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(_d.c.created_at, _d.c.id) < sa.tuple_(*after))
+    stmt = stmt.order_by(_d.c.created_at.desc(), _d.c.id.desc()).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def get(
+    session: AsyncSession, dead_letter_id: uuid.UUID, *, tenant_id: uuid.UUID | None
+) -> DeadLetter | None:
+    stmt = _scoped(sa.select(DeadLetter).where(_d.c.id == dead_letter_id), tenant_id, None)
+    return (await session.execute(stmt.with_for_update())).scalar_one_or_none()
+
+
+async def ids(
+    session: AsyncSession, *, tenant_id: uuid.UUID | None, task: str | None = None,
+    unreplayed: bool = True,
+) -> list[uuid.UUID]:
+    """Ids for bulk work (replay --all, purge), oldest first."""
+    stmt = _scoped(sa.select(_d.c.id), tenant_id, task)
+    if unreplayed:
+        stmt = stmt.where(_d.c.replayed_at.is_(None))
+    stmt = stmt.order_by(_d.c.created_at, _d.c.id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def mark_replayed(session: AsyncSession, dead_letter_id: uuid.UUID) -> None:
+    await session.execute(
+        sa.update(_d)
+        .where(_d.c.id == dead_letter_id)
+        .values(replayed_at=sa.func.now(), replay_count=_d.c.replay_count + 1)
+    )
+
+
+async def delete(
+    session: AsyncSession, dead_letter_id: uuid.UUID, *, tenant_id: uuid.UUID | None
+) -> bool:
+    stmt = _scoped(sa.delete(_d).where(_d.c.id == dead_letter_id), tenant_id, None)
+    return (await session.execute(stmt.returning(_d.c.id))).scalar_one_or_none() is not None
+
+
+async def purge(session: AsyncSession, *, tenant_id: uuid.UUID | None, task: str | None) -> int:
+    stmt = _scoped(sa.delete(_d), tenant_id, task)
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -259,12 +259,29 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
 
 
 async def prepare_replay(session: AsyncSession, *, event_id: uuid.UUID, task_id: str) -> bool:
-    """Turn a finished event back into a queued one for a new attempt; history is kept."""
+    """Turn a finished event back into a queued one for a new attempt; history is kept.
+
+    Only a finished event: replaying one that is still running would run it twice. The
+    history gets a `replayed` entry holding the attempts so far, which is where the new run's
+    retry budget starts (worker.execution.retries_used).
+    """
+    entry = {
+        "task_id": task_id,
+        "started_at": None,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_ms": None,
+        "outcome": "replayed",
+        "error": None,
+    }
+    marker = sa.cast(entry, _t.c.history.type).op("||")(
+        sa.func.jsonb_build_object("attempts_before", _t.c.attempts)
+    )
     stmt = (
         sa.update(_t)
-        .where(_t.c.id == event_id)
+        .where(_t.c.id == event_id, _t.c.status.in_(EventStatus.finished()))
         .values(
             status=EventStatus.queued,
+            history=_t.c.history.op("||")(sa.func.jsonb_build_array(marker)),
             current_task_id=task_id,
             task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(task_id)),
             publish_count=_t.c.publish_count + 1,
