@@ -224,6 +224,21 @@ class Attachment(SQLModel, table=True):
     created_at: datetime = ts_field()
 
 
+class OutboundAttachment(SQLModel, table=True):
+    """A file uploaded with POST /v1/messages/send, kept until the send task attaches it."""
+
+    __tablename__ = "outbound_attachment"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    # The send job's event; retention of events removes their uploads with them.
+    event_id: uuid.UUID = fk_field("event.id")
+    filename: str = Field(sa_type=sa.Text)
+    content_type: str = Field(default="application/octet-stream", sa_type=sa.String(255))
+    size: int = Field(default=0)
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = ts_field()
+
+
 class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 12:41:08.573308
+Create Date: 2026-11-21 12:47:27.207137
 """
 
 from collections.abc import Sequence
@@ -247,6 +247,20 @@ def upgrade() -> None:
     op.create_index('ix_message_message_id_header', 'message', ['account_id', 'message_id_header'], unique=False)
     op.create_index('ix_message_search', 'message', ['search'], unique=False, postgresql_using='gin')
     op.create_index('ix_message_tenant_sort', 'message', ['tenant_id', sa.literal_column('sort_at DESC'), sa.literal_column('id DESC')], unique=False)
+    op.create_table('outbound_attachment',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('tenant_id', sa.Uuid(), nullable=False),
+    sa.Column('event_id', sa.Uuid(), nullable=False),
+    sa.Column('filename', sa.Text(), nullable=False),
+    sa.Column('content_type', sa.String(length=255), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['event.id'], name=op.f('fk_outbound_attachment_event_id_event'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_outbound_attachment_tenant_id_tenant'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbound_attachment'))
+    )
+    op.create_index(op.f('ix_outbound_attachment_event_id'), 'outbound_attachment', ['event_id'], unique=False)
     op.create_table('outbound_message',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
@@ -311,6 +325,8 @@ def downgrade() -> None:
     op.drop_table('attachment')
     op.drop_index(op.f('ix_outbound_message_account_id'), table_name='outbound_message')
     op.drop_table('outbound_message')
+    op.drop_index(op.f('ix_outbound_attachment_event_id'), table_name='outbound_attachment')
+    op.drop_table('outbound_attachment')
     op.drop_index('ix_message_tenant_sort', table_name='message')
     op.drop_index('ix_message_search', table_name='message', postgresql_using='gin')
     op.drop_index('ix_message_message_id_header', table_name='message')
