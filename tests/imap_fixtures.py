@@ -1,0 +1,174 @@
+"""A throw-away Dovecot IMAP server (TESTING.md) and helpers that fill it with corpus messages."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.peers import free_port, wait_port
+
+PASSWORD = "secret-pass"
+FOLDERS = {"Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk", "Drafts": "\\Drafts",
+           "Archive": "\\Archive"}
+
+_CONF = """\
+protocols = imap
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+info_log_path = {base}/dovecot.log
+ssl = {ssl}
+{ssl_files}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+mail_location = maildir:{base}/mail/%u
+mail_uid = dovecot
+mail_gid = dovecot
+first_valid_uid = 1
+mail_plugins = $mail_plugins
+imap_capability = +SPECIAL-USE
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={base}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = {tls_port}
+    {imaps_ssl}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}
+}}
+"""
+
+
+class Dovecot:
+    """`dovecot -c <conf>` on free ports; users from a passwd-file; SPECIAL-USE folders."""
+
+    def __init__(self, users: Iterable[str] = ("alice@example.com", "bob@example.com"),
+                 *, tls: bool = False) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
+        self.port = free_port()
+        self.tls_port = free_port() if tls else 0
+        self.users = list(users)
+        self.tls = tls
+
+    def start(self) -> Dovecot:
+        binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        if not Path(binary).exists():
+            raise RuntimeError("Dovecot is missing: apt-get install -y dovecot-imapd")
+        for sub in ("run", "state", "mail"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        (self.base / "passwd").write_text(
+            "".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in self.users))
+        ssl_files = ""
+        if self.tls:
+            self._make_cert()
+            ssl_files = (f"ssl_cert = <{self.base}/cert.pem\nssl_key = <{self.base}/key.pem")
+        mailboxes = "\n".join(
+            f'  mailbox "{name}" {{\n    auto = subscribe\n    special_use = {use}\n  }}'
+            for name, use in FOLDERS.items())
+        self.conf = self.base / "dovecot.conf"
+        self.conf.write_text(_CONF.format(
+            base=self.base, port=self.port, tls_port=self.tls_port, mailboxes=mailboxes,
+            ssl="yes" if self.tls else "no", ssl_files=ssl_files,
+            imaps_ssl="ssl = yes" if self.tls else ""))
+        dovecot = pwd.getpwnam("dovecot")
+        for path in (self.base, self.base / "mail"):
+            os.chown(path, dovecot.pw_uid, dovecot.pw_gid)
+        self.base.chmod(0o755)
+        subprocess.run([binary, "-c", str(self.conf)], check=True)
+        wait_port(self.port)
+        return self
+
+    def _make_cert(self) -> None:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=127.0.0.1", "-keyout", str(self.base / "key.pem"),
+             "-out", str(self.base / "cert.pem")],
+            check=True, capture_output=True)
+
+    def stop(self) -> None:
+        pid_file = self.base / "run" / "master.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().strip())
+            try:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def credentials(self, user: str, *, security: str = "none") -> dict[str, object]:
+        port = self.tls_port if security == "tls" else self.port
+        return {"imap": {"host": "127.0.0.1", "port": port, "security": security,
+                         "username": user, "password": PASSWORD, "verify_tls": False}}
+
+    def client(self, user: str) -> imaplib.IMAP4:
+        """A separate, plain imaplib connection: 'another mail client' in the tests."""
+        conn = imaplib.IMAP4("127.0.0.1", self.port)
+        conn.login(user, PASSWORD)
+        return conn
+
+    def doveadm(self, *args: str) -> str:
+        proc = subprocess.run(["doveadm", "-c", str(self.conf), *args], check=True,
+                              capture_output=True, text=True)
+        return proc.stdout
+
+    def set_uidvalidity(self, user: str, mailbox: str, value: int) -> None:
+        self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), mailbox)
+
+    def reset(self, user: str) -> None:
+        """Empty every folder of `user` (and forget the UID history) between tests."""
+        shutil.rmtree(self.base / "mail" / user, ignore_errors=True)
+
+
+def append_many(conn: imaplib.IMAP4, mailbox: str, messages: Iterable[bytes],
+                flags: str = "") -> int:
+    n = 0
+    for raw in messages:
+        typ, data = conn.append(mailbox, flags or None, None, raw)
+        assert typ == "OK", data
+        n += 1
+    return n
+
+
+def fill_from_corpus(conn: imaplib.IMAP4, plan: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """Append corpus messages: {mailbox: (corpus folder, count)} -> {mailbox: count}."""
+    from scripts.corpus import messages, raw_message
+
+    out = {}
+    for mailbox, (folder, count) in plan.items():
+        paths = list(messages(folder))[:count]
+        out[mailbox] = append_many(conn, mailbox, (raw_message(p) for p in paths))
+    return out
