@@ -1,0 +1,153 @@
+"""After a send: append the copy to the IMAP Sent folder and record it as a message row."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account
+from database.repositories import messages as messages_repo
+from database.repositories import outbound as outbound_repo
+from services.compose import AttachmentFile, Composed, Person
+from services.errors import PostroomError
+from services.html_text import html_to_text
+from services.sent_copy import Appended, append_sent_copy
+
+log = structlog.get_logger(__name__)
+
+
+def _addrs(message: Any, header: str) -> list[dict[str, Any]]:
+    value = message.get(header)
+    if value is None:
+        return []
+    return [{"name": a.display_name or None, "email": a.addr_spec} for a in value.addresses]
+
+
+def sent_values(
+    *,
+    account: Account,
+    composed: Composed,
+    bcc: list[Person],
+    body_text: str | None,
+    body_html: str | None,
+    provider_id: str,
+    folder_id: uuid.UUID | None,
+    appended: Appended | None,
+    has_attachments: bool,
+) -> dict[str, Any]:
+    """Message columns for our own sent message, taken from what was actually transmitted."""
+    msg = composed.message
+    text = body_text if body_text is not None else (html_to_text(body_html) if body_html else "")
+    now = datetime.now(UTC)
+    return {
+        "tenant_id": account.tenant_id,
+        "account_id": account.id,
+        "folder_id": folder_id,
+        "provider_id": provider_id,
+        "imap_uid": appended.uid if appended else None,
+        "uidvalidity": appended.uidvalidity if appended else None,
+        "message_id_header": composed.message_id_header,
+        "in_reply_to": composed.in_reply_to,
+        "references": composed.references,
+        "from_name": _addrs(msg, "From")[0]["name"],
+        "from_email": account.email,
+        "to_addrs": _addrs(msg, "To"),
+        "cc_addrs": _addrs(msg, "Cc"),
+        "bcc_addrs": [p.to_dict() for p in bcc],
+        "subject": str(msg["Subject"]),
+        "date": now,
+        "sort_at": now,
+        "snippet": " ".join(text.split())[:200],
+        "text": text,
+        "html": body_html,
+        "unread": False,
+        "flags": ["\\Seen"],
+        "labels": ["sent"],
+        "size": len(composed.data),
+        "has_attachments": has_attachments,
+    }
+
+
+async def record_sent_copy(
+    session: AsyncSession,
+    *,
+    account: Account,
+    imap: Any,
+    composed: Composed,
+    bcc: list[Person],
+    body_text: str | None,
+    body_html: str | None,
+    attachments: list[AttachmentFile],
+    outbound_id: uuid.UUID,
+) -> tuple[uuid.UUID, str]:
+    """(message row id, "appended" | "failed" | "skipped"); a failed APPEND never fails the send."""
+    sent_folder = await outbound_repo.get_folder_by_role(
+        session, account_id=account.id, role="sent"
+    )
+    appended: Appended | None = None
+    copy = "skipped"
+    if isinstance(imap, dict) and imap.get("host"):
+        try:
+            appended = await append_sent_copy(
+                imap,
+                folder=sent_folder.name if sent_folder else None,
+                data=composed.data,
+                when=datetime.now(UTC),
+            )
+            copy = "appended"
+        except PostroomError as exc:
+            # The mail is already on its way: a missing Sent copy is logged, not retried.
+            log.warning("sent_copy_failed", error=type(exc).__name__, message=exc.message)
+            copy = "failed"
+    folder_id = sent_folder.id if sent_folder else None
+    if appended is not None and folder_id is None:
+        ids = await messages_repo.ensure_folders(
+            session,
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            folders=[{"name": appended.folder, "role": "sent"}],
+        )
+        folder_id = ids.get(appended.folder)
+    if appended is not None and appended.uid is not None:
+        provider_id = f"{appended.folder}:{appended.uidvalidity}:{appended.uid}"
+    else:
+        provider_id = f"outbound:{outbound_id}"
+    values = sent_values(
+        account=account,
+        composed=composed,
+        bcc=bcc,
+        body_text=body_text,
+        body_html=body_html,
+        provider_id=provider_id,
+        folder_id=folder_id,
+        appended=appended,
+        has_attachments=bool(attachments),
+    )
+    saved = await messages_repo.upsert(session, values)
+    if saved is None:
+        existing = await messages_repo.get_by_provider_id(
+            session, account_id=account.id, provider_id=provider_id
+        )
+        assert existing is not None
+        return existing.id, copy
+    message_id, _ = saved
+    await messages_repo.replace_attachments(
+        session,
+        tenant_id=account.tenant_id,
+        message_id=message_id,
+        attachments=[
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": len(a.content),
+                "sha256": hashlib.sha256(a.content).hexdigest(),
+            }
+            for a in attachments
+        ],
+    )
+    return message_id, copy
