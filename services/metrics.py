@@ -1,0 +1,198 @@
+"""Prometheus metrics: counters written by API and worker processes, gauges read at scrape time.
+
+Processes on one host share `PROMETHEUS_MULTIPROC_DIR` (prometheus-client multiprocess mode):
+every API and prefork worker process writes its counters there, and the API's `GET /metrics`
+sums the directory. Without that variable the metrics stay in the process (tests, one process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from database.engine import Database
+from database.repositories import stats
+
+__all__ = [
+    "CONTENT_TYPE_LATEST", "Snapshot", "exposition", "mark_process_dead", "queue_keys", "snapshot"
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Webhook answers are budgeted at p99 < 25 ms: the buckets are dense below that.
+_ACK_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_TASK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+WEBHOOKS = Counter(
+    "postroom_webhooks_received",
+    "Webhook deliveries by notification type and outcome (queued, duplicate, or the error code).",
+    ["type", "outcome"],
+)
+WEBHOOK_ACK = Histogram(
+    "postroom_webhook_ack_seconds",
+    "Time from request start to the webhook answer.",
+    buckets=_ACK_BUCKETS,
+)
+JOBS = Counter(
+    "postroom_jobs_published",
+    "Tasks published, by the HTTP endpoint (or 'worker') that caused them and task name.",
+    ["endpoint", "task"],
+)
+TASK_RUNS = Counter(
+    "postroom_task_runs", "Task runs finished, by task and Celery state.", ["task", "state"]
+)
+TASK_RETRIES = Counter("postroom_task_retries", "Task retries scheduled, by task.", ["task"])
+TASK_FAILURES = Counter(
+    "postroom_task_failures", "Task runs that raised, by task and exception.", ["task", "exception"]
+)
+TASK_DURATION = Histogram(
+    "postroom_task_duration_seconds", "Task run time, by task.", ["task"], buckets=_TASK_BUCKETS
+)
+
+
+# The HTTP endpoint whose handler is running (set by the API middleware), so a task published
+# from it is counted against it; unset in workers, where the outbox and chains publish.
+ENDPOINT: ContextVar[MutableMapping[str, Any] | None] = ContextVar(
+    "postroom_endpoint", default=None
+)
+
+
+def current_endpoint() -> str:
+    scope = ENDPOINT.get()
+    if scope is None:
+        return "worker"
+    route = scope.get("route")
+    path = getattr(route, "path", None) or scope.get("path", "?")
+    return f"{scope.get('method', '?')} {path}"
+
+
+@dataclass
+class Snapshot:
+    """Values read from Redis and PostgreSQL when Prometheus scrapes; None = not readable now."""
+
+    queue_depths: Mapping[str, int] | None = None
+    unacked: int | None = None
+    dead_letters: Mapping[str, int] | None = None
+    events_by_status: Mapping[str, int] | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snapshot
+        if s.queue_depths is not None:
+            yield _gauge("postroom_queue_depth", "Messages waiting in a queue (all priorities).",
+                         "queue", s.queue_depths)
+        if s.unacked is not None:
+            g = GaugeMetricFamily("postroom_queue_unacked",
+                                  "Messages reserved by workers but not yet acknowledged.")
+            g.add_metric([], s.unacked)
+            yield g
+        if s.dead_letters is not None:
+            yield _gauge("postroom_dead_letters", "Dead letters, by whether they were replayed.",
+                         "state", s.dead_letters)
+        if s.events_by_status is not None:
+            yield _gauge("postroom_events", "Event rows by status.", "status", s.events_by_status)
+        up = GaugeMetricFamily("postroom_scrape_source_up",
+                               "1 when a scrape-time source answered, else 0.", labels=["source"])
+        for source in ("redis", "database"):
+            up.add_metric([source], 0 if source in s.errors else 1)
+        yield up
+
+
+def _gauge(name: str, doc: str, label: str, values: Mapping[str, int]) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        g.add_metric([key], value)
+    return g
+
+
+class _ProcessCollector(Collector):
+    """This process's own registry, when there is no multiprocess directory to read."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def exposition(snapshot: Snapshot) -> bytes:
+    """The text Prometheus scrapes: every process's counters plus the scrape-time gauges."""
+    registry = CollectorRegistry()
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory and os.path.isdir(directory):
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_ProcessCollector())
+    registry.register(_SnapshotCollector(snapshot))
+    return generate_latest(registry)
+
+
+def queue_keys(queue: str, priority_steps: Sequence[int], sep: str = ":") -> list[str]:
+    """kombu's Redis lists for one queue: `q` for step 0, then `q:1` ... `q:9`."""
+    return [queue if step == 0 else f"{queue}{sep}{step}" for step in priority_steps]
+
+
+async def queue_depths(
+    redis: Any, queues: Sequence[str], priority_steps: Sequence[int]
+) -> dict[str, int]:
+    pipe = redis.pipeline(transaction=False)
+    for q in queues:
+        for key in queue_keys(q, priority_steps):
+            pipe.llen(key)
+    pipe.hlen("unacked")  # kombu's hash of reserved, not yet acknowledged messages
+    counts = await pipe.execute()
+    out: dict[str, int] = {}
+    per_queue = len(priority_steps)
+    for i, q in enumerate(queues):
+        out[q] = int(sum(counts[i * per_queue : (i + 1) * per_queue]))
+    out["_unacked"] = int(counts[-1])
+    return out
+
+
+async def snapshot(
+    *, db: Database, redis: Any, queues: Sequence[str], priority_steps: Sequence[int],
+    timeout_s: float = 1.0,
+) -> Snapshot:
+    """Read queue depths and event / dead-letter counts, each source bounded by `timeout_s`."""
+    snap = Snapshot()
+
+    async def read_redis() -> None:
+        depths = await asyncio.wait_for(queue_depths(redis, queues, priority_steps), timeout_s)
+        snap.unacked = depths.pop("_unacked")
+        snap.queue_depths = depths
+
+    async def read_database() -> None:
+        async def counts() -> None:
+            async with db.transaction() as session:
+                snap.events_by_status = await stats.events_by_status(
+                    session, timeout_ms=int(timeout_s * 1000)
+                )
+                snap.dead_letters = await stats.dead_letter_counts(
+                    session, timeout_ms=int(timeout_s * 1000)
+                )
+
+        await asyncio.wait_for(counts(), timeout_s)
+
+    results = await asyncio.gather(read_redis(), read_database(), return_exceptions=True)
+    for source, result in zip(("redis", "database"), results, strict=True):
+        if isinstance(result, BaseException):
+            snap.errors.append(source)
+    return snap
