@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.middleware import RequestIdMiddleware
-from api.routes import health, webhooks
+from api.observability import ObservabilityMiddleware
+from api.routes import health, metrics, webhooks
 from database.engine import Database
 from services.logs import configure_logging
 from settings import Settings, get_settings
@@ -42,8 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(ObservabilityMiddleware)  # inside RequestIdMiddleware: logs carry the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

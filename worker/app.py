@@ -6,6 +6,7 @@ from celery import Celery
 from kombu import Queue as KQueue
 
 from settings import Settings, get_settings
+from worker import observability  # noqa: F401  (signal receivers: JSON logs, task metrics)
 from worker.config import PRIORITY_STEPS, ROUTES, Queue
 
 TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance"]

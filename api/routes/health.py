@@ -1,4 +1,4 @@
-"""Liveness and readiness (API.md "Operations")."""
+"""Liveness, readiness and the detailed view (API.md "Operations")."""
 
 from __future__ import annotations
 
@@ -50,3 +50,43 @@ async def ready(request: Request) -> JSONResponse:
         {"status": "ok" if ok else "unavailable", "checks": {"database": db, "broker": broker}},
         status_code=200 if ok else 503,
     )
+
+
+async def ping_workers(request: Request, wait_s: float = 1.0) -> dict[str, Any]:
+    """Celery workers that answer a broadcast ping within `wait_s` seconds."""
+    celery = request.app.state.celery
+    start = time.perf_counter()
+    try:
+        # control.ping blocks on the broker: keep it off the event loop.
+        replies = await asyncio.wait_for(
+            asyncio.to_thread(celery.control.ping, timeout=wait_s), wait_s + 1.0
+        )
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__, "workers": []}
+    names = sorted(name for reply in replies or [] for name in reply)
+    return {
+        "ok": bool(names),
+        "workers": names,
+        "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+    }
+
+
+@router.get("/detailed")
+async def detailed(request: Request) -> JSONResponse:
+    """Database, broker, workers (ping, 1 s), queue depths and dead letters; 503 if any is down."""
+    from api.routes.metrics import read_snapshot
+
+    db, broker, workers, snap = await asyncio.gather(
+        check_database(request), check_broker(request), ping_workers(request),
+        read_snapshot(request),
+    )
+    ok = db["ok"] and broker["ok"] and workers["ok"]
+    body = {
+        "status": "ok" if ok else "degraded",
+        "checks": {"database": db, "broker": broker, "workers": workers},
+        "queues": dict(snap.queue_depths) if snap.queue_depths is not None else None,
+        "unacked": snap.unacked,
+        "dead_letters": dict(snap.dead_letters) if snap.dead_letters is not None else None,
+        "events": dict(snap.events_by_status) if snap.events_by_status is not None else None,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
