@@ -38,3 +38,11 @@ def decrypt_json(settings: Settings, token: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CredentialError()
     return data
+
+
+def rotate(settings: Settings, token: str) -> str:
+    """Re-encrypt a token with the first key, whichever configured key made it."""
+    try:
+        return _fernet(settings).rotate(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialError() from None

@@ -1,0 +1,81 @@
+"""/v1/events: the ledger of webhooks and jobs of the caller's tenant (API.md "Events")."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.auth import PrincipalDep
+from api.deps import SettingsDep, UowDep
+from api.schemas.common import error_responses
+from api.schemas.events import EventPage, EventPublic
+from database.models import Event
+from database.repositories import events as events_repo
+from database.repositories import events_query
+from services import cursors
+from services.errors import NotFound
+
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 422))
+Status = Literal["received", "queued", "processing", "retrying", "succeeded", "ignored", "dead"]
+
+
+def event_public(e: Event) -> EventPublic:
+    return EventPublic(
+        id=str(e.id),
+        source=e.source,
+        type=e.type,
+        external_id=e.external_id,  # type: ignore[arg-type]
+        status=e.status,
+        attempts=e.attempts,
+        task_ids=list(e.task_ids or []),
+        last_error=e.last_error,
+        received_at=e.received_at,
+        finished_at=e.finished_at,
+    )
+
+
+@router.get("", response_model=EventPage, responses=error_responses(400))
+async def list_events(
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    status: Status | None = None,
+    type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    source: Literal["nylas", "api", "schedule"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> EventPage:
+    """The tenant's events, newest first."""
+    key = cursors.signing_key(settings)
+    scope = {
+        "kind": "events",
+        "tenant": str(principal.tenant_id),
+        "status": status,
+        "type": type,
+        "source": source,
+    }
+    after = cursors.decode(key, scope, cursor) if cursor else None
+    rows = await events_query.list_page(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        status=status,
+        type=type,
+        source=source,
+        after=after,
+        limit=limit + 1,
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = cursors.encode(key, scope, rows[-1].received_at, rows[-1].id)
+    return EventPage(data=[event_public(e) for e in rows], next_cursor=next_cursor)
+
+
+@router.get("/{event_id}", response_model=EventPublic, responses=error_responses(404))
+async def get_event(event_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -> EventPublic:
+    event = await events_repo.get_for_tenant(uow.session, principal.tenant_id, event_id)
+    if event is None:
+        raise NotFound("No such event.")
+    return event_public(event)

@@ -1,0 +1,154 @@
+"""/v1/messages reads: list with filters, search and cursor; detail; attachment bytes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from api.auth import PrincipalDep
+from api.deps import SettingsDep, UowDep
+from api.schemas.common import Address, error_responses
+from api.schemas.messages import (
+    AttachmentPublic,
+    MessageDetail,
+    MessagePage,
+    MessagePublic,
+    SpamVerdict,
+)
+from database.repositories.messages_query import MessageFilter
+from services import messages
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
+
+
+def _addresses(items: list[dict[str, Any]] | None) -> list[Address]:
+    return [
+        Address(name=i.get("name"), email=i.get("email"))
+        for i in items or []
+        if isinstance(i, dict)
+    ]
+
+
+def message_fields(r: Any) -> dict[str, Any]:
+    sender = None
+    if r["from_name"] is not None or r["from_email"] is not None:
+        sender = Address(name=r["from_name"], email=r["from_email"])
+    spam = None
+    if r["is_spam"] is not None:
+        spam = SpamVerdict(
+            is_spam=r["is_spam"], score=r["spam_score"], indicators=r["spam_indicators"] or []
+        )
+    return {
+        "id": str(r["id"]),
+        "account_id": str(r["account_id"]),
+        "folder": r["folder"],
+        "provider_id": r["provider_id"],
+        "message_id_header": r["message_id_header"],
+        "thread_id": r["thread_id"],
+        "from": sender,
+        "to": _addresses(r["to_addrs"]),
+        "cc": _addresses(r["cc_addrs"]),
+        "subject": r["subject"],
+        "date": r["date"],
+        "snippet": r["snippet"],
+        "unread": r["unread"],
+        "starred": r["starred"],
+        "has_attachments": r["has_attachments"],
+        "spam": spam,
+        "category": r["category"],
+        "deleted": False,
+    }
+
+
+@router.get(
+    "",
+    response_model=MessagePage,
+    response_model_by_alias=True,
+    responses=error_responses(400, 404),
+)
+async def list_messages(
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    account_id: uuid.UUID | None = None,
+    folder: Annotated[
+        str | None, Query(min_length=1, max_length=500, description="Folder name or role")
+    ] = None,
+    is_spam: bool | None = None,
+    unread: bool | None = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=500, description="Full-text search")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> MessagePage:
+    """Newest first; `next_cursor` continues the same query and is refused by any other."""
+    f = MessageFilter(
+        tenant_id=principal.tenant_id,
+        account_id=account_id,
+        folder=folder,
+        is_spam=is_spam,
+        unread=unread,
+        q=q,
+    )
+    rows, next_cursor = await messages.list_messages(
+        uow.session, settings=settings, f=f, limit=limit, cursor=cursor
+    )
+    return MessagePage(
+        data=[MessagePublic(**message_fields(r)) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/{message_id}",
+    response_model=MessageDetail,
+    response_model_by_alias=True,
+    responses=error_responses(404),
+)
+async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -> MessageDetail:
+    """The message with its text, html, headers and attachment list."""
+    row, atts = await messages.get_message(uow.session, principal.tenant_id, message_id)
+    return MessageDetail(
+        **message_fields(row),
+        text=row["text"],
+        html=row["html"],
+        headers=row["headers"] or [],
+        attachments=[
+            AttachmentPublic(
+                id=str(a["id"]),
+                filename=a["filename"],
+                content_type=a["content_type"],
+                size=a["size"],
+            )
+            for a in atts
+        ],
+    )
+
+
+@router.get(
+    "/{message_id}/attachments/{attachment_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The attachment bytes with their content type",
+        },
+        **error_responses(404),
+    },
+)
+async def download_attachment(
+    message_id: uuid.UUID, attachment_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
+) -> Response:
+    found = await messages.get_attachment(
+        uow.session, principal.tenant_id, message_id, attachment_id
+    )
+    filename = (
+        (found["filename"] or "attachment").replace('"', "").replace("\r", "").replace("\n", "")
+    )
+    return Response(
+        content=found["content"],
+        media_type=found["content_type"],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,128 @@
+"""Account bodies: create (IMAP+SMTP or Nylas grant), patch, and the public account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas.common import EMAIL_PATTERN, Strict
+
+Security = Literal["none", "starttls", "tls"]
+Host = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+SyncInterval = Annotated[int, Field(ge=30, le=86400)]
+
+
+class ServerSettings(Strict):
+    host: Host
+    port: Port
+    security: Security = "tls"
+    username: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1000, json_schema_extra={"writeOnly": True})
+
+
+class NylasGrant(Strict):
+    grant_id: str = Field(min_length=1, max_length=200)
+
+
+class ImapAccountCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "imap",
+                    "email": "ana@example.com",
+                    "imap": {
+                        "host": "imap.example.com",
+                        "port": 993,
+                        "security": "tls",
+                        "username": "ana@example.com",
+                        "password": "app-password",
+                    },
+                    "smtp": {
+                        "host": "smtp.example.com",
+                        "port": 587,
+                        "security": "starttls",
+                        "username": "ana@example.com",
+                        "password": "app-password",
+                    },
+                    "sync_interval_s": 300,
+                }
+            ]
+        },
+    )
+    provider: Literal["imap"]
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    imap: ServerSettings
+    smtp: ServerSettings
+    sync_interval_s: SyncInterval = 300
+
+
+class NylasAccountCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "nylas",
+                    "email": "ana@example.com",
+                    "nylas": {"grant_id": "6b1f0c9e-grant"},
+                }
+            ]
+        },
+    )
+    provider: Literal["nylas"]
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    nylas: NylasGrant
+    sync_interval_s: SyncInterval = 300
+
+
+AccountCreate = Annotated[ImapAccountCreate | NylasAccountCreate, Field(discriminator="provider")]
+
+
+class AccountUpdate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"sync_interval_s": 600, "status": "active"}]},
+    )
+    sync_interval_s: SyncInterval | None = None
+    status: Literal["active", "disabled"] | None = None
+    imap: ServerSettings | None = None
+    smtp: ServerSettings | None = None
+
+
+class AccountPublic(BaseModel):
+    id: str
+    provider: Literal["imap", "nylas"]
+    email: str
+    status: Literal["active", "reauth_required", "disabled"]
+    sync_interval_s: int
+    last_sync_at: datetime | None
+    created_at: datetime
+
+
+class AccountPage(BaseModel):
+    data: list[AccountPublic]
+    next_cursor: str | None = None
+
+
+class SyncRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"folder": None, "full": False}]}
+    )
+    folder: str | None = Field(default=None, min_length=1, max_length=500)
+    full: bool = False
+
+
+class FolderPublic(BaseModel):
+    id: str
+    name: str
+    role: str | None
+    message_count: int
+
+
+class FolderList(BaseModel):
+    data: list[FolderPublic]

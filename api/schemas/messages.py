@@ -1,0 +1,111 @@
+"""Message bodies: the listed message, its detail, and the send/delete/feedback requests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas.common import Address, AddressIn, Strict
+
+
+class SpamVerdict(BaseModel):
+    is_spam: bool
+    score: float | None
+    indicators: list[str]
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: str
+    account_id: str
+    folder: str | None
+    provider_id: str
+    message_id_header: str | None
+    thread_id: str | None
+    from_: Address | None = Field(alias="from")
+    to: list[Address]
+    cc: list[Address]
+    subject: str | None
+    date: datetime | None
+    snippet: str | None
+    unread: bool
+    starred: bool
+    has_attachments: bool
+    spam: SpamVerdict | None
+    category: str | None
+    deleted: bool = False
+
+
+class AttachmentPublic(BaseModel):
+    id: str
+    filename: str | None
+    content_type: str
+    size: int
+
+
+class MessageDetail(MessagePublic):
+    text: str | None
+    html: str | None
+    headers: list[list[str]]
+    attachments: list[AttachmentPublic]
+
+
+class MessagePage(BaseModel):
+    data: list[MessagePublic]
+    next_cursor: str | None
+
+
+class AttachmentIn(Strict):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(
+        default="application/octet-stream", max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$"
+    )
+    content_base64: str = Field(max_length=20_000_000)
+
+
+class MessageSend(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "0b8f4a8e-3c1e-4d5e-9a53-2f7f0c3c9a11",
+                    "to": [{"email": "bo@example.com", "name": "Bo"}],
+                    "cc": [],
+                    "bcc": [],
+                    "subject": "Hello",
+                    "text": "Hi Bo,\nsee you soon.",
+                    "attachments": [],
+                }
+            ]
+        },
+    )
+    account_id: uuid.UUID
+    to: list[AddressIn] = Field(min_length=1, max_length=100)
+    cc: list[AddressIn] = Field(default_factory=list, max_length=100)
+    bcc: list[AddressIn] = Field(default_factory=list, max_length=100)
+    subject: str = Field(default="", max_length=998)
+    text: str = Field(default="", max_length=5_000_000)
+    html: str | None = Field(default=None, max_length=5_000_000)
+    reply_to_message_id: uuid.UUID | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+
+
+class MessageDelete(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"message_ids": ["0b8f4a8e-3c1e-4d5e-9a53-2f7f0c3c9a11"], "permanent": False}
+            ]
+        },
+    )
+    message_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+    permanent: bool = False
+
+
+class Feedback(Strict):
+    label: Literal["spam", "ham"]

@@ -1,0 +1,152 @@
+"""Accounts as the API manages them: secrets go only into the encrypted credential row."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account, AccountStatus, Provider
+from database.repositories import account_admin as repo
+from database.repositories import accounts as accounts_repo
+from services import cursors
+from services.crypto import decrypt_json, encrypt_json, rotate
+from services.errors import Conflict, NotFound
+from settings import Settings
+
+_PUBLIC_SERVER_FIELDS = ("host", "port", "security", "username")
+
+
+def _server_settings(server: dict[str, Any]) -> dict[str, Any]:
+    """The non-secret part of IMAP/SMTP settings, kept readable on the account row."""
+    return {k: server[k] for k in _PUBLIC_SERVER_FIELDS}
+
+
+async def create_account(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    body: dict[str, Any],
+) -> Account:
+    """Create an IMAP+SMTP or Nylas account and store its secrets encrypted."""
+    values: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "provider": body["provider"],
+        "email": body["email"],
+        "sync_interval_s": body.get("sync_interval_s", 300),
+    }
+    if body["provider"] == Provider.imap:
+        values["settings"] = {
+            "imap": _server_settings(body["imap"]),
+            "smtp": _server_settings(body["smtp"]),
+        }
+        secrets = {"imap": body["imap"], "smtp": body["smtp"]}
+    else:
+        values["grant_id"] = body["nylas"]["grant_id"]
+        secrets = {"nylas": body["nylas"]}
+    try:
+        async with session.begin_nested():
+            account = await repo.create(session, values)
+    except sa_exc.IntegrityError:
+        raise Conflict("This Nylas grant is already connected to an account.") from None
+    await repo.put_credential(
+        session,
+        tenant_id=tenant_id,
+        account_id=account.id,
+        ciphertext=encrypt_json(settings, secrets),
+    )
+    return account
+
+
+async def get_account(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account:
+    """A live account of the tenant, or 404 (also for another tenant's account)."""
+    account = await accounts_repo.get_for_tenant(session, tenant_id, account_id)
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Account], str | None]:
+    key = cursors.signing_key(settings)
+    scope = {"kind": "accounts", "tenant": str(tenant_id)}
+    after = cursors.decode(key, scope, cursor) if cursor else None
+    rows = await repo.list_live(session, tenant_id, limit=limit + 1, after=after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = cursors.encode(key, scope, rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
+
+
+async def update_account(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> Account:
+    """Apply a PATCH; new IMAP/SMTP secrets replace the encrypted ones."""
+    account = await get_account(session, tenant_id, account_id)
+    values: dict[str, Any] = {}
+    if changes.get("sync_interval_s") is not None:
+        values["sync_interval_s"] = changes["sync_interval_s"]
+    if changes.get("status") is not None:
+        values["status"] = AccountStatus(changes["status"])
+        values["status_reason"] = None
+    servers = {k: changes[k] for k in ("imap", "smtp") if changes.get(k) is not None}
+    if servers:
+        if account.provider != Provider.imap:
+            raise Conflict("Only IMAP accounts have IMAP/SMTP settings.")
+        stored = await repo.get_credential(session, tenant_id, account_id)
+        secrets = decrypt_json(settings, stored) if stored else {}
+        secrets.update(servers)
+        public = dict(account.settings or {})
+        public.update({k: _server_settings(v) for k, v in servers.items()})
+        values["settings"] = public
+        await repo.put_credential(
+            session,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            ciphertext=encrypt_json(settings, secrets),
+        )
+    if values:
+        await repo.update(session, tenant_id, account_id, values)
+        await session.refresh(account)
+    return account
+
+
+async def delete_account(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> None:
+    if not await repo.soft_delete(session, tenant_id, account_id):
+        raise NotFound("No such account.")
+
+
+async def list_folders(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str, str | None, int]]:
+    await get_account(session, tenant_id, account_id)
+    return await repo.folders_with_counts(session, tenant_id, account_id)
+
+
+async def rotate_all_credentials(session: AsyncSession, *, settings: Settings) -> int:
+    """Re-encrypt every credential with the first configured key; the count done."""
+    rows = await repo.all_credentials(session)
+    for credential_id, ciphertext in rows:
+        await repo.set_ciphertext(session, credential_id, rotate(settings, ciphertext))
+    return len(rows)

@@ -1,0 +1,132 @@
+"""Queueing work for the API: one Event row per job, idempotent by Idempotency-Key.
+
+The task kwargs are ids and plain JSON only: they are stored on the event and travel through
+the broker, so secrets never go there (the task reads them from the encrypted credential).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from api.deps import UnitOfWork
+from database.models import EventSource, EventStatus
+from database.repositories import events as events_repo
+from services.errors import Conflict, NotFound
+
+SYNC_TASK = "postroom.mail.sync_account"
+SEND_TASK = "postroom.mail.send"
+DELETE_TASK = "postroom.mail.delete"
+CLASSIFY_TASK = "postroom.mail.classify"
+
+WORKFLOWS: dict[str, tuple[str, list[str]]] = {
+    "sync-and-classify": (
+        "Sync the account, then classify the new messages.",
+        ["sync", "classify"],
+    ),
+    "triage": (
+        "Sync the account, classify the new messages, move spam to Junk.",
+        ["sync", "classify", "move_spam_to_junk"],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    event_id: uuid.UUID
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def request_hash(kind: str, body: dict[str, Any]) -> str:
+    """sha256 of the canonical request (sorted keys), so key order does not matter."""
+    canonical = orjson.dumps({"kind": kind, "body": body}, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+async def queue_job(
+    uow: UnitOfWork,
+    *,
+    caller: Caller,
+    kind: str,
+    task_name: str,
+    task_kwargs: dict[str, Any],
+    body: dict[str, Any],
+    idempotency_key: str | None,
+    stale_after_s: float,
+    account_id: uuid.UUID | None = None,
+) -> tuple[JobRef, bool]:
+    """Record the event and queue its publish; (job, created). A repeat returns the first job."""
+    event_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
+    digest = request_hash(kind, body)
+    external_id = f"{caller.tenant_id}:{idempotency_key}" if idempotency_key else None
+    kwargs = {**task_kwargs, "tenant_id": str(caller.tenant_id), "user_id": str(caller.user_id)}
+    created = await events_repo.insert_once(
+        uow.session,
+        event_id=event_id,
+        source=EventSource.api,
+        type=kind,
+        external_id=external_id,
+        task_name=task_name,
+        task_id=task_id,
+        # The payload is what the caller asked for, minus anything secret (nothing here is).
+        payload={"kind": kind, "kwargs": kwargs},
+        stale_after_s=stale_after_s,
+        task_kwargs=kwargs,
+        tenant_id=caller.tenant_id,
+        user_id=caller.user_id,
+        account_id=account_id,
+        request_hash=digest,
+        request_id=uow.request_id,
+    )
+    if created:
+        uow.publish_after_commit(
+            task_name=task_name, event_id=event_id, task_id=task_id, kwargs=kwargs
+        )
+        return JobRef(event_id, task_id), True
+    assert external_id is not None  # insert_once only skips on an existing external id
+    existing = await events_repo.get_by_external_id(uow.session, EventSource.api, external_id)
+    if existing is None or existing.request_hash != digest:
+        raise Conflict("This Idempotency-Key was already used with a different request.")
+    return JobRef(existing.id, existing.task_ids[0]), False
+
+
+def workflow_task(name: str, account_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+    """The first task a workflow publishes and its kwargs; the workflow chains the rest."""
+    if name not in WORKFLOWS:
+        raise NotFound(f"No workflow named {name!r}.")
+    return SYNC_TASK, {
+        "account_id": str(account_id),
+        "folder": None,
+        "full": False,
+        "workflow": name,
+    }
+
+
+async def replay_event(uow: UnitOfWork, *, tenant_id: uuid.UUID, event_id: uuid.UUID) -> JobRef:
+    """Queue a finished event of the tenant again under a new task id."""
+    event = await events_repo.get_for_tenant(uow.session, tenant_id, event_id)
+    if event is None:
+        raise NotFound("No such event.")
+    if event.status not in EventStatus.finished():
+        raise Conflict("The event is still in progress; only a finished event can be replayed.")
+    task_id = str(uuid.uuid4())
+    if not await events_repo.prepare_replay(uow.session, event_id=event.id, task_id=task_id):
+        raise Conflict("The event is still in progress; only a finished event can be replayed.")
+    uow.publish_after_commit(
+        task_name=event.task_name,
+        event_id=event.id,
+        task_id=task_id,
+        kwargs=dict(event.task_kwargs),
+    )
+    return JobRef(event.id, task_id)

@@ -1,0 +1,58 @@
+"""Helpers for /v1 tests: a tenant with a user and a working API key, as the CLI makes them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from api.auth import generate_key
+from database.engine import Database
+from database.repositories import api_keys as keys_repo
+from database.repositories import tenants as tenants_repo
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    key_id: uuid.UUID
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+async def make_caller(db: Database, tenant: str | None = None, email: str | None = None) -> Caller:
+    new = generate_key()
+    async with db.transaction() as s:
+        name = tenant or f"t-{uuid.uuid4().hex[:8]}"
+        found = await tenants_repo.get_tenant_by_name(s, name)
+        tenant_id = found.id if found else await tenants_repo.create_tenant(s, name)
+        assert tenant_id is not None
+        user_id = await tenants_repo.create_user(
+            s, tenant_id, email or f"u-{uuid.uuid4().hex[:6]}@example.com"
+        )
+        assert user_id is not None
+        key_id = await keys_repo.create(
+            s, tenant_id=tenant_id, user_id=user_id, key_hash=new.key_hash, prefix=new.prefix
+        )
+    return Caller(tenant_id=tenant_id, user_id=user_id, key_id=key_id, key=new.key)
+
+
+def imap_account(email: str = "ana@example.com", password: str = "s3cret-Pass!") -> dict[str, Any]:
+    server = {
+        "host": "mail.example.com",
+        "port": 993,
+        "security": "tls",
+        "username": email,
+        "password": password,
+    }
+    return {
+        "provider": "imap",
+        "email": email,
+        "imap": server,
+        "smtp": {**server, "port": 587, "security": "starttls"},
+        "sync_interval_s": 300,
+    }
