@@ -9,8 +9,10 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
 from api.observability import ObservabilityMiddleware
+from api.routes import accounts, events, jobs, messages, tasks
 from api.routes import health, metrics, webhooks
 from database.engine import Database
 from services.logs import configure_logging
@@ -43,10 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ObservabilityMiddleware)  # inside RequestIdMiddleware: logs carry the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    for v1 in (accounts, jobs, messages, events, tasks):
+        app.include_router(v1.router)
     return app
