@@ -19,7 +19,7 @@ from database.engine import Database
 from database.models import DeadLetter
 from database.repositories import dead_letters as repo
 from database.repositories import events as events_repo
-from services.errors import Conflict, NotFound, ValidationFailed
+from services.errors import BadRequest, Conflict, NotFound
 
 Publish = Callable[..., bool]
 MAX_LIMIT = 200
@@ -67,7 +67,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when, ident = raw.split("|", 1)
         return datetime.fromisoformat(when), uuid.UUID(ident)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValidationFailed("The cursor is not one this API gave out.") from exc
+        raise BadRequest("The cursor is not one this API gave out.") from exc
 
 
 async def list_page(
