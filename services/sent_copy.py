@@ -47,6 +47,9 @@ def _open(imap: dict[str, Any]) -> imaplib.IMAP4:
         if imap.get("ca_pem")
         else ssl.create_default_context()
     )
+    if imap.get("verify_tls") is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     if security == "tls":
         conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=30)
     else:

@@ -68,7 +68,8 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, aut
         and auth_data.login.decode() == USERNAME
         and auth_data.password.decode() == PASSWORD
     )
-    return AuthResult(success=ok)
+    # handled=False: aiosmtpd answers 535 itself on failure.
+    return AuthResult(success=ok, handled=False)
 
 
 @dataclass

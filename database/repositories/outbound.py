@@ -9,13 +9,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Attachment, Credential, Folder, Message, OutboundMessage
+from database.models import (
+    Attachment,
+    Credential,
+    Folder,
+    Message,
+    OutboundAttachment,
+    OutboundMessage,
+)
 
 _o = OutboundMessage.__table__  # type: ignore[attr-defined]
 _c = Credential.__table__  # type: ignore[attr-defined]
 _m = Message.__table__  # type: ignore[attr-defined]
 _a = Attachment.__table__  # type: ignore[attr-defined]
 _f = Folder.__table__  # type: ignore[attr-defined]
+_u = OutboundAttachment.__table__  # type: ignore[attr-defined]
 
 
 async def get_or_create(
@@ -85,12 +93,20 @@ async def get_message(
 
 async def get_attachments(
     session: AsyncSession, *, tenant_id: uuid.UUID, attachment_ids: list[uuid.UUID]
-) -> list[Attachment]:
-    """Attachments of this tenant, in the order asked; ids of other tenants are simply absent."""
+) -> list[Attachment | OutboundAttachment]:
+    """Uploads for a send, or attachments of stored messages (forwarding), of this tenant
+    only, in the order asked; ids of other tenants are simply absent."""
     if not attachment_ids:
         return []
-    stmt = sa.select(Attachment).where(_a.c.id.in_(attachment_ids), _a.c.tenant_id == tenant_id)
-    found = {a.id: a for a in (await session.execute(stmt)).scalars()}
+    found: dict[uuid.UUID, Attachment | OutboundAttachment] = {}
+    uploads = sa.select(OutboundAttachment).where(
+        _u.c.id.in_(attachment_ids), _u.c.tenant_id == tenant_id
+    )
+    found.update({a.id: a for a in (await session.execute(uploads)).scalars()})
+    rest = [i for i in attachment_ids if i not in found]
+    if rest:
+        stored = sa.select(Attachment).where(_a.c.id.in_(rest), _a.c.tenant_id == tenant_id)
+        found.update({a.id: a for a in (await session.execute(stored)).scalars()})
     return [found[i] for i in attachment_ids if i in found]
 
 
