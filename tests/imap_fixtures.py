@@ -73,11 +73,12 @@ class Dovecot:
     """`dovecot -c <conf>` on free ports; users from a passwd-file; SPECIAL-USE folders."""
 
     def __init__(self, users: Iterable[str] = ("alice@example.com", "bob@example.com"),
-                 *, tls: bool = False) -> None:
+                 *, tls: bool = False, spare_users: int = 0) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
         self.tls_port = free_port() if tls else 0
-        self.users = list(users)
+        self.users = list(users) + [f"user{i}@example.com" for i in range(spare_users)]
+        self.next_user = len(list(users)) - 1
         self.tls = tls
 
     def start(self) -> Dovecot:
@@ -172,3 +173,11 @@ def fill_from_corpus(conn: imaplib.IMAP4, plan: dict[str, tuple[str, int]]) -> d
         paths = list(messages(folder))[:count]
         out[mailbox] = append_many(conn, mailbox, (raw_message(p) for p in paths))
     return out
+
+
+def add_user(server: Dovecot) -> str:
+    """An unused mailbox owner from the passwd-file (written once: Dovecot caches it)."""
+    server.next_user += 1
+    if server.next_user >= len(server.users):
+        raise RuntimeError("the Dovecot fixture ran out of users: raise `spare_users`")
+    return server.users[server.next_user]

@@ -1,0 +1,203 @@
+"""IMAP sync state: folders with their UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ and batch writes of
+messages keyed by (account, provider id). Every statement filters on the tenant."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Attachment, Folder, Message
+
+_m = Message.__table__  # type: ignore[attr-defined]
+_f = Folder.__table__  # type: ignore[attr-defined]
+_a = Attachment.__table__  # type: ignore[attr-defined]
+
+# What a re-fetch of a known message may change; classification and deletion stay.
+_REFRESH = ("folder_id", "imap_uid", "uidvalidity", "modseq", "flags", "unread", "starred",
+            "labels", "message_id_header", "in_reply_to", "references", "from_name",
+            "from_email", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to", "subject", "date",
+            "sort_at", "snippet", "text", "html", "headers", "size", "has_attachments",
+            "parse_warnings")
+
+
+async def upsert_folder(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str,
+    provider_id: str, role: str | None, delimiter: str | None,
+) -> Folder:
+    """Create or refresh a folder row (role and delimiter follow the server); return it."""
+    stmt = insert(_f).values(
+        id=uuid.uuid4(), tenant_id=tenant_id, account_id=account_id, name=name,
+        provider_id=provider_id, role=role, delimiter=delimiter,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "name"],
+        set_={"role": stmt.excluded.role, "delimiter": stmt.excluded.delimiter,
+              "provider_id": stmt.excluded.provider_id},
+    ).returning(*_f.c)
+    row = (await session.execute(stmt)).mappings().one()
+    return Folder(**row)
+
+
+async def folders_of(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> list[Folder]:
+    stmt = sa.select(Folder).where(Folder.tenant_id == tenant_id, Folder.account_id == account_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def save_folder_state(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID,
+    uidvalidity: int | None, uidnext: int | None, highest_modseq: int | None,
+) -> None:
+    await session.execute(
+        sa.update(_f)
+        .where(_f.c.id == folder_id, _f.c.tenant_id == tenant_id)
+        .values(uidvalidity=uidvalidity, uidnext=uidnext, highest_modseq=highest_modseq,
+                last_synced_at=sa.func.now())
+    )
+
+
+async def upsert_messages(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> dict[str, tuple[uuid.UUID, bool]]:
+    """Insert or refresh messages by (account_id, provider_id): provider_id -> (id, inserted).
+
+    A row marked deleted is not brought back (and is absent from the answer).
+    """
+    if not rows:
+        return {}
+    stmt = insert(_m).values(list(rows))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "provider_id"],
+        set_={**{c: stmt.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
+        where=_m.c.deleted_at.is_(None),
+    ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
+    result = await session.execute(stmt)
+    return {r.provider_id: (r.id, bool(r.inserted)) for r in result}
+
+
+async def replace_attachments(
+    session: AsyncSession, *, tenant_id: uuid.UUID, rows: Sequence[dict[str, Any]],
+    message_ids: Sequence[uuid.UUID],
+) -> None:
+    if message_ids:
+        await session.execute(
+            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(message_ids)))
+    if rows:
+        await session.execute(insert(_a).values(list(rows)))
+
+
+async def apply_flags(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int,
+    changes: Sequence[dict[str, Any]],
+) -> int:
+    """Set flags of known UIDs: changes = [{uid, flags, unread, starred, modseq}]; rows changed."""
+    if not changes:
+        return 0
+    data = sa.values(
+        sa.column("uid", sa.BigInteger), sa.column("flags", _m.c.flags.type),
+        sa.column("unread", sa.Boolean), sa.column("starred", sa.Boolean),
+        sa.column("modseq", sa.BigInteger), name="changes",
+    ).data([(c["uid"], c["flags"], c["unread"], c["starred"], c["modseq"]) for c in changes])
+    stmt = (
+        sa.update(_m)
+        .where(
+            _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
+            _m.c.uidvalidity == uidvalidity, _m.c.imap_uid == data.c.uid,
+            _m.c.deleted_at.is_(None),
+            sa.or_(_m.c.flags != data.c.flags, _m.c.unread != data.c.unread,
+                   _m.c.starred != data.c.starred),
+        )
+        .values(flags=data.c.flags, unread=data.c.unread, starred=data.c.starred,
+                modseq=data.c.modseq, updated_at=sa.func.now())
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_uids_deleted(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int,
+    uids: Sequence[int],
+) -> int:
+    if not uids:
+        return 0
+    stmt = (
+        sa.update(_m)
+        .where(_m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
+               _m.c.uidvalidity == uidvalidity, _m.c.imap_uid.in_(list(uids)),
+               _m.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def live_uids(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int
+) -> list[int]:
+    stmt = sa.select(_m.c.imap_uid).where(
+        _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
+        _m.c.uidvalidity == uidvalidity, _m.c.deleted_at.is_(None))
+    return [int(u) for u in (await session.execute(stmt)).scalars() if u is not None]
+
+
+async def live_message_ids(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, stale_uidvalidity: int
+) -> dict[str, uuid.UUID]:
+    """Message-ID -> row id of live rows stored under an old UIDVALIDITY of the folder."""
+    stmt = sa.select(_m.c.message_id_header, _m.c.id).where(
+        _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
+        _m.c.uidvalidity != stale_uidvalidity, _m.c.deleted_at.is_(None),
+        _m.c.message_id_header.is_not(None))
+    return {r.message_id_header: r.id for r in await session.execute(stmt)}
+
+
+async def rekey(
+    session: AsyncSession, *, tenant_id: uuid.UUID, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Move rows to their new UIDs after a UIDVALIDITY change: [{id, provider_id, uid, ...}]."""
+    for r in rows:
+        await session.execute(
+            sa.update(_m).where(_m.c.id == r["id"], _m.c.tenant_id == tenant_id).values(
+                provider_id=r["provider_id"], imap_uid=r["uid"], uidvalidity=r["uidvalidity"],
+                flags=r["flags"], unread=r["unread"], starred=r["starred"], modseq=r["modseq"],
+                updated_at=sa.func.now()))
+
+
+async def delete_stale_generation(
+    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int
+) -> int:
+    """Mark deleted the live rows of a folder still keyed by an older UIDVALIDITY."""
+    stmt = (
+        sa.update(_m)
+        .where(_m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
+               _m.c.uidvalidity != uidvalidity, _m.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def credential_token(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> str | None:
+    """The encrypted credential blob of an account (decrypted by services.crypto only)."""
+    from database.models import Credential
+
+    stmt = sa.select(Credential.ciphertext).where(
+        Credential.tenant_id == tenant_id, Credential.account_id == account_id)  # type: ignore[arg-type]
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def mark_synced(session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID) -> None:
+    from database.models import Account
+
+    await session.execute(
+        sa.update(Account)
+        .where(Account.id == account_id, Account.tenant_id == tenant_id)  # type: ignore[arg-type]
+        .values(last_sync_at=sa.func.now(), updated_at=sa.func.now()))

@@ -1,0 +1,125 @@
+"""The incremental parts of an IMAP folder sync: flag changes, expunges, a new UIDVALIDITY."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from database.models import Folder
+from database.repositories import imap_state as repo
+from services.imap import SelectInfo
+
+if TYPE_CHECKING:
+    from services.imap_sync import _Syncer
+
+FLAG_BATCH = 1000
+_MSGID = re.compile(rb"<[^<>\s]+>")
+
+
+def flag_values(flags: Any) -> dict[str, Any]:
+    names = sorted(str(f) for f in flags or [] if str(f).lower() != "\\recent")
+    lower = {f.lower() for f in names}
+    return {"flags": names, "unread": "\\seen" not in lower, "starred": "\\flagged" in lower}
+
+
+def modseq_of(attrs: dict[str, Any]) -> int | None:
+    value = attrs.get("MODSEQ")
+    try:
+        return int(value[0]) if isinstance(value, list) and value else None
+    except ValueError:
+        return None
+
+
+async def _apply_flags(syncer: _Syncer, folder: Folder, info: SelectInfo,
+                       changes: list[dict[str, Any]]) -> None:
+    async with syncer.db.transaction() as s:
+        syncer.result.updated += await repo.apply_flags(
+            s, tenant_id=syncer.account.tenant_id, folder_id=folder.id,
+            uidvalidity=info.uidvalidity, changes=changes)
+
+
+async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo,
+                        uids: list[int]) -> None:
+    async with syncer.db.transaction() as s:
+        syncer.result.deleted += await repo.mark_uids_deleted(
+            s, tenant_id=syncer.account.tenant_id, folder_id=folder.id,
+            uidvalidity=info.uidvalidity, uids=uids)
+
+
+async def expunged_by_search(syncer: _Syncer, folder: Folder, info: SelectInfo, *,
+                             server_uids: list[int] | None = None,
+                             below: int | None = None) -> None:
+    """Without QRESYNC: stored UIDs the server no longer lists were expunged."""
+    if server_uids is None:
+        server_uids = await syncer.client.uid_search("ALL")
+    present = set(server_uids)
+    async with syncer.db.transaction() as s:
+        known = await repo.live_uids(s, tenant_id=syncer.account.tenant_id,
+                                     folder_id=folder.id, uidvalidity=info.uidvalidity)
+    gone = [u for u in known if u not in present and (below is None or u < below)]
+    await _mark_deleted(syncer, folder, info, gone)
+
+
+async def changes_since(syncer: _Syncer, folder: Folder, info: SelectInfo, *,
+                        known_next: int, uids: list[int] | None) -> None:
+    """Flag changes and expunges among the UIDs stored before this sync."""
+    client = syncer.client
+    if known_next <= 1:
+        return
+    use_modseq = bool(folder.highest_modseq and info.highest_modseq and client.has("CONDSTORE"))
+    if use_modseq and info.highest_modseq == folder.highest_modseq:
+        return  # RFC 7162: any flag change or expunge raises HIGHESTMODSEQ
+    qresync = use_modseq and client.has("QRESYNC")
+    changes: list[dict[str, Any]] = []
+    vanished: list[int] = []
+    stream = client.uid_fetch(
+        f"1:{known_next - 1}", "UID FLAGS" + (" MODSEQ" if use_modseq else ""),
+        changed_since=folder.highest_modseq if use_modseq else None, vanished=qresync)
+    async for attrs in stream:
+        if "VANISHED" in attrs:
+            vanished.extend(attrs["VANISHED"])
+            continue
+        if attrs["UID"] >= known_next:
+            continue
+        changes.append({"uid": attrs["UID"], "modseq": modseq_of(attrs),
+                        **flag_values(attrs.get("FLAGS"))})
+        if len(changes) >= FLAG_BATCH:
+            await _apply_flags(syncer, folder, info, changes)
+            changes = []
+    await _apply_flags(syncer, folder, info, changes)
+    if qresync:
+        await _mark_deleted(syncer, folder, info, vanished)
+    else:
+        await expunged_by_search(syncer, folder, info, server_uids=uids, below=known_next)
+
+
+async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInfo) -> None:
+    """UIDVALIDITY changed: re-key rows found again by Message-ID, fetch the rest, drop the gone."""
+    tenant_id = syncer.account.tenant_id
+    async with syncer.db.transaction() as s:
+        known = await repo.live_message_ids(s, tenant_id=tenant_id, folder_id=folder.id,
+                                            stale_uidvalidity=info.uidvalidity)
+    rekeys: list[dict[str, Any]] = []
+    unknown: list[int] = []
+    items = "UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" + (
+        " MODSEQ" if info.highest_modseq else "")
+    async for attrs in syncer.client.uid_fetch("1:*", items):
+        if "VANISHED" in attrs:
+            continue
+        header = next((v for k, v in attrs.items() if k.startswith("BODY[")), b"")
+        found = _MSGID.search(header if isinstance(header, bytes) else b"")
+        row_id = known.pop(found.group(0).decode("utf-8", "replace"), None) if found else None
+        if row_id is None:
+            unknown.append(attrs["UID"])
+            continue
+        uid = attrs["UID"]
+        rekeys.append({"id": row_id, "uid": uid, "uidvalidity": info.uidvalidity,
+                       "provider_id": syncer.provider_id(folder, info.uidvalidity, uid),
+                       "modseq": modseq_of(attrs), **flag_values(attrs.get("FLAGS"))})
+    async with syncer.db.transaction() as s:
+        await repo.rekey(s, tenant_id=tenant_id, rows=rekeys)
+        syncer.result.updated += len(rekeys)
+    await syncer.fetch_uids(folder, info, unknown)
+    async with syncer.db.transaction() as s:
+        syncer.result.deleted += await repo.delete_stale_generation(
+            s, tenant_id=tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity)

@@ -1,0 +1,43 @@
+"""Loading a mail account for a task: through its tenant first, then its decrypted settings."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account, AccountStatus
+from database.repositories import accounts as accounts_repo
+from database.repositories import imap_state as state_repo
+from services.crypto import decrypt_json
+from services.errors import PermissionDenied, ValidationFailed
+from services.imap import ImapConfig
+from settings import Settings
+
+IMAP_TIMEOUT_S = 30.0
+
+
+async def account_for_tenant(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> Account:
+    """The account, or PermissionDenied when it is not this tenant's (or is gone)."""
+    account = await accounts_repo.get_for_tenant(session, tenant_id, account_id)
+    if account is None:
+        raise PermissionDenied("The account does not belong to this tenant.")
+    return account
+
+
+async def imap_config(
+    session: AsyncSession, settings: Settings, account: Account
+) -> ImapConfig:
+    """Connection settings from the account's encrypted credential."""
+    if account.status != AccountStatus.active:
+        raise ValidationFailed(f"The account is {account.status}; it cannot be synced.")
+    token = await state_repo.credential_token(
+        session, tenant_id=account.tenant_id, account_id=account.id)
+    if token is None:
+        raise ValidationFailed("The account has no stored credentials.")
+    data = decrypt_json(settings, token)
+    if not isinstance(data.get("imap"), dict):
+        raise ValidationFailed("The account's credentials hold no IMAP settings.")
+    return ImapConfig.from_credentials(data, timeout=IMAP_TIMEOUT_S)

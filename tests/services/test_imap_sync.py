@@ -1,0 +1,213 @@
+"""IMAP sync against a real Dovecot filled with SpamAssassin corpus messages."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from database.models import Folder, Message
+from services.errors import BadCredentials, ProviderTemporaryError
+from services.imap_sync import run_sync
+from tests.imap_fixtures import Dovecot
+from tests.imap_support import (  # noqa: F401 - fixtures
+    CORPUS_PLAN_BIG,
+    append_corpus,
+    create_imap_account,
+    dovecot,
+    mailbox_user,
+)
+
+
+async def _rows(db: Any, account: Any) -> list[Message]:
+    async with db.transaction() as s:
+        stmt = sa.select(Message).where(Message.account_id == account.id)
+        return list((await s.execute(stmt)).scalars())
+
+
+async def _folders(db: Any, account: Any) -> dict[str, Folder]:
+    async with db.transaction() as s:
+        rows = (await s.execute(sa.select(Folder).where(Folder.account_id == account.id))).scalars()
+        return {f.name: f for f in rows}
+
+
+async def _sync(db: Any, settings: Any, account: Any, **kw: Any) -> dict[str, Any]:
+    result = await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id, **kw)
+    return result.as_dict()
+
+
+async def test_first_sync_stores_every_message_in_batches_without_setting_seen(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    counts = await append_corpus(dovecot, mailbox_user, CORPUS_PLAN_BIG)
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    seen: list[tuple[int, int]] = []
+
+    async def progress(current: int, total: int) -> None:
+        seen.append((current, total))
+
+    result = await _sync(db, settings, account, progress=progress)
+
+    assert result == {"status": "success", "folders": 6, "new": sum(counts.values()),
+                      "updated": 0, "deleted": 0}
+    rows = await _rows(db, account)
+    assert len(rows) == 520
+    folders = await _folders(db, account)
+    assert {n: f.role for n, f in folders.items()} == {
+        "INBOX": "inbox", "Sent": "sent", "Trash": "trash", "Junk": "junk", "Drafts": "drafts",
+        "Archive": "archive"}
+    inbox = folders["INBOX"]
+    assert inbox.uidvalidity and inbox.uidnext == 301 and inbox.highest_modseq
+    by_folder = {n: sum(1 for r in rows if r.folder_id == f.id) for n, f in folders.items()}
+    assert by_folder["INBOX"] == 300 and by_folder["Junk"] == 150 and by_folder["Archive"] == 70
+    assert all(r.unread and r.subject is not None for r in rows[:50])
+    assert sum(1 for r in rows if r.message_id_header) > 500
+    assert sum(1 for r in rows if r.text or r.html) >= 515
+    # Progress went up in batches and ended at the total.
+    assert len(seen) >= 3 and seen[-1][0] == seen[-1][1] == 520
+    assert [c for c, _ in seen] == sorted(c for c, _ in seen)
+    # BODY.PEEK[]: the mailbox still has every message unseen.
+    conn = dovecot.client(mailbox_user)
+    conn.select("INBOX", readonly=True)
+    typ, data = conn.search(None, "SEEN")
+    assert typ == "OK" and data[0] == b""
+    conn.logout()
+
+
+async def test_second_sync_with_no_change_changes_nothing_and_selects_no_folder(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 60),
+                                                "Junk": ("spam-1", 20)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    await _sync(db, settings, account)
+    before = {f.name: f.last_synced_at for f in (await _folders(db, account)).values()}
+    updated_before = {r.id: r.updated_at for r in await _rows(db, account)}
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result = await _sync(db, settings, account)
+    elapsed = loop.time() - start
+
+    assert result == {"status": "success", "folders": 6, "new": 0, "updated": 0, "deleted": 0}
+    assert {r.id: r.updated_at for r in await _rows(db, account)} == updated_before
+    # LIST-STATUS showed every folder unchanged, so none was selected or stamped.
+    assert {f.name: f.last_synced_at for f in (await _folders(db, account)).values()} == before
+    assert elapsed < 1.0
+
+
+async def test_flags_changed_and_messages_expunged_by_another_client_are_applied(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 40)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    await _sync(db, settings, account)
+
+    other = dovecot.client(mailbox_user)
+    other.select("INBOX")
+    other.uid("STORE", "1:5", "+FLAGS", "(\\Seen)")
+    other.uid("STORE", "6", "+FLAGS", "(\\Flagged)")
+    other.uid("STORE", "30:32", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("hard-ham-1", 4)})
+
+    result = await _sync(db, settings, account)
+
+    assert result["new"] == 4 and result["updated"] == 6 and result["deleted"] == 3
+    rows = {r.imap_uid: r for r in await _rows(db, account)}
+    assert all(not rows[u].unread and "\\Seen" in rows[u].flags for u in range(1, 6))
+    assert rows[6].starred and rows[6].unread
+    assert all(rows[u].deleted_at is not None for u in (30, 31, 32))
+    assert sum(1 for r in rows.values() if r.deleted_at is None) == 41
+
+
+async def test_expunges_without_qresync_are_found_by_uid_search(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from services.imap_sync import sync_account
+    from services.imap import ImapClient, ImapConfig
+
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 20)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    await _sync(db, settings, account)
+    other = dovecot.client(mailbox_user)
+    other.select("INBOX")
+    other.uid("STORE", "2,4", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+
+    config = ImapConfig.from_credentials(dovecot.credentials(mailbox_user))
+    async with ImapClient(config) as client:
+        client.capabilities.discard("QRESYNC")
+        result = await sync_account(db, account=account, client=client)
+
+    assert result.deleted == 2
+    gone = {r.imap_uid for r in await _rows(db, account) if r.deleted_at is not None}
+    assert gone == {2, 4}
+
+
+async def test_uidvalidity_change_resyncs_the_folder_without_duplicates(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 30)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    await _sync(db, settings, account)
+    ids_before = {r.message_id_header: r.id for r in await _rows(db, account)}
+
+    dovecot.set_uidvalidity(mailbox_user, "INBOX", 424242)
+    result = await _sync(db, settings, account)
+
+    rows = await _rows(db, account)
+    assert result["new"] == 0 and result["updated"] == 30 and result["deleted"] == 0
+    assert len(rows) == 30 and all(r.uidvalidity == 424242 for r in rows)
+    assert {r.message_id_header: r.id for r in rows} == ids_before
+    assert (await _folders(db, account))["INBOX"].uidvalidity == 424242
+
+
+async def test_malformed_messages_are_stored_with_parse_warnings(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    broken = [
+        b"Subject: =?x-nonsense?B?SGVsbG8=?=\r\nContent-Type: text/plain; charset=x-nonsense\r\n"
+        b"\r\ncaf\xe9 au lait\r\n",
+        b"Subject: cut multipart\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\npart one\r\n--XX\r\n"
+        b"Content-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        b"\r\nJVBERi0x!!!not base64",
+        b"no header at all, just text\r\nand a NUL \x00 byte\r\n",
+        b"Date: Mon, 32 Foo 0102 99:99:99 +9999\r\nFrom: \xff\xfe broken <x@y>\r\n"
+        b"Subject: bad date\r\n\r\nbody\r\n",
+    ]
+    await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": broken})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+
+    result = await _sync(db, settings, account)
+
+    assert result["new"] == 4
+    rows = sorted(await _rows(db, account), key=lambda r: r.imap_uid or 0)
+    assert all(r.parse_warnings for r in rows), [r.parse_warnings for r in rows]
+    assert rows[0].text is not None and "café" in rows[0].text
+    assert rows[1].text is not None and "part one" in rows[1].text
+    assert rows[2].text is not None and "NUL" in rows[2].text
+    assert rows[3].date is None and rows[3].subject == "bad date"
+
+
+async def test_wrong_password_is_bad_credentials(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from services.imap import ImapClient, ImapConfig
+
+    creds = dovecot.credentials(mailbox_user)
+    creds["imap"]["password"] = "wrong"  # type: ignore[index]
+    with pytest.raises(BadCredentials):
+        await ImapClient(ImapConfig.from_credentials(creds)).connect()
+
+
+async def test_sync_over_tls(db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str) -> None:
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("spam-1", 10)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user, security="tls")
+    result = await _sync(db, settings, account)
+    assert result["new"] == 10
