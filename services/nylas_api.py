@@ -78,6 +78,12 @@ class NylasGateway:
         )
         return response.data.to_dict()  # type: ignore[no-any-return]
 
+    async def destroy_message(self, grant_id: str, message_id: str) -> None:
+        """`messages.destroy`: Nylas moves the message to the provider's trash."""
+        await self.call(
+            lambda: self.client.messages.destroy(identifier=grant_id, message_id=message_id)
+        )
+
     async def list_messages(
         self, grant_id: str, *, query: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], str | None]:

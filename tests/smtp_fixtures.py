@@ -62,7 +62,9 @@ class Handler:
         return "250 2.0.0 Ok: queued"
 
 
-def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+def _authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
     ok = (
         isinstance(auth_data, LoginPassword)
         and auth_data.login.decode() == USERNAME
@@ -185,8 +187,14 @@ def smtp_server(certificate: Certificate) -> Iterator[Any]:
 
 
 async def create_smtp_account(
-    db: Any, settings: Any, *, smtp: dict[str, Any], imap: dict[str, Any] | None = None,
-    email: str = USERNAME, display_name: str | None = None, tenant: Any = None,
+    db: Any,
+    settings: Any,
+    *,
+    smtp: dict[str, Any],
+    imap: dict[str, Any] | None = None,
+    email: str = USERNAME,
+    display_name: str | None = None,
+    tenant: Any = None,
 ) -> Any:
     """An IMAP/SMTP account with an encrypted credential, as the API would store it."""
     from database.models import Account, Credential, Provider
@@ -200,13 +208,21 @@ async def create_smtp_account(
         secrets["imap"] = imap
     async with db.transaction() as s:
         account = Account(
-            tenant_id=tenant.id, user_id=user.id, provider=Provider.imap, email=email,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            provider=Provider.imap,
+            email=email,
             settings={"display_name": display_name} if display_name else {},
         )
         s.add(account)
         await s.flush()
-        s.add(Credential(tenant_id=tenant.id, account_id=account.id,
-                         ciphertext=encrypt_json(settings, secrets)))
+        s.add(
+            Credential(
+                tenant_id=tenant.id,
+                account_id=account.id,
+                ciphertext=encrypt_json(settings, secrets),
+            )
+        )
     return account
 
 
@@ -217,15 +233,27 @@ async def create_send_event(
     from database.repositories import events as events_repo
 
     event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
-    task_kwargs = {"account_id": str(account.id), "tenant_id": str(account.tenant_id),
-                   "user_id": str(account.user_id), **kwargs}
+    task_kwargs = {
+        "account_id": str(account.id),
+        "tenant_id": str(account.tenant_id),
+        "user_id": str(account.user_id),
+        **kwargs,
+    }
     async with db.transaction() as s:
         created = await events_repo.insert_once(
-            s, event_id=event_id, source="api", type="mail.send",
+            s,
+            event_id=event_id,
+            source="api",
+            type="mail.send",
             external_id=f"{account.tenant_id}:{key}" if key else None,
-            task_name="postroom.mail.send", task_id=task_id, payload=task_kwargs,
-            stale_after_s=30, task_kwargs=task_kwargs, tenant_id=account.tenant_id,
-            user_id=account.user_id, account_id=account.id,
+            task_name="postroom.mail.send",
+            task_id=task_id,
+            payload=task_kwargs,
+            stale_after_s=30,
+            task_kwargs=task_kwargs,
+            tenant_id=account.tenant_id,
+            user_id=account.user_id,
+            account_id=account.id,
         )
         if not created and key:
             existing = await events_repo.get_by_external_id(s, "api", f"{account.tenant_id}:{key}")

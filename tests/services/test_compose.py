@@ -6,7 +6,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from services.compose import AttachmentFile, Person, ReplyTarget, compose, person, people
+from services.compose import AttachmentFile, Person, ReplyTarget, compose, people, person
 from services.errors import ValidationFailed
 
 
@@ -16,7 +16,7 @@ def _build(**overrides):
         to=people([{"email": "bob@example.org", "name": "Bøb, the Builder"}], "to"),
         cc=people(["carol@example.org"], "cc"),
         bcc=people(["secret@example.net"], "bcc"),
-        subject="Grüße aus Köln – 日本語",
+        subject="Grüße aus Köln - 日本語",
         body_text="Hallo Bob, schöne Grüße.",
         body_html="<p>Hallo <b>Bob</b>, schöne Grüße.</p>",
     )
@@ -33,7 +33,7 @@ def test_headers_are_encoded_and_decode_back() -> None:
     raw_head = composed.data.split(b"\r\n\r\n", 1)[0]
     assert raw_head.isascii(), "non-ASCII must be RFC 2047 encoded in headers"
     msg = _parse(composed.data)
-    assert msg["Subject"] == "Grüße aus Köln – 日本語"
+    assert msg["Subject"] == "Grüße aus Köln - 日本語"
     assert msg["From"].addresses[0].display_name == "Zoë Ünïcode"
     assert msg["From"].addresses[0].addr_spec == "me@example.com"
     assert msg["To"].addresses[0].display_name == "Bøb, the Builder"
@@ -79,7 +79,10 @@ def test_reply_sets_in_reply_to_and_references() -> None:
     msg = _parse(_build(reply_to_message=target).data)
     assert msg["In-Reply-To"] == "<parent@example.org>"
     assert msg["References"].split() == [
-        "<root@example.org>", "<mid@example.org>", "<parent@example.org>"]
+        "<root@example.org>",
+        "<mid@example.org>",
+        "<parent@example.org>",
+    ]
 
 
 @pytest.mark.parametrize("subject", ["Hi\r\nBcc: victim@example.org", "Hi\nX-Evil: 1", "a\rb"])
@@ -88,13 +91,16 @@ def test_header_injection_in_subject_is_refused(subject: str) -> None:
         _build(subject=subject)
 
 
-@pytest.mark.parametrize("value", [
-    {"email": "bob@example.org", "name": "Bob\r\nBcc: victim@example.org"},
-    {"email": "bob@example.org\r\nBcc: victim@example.org"},
-    "bob@example.org\nX: y",
-    "not an address",
-    "<bob@example.org>",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"email": "bob@example.org", "name": "Bob\r\nBcc: victim@example.org"},
+        {"email": "bob@example.org\r\nBcc: victim@example.org"},
+        "bob@example.org\nX: y",
+        "not an address",
+        "<bob@example.org>",
+    ],
+)
 def test_injection_and_bad_addresses_are_refused(value) -> None:
     with pytest.raises(ValidationFailed):
         person(value)
@@ -106,4 +112,6 @@ def test_a_message_needs_a_recipient() -> None:
 
 
 def test_given_message_id_is_kept() -> None:
-    assert _build(message_id_header="<fixed@example.com>").message_id_header == "<fixed@example.com>"
+    assert (
+        _build(message_id_header="<fixed@example.com>").message_id_header == "<fixed@example.com>"
+    )

@@ -15,19 +15,18 @@ from database.repositories import events as events_repo
 from services.errors import BadCredentials, ValidationFailed
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpRejected, SmtpTemporaryError
+from tests import smtp_fixtures
 from tests.imap_fixtures import Dovecot
-from tests.smtp_fixtures import (  # noqa: F401  (fixtures)
-    certificate,
-    create_send_event,
-    create_smtp_account,
-    smtp_server,
-)
+from tests.smtp_fixtures import create_send_event, create_smtp_account
+
+certificate = smtp_fixtures.certificate
+smtp_server = smtp_fixtures.smtp_server
 
 REQUEST = dict(
     to=[{"email": "bob@example.org", "name": "Bøb Öster"}],
     cc=["carol@example.org"],
     bcc=["hidden@example.net"],
-    subject="Quarterly report – Grüße",
+    subject="Quarterly report - Grüße",
     body_text="Hello Bob,\nthe numbers are in.",
     body_html="<p>Hello Bob,</p><p>the numbers are <b>in</b>.</p>",
 )
@@ -46,8 +45,13 @@ async def _send(db, settings, account, *, event_id=None, **overrides: Any):
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
         outcome = await send_message(
-            s, db=db, settings=settings, account=account, event=event,
-            request=SendRequest(**{**REQUEST, **overrides}), nylas=None,
+            s,
+            db=db,
+            settings=settings,
+            account=account,
+            event=event,
+            request=SendRequest(**{**REQUEST, **overrides}),
+            nylas=None,
         )
     return event_id, outcome
 
@@ -64,7 +68,9 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
     db, settings, smtp_server, security: str, auth: bool
 ) -> None:
     peer = smtp_server(security=security, auth=auth)
-    account = await create_smtp_account(db, settings, smtp=peer.credential(), display_name="Zoë Sender")
+    account = await create_smtp_account(
+        db, settings, smtp=peer.credential(), display_name="Zoë Sender"
+    )
     _, outcome = await _send(db, settings, account)
 
     assert len(peer.received) == 1
@@ -74,7 +80,7 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
     assert b"hidden@example.net" not in got.data
     msg = got.message
     assert msg["Bcc"] is None
-    assert msg["Subject"] == "Quarterly report – Grüße"
+    assert msg["Subject"] == "Quarterly report - Grüße"
     assert msg["From"].addresses[0].display_name == "Zoë Sender"
     assert msg["To"].addresses[0].display_name == "Bøb Öster"
     assert msg.get_content_type() == "multipart/alternative"
@@ -92,7 +98,9 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
     assert stored.bcc_addrs == [{"name": None, "email": "hidden@example.net"}]
 
 
-async def test_wrong_smtp_password_is_a_permanent_credentials_error(db, settings, smtp_server) -> None:
+async def test_wrong_smtp_password_is_a_permanent_credentials_error(
+    db, settings, smtp_server
+) -> None:
     peer = smtp_server(auth=True)
     account = await create_smtp_account(db, settings, smtp=peer.credential(password="wrong"))
     with pytest.raises(BadCredentials):
@@ -120,7 +128,9 @@ async def test_5xx_is_permanent_with_the_server_answer(db, settings, smtp_server
     assert row.status == "failed" and row.server_reply.startswith("554 5.7.1")
 
 
-async def test_4xx_leaves_the_message_pending_and_the_retry_sends_it(db, settings, smtp_server) -> None:
+async def test_4xx_leaves_the_message_pending_and_the_retry_sends_it(
+    db, settings, smtp_server
+) -> None:
     peer = smtp_server(mode="4xx_then_2xx")
     account = await create_smtp_account(db, settings, smtp=peer.credential())
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
@@ -146,10 +156,13 @@ async def test_lost_answer_after_data_is_never_sent_again(db, settings, smtp_ser
     assert len(peer.received) == 1
 
 
-@pytest.mark.parametrize("field_, value", [
-    ("subject", "Hi\r\nBcc: victim@example.org"),
-    ("to", [{"email": "bob@example.org", "name": "Bob\nBcc: victim@example.org"}]),
-])
+@pytest.mark.parametrize(
+    "field_, value",
+    [
+        ("subject", "Hi\r\nBcc: victim@example.org"),
+        ("to", [{"email": "bob@example.org", "name": "Bob\nBcc: victim@example.org"}]),
+    ],
+)
 async def test_header_injection_is_refused_before_anything_is_sent(
     db, settings, smtp_server, field_: str, value: Any
 ) -> None:
@@ -160,18 +173,30 @@ async def test_header_injection_is_refused_before_anything_is_sent(
     assert peer.received == [] and await _ledger(db) == []
 
 
-async def test_reply_threads_and_other_tenants_message_is_refused(db, settings, smtp_server) -> None:
+async def test_reply_threads_and_other_tenants_message_is_refused(
+    db, settings, smtp_server
+) -> None:
     from datetime import UTC, datetime
 
     peer = smtp_server()
     account = await create_smtp_account(db, settings, smtp=peer.credential())
     other = await create_smtp_account(db, settings, smtp=peer.credential())
     async with db.transaction() as s:
-        mine = Message(tenant_id=account.tenant_id, account_id=account.id, provider_id="INBOX:1:7",
-                       message_id_header="<parent@example.org>", references=["<root@example.org>"],
-                       sort_at=datetime.now(UTC))
-        theirs = Message(tenant_id=other.tenant_id, account_id=other.id, provider_id="INBOX:1:8",
-                         message_id_header="<theirs@example.org>", sort_at=datetime.now(UTC))
+        mine = Message(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            provider_id="INBOX:1:7",
+            message_id_header="<parent@example.org>",
+            references=["<root@example.org>"],
+            sort_at=datetime.now(UTC),
+        )
+        theirs = Message(
+            tenant_id=other.tenant_id,
+            account_id=other.id,
+            provider_id="INBOX:1:8",
+            message_id_header="<theirs@example.org>",
+            sort_at=datetime.now(UTC),
+        )
         s.add_all([mine, theirs])
     await _send(db, settings, account, reply_to_message_id=str(mine.id))
     msg = peer.received[0].message
@@ -189,9 +214,14 @@ async def test_uploaded_attachment_is_sent(db, settings, smtp_server) -> None:
     account = await create_smtp_account(db, settings, smtp=peer.credential())
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
-        upload = OutboundAttachment(tenant_id=account.tenant_id, event_id=event_id,
-                                    filename="report.pdf", content_type="application/pdf",
-                                    size=6, content=b"%PDF\x00\x01")
+        upload = OutboundAttachment(
+            tenant_id=account.tenant_id,
+            event_id=event_id,
+            filename="report.pdf",
+            content_type="application/pdf",
+            size=6,
+            content=b"%PDF\x00\x01",
+        )
         s.add(upload)
     await _send(db, settings, account, event_id=event_id, attachment_ids=[str(upload.id)])
     msg = peer.received[0].message
@@ -211,8 +241,9 @@ async def test_copy_is_appended_to_the_imap_sent_folder(db, settings, smtp_serve
     try:
         typ, _ = conn.select("Sent", readonly=True)
         assert typ == "OK"
-        typ, data = conn.uid("SEARCH", None, "HEADER", "Message-ID",
-                             outcome.result["message_id_header"].strip("<>"))
+        typ, data = conn.uid(
+            "SEARCH", None, "HEADER", "Message-ID", outcome.result["message_id_header"].strip("<>")
+        )
         uids = data[0].split()
         assert len(uids) == 1
         typ, fetched = conn.uid("FETCH", uids[0], "(FLAGS BODY.PEEK[])")
@@ -223,4 +254,6 @@ async def test_copy_is_appended_to_the_imap_sent_folder(db, settings, smtp_serve
     async with db.transaction() as s:
         stored = await s.get(Message, uuid.UUID(outcome.result["message_id"]))
     assert stored.imap_uid == int(uids[0])
-    assert stored.provider_id.startswith("Sent:") and stored.provider_id.endswith(f":{int(uids[0])}")
+    assert stored.provider_id.startswith("Sent:") and stored.provider_id.endswith(
+        f":{int(uids[0])}"
+    )
