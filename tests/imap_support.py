@@ -61,6 +61,6 @@ async def create_imap_account(db: Any, settings: Any, dovecot: Dovecot, user: st
                           email=user)
         s.add(account)
         await s.flush()
-        s.add(Credential(tenant_id=tenant.id, account_id=account.id,
-                         ciphertext=encrypt_json(settings, dovecot.credentials(user, security=security))))
+        token = encrypt_json(settings, dovecot.credentials(user, security=security))
+        s.add(Credential(tenant_id=tenant.id, account_id=account.id, ciphertext=token))
     return account

@@ -194,7 +194,9 @@ async def credential_token(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def mark_synced(session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID) -> None:
+async def mark_synced(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> None:
     from database.models import Account
 
     await session.execute(

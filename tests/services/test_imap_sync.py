@@ -9,16 +9,14 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Folder, Message
-from services.errors import BadCredentials, ProviderTemporaryError
+from services.errors import BadCredentials
 from services.imap_sync import run_sync
+from tests import imap_support
 from tests.imap_fixtures import Dovecot
-from tests.imap_support import (  # noqa: F401 - fixtures
-    CORPUS_PLAN_BIG,
-    append_corpus,
-    create_imap_account,
-    dovecot,
-    mailbox_user,
-)
+from tests.imap_support import CORPUS_PLAN_BIG, append_corpus, create_imap_account
+
+dovecot = imap_support.dovecot
+mailbox_user = imap_support.mailbox_user
 
 
 async def _rows(db: Any, account: Any) -> list[Message]:
@@ -127,8 +125,8 @@ async def test_flags_changed_and_messages_expunged_by_another_client_are_applied
 async def test_expunges_without_qresync_are_found_by_uid_search(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap_sync import sync_account
     from services.imap import ImapClient, ImapConfig
+    from services.imap_sync import sync_account
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 20)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
