@@ -122,3 +122,29 @@ async def get_by_provider_id(
         Message.account_id == account_id, Message.provider_id == provider_id
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_many_for_tenant(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[Message]:
+    """The tenant's messages among these ids (others' ids are simply absent)."""
+    if not message_ids:
+        return []
+    stmt = sa.select(Message).where(
+        Message.tenant_id == tenant_id, Message.id.in_(message_ids)  # type: ignore[attr-defined]
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def mark_many_deleted(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> int:
+    if not message_ids:
+        return 0
+    stmt = (
+        sa.update(_m)
+        .where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids), _m.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,115 @@
+"""Deleting messages on the provider, then marking their rows deleted.
+
+IMAP: one command per folder with a UID set. Not permanent: UID MOVE to the Trash folder
+(COPY + \\Deleted + UID EXPUNGE without MOVE); permanent, or already in Trash: \\Deleted +
+UID EXPUNGE. Nylas: messages.destroy per message (Nylas has no batch delete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections import defaultdict
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Account, Folder, Message, Provider
+from database.repositories import imap_state as state_repo
+from database.repositories import messages as messages_repo
+from services.errors import PermissionDenied, ProviderNotFound, ValidationFailed
+from services.imap import ImapClient
+from services.imap_protocol import uid_set
+from services.mail_accounts import account_for_tenant, imap_config
+from settings import Settings
+
+
+class MessageDestroyer(Protocol):
+    async def destroy_message(self, grant_id: str, message_id: str) -> None: ...
+
+
+async def delete_messages(
+    session: AsyncSession, settings: Settings, *, tenant_id: uuid.UUID,
+    message_ids: list[uuid.UUID], permanent: bool, nylas: MessageDestroyer | None,
+) -> int:
+    """Delete the tenant's messages; any id that is not the tenant's refuses the whole batch."""
+    wanted = list(dict.fromkeys(message_ids))
+    rows = await messages_repo.get_many_for_tenant(
+        session, tenant_id=tenant_id, message_ids=wanted)
+    if len(rows) != len(wanted):
+        # Checked before any server is touched: nothing of another tenant is even looked at.
+        raise PermissionDenied("Some messages do not belong to this tenant.")
+    by_account: dict[uuid.UUID, list[Message]] = defaultdict(list)
+    for row in rows:
+        if row.deleted_at is None:
+            by_account[row.account_id].append(row)
+    deleted = 0
+    for account_id, messages in by_account.items():
+        account = await account_for_tenant(session, tenant_id=tenant_id, account_id=account_id)
+        if account.provider == Provider.nylas:
+            done = await _delete_nylas(account, messages, nylas)
+        else:
+            done = await _delete_imap(session, settings, account, messages, permanent=permanent)
+        deleted += await messages_repo.mark_many_deleted(
+            session, tenant_id=tenant_id, message_ids=done)
+    return deleted
+
+
+async def _delete_nylas(
+    account: Account, messages: list[Message], nylas: MessageDestroyer | None
+) -> list[uuid.UUID]:
+    if nylas is None or account.grant_id is None:
+        raise ValidationFailed("Deleting Nylas messages needs the Nylas API, which is not set up.")
+    done = []
+    for message in messages:
+        # Already gone at Nylas (404): the row should say so too.
+        with contextlib.suppress(ProviderNotFound):
+            await nylas.destroy_message(account.grant_id, message.provider_id)
+        done.append(message.id)
+    return done
+
+
+async def _delete_imap(
+    session: AsyncSession, settings: Settings, account: Account, messages: list[Message], *,
+    permanent: bool,
+) -> list[uuid.UUID]:
+    folders = {f.id: f for f in await state_repo.folders_of(
+        session, tenant_id=account.tenant_id, account_id=account.id)}
+    trash = next((f for f in folders.values() if f.role == "trash"), None)
+    by_folder: dict[uuid.UUID, list[Message]] = defaultdict(list)
+    for m in messages:
+        if m.folder_id in folders and m.imap_uid is not None:
+            by_folder[m.folder_id].append(m)
+    if not by_folder:
+        return []
+    if not permanent and trash is None:
+        raise ValidationFailed("The account has no Trash folder; sync it or delete permanently.")
+    config = await imap_config(session, settings, account)
+    done: list[uuid.UUID] = []
+    async with ImapClient(config) as client:
+        for folder_id, items in by_folder.items():
+            folder = folders[folder_id]
+            done.extend(await _delete_in_folder(client, folder, items, trash, permanent))
+    return done
+
+
+async def _delete_in_folder(
+    client: ImapClient, folder: Folder, items: list[Message], trash: Folder | None,
+    permanent: bool,
+) -> list[uuid.UUID]:
+    info = await client.select(folder.provider_id or folder.name)
+    # A UID means nothing under another UIDVALIDITY: those rows wait for the next sync.
+    current = [m for m in items if m.uidvalidity == info.uidvalidity]
+    if not current:
+        return []
+    uids = uid_set([m.imap_uid for m in current if m.imap_uid is not None])
+    if permanent or trash is None or folder.id == trash.id:
+        await client.uid_store(uids, "+FLAGS.SILENT (\\Deleted)")
+        await client.uid_expunge(uids)
+    elif client.has("MOVE"):
+        await client.uid_move(uids, trash.provider_id or trash.name)
+    else:
+        await client.uid_copy(uids, trash.provider_id or trash.name)
+        await client.uid_store(uids, "+FLAGS.SILENT (\\Deleted)")
+        await client.uid_expunge(uids)
+    return [m.id for m in current]
