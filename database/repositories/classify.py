@@ -1,0 +1,147 @@
+"""Verdicts on messages, per-tenant token counts and feedback: the classifier's SQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Attachment, ClassifierFeedback, Folder, Message, TokenStat
+
+_m = Message.__table__  # type: ignore[attr-defined]
+_ts = TokenStat.__table__  # type: ignore[attr-defined]
+_fb = ClassifierFeedback.__table__  # type: ignore[attr-defined]
+
+# Per-tenant message totals live in token_stat under a name no real token can take
+# (real tokens always start with a "prefix:").
+TOTALS = "#messages"
+
+
+async def get_message(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
+) -> Message | None:
+    stmt = sa.select(Message).where(
+        Message.id == message_id,
+        Message.tenant_id == tenant_id,
+        Message.deleted_at.is_(None),  # type: ignore[union-attr]
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def attachment_names(session: AsyncSession, message_id: uuid.UUID) -> list[str]:
+    stmt = sa.select(Attachment.filename).where(
+        Attachment.message_id == message_id,
+        Attachment.filename.is_not(None),  # type: ignore[union-attr]
+    )
+    return [str(n) for n in (await session.execute(stmt)).scalars()]
+
+
+async def save_verdict(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    is_spam: bool,
+    spam_score: float,
+    indicators: list[str],
+    category: str,
+) -> None:
+    await session.execute(
+        sa.update(_m)
+        .where(_m.c.id == message_id)
+        .values(is_spam=is_spam, spam_score=spam_score, spam_indicators=indicators,
+                category=category, updated_at=sa.func.now())
+    )
+
+
+async def token_counts(
+    session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str]
+) -> dict[str, tuple[int, int]]:
+    """(spam, ham) counts of the given tokens, and of TOTALS, for one tenant."""
+    stmt = sa.select(_ts.c.token, _ts.c.spam, _ts.c.ham).where(
+        _ts.c.tenant_id == tenant_id, _ts.c.token.in_([*tokens, TOTALS])
+    )
+    return {r.token: (r.spam, r.ham) for r in (await session.execute(stmt)).all()}
+
+
+async def add_token_counts(
+    session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str], spam: int, ham: int
+) -> None:
+    """Add (spam, ham) to each token's counts (negative to take a label back), never below 0."""
+    if not tokens:
+        return
+    rows = [{"tenant_id": tenant_id, "token": t, "spam": max(spam, 0), "ham": max(ham, 0)}
+            for t in tokens]
+    stmt = insert(_ts).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "token"],
+        set_={"spam": sa.func.greatest(_ts.c.spam + spam, 0),
+              "ham": sa.func.greatest(_ts.c.ham + ham, 0)},
+    )
+    await session.execute(stmt)
+
+
+async def get_feedback(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
+) -> ClassifierFeedback | None:
+    stmt = (
+        sa.select(ClassifierFeedback)
+        .where(ClassifierFeedback.tenant_id == tenant_id,
+               ClassifierFeedback.message_id == message_id)
+        .with_for_update()
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def put_feedback(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    message_id: uuid.UUID,
+    label: str,
+    tokens: list[str],
+) -> None:
+    stmt = insert(_fb).values(
+        id=uuid.uuid4(), tenant_id=tenant_id, user_id=user_id, message_id=message_id,
+        label=label, tokens={"tokens": tokens},
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "message_id"],
+        set_={"label": label, "user_id": user_id, "tokens": {"tokens": tokens},
+              "created_at": sa.func.now()},
+    )
+    await session.execute(stmt)
+
+
+async def folder_by_role(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
+) -> Folder | None:
+    stmt = sa.select(Folder).where(
+        Folder.tenant_id == tenant_id, Folder.account_id == account_id, Folder.role == role
+    ).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def folder_by_name(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str
+) -> Folder | None:
+    stmt = sa.select(Folder).where(
+        Folder.tenant_id == tenant_id, Folder.account_id == account_id, Folder.name == name
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def folder_by_id(session: AsyncSession, folder_id: uuid.UUID | None) -> Folder | None:
+    return await session.get(Folder, folder_id) if folder_id is not None else None
+
+
+async def set_message_place(
+    session: AsyncSession, *, message_id: uuid.UUID, values: dict[str, Any]
+) -> None:
+    """Record where a rule put the message (folder_id, labels)."""
+    await session.execute(
+        sa.update(_m).where(_m.c.id == message_id).values(**values, updated_at=sa.func.now())
+    )

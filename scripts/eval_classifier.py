@@ -1,0 +1,140 @@
+"""`make eval`: postroom's classifier and SpamAssassin on the HELD-OUT folders, same run.
+
+Both are scored on easy-ham-2 + spam-2 only. SpamAssassin (Debian package) runs with local
+tests only (no network), its Bayes trained by `sa-learn` on the same training folders in a
+throw-away home dir, auto-learning off so it cannot learn from the held-out mails. Both run
+single-process pinned to one core; messages/s covers parsing and scoring of the raw mail.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.corpus_fetch import HELD_OUT, TRAIN, folder_paths  # noqa: E402
+from services.classify import features, mail  # noqa: E402
+from services.classify.model import default_model  # noqa: E402
+
+SA_CHECK = r"""
+use strict; use warnings;
+use Time::HiRes qw(time);
+use Mail::SpamAssassin;
+my $sa = Mail::SpamAssassin->new({
+    local_tests_only => 1,
+    dont_copy_prefs => 1,
+    post_config_text => "use_bayes 1\nbayes_auto_learn 0\nuse_auto_whitelist 0\n",
+});
+$sa->compile_now(0);
+my @files = <STDIN>; chomp @files;
+my $t0 = time;
+for my $f (@files) {
+    open(my $fh, '<', $f) or die "$f: $!";
+    my $text = do { local $/; <$fh> }; close $fh;
+    my $m = $sa->parse($text);
+    my $s = $sa->check($m);
+    printf "%s\t%.3f\n", $f, $s->get_score;
+    $s->finish; $m->finish;
+}
+printf STDERR "elapsed\t%.3f\n", time - $t0;
+"""
+
+
+def recall_at_fpr(y: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    ham = np.sort(scores[y == 0])[::-1]
+    allowed = int(math.floor(fpr * len(ham)))
+    cut = ham[allowed] if allowed < len(ham) else -np.inf
+    return float((scores[y == 1] > cut).mean())
+
+
+def figures(y: np.ndarray, scores: np.ndarray, threshold: float, seconds: float) -> dict[str, float]:
+    return {
+        "accuracy": float(((scores >= threshold) == y).mean()),
+        "auc": float(roc_auc_score(y, scores)),
+        "recall_1pct": recall_at_fpr(y, scores, 0.01),
+        "recall_01pct": recall_at_fpr(y, scores, 0.001),
+        "msgs_per_s": len(y) / seconds,
+    }
+
+
+def held_out() -> tuple[list[Path], np.ndarray]:
+    paths, labels = [], []
+    for folder, is_spam in HELD_OUT.items():
+        found = folder_paths(folder)
+        paths += found
+        labels += [int(is_spam)] * len(found)
+    return paths, np.array(labels)
+
+
+def run_postroom(paths: list[Path]) -> tuple[np.ndarray, float]:
+    model = default_model()
+    raws = [p.read_bytes() for p in paths]  # reading files is not the classifier's work
+    started = time.perf_counter()
+    scores = [model.score(features.extract(mail.from_raw(raw))) for raw in raws]
+    return np.array(scores), time.perf_counter() - started
+
+
+def run_spamassassin(paths: list[Path]) -> tuple[np.ndarray, float]:
+    home = Path(tempfile.mkdtemp(prefix="sa-eval-"))
+    env = {**os.environ, "HOME": str(home)}
+    try:
+        for folder, is_spam in TRAIN.items():
+            # Symlinks to the .txt mails only: the corpus folders also hold .json twins.
+            target = home / "train" / folder
+            target.mkdir(parents=True)
+            for path in folder_paths(folder):
+                (target / path.name).symlink_to(path)
+            started = time.perf_counter()
+            subprocess.run(
+                ["sa-learn", "--no-sync", "--spam" if is_spam else "--ham", str(target)],
+                env=env, check=True, capture_output=True,
+            )
+            print(f"sa-learn {folder}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+        subprocess.run(["sa-learn", "--sync"], env=env, check=True, capture_output=True)
+        done = subprocess.run(
+            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],
+            input="\n".join(str(p) for p in paths) + "\n",
+            env=env, check=True, capture_output=True, text=True,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    by_file = dict(line.split("\t") for line in done.stdout.splitlines())
+    elapsed = next(
+        float(line.split("\t")[1]) for line in done.stderr.splitlines() if line.startswith("elapsed")
+    )
+    return np.array([float(by_file[str(p)]) for p in paths]), elapsed
+
+
+def main() -> None:
+    if shutil.which("spamassassin") is None or shutil.which("sa-learn") is None:
+        sys.exit("SpamAssassin is needed for the comparison: apt-get install spamassassin.")
+    os.sched_setaffinity(0, {0})
+    paths, y = held_out()
+    print(f"held-out: {len(y)} mails ({int(y.sum())} spam)", file=sys.stderr)
+    ours, our_s = run_postroom(paths)
+    theirs, their_s = run_spamassassin(paths)
+    rows = {
+        "postroom": figures(y, ours, default_model().threshold, our_s),
+        "SpamAssassin 4 (local rules + Bayes)": figures(y, theirs, 5.0, their_s),
+    }
+    print("| classifier | accuracy | AUC | spam recall @1% FPR | @0.1% FPR | messages/s (1 core) |")
+    print("|---|---|---|---|---|---|")
+    for name, f in rows.items():
+        print(f"| {name} | {f['accuracy']:.4f} | {f['auc']:.4f} | {f['recall_1pct']:.4f} | "
+              f"{f['recall_01pct']:.4f} | {f['msgs_per_s']:.0f} |")
+    ratio = rows["postroom"]["msgs_per_s"] / list(rows.values())[1]["msgs_per_s"]
+    print(f"\nspeed ratio postroom / SpamAssassin: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

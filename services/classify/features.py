@@ -1,0 +1,209 @@
+"""What a person can see in a mail: phishing indicators, its category, and model tokens.
+
+Every indicator has a stable machine-readable name that explains itself to a human reading
+the API answer (`reply_to_differs_from_sender`, not `R2`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from services.classify.mail import MailDoc
+
+BRANDS = {
+    "paypal": "paypal.com", "apple": "apple.com", "microsoft": "microsoft.com",
+    "google": "google.com", "amazon": "amazon.com", "netflix": "netflix.com",
+    "facebook": "facebook.com", "instagram": "instagram.com", "linkedin": "linkedin.com",
+    "dropbox": "dropbox.com", "docusign": "docusign.com", "chase": "chase.com",
+    "wellsfargo": "wellsfargo.com", "bankofamerica": "bankofamerica.com", "dhl": "dhl.com",
+    "fedex": "fedex.com", "ups": "ups.com", "outlook": "outlook.com", "office365": "office.com",
+}
+EXECUTABLE_EXT = {
+    "exe", "scr", "bat", "cmd", "com", "pif", "js", "jse", "vbs", "vbe", "jar", "msi", "ps1",
+    "hta", "lnk", "wsf", "cpl", "reg", "dll", "iso", "img",
+}
+DOCUMENT_EXT = {"pdf", "doc", "docx", "xls", "xlsx", "txt", "jpg", "jpeg", "png", "zip", "rtf"}
+URGENCY = re.compile(
+    r"\b(urgent(ly)?|immediate(ly)?|act now|final (notice|warning)|within (24|48|72) hours"
+    r"|account (will be|has been) (suspended|closed|locked|terminated|disabled)"
+    r"|expires? (today|soon)|last chance|limited time)\b",
+)
+CREDENTIALS = re.compile(
+    r"\b(verify your (account|identity|email|password|information)"
+    r"|confirm your (account|identity|password|billing|payment|details)"
+    r"|(update|validate) your (account|billing|payment|banking) (information|details)"
+    r"|(enter|provide|re-?enter) your (password|pin|login|credentials|social security)"
+    r"|log ?in to (restore|unlock|reactivate)|unusual (sign-?in|login) activity)\b",
+)
+HIDDEN_HTML = re.compile(
+    r"<[^>]+style\s*=\s*[\"'][^\"']*(display\s*:\s*none|visibility\s*:\s*hidden"
+    r"|font-size\s*:\s*0(px|pt|em)?\s*[;\"'])[^>]*>\s*[^<\s]"
+    r"|<font[^>]+size\s*=\s*[\"']?0[\"' >][^>]*>\s*[^<\s]",
+    re.IGNORECASE,
+)
+ANCHOR = re.compile(r"<a\s[^>]*href\s*=\s*[\"']?([^\"'\s>]+)[^>]*>(.*?)</a>", re.I | re.S)
+URL = re.compile(r"https?://[^\s\"'<>()]+", re.I)
+DOMAIN_IN_TEXT = re.compile(r"\b((?:[a-z0-9-]+\.)+(?:com|net|org|info|biz|co|io|us|uk|de))\b")
+IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+AUTH_FAIL = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*(fail|softfail|permerror)\b", re.I)
+WORD = re.compile(r"[a-z0-9$][a-z0-9'$_-]{1,24}")
+TAG = re.compile(r"<[^>]+>")
+
+SOCIAL_DOMAINS = {
+    "facebookmail.com", "linkedin.com", "twitter.com", "x.com", "instagram.com", "pinterest.com",
+    "reddit.com", "tiktok.com", "snapchat.com", "youtube.com", "meetup.com", "nextdoor.com",
+}
+PROMO_SENDER = re.compile(r"^(news(letter)?s?|marketing|offers?|deals?|promo(tions?)?|sales|shop)\b")
+UPDATE_SENDER = re.compile(
+    r"^(no-?reply|do-?not-?reply|notifications?|alerts?|billing|receipts?|orders?|accounts?"
+    r"|security|support|updates?|mailer-daemon)\b"
+)
+
+
+@dataclass
+class Features:
+    indicators: list[str]
+    category: str
+    tokens: list[str] = field(default_factory=list)
+
+
+def registrable(host: str) -> str:
+    """Approximate registrable domain: the last two labels (three for co.uk-style suffixes)."""
+    labels = host.lower().strip(".").split(".")
+    if len(labels) >= 3 and len(labels[-2]) <= 3 and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url if "//" in url else "http://" + url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _link_indicators(html: str, text: str) -> set[str]:
+    found: set[str] = set()
+    hosts = [_host(u) for u in URL.findall(text)]
+    for href, inner in ANCHOR.findall(html):
+        host = _host(href)
+        if not host or not href.lower().startswith(("http", "www")):
+            continue
+        hosts.append(host)
+        shown = DOMAIN_IN_TEXT.findall(TAG.sub(" ", inner).lower())
+        if shown and all(registrable(d) != registrable(host) for d in shown):
+            found.add("link_text_domain_differs_from_target")
+    for host in hosts:
+        if IPV4.match(host):
+            found.add("link_to_ip_address")
+        if "xn--" in host:
+            found.add("punycode_link")
+    return found
+
+
+def _distance_le1(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def _sender_indicators(doc: MailDoc) -> set[str]:
+    found: set[str] = set()
+    domain = doc.from_domain
+    if domain:
+        reg = registrable(domain)
+        name = reg.split(".")[0]
+        unmasked = name.translate(str.maketrans("01345", "oleas")).replace("rn", "m")
+        for brand, brand_domain in BRANDS.items():
+            if reg == brand_domain or reg.endswith("." + brand_domain):
+                continue
+            if unmasked == brand or _distance_le1(name, brand) or (
+                brand in name and name != brand and len(brand) >= 5
+            ):
+                found.add("lookalike_sender_domain")
+            if doc.from_name and brand in re.sub(r"\W", "", doc.from_name.lower()) and len(brand) >= 4:
+                found.add("sender_name_impersonates_brand")
+        reply_domains = {registrable(r.rsplit("@", 1)[-1]) for r in doc.reply_to if "@" in r}
+        if reply_domains and reg not in reply_domains:
+            found.add("reply_to_differs_from_sender")
+    for value in doc.header_values("authentication-results"):
+        for method, _ in AUTH_FAIL.findall(value):
+            found.add(f"{method.lower()}_failed")
+    return found
+
+
+def _attachment_indicators(doc: MailDoc) -> set[str]:
+    found: set[str] = set()
+    for name in doc.attachment_names:
+        parts = name.lower().strip().rsplit(".", 2)
+        if len(parts) >= 2 and parts[-1] in EXECUTABLE_EXT:
+            found.add("executable_attachment")
+            if len(parts) == 3 and parts[-2] in DOCUMENT_EXT:
+                found.add("double_extension_attachment")
+    return found
+
+
+def indicators(doc: MailDoc) -> list[str]:
+    """The phishing and spam indicators present in the mail, sorted by name."""
+    found = _link_indicators(doc.html, doc.text) | _sender_indicators(doc)
+    found |= _attachment_indicators(doc)
+    if doc.html and HIDDEN_HTML.search(doc.html):
+        found.add("hidden_html_text")
+    words = f"{doc.subject}\n{doc.visible_text}".lower()
+    if URGENCY.search(words):
+        found.add("urgency_wording")
+    if CREDENTIALS.search(words):
+        found.add("credential_request_wording")
+    return sorted(found)
+
+
+def category(doc: MailDoc) -> str:
+    """primary | promotions | social | updates | forums, from list headers and the sender."""
+    domain = registrable(doc.from_domain) if doc.from_domain else ""
+    local = doc.from_email.split("@", 1)[0].lower() if doc.from_email else ""
+    precedence = " ".join(doc.header_values("precedence")).lower()
+    if domain in SOCIAL_DOMAINS:
+        return "social"
+    if doc.has_header("list-id") or doc.has_header("list-post") or "list" in precedence:
+        return "forums"
+    if doc.has_header("list-unsubscribe") or PROMO_SENDER.match(local):
+        return "promotions"
+    if UPDATE_SENDER.match(local) or doc.has_header("auto-submitted") or precedence in ("bulk", "junk"):
+        return "updates"
+    return "primary"
+
+
+# Headers that carry a verdict from someone else's filter: training on them would be cheating.
+_SKIP_HEADER_PREFIX = ("x-spam", "x-virus")
+
+
+def tokens(doc: MailDoc, found: list[str]) -> list[str]:
+    """The distinct model tokens: words by where they occur, sender, structure, indicators."""
+    out: set[str] = {f"w:{w}" for w in WORD.findall(doc.visible_text[:20000].lower())}
+    out.update(f"s:{w}" for w in WORD.findall(doc.subject.lower()))
+    if doc.from_domain:
+        out.add(f"fd:{registrable(doc.from_domain)}")
+    for name, value in doc.headers:
+        key = name.lower()
+        if key.startswith(_SKIP_HEADER_PREFIX) or key == "received":
+            continue
+        out.add(f"h:{key}")
+        if key in ("x-mailer", "user-agent", "content-type", "mime-version"):
+            out.update(f"{key}:{w}" for w in WORD.findall(value.lower())[:8])
+    for url in URL.findall(doc.html or doc.text)[:50]:
+        out.add(f"u:{registrable(_host(url))}")
+    if doc.html:
+        out.add("html")
+        out.update(f"tag:{t}" for t in re.findall(r"<([a-z]+)", doc.html[:20000].lower()))
+    out.update(f"i:{name}" for name in found)
+    return sorted(out)
+
+
+def extract(doc: MailDoc) -> Features:
+    found = indicators(doc)
+    return Features(indicators=found, category=category(doc), tokens=tokens(doc, found))

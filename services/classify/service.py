@@ -1,0 +1,80 @@
+"""Classifying a stored message and learning from feedback: what tasks and routes call."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Message
+from database.repositories import classify as repo
+from services.classify import features, mail, tenant
+from services.classify.model import SpamModel, default_model
+from services.errors import NotFound, PermissionDenied, ValidationFailed
+
+LABELS = ("spam", "ham")
+
+
+async def _load(session: AsyncSession, tenant_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+    message = await repo.get_message(session, tenant_id=tenant_id, message_id=message_id)
+    if message is None:
+        raise PermissionDenied(f"Message {message_id} was not found for this tenant.")
+    return message
+
+
+async def doc_for(session: AsyncSession, message: Message) -> mail.MailDoc:
+    return mail.from_message(message, await repo.attachment_names(session, message.id))
+
+
+async def verdict(
+    session: AsyncSession, *, tenant_id: uuid.UUID, doc: mail.MailDoc,
+    model: SpamModel | None = None,
+) -> dict[str, Any]:
+    """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
+    model = model or default_model()
+    found = features.extract(doc)
+    adjust = await tenant.adjustment(session, tenant_id=tenant_id, tokens=found.tokens)
+    score = model.score(found, tenant_adjustment=adjust)
+    return {
+        "status": "success",
+        "is_spam": score >= model.threshold,
+        "spam_score": round(score, 4),
+        "indicators": found.indicators,
+        "category": found.category,
+    }
+
+
+async def classify_message(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
+) -> dict[str, Any]:
+    """Classify a stored message, store the verdict on it, and return it."""
+    message = await _load(session, tenant_id, message_id)
+    result = await verdict(session, tenant_id=tenant_id, doc=await doc_for(session, message))
+    await repo.save_verdict(
+        session, message_id=message.id, is_spam=result["is_spam"],
+        spam_score=result["spam_score"], indicators=result["indicators"],
+        category=result["category"],
+    )
+    return result
+
+
+async def record_feedback(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    message_id: uuid.UUID,
+    label: str,
+) -> bool:
+    """Teach the tenant's classifier that a message is spam or ham; False if already known."""
+    if label not in LABELS:
+        raise ValidationFailed("label must be 'spam' or 'ham'.")
+    message = await repo.get_message(session, tenant_id=tenant_id, message_id=message_id)
+    if message is None:
+        raise NotFound("Message not found.")
+    found = features.extract(await doc_for(session, message))
+    return await tenant.learn(
+        session, tenant_id=tenant_id, user_id=user_id, message_id=message_id,
+        label=label, tokens=found.tokens,
+    )

@@ -1,0 +1,162 @@
+"""The classifier: indicators on crafted mails, the shipped model, and per-tenant learning."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from database.models import Message
+from services.classify import features, mail
+from services.classify.model import MODEL_PATH, default_model, load
+from services.classify.service import classify_message, record_feedback, verdict
+from tests.factories import create_nylas_account
+
+
+def raw(headers: dict[str, str], body: str, *, html: bool = False) -> bytes:
+    ctype = "text/html" if html else "text/plain"
+    lines = [f"{k}: {v}" for k, v in headers.items()] + [
+        "MIME-Version: 1.0", f'Content-Type: {ctype}; charset="utf-8"', "", body]
+    return "\r\n".join(lines).encode()
+
+
+def indicators_of(headers: dict[str, str], body: str, *, html: bool = False) -> list[str]:
+    return features.indicators(mail.from_raw(raw(headers, body, html=html)))
+
+
+BASE = {"From": "Alice <alice@example.org>", "To": "bob@example.net", "Subject": "Lunch"}
+
+
+def test_plain_mail_has_no_indicators() -> None:
+    assert indicators_of(BASE, "See you at noon at the usual place?") == []
+
+
+def test_link_text_naming_another_domain_than_its_target() -> None:
+    body = '<p>Sign in at <a href="http://evil-login.example.ru/x">www.paypal.com</a></p>'
+    assert "link_text_domain_differs_from_target" in indicators_of(BASE, body, html=True)
+
+
+def test_ip_address_and_punycode_links() -> None:
+    body = "Go to http://192.168.10.5/login or http://xn--pypal-4ve.com/verify now"
+    found = indicators_of(BASE, body)
+    assert "link_to_ip_address" in found and "punycode_link" in found
+
+
+def test_lookalike_sender_domain_and_brand_display_name() -> None:
+    found = indicators_of({**BASE, "From": "PayPal Service <service@paypa1.com>"}, "Hello")
+    assert "lookalike_sender_domain" in found
+    assert "sender_name_impersonates_brand" in found
+    assert indicators_of({**BASE, "From": "PayPal <service@paypal.com>"}, "Hello") == []
+
+
+def test_reply_to_differing_from_sender() -> None:
+    found = indicators_of({**BASE, "Reply-To": "collect@other-domain.biz"}, "Hi")
+    assert found == ["reply_to_differs_from_sender"]
+
+
+def test_failed_spf_dkim_dmarc_from_authentication_results() -> None:
+    headers = {**BASE, "Authentication-Results":
+               "mx.example.net; spf=fail smtp.mailfrom=x.org; dkim=fail; dmarc=fail header.from=x"}
+    assert indicators_of(headers, "Hi") == ["dkim_failed", "dmarc_failed", "spf_failed"]
+    ok = {**BASE, "Authentication-Results": "mx.example.net; spf=pass; dkim=pass; dmarc=pass"}
+    assert indicators_of(ok, "Hi") == []
+
+
+def test_executable_and_double_extension_attachments() -> None:
+    doc = mail.MailDoc(subject="Invoice", from_email="a@example.org",
+                       attachment_names=["invoice.pdf.exe"])
+    assert features.indicators(doc) == ["double_extension_attachment", "executable_attachment"]
+    doc.attachment_names = ["report.pdf"]
+    assert features.indicators(doc) == []
+
+
+def test_hidden_html_text_urgency_and_credential_wording() -> None:
+    body = ('<div style="display:none">cheap pills</div><p>Urgent: your account will be '
+            'suspended within 24 hours. Verify your account and enter your password.</p>')
+    found = indicators_of(BASE, body, html=True)
+    assert {"hidden_html_text", "urgency_wording", "credential_request_wording"} <= set(found)
+
+
+def test_categories_from_headers_and_sender() -> None:
+    def cat(headers: dict[str, str]) -> str:
+        return features.category(mail.from_raw(raw({**BASE, **headers}, "x")))
+
+    assert cat({}) == "primary"
+    assert cat({"List-Id": "<dev.lists.example.org>"}) == "forums"
+    assert cat({"List-Unsubscribe": "<mailto:u@shop.example>"}) == "promotions"
+    assert cat({"From": "deals@shop.example"}) == "promotions"
+    assert cat({"From": "no-reply@bank.example", "Auto-Submitted": "auto-generated"}) == "updates"
+    assert cat({"From": "notification@facebookmail.com"}) == "social"
+
+
+def test_shipped_model_is_small_loads_without_pickle_and_separates_spam_from_ham() -> None:
+    assert MODEL_PATH.stat().st_size < 1_000_000
+    model = load(MODEL_PATH)
+    spam = mail.from_raw(raw(
+        {"From": "Best Offers <offers@cheap-meds.biz>", "To": "you@example.net",
+         "Subject": "FREE!!! Lowest prices on viagra - order now, limited time!!!"},
+        "<html><body><font size=5>CLICK HERE to order now! 100% free, no prescription, "
+        "money back guarantee! Remove me from this list: http://cheap-meds.biz/remove"
+        "</font></body></html>", html=True))
+    ham = mail.from_raw(raw(
+        {"From": "Alice <alice@example.org>", "To": "dev@lists.example.org",
+         "Subject": "Re: patch for the build script"},
+        "Thanks, I applied your patch to the build script and the tests pass on my machine.\n"
+        "Could you also update the README before we release the next version?"))
+    assert model.score(features.extract(spam)) > 0.9
+    assert model.score(features.extract(ham)) < 0.1
+
+
+async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:
+    async with db.transaction() as s:
+        msg = Message(tenant_id=account.tenant_id, account_id=account.id,
+                      provider_id=f"m-{uuid.uuid4().hex[:8]}", subject=subject, text=text,
+                      from_email="friend@example.org", sort_at=__import__("datetime").datetime.now())
+        s.add(msg)
+    return msg
+
+
+async def test_classify_stores_the_verdict_on_the_message(db: Any) -> None:
+    account = await create_nylas_account(db)
+    msg = await _message(db, account, subject="Urgent: verify your account",
+                         text="Verify your account now: http://10.0.0.7/login")
+    async with db.transaction() as s:
+        result = await classify_message(s, tenant_id=account.tenant_id, message_id=msg.id)
+    async with db.transaction() as s:
+        stored = await s.get(Message, msg.id)
+    assert stored is not None and stored.spam_score == result["spam_score"]
+    assert stored.is_spam == result["is_spam"] and stored.category == "primary"
+    assert "link_to_ip_address" in (stored.spam_indicators or [])
+
+
+async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_only(db: Any) -> None:
+    teacher, other = await create_nylas_account(db), await create_nylas_account(db)
+    phrase = "zorblax quantum vortex token presale"
+    for text in ("Join the %s today.", "Last seats: %s for members.", "%s opens tomorrow."):
+        msg = await _message(db, teacher, subject="hello", text=text % phrase)
+        async with db.transaction() as s:
+            await record_feedback(s, tenant_id=teacher.tenant_id, user_id=None,
+                                  message_id=msg.id, label="spam")
+    probe = mail.MailDoc(subject="hello", from_email="friend@example.org",
+                         text=f"Have you heard of the {phrase}? Lunch on friday.")
+    async with db.transaction() as s:
+        taught = await verdict(s, tenant_id=teacher.tenant_id, doc=probe)
+        untaught = await verdict(s, tenant_id=other.tenant_id, doc=probe)
+        baseline = default_model().score(features.extract(probe))
+    assert untaught["spam_score"] == round(baseline, 4)
+    assert taught["spam_score"] > untaught["spam_score"] + 0.3
+
+
+async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(db: Any) -> None:
+    account = await create_nylas_account(db)
+    msg = await _message(db, account, subject="hi", text="plumbus grumbo flarnish offer")
+    async with db.transaction() as s:
+        assert await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
+                                     message_id=msg.id, label="spam")
+        assert not await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
+                                         message_id=msg.id, label="spam")
+        assert await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
+                                     message_id=msg.id, label="ham")
+        rows = (await s.execute(__import__("sqlalchemy").text(
+            "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"),
+            {"t": account.tenant_id})).one()
+    assert (rows.spam, rows.ham) == (0, 1)

@@ -1,0 +1,102 @@
+"""`postroom.mail.classify` and `postroom.mail.apply_rules`: thin steps of worker.workflows."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Task
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Event
+from database.repositories import classify as classify_repo
+from database.repositories import rules as rules_repo
+from services import mail_accounts, rules
+from services.classify.service import classify_message
+from services.errors import PermissionDenied, ValidationFailed
+from services.nylas_events import Outcome
+from worker.app import celery_app
+from worker.runtime import runtime
+from worker.workflows import run_step_task
+
+
+def _ids(event: Event, tenant_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
+    """The tenant the task claims, checked against the event it runs for."""
+    kwargs = dict(event.task_kwargs or {})
+    tenant = uuid.UUID(tenant_id)
+    if event.tenant_id is not None and event.tenant_id != tenant:
+        raise PermissionDenied("The task's tenant does not own this event.")
+    return tenant, kwargs
+
+
+async def _classify(session: AsyncSession, event: Event, tenant: uuid.UUID,
+                    kwargs: dict[str, Any]) -> Outcome:
+    if kwargs.get("message_id"):
+        result = await classify_message(session, tenant_id=tenant,
+                                        message_id=uuid.UUID(kwargs["message_id"]))
+        return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
+    # After a sync: every message of the account still without a verdict.
+    account = await mail_accounts.account_for_tenant(
+        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"]))
+    ids = await rules_repo.unclassified(session, tenant_id=tenant, account_id=account.id)
+    spam = 0
+    for message_id in ids:
+        spam += bool((await classify_message(session, tenant_id=tenant,
+                                             message_id=message_id))["is_spam"])
+    return Outcome("succeeded", result={"status": "success", "classified": len(ids),
+                                        "spam": spam}, tenant_id=tenant, account_id=account.id)
+
+
+async def _rules(session: AsyncSession, event: Event, tenant: uuid.UUID,
+                 kwargs: dict[str, Any], step: str) -> Outcome:
+    rt = runtime()
+    if step == "apply_rules" and kwargs.get("message_id"):
+        result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
+                                         tenant_id=tenant, message_id=uuid.UUID(kwargs["message_id"]))
+        return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
+    if step != "move_spam_to_junk":
+        raise ValidationFailed(f"Step {step!r} needs a message_id.")
+    account = await mail_accounts.account_for_tenant(
+        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"]))
+    junk = await classify_repo.folder_by_role(session, tenant_id=tenant, account_id=account.id,
+                                              role="junk")
+    if junk is None:
+        raise ValidationFailed("The account has no Junk folder to move spam to.")
+    moved = 0
+    for message_id in await rules_repo.spam_messages_outside(
+        session, tenant_id=tenant, account_id=account.id, folder_id=junk.id
+    ):
+        result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
+                                         tenant_id=tenant, message_id=message_id,
+                                         only=[rules.JUNK_RULE])
+        moved += bool(result["applied"])
+    return Outcome("succeeded", result={"status": "success", "moved_to_junk": moved},
+                   tenant_id=tenant, account_id=account.id)
+
+
+@celery_app.task(name="postroom.mail.classify", bind=True, max_retries=None)
+def classify(self: Task, tenant_id: str, user_id: str, event_id: str,
+             message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
+        tenant, kwargs = _ids(event, tenant_id)
+        if step == "classify":
+            return await _classify(session, event, tenant, kwargs)
+        return await _rules(session, event, tenant, kwargs, step)
+
+    return run_step_task(self, event_id=event_id, work=work,
+                         kwargs={"message_id": message_id, "tenant_id": tenant_id,
+                                 "user_id": user_id, **extra})
+
+
+@celery_app.task(name="postroom.mail.apply_rules", bind=True, max_retries=None)
+def apply_rules(self: Task, tenant_id: str, user_id: str, event_id: str,
+                message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
+        tenant, kwargs = _ids(event, tenant_id)
+        if step == "classify":
+            return await _classify(session, event, tenant, kwargs)
+        return await _rules(session, event, tenant, kwargs, step)
+
+    return run_step_task(self, event_id=event_id, work=work,
+                         kwargs={"message_id": message_id, "tenant_id": tenant_id,
+                                 "user_id": user_id, **extra})
