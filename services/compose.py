@@ -145,7 +145,8 @@ def compose(
         msg["References"] = " ".join(references)
     msg["MIME-Version"] = "1.0"
 
-    text = body_text if body_text is not None else (html_to_text(body_html) if body_html else "")
+    # An empty text part next to an HTML body is replaced by the HTML's text.
+    text = body_text if body_text else (html_to_text(body_html) if body_html else "")
     msg.set_content(text, subtype="plain", charset="utf-8", cte=_cte(text))
     if body_html:
         msg.add_alternative(body_html, subtype="html", charset="utf-8", cte=_cte(body_html))

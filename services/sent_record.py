@@ -42,7 +42,8 @@ def sent_values(
 ) -> dict[str, Any]:
     """Message columns for our own sent message, taken from what was actually transmitted."""
     msg = composed.message
-    text = body_text if body_text is not None else (html_to_text(body_html) if body_html else "")
+    # An empty text part next to an HTML body is replaced by the HTML's text.
+    text = body_text if body_text else (html_to_text(body_html) if body_html else "")
     now = datetime.now(UTC)
     return {
         "tenant_id": account.tenant_id,

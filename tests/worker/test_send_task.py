@@ -1,0 +1,138 @@
+"""postroom.mail.send through the real Celery worker, into real aiosmtpd servers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from database.models import DeadLetter, Event
+from tests import smtp_fixtures
+from tests.conftest import wait_for
+from tests.smtp_fixtures import create_send_event, create_smtp_account
+
+certificate = smtp_fixtures.certificate
+smtp_server = smtp_fixtures.smtp_server
+pytestmark = pytest.mark.usefixtures("worker")
+
+SEND = dict(
+    to=["bob@example.org"],
+    bcc=["hidden@example.net"],
+    subject="Through the worker",
+    body_text="Sent by a Celery task.",
+)
+
+
+@pytest.fixture(scope="module")
+def publisher(settings: Any) -> Any:
+    from worker.app import make_celery
+
+    return make_celery(settings, publisher_only=True)
+
+
+async def _publish(db: Any, publisher: Any, event_id: uuid.UUID, task_id: str) -> None:
+    from worker.dispatch import publish
+
+    async with db.sessionmaker() as s:
+        event = await s.get(Event, event_id)
+    assert publish(publisher, task_name="postroom.mail.send", event_id=event_id,
+                   task_id=task_id, kwargs=event.task_kwargs)
+
+
+async def _finished(db: Any, event_id: uuid.UUID, timeout: float = 30.0) -> Event:
+    async def check() -> Event | None:
+        async with db.sessionmaker() as s:
+            ev = await s.get(Event, event_id)
+            return ev if ev and ev.status in ("succeeded", "ignored", "dead") else None
+
+    return await wait_for(check, timeout=timeout, message=f"event {event_id} to finish")
+
+
+async def _dead_letters(db: Any) -> list[DeadLetter]:
+    async with db.sessionmaker() as s:
+        return list((await s.execute(sa.select(DeadLetter))).scalars())
+
+
+async def test_send_task_delivers_once_and_succeeds(db, settings, publisher, smtp_server) -> None:
+    peer = smtp_server(auth=True)
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, created = await create_send_event(db, account=account, kwargs=SEND, key="k1")
+    assert created
+    # The same Idempotency-Key again: the API finds the event and publishes nothing new.
+    again_id, _, created_again = await create_send_event(db, account=account, kwargs=SEND, key="k1")
+    assert not created_again and again_id == event_id
+    await _publish(db, publisher, event_id, task_id)
+    # A duplicate delivery of the same task message changes nothing either.
+    await _publish(db, publisher, event_id, task_id)
+
+    event = await _finished(db, event_id)
+    assert event.status == "succeeded", event.last_error
+    assert event.result["status"] == "success"
+    assert sorted(event.result["recipients_sent"]) == ["bob@example.org", "hidden@example.net"]
+    await wait_for(lambda: _received(peer, 1), timeout=5, message="one message at the server")
+    assert len(peer.received) == 1
+    msg = peer.received[0].message
+    assert msg["Subject"] == "Through the worker" and msg["Bcc"] is None
+    assert msg["Message-ID"] == event.result["message_id_header"]
+
+
+async def _received(peer: Any, n: int) -> bool:
+    return len(peer.received) >= n
+
+
+async def test_5xx_ends_in_a_dead_letter_with_the_server_answer(
+    db, settings, publisher, smtp_server
+) -> None:
+    peer = smtp_server(mode="5xx")
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
+    await _publish(db, publisher, event_id, task_id)
+    event = await _finished(db, event_id)
+    assert event.status == "dead"
+    assert event.attempts == 1, "a 5xx is permanent: no retries"
+    [dead] = await _dead_letters(db)
+    assert dead.event_id == event_id and dead.exception_type == "SmtpRejected"
+    assert "554 5.7.1 Message rejected: policy violation" in dead.exception_message
+    assert peer.received == []
+
+
+async def test_4xx_then_2xx_is_retried_and_sent_once(db, settings, publisher, smtp_server) -> None:
+    peer = smtp_server(mode="4xx_then_2xx")
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
+    await _publish(db, publisher, event_id, task_id)
+    event = await _finished(db, event_id)
+    assert event.status == "succeeded", event.last_error
+    assert event.attempts == 2
+    assert peer.handler.data_calls == 2 and len(peer.received) == 1
+
+
+async def test_lost_answer_after_data_is_dead_lettered_not_resent(
+    db, settings, publisher, smtp_server
+) -> None:
+    peer = smtp_server(mode="drop_after_data")
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
+    await _publish(db, publisher, event_id, task_id)
+    event = await _finished(db, event_id)
+    assert event.status == "dead"
+    [dead] = await _dead_letters(db)
+    assert dead.exception_type == "DeliveryUnknown"
+    assert len(peer.received) == 1
+
+
+async def test_account_of_another_tenant_is_refused(db, settings, publisher, smtp_server) -> None:
+    peer = smtp_server()
+    victim = await create_smtp_account(db, settings, smtp=peer.credential())
+    attacker = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(
+        db, account=attacker, kwargs={**SEND, "account_id": str(victim.id)}
+    )
+    await _publish(db, publisher, event_id, task_id)
+    event = await _finished(db, event_id)
+    assert event.status == "dead" and event.attempts == 1
+    [dead] = await _dead_letters(db)
+    assert dead.exception_type == "PermissionDenied"
+    assert peer.received == []
