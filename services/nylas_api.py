@@ -84,6 +84,18 @@ class NylasGateway:
             lambda: self.client.messages.destroy(identifier=grant_id, message_id=message_id)
         )
 
+    async def update_message_folders(
+        self, grant_id: str, message_id: str, folders: list[str]
+    ) -> dict[str, Any]:
+        """`messages.update` with the folder ids the message should be in (a move)."""
+        response = await self.call(
+            lambda: self.client.messages.update(
+                identifier=grant_id, message_id=message_id,
+                request_body={"folders": folders},
+            )
+        )
+        return response.data.to_dict()  # type: ignore[no-any-return]
+
     async def list_messages(
         self, grant_id: str, *, query: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], str | None]:

@@ -9,7 +9,8 @@ from settings import Settings, get_settings
 from worker import observability  # noqa: F401  (signal receivers: JSON logs, task metrics)
 from worker.config import PRIORITY_STEPS, ROUTES, Queue
 
-TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance", "worker.tasks.send"]
+TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance", "worker.tasks.send",
+                "worker.tasks.classify"]
 
 
 def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:

@@ -12,11 +12,21 @@ from services.nylas_events import Outcome, process_notification
 from worker.app import celery_app
 from worker.runtime import runtime
 from worker.tasks.base import run_event_task
+from worker.workflows import publish_all, start_message_chains
 
 
 @celery_app.task(name="postroom.events.process", bind=True, max_retries=None)
 def process(self: Task, event_id: str) -> dict[str, Any]:
-    async def work(session: AsyncSession, event: Event) -> Outcome:
-        return await process_notification(session, event=event, nylas=runtime().nylas)
+    chains: list[dict[str, Any]] = []
 
-    return run_event_task(self, event_id=event_id, work=work)
+    async def work(session: AsyncSession, event: Event) -> Outcome:
+        outcome = await process_notification(session, event=event, nylas=runtime().nylas)
+        # New or changed messages get classify -> apply_rules, committed with the message.
+        chains[:] = await start_message_chains(
+            session, parent=event, tenant_id=outcome.tenant_id, account_id=outcome.account_id,
+            message_ids=outcome.message_ids, stale_after_s=runtime().settings.outbox_stale_after_s)
+        return outcome
+
+    result = run_event_task(self, event_id=event_id, work=work)
+    publish_all(self.app, chains)
+    return result

@@ -1,0 +1,113 @@
+"""Workflow chains through a real Celery worker: classify -> apply_rules after a webhook,
+a step that fails for good, and a replay that resumes from that step."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from database.models import Account, DeadLetter, Event, Folder, Message, Rule
+from services import dead_letters
+from tests.conftest import notification, post_webhook, wait_for
+from tests.factories import create_nylas_account
+from tests.fakes.nylas_server import make_message
+from worker import dispatch
+from worker.app import make_celery
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+PHISH = dict(
+    subject="Urgent: your account will be suspended",
+    body='<p>Unusual sign-in activity. Verify your account and enter your password at '
+         '<a href="http://203.0.113.9/login">www.paypal.com</a> within 24 hours.</p>',
+    **{"from": [{"name": "PayPal Security", "email": "security@paypa1-alerts.com"}]},
+)
+
+
+async def chain_event(db: Any, account: Account, *, states: tuple[str, ...]) -> Event:
+    async def check() -> Event | None:
+        async with db.sessionmaker() as s:
+            ev = (await s.execute(sa.select(Event).where(
+                Event.account_id == account.id, Event.type == "workflow.classify-message",
+            ))).scalar_one_or_none()
+            return ev if ev is not None and ev.status in states else None
+
+    return await wait_for(check, timeout=30, message=f"the classify chain to reach {states}")
+
+
+async def setup(db: Any, fake_nylas: Any, *, junk: bool) -> tuple[Account, dict[str, Any]]:
+    account = await create_nylas_account(db)
+    async with db.transaction() as s:
+        if junk:
+            s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk",
+                         provider_id="JUNK", role="junk"))
+        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="spam to junk",
+                   condition={"is_spam": True}, action={"type": "move", "folder_role": "junk"}))
+    msg = make_message(account.grant_id, f"m-{uuid.uuid4().hex[:6]}", **PHISH)
+    fake_nylas.put_message(account.grant_id, msg)
+    return account, msg
+
+
+async def stored(db: Any, account: Account) -> Message:
+    async with db.sessionmaker() as s:
+        return (await s.execute(sa.select(Message).where(Message.account_id == account.id))).scalar_one()
+
+
+async def test_new_message_from_a_webhook_is_classified_then_moved_by_a_rule(
+    client: Any, db: Any, fake_nylas: Any
+) -> None:
+    account, msg = await setup(db, fake_nylas, junk=True)
+    r = await post_webhook(client, notification("message.created", msg))
+    assert r.status_code == 200
+    event = await chain_event(db, account, states=("succeeded", "dead"))
+    assert event.status == "succeeded", event.last_error
+    assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
+        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 1)]
+    row = await stored(db, account)
+    assert row.is_spam is True and row.spam_score is not None and row.spam_score > 0.5
+    assert {"link_to_ip_address", "credential_request_wording"} <= set(row.spam_indicators or [])
+    async with db.sessionmaker() as s:
+        junk = (await s.execute(sa.select(Folder).where(Folder.role == "junk",
+                                                        Folder.account_id == account.id))).scalar_one()
+    assert row.folder_id == junk.id
+    puts = [r for r in fake_nylas.requests_to(f"/v3/grants/{account.grant_id}/messages/{msg['id']}")
+            if r.method == "PUT"]
+    assert len(puts) == 1 and puts[0].body == {"folders": ["JUNK"]}
+    assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
+
+
+async def test_a_step_failing_for_good_dead_letters_it_and_replay_resumes_from_that_step(
+    client: Any, db: Any, fake_nylas: Any, settings: Any
+) -> None:
+    account, msg = await setup(db, fake_nylas, junk=False)
+    r = await post_webhook(client, notification("message.created", msg))
+    assert r.status_code == 200
+    event = await chain_event(db, account, states=("dead", "succeeded"))
+    assert event.status == "dead"
+    assert [(s["name"], s["state"]) for s in event.steps] == [
+        ("classify", "succeeded"), ("apply_rules", "dead")]
+    classify_task = event.steps[0]["task_id"]
+    async with db.sessionmaker() as s:
+        [letter] = (await s.execute(sa.select(DeadLetter).where(
+            DeadLetter.event_id == event.id))).scalars().all()
+    assert letter.step == "apply_rules" and letter.task_name == "postroom.mail.apply_rules"
+    assert letter.exception_type == "ValidationFailed" and "'junk'" in letter.exception_message
+    assert (await stored(db, account)).is_spam is True
+
+    # Fix the cause, then replay: only apply_rules runs again.
+    async with db.transaction() as s:
+        s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk",
+                     provider_id="JUNK", role="junk"))
+    publisher = make_celery(settings, publisher_only=True)
+    job = await dead_letters.replay(db, letter.id, tenant_id=account.tenant_id,
+                                    publish=partial(dispatch.publish, publisher))
+    assert job.task_name == "postroom.mail.apply_rules"
+    event = await chain_event(db, account, states=("succeeded",))
+    assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
+        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 2)]
+    assert event.steps[0]["task_id"] == classify_task
+    assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
