@@ -103,3 +103,15 @@ class NylasGateway:
             lambda: self.client.messages.list(identifier=grant_id, query_params=query)  # type: ignore[arg-type]
         )
         return [m.to_dict() for m in response.data], response.next_cursor
+
+    async def send_message(
+        self, grant_id: str, *, body: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        """`messages.send`; the Idempotency-Key makes a repeat within 1 h return the first send."""
+        response = await self.call(
+            lambda: self.client.messages.send(
+                identifier=grant_id, request_body=body,  # type: ignore[arg-type]
+                overrides={"headers": {"Idempotency-Key": idempotency_key}},
+            )
+        )
+        return response.data.to_dict()  # type: ignore[no-any-return]

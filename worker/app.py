@@ -74,6 +74,11 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
                 "schedule": 3600.0,
                 "options": {"expires": 1800},
             },
+            "reconcile": {
+                "task": "postroom.maintenance.reconcile",
+                "schedule": 900.0,
+                "options": {"expires": 600},
+            },
         },
     )
     if publisher_only:

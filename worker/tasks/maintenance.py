@@ -31,3 +31,12 @@ def cleanup(self: Task) -> dict[str, Any]:
     rt = runtime()
     deleted = rt.run(outbox.cleanup(rt.db, retention_days=rt.settings.event_retention_days))
     return {"deleted_events": deleted}
+
+
+@celery_app.task(name="postroom.maintenance.reconcile", bind=True, max_retries=0)
+def reconcile(self: Task) -> dict[str, Any]:
+    """Backfill Nylas messages that a lost webhook never announced (NYLAS.md section 4)."""
+    from services.nylas_sync import reconcile as reconcile_accounts
+
+    rt = runtime()
+    return rt.run(reconcile_accounts(rt.db, nylas=rt.nylas))
