@@ -112,7 +112,8 @@ class _Syncer:
             last = start + BATCH >= len(uids)
             async with self.db.transaction() as s:
                 saved = await repo.upsert_messages(s, rows)
-                new_atts, refreshed = [], []
+                new_atts: list[dict[str, Any]] = []
+                refreshed: list[uuid.UUID] = []
                 for values in rows:
                     hit = saved.get(values["provider_id"])
                     if hit is None:  # a row marked deleted stays deleted

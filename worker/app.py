@@ -10,7 +10,7 @@ from worker import observability  # noqa: F401  (signal receivers: JSON logs, ta
 from worker.config import PRIORITY_STEPS, ROUTES, Queue
 
 TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance", "worker.tasks.send",
-                "worker.tasks.classify"]
+                "worker.tasks.classify", "worker.tasks.mail"]
 
 
 def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
@@ -73,6 +73,11 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
                 "task": "postroom.maintenance.cleanup",
                 "schedule": 3600.0,
                 "options": {"expires": 1800},
+            },
+            "periodic-sync": {
+                "task": "postroom.maintenance.periodic_sync",
+                "schedule": 300.0,
+                "options": {"expires": 240},
             },
             "reconcile": {
                 "task": "postroom.maintenance.reconcile",

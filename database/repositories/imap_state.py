@@ -30,14 +30,14 @@ async def upsert_folder(
     provider_id: str, role: str | None, delimiter: str | None,
 ) -> Folder:
     """Create or refresh a folder row (role and delimiter follow the server); return it."""
-    stmt = insert(_f).values(
+    ins = insert(_f).values(
         id=uuid.uuid4(), tenant_id=tenant_id, account_id=account_id, name=name,
         provider_id=provider_id, role=role, delimiter=delimiter,
     )
-    stmt = stmt.on_conflict_do_update(
+    stmt = ins.on_conflict_do_update(
         index_elements=["account_id", "name"],
-        set_={"role": stmt.excluded.role, "delimiter": stmt.excluded.delimiter,
-              "provider_id": stmt.excluded.provider_id},
+        set_={"role": ins.excluded.role, "delimiter": ins.excluded.delimiter,
+              "provider_id": ins.excluded.provider_id},
     ).returning(*_f.c)
     row = (await session.execute(stmt)).mappings().one()
     return Folder(**row)
@@ -46,7 +46,7 @@ async def upsert_folder(
 async def folders_of(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
 ) -> list[Folder]:
-    stmt = sa.select(Folder).where(Folder.tenant_id == tenant_id, Folder.account_id == account_id)
+    stmt = sa.select(Folder).where(_f.c.tenant_id == tenant_id, _f.c.account_id == account_id)
     return list((await session.execute(stmt)).scalars())
 
 
@@ -71,10 +71,10 @@ async def upsert_messages(
     """
     if not rows:
         return {}
-    stmt = insert(_m).values(list(rows))
-    stmt = stmt.on_conflict_do_update(
+    ins = insert(_m).values(list(rows))
+    stmt = ins.on_conflict_do_update(
         index_elements=["account_id", "provider_id"],
-        set_={**{c: stmt.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
+        set_={**{c: ins.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
         where=_m.c.deleted_at.is_(None),
     ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
     result = await session.execute(stmt)
@@ -189,9 +189,11 @@ async def credential_token(
     """The encrypted credential blob of an account (decrypted by services.crypto only)."""
     from database.models import Credential
 
-    stmt = sa.select(Credential.ciphertext).where(
-        Credential.tenant_id == tenant_id, Credential.account_id == account_id)  # type: ignore[arg-type]
-    return (await session.execute(stmt)).scalar_one_or_none()
+    cred = Credential.__table__  # type: ignore[attr-defined]
+    stmt = sa.select(cred.c.ciphertext).where(
+        cred.c.tenant_id == tenant_id, cred.c.account_id == account_id)
+    token = (await session.execute(stmt)).scalar_one_or_none()
+    return str(token) if token is not None else None
 
 
 async def mark_synced(

@@ -130,9 +130,7 @@ async def get_many_for_tenant(
     """The tenant's messages among these ids (others' ids are simply absent)."""
     if not message_ids:
         return []
-    stmt = sa.select(Message).where(
-        Message.tenant_id == tenant_id, Message.id.in_(message_ids)  # type: ignore[attr-defined]
-    )
+    stmt = sa.select(Message).where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
     return list((await session.execute(stmt)).scalars())
 
 

@@ -34,7 +34,7 @@ async def _synced(db: Any, settings: Any, dovecot: Dovecot, user: str) -> tuple[
 def _uids(dovecot: Dovecot, user: str, mailbox: str) -> set[int]:
     conn = dovecot.client(user)
     conn.select(mailbox, readonly=True)
-    typ, data = conn.uid("SEARCH", "ALL")
+    _, data = conn.uid("SEARCH", "ALL")
     conn.logout()
     return {int(x) for x in data[0].split()}
 
@@ -42,7 +42,7 @@ def _uids(dovecot: Dovecot, user: str, mailbox: str) -> set[int]:
 def _subjects(dovecot: Dovecot, user: str, mailbox: str) -> list[bytes]:
     conn = dovecot.client(user)
     conn.select(mailbox, readonly=True)
-    typ, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    _, data = conn.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
     conn.logout()
     return [d[1].strip() for d in data if isinstance(d, tuple)]
 
@@ -97,7 +97,7 @@ async def test_permanent_delete_expunges_and_leaves_no_copy(
 async def test_messages_of_another_tenant_are_refused_before_the_server_is_touched(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    account, rows = await _synced(db, settings, dovecot, mailbox_user)
+    _, rows = await _synced(db, settings, dovecot, mailbox_user)
     intruder = await create_nylas_account(db)
 
     with pytest.raises(PermissionDenied):

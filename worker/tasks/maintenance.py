@@ -33,6 +33,21 @@ def cleanup(self: Task) -> dict[str, Any]:
     return {"deleted_events": deleted}
 
 
+@celery_app.task(name="postroom.maintenance.periodic_sync", bind=True, max_retries=0)
+def periodic_sync(self: Task) -> dict[str, Any]:
+    from services.scheduling import enqueue_due_syncs
+
+    rt = runtime()
+    result = rt.run(
+        enqueue_due_syncs(
+            rt.db,
+            publish=partial(dispatch.publish, self.app),
+            stale_after_s=rt.settings.outbox_stale_after_s,
+        )
+    )
+    return {"due": result.due, "queued": result.queued, "published": result.published}
+
+
 @celery_app.task(name="postroom.maintenance.reconcile", bind=True, max_retries=0)
 def reconcile(self: Task) -> dict[str, Any]:
     """Backfill Nylas messages that a lost webhook never announced (NYLAS.md section 4)."""

@@ -1,0 +1,86 @@
+"""`postroom.mail.sync_account` and `postroom.mail.delete`: thin wrappers over services."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Task
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Event, Provider
+from database.repositories import events as events_repo
+from services.errors import ValidationFailed
+from services.imap_sync import run_sync
+from services.mail_accounts import account_for_tenant
+from services.mail_delete import delete_messages
+from services.nylas_events import Outcome
+from worker.app import celery_app
+from worker.runtime import runtime
+from worker.tasks.base import run_event_task
+from worker.workflows import run_step_task
+
+
+@celery_app.task(name="postroom.mail.sync_account", bind=True, max_retries=None)
+def sync_account(
+    self: Task, event_id: str, account_id: str, tenant_id: str, user_id: str,
+    folder: str | None = None, full: bool = False, workflow: str | None = None,
+) -> dict[str, Any]:
+    tenant, account_uuid = uuid.UUID(tenant_id), uuid.UUID(account_id)
+
+    async def work(session: AsyncSession, event: Event) -> Outcome:
+        rt = runtime()
+        # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
+        account = await account_for_tenant(session, tenant_id=tenant, account_id=account_uuid)
+
+        async def progress(current: int, total: int) -> None:
+            meta = {"current": current, "total": total}
+            self.update_state(state="PROGRESS", meta=meta)
+            async with rt.db.transaction() as s:
+                await events_repo.set_progress(
+                    s, event_id=event.id, progress=meta,
+                    lease_s=rt.settings.task_time_limit_s + 60)
+
+        if account.provider == Provider.nylas:
+            result = await _nylas_sync(session, account=account, full=full, progress=progress)
+        else:
+            result = (await run_sync(rt.db, rt.settings, tenant_id=tenant,
+                                     account_id=account_uuid, folder=folder, full=full,
+                                     progress=progress)).as_dict()
+        return Outcome(status="succeeded", result=result, tenant_id=tenant,
+                       account_id=account_uuid)
+
+    if workflow:  # the first step of a workflow chain: worker.workflows hands on to the next
+        return run_step_task(self, event_id=event_id, work=lambda s, e, _step: work(s, e))
+    return run_event_task(self, event_id=event_id, work=work)
+
+
+async def _nylas_sync(session: AsyncSession, *, account: Any, full: bool,
+                      progress: Any) -> dict[str, Any]:
+    """Nylas accounts sync through services.nylas_sync (owned by the Nylas sync work)."""
+    try:
+        from services import nylas_sync  # type: ignore[attr-defined]
+    except ImportError:
+        raise ValidationFailed("Nylas account sync is not available yet.") from None
+    result: dict[str, Any] = await nylas_sync.sync_account(
+        session, account=account, nylas=runtime().nylas, full=full, progress=progress)
+    return result
+
+
+@celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
+def delete(
+    self: Task, event_id: str, message_ids: list[str], tenant_id: str, user_id: str,
+    permanent: bool = False,
+) -> dict[str, Any]:
+    tenant = uuid.UUID(tenant_id)
+
+    async def work(session: AsyncSession, event: Event) -> Outcome:
+        rt = runtime()
+        count = await delete_messages(
+            session, rt.settings, tenant_id=tenant,
+            message_ids=[uuid.UUID(m) for m in message_ids], permanent=permanent,
+            nylas=rt.nylas)
+        return Outcome(status="succeeded", result={"status": "success", "deleted_count": count},
+                       tenant_id=tenant)
+
+    return run_event_task(self, event_id=event_id, work=work)
