@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, Provider
 from database.repositories import events as events_repo
-from services.errors import ValidationFailed
 from services.imap_sync import run_sync
 from services.mail_accounts import account_for_tenant
 from services.mail_delete import delete_messages
@@ -57,14 +56,11 @@ def sync_account(
 
 async def _nylas_sync(session: AsyncSession, *, account: Any, full: bool,
                       progress: Any) -> dict[str, Any]:
-    """Nylas accounts sync through services.nylas_sync (owned by the Nylas sync work)."""
-    try:
-        from services import nylas_sync  # type: ignore[attr-defined]
-    except ImportError:
-        raise ValidationFailed("Nylas account sync is not available yet.") from None
-    result: dict[str, Any] = await nylas_sync.sync_account(
+    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync)."""
+    from services.nylas_sync import sync_nylas_account
+
+    return await sync_nylas_account(
         session, account=account, nylas=runtime().nylas, full=full, progress=progress)
-    return result
 
 
 @celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
