@@ -114,6 +114,8 @@ async def execute(
     try:
         async with rt.db.transaction() as session:
             outcome = await work(session, event)
+            if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
+                structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
             owned = await events_repo.finish(
                 session, event=event, task_id=task_id, status=EventStatus(outcome.status),
                 result=outcome.result, error=outcome.reason,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from api.auth import generate_key
 from database.engine import Database
+from database.models import Account, Folder, Message
 from database.repositories import api_keys as keys_repo
 from database.repositories import tenants as tenants_repo
 
@@ -56,3 +58,44 @@ def imap_account(email: str = "ana@example.com", password: str = "s3cret-Pass!")
         "smtp": {**server, "port": 587, "security": "starttls"},
         "sync_interval_s": 300,
     }
+
+
+async def make_account(db: Database, caller: Caller, email: str = "box@example.com") -> uuid.UUID:
+    async with db.transaction() as s:
+        account = Account(
+            tenant_id=caller.tenant_id, user_id=caller.user_id, provider="imap", email=email
+        )
+        s.add(account)
+    return account.id
+
+
+async def make_folder(
+    db: Database, caller: Caller, account_id: uuid.UUID, name: str, role: str | None
+) -> uuid.UUID:
+    async with db.transaction() as s:
+        folder = Folder(tenant_id=caller.tenant_id, account_id=account_id, name=name, role=role)
+        s.add(folder)
+    return folder.id
+
+
+async def make_message(
+    db: Database, caller: Caller, account_id: uuid.UUID, **fields: Any
+) -> uuid.UUID:
+    """A stored message; `minutes_ago` sets its sort time."""
+    ago = fields.pop("minutes_ago", 0)
+    at = datetime.now(UTC) - timedelta(minutes=ago)
+    values: dict[str, Any] = {
+        "tenant_id": caller.tenant_id,
+        "account_id": account_id,
+        "provider_id": f"p-{uuid.uuid4().hex}",
+        "subject": "hello",
+        "from_email": "x@example.com",
+        "date": at,
+        "sort_at": at,
+        "to_addrs": [{"name": "Ana", "email": "ana@example.com"}],
+        **fields,
+    }
+    async with db.transaction() as s:
+        message = Message(**values)
+        s.add(message)
+    return message.id
