@@ -52,3 +52,7 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn gives its loggers their own text handlers: send their lines through ours.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
