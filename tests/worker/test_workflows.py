@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from database.models import Account, DeadLetter, Event, Folder, Message, Rule
+from database.models import Account, DeadLetter, Event, Folder, Message, Rule, Tenant
 from services import dead_letters
+from tests import imap_support
+from tests.api.keys import make_caller
 from tests.conftest import notification, post_webhook, wait_for
+from tests.imap_support import append_corpus, create_imap_account
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from worker import dispatch
@@ -111,3 +114,61 @@ async def test_a_step_failing_for_good_dead_letters_it_and_replay_resumes_from_t
         ("classify", "succeeded", 1), ("apply_rules", "succeeded", 2)]
     assert event.steps[0]["task_id"] == classify_task
     assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
+
+
+# -- workflows started through the API, on a real IMAP mailbox ------------------------------
+
+dovecot = imap_support.dovecot
+mailbox_user = imap_support.mailbox_user
+
+PHISH_RAW = (
+    b"From: PayPal Security <security@paypa1-alerts.com>\r\nTo: you@example.com\r\n"
+    b"Subject: Urgent: your account will be suspended\r\nMessage-ID: <p1@paypa1-alerts.com>\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b'<p>Verify your account and enter your password at <a href="http://203.0.113.9/x">'
+    b"www.paypal.com</a> within 24 hours.</p>\r\n"
+)
+HAM_RAW = (
+    b"From: Alice <alice@example.org>\r\nTo: you@example.com\r\nSubject: Re: build script\r\n"
+    b"Message-ID: <h1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n"
+    b"Thanks, I applied your patch to the build script; the tests pass here.\r\n"
+)
+
+
+async def test_triage_syncs_classifies_and_moves_spam_to_junk(
+    client: Any, db: Any, settings: Any, dovecot: Any, mailbox_user: str
+) -> None:
+    caller = await make_caller(db)
+    async with db.sessionmaker() as s:
+        tenant = await s.get(Tenant, caller.tenant_id)
+    account = await create_imap_account(db, settings, dovecot, mailbox_user, tenant=tenant)
+    await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": [PHISH_RAW, HAM_RAW]})
+    listed = await client.get("/v1/workflows", headers=caller.headers)
+    assert {w["name"]: w["steps"] for w in listed.json()["data"]}["triage"] == [
+        "sync", "classify", "move_spam_to_junk"]
+
+    r = await client.post("/v1/workflows/triage", json={"account_id": str(account.id)},
+                          headers=caller.headers)
+    assert r.status_code == 202, r.text
+
+    async def done() -> Event | None:
+        async with db.sessionmaker() as s:
+            ev = await s.get(Event, uuid.UUID(r.json()["event_id"]))
+            return ev if ev and ev.status in ("succeeded", "dead") else None
+
+    event = await wait_for(done, timeout=60, message="the triage workflow to finish")
+    assert event.status == "succeeded", (event.last_error, event.steps)
+    assert [(s["name"], s["state"]) for s in event.steps] == [
+        ("sync", "succeeded"), ("classify", "succeeded"), ("move_spam_to_junk", "succeeded")]
+    assert event.result is not None and event.result["moved_to_junk"] == 1
+    conn = dovecot.client(mailbox_user)
+    try:
+        conn.select("Junk")
+        junk = conn.search(None, "ALL")[1][0].split()
+        conn.select("INBOX")
+        inbox = conn.search(None, "ALL")[1][0].split()
+        subjects = conn.fetch(b",".join(inbox).decode(), "(BODY[HEADER.FIELDS (SUBJECT)])")[1]
+    finally:
+        conn.logout()
+    assert len(junk) == 1 and len(inbox) == 1
+    assert b"build script" in subjects[0][1]
