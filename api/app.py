@@ -13,6 +13,7 @@ from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
 from api.observability import ObservabilityMiddleware
 from api.routes import accounts, events, jobs, messages, tasks
+from api.routes import classify_rules
 from api.routes import health, metrics, webhooks
 from database.engine import Database
 from services.logs import configure_logging
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     for v1 in (accounts, jobs, messages, events, tasks):
         app.include_router(v1.router)
+    app.include_router(classify_rules.router)
     return app

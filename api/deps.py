@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
 from settings import Settings
-from worker import dispatch
+from worker.dispatch import AsyncPublisher
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -26,6 +26,10 @@ def get_database(request: Request) -> Database:
 
 def get_celery(request: Request) -> Celery:
     return request.app.state.celery  # type: ignore[no-any-return]
+
+
+def get_publisher(request: Request) -> AsyncPublisher:
+    return request.app.state.publisher  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -45,7 +49,7 @@ class UnitOfWork:
     """
 
     session: AsyncSession
-    celery: Celery
+    publisher: AsyncPublisher
     request_id: str | None
     jobs: list[Job] = field(default_factory=list)
     published: list[bool] = field(default_factory=list)
@@ -60,8 +64,7 @@ class UnitOfWork:
         jobs, self.jobs = self.jobs, []
         for job in jobs:
             self.published.append(
-                dispatch.publish(
-                    self.celery,
+                await self.publisher.publish(
                     task_name=job.task_name,
                     event_id=job.event_id,
                     task_id=job.task_id,
@@ -74,10 +77,10 @@ class UnitOfWork:
 async def get_uow(
     request: Request,
     db: Annotated[Database, Depends(get_database)],
-    celery: Annotated[Celery, Depends(get_celery)],
+    publisher: Annotated[AsyncPublisher, Depends(get_publisher)],
 ) -> AsyncIterator[UnitOfWork]:
     async with db.sessionmaker() as session:
-        uow = UnitOfWork(session=session, celery=celery, request_id=request.state.request_id)
+        uow = UnitOfWork(session=session, publisher=publisher, request_id=request.state.request_id)
         try:
             yield uow
         finally:
@@ -88,4 +91,6 @@ async def get_uow(
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+PublisherDep = Annotated[AsyncPublisher, Depends(get_publisher)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]

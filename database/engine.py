@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from settings import Settings
 
@@ -18,12 +24,14 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Database:
+    def from_settings(
+        cls, settings: Settings, *, pool_size: int | None = None, pre_ping: bool = True
+    ) -> Database:
         engine = create_async_engine(
             settings.database_url,
             pool_size=pool_size or settings.db_pool_size,
             max_overflow=5,
-            pool_pre_ping=True,
+            pool_pre_ping=pre_ping,
             # A pool that cannot hand out a connection quickly means the database is in trouble:
             # fail fast so the API can answer 503 instead of hanging.
             pool_timeout=settings.db_connect_timeout_s * 2,
@@ -44,6 +52,12 @@ class Database:
         """A session whose work commits on success and rolls back on any exception."""
         async with self.sessionmaker() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection where each statement commits by itself: one round trip, no BEGIN."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from database.models import EventSource
 from database.repositories import events as events_repo
@@ -22,7 +22,7 @@ class Ingested:
 
 
 async def ingest_nylas(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     raw: bytes,
     signature: str | None,
@@ -54,5 +54,5 @@ async def ingest_nylas(
     )
     if created:
         return Ingested(event_id=event_id, task_id=task_id, created=True)
-    existing = await events_repo.get_by_external_id(session, EventSource.nylas, notification.id)
-    return Ingested(event_id=existing.id if existing else None, task_id=task_id, created=False)
+    existing = await events_repo.id_by_external_id(session, EventSource.nylas, notification.id)
+    return Ingested(event_id=existing, task_id=task_id, created=False)

@@ -111,9 +111,16 @@ async def clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
                 "AND tablename <> 'alembic_version'"
             )
             if names:
-                await conn.execute(
-                    "TRUNCATE " + ", ".join(f'"{r["tablename"]}"' for r in names) + " CASCADE"
-                )
+                stmt = "TRUNCATE " + ", ".join(f'"{r["tablename"]}"' for r in names) + " CASCADE"
+                # The session's worker may still be finishing a task of the previous test.
+                for attempt in range(10):
+                    try:
+                        await conn.execute(stmt)
+                        break
+                    except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
+                        if attempt == 9:
+                            raise
+                        await asyncio.sleep(0.2)
         finally:
             await conn.close()
     _nylas.reset()

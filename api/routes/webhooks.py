@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from api.deps import SettingsDep, UowDep
+from api.deps import DatabaseDep, PublisherDep, SettingsDep
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
 from services.ingest import PROCESS_TASK, ingest_nylas
 
@@ -58,27 +58,36 @@ async def read_capped(request: Request, limit: int) -> bytes:
         503: {"description": "database unavailable or webhook secret not configured"},
     },
 )
-async def nylas_notification(request: Request, settings: SettingsDep, uow: UowDep) -> WebhookAck:
-    """Verify, store once, publish `postroom.events.process`; never waits for the work."""
+async def nylas_notification(
+    request: Request, settings: SettingsDep, db: DatabaseDep, publisher: PublisherDep
+) -> WebhookAck:
+    """Verify, store once, publish `postroom.events.process`; never waits for the work.
+
+    The store is one INSERT ... ON CONFLICT statement, so it runs on an autocommit
+    connection: committed when it returns, with no BEGIN/COMMIT round trips.
+    """
     if settings.nylas_webhook_secret is None:
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     raw = await read_capped(request, settings.webhook_max_body_bytes)
-    ingested = await ingest_nylas(
-        uow.session,
-        raw=raw,
-        signature=request.headers.get("x-nylas-signature"),
-        content_encoding=request.headers.get("content-encoding"),
-        secret=settings.nylas_webhook_secret.get_secret_value(),
-        max_bytes=settings.webhook_max_body_bytes,
-        stale_after_s=settings.outbox_stale_after_s,
-        request_id=request.state.request_id,
-    )
-    if ingested.created and ingested.event_id is not None:
-        uow.publish_after_commit(
-            task_name=PROCESS_TASK, event_id=ingested.event_id, task_id=ingested.task_id
+    async with db.autocommit() as conn:
+        ingested = await ingest_nylas(
+            conn,
+            raw=raw,
+            signature=request.headers.get("x-nylas-signature"),
+            content_encoding=request.headers.get("content-encoding"),
+            secret=settings.nylas_webhook_secret.get_secret_value(),
+            max_bytes=settings.webhook_max_body_bytes,
+            stale_after_s=settings.outbox_stale_after_s,
+            request_id=request.state.request_id,
         )
-    await uow.commit()
+    if ingested.created and ingested.event_id is not None:
+        await publisher.publish(
+            task_name=PROCESS_TASK,
+            event_id=ingested.event_id,
+            task_id=ingested.task_id,
+            request_id=request.state.request_id,
+        )
     status = "queued" if ingested.created else "duplicate"
     return WebhookAck(
         status=status, event_id=str(ingested.event_id) if ingested.event_id else None

@@ -8,7 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+Executor = AsyncSession | AsyncConnection
 
 from database.models import Event, EventStatus
 
@@ -27,7 +29,7 @@ def _interval(seconds: float) -> Any:
 
 
 async def insert_once(
-    session: AsyncSession,
+    session: Executor,
     *,
     event_id: uuid.UUID,
     source: str,
@@ -78,6 +80,11 @@ async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
 
 async def get_by_external_id(session: AsyncSession, source: str, external_id: str) -> Event | None:
     stmt = sa.select(Event).where(Event.source == source, Event.external_id == external_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def id_by_external_id(session: Executor, source: str, external_id: str) -> uuid.UUID | None:
+    stmt = sa.select(_t.c.id).where(_t.c.source == source, _t.c.external_id == external_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
