@@ -18,6 +18,7 @@ from api.routes import health, metrics, webhooks
 from database.engine import Database
 from services.logs import configure_logging
 from settings import Settings, get_settings
+from worker.dispatch import AsyncPublisher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,14 +28,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from worker.app import make_celery
 
-        app.state.db = Database.from_settings(settings)
+        # No pre-ping on the API's pool: it costs a round trip per request on the ingest path;
+        # a connection broken by a database restart fails one request with 503 and is dropped.
+        app.state.db = Database.from_settings(settings, pre_ping=False)
         app.state.celery = make_celery(settings, publisher_only=True)
+        app.state.publisher = AsyncPublisher(
+            app.state.celery, settings.redis_url, timeout=settings.publish_timeout_s
+        )
         app.state.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         try:
             yield
         finally:
+            await app.state.publisher.close()
             await app.state.redis.aclose()
             await app.state.db.dispose()
 
