@@ -1,0 +1,131 @@
+"""SMTP sending: postroom's SMTP client (services.smtp, one reused connection per session)
+against Postfix's `smtp-source`, both sending the same number of same-sized messages into
+Postfix's `smtp-sink`, in the same run. Figures: messages/s and the ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from services.compose import Person, compose
+from services.smtp import SmtpConfig, SmtpConnection
+from tests.peers import free_port, wait_port
+
+MESSAGES = int(os.environ.get("BENCH_SMTP_MESSAGES", "2000"))
+SESSIONS = [int(s) for s in os.environ.get("BENCH_SMTP_SESSIONS", "1,4").split(",")]
+BODY_BYTES = 2000
+SENDER, RECIPIENT = "bench@example.com", "sink@example.org"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or f"/usr/sbin/{name}"
+    if not Path(found).exists():
+        sys.exit(f"{name} is missing: install the Debian package postfix (it ships {name}).")
+    return found
+
+
+def _messages(n: int) -> list[bytes]:
+    """n distinct messages (own Message-ID each) of about BODY_BYTES of body."""
+    line = "The quick brown fox jumps over the lazy dog, again and again. 0123456789\n"
+    body = (line * (BODY_BYTES // len(line) + 1))[:BODY_BYTES]
+    sender, to = Person(SENDER, "Bench Sender"), [Person(RECIPIENT, "Sink")]
+    return [
+        compose(
+            sender=sender,
+            to=to,
+            cc=[],
+            bcc=[],
+            subject=f"Benchmark message {i}",
+            body_text=body,
+            body_html=None,
+        ).data
+        for i in range(n)
+    ]
+
+
+async def _postroom(port: int, messages: list[bytes], sessions: int) -> float:
+    config = SmtpConfig(host="127.0.0.1", port=port, security="none", timeout=30)
+    chunks = [messages[i::sessions] for i in range(sessions)]
+
+    async def run(chunk: list[bytes]) -> None:
+        async with SmtpConnection(config) as conn:  # one connection for the whole batch
+            for data in chunk:
+                await conn.send(sender=SENDER, recipients=[RECIPIENT], data=data)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(c) for c in chunks))
+    return time.perf_counter() - start
+
+
+def _smtp_source(port: int, sessions: int, size: int) -> float:
+    argv = [
+        _tool("smtp-source"),
+        "-d",
+        "-s",
+        str(sessions),
+        "-m",
+        str(MESSAGES),
+        "-l",
+        str(size),
+        "-f",
+        SENDER,
+        "-t",
+        RECIPIENT,
+        f"127.0.0.1:{port}",
+    ]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    port = free_port()
+    sink = subprocess.Popen(
+        # As root, smtp-sink insists on dropping to a user: postfix's own.
+        [
+            _tool("smtp-sink"),
+            *(["-u", "postfix"] if os.geteuid() == 0 else []),
+            f"127.0.0.1:{port}",
+            "256",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        start = time.perf_counter()
+        messages = _messages(MESSAGES)
+        compose_s = time.perf_counter() - start
+        size = sum(len(m) for m in messages) // len(messages)
+        print(
+            f"{MESSAGES} messages of {size} bytes into smtp-sink; composing them took "
+            f"{compose_s:.2f}s ({MESSAGES / compose_s:,.0f}/s, not counted below)"
+        )
+        print(f"{'sessions':>8} {'smtp-source msg/s':>18} {'postroom msg/s':>15} {'ratio':>6}")
+        for sessions in SESSIONS:
+            _smtp_source(port, sessions, size)  # warm-up
+            # Interleaved rounds, best of each: a busy machine slows both sides alike.
+            floor_s, ours_s = float("inf"), float("inf")
+            for _ in range(3):
+                floor_s = min(floor_s, _smtp_source(port, sessions, size))
+                ours_s = min(ours_s, asyncio.run(_postroom(port, messages, sessions)))
+            floor, ours = MESSAGES / floor_s, MESSAGES / ours_s
+            print(f"{sessions:>8} {floor:>18,.0f} {ours:>15,.0f} {ours / floor:>6.2f}")
+        start = time.perf_counter()
+        asyncio.run(_postroom(port, _messages(MESSAGES), 1))
+        whole = MESSAGES / (time.perf_counter() - start)
+        print(f"postroom composing each message too, 1 session: {whole:,.0f} msg/s")
+        print("goal: ratio >= 0.5 (ARCHITECTURE.md budgets); best of 3 runs each")
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
+if __name__ == "__main__":
+    main()
