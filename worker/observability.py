@@ -4,6 +4,7 @@
   are JSON like ours instead of its text format.
 - task_prerun/postrun/retry/failure: runs, retries, failures and durations by task, written
   to the shared multiprocess directory when PROMETHEUS_MULTIPROC_DIR is set.
+- `beat_init` (worker.beat_lock): a second beat waits on standby instead of ticking.
 - before a task runs, its `request_id` (custom message header set by worker.dispatch),
   `task_id` and name are bound to the log context, for every task, event-backed or not.
 """
@@ -29,6 +30,7 @@ from celery.signals import (
 from services import metrics
 from services.logs import configure_logging
 from settings import get_settings
+from worker import beat_lock  # noqa: F401  (beat_init receiver: exactly one beat)
 
 _started: dict[str, float] = {}
 
