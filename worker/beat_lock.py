@@ -8,6 +8,7 @@ The lease lives in the broker's Redis, so a beat that can reach the broker can s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -81,10 +82,9 @@ def _keep(client: redis.Redis, token: str) -> None:
 
 
 def release(client: redis.Redis, token: str) -> None:
-    try:
+    # If Redis is unreachable the lease simply expires after TTL_S.
+    with contextlib.suppress(redis.RedisError):
         client.eval(_RELEASE, 1, LOCK_KEY, token)
-    except redis.RedisError:
-        pass  # the lease expires on its own after TTL_S
 
 
 @beat_init.connect
