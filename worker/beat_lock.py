@@ -58,8 +58,10 @@ def acquire(client: redis.Redis, token: str) -> None:
                 log.info("beat_leader", token=token)
                 return
             if not announced:
-                holder = client.get(LOCK_KEY)
-                log.warning("beat_standby", holder=holder.decode() if holder else None,
+                holder: Any = client.get(LOCK_KEY)
+                if isinstance(holder, bytes):
+                    holder = holder.decode()
+                log.warning("beat_standby", holder=holder,
                             hint="another beat is running; this one waits to take over")
                 announced = True
         except redis.RedisError as exc:
