@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import PostroomError
+from services.errors import PostroomError, database_gone
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +40,10 @@ def is_database_unavailable(exc: BaseException) -> bool:
     """Connection-level trouble (down, restarting, pool exhausted), not a bad statement."""
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated or database_gone(exc.orig)
+    ):
+        return True  # database_gone: e.g. 57P03 "not yet accepting connections" while restarting
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return True
     name = type(exc).__name__
@@ -97,3 +99,9 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "An unexpected error occurred.", request_id=rid),
             status_code=500,
         )
+
+    # Also registered for the connection-level classes: Starlette answers through a catch-all
+    # `Exception` handler and then re-raises, so uvicorn closes the keep-alive connection and
+    # the client's next request on it fails with a reset instead of its 503 (fault test 4).
+    for cls in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError):
+        app.add_exception_handler(cls, _unexpected)

@@ -109,3 +109,18 @@ class BadCredentials(ProviderPermanentError):
     """The provider refused the account's credentials."""
 
     code = "bad_credentials"
+
+
+# SQLSTATE classes: 08 connection exception, 57P operator intervention (shutdown, restart).
+_GONE_SQLSTATES = ("08", "57P")
+
+
+def database_gone(exc: BaseException | None) -> bool:
+    """The driver error (or its cause) says the database went away or is not accepting yet."""
+    seen = 0
+    while exc is not None and seen < 4:
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_GONE_SQLSTATES):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False

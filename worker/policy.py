@@ -7,7 +7,7 @@ import random
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import exc as sa_exc
 
-from services.errors import PostroomError
+from services.errors import PostroomError, database_gone
 from settings import Settings
 
 
@@ -20,7 +20,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return bool(exc.connection_invalidated)
+        # A restarting server answers "not yet accepting connections" (57P03), wrapped in a
+        # plain DBAPIError: look at the driver's SQLSTATE, not only at the wrapper's class.
+        return bool(exc.connection_invalidated) or database_gone(exc.orig)
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     # asyncpg's own connection errors when they escape SQLAlchemy's wrapping.

@@ -86,6 +86,17 @@ def test_transient_or_permanent(exc: BaseException, transient: bool) -> None:
     assert policy.is_transient(exc) is transient
 
 
+def test_a_restarting_database_is_transient() -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    class NotYetAccepting(Exception):
+        sqlstate = "57P03"
+
+    wrapped = DBAPIError("INSERT ...", {}, NotYetAccepting("not yet accepting connections"))
+    assert policy.is_transient(wrapped)
+    assert not policy.is_transient(DBAPIError("INSERT ...", {}, ValueError("bad value")))
+
+
 def test_dead_letter_arguments_are_scrubbed() -> None:
     kwargs = {"event_id": "e1", "smtp": {"password": "hunter2", "host": "h"}, "api_key": "k"}
     assert scrub(kwargs) == {"event_id": "e1", "smtp": {"password": "***", "host": "h"},

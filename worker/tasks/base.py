@@ -40,7 +40,10 @@ def run_event_task(
             task_id=task.request.id,
             event_id=uuid.UUID(event_id),
             max_retries=route_for(task.name).max_retries,
-            redelivered=bool(delivery.get("redelivered")),
+            # A Celery retry of this task id comes from the run that held the claim and gave it
+            # up; when that run could not record `retrying` (database away), the event still
+            # says `processing` under this id, and the retry may take it like a redelivery.
+            redelivered=bool(delivery.get("redelivered")) or bool(task.request.retries),
             args=list(task.request.args or []),
             kwargs={**(kwargs or {}), "event_id": event_id},
             work=work,
