@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)
+# API, workers and beat on this host share one prometheus-client multiprocess directory, so the
+# API's GET /metrics sums every process's counters (docs/operations.md).
+METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
+api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 
 .PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
 	      dev test test-all lint format bench up down clean
@@ -50,6 +54,7 @@ flower: install ## Flower on 5555 (basic auth from POSTROOM_FLOWER_BASIC_AUTH, e
 	@$(PY) scripts/flower.py
 
 dev: migrate ## API, workers per queue group, beat and Flower in the foreground; Ctrl-C stops all
+	@mkdir -p "$$PROMETHEUS_MULTIPROC_DIR" && find "$$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
 	$(VENV)/bin/honcho -f Procfile start
 
 test: migrate ## the suite a user needs to trust postroom (a few minutes)

@@ -14,6 +14,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+# The multiprocess directory must exist before the first metric is created in this process.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
