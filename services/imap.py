@@ -180,10 +180,10 @@ class ImapClient:
             line = await asyncio.wait_for(self._reader.readuntil(b"\r\n"), self.config.timeout)
         except asyncio.IncompleteReadError:
             raise self._lost("closed the connection") from None
+        except TimeoutError:  # before OSError: TimeoutError is one of its subclasses
+            raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
         except (ConnectionError, OSError):
             raise self._lost("reset the connection") from None
-        except TimeoutError:
-            raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
         except asyncio.LimitOverrunError:
             raise self._lost("sent an over-long line") from None
         return line
@@ -201,10 +201,10 @@ class ImapClient:
                                                     self.config.timeout))
             except asyncio.IncompleteReadError:
                 raise self._lost("closed the connection") from None
-            except (ConnectionError, OSError):
-                raise self._lost("reset the connection") from None
             except TimeoutError:
                 raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
+            except (ConnectionError, OSError):
+                raise self._lost("reset the connection") from None
             line = await self._readline()
             parts.append(line)
             size = literal_size(line)

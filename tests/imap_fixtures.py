@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tests.peers import free_port, wait_port
 
@@ -181,3 +182,70 @@ def add_user(server: Dovecot) -> str:
     if server.next_user >= len(server.users):
         raise RuntimeError("the Dovecot fixture ran out of users: raise `spare_users`")
     return server.users[server.next_user]
+
+
+class FaultyProxy:
+    """A TCP proxy in front of Dovecot that, on the n-th command containing `trigger`,
+    forwards `after_bytes` of the answer and then hangs up (or stalls, sending nothing)."""
+
+    def __init__(self, upstream_port: int, *, trigger: bytes = b"UID FETCH", nth: int = 1,
+                 after_bytes: int = 10_000, mode: str = "hangup") -> None:
+        self.upstream_port = upstream_port
+        self.trigger, self.nth, self.after_bytes, self.mode = trigger, nth, after_bytes, mode
+        self.armed = True
+        self.port = 0
+        self._server: Any = None
+
+    async def start(self) -> FaultyProxy:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        state = {"seen": 0, "fault": False}
+
+        async def client_to_server() -> None:
+            while data := await reader.read(65536):
+                if self.armed and self.trigger in data:
+                    state["seen"] += 1
+                    if state["seen"] == self.nth:
+                        state["fault"] = True
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def server_to_client() -> None:
+            sent_after = 0
+            while data := await up_reader.read(65536):
+                if state["fault"]:
+                    room = self.after_bytes - sent_after
+                    if room <= 0 or self.mode == "stall":
+                        if self.mode == "stall":
+                            await asyncio.sleep(3600)
+                        break
+                    data = data[:room]
+                    sent_after += len(data)
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+            up_writer.close()
+
+        tasks = [asyncio.ensure_future(client_to_server()),
+                 asyncio.ensure_future(server_to_client())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pass  # the test's loop is closing
+        finally:
+            for t in tasks:
+                t.cancel()
+            writer.close()
+            up_writer.close()

@@ -114,7 +114,9 @@ async def apply_flags(
                    _m.c.starred != data.c.starred),
         )
         .values(flags=data.c.flags, unread=data.c.unread, starred=data.c.starred,
-                modseq=data.c.modseq, updated_at=sa.func.now())
+                # A NULL in VALUES is untyped text to PostgreSQL: cast it back.
+                modseq=sa.func.coalesce(sa.cast(data.c.modseq, sa.BigInteger), _m.c.modseq),
+                updated_at=sa.func.now())
     )
     result = await session.execute(stmt)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

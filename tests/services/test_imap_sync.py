@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Folder, Message
-from services.errors import BadCredentials
+from services.errors import BadCredentials, ProviderTemporaryError
 from services.imap_sync import run_sync
 from tests import imap_support
 from tests.imap_fixtures import Dovecot
@@ -209,3 +209,54 @@ async def test_sync_over_tls(db: Any, settings: Any, dovecot: Dovecot, mailbox_u
     account = await create_imap_account(db, settings, dovecot, mailbox_user, security="tls")
     result = await _sync(db, settings, account)
     assert result["new"] == 10
+
+
+async def test_server_hanging_up_mid_fetch_is_transient_and_the_next_sync_resumes(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from database.models import Credential
+    from services.crypto import encrypt_json
+    from tests.imap_fixtures import FaultyProxy
+
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 300)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    # The second batch's UID FETCH is cut 20 kB into the answer.
+    proxy = await FaultyProxy(dovecot.port, nth=2, after_bytes=20_000).start()
+    creds = dovecot.credentials(mailbox_user)
+    creds["imap"]["port"] = proxy.port  # type: ignore[index]
+    async with db.transaction() as s:
+        await s.execute(sa.update(Credential).where(
+            Credential.account_id == account.id).values(  # type: ignore[arg-type]
+            ciphertext=encrypt_json(settings, creds)))
+    try:
+        with pytest.raises(ProviderTemporaryError, match="closed the connection during UID FETCH"):
+            await _sync(db, settings, account)
+        assert len(await _rows(db, account)) == 250  # the first batch is kept
+        assert (await _folders(db, account))["INBOX"].uidnext == 251
+
+        proxy.armed = False
+        result = await _sync(db, settings, account)
+    finally:
+        await proxy.stop()
+
+    assert result["new"] == 50
+    rows = await _rows(db, account)
+    assert len(rows) == 300 and len({r.provider_id for r in rows}) == 300
+
+
+async def test_server_going_silent_mid_command_times_out_as_transient(
+    dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from services.imap import ImapClient, ImapConfig
+    from tests.imap_fixtures import FaultyProxy
+
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("spam-1", 5)})
+    proxy = await FaultyProxy(dovecot.port, trigger=b"SELECT", mode="stall").start()
+    creds = dovecot.credentials(mailbox_user)
+    creds["imap"]["port"] = proxy.port  # type: ignore[index]
+    try:
+        client = await ImapClient(ImapConfig.from_credentials(creds, timeout=0.5)).connect()
+        with pytest.raises(ProviderTemporaryError, match=r"did not answer .* during SELECT"):
+            await client.select("INBOX")
+    finally:
+        await proxy.stop()
