@@ -96,7 +96,8 @@ async def record_sent_copy(
         try:
             appended = await append_sent_copy(
                 imap,
-                folder=sent_folder.name if sent_folder else None,
+                # The wire name (modified UTF-7) when the sync recorded one.
+                folder=(sent_folder.provider_id or sent_folder.name) if sent_folder else None,
                 data=composed.data,
                 when=datetime.now(UTC),
             )
@@ -111,11 +112,13 @@ async def record_sent_copy(
             session,
             tenant_id=account.tenant_id,
             account_id=account.id,
-            folders=[{"name": appended.folder, "role": "sent"}],
+            folders=[{"name": appended.folder, "provider_id": appended.folder, "role": "sent"}],
         )
         folder_id = ids.get(appended.folder)
     if appended is not None and appended.uid is not None:
-        provider_id = f"{appended.folder}:{appended.uidvalidity}:{appended.uid}"
+        # The IMAP sync's own id scheme, so its next run updates this row instead of adding one.
+        name = sent_folder.name if sent_folder else appended.folder
+        provider_id = f"{name}:{appended.uidvalidity}:{appended.uid}"
     else:
         provider_id = f"outbound:{outbound_id}"
     values = sent_values(

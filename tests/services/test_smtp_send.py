@@ -257,3 +257,15 @@ async def test_copy_is_appended_to_the_imap_sent_folder(db, settings, smtp_serve
     assert stored.provider_id.startswith("Sent:") and stored.provider_id.endswith(
         f":{int(uids[0])}"
     )
+
+    # The IMAP sync then sees the same message in Sent: it updates our row, adds none.
+    from services.imap_sync import run_sync
+
+    await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id, folder="Sent")
+    async with db.sessionmaker() as s:
+        stmt = sa.select(Message).where(
+            Message.account_id == account.id,
+            Message.message_id_header == outcome.result["message_id_header"],
+        )
+        rows = (await s.execute(stmt)).scalars().all()
+    assert [r.id for r in rows] == [stored.id]
