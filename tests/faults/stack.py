@@ -3,6 +3,7 @@ cluster and Redis server on free ports, a fake Nylas, the API, workers and beat.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -14,7 +15,15 @@ from pathlib import Path
 
 from tests.conftest import NYLAS_API_KEY, WEBHOOK_SECRET
 from tests.fakes.nylas_server import FakeNylas
-from tests.peers import Process, RedisServer, celery_worker, free_port, migrate, uvicorn_api, wait_port
+from tests.peers import (
+    Process,
+    RedisServer,
+    celery_worker,
+    free_port,
+    migrate,
+    uvicorn_api,
+    wait_port,
+)
 
 PG_BIN = Path(os.environ.get("POSTROOM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -92,10 +101,8 @@ def child_pids(pid: int) -> list[int]:
 
 
 def kill9(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 class Stack:

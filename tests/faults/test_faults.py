@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.engine import Database
+from database.models import Event
 from settings import Settings
 from tests.conftest import notification
 from tests.factories import create_nylas_account
@@ -213,3 +214,41 @@ async def test_5_duplicate_and_out_of_order_deliveries(
         subjects = (await s.execute(sa.text(
             "SELECT subject FROM message WHERE provider_id LIKE 'dup-%'"))).scalars().all()
     assert sorted(subjects) == ["v2"] * 15  # the older notification never overwrote the newer
+
+
+async def test_6_smtp_drops_the_connection_after_data(stack: Stack, db: Database) -> None:
+    """The server took the message but its answer is lost: never sent twice; dead-lettered."""
+    from tests.smtp_fixtures import create_send_event, create_smtp_account, start_smtp
+    from worker.app import make_celery
+    from worker.dispatch import publish
+
+    ledger = Ledger("SMTP drops the connection after DATA")
+    settings = Settings(database_url=stack.pg.url)
+    celery = make_celery(Settings(redis_url=stack.redis.url), publisher_only=True)
+    dropping, healthy = start_smtp(mode="drop_after_data"), start_smtp(mode="ok")
+    try:
+        accounts = [await create_smtp_account(db, settings, smtp=peer.credential())
+                    for peer in (dropping, healthy)]
+        for i in range(12):
+            account = accounts[i % 2]
+            event_id, task_id, _ = await create_send_event(db, account=account, kwargs={
+                "to": ["bob@example.org"], "subject": f"send {i}", "body_text": "hello"})
+            ledger.sent += 1
+            async with db.sessionmaker() as s:
+                kwargs = (await s.get(Event, event_id)).task_kwargs  # type: ignore[union-attr]
+            assert publish(celery, task_name="postroom.mail.send", event_id=event_id,
+                           task_id=task_id, kwargs=kwargs)
+            ledger.answers["queued"] += 1
+            ledger.accepted.add(str(event_id))
+        ledger.fault_at = time.monotonic()
+        await finish(ledger, db)
+        subjects = [r.message["subject"] for r in dropping.received + healthy.received]
+        assert len(subjects) == len(set(subjects)) == 12, subjects  # each reached SMTP once
+        assert ledger.statuses["dead"] == 6 and ledger.statuses["succeeded"] == 6
+        async with db.sessionmaker() as s:
+            kinds = (await s.execute(sa.text(
+                "SELECT DISTINCT exception_type FROM dead_letter"))).scalars().all()
+        assert kinds == ["DeliveryUnknown"]
+    finally:
+        dropping.stop()
+        healthy.stop()
