@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-
-# The multiprocess directory must exist before the first metric is created in this process.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,19 +22,25 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from database.engine import Database
 from database.repositories import stats
 
-__all__ = [
-    "CONTENT_TYPE_LATEST", "Snapshot", "exposition", "mark_process_dead", "queue_keys", "snapshot"
-]
+__all__ = ["CONTENT_TYPE_LATEST", "Snapshot", "exposition", "queue_keys", "snapshot"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+if os.environ.get(MULTIPROC_ENV):
+    # The directory must exist before the first metric is made. Files are named per process:
+    # host name + pid, because containers sharing the directory each have their own pid 1, 7...
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+    _host = socket.gethostname().replace("_", "-")
+    values.ValueClass = values.MultiProcessValue(lambda: f"{_host}-{os.getpid()}")
 
 # Webhook answers are budgeted at p99 < 25 ms: the buckets are dense below that.
 _ACK_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -24,7 +23,6 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_retry,
-    worker_process_shutdown,
 )
 
 from services import metrics
@@ -92,9 +90,3 @@ def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None
                 **_: Any) -> None:
     name = (headers or {}).get("task") or sender or "unknown"
     metrics.JOBS.labels(endpoint=metrics.current_endpoint(), task=name).inc()
-
-
-@worker_process_shutdown.connect
-def _on_process_shutdown(**_: Any) -> None:
-    if os.environ.get(metrics.MULTIPROC_ENV):
-        metrics.mark_process_dead(os.getpid())
