@@ -22,9 +22,9 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.corpus_fetch import HELD_OUT, TRAIN, folder_paths  # noqa: E402
-from services.classify import features, mail  # noqa: E402
-from services.classify.model import default_model  # noqa: E402
+from scripts.corpus_fetch import HELD_OUT, TRAIN, folder_paths
+from services.classify import features, mail
+from services.classify.model import default_model
 
 SA_CHECK = r"""
 use strict; use warnings;
@@ -52,12 +52,14 @@ printf STDERR "elapsed\t%.3f\n", time - $t0;
 
 def recall_at_fpr(y: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     ham = np.sort(scores[y == 0])[::-1]
-    allowed = int(math.floor(fpr * len(ham)))
+    allowed = math.floor(fpr * len(ham))
     cut = ham[allowed] if allowed < len(ham) else -np.inf
     return float((scores[y == 1] > cut).mean())
 
 
-def figures(y: np.ndarray, scores: np.ndarray, threshold: float, seconds: float) -> dict[str, float]:
+def figures(
+    y: np.ndarray, scores: np.ndarray, threshold: float, seconds: float
+) -> dict[str, float]:
     return {
         "accuracy": float(((scores >= threshold) == y).mean()),
         "auc": float(roc_auc_score(y, scores)),
@@ -95,23 +97,24 @@ def run_spamassassin(paths: list[Path]) -> tuple[np.ndarray, float]:
             for path in folder_paths(folder):
                 (target / path.name).symlink_to(path)
             started = time.perf_counter()
-            subprocess.run(
-                ["sa-learn", "--no-sync", "--spam" if is_spam else "--ham", str(target)],
+            subprocess.run(  # noqa: S603
+                ["sa-learn", "--no-sync", "--spam" if is_spam else "--ham", str(target)],  # noqa: S607
                 env=env, check=True, capture_output=True,
             )
             print(f"sa-learn {folder}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        subprocess.run(["sa-learn", "--sync"], env=env, check=True, capture_output=True)
-        done = subprocess.run(
-            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],
+        subprocess.run(
+            ["sa-learn", "--sync"], env=env, check=True, capture_output=True  # noqa: S607
+        )
+        done = subprocess.run(  # noqa: S603
+            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],  # noqa: S607
             input="\n".join(str(p) for p in paths) + "\n",
             env=env, check=True, capture_output=True, text=True,
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     by_file = dict(line.split("\t") for line in done.stdout.splitlines())
-    elapsed = next(
-        float(line.split("\t")[1]) for line in done.stderr.splitlines() if line.startswith("elapsed")
-    )
+    elapsed = next(float(line.split("\t")[1])
+                   for line in done.stderr.splitlines() if line.startswith("elapsed"))
     return np.array([float(by_file[str(p)]) for p in paths]), elapsed
 
 

@@ -19,9 +19,9 @@ from sklearn.model_selection import StratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.corpus_fetch import TRAIN, messages  # noqa: E402
-from services.classify import features, mail  # noqa: E402
-from services.classify.model import (  # noqa: E402
+from scripts.corpus_fetch import TRAIN, messages
+from services.classify import features, mail
+from services.classify.model import (
     INDICATOR_WEIGHTS,
     MODEL_PATH,
     N_BUCKETS,
@@ -49,7 +49,7 @@ def featurize(raws: list[bytes]) -> tuple[sparse.csr_matrix, np.ndarray]:
 
 def recall_at_fpr(y: np.ndarray, scores: np.ndarray, fpr: float) -> float:
     ham = np.sort(scores[y == 0])[::-1]
-    allowed = int(math.floor(fpr * len(ham)))
+    allowed = math.floor(fpr * len(ham))
     cut = ham[allowed] if allowed < len(ham) else -np.inf
     return float((scores[y == 1] > cut).mean())
 
@@ -92,7 +92,7 @@ def main() -> None:
         weights=model.coef_[0].astype(np.float32),
         bias=float(model.intercept_[0]),
         threshold=1.0 / (1.0 + math.exp(-threshold_logit)),
-        meta={"C": c, "trained_on": sorted(TRAIN), "n_train": int(len(y)),
+        meta={"C": c, "trained_on": sorted(TRAIN), "n_train": len(y),
               "n_buckets": N_BUCKETS, "features": "crc32-hashed binary tokens / sqrt(n)"},
     )
     spam_model.save(args.out)

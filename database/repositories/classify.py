@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from database.models import Attachment, ClassifierFeedback, Folder, Message, TokenStat
 
@@ -24,17 +25,17 @@ async def get_message(
     session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
 ) -> Message | None:
     stmt = sa.select(Message).where(
-        Message.id == message_id,
-        Message.tenant_id == tenant_id,
-        Message.deleted_at.is_(None),  # type: ignore[union-attr]
+        col(Message.id) == message_id,
+        col(Message.tenant_id) == tenant_id,
+        col(Message.deleted_at).is_(None),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def attachment_names(session: AsyncSession, message_id: uuid.UUID) -> list[str]:
-    stmt = sa.select(Attachment.filename).where(
-        Attachment.message_id == message_id,
-        Attachment.filename.is_not(None),  # type: ignore[union-attr]
+    stmt = sa.select(col(Attachment.filename)).where(
+        col(Attachment.message_id) == message_id,
+        col(Attachment.filename).is_not(None),
     )
     return [str(n) for n in (await session.execute(stmt)).scalars()]
 
@@ -88,8 +89,8 @@ async def get_feedback(
 ) -> ClassifierFeedback | None:
     stmt = (
         sa.select(ClassifierFeedback)
-        .where(ClassifierFeedback.tenant_id == tenant_id,
-               ClassifierFeedback.message_id == message_id)
+        .where(col(ClassifierFeedback.tenant_id) == tenant_id,
+               col(ClassifierFeedback.message_id) == message_id)
         .with_for_update()
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -120,7 +121,8 @@ async def folder_by_role(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
 ) -> Folder | None:
     stmt = sa.select(Folder).where(
-        Folder.tenant_id == tenant_id, Folder.account_id == account_id, Folder.role == role
+        col(Folder.tenant_id) == tenant_id, col(Folder.account_id) == account_id,
+        col(Folder.role) == role,
     ).limit(1)
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -129,7 +131,8 @@ async def folder_by_name(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str
 ) -> Folder | None:
     stmt = sa.select(Folder).where(
-        Folder.tenant_id == tenant_id, Folder.account_id == account_id, Folder.name == name
+        col(Folder.tenant_id) == tenant_id, col(Folder.account_id) == account_id,
+        col(Folder.name) == name,
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from database.models import Message, Rule
 
@@ -15,10 +16,12 @@ async def list_for_account(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID,
     enabled_only: bool = False,
 ) -> list[Rule]:
-    stmt = sa.select(Rule).where(Rule.tenant_id == tenant_id, Rule.account_id == account_id)
+    stmt = sa.select(Rule).where(
+        col(Rule.tenant_id) == tenant_id, col(Rule.account_id) == account_id
+    )
     if enabled_only:
-        stmt = stmt.where(Rule.enabled.is_(True))  # type: ignore[attr-defined]
-    stmt = stmt.order_by(Rule.position, Rule.created_at)  # type: ignore[arg-type]
+        stmt = stmt.where(col(Rule.enabled).is_(True))
+    stmt = stmt.order_by(col(Rule.position), col(Rule.created_at))
     return list((await session.execute(stmt)).scalars())
 
 
@@ -26,7 +29,8 @@ async def get(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, rule_id: uuid.UUID
 ) -> Rule | None:
     stmt = sa.select(Rule).where(
-        Rule.id == rule_id, Rule.tenant_id == tenant_id, Rule.account_id == account_id
+        col(Rule.id) == rule_id, col(Rule.tenant_id) == tenant_id,
+        col(Rule.account_id) == account_id,
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -57,11 +61,11 @@ async def spam_messages_outside(
 ) -> list[uuid.UUID]:
     """Ids of live spam messages of the account not yet in the given folder."""
     stmt = (
-        sa.select(Message.id)
-        .where(Message.tenant_id == tenant_id, Message.account_id == account_id,
-               Message.is_spam.is_(True),  # type: ignore[union-attr]
-               Message.deleted_at.is_(None),  # type: ignore[union-attr]
-               sa.or_(Message.folder_id.is_(None), Message.folder_id != folder_id))  # type: ignore[union-attr]
+        sa.select(col(Message.id))
+        .where(col(Message.tenant_id) == tenant_id, col(Message.account_id) == account_id,
+               col(Message.is_spam).is_(True),
+               col(Message.deleted_at).is_(None),
+               sa.or_(col(Message.folder_id).is_(None), col(Message.folder_id) != folder_id))
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
@@ -72,11 +76,11 @@ async def unclassified(
 ) -> list[uuid.UUID]:
     """Ids of live messages of the account that have no verdict yet, newest first."""
     stmt = (
-        sa.select(Message.id)
-        .where(Message.tenant_id == tenant_id, Message.account_id == account_id,
-               Message.is_spam.is_(None),  # type: ignore[union-attr]
-               Message.deleted_at.is_(None))  # type: ignore[union-attr]
-        .order_by(Message.sort_at.desc())  # type: ignore[attr-defined]
+        sa.select(col(Message.id))
+        .where(col(Message.tenant_id) == tenant_id, col(Message.account_id) == account_id,
+               col(Message.is_spam).is_(None),
+               col(Message.deleted_at).is_(None))
+        .order_by(col(Message.sort_at).desc())
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())

@@ -55,7 +55,9 @@ SOCIAL_DOMAINS = {
     "facebookmail.com", "linkedin.com", "twitter.com", "x.com", "instagram.com", "pinterest.com",
     "reddit.com", "tiktok.com", "snapchat.com", "youtube.com", "meetup.com", "nextdoor.com",
 }
-PROMO_SENDER = re.compile(r"^(news(letter)?s?|marketing|offers?|deals?|promo(tions?)?|sales|shop)\b")
+PROMO_SENDER = re.compile(
+    r"^(news(letter)?s?|marketing|offers?|deals?|promo(tions?)?|sales|shop)\b"
+)
 UPDATE_SENDER = re.compile(
     r"^(no-?reply|do-?not-?reply|notifications?|alerts?|billing|receipts?|orders?|accounts?"
     r"|security|support|updates?|mailer-daemon)\b"
@@ -126,7 +128,8 @@ def _sender_indicators(doc: MailDoc) -> set[str]:
                 brand in name and name != brand and len(brand) >= 5
             ):
                 found.add("lookalike_sender_domain")
-            if doc.from_name and brand in re.sub(r"\W", "", doc.from_name.lower()) and len(brand) >= 4:
+            shown = re.sub(r"\W", "", doc.from_name.lower())
+            if doc.from_name and brand in shown and len(brand) >= 4:
                 found.add("sender_name_impersonates_brand")
         reply_domains = {registrable(r.rsplit("@", 1)[-1]) for r in doc.reply_to if "@" in r}
         if reply_domains and reg not in reply_domains:
@@ -173,7 +176,8 @@ def category(doc: MailDoc) -> str:
         return "forums"
     if doc.has_header("list-unsubscribe") or PROMO_SENDER.match(local):
         return "promotions"
-    if UPDATE_SENDER.match(local) or doc.has_header("auto-submitted") or precedence in ("bulk", "junk"):
+    automatic = doc.has_header("auto-submitted") or precedence in ("bulk", "junk")
+    if UPDATE_SENDER.match(local) or automatic:
         return "updates"
     return "primary"
 

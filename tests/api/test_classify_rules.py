@@ -9,7 +9,9 @@ import sqlalchemy as sa
 from tests.api.keys import make_account, make_caller, make_message
 
 
-async def test_feedback_answers_204_and_teaches_only_the_callers_tenant(client: Any, db: Any) -> None:
+async def test_feedback_answers_204_and_teaches_only_the_callers_tenant(
+    client: Any, db: Any
+) -> None:
     caller, other = await make_caller(db), await make_caller(db)
     account = await make_account(db, caller)
     message = await make_message(db, caller, account, subject="hi", text="grumbo plank offer")

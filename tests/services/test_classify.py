@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
+
+import sqlalchemy as sa
 
 from database.models import Message
 from services.classify import features, mail
@@ -110,7 +113,7 @@ async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message
     async with db.transaction() as s:
         msg = Message(tenant_id=account.tenant_id, account_id=account.id,
                       provider_id=f"m-{uuid.uuid4().hex[:8]}", subject=subject, text=text,
-                      from_email="friend@example.org", sort_at=__import__("datetime").datetime.now())
+                      from_email="friend@example.org", sort_at=datetime.now(UTC))
         s.add(msg)
     return msg
 
@@ -156,7 +159,7 @@ async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(d
                                          message_id=msg.id, label="spam")
         assert await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
                                      message_id=msg.id, label="ham")
-        rows = (await s.execute(__import__("sqlalchemy").text(
+        rows = (await s.execute(sa.text(
             "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"),
             {"t": account.tenant_id})).one()
     assert (rows.spam, rows.ham) == (0, 1)

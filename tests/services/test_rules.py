@@ -82,7 +82,9 @@ async def test_spam_is_moved_to_junk_once_however_often_rules_run(
     assert fake_nylas.state.messages[account.grant_id][nylas_msg["id"]]["folders"] == ["JUNK"]
 
 
-async def test_category_label_and_sender_folder_rules(db: Any, settings: Any, fake_nylas: Any) -> None:
+async def test_category_label_and_sender_folder_rules(
+    db: Any, settings: Any, fake_nylas: Any
+) -> None:
     account, msg, _ = await _setup(db, fake_nylas, is_spam=False, category="promotions",
                                    from_email="deals@shop.example")
     async with db.transaction() as s:

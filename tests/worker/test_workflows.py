@@ -15,9 +15,9 @@ from services import dead_letters
 from tests import imap_support
 from tests.api.keys import make_caller
 from tests.conftest import notification, post_webhook, wait_for
-from tests.imap_support import append_corpus, create_imap_account
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.imap_support import append_corpus, create_imap_account
 from worker import dispatch
 from worker.app import make_celery
 
@@ -57,7 +57,8 @@ async def setup(db: Any, fake_nylas: Any, *, junk: bool) -> tuple[Account, dict[
 
 async def stored(db: Any, account: Account) -> Message:
     async with db.sessionmaker() as s:
-        return (await s.execute(sa.select(Message).where(Message.account_id == account.id))).scalar_one()
+        found = await s.execute(sa.select(Message).where(Message.account_id == account.id))
+        return found.scalar_one()
 
 
 async def test_new_message_from_a_webhook_is_classified_then_moved_by_a_rule(
@@ -74,8 +75,8 @@ async def test_new_message_from_a_webhook_is_classified_then_moved_by_a_rule(
     assert row.is_spam is True and row.spam_score is not None and row.spam_score > 0.5
     assert {"link_to_ip_address", "credential_request_wording"} <= set(row.spam_indicators or [])
     async with db.sessionmaker() as s:
-        junk = (await s.execute(sa.select(Folder).where(Folder.role == "junk",
-                                                        Folder.account_id == account.id))).scalar_one()
+        junk = (await s.execute(sa.select(Folder).where(
+            Folder.role == "junk", Folder.account_id == account.id))).scalar_one()
     assert row.folder_id == junk.id
     puts = [r for r in fake_nylas.requests_to(f"/v3/grants/{account.grant_id}/messages/{msg['id']}")
             if r.method == "PUT"]

@@ -51,8 +51,9 @@ async def _rules(session: AsyncSession, event: Event, tenant: uuid.UUID,
                  kwargs: dict[str, Any], step: str) -> Outcome:
     rt = runtime()
     if step == "apply_rules" and kwargs.get("message_id"):
-        result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
-                                         tenant_id=tenant, message_id=uuid.UUID(kwargs["message_id"]))
+        result = await rules.apply_rules(
+            session, settings=rt.settings, nylas=rt.nylas, tenant_id=tenant,
+            message_id=uuid.UUID(kwargs["message_id"]))
         return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
     if step != "move_spam_to_junk":
         raise ValidationFailed(f"Step {step!r} needs a message_id.")
