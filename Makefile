@@ -77,6 +77,13 @@ format: install
 bench: migrate ## throughput and latency figures, side by side with a floor
 	$(PY) -m bench $(BENCH)
 
+.PHONY: train eval
+train: install ## fit the spam model on the corpus TRAINING folders -> services/classify/spam_model.npz
+	$(PY) scripts/train_classifier.py
+
+eval: install ## classifier vs SpamAssassin on the HELD-OUT corpus folders, in the same run
+	$(PY) scripts/eval_classifier.py
+
 up: ## the whole stack in Docker (needs a Docker engine)
 	docker compose -f docker/compose.yml up -d --build
 
