@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange
 from kombu import Queue as KQueue
 
 from settings import Settings, get_settings
@@ -27,7 +28,10 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        task_queues=[KQueue(q.value, routing_key=q.value) for q in Queue],
+        # One direct exchange per queue, named like it: Celery's producer and the API's
+        # AsyncPublisher then address the same exchange, and kombu can restore a message
+        # (worker lost, visibility timeout) through the binding of that exchange.
+        task_queues=[KQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue],
         task_default_queue=Queue.sync.value,
         task_routes={name: {"queue": r.queue.value} for name, r in ROUTES.items()},
         task_default_priority=5,
