@@ -55,7 +55,7 @@ def acquire(client: redis.Redis, token: str) -> None:
     while True:
         try:
             if client.set(LOCK_KEY, token, nx=True, ex=TTL_S):
-                log.info("beat_leader", token=token)
+                log.info("beat_leader", lease=token)
                 return
             if not announced:
                 holder: Any = client.get(LOCK_KEY)
@@ -78,7 +78,7 @@ def _keep(client: redis.Redis, token: str) -> None:
             log.warning("beat_lock_renew_failed", error=type(exc).__name__)
             continue
         if not held:
-            log.error("beat_lock_lost", token=token, action="stopping this beat")
+            log.error("beat_lock_lost", lease=token, action="stopping this beat")
             os.kill(os.getpid(), signal.SIGTERM)
             return
 
