@@ -173,3 +173,41 @@ async def test_triage_syncs_classifies_and_moves_spam_to_junk(
         conn.logout()
     assert len(junk) == 1 and len(inbox) == 1
     assert b"build script" in subjects[0][1]
+
+
+async def test_a_transient_provider_error_retries_only_that_step(
+    client: Any, db: Any, fake_nylas: Any
+) -> None:
+    account, msg = await setup(db, fake_nylas, junk=True)
+    fake_nylas.fail(rf"/messages/{msg['id']}$", status=503, times=1, method="PUT")
+    r = await post_webhook(client, notification("message.created", msg))
+    assert r.status_code == 200
+    event = await chain_event(db, account, states=("succeeded", "dead"))
+    assert event.status == "succeeded", event.last_error
+    assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
+        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 2)]
+    assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
+    async with db.sessionmaker() as s:
+        letters = (await s.execute(sa.select(DeadLetter))).scalars().all()
+    assert letters == []
+
+
+async def test_an_update_of_a_known_message_starts_no_second_chain(
+    client: Any, db: Any, fake_nylas: Any
+) -> None:
+    account, msg = await setup(db, fake_nylas, junk=True)
+    assert (await post_webhook(client, notification("message.created", msg))).status_code == 200
+    await chain_event(db, account, states=("succeeded",))
+    updated = {**msg, "folders": ["INBOX"], "unread": False}
+    r = await post_webhook(client, notification("message.updated", updated))
+
+    async def processed() -> bool:
+        async with db.sessionmaker() as s:
+            ev = await s.get(Event, uuid.UUID(r.json()["event_id"]))
+            return ev is not None and ev.status == "succeeded"
+
+    await wait_for(processed, message="the update to be processed")
+    async with db.sessionmaker() as s:
+        chains = (await s.execute(sa.select(Event).where(
+            Event.type == "workflow.classify-message"))).scalars().all()
+    assert len(chains) == 1
