@@ -85,6 +85,7 @@ class ImapClient:
         self._writer: asyncio.StreamWriter | None = None
         self._tag = 0
         self._command = "CONNECT"
+        self._enabled = False
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> ImapClient:
@@ -103,7 +104,11 @@ class ImapClient:
         greeting = await self._readline()
         if greeting.startswith(b"* BYE"):
             raise ProviderTemporaryError("The IMAP server refused the connection (BYE).")
-        await self.refresh_capabilities()
+        codes = response_codes(greeting)
+        if "CAPABILITY" in codes and cfg.security != "starttls":
+            self.capabilities = set(codes["CAPABILITY"].upper().split())
+        else:
+            await self.refresh_capabilities()
         if cfg.security == "starttls":
             if "STARTTLS" not in self.capabilities:
                 raise ProviderPermanentError("The IMAP server does not offer STARTTLS.")
@@ -136,6 +141,12 @@ class ImapClient:
             self.capabilities = set(codes["CAPABILITY"].upper().split())
         else:
             await self.refresh_capabilities()
+
+    async def _enable(self) -> None:
+        """ENABLE QRESYNC (or CONDSTORE) once, before the first SELECT (RFC 7162 3.2.3)."""
+        if self._enabled:
+            return
+        self._enabled = True
         for ext in ("QRESYNC", "CONDSTORE"):
             if ext in self.capabilities and "ENABLE" in self.capabilities:
                 await self.simple(f"ENABLE {ext}")
@@ -152,9 +163,9 @@ class ImapClient:
     async def close(self) -> None:
         if self._writer is None:
             return
-        # Closing anyway: a server that is gone cannot say goodbye.
+        # Say goodbye without waiting for the answer; a server that is gone cannot hear it.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._run(b"LOGOUT", name="LOGOUT"), 2)
+            await asyncio.wait_for(self._send(b"LOGOUT"), 2)
         self._writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer.wait_closed(), 2)
@@ -297,6 +308,7 @@ class ImapClient:
         return list(boxes.values())
 
     async def select(self, mailbox: str, *, readonly: bool = False) -> SelectInfo:
+        await self._enable()
         verb = "EXAMINE" if readonly else "SELECT"
         suffix = b" (CONDSTORE)" if self.has("CONDSTORE") else b""
         untagged, status = await self._run(

@@ -8,6 +8,8 @@ memory stays flat and a sync that dies half-way resumes where it stopped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -96,43 +98,64 @@ class _Syncer:
                  "content": a.content} for a in parsed.attachments]
         return values, atts
 
+    async def _download(self, chunk: list[int], items: str) -> list[dict[str, Any]]:
+        return [a async for a in self.client.uid_fetch(uid_set(chunk), items)
+                if "VANISHED" not in a]
+
     async def fetch_uids(self, folder: Folder, info: SelectInfo, uids: list[int]) -> None:
-        """Fetch these UIDs in batches; each batch commits with the folder's UIDNEXT so far."""
-        for start in range(0, len(uids), BATCH):
-            chunk = uids[start:start + BATCH]
-            rows: list[dict[str, Any]] = []
-            atts: dict[uuid.UUID, list[dict[str, Any]]] = {}
-            async for attrs in self.client.uid_fetch(uid_set(chunk), FETCH_ITEMS + (
-                    " MODSEQ" if info.highest_modseq else "")):
-                if "VANISHED" in attrs:
+        """Fetch these UIDs in batches; each batch commits with the folder's UIDNEXT so far.
+
+        The next batch downloads while this one is parsed and written (two batches in memory
+        at most), so the server, the parser and PostgreSQL work at the same time.
+        """
+        items = FETCH_ITEMS + (" MODSEQ" if info.highest_modseq else "")
+        chunks = [uids[i:i + BATCH] for i in range(0, len(uids), BATCH)]
+        pending = asyncio.ensure_future(self._download(chunks[0], items)) if chunks else None
+        try:
+            for n, chunk in enumerate(chunks):
+                assert pending is not None
+                fetched = await pending
+                pending = (asyncio.ensure_future(self._download(chunks[n + 1], items))
+                           if n + 1 < len(chunks) else None)
+                await self._store(folder, info, chunk, fetched, last=n + 1 == len(chunks))
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+    async def _store(self, folder: Folder, info: SelectInfo, chunk: list[int],
+                     fetched: list[dict[str, Any]], *, last: bool) -> None:
+        rows: list[dict[str, Any]] = []
+        atts: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for attrs in fetched:
+            values, a = self._row(folder, info.uidvalidity, attrs)
+            rows.append(values)
+            atts[values["id"]] = a
+        fetched.clear()
+        async with self.db.transaction() as s:
+            saved = await repo.upsert_messages(s, rows)
+            new_atts: list[dict[str, Any]] = []
+            refreshed: list[uuid.UUID] = []
+            for values in rows:
+                hit = saved.get(values["provider_id"])
+                if hit is None:  # a row marked deleted stays deleted
                     continue
-                values, a = self._row(folder, info.uidvalidity, attrs)
-                rows.append(values)
-                atts[values["id"]] = a
-            last = start + BATCH >= len(uids)
-            async with self.db.transaction() as s:
-                saved = await repo.upsert_messages(s, rows)
-                new_atts: list[dict[str, Any]] = []
-                refreshed: list[uuid.UUID] = []
-                for values in rows:
-                    hit = saved.get(values["provider_id"])
-                    if hit is None:  # a row marked deleted stays deleted
-                        continue
-                    real_id, inserted = hit
-                    if not inserted:
-                        refreshed.append(real_id)
-                    new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
-                self.result.new += len(saved) - len(refreshed)
-                self.result.updated += len(refreshed)
-                await repo.replace_attachments(
-                    s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed)
-                # UIDNEXT moves with the data; HIGHESTMODSEQ only once the folder is complete.
-                await repo.save_folder_state(
-                    s, tenant_id=self.account.tenant_id, folder_id=folder.id,
-                    uidvalidity=info.uidvalidity,
-                    uidnext=info.uidnext if last else (max(chunk) + 1),
-                    highest_modseq=info.highest_modseq if last else folder.highest_modseq)
-            await self._report(len(chunk))
+                real_id, inserted = hit
+                if not inserted:
+                    refreshed.append(real_id)
+                new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
+            self.result.new += len(saved) - len(refreshed)
+            self.result.updated += len(refreshed)
+            await repo.replace_attachments(
+                s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed)
+            # UIDNEXT moves with the data; HIGHESTMODSEQ only once the folder is complete.
+            await repo.save_folder_state(
+                s, tenant_id=self.account.tenant_id, folder_id=folder.id,
+                uidvalidity=info.uidvalidity,
+                uidnext=info.uidnext if last else (max(chunk) + 1),
+                highest_modseq=info.highest_modseq if last else folder.highest_modseq)
+        await self._report(len(chunk))
 
 
 async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full: bool) -> None:
@@ -161,6 +184,11 @@ async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full
     syncer.result.folders += 1
 
 
+def _same_folder(folder: Folder | None, box: MailboxInfo) -> bool:
+    return folder is not None and (folder.provider_id, folder.role, folder.delimiter) == (
+        box.name, box.role, box.delimiter)
+
+
 def _unchanged(folder: Folder, box: MailboxInfo) -> bool:
     st = box.status
     if not st or folder.uidvalidity is None:
@@ -181,15 +209,25 @@ def _expected(folder: Folder, box: MailboxInfo) -> int:
 async def sync_account(
     db: Database, *, account: Account, client: ImapClient, folder: str | None = None,
     full: bool = False, progress: Progress | None = None,
+    known_folders: list[Folder] | None = None,
 ) -> SyncResult:
     """Sync every selectable folder (or the one named) of a connected client's account."""
     boxes = [b for b in await client.list_mailboxes() if b.selectable]
     if folder is not None:
         boxes = [b for b in boxes if folder in (b.name, b.display_name)]
-    async with db.transaction() as s:
-        rows = [await repo.upsert_folder(
-            s, tenant_id=account.tenant_id, account_id=account.id, name=b.display_name,
-            provider_id=b.name, role=b.role, delimiter=b.delimiter) for b in boxes]
+    if known_folders is None:
+        async with db.transaction() as s:
+            known_folders = await repo.folders_of(
+                s, tenant_id=account.tenant_id, account_id=account.id)
+    known = {f.name: f for f in known_folders}
+    stale = [b for b in boxes if not _same_folder(known.get(b.display_name), b)]
+    if stale:
+        async with db.transaction() as s:
+            for b in stale:
+                known[b.display_name] = await repo.upsert_folder(
+                    s, tenant_id=account.tenant_id, account_id=account.id, name=b.display_name,
+                    provider_id=b.name, role=b.role, delimiter=b.delimiter)
+    rows = [known[b.display_name] for b in boxes]
     work = [(row, box) for row, box in zip(rows, boxes, strict=True)
             if full or not _unchanged(row, box)]
     syncer = _Syncer(db, client, account, progress,
@@ -208,9 +246,10 @@ async def run_sync(
     async with db.transaction() as s:
         account = await account_for_tenant(s, tenant_id=tenant_id, account_id=account_id)
         config = await imap_config(s, settings, account)
+        known = await repo.folders_of(s, tenant_id=tenant_id, account_id=account_id)
     async with ImapClient(config) as client:
         result = await sync_account(db, account=account, client=client, folder=folder,
-                                    full=full, progress=progress)
+                                    full=full, progress=progress, known_folders=known)
     async with db.transaction() as s:
         await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
     return result
