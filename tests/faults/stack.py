@@ -134,6 +134,14 @@ class Stack:
         wait_port(self.api_port, timeout=30)
         self.sweeper.wait_log("ready.", timeout=60)
 
+    def beat_alive(self) -> bool:
+        return self.beat.proc is not None and self.beat.proc.poll() is None
+
+    def ensure_beat(self) -> None:
+        """Each fault starts with a running beat, whatever the previous fault did to it."""
+        if not self.beat_alive():
+            self.beat.start()
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
