@@ -23,10 +23,10 @@ async def event_rows(db) -> list[Event]:
 async def copies_in_queue(redis_url: str, event_id: str) -> int:
     r = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [k async for k in r.scan_iter("sync*")]
-        return sum(
-            sum(event_id.encode() in m for m in await r.lrange(k, 0, -1)) for k in keys
-        )
+        count = 0
+        for key in [k async for k in r.scan_iter("sync*")]:
+            count += sum(event_id.encode() in m for m in await r.lrange(key, 0, -1))
+        return count
     finally:
         await r.aclose()
 
