@@ -65,12 +65,16 @@ class ObservabilityMiddleware:
             metrics.ENDPOINT.reset(token)
             elapsed = (acked_at or time.perf_counter()) - start
             if is_webhook:
-                _count_webhook(scope, status, elapsed, b"".join(request_chunks),
-                               b"".join(response_chunks))
+                _count_webhook(
+                    scope, status, elapsed, b"".join(request_chunks), b"".join(response_chunks)
+                )
             # Path only: a query string may carry a token; headers are never logged.
             quiet = scope["path"].startswith(_QUIET) and status < 500
             (log.debug if quiet else log.info)(
-                "http_request", method=scope["method"], path=scope["path"], status=status,
+                "http_request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
 

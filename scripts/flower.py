@@ -18,8 +18,13 @@ sys.path.insert(0, str(ROOT))
 from settings import Settings, get_settings  # noqa: E402
 
 
-def plan(settings: Settings, *, port: int | None = None, address: str | None = None,
-         environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], str]:
+def plan(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    address: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str], str]:
     """(argv, environment, description) for the Flower process; the description is safe to print."""
     env = dict(os.environ if environ is None else environ)
     # Flower imports prometheus-client too; its own metrics must not land in our shared

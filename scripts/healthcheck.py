@@ -1,8 +1,8 @@
 """Container health checks (docker/compose.yml): exit 0 when healthy, 1 with one line if not.
 
-    python scripts/healthcheck.py api        GET /health/ready on this container
-    python scripts/healthcheck.py worker     this container's Celery worker answers a ping
-    python scripts/healthcheck.py beat       some beat holds the leader lease in Redis
+python scripts/healthcheck.py api        GET /health/ready on this container
+python scripts/healthcheck.py worker     this container's Celery worker answers a ping
+python scripts/healthcheck.py beat       some beat holds the leader lease in Redis
 """
 
 from __future__ import annotations

@@ -107,20 +107,32 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.snapshot
         if s.queue_depths is not None:
-            yield _gauge("postroom_queue_depth", "Messages waiting in a queue (all priorities).",
-                         "queue", s.queue_depths)
+            yield _gauge(
+                "postroom_queue_depth",
+                "Messages waiting in a queue (all priorities).",
+                "queue",
+                s.queue_depths,
+            )
         if s.unacked is not None:
-            g = GaugeMetricFamily("postroom_queue_unacked",
-                                  "Messages reserved by workers but not yet acknowledged.")
+            g = GaugeMetricFamily(
+                "postroom_queue_unacked", "Messages reserved by workers but not yet acknowledged."
+            )
             g.add_metric([], s.unacked)
             yield g
         if s.dead_letters is not None:
-            yield _gauge("postroom_dead_letters", "Dead letters, by whether they were replayed.",
-                         "state", s.dead_letters)
+            yield _gauge(
+                "postroom_dead_letters",
+                "Dead letters, by whether they were replayed.",
+                "state",
+                s.dead_letters,
+            )
         if s.events_by_status is not None:
             yield _gauge("postroom_events", "Event rows by status.", "status", s.events_by_status)
-        up = GaugeMetricFamily("postroom_scrape_source_up",
-                               "1 when a scrape-time source answered, else 0.", labels=["source"])
+        up = GaugeMetricFamily(
+            "postroom_scrape_source_up",
+            "1 when a scrape-time source answered, else 0.",
+            labels=["source"],
+        )
         for source in ("redis", "database"):
             up.add_metric([source], 0 if source in s.errors else 1)
         yield up
@@ -175,7 +187,11 @@ async def queue_depths(
 
 
 async def snapshot(
-    *, db: Database, redis: Any, queues: Sequence[str], priority_steps: Sequence[int],
+    *,
+    db: Database,
+    redis: Any,
+    queues: Sequence[str],
+    priority_steps: Sequence[int],
     timeout_s: float = 1.0,
 ) -> Snapshot:
     """Read queue depths and event / dead-letter counts, each source bounded by `timeout_s`."""

@@ -20,8 +20,11 @@ COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APP = [name for name, s in SERVICES.items() if s.get("image") == "postroom:local"]
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
-IGNORED = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-           if line.strip() and not line.startswith("#")]
+IGNORED = [
+    line.strip()
+    for line in (ROOT / ".dockerignore").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 
 
 def defines(module: str, attr: str) -> bool:
@@ -29,8 +32,10 @@ def defines(module: str, attr: str) -> bool:
     if not path.exists():
         return False
     tree = ast.parse(path.read_text())
-    return any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == attr for t in n.targets)
-               for n in tree.body)
+    return any(
+        isinstance(n, ast.Assign) and any(getattr(t, "id", None) == attr for t in n.targets)
+        for n in tree.body
+    )
 
 
 def check_command(argv: list[str]) -> None:
@@ -114,7 +119,8 @@ def test_stack_shape() -> None:
     for name in APP:
         if name != "migrate":
             assert SERVICES[name]["depends_on"]["migrate"]["condition"] == (
-                "service_completed_successfully")
+                "service_completed_successfully"
+            )
             assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     beats = [n for n in APP if SERVICES[n]["command"][3:4] == ["beat"]]
     assert beats == ["beat"]

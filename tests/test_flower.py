@@ -27,10 +27,18 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chro
 def chromium(url: str, *, screenshot: Path | None = None) -> str:
     """Load `url` in a fresh headless Chromium; the DOM after scripts ran (or a screenshot)."""
     profile = tempfile.mkdtemp(prefix="postroom-chromium-")
-    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run",
-            f"--user-data-dir={profile}", "--virtual-time-budget=4000",
-            "--window-size=1400,900"]
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=4000",
+        "--window-size=1400,900",
+    ]
     argv += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     try:
         out = subprocess.run([*argv, url], capture_output=True, timeout=60, check=True)
@@ -43,8 +51,11 @@ def chromium(url: str, *, screenshot: Path | None = None) -> str:
 def flower(worker: Any) -> Iterator[tuple[int, Process]]:
     port = free_port()
     env = {**ENV, "POSTROOM_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
-    proc = Process("flower", [str(VENV_BIN / "python"), "scripts/flower.py",
-                              f"--port={port}", "--address=127.0.0.1"], env).start()
+    proc = Process(
+        "flower",
+        [str(VENV_BIN / "python"), "scripts/flower.py", f"--port={port}", "--address=127.0.0.1"],
+        env,
+    ).start()
     try:
         wait_port(port, timeout=30)
         proc.wait_log("Connected to redis", timeout=30)
@@ -82,14 +93,18 @@ async def test_flower_shows_the_worker_online_and_the_task(flower, worker, clien
             return r.status_code == 200 and any(n.startswith("test-") for n in r.json())
 
         await wait_for(worker_known, timeout=30, message="flower to see the worker")
-        r = await post_webhook(client, notification("message.created", {"id": "flower-1"},
-                                                    grant_id="grant-unknown"))
+        r = await post_webhook(
+            client, notification("message.created", {"id": "flower-1"}, grant_id="grant-unknown")
+        )
         task_id = None
 
         async def task_seen() -> Any:
             tasks = (await http.get(f"{base}/api/tasks", auth=auth)).json()
-            done = [t for t in tasks.values() if t.get("name") == "postroom.events.process"
-                    and t.get("state") == "SUCCESS"]
+            done = [
+                t
+                for t in tasks.values()
+                if t.get("name") == "postroom.events.process" and t.get("state") == "SUCCESS"
+            ]
             return done[0] if done else None
 
         task = await wait_for(task_seen, timeout=30, message="flower to record the task")

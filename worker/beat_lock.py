@@ -45,8 +45,9 @@ return 0
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5,
-                                socket_connect_timeout=2)
+    return redis.Redis.from_url(
+        get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2
+    )
 
 
 def acquire(client: redis.Redis, token: str) -> None:
@@ -61,8 +62,11 @@ def acquire(client: redis.Redis, token: str) -> None:
                 holder: Any = client.get(LOCK_KEY)
                 if isinstance(holder, bytes):
                     holder = holder.decode()
-                log.warning("beat_standby", holder=holder,
-                            hint="another beat is running; this one waits to take over")
+                log.warning(
+                    "beat_standby",
+                    holder=holder,
+                    hint="another beat is running; this one waits to take over",
+                )
                 announced = True
         except redis.RedisError as exc:
             log.warning("beat_lock_unreachable", error=type(exc).__name__)

@@ -78,15 +78,15 @@ def _on_retry(sender: Task | None = None, **_: Any) -> None:
 
 
 @task_failure.connect
-def _on_failure(sender: Task | None = None, exception: BaseException | None = None,
-                **_: Any) -> None:
+def _on_failure(
+    sender: Task | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     metrics.TASK_FAILURES.labels(
         task=getattr(sender, "name", "unknown"), exception=type(exception).__name__
     ).inc()
 
 
 @after_task_publish.connect
-def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None,
-                **_: Any) -> None:
+def _on_publish(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
     name = (headers or {}).get("task") or sender or "unknown"
     metrics.JOBS.labels(endpoint=metrics.current_endpoint(), task=name).inc()

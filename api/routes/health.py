@@ -77,7 +77,9 @@ async def detailed(request: Request) -> JSONResponse:
     from api.routes.metrics import read_snapshot
 
     db, broker, workers, snap = await asyncio.gather(
-        check_database(request), check_broker(request), ping_workers(request),
+        check_database(request),
+        check_broker(request),
+        ping_workers(request),
         read_snapshot(request),
     )
     ok = db["ok"] and broker["ok"] and workers["ok"]

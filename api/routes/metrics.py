@@ -14,8 +14,11 @@ QUEUES = [q.value for q in Queue]
 
 async def read_snapshot(request: Request, timeout_s: float = 1.0) -> metrics.Snapshot:
     return await metrics.snapshot(
-        db=request.app.state.db, redis=request.app.state.redis, queues=QUEUES,
-        priority_steps=PRIORITY_STEPS, timeout_s=timeout_s,
+        db=request.app.state.db,
+        redis=request.app.state.redis,
+        queues=QUEUES,
+        priority_steps=PRIORITY_STEPS,
+        timeout_s=timeout_s,
     )
 
 

@@ -66,8 +66,13 @@ async def test_ready_is_503_quickly_when_the_broker_is_gone(settings: Any) -> No
 
 async def test_detailed_lists_workers_queues_and_dead_letters(client, worker, db) -> None:
     async with db.transaction() as s:
-        s.add(DeadLetter(task_name="postroom.mail.send", exception_type="SMTPDataError",
-                         exception_message="550 rejected"))
+        s.add(
+            DeadLetter(
+                task_name="postroom.mail.send",
+                exception_type="SMTPDataError",
+                exception_message="550 rejected",
+            )
+        )
     start = time.monotonic()
     r = await client.get("/health/detailed")
     assert time.monotonic() - start < 3.0
@@ -95,8 +100,14 @@ async def test_webhook_counters_latency_and_jobs_by_endpoint(client: httpx.Async
     assert delta(received, type="message.updated", outcome="duplicate") == 1
     assert delta(received, type="unverified", outcome="invalid_signature") == 1
     assert delta("postroom_webhook_ack_seconds_count") == 3
-    assert delta("postroom_jobs_published_total", endpoint="POST /webhooks/nylas",
-                 task="postroom.events.process") == 1
+    assert (
+        delta(
+            "postroom_jobs_published_total",
+            endpoint="POST /webhooks/nylas",
+            task="postroom.events.process",
+        )
+        == 1
+    )
 
 
 @pytest.fixture
@@ -130,5 +141,8 @@ async def test_queue_depths_and_events_by_status_are_read_at_scrape_time(idle_cl
     assert detailed["queues"]["sync"] == 3
     assert detailed["events"] == {"received": 3}
     # No worker listens on this broker: the detailed view says so within its 1 s ping.
-    assert detailed["checks"]["workers"] == {**detailed["checks"]["workers"], "ok": False,
-                                             "workers": []}
+    assert detailed["checks"]["workers"] == {
+        **detailed["checks"]["workers"],
+        "ok": False,
+        "workers": [],
+    }

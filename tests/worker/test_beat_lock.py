@@ -13,8 +13,20 @@ from tests.peers import VENV_BIN, Process, RedisServer
 
 def beat(env: dict[str, str], name: str) -> Process:
     schedule = Path(tempfile.mkdtemp(prefix="postroom-beat-")) / "schedule"
-    return Process(name, [str(VENV_BIN / "celery"), "-A", "worker.app", "beat", "-l", "INFO",
-                          "--schedule", str(schedule)], env)
+    return Process(
+        name,
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "worker.app",
+            "beat",
+            "-l",
+            "INFO",
+            "--schedule",
+            str(schedule),
+        ],
+        env,
+    )
 
 
 def sent(proc: Process) -> int:

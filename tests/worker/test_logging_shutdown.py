@@ -44,8 +44,11 @@ class Stack:
 @pytest.fixture
 async def stack(database_name: str) -> AsyncIterator[Stack]:
     redis = RedisServer().start()
-    env = {**ENV, "POSTROOM_REDIS_URL": redis.url,
-           "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="postroom-metrics-")}
+    env = {
+        **ENV,
+        "POSTROOM_REDIS_URL": redis.url,
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="postroom-metrics-"),
+    }
     port = free_port()
     api = uvicorn_api(env, port).start()
     try:
@@ -67,8 +70,15 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 async def post(base: str, payload: dict[str, Any], **headers: str) -> httpx.Response:
     body = json.dumps(payload).encode()
     async with httpx.AsyncClient() as http:
-        return await http.post(f"{base}/webhooks/nylas", content=body, headers={
-            "content-type": "application/json", "x-nylas-signature": sign(body), **headers})
+        return await http.post(
+            f"{base}/webhooks/nylas",
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "x-nylas-signature": sign(body),
+                **headers,
+            },
+        )
 
 
 async def event_of(db: Any, event_id: str) -> Event:
@@ -83,9 +93,15 @@ async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
     fake_nylas.put_message(account.grant_id, make_message(account.grant_id, "m-log-1"))
     worker = stack.worker("obs")
     try:
-        r = await post(stack.base, notification(
-            "message.created", {"id": "m-log-1", "grant_id": account.grant_id},
-            grant_id=account.grant_id), **{"x-request-id": "req-obs-42", "authorization": BEARER})
+        r = await post(
+            stack.base,
+            notification(
+                "message.created",
+                {"id": "m-log-1", "grant_id": account.grant_id},
+                grant_id=account.grant_id,
+            ),
+            **{"x-request-id": "req-obs-42", "authorization": BEARER},
+        )
         assert r.status_code == 200, r.text
         assert r.headers["x-request-id"] == "req-obs-42"
         event_id = r.json()["event_id"]
@@ -112,19 +128,33 @@ async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
     assert any(x.get("event") == "http_request" and x["status"] == 200 for x in api_lines)
 
     # Counters from the API process and the prefork worker children, one scrape.
-    assert sample(text, "postroom_webhooks_received_total",
-                  type="message.created", outcome="queued") == 1
-    assert sample(text, "postroom_jobs_published_total", endpoint="POST /webhooks/nylas",
-                  task="postroom.events.process") == 1
-    assert sample(text, "postroom_task_runs_total", task="postroom.events.process",
-                  state="SUCCESS") == 1
-    assert sample(text, "postroom_task_duration_seconds_count",
-                  task="postroom.events.process") == 1
+    assert (
+        sample(text, "postroom_webhooks_received_total", type="message.created", outcome="queued")
+        == 1
+    )
+    assert (
+        sample(
+            text,
+            "postroom_jobs_published_total",
+            endpoint="POST /webhooks/nylas",
+            task="postroom.events.process",
+        )
+        == 1
+    )
+    assert (
+        sample(text, "postroom_task_runs_total", task="postroom.events.process", state="SUCCESS")
+        == 1
+    )
+    assert sample(text, "postroom_task_duration_seconds_count", task="postroom.events.process") == 1
     assert sample(text, "postroom_events", status="succeeded") == 1
 
     logs = stack.api.log() + worker.log()
-    for secret in (WEBHOOK_SECRET, NYLAS_API_KEY, BEARER.split()[1],
-                   ENV["POSTROOM_CREDENTIAL_KEYS"]):
+    for secret in (
+        WEBHOOK_SECRET,
+        NYLAS_API_KEY,
+        BEARER.split()[1],
+        ENV["POSTROOM_CREDENTIAL_KEYS"],
+    ):
         assert secret not in logs
 
 
@@ -140,8 +170,10 @@ async def test_sigterm_lets_the_running_task_finish_and_the_queued_one_survives(
     worker = stack.worker("warm", concurrency=1)
     ids = []
     for mid in ("slow-1", "slow-2"):
-        r = await post(stack.base, notification("message.created", {"id": mid, "grant_id": grant},
-                                                grant_id=grant))
+        r = await post(
+            stack.base,
+            notification("message.created", {"id": mid, "grant_id": grant}, grant_id=grant),
+        )
         ids.append(r.json()["event_id"])
 
     async def processing() -> bool:
@@ -160,6 +192,7 @@ async def test_sigterm_lets_the_running_task_finish_and_the_queued_one_survives(
 
     second_worker = stack.worker("after")
     try:
+
         async def second_done() -> bool:
             return (await event_of(db, ids[1])).status == "succeeded"
 
