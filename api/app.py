@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
 from api.observability import ObservabilityMiddleware
+from api.routes import dead_letters as dead_letter_routes
 from api.routes import accounts, events, jobs, messages, tasks
 from api.routes import classify_rules
 from api.routes import health, metrics, webhooks
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(dead_letter_routes.router)
     for v1 in (accounts, jobs, messages, events, tasks):
         app.include_router(v1.router)
     app.include_router(classify_rules.router)
