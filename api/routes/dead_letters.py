@@ -21,7 +21,7 @@ router = APIRouter(
 DbDep = Annotated[Database, Depends(get_database)]
 
 
-class DeadLetterPublic(BaseModel):
+class DeadLetterPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin: field "kwargs"
     id: str
     event_id: str | None
     task_name: str
