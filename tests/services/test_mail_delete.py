@@ -133,3 +133,31 @@ async def test_nylas_messages_are_destroyed_through_the_api(
     assert len(fake_nylas.requests_to(r"/messages/msg-\d")) == 2
     assert all(fake_nylas.state.messages[account.grant_id][f"msg-{i}"]["folders"] == ["TRASH"]
                for i in range(2))
+
+
+async def test_without_move_the_delete_copies_flags_and_expunges_only_those_uids(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from database.repositories import imap_state
+    from services.imap import ImapClient, ImapConfig
+    from services.mail_delete import _delete_in_folder
+
+    account, rows = await _synced(db, settings, dovecot, mailbox_user)
+    other = dovecot.client(mailbox_user)  # someone else's \Deleted mark must survive
+    other.select("INBOX")
+    other.uid("STORE", "12", "+FLAGS", "(\\Deleted)")
+    other.logout()
+    async with db.transaction() as s:
+        folders = {f.name: f for f in await imap_state.folders_of(
+            s, tenant_id=account.tenant_id, account_id=account.id)}
+    targets = [r for r in rows if r.labels == ["INBOX"]][:2]
+
+    config = ImapConfig.from_credentials(dovecot.credentials(mailbox_user))
+    async with ImapClient(config) as client:
+        client.capabilities.discard("MOVE")
+        done = await _delete_in_folder(client, folders["INBOX"], targets, folders["Trash"],
+                                       permanent=False)
+
+    assert done == [r.id for r in targets]
+    assert _uids(dovecot, mailbox_user, "INBOX") == set(range(3, 13))
+    assert len(_uids(dovecot, mailbox_user, "Trash")) == 2
