@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
+from api.openapi import install_openapi
 from api.observability import ObservabilityMiddleware
 from api.routes import dead_letters as dead_letter_routes
 from api.routes import accounts, events, jobs, messages, tasks
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)  # inside RequestIdMiddleware: logs carry the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

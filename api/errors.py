@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.openapi import allowed_methods
 from services.errors import PostroomError, database_gone
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,22 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "AdminShutdownError"}
 
 
+def is_unstorable_text(exc: BaseException) -> bool:
+    """Input the database refuses (lone surrogates, out-of-range numbers): 422, not 500."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        # asyncpg's DataError family (SQLSTATE class 22): out-of-range numbers, bad encodings.
+        if isinstance(seen, UnicodeEncodeError) or any(
+            c.__module__.startswith("asyncpg") and c.__name__ == "DataError"
+            for c in type(seen).__mro__
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PostroomError)
     async def _domain(request: Request, exc: PostroomError) -> JSONResponse:
@@ -80,13 +97,24 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "No such route."
-        return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=exc.headers
-        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's Allow names one route's methods; a path served by several routes
+            # must list them all.
+            allow = allowed_methods(request.app, request.url.path)
+            headers = {**(headers or {}), **({"Allow": ", ".join(allow)} if allow else {})}
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = _request_id(request)
+        if is_unstorable_text(exc):
+            return JSONResponse(
+                error_body(
+                    "validation_error", "The request holds data that cannot be stored.", details=[]
+                ),
+                status_code=422,
+            )
         if is_database_unavailable(exc):
             log.warning("database_unavailable", error=type(exc).__name__, request_id=rid)
             return JSONResponse(

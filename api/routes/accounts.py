@@ -89,7 +89,9 @@ async def update_account(
         settings=settings,
         tenant_id=principal.tenant_id,
         account_id=account_id,
-        changes=body.model_dump(mode="json", exclude_unset=True),
+        changes={
+            k: v for k, v in body.model_dump(mode="json").items() if k in body.model_fields_set
+        },
     )
     await uow.commit()
     return account_public(account)

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
@@ -99,6 +100,13 @@ async def list_messages(
     return MessagePage(
         data=[MessagePublic(**message_fields(r)) for r in rows], next_cursor=next_cursor
     )
+
+
+@router.api_route("/send", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/delete", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def post_only() -> None:
+    """/send and /delete take POST only; without this, GET would reach /{message_id}."""
+    raise StarletteHTTPException(405)
 
 
 @router.get(

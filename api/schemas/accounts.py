@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from api.schemas.common import EMAIL_PATTERN, Strict
 
 Security = Literal["none", "starttls", "tls"]
 Host = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.\-:\[\]]+$")]
-Port = Annotated[int, Field(ge=1, le=65535)]
-SyncInterval = Annotated[int, Field(ge=30, le=86400)]
+# Strict: `"port": 1.0` or `"full": 0` are refused rather than coerced.
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+SyncInterval = Annotated[StrictInt, Field(ge=30, le=86400)]
 
 
 class ServerSettings(Strict):
@@ -114,7 +115,7 @@ class SyncRequest(Strict):
         extra="forbid", json_schema_extra={"examples": [{"folder": None, "full": False}]}
     )
     folder: str | None = Field(default=None, min_length=1, max_length=500)
-    full: bool = False
+    full: StrictBool = False
 
 
 class FolderPublic(BaseModel):

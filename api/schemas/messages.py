@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.schemas.common import Address, AddressIn, Strict
 
@@ -104,7 +104,7 @@ class MessageDelete(Strict):
         },
     )
     message_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
-    permanent: bool = False
+    permanent: StrictBool = False
 
 
 class Feedback(Strict):
