@@ -30,9 +30,16 @@ TTL_S = 30
 RENEW_EVERY_S = 10
 POLL_S = 2.0
 
+# Renew our lease; if the key is gone (Redis restarted empty, or it expired while Redis was
+# unreachable) take it back; stop only when another beat holds it.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('expire', KEYS[1], ARGV[2])
+end
+if not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
 end
 return 0
 """

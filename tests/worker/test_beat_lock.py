@@ -55,3 +55,29 @@ def test_a_second_beat_stands_by_until_the_first_stops() -> None:
         if second:
             second.stop()
         redis.stop()
+
+
+def test_the_leader_keeps_its_lease_when_redis_comes_back_empty() -> None:
+    """A Redis restart with nothing on disk drops the lease key: the leader must take it back,
+    not stop (otherwise nothing re-publishes what the restart lost)."""
+    import redis as redis_lib
+
+    from worker.beat_lock import LOCK_KEY, RENEW_EVERY_S
+
+    server = RedisServer().start()
+    env = {**ENV, "POSTROOM_REDIS_URL": server.url, "POSTROOM_OUTBOX_SWEEP_INTERVAL_S": "1"}
+    leader = beat(env, "beat-flush").start()
+    client = redis_lib.Redis.from_url(server.url)
+    try:
+        leader.wait_log('"beat_leader"', timeout=30)
+        client.flushall()
+        time.sleep(RENEW_EVERY_S + 2)
+        assert leader.proc is not None and leader.proc.poll() is None, leader.log()[-2000:]
+        assert client.get(LOCK_KEY) is not None
+        before = sent(leader)
+        time.sleep(2.5)
+        assert sent(leader) > before
+    finally:
+        leader.stop()
+        client.close()
+        server.stop()
