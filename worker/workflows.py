@@ -50,6 +50,7 @@ PLANS: dict[str, list[str]] = {
     "sync-and-classify": ["sync", "classify"],
     "triage": ["sync", "classify", "move_spam_to_junk"],
     "classify-message": ["classify", "apply_rules"],
+    "classify-new": ["classify", "apply_rules"],
 }
 DEFAULT_STEP = {"postroom.mail.classify": "classify", "postroom.mail.apply_rules": "apply_rules",
                 "postroom.mail.sync_account": "sync"}
@@ -206,6 +207,32 @@ async def _fail(
         await events_repo.finish(session, event=event, task_id=task_id,
                                  status=EventStatus.dead, error=error)
     return StepDecision("dead", {"status": "dead", "error": message}, error=exc)
+
+
+async def start_account_chain(
+    session: AsyncSession, *, parent: Event, tenant_id: uuid.UUID, user_id: uuid.UUID | None,
+    account_id: uuid.UUID, stale_after_s: float,
+) -> list[dict[str, Any]]:
+    """In a sync's transaction: one `classify-new` run over the account's unclassified mail.
+
+    One run per sync, not one per message: a first sync of 100,000 messages must not become
+    100,000 events. Returns what to publish after the commit.
+    """
+    event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
+    kwargs = {"account_id": str(account_id), "tenant_id": str(tenant_id),
+              "user_id": str(user_id) if user_id else None, "workflow": "classify-new"}
+    created = await events_repo.insert_once(
+        session, event_id=event_id, source=parent.source, type="workflow.classify-new",
+        external_id=f"{parent.id}:classify-new:{parent.attempts}",
+        task_name=STEP_TASKS["classify"], task_id=task_id,
+        payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
+        stale_after_s=stale_after_s, task_kwargs=kwargs, tenant_id=tenant_id, user_id=user_id,
+        account_id=account_id, request_id=parent.request_id,
+    )
+    if not created:
+        return []
+    return [{"task_name": STEP_TASKS["classify"], "event_id": event_id, "task_id": task_id,
+             "kwargs": kwargs, "request_id": parent.request_id}]
 
 
 def publish_all(app: Any, jobs: list[dict[str, Any]]) -> None:

@@ -145,8 +145,13 @@ async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_on
         taught = await verdict(s, tenant_id=teacher.tenant_id, doc=probe)
         untaught = await verdict(s, tenant_id=other.tenant_id, doc=probe)
         baseline = default_model().score(features.extract(probe))
+        unrelated = await verdict(s, tenant_id=teacher.tenant_id, doc=mail.MailDoc(
+            subject="lunch", from_email="friend@example.org",
+            text="Are we still on for lunch on friday at the usual place?"))
+    assert unrelated["is_spam"] is False
     assert untaught["spam_score"] == round(baseline, 4)
-    assert taught["spam_score"] > untaught["spam_score"] + 0.3
+    assert untaught["is_spam"] is False
+    assert taught["is_spam"] is True and taught["spam_score"] > untaught["spam_score"] + 0.5
 
 
 async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(db: Any) -> None:

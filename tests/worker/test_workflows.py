@@ -211,3 +211,40 @@ async def test_an_update_of_a_known_message_starts_no_second_chain(
         chains = (await s.execute(sa.select(Event).where(
             Event.type == "workflow.classify-message"))).scalars().all()
     assert len(chains) == 1
+
+
+async def test_a_plain_sync_classifies_new_mail_and_applies_the_accounts_rules(
+    client: Any, db: Any, settings: Any, dovecot: Any, mailbox_user: str
+) -> None:
+    caller = await make_caller(db)
+    async with db.sessionmaker() as s:
+        tenant = await s.get(Tenant, caller.tenant_id)
+    account = await create_imap_account(db, settings, dovecot, mailbox_user, tenant=tenant)
+    await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": [PHISH_RAW, HAM_RAW]})
+    rule = {"name": "spam to junk", "condition": {"is_spam": True},
+            "action": {"type": "move", "folder_role": "junk"}}
+    r = await client.post(f"/v1/accounts/{account.id}/rules", json=rule, headers=caller.headers)
+    assert r.status_code == 201, r.text
+    r = await client.post(f"/v1/accounts/{account.id}/sync", json={}, headers=caller.headers)
+    assert r.status_code == 202, r.text
+
+    async def chain() -> Event | None:
+        async with db.sessionmaker() as s:
+            ev = (await s.execute(sa.select(Event).where(
+                Event.type == "workflow.classify-new"))).scalar_one_or_none()
+            return ev if ev is not None and ev.status in ("succeeded", "dead") else None
+
+    event = await wait_for(chain, timeout=60, message="the classify-new chain after the sync")
+    assert event.status == "succeeded", (event.last_error, event.steps)
+    assert [(s["name"], s["state"]) for s in event.steps] == [
+        ("classify", "succeeded"), ("apply_rules", "succeeded")]
+    assert event.steps[0]["result"]["classified"] == 2 and event.steps[0]["result"]["spam"] == 1
+    conn = dovecot.client(mailbox_user)
+    try:
+        conn.select("Junk")
+        junk = conn.search(None, "ALL")[1][0].split()
+        conn.select("INBOX")
+        inbox = conn.search(None, "ALL")[1][0].split()
+    finally:
+        conn.logout()
+    assert (len(junk), len(inbox)) == (1, 1)

@@ -43,8 +43,10 @@ async def _classify(session: AsyncSession, event: Event, tenant: uuid.UUID,
     for message_id in ids:
         spam += bool((await classify_message(session, tenant_id=tenant,
                                              message_id=message_id))["is_spam"])
+    # The ids (never the messages) are what the next step, apply_rules, works through.
     return Outcome("succeeded", result={"status": "success", "classified": len(ids),
-                                        "spam": spam}, tenant_id=tenant, account_id=account.id)
+                                        "spam": spam, "message_ids": [str(i) for i in ids]},
+                   tenant_id=tenant, account_id=account.id)
 
 
 async def _rules(session: AsyncSession, event: Event, tenant: uuid.UUID,
@@ -55,8 +57,19 @@ async def _rules(session: AsyncSession, event: Event, tenant: uuid.UUID,
             session, settings=rt.settings, nylas=rt.nylas, tenant_id=tenant,
             message_id=uuid.UUID(kwargs["message_id"]))
         return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
+    if step == "apply_rules":
+        # After an account-wide classify step: the messages that step classified.
+        previous = next((st.get("result") or {} for st in event.steps or []
+                         if st.get("name") == "classify"), {})
+        applied = 0
+        for message_id in previous.get("message_ids", []):
+            result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
+                                             tenant_id=tenant, message_id=uuid.UUID(message_id))
+            applied += len(result["applied"])
+        return Outcome("succeeded", result={"status": "success", "actions": applied},
+                       tenant_id=tenant, account_id=event.account_id)
     if step != "move_spam_to_junk":
-        raise ValidationFailed(f"Step {step!r} needs a message_id.")
+        raise ValidationFailed(f"Unknown step {step!r}.")
     account = await mail_accounts.account_for_tenant(
         session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"]))
     junk = await classify_repo.folder_by_role(session, tenant_id=tenant, account_id=account.id,

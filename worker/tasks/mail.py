@@ -17,7 +17,7 @@ from services.nylas_events import Outcome
 from worker.app import celery_app
 from worker.runtime import runtime
 from worker.tasks.base import run_event_task
-from worker.workflows import run_step_task
+from worker.workflows import publish_all, run_step_task, start_account_chain
 
 
 @celery_app.task(name="postroom.mail.sync_account", bind=True, max_retries=None)
@@ -46,12 +46,19 @@ def sync_account(
             result = (await run_sync(rt.db, rt.settings, tenant_id=tenant,
                                      account_id=account_uuid, folder=folder, full=full,
                                      progress=progress)).as_dict()
+        if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
+            chains[:] = await start_account_chain(
+                session, parent=event, tenant_id=tenant, user_id=account.user_id,
+                account_id=account_uuid, stale_after_s=rt.settings.outbox_stale_after_s)
         return Outcome(status="succeeded", result=result, tenant_id=tenant,
                        account_id=account_uuid)
 
+    chains: list[dict[str, Any]] = []
     if workflow:  # the first step of a workflow chain: worker.workflows hands on to the next
         return run_step_task(self, event_id=event_id, work=lambda s, e, _step: work(s, e))
-    return run_event_task(self, event_id=event_id, work=work)
+    outcome = run_event_task(self, event_id=event_id, work=work)
+    publish_all(self.app, chains)
+    return outcome
 
 
 async def _nylas_sync(session: AsyncSession, *, account: Any, full: bool,
