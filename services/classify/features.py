@@ -186,6 +186,42 @@ def category(doc: MailDoc) -> str:
 _SKIP_HEADER_PREFIX = ("x-spam", "x-virus")
 
 
+def _bucket(name: str, value: float, edges: tuple[float, ...]) -> str:
+    for edge in edges:
+        if value <= edge:
+            return f"{name}<={edge}"
+    return f"{name}>{edges[-1]}"
+
+
+def shape_tokens(doc: MailDoc) -> set[str]:
+    """How the mail looks rather than what it says: counts in coarse buckets, layout flags."""
+    text = doc.visible_text
+    letters = [c for c in text[:5000] if c.isalpha()]
+    upper = sum(c.isupper() for c in letters) / max(1, len(letters))
+    to = " ".join(doc.header_values("to")).lower()
+    out = {
+        _bucket("n_urls", len(URL.findall(doc.html or doc.text)), (0, 1, 3, 8)),
+        _bucket("upper", round(upper, 2), (0.05, 0.1, 0.2, 0.4)),
+        _bucket("exclaim", text.count("!"), (0, 2, 5, 10)),
+        _bucket("length", len(text), (200, 1000, 3000, 10000)),
+        _bucket("n_to", to.count("@"), (0, 1, 3, 10)),
+    }
+    subject_letters = [c for c in doc.subject if c.isalpha()]
+    if subject_letters and sum(c.isupper() for c in subject_letters) > len(subject_letters) / 2:
+        out.add("subject_mostly_caps")
+    flags = {
+        "html_only": bool(doc.html) and not doc.text.strip(),
+        "has_image": "<img" in doc.html.lower(),
+        "subject_exclaim": "!" in doc.subject,
+        "dollar_amount": bool(re.search(r"\$\d", text)),
+        "to_empty": not to,
+        "to_undisclosed": "undisclosed" in to,
+    }
+    out.update(name for name, on in flags.items() if on)
+    out.update(f"fn:{w}" for w in WORD.findall(doc.from_name.lower()))
+    return out
+
+
 def tokens(doc: MailDoc, found: list[str]) -> list[str]:
     """The distinct model tokens: words by where they occur, sender, structure, indicators."""
     out: set[str] = {f"w:{w}" for w in WORD.findall(doc.visible_text[:20000].lower())}
@@ -205,6 +241,7 @@ def tokens(doc: MailDoc, found: list[str]) -> list[str]:
         out.add("html")
         out.update(f"tag:{t}" for t in re.findall(r"<([a-z]+)", doc.html[:20000].lower()))
     out.update(f"i:{name}" for name in found)
+    out |= shape_tokens(doc)
     return sorted(out)
 
 
