@@ -3,6 +3,7 @@ mode and with the failure behaviours the send tests need; plus an IMAP/SMTP acco
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -41,7 +42,7 @@ class Received:
 
 @dataclass
 class Handler:
-    """mode: ok | 4xx_then_2xx | 5xx | drop_after_data"""
+    """mode: ok | 4xx_then_2xx | 5xx | drop_after_data | hang_after_data"""
 
     mode: str = "ok"
     received: list[Received] = field(default_factory=list)
@@ -56,6 +57,8 @@ class Handler:
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
         )
+        if self.mode == "hang_after_data":
+            await asyncio.sleep(3)  # longer than the client's timeout in the test
         if self.mode == "drop_after_data":
             # The content is in; the final answer never reaches the client.
             server.transport.abort()

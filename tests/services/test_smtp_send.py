@@ -156,6 +156,16 @@ async def test_lost_answer_after_data_is_never_sent_again(db, settings, smtp_ser
     assert len(peer.received) == 1
 
 
+async def test_no_answer_after_data_times_out_as_unknown(db, settings, smtp_server) -> None:
+    peer = smtp_server(mode="hang_after_data")
+    account = await create_smtp_account(db, settings, smtp={**peer.credential(), "timeout": 0.5})
+    event_id, _, _ = await create_send_event(db, account=account, kwargs={})
+    with pytest.raises(DeliveryUnknown):
+        await _send(db, settings, account, event_id=event_id)
+    assert (await _ledger(db))[0].status == "sending"
+    assert len(peer.received) == 1
+
+
 @pytest.mark.parametrize(
     "field_, value",
     [
