@@ -7,6 +7,7 @@ Pure ASGI so an oversized body is refused while streaming, not after it sits in 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +49,7 @@ class BodyLimitMiddleware:
         self.prefix = prefix
 
     async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
-        extra = {"details": []} if status == 422 else {}
+        extra: dict[str, Any] = {"details": []} if status == 422 else {}
         body = orjson.dumps(error_body(code, message, **extra))
         headers = [
             (b"content-type", b"application/json"),

@@ -151,3 +151,24 @@ async def test_folders_with_message_counts(client, db) -> None:
     assert r.status_code == 200
     [folder] = r.json()["data"]
     assert folder["name"] == "INBOX" and folder["role"] == "inbox" and folder["message_count"] == 0
+
+
+async def test_secrets_never_reach_logs_answers_or_events(client, db, capfd) -> None:
+    caller = await make_caller(db)
+    secret = "pw-" + uuid.uuid4().hex
+    created = await client.post(
+        "/v1/accounts", json=imap_account(password=secret), headers=caller.headers
+    )
+    bad = imap_account(password=secret)
+    bad["imap"]["port"] = "nope"
+    rejected = await client.post("/v1/accounts", json=bad, headers=caller.headers)
+    sync = await client.post(f"/v1/accounts/{created.json()['id']}/sync", headers=caller.headers)
+    assert created.status_code == 201 and rejected.status_code == 422 and sync.status_code == 202
+    out, err = capfd.readouterr()
+    for text in (created.text, rejected.text, sync.text, out, err):
+        assert secret not in text
+    async with db.sessionmaker() as s:
+        dumped = (
+            await s.execute(sa.text("SELECT payload::text || task_kwargs::text FROM event"))
+        ).scalar_one()
+    assert secret not in dumped
