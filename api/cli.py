@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import cli_dlq
 from api.auth import generate_key
+from api.errors import is_database_unavailable
 from database.engine import Database
 from database.repositories import api_keys as keys_repo
 from database.repositories import tenants as tenants_repo
@@ -60,8 +61,16 @@ def run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except PostroomError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from None
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"Cannot reach the database ({type(exc).__name__}).", err=True)
+    except Exception as exc:  # one sentence for the operator, never a traceback
+        causes: set[str] = set()
+        seen = exc.__cause__ or exc.__context__
+        while seen is not None and len(causes) < 8:
+            causes.add(type(seen).__name__)
+            seen = seen.__cause__ or seen.__context__
+        if is_database_unavailable(exc) or "InvalidCatalogNameError" in causes:
+            typer.echo(f"Cannot reach the database ({type(exc).__name__}).", err=True)
+        else:
+            typer.echo(f"The command failed ({type(exc).__name__}).", err=True)
         raise typer.Exit(1) from None
 
 
