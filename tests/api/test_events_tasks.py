@@ -130,3 +130,32 @@ async def test_replay_finished_event_only(client, db) -> None:
     assert replay["event_id"] == job["event_id"] and replay["task_id"] != job["task_id"]
     task = await client.get(f"/v1/tasks/{replay['task_id']}", headers=caller.headers)
     assert task.json()["state"] == "PENDING"
+
+
+async def test_classify_job_runs_on_a_real_worker_and_reports_success(client, db, worker) -> None:
+    from tests.api.keys import make_message
+    from tests.conftest import wait_for
+
+    caller = await make_caller(db)
+    account = await make_account(db, caller)
+    message = await make_message(
+        db,
+        caller,
+        account,
+        subject="WIN a FREE prize now!!!",
+        text="Click here to claim your free money http://bit.ly/x",
+    )
+    r = await client.post(f"/v1/messages/{message}/classify", headers=caller.headers)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task_id"]
+
+    async def finished():
+        t = (await client.get(f"/v1/tasks/{task_id}", headers=caller.headers)).json()
+        return t if t["state"] in ("SUCCESS", "FAILURE") else None
+
+    task = await wait_for(finished, timeout=60, message="the classify task to finish")
+    assert task["state"] == "SUCCESS", task
+    assert task["result"]["status"] == "success"
+    assert isinstance(task["result"]["is_spam"], bool) and 0 <= task["result"]["spam_score"] <= 1
+    event = (await client.get(f"/v1/events/{r.json()['event_id']}", headers=caller.headers)).json()
+    assert event["status"] == "succeeded" and event["attempts"] >= 1 and event["finished_at"]
