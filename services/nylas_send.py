@@ -124,8 +124,13 @@ async def send_via_nylas(
             message_id_header=f"nylas-send:{event.id}",
             recipients=recipients,
         )
+    sent_id = (row.server_reply or "").removeprefix("nylas:") if row.status == "sent" else ""
+    if sent_id:
+        # Already sent: only the bookkeeping of the first attempt may be missing.
+        obj = await nylas.find_message(account.grant_id, sent_id)
+        return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
     started = row.sending_at or datetime.now(UTC)
-    if row.status in ("sending", "sent") and datetime.now(UTC) - started > IDEMPOTENCY_WINDOW:
+    if row.status == "sending" and datetime.now(UTC) - started > IDEMPOTENCY_WINDOW:
         raise DeliveryUnknown(
             "An earlier attempt sent this through Nylas more than the idempotency window ago; "
             "it is not sent again."
@@ -142,7 +147,12 @@ async def send_via_nylas(
         await _move(db, row, ("sending",), "failed", server_reply=exc.message[:1000])
         raise
     await _move(db, row, ("sending", "sent"), "sent", server_reply=f"nylas:{obj.get('id')}")
-    message_id = await _store(session, account=account, obj=obj)
+    return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
+
+
+def _outcome(
+    account: Account, message_id: uuid.UUID, obj: dict[str, Any], recipients: list[str]
+) -> Outcome:
     return Outcome(
         status="succeeded",
         result={
