@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     # An event left in received/queued this long is re-published by the sweeper.
     outbox_stale_after_s: int = 30
     outbox_sweep_interval_s: float = 5.0
-    # A processing claim older than this is considered abandoned (worker died) and may be retaken.
-    claim_lease_s: int = 900
+    # A running task renews its claim every quarter of this; a claim not renewed for this long
+    # has no live owner (the worker died) and the outbox sweeper publishes the event again.
+    claim_lease_s: int = 60
     result_expires_s: int = 3600
     task_soft_time_limit_s: int = 600
     task_time_limit_s: int = 660

@@ -45,6 +45,8 @@ os.environ.update(
         "POSTROOM_RETRY_CAP_S": "2",
         "POSTROOM_OUTBOX_STALE_AFTER_S": "2",
         "POSTROOM_OUTBOX_SWEEP_INTERVAL_S": "1",
+        # Claims renew every second in tests, so the lease mechanism runs in every worker test.
+        "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",
     }
 )

@@ -20,6 +20,7 @@ from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from services.nylas_events import Outcome
 from worker import policy
+from worker.lease import kept_claim
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -87,10 +88,9 @@ async def execute(
     work: Work,
 ) -> Decision:
     settings = rt.settings
-    # The hard time limit kills the child at task_time_limit_s, so a claim older than that plus
-    # a margin for the kill and the requeue has no live owner. A longer margin (it was 60 s)
-    # only delays the outbox sweeper's rescue after a worker's main process died.
-    lease = settings.task_time_limit_s + 15
+    # Short, and renewed while the work runs (worker.lease): a dead worker's claim runs out
+    # within a minute instead of after the task's hard time limit.
+    lease = settings.claim_lease_s
     try:
         async with rt.db.transaction() as session:
             event = await events_repo.claim(
@@ -112,7 +112,7 @@ async def execute(
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
     )
     try:
-        async with rt.db.transaction() as session:
+        async with kept_claim(rt, event_id=event.id, task_id=task_id), rt.db.transaction() as session:
             outcome = await work(session, event)
             if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
                 structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))

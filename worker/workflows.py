@@ -32,6 +32,7 @@ from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
 from worker.execution import LostClaim, scrub
+from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
 from worker.tasks.base import TaskDead, request_id_of
 
@@ -121,7 +122,7 @@ async def execute_step(
     rt: Runtime, *, task_name: str, task_id: str, event_id: uuid.UUID, redelivered: bool,
     kwargs: dict[str, Any], work: StepWork,
 ) -> StepDecision:
-    lease = rt.settings.task_time_limit_s + 15
+    lease = rt.settings.claim_lease_s  # renewed while the step runs (worker.lease)
     async with rt.db.transaction() as session:
         event = await events_repo.claim(
             session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
@@ -138,7 +139,7 @@ async def execute_step(
     structlog.contextvars.bind_contextvars(event_id=str(event.id), step=name,
                                            tenant_id=str(event.tenant_id or ""))
     try:
-        async with rt.db.transaction() as session:
+        async with kept_claim(rt, event_id=event.id, task_id=task_id), rt.db.transaction() as session:
             outcome = await work(session, event, name)
             steps[i].update(state=outcome.status, result=outcome.result)
             last = i == len(steps) - 1 or outcome.status != EventStatus.succeeded

@@ -218,6 +218,23 @@ async def finish(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
+async def renew_lease(
+    session: Executor, *, event_id: uuid.UUID, task_id: str, lease_s: float
+) -> bool:
+    """Push the lease of a claim this run still holds; False when it no longer holds it."""
+    stmt = (
+        sa.update(_t)
+        .where(
+            _t.c.id == event_id,
+            _t.c.status == EventStatus.processing,
+            _t.c.current_task_id == task_id,
+        )
+        .values(due_at=_now + _interval(lease_s))
+        .returning(_t.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
 async def set_progress(
     session: AsyncSession, *, event_id: uuid.UUID, progress: dict[str, Any], lease_s: float
 ) -> None:

@@ -38,7 +38,7 @@ def sync_account(
             async with rt.db.transaction() as s:
                 await events_repo.set_progress(
                     s, event_id=event.id, progress=meta,
-                    lease_s=rt.settings.task_time_limit_s + 60)
+                    lease_s=rt.settings.claim_lease_s)
 
         if account.provider == Provider.nylas:
             result = await _nylas_sync(session, account=account, full=full, progress=progress)
