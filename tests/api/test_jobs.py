@@ -6,11 +6,30 @@ import base64
 import json
 import uuid
 
+import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from database.models import Event, OutboundAttachment
 from tests.api.keys import imap_account, make_account, make_caller, make_message
+from tests.peers import RedisServer
+
+
+@pytest.fixture(scope="module")
+def quiet_broker():
+    """A Redis no worker consumes, so the published messages can be read back as they are."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def app(settings, quiet_broker):
+    from api.app import create_app
+
+    application = create_app(settings.model_copy(update={"redis_url": quiet_broker.url}))
+    async with application.router.lifespan_context(application):
+        yield application
 
 
 async def events(db) -> list[Event]:
@@ -36,7 +55,7 @@ def task_ids(messages: list[dict]) -> set[str]:
     return {m["headers"]["id"] for m in messages}
 
 
-async def test_sync_records_event_and_publishes(client, db, settings) -> None:
+async def test_sync_records_event_and_publishes(client, db, quiet_broker) -> None:
     caller = await make_caller(db)
     acc = (await client.post("/v1/accounts", json=imap_account(), headers=caller.headers)).json()
     r = await client.post(
@@ -57,7 +76,7 @@ async def test_sync_records_event_and_publishes(client, db, settings) -> None:
         "tenant_id": str(caller.tenant_id),
         "user_id": str(caller.user_id),
     }
-    assert job["task_id"] in task_ids(await published(settings.redis_url, "sync"))
+    assert job["task_id"] in task_ids(await published(quiet_broker.url, "sync"))
 
 
 async def test_sync_without_body_is_accepted(client, db) -> None:
@@ -68,7 +87,7 @@ async def test_sync_without_body_is_accepted(client, db) -> None:
 
 
 async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
-    client, db, settings
+    client, db, quiet_broker
 ) -> None:
     caller = await make_caller(db)
     account = await make_account(db, caller)
@@ -82,7 +101,7 @@ async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
         len(
             [
                 m
-                for m in await published(settings.redis_url, "sync")
+                for m in await published(quiet_broker.url, "sync")
                 if m["headers"]["id"] == first.json()["task_id"]
             ]
         )
@@ -102,7 +121,7 @@ async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
     assert r.status_code == 202 and r.json() != first.json()
 
 
-async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(client, db, settings) -> None:
+async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(client, db, quiet_broker) -> None:
     caller = await make_caller(db)
     acc = (
         await client.post(
@@ -134,7 +153,7 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(client, db
         [upload] = (await s.execute(sa.select(OutboundAttachment))).scalars()
     assert kw["attachment_ids"] == [str(upload.id)]
     assert upload.content == b"file!" and upload.event_id == event.id
-    assert r.json()["task_id"] in task_ids(await published(settings.redis_url, "send"))
+    assert r.json()["task_id"] in task_ids(await published(quiet_broker.url, "send"))
 
 
 async def test_send_rejects_bad_base64_and_bad_recipients(client, db) -> None:
