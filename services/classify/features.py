@@ -114,6 +114,15 @@ def _distance_le1(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
+def _looks_like(name: str, unmasked: str, brand: str) -> bool:
+    """A domain name dressed up as the brand: paypa1, rnicrosoft, micros0ft-help, paypall."""
+    if unmasked == brand or any(part == brand for part in re.split(r"[-_]", unmasked)):
+        return True
+    if len(brand) < 5:  # ups, dhl: one letter off is too often an unrelated word
+        return False
+    return _distance_le1(name, brand) or brand in unmasked
+
+
 def _sender_indicators(doc: MailDoc) -> set[str]:
     found: set[str] = set()
     domain = doc.from_domain
@@ -124,9 +133,7 @@ def _sender_indicators(doc: MailDoc) -> set[str]:
         for brand, brand_domain in BRANDS.items():
             if reg == brand_domain or reg.endswith("." + brand_domain):
                 continue
-            if unmasked == brand or _distance_le1(name, brand) or (
-                brand in name and name != brand and len(brand) >= 5
-            ):
+            if _looks_like(name, unmasked, brand):
                 found.add("lookalike_sender_domain")
             shown = re.sub(r"\W", "", doc.from_name.lower())
             if doc.from_name and brand in shown and len(brand) >= 4:

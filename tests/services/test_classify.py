@@ -49,6 +49,10 @@ def test_lookalike_sender_domain_and_brand_display_name() -> None:
     assert "lookalike_sender_domain" in found
     assert "sender_name_impersonates_brand" in found
     assert indicators_of({**BASE, "From": "PayPal <service@paypal.com>"}, "Hello") == []
+    for sender in ("it@micros0ft-help.com", "a@rnicrosoft.com", "b@paypall.com"):
+        found = indicators_of({**BASE, "From": sender}, "Hello")
+        assert "lookalike_sender_domain" in found, sender
+    assert indicators_of({**BASE, "From": "c@cups-and-plates.com"}, "Hello") == []
 
 
 def test_reply_to_differing_from_sender() -> None:
