@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from api.auth import PrincipalDep
 from api.deps import UowDep
@@ -26,16 +26,16 @@ class RuleCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     condition: dict[str, Any] = Field(examples=[{"is_spam": True}])
     action: dict[str, Any] = Field(examples=[{"type": "move", "folder_role": "junk"}])
-    position: int = 0
-    enabled: bool = True
+    position: StrictInt = Field(default=0, ge=0, le=10_000)
+    enabled: StrictBool = True
 
 
 class RuleUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     condition: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
-    position: int | None = None
-    enabled: bool | None = None
+    position: StrictInt | None = Field(default=None, ge=0, le=10_000)
+    enabled: StrictBool | None = None
 
 
 class RulePublic(BaseModel):
