@@ -139,7 +139,10 @@ async def execute_step(
     structlog.contextvars.bind_contextvars(event_id=str(event.id), step=name,
                                            tenant_id=str(event.tenant_id or ""))
     try:
-        async with kept_claim(rt, event_id=event.id, task_id=task_id), rt.db.transaction() as session:
+        async with (
+            kept_claim(rt, event_id=event.id, task_id=task_id),
+            rt.db.transaction() as session,
+        ):
             outcome = await work(session, event, name)
             steps[i].update(state=outcome.status, result=outcome.result)
             last = i == len(steps) - 1 or outcome.status != EventStatus.succeeded
