@@ -15,20 +15,23 @@ from database.engine import Database
 from settings import Settings
 from worker.dispatch import AsyncPublisher
 
+# These are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread, and three
+# thread hops per webhook were a measurable part of the ingest path.
 
-def get_settings_dep(request: Request) -> Settings:
+
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery  # type: ignore[no-any-return]
 
 
-def get_publisher(request: Request) -> AsyncPublisher:
+async def get_publisher(request: Request) -> AsyncPublisher:
     return request.app.state.publisher  # type: ignore[no-any-return]
 
 

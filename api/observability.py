@@ -1,13 +1,12 @@
 """One log line per HTTP request and the webhook metrics, as a pure ASGI middleware.
 
 It sits inside RequestIdMiddleware, so its log line carries the request's `request_id`.
-The webhook type is read from the verified body only after the answer has been sent,
-so the acknowledgement never waits for it.
+The webhook route leaves the verified notification's type and its outcome in the request
+state; only an error answer (small) is read back for its code. The body is never parsed twice.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
 import time
 from typing import Any
@@ -23,7 +22,6 @@ log = structlog.get_logger("postroom.http")
 WEBHOOK_PATH = "/webhooks/nylas"
 _QUIET = ("/health/", "/metrics")
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+){1,3}$")
-_MAX_CAPTURE = 2 * 1024 * 1024
 
 
 class ObservabilityMiddleware:
@@ -36,23 +34,16 @@ class ObservabilityMiddleware:
             return
         start = time.perf_counter()
         is_webhook = scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH
-        request_chunks: list[bytes] = []
         response_chunks: list[bytes] = []
         status = 500
         acked_at: float | None = None
-
-        async def receive_capture() -> Message:
-            message = await receive()
-            if message["type"] == "http.request" and sum(map(len, request_chunks)) < _MAX_CAPTURE:
-                request_chunks.append(message.get("body", b""))
-            return message
 
         async def send_capture(message: Message) -> None:
             nonlocal status, acked_at
             if message["type"] == "http.response.start":
                 status = int(message["status"])
             elif message["type"] == "http.response.body":
-                if is_webhook:
+                if is_webhook and status != 200:
                     response_chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     acked_at = time.perf_counter()
@@ -60,14 +51,12 @@ class ObservabilityMiddleware:
 
         token = metrics.ENDPOINT.set(scope)
         try:
-            await self.app(scope, receive_capture if is_webhook else receive, send_capture)
+            await self.app(scope, receive, send_capture)
         finally:
             metrics.ENDPOINT.reset(token)
             elapsed = (acked_at or time.perf_counter()) - start
             if is_webhook:
-                _count_webhook(
-                    scope, status, elapsed, b"".join(request_chunks), b"".join(response_chunks)
-                )
+                _count_webhook(scope, status, elapsed, b"".join(response_chunks))
             # Path only: a query string may carry a token; headers are never logged.
             quiet = scope["path"].startswith(_QUIET) and status < 500
             (log.debug if quiet else log.info)(
@@ -79,9 +68,11 @@ class ObservabilityMiddleware:
             )
 
 
-def _count_webhook(scope: Scope, status: int, elapsed: float, body: bytes, answer: bytes) -> None:
-    outcome = _outcome(status, answer)
-    type_ = _notification_type(scope, body) if status == 200 else "unverified"
+def _count_webhook(scope: Scope, status: int, elapsed: float, answer: bytes) -> None:
+    state = scope.get("state") or {}
+    outcome = state.get("webhook_outcome") if status == 200 else None
+    outcome = outcome or _outcome(status, answer)
+    type_ = _label(state.get("webhook_type")) if status == 200 else "unverified"
     metrics.WEBHOOKS.labels(type=type_, outcome=outcome).inc()
     metrics.WEBHOOK_ACK.observe(elapsed)
 
@@ -99,14 +90,8 @@ def _outcome(status: int, answer: bytes) -> str:
     return str(status)
 
 
-def _notification_type(scope: Scope, body: bytes) -> str:
-    """The CloudEvents `type` of a body whose signature the route has already verified."""
-    try:
-        headers = dict(scope["headers"])
-        if headers.get(b"content-encoding", b"").lower() == b"gzip":
-            body = gzip.decompress(body)
-        value = orjson.loads(body).get("type")
-    except Exception:
+def _label(value: object) -> str:
+    """Bounded label values: anything not shaped like a Nylas type is folded into 'other'."""
+    if not isinstance(value, str):
         return "unknown"
-    # Bounded label values: anything not shaped like a Nylas type is folded into 'other'.
-    return value if isinstance(value, str) and len(value) <= 64 and _TYPE.match(value) else "other"
+    return value if len(value) <= 64 and _TYPE.match(value) else "other"

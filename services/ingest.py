@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from database.models import EventSource
 from database.repositories import events as events_repo
+from services.errors import BadRequest
 from services.webhooks import decompress, parse_notification, verify_signature
 
 PROCESS_TASK = "postroom.events.process"
@@ -19,10 +21,11 @@ class Ingested:
     event_id: uuid.UUID | None
     task_id: str
     created: bool
+    type: str
 
 
 async def ingest_nylas(
-    session: AsyncSession | AsyncConnection,
+    conn: AsyncConnection,
     *,
     raw: bytes,
     signature: str | None,
@@ -34,25 +37,30 @@ async def ingest_nylas(
 ) -> Ingested:
     """Verify the signature over the exact bytes, then INSERT ... ON CONFLICT DO NOTHING.
 
-    Nothing is written unless the signature matches. The caller commits and publishes.
+    Nothing is written unless the signature matches; `conn` autocommits. The caller publishes.
     """
     verify_signature(secret, raw, signature)
-    notification = parse_notification(decompress(raw, content_encoding, limit=max_bytes))
+    body = decompress(raw, content_encoding, limit=max_bytes)
+    notification = parse_notification(body)
     event_id = uuid.uuid4()
     task_id = str(uuid.uuid4())
-    created = await events_repo.insert_once(
-        session,
-        event_id=event_id,
-        source=EventSource.nylas,
-        type=notification.type,
-        external_id=notification.id,
-        task_name=PROCESS_TASK,
-        task_id=task_id,
-        payload=notification.body,
-        stale_after_s=stale_after_s,
-        request_id=request_id,
-    )
+    try:
+        created = await events_repo.insert_webhook_event(
+            conn,
+            event_id=event_id,
+            source=EventSource.nylas,
+            type=notification.type,
+            external_id=notification.id,
+            task_name=PROCESS_TASK,
+            task_id=task_id,
+            # parse_notification() decoded it as UTF-8 JSON already, so this cannot fail.
+            payload_json=body.decode(),
+            stale_after_s=stale_after_s,
+            request_id=request_id,
+        )
+    except asyncpg.UntranslatableCharacterError as exc:  # \u0000 has no place in jsonb
+        raise BadRequest("The body contains a NUL character (\\u0000).") from exc
     if created:
-        return Ingested(event_id=event_id, task_id=task_id, created=True)
-    existing = await events_repo.id_by_external_id(session, EventSource.nylas, notification.id)
-    return Ingested(event_id=existing, task_id=task_id, created=False)
+        return Ingested(event_id=event_id, task_id=task_id, created=True, type=notification.type)
+    existing = await events_repo.id_by_external_id(conn, EventSource.nylas, notification.id)
+    return Ingested(event_id=existing, task_id=task_id, created=False, type=notification.type)

@@ -89,6 +89,8 @@ async def nylas_notification(
             request_id=request.state.request_id,
         )
     status = "queued" if ingested.created else "duplicate"
+    # For the metrics middleware, which counts webhooks by type and outcome.
+    request.state.webhook_type, request.state.webhook_outcome = ingested.type, status
     return WebhookAck(
         status=status, event_id=str(ingested.event_id) if ingested.event_id else None
     )
