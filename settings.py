@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # How long the API waits for the database before answering 503 (Nylas retries 503, not 500).
     db_connect_timeout_s: float = 1.5
     db_statement_timeout_ms: int = 5000
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
     publish_timeout_s: float = 0.5
     nylas_timeout_s: int = 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # No pre-ping on the API's pool: it costs a round trip per request on the ingest path;
         # a connection broken by a database restart fails one request with 503 and is dropped.
-        app.state.db = Database.from_settings(settings, pre_ping=False)
+        # No overflow either: under load, overflow connections were opened and closed for
+        # every burst (a TCP + TLS handshake each); requests now queue for a pooled one.
+        app.state.db = Database.from_settings(settings, pre_ping=False, max_overflow=0)
         app.state.celery = make_celery(settings, publisher_only=True)
         app.state.publisher = AsyncPublisher(
             app.state.celery, settings.redis_url, timeout=settings.publish_timeout_s
@@ -40,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
+        # Everything made so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which otherwise walk it again and again under load.
+        gc.freeze()
         try:
             yield
         finally:

@@ -25,12 +25,17 @@ class Database:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, pool_size: int | None = None, pre_ping: bool = True
+        cls,
+        settings: Settings,
+        *,
+        pool_size: int | None = None,
+        max_overflow: int = 5,
+        pre_ping: bool = True,
     ) -> Database:
         engine = create_async_engine(
             settings.database_url,
             pool_size=pool_size or settings.db_pool_size,
-            max_overflow=5,
+            max_overflow=max_overflow,
             pool_pre_ping=pre_ping,
             # A pool that cannot hand out a connection quickly means the database is in trouble:
             # fail fast so the API can answer 503 instead of hanging.

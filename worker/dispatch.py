@@ -81,8 +81,15 @@ class AsyncPublisher:
     ) -> tuple[str, bytes]:
         route = route_for(task_name)
         queue = route.queue.value
+        # argsrepr/kwargsrepr given: Celery's saferepr of them was a fifth of this function.
         headers, properties, body, _ = self.app.amqp.as_task_v2(
-            task_id, task_name, args=(), kwargs=kwargs, root_id=task_id
+            task_id,
+            task_name,
+            args=(),
+            kwargs=kwargs,
+            root_id=task_id,
+            argsrepr="()",
+            kwargsrepr=orjson.dumps(kwargs).decode(),
         )
         if request_id:
             headers["request_id"] = request_id

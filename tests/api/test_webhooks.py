@@ -238,3 +238,11 @@ async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db) 
     assert elapsed < 2.5
     rows = await event_rows(db)
     assert len(rows) == 1 and rows[0].status == "received"
+
+
+async def test_nul_escape_that_jsonb_cannot_hold_is_400_and_stores_nothing(client, db) -> None:
+    raw = b'{"id": "nul-1", "type": "message.created", "data": {"object": {"subject": "a\\u0000b"}}}'
+    r = await post_webhook(client, raw)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_request"
+    assert await event_rows(db) == []
