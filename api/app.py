@@ -12,12 +12,20 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
-from api.openapi import install_openapi
 from api.observability import ObservabilityMiddleware
+from api.openapi import install_openapi
+from api.routes import (
+    accounts,
+    classify_rules,
+    events,
+    health,
+    jobs,
+    messages,
+    metrics,
+    tasks,
+    webhooks,
+)
 from api.routes import dead_letters as dead_letter_routes
-from api.routes import accounts, events, jobs, messages, tasks
-from api.routes import classify_rules
-from api.routes import health, metrics, webhooks
 from database.engine import Database
 from services.logs import configure_logging
 from settings import Settings, get_settings

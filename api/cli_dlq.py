@@ -68,8 +68,10 @@ def list_(task: TaskOpt = None, limit: Annotated[int, typer.Option(min=1, max=20
     rows, _ = _run(lambda db: dlq.list_page(db, tenant_id=None, task=task, limit=limit))
     for dl in rows:
         state = f"replayed {dl.replayed_at.isoformat()}" if dl.replayed_at else "dead"
-        typer.echo(f"{dl.id} {dl.task_name} {dl.exception_type} attempts={dl.attempts} "
-                   f"{dl.last_failed_at.isoformat()} {state}")
+        typer.echo(
+            f"{dl.id} {dl.task_name} {dl.exception_type} attempts={dl.attempts} "
+            f"{dl.last_failed_at.isoformat()} {state}"
+        )
 
 
 @app.command()
@@ -106,8 +108,12 @@ def replay(
 async def _replay_all(db: Database, *, task: str | None, publish: dlq.Publish) -> tuple[int, int]:
     ids = await dlq.pending_ids(db, tenant_id=None, task=task)
     done = failed = 0
-    columns: list[Any] = [TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn()]
+    columns: list[Any] = [
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, transient=not sys.stderr.isatty()) as progress:
         bar = progress.add_task("replay", total=len(ids))
         for ident in ids:

@@ -58,7 +58,12 @@ class UnitOfWork:
     published: list[bool] = field(default_factory=list)
 
     def publish_after_commit(
-        self, *, task_name: str, event_id: uuid.UUID, task_id: str, kwargs: dict[str, Any] | None = None
+        self,
+        *,
+        task_name: str,
+        event_id: uuid.UUID,
+        task_id: str,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.jobs.append(Job(task_name, event_id, task_id, kwargs or {}))
 

@@ -19,8 +19,10 @@ def main(argv: list[str]) -> int:
     chosen = argv or names
     unknown = set(chosen) - set(names)
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; have {', '.join(names)}",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(sorted(unknown))}; have {', '.join(names)}",
+            file=sys.stderr,
+        )
         return 2
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)

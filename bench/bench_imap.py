@@ -90,8 +90,9 @@ async def _postroom(env: dict[str, str], dovecot: Dovecot) -> tuple[float, list[
     from services.imap_sync import run_sync
     from settings import Settings
 
-    settings = Settings(database_url=env["POSTROOM_DATABASE_URL"],
-                        credential_keys=env["POSTROOM_CREDENTIAL_KEYS"])  # type: ignore[arg-type]
+    settings = Settings(
+        database_url=env["POSTROOM_DATABASE_URL"], credential_keys=env["POSTROOM_CREDENTIAL_KEYS"]
+    )  # type: ignore[arg-type]
     db = Database.from_settings(settings, pool_size=2)
     try:
         async with db.transaction() as s:
@@ -101,12 +102,18 @@ async def _postroom(env: dict[str, str], dovecot: Dovecot) -> tuple[float, list[
             user = User(tenant_id=tenant.id, email=USER)
             s.add(user)
             await s.flush()
-            account = Account(tenant_id=tenant.id, user_id=user.id, provider=Provider.imap,
-                              email=USER)
+            account = Account(
+                tenant_id=tenant.id, user_id=user.id, provider=Provider.imap, email=USER
+            )
             s.add(account)
             await s.flush()
-            s.add(Credential(tenant_id=tenant.id, account_id=account.id,
-                             ciphertext=encrypt_json(settings, dovecot.credentials(USER))))
+            s.add(
+                Credential(
+                    tenant_id=tenant.id,
+                    account_id=account.id,
+                    ciphertext=encrypt_json(settings, dovecot.credentials(USER)),
+                )
+            )
 
         async def once() -> tuple[float, Any]:
             start = time.perf_counter()
@@ -126,14 +133,18 @@ async def _postroom(env: dict[str, str], dovecot: Dovecot) -> tuple[float, list[
 
 def main() -> None:
     if shutil.which("mbsync") is None or shutil.which("dovecot") is None:
-        print("bench imap needs Dovecot and mbsync: apt-get install -y dovecot-imapd isync",
-              file=sys.stderr)
+        print(
+            "bench imap needs Dovecot and mbsync: apt-get install -y dovecot-imapd isync",
+            file=sys.stderr,
+        )
         return
     db_name = f"postroom_bench_imap_{uuid.uuid4().hex[:6]}"
-    env = {**os.environ,
-           "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}",
-           "POSTROOM_CREDENTIAL_KEYS": Fernet.generate_key().decode(),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}",
+        "POSTROOM_CREDENTIAL_KEYS": Fernet.generate_key().decode(),
+        "PYTHONPATH": str(ROOT),
+    }
     migrate(env)
     dovecot = Dovecot(users=[USER]).start()
     work = Path(tempfile.mkdtemp(prefix="postroom-bench-imap-"))
@@ -142,8 +153,11 @@ def main() -> None:
         asyncio.run(_warm(dovecot))
         (work / "maildir").mkdir()
         conf = work / "mbsyncrc"
-        conf.write_text(_MBSYNC.format(port=dovecot.port, user=USER, password=PASSWORD,
-                                       maildir=work / "maildir"))
+        conf.write_text(
+            _MBSYNC.format(
+                port=dovecot.port, user=USER, password=PASSWORD, maildir=work / "maildir"
+            )
+        )
         conf.chmod(0o600)
         os.environ["HOME"] = str(work)  # mbsync keeps its state under the Maildir and $HOME
         mb_full = _mbsync(conf)
@@ -151,22 +165,40 @@ def main() -> None:
         pr_full, pr_none_runs, stored = asyncio.run(_postroom(env, dovecot))
         pr_none = statistics.median(pr_none_runs)
         mb_files = sum(1 for _ in (work / "maildir").rglob("cur/*")) + sum(
-            1 for _ in (work / "maildir").rglob("new/*"))
-        print(f"mailbox: {total} corpus messages in {len(PLAN)} folders "
-              f"(postroom stored {stored}, mbsync wrote {mb_files} files)")
+            1 for _ in (work / "maildir").rglob("new/*")
+        )
+        print(
+            f"mailbox: {total} corpus messages in {len(PLAN)} folders "
+            f"(postroom stored {stored}, mbsync wrote {mb_files} files)"
+        )
         print("| measure | postroom | mbsync | ratio | goal |")
         print("|---|---|---|---|---|")
-        print(f"| full sync, messages/s | {stored / pr_full:,.0f} ({pr_full:.2f} s) | "
-              f"{mb_files / mb_full:,.0f} ({mb_full:.2f} s) | "
-              f"{(stored / pr_full) / (mb_files / mb_full):.2f}x | >= 0.5x |")
-        print(f"| no-change re-sync, median of {NO_CHANGE_RUNS} | {pr_none * 1000:.1f} ms | "
-              f"{mb_none * 1000:.1f} ms | {pr_none / mb_none:.2f}x the time | <= 1x |")
+        print(
+            f"| full sync, messages/s | {stored / pr_full:,.0f} ({pr_full:.2f} s) | "
+            f"{mb_files / mb_full:,.0f} ({mb_full:.2f} s) | "
+            f"{(stored / pr_full) / (mb_files / mb_full):.2f}x | >= 0.5x |"
+        )
+        print(
+            f"| no-change re-sync, median of {NO_CHANGE_RUNS} | {pr_none * 1000:.1f} ms | "
+            f"{mb_none * 1000:.1f} ms | {pr_none / mb_none:.2f}x the time | <= 1x |"
+        )
     finally:
         dovecot.stop()
         shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc",
-                        f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)', "postgres"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-qc",
+                f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)',
+                "postgres",
+            ],
+            check=False,
+            capture_output=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,33 +31,71 @@ PER_LEVEL = int(os.environ.get("BENCH_INGEST_REQUESTS", "3000"))
 def notifications(n: int, host: str, port: int) -> list[bytes]:
     out = []
     for _ in range(n):
-        body = json.dumps({
-            "specversion": "1.0", "type": "message.created", "source": "/google/emails/realtime",
-            "id": uuid.uuid4().hex, "time": int(time.time()), "webhook_delivery_attempt": 1,
-            "data": {"application_id": "bench", "object": {
-                "id": uuid.uuid4().hex, "grant_id": "bench-grant", "object": "message",
-                "subject": "Benchmark message", "from": [{"email": "a@example.org"}],
-                "to": [{"email": "b@example.com"}], "body": "<p>" + "lorem ipsum " * 40 + "</p>",
-                "folders": ["INBOX"], "unread": True, "date": int(time.time())}},
-        }).encode()
-        out.append(build_request(host, port, "/webhooks/nylas", body,
-                                 {"X-Nylas-Signature": sign(SECRET, body)}))
+        body = json.dumps(
+            {
+                "specversion": "1.0",
+                "type": "message.created",
+                "source": "/google/emails/realtime",
+                "id": uuid.uuid4().hex,
+                "time": int(time.time()),
+                "webhook_delivery_attempt": 1,
+                "data": {
+                    "application_id": "bench",
+                    "object": {
+                        "id": uuid.uuid4().hex,
+                        "grant_id": "bench-grant",
+                        "object": "message",
+                        "subject": "Benchmark message",
+                        "from": [{"email": "a@example.org"}],
+                        "to": [{"email": "b@example.com"}],
+                        "body": "<p>" + "lorem ipsum " * 40 + "</p>",
+                        "folders": ["INBOX"],
+                        "unread": True,
+                        "date": int(time.time()),
+                    },
+                },
+            }
+        ).encode()
+        out.append(
+            build_request(
+                host, port, "/webhooks/nylas", body, {"X-Nylas-Signature": sign(SECRET, body)}
+            )
+        )
     return out
 
 
 def env_for(redis: RedisServer, db: str) -> dict[str, str]:
-    return {**os.environ, "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
-            "POSTROOM_REDIS_URL": redis.url, "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
-            "POSTROOM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
+        "POSTROOM_REDIS_URL": redis.url,
+        "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
+        "POSTROOM_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def start_server(name: str, env: dict[str, str], port: int) -> Process:
     if name == "postroom":
         argv = ["make", "-s", "api", f"PORT={port}", "HOST=127.0.0.1"]
     else:
-        argv = [str(VENV_BIN / "uvicorn"), "bench.floor_app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "2",
-                "--no-access-log", "--log-level", "warning"]
+        argv = [
+            str(VENV_BIN / "uvicorn"),
+            "bench.floor_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--workers",
+            "2",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     proc = Process(f"bench-{name}", argv, {**env, "WEB_CONCURRENCY": "2"}).start()
     wait_port(port, timeout=60)
     time.sleep(1.0)  # both uvicorn workers up
@@ -70,7 +108,7 @@ Measured = tuple[list[tuple[int, Result]], Result, float]
 async def measure(ports: dict[str, int]) -> dict[str, Measured]:
     """Levels alternate between the two servers so both see the same machine noise."""
     levels: dict[str, list[tuple[int, Result]]] = {name: [] for name in ports}
-    for name, port in ports.items():  # warm up
+    for port in ports.values():  # warm up
         await run_closed("127.0.0.1", port, notifications(400, "127.0.0.1", port), 16)
     for c in CONCURRENCY:
         for name, port in ports.items():
@@ -97,10 +135,21 @@ def main() -> None:
     db = f"postroom_bench_ingest_{os.getpid()}"
     redis = RedisServer().start()
     env = env_for(redis, db)
-    subprocess.run([str(VENV_BIN / "python"), "scripts/createdb.py"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(VENV_BIN / "python"), "scripts/createdb.py"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ports = {"floor": free_port(), "postroom": free_port()}
     procs = []
     try:
@@ -112,21 +161,41 @@ def main() -> None:
         for proc in procs:
             proc.stop()
         redis.stop()
-        subprocess.run(["psql", "-q", "-U", "postgres", "-h", "127.0.0.1", "-c",
-                        f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', "postgres"], check=False)
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                "-U",
+                "postgres",
+                "-h",
+                "127.0.0.1",
+                "-c",
+                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)',
+                "postgres",
+            ],
+            check=False,
+        )
 
-    print(f"{'concurrency':>11} | {'floor req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
-          f"{'postroom req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}")
+    print(
+        f"{'concurrency':>11} | {'floor req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'postroom req/s':>14} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+    )
     for (c, f), (_, p) in zip(results["floor"][0], results["postroom"][0], strict=True):
-        print(f"{c:>11} | {f.rps:>11.0f} {f.p50:>7.2f} {f.pct(99):>7.2f} | "
-              f"{p.rps:>14.0f} {p.p50:>7.2f} {p.pct(99):>7.2f} | {p.rps / f.rps:>5.2f}")
+        print(
+            f"{c:>11} | {f.rps:>11.0f} {f.p50:>7.2f} {f.pct(99):>7.2f} | "
+            f"{p.rps:>14.0f} {p.p50:>7.2f} {p.pct(99):>7.2f} | {p.rps / f.rps:>5.2f}"
+        )
     fpeak, ppeak = results["floor"][2], results["postroom"][2]
-    print(f"peak: floor {fpeak:.0f} req/s, postroom {ppeak:.0f} req/s, ratio {ppeak / fpeak:.2f} "
-          "(goal >= 0.70)")
+    print(
+        f"peak: floor {fpeak:.0f} req/s, postroom {ppeak:.0f} req/s, ratio {ppeak / fpeak:.2f} "
+        "(goal >= 0.70)"
+    )
     for name in ("floor", "postroom"):
         o = results[name][1]
-        print(f"{name} at half its peak ({o.rps:.0f} req/s offered for {o.seconds:.1f}s): "
-              f"p50 {o.p50:.2f} ms, p99 {o.pct(99):.2f} ms, errors {o.errors}"
-              + (" (goal p99 < 25 ms)" if name == "postroom" else ""))
+        print(
+            f"{name} at half its peak ({o.rps:.0f} req/s offered for {o.seconds:.1f}s): "
+            f"p50 {o.p50:.2f} ms, p99 {o.pct(99):.2f} ms, errors {o.errors}"
+            + (" (goal p99 < 25 ms)" if name == "postroom" else "")
+        )
     errors = sum(r.errors for name in results for _, r in results[name][0])
     print(f"non-200 answers: {errors}; event rows stored: {stored}")

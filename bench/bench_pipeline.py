@@ -45,14 +45,29 @@ def children(pid: int) -> list[int]:
 
 
 def body(message_id: str) -> bytes:
-    return json.dumps({
-        "specversion": "1.0", "type": "message.created", "id": uuid.uuid4().hex,
-        "time": int(time.time()), "source": "/google/emails/realtime",
-        "data": {"application_id": "bench", "object": {
-            "id": message_id, "grant_id": GRANT, "object": "message", "subject": "bench",
-            "from": [{"email": "a@example.org"}], "to": [{"email": "b@example.com"}],
-            "body": "<p>" + "words " * 50 + "</p>", "folders": ["INBOX"], "date": int(time.time())}},
-    }).encode()
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "message.created",
+            "id": uuid.uuid4().hex,
+            "time": int(time.time()),
+            "source": "/google/emails/realtime",
+            "data": {
+                "application_id": "bench",
+                "object": {
+                    "id": message_id,
+                    "grant_id": GRANT,
+                    "object": "message",
+                    "subject": "bench",
+                    "from": [{"email": "a@example.org"}],
+                    "to": [{"email": "b@example.com"}],
+                    "body": "<p>" + "words " * 50 + "</p>",
+                    "folders": ["INBOX"],
+                    "date": int(time.time()),
+                },
+            },
+        }
+    ).encode()
 
 
 async def seed(dsn: str) -> None:
@@ -60,12 +75,21 @@ async def seed(dsn: str) -> None:
     try:
         tenant, user = uuid.uuid4(), uuid.uuid4()
         await conn.execute("INSERT INTO tenant (id, name) VALUES ($1, 'bench')", tenant)
-        await conn.execute('INSERT INTO "user" (id, tenant_id, email) VALUES ($1, $2, $3)',
-                           user, tenant, "bench@example.com")
+        await conn.execute(
+            'INSERT INTO "user" (id, tenant_id, email) VALUES ($1, $2, $3)',
+            user,
+            tenant,
+            "bench@example.com",
+        )
         await conn.execute(
             "INSERT INTO account (id, tenant_id, user_id, provider, email, status, grant_id,"
             " sync_interval_s, settings) VALUES ($1, $2, $3, 'nylas', 'bench@example.com',"
-            " 'active', $4, 300, '{}')", uuid.uuid4(), tenant, user, GRANT)
+            " 'active', $4, 300, '{}')",
+            uuid.uuid4(),
+            tenant,
+            user,
+            GRANT,
+        )
     finally:
         await conn.close()
 
@@ -73,11 +97,13 @@ async def seed(dsn: str) -> None:
 async def run(api: str, dsn: str, api_pid: int, worker_pid: int) -> None:
     conn = await asyncpg.connect(dsn)
     async with httpx.AsyncClient(base_url=api) as client:
+
         async def post(mid: str) -> float:
             raw = body(mid)
             t0 = time.perf_counter()
-            r = await client.post("/webhooks/nylas", content=raw,
-                                  headers={"x-nylas-signature": sign(SECRET, raw)})
+            r = await client.post(
+                "/webhooks/nylas", content=raw, headers={"x-nylas-signature": sign(SECRET, raw)}
+            )
             assert r.status_code == 200, r.text
             return t0
 
@@ -103,7 +129,10 @@ async def run(api: str, dsn: str, api_pid: int, worker_pid: int) -> None:
 
         await asyncio.gather(*(burst_one(i) for i in range(BURST)))
         posted = time.perf_counter() - start
-        while await conn.fetchval("SELECT count(*) FROM message WHERE provider_id LIKE 'burst-%'") < BURST:
+        while (
+            await conn.fetchval("SELECT count(*) FROM message WHERE provider_id LIKE 'burst-%'")
+            < BURST
+        ):
             await asyncio.sleep(0.05)
         drained = time.perf_counter() - start
         after = (rss_mb(api_pid), [rss_mb(c) for c in children(worker_pid)])
@@ -112,27 +141,54 @@ async def run(api: str, dsn: str, api_pid: int, worker_pid: int) -> None:
     def q(xs: list[float], p: float) -> float:
         return sorted(xs)[min(len(xs) - 1, int(len(xs) * p / 100))]
 
-    print(f"{'one at a time (n=' + str(SINGLES) + ')':<28} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    print(f"{'floor: webhook ack':<28} {statistics.median(acks):>8.1f} {q(acks, 90):>8.1f} {q(acks, 99):>8.1f}")
-    print(f"{'webhook -> message row':<28} {statistics.median(stored):>8.1f} {q(stored, 90):>8.1f} "
-          f"{q(stored, 99):>8.1f}   (goal p50 < 100 ms)")
-    print(f"burst of {BURST}: posted in {posted:.1f}s, all stored after {drained:.1f}s "
-          f"({BURST / drained:.0f} messages/s through one worker child)")
-    print(f"RSS MB before/after the burst: API {before[0]:.0f} -> {after[0]:.0f} (goal < 150); "
-          f"worker children {[round(x) for x in before[1]]} -> {[round(x) for x in after[1]]} "
-          "(goal < 200)")
+    print(
+        f"{'one at a time (n=' + str(SINGLES) + ')':<28} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+    )
+    print(
+        f"{'floor: webhook ack':<28} {statistics.median(acks):>8.1f} "
+        f"{q(acks, 90):>8.1f} {q(acks, 99):>8.1f}"
+    )
+    print(
+        f"{'webhook -> message row':<28} {statistics.median(stored):>8.1f} {q(stored, 90):>8.1f} "
+        f"{q(stored, 99):>8.1f}   (goal p50 < 100 ms)"
+    )
+    print(
+        f"burst of {BURST}: posted in {posted:.1f}s, all stored after {drained:.1f}s "
+        f"({BURST / drained:.0f} messages/s through one worker child)"
+    )
+    print(
+        f"RSS MB before/after the burst: API {before[0]:.0f} -> {after[0]:.0f} (goal < 150); "
+        f"worker children {[round(x) for x in before[1]]} -> {[round(x) for x in after[1]]} "
+        "(goal < 200)"
+    )
 
 
 def main() -> None:
     db = f"postroom_bench_pipe_{os.getpid()}"
     redis = RedisServer().start()
-    env = {**os.environ, "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
-           "POSTROOM_REDIS_URL": redis.url, "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
-           "POSTROOM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(VENV_BIN / "python"), "scripts/createdb.py"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
+        "POSTROOM_REDIS_URL": redis.url,
+        "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
+        "POSTROOM_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run(
+        [str(VENV_BIN / "python"), "scripts/createdb.py"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
     asyncio.run(seed(dsn))
     port = free_port()
@@ -150,5 +206,17 @@ def main() -> None:
         for p in procs:
             p.stop()
         redis.stop()
-        subprocess.run(["psql", "-q", "-U", "postgres", "-h", "127.0.0.1", "-c",
-                        f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', "postgres"], check=False)
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                "-U",
+                "postgres",
+                "-h",
+                "127.0.0.1",
+                "-c",
+                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)',
+                "postgres",
+            ],
+            check=False,
+        )

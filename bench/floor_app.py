@@ -44,8 +44,10 @@ async def webhook(request: Request) -> Response:
     row = await pool.fetchval(INSERT, event_id, note["type"], note["id"], body.decode())
     if row is not None:
         await state["redis"].lpush("floor", json.dumps({"event_id": str(event_id)}))  # type: ignore[attr-defined]
-    return Response(orjson.dumps({"status": "queued" if row else "duplicate",
-                                  "event_id": str(event_id)}), media_type="application/json")
+    return Response(
+        orjson.dumps({"status": "queued" if row else "duplicate", "event_id": str(event_id)}),
+        media_type="application/json",
+    )
 
 
 @asynccontextmanager

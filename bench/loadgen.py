@@ -35,8 +35,13 @@ class Result:
 
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}",
-             "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -77,7 +82,9 @@ async def run_closed(host: str, port: int, requests: list[bytes], concurrency: i
     return Result(len(latencies), time.perf_counter() - start, latencies, errors)
 
 
-async def run_open(host: str, port: int, requests: list[bytes], rate: float, conns: int = 64) -> Result:
+async def run_open(
+    host: str, port: int, requests: list[bytes], rate: float, conns: int = 64
+) -> Result:
     """Send at a fixed rate (open loop): latency counts from the scheduled send time."""
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(conns):

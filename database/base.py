@@ -31,7 +31,12 @@ def id_field() -> Any:
 def ts_field(*, nullable: bool = False, index: bool = False) -> Any:
     """A timestamptz column; non-null ones default to now on the Python and the server side."""
     if nullable:
-        return Field(default=None, sa_column_kwargs={"nullable": True}, sa_type=sa.DateTime(timezone=True), index=index)
+        return Field(
+            default=None,
+            sa_column_kwargs={"nullable": True},
+            sa_type=sa.DateTime(timezone=True),
+            index=index,
+        )
     return Field(
         default_factory=utcnow,
         sa_type=sa.DateTime(timezone=True),
@@ -40,8 +45,10 @@ def ts_field(*, nullable: bool = False, index: bool = False) -> Any:
     )
 
 
-def fk_field(target: str, *, nullable: bool = False, index: bool = True, ondelete: str = "CASCADE") -> Any:
-    return Field(
+def fk_field(
+    target: str, *, nullable: bool = False, index: bool = True, ondelete: str = "CASCADE"
+) -> Any:
+    return Field(  # type: ignore[call-overload]
         default=None if nullable else ...,
         sa_column_kwargs={"nullable": nullable},
         sa_type=sa.Uuid,
@@ -54,4 +61,6 @@ def fk_field(target: str, *, nullable: bool = False, index: bool = True, ondelet
 def jsonb_field(default_factory: Any = dict, *, nullable: bool = False) -> Any:
     if nullable:
         return Field(default=None, sa_type=JSONB, sa_column_kwargs={"nullable": True})
-    return Field(default_factory=default_factory, sa_type=JSONB, sa_column_kwargs={"nullable": False})
+    return Field(
+        default_factory=default_factory, sa_type=JSONB, sa_column_kwargs={"nullable": False}
+    )

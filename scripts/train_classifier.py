@@ -66,8 +66,10 @@ def main() -> None:
     corpus = list(messages(TRAIN))
     y = np.array([int(spam) for _, _, spam in corpus])
     x, priors = featurize([raw for _, raw, _ in corpus])
-    print(f"featurized {len(y)} training mails ({int(y.sum())} spam) "
-          f"in {time.perf_counter() - started:.1f}s")
+    print(
+        f"featurized {len(y)} training mails ({int(y.sum())} spam) "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
 
     folds = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=7).split(x, y))
     best: tuple[float, float, np.ndarray] | None = None
@@ -77,8 +79,10 @@ def main() -> None:
             cv[test_idx] = fit(x[train_idx], y[train_idx], c).decision_function(x[test_idx])
         cv += priors
         score = recall_at_fpr(y, cv, 0.01) + recall_at_fpr(y, cv, 0.001)
-        print(f"C={c:<5} cv recall@1%FPR={recall_at_fpr(y, cv, 0.01):.4f} "
-              f"@0.1%FPR={recall_at_fpr(y, cv, 0.001):.4f}")
+        print(
+            f"C={c:<5} cv recall@1%FPR={recall_at_fpr(y, cv, 0.01):.4f} "
+            f"@0.1%FPR={recall_at_fpr(y, cv, 0.001):.4f}"
+        )
         if best is None or score > best[0]:
             best = (score, c, cv)
     assert best is not None
@@ -92,12 +96,19 @@ def main() -> None:
         weights=model.coef_[0].astype(np.float32),
         bias=float(model.intercept_[0]),
         threshold=1.0 / (1.0 + math.exp(-threshold_logit)),
-        meta={"C": c, "trained_on": sorted(TRAIN), "n_train": len(y),
-              "n_buckets": N_BUCKETS, "features": "crc32-hashed binary tokens / sqrt(n)"},
+        meta={
+            "C": c,
+            "trained_on": sorted(TRAIN),
+            "n_train": len(y),
+            "n_buckets": N_BUCKETS,
+            "features": "crc32-hashed binary tokens / sqrt(n)",
+        },
     )
     spam_model.save(args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB), C={c}, "
-          f"threshold={spam_model.threshold:.3f}, in {time.perf_counter() - started:.1f}s")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB), C={c}, "
+        f"threshold={spam_model.threshold:.3f}, in {time.perf_counter() - started:.1f}s"
+    )
 
 
 if __name__ == "__main__":

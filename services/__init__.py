@@ -1,1 +1,1 @@
-"""Domain logic of postroom: ingest, Nylas, IMAP, SMTP, MIME, classify, dead letters, crypto, outbox."""
+"""Domain logic: ingest, Nylas, IMAP, SMTP, MIME, classify, dead letters, crypto, outbox."""

@@ -71,7 +71,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_page(
-    db: Database, *, tenant_id: uuid.UUID | None, task: str | None = None, limit: int = 50,
+    db: Database,
+    *,
+    tenant_id: uuid.UUID | None,
+    task: str | None = None,
+    limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[DeadLetter], str | None]:
     limit = max(1, min(limit, MAX_LIMIT))
@@ -110,15 +114,22 @@ async def prepare_replay(
         raise Conflict("The event is running again already; wait for it to finish.")
     await repo.mark_replayed(session, dl.id)
     return ReplayJob(
-        dead_letter_id=dl.id, event_id=event.id, task_id=task_id, task_name=event.task_name,
-        kwargs=dict(event.task_kwargs or {}), request_id=event.request_id,
+        dead_letter_id=dl.id,
+        event_id=event.id,
+        task_id=task_id,
+        task_name=event.task_name,
+        kwargs=dict(event.task_kwargs or {}),
+        request_id=event.request_id,
     )
 
 
 def publish_job(publish: Publish, job: ReplayJob) -> ReplayJob:
     """After the commit. A failed publish is fine: the event is queued and the sweeper has it."""
     job.published = publish(
-        task_name=job.task_name, event_id=job.event_id, task_id=job.task_id, kwargs=job.kwargs,
+        task_name=job.task_name,
+        event_id=job.event_id,
+        task_id=job.task_id,
+        kwargs=job.kwargs,
         request_id=job.request_id,
     )
     return job

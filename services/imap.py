@@ -25,8 +25,14 @@ from services.imap_protocol import (
     response_codes,
 )
 
-SPECIAL_USE = {"\\sent": "sent", "\\trash": "trash", "\\junk": "junk", "\\drafts": "drafts",
-               "\\archive": "archive", "\\all": "archive"}
+SPECIAL_USE = {
+    "\\sent": "sent",
+    "\\trash": "trash",
+    "\\junk": "junk",
+    "\\drafts": "drafts",
+    "\\archive": "archive",
+    "\\all": "archive",
+}
 _READ_LIMIT = 64 * 1024 * 1024
 
 
@@ -49,9 +55,15 @@ class ImapConfig:
     @classmethod
     def from_credentials(cls, data: dict[str, Any], *, timeout: float = 30.0) -> ImapConfig:
         imap = data.get("imap") or {}
-        return cls(host=imap["host"], port=int(imap["port"]), username=imap["username"],
-                   password=imap["password"], security=imap.get("security", "tls"),
-                   timeout=timeout, verify_tls=bool(imap.get("verify_tls", True)))
+        return cls(
+            host=imap["host"],
+            port=int(imap["port"]),
+            username=imap["username"],
+            password=imap["password"],
+            security=imap.get("security", "tls"),
+            timeout=timeout,
+            verify_tls=bool(imap.get("verify_tls", True)),
+        )
 
 
 @dataclass
@@ -93,9 +105,14 @@ class ImapClient:
         context = self._ssl_context() if cfg.security in ("tls", "starttls") else None
         try:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(cfg.host, cfg.port, limit=_READ_LIMIT,
-                                        ssl=context if cfg.security == "tls" else None),
-                cfg.timeout)
+                asyncio.open_connection(
+                    cfg.host,
+                    cfg.port,
+                    limit=_READ_LIMIT,
+                    ssl=context if cfg.security == "tls" else None,
+                ),
+                cfg.timeout,
+            )
         except (OSError, TimeoutError) as exc:
             where = f"{cfg.host}:{cfg.port}"
             raise ProviderTemporaryError(
@@ -183,7 +200,8 @@ class ImapClient:
     # -- wire -----------------------------------------------------------------------------
     def _lost(self, what: str) -> ProviderTemporaryError:
         return ProviderTemporaryError(
-            f"The IMAP server {what} during {self._command}; the sync will be retried.")
+            f"The IMAP server {what} during {self._command}; the sync will be retried."
+        )
 
     async def _readline(self) -> bytes:
         assert self._reader is not None
@@ -208,8 +226,9 @@ class ImapClient:
         parts = [line]
         while size is not None:
             try:
-                parts.append(await asyncio.wait_for(self._reader.readexactly(size),
-                                                    self.config.timeout))
+                parts.append(
+                    await asyncio.wait_for(self._reader.readexactly(size), self.config.timeout)
+                )
             except asyncio.IncompleteReadError:
                 raise self._lost("closed the connection") from None
             except TimeoutError:
@@ -241,7 +260,7 @@ class ImapClient:
         while True:
             resp = await self._read_response()
             if resp.startswith(tag + b" "):
-                rest = resp[len(tag) + 1:]
+                rest = resp[len(tag) + 1 :]
                 if rest[:2].upper() == b"OK":
                     yield resp
                     return
@@ -293,11 +312,18 @@ class ImapClient:
                 flags, delim, name = parse_items(resp, 7)[:3]
                 wire = name.decode() if isinstance(name, bytes) else str(name)
                 lower = [str(f).lower() for f in flags]
-                role = "inbox" if wire.upper() == "INBOX" else next(
-                    (SPECIAL_USE[f] for f in lower if f in SPECIAL_USE), None)
+                role = (
+                    "inbox"
+                    if wire.upper() == "INBOX"
+                    else next((SPECIAL_USE[f] for f in lower if f in SPECIAL_USE), None)
+                )
                 boxes[wire] = MailboxInfo(
-                    name=wire, display_name=decode_mutf7(wire), flags=lower, role=role,
-                    delimiter=delim.decode() if isinstance(delim, bytes) else delim)
+                    name=wire,
+                    display_name=decode_mutf7(wire),
+                    flags=lower,
+                    role=role,
+                    delimiter=delim.decode() if isinstance(delim, bytes) else delim,
+                )
             elif head.startswith(b"* STATUS "):
                 name, values = parse_items(resp, 9)[:2]
                 wire = name.decode() if isinstance(name, bytes) else str(name)
@@ -312,7 +338,8 @@ class ImapClient:
         verb = "EXAMINE" if readonly else "SELECT"
         suffix = b" (CONDSTORE)" if self.has("CONDSTORE") else b""
         untagged, status = await self._run(
-            verb.encode() + b" " + self._astring(mailbox) + suffix, name=verb)
+            verb.encode() + b" " + self._astring(mailbox) + suffix, name=verb
+        )
         info = SelectInfo(uidvalidity=0, uidnext=None, highest_modseq=None, exists=0)
         for resp in [*untagged, status]:
             codes = response_codes(resp)
@@ -336,7 +363,11 @@ class ImapClient:
         return uids
 
     async def uid_fetch(
-        self, uid_set: str, items: str, *, changed_since: int | None = None,
+        self,
+        uid_set: str,
+        items: str,
+        *,
+        changed_since: int | None = None,
         vanished: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream `{"UID": .., "FLAGS": .., ...}` per message; `{"VANISHED": [uids]}` too."""
@@ -393,7 +424,7 @@ class ImapClient:
         while True:
             resp = await self._read_response()
             if resp.startswith(tag + b" "):
-                if resp[len(tag) + 1:][:2].upper() != b"OK":
+                if resp[len(tag) + 1 :][:2].upper() != b"OK":
                     raise ImapCommandError("The IMAP server refused APPEND.")
                 return
 

@@ -21,8 +21,10 @@ def literal_size(line: bytes) -> int | None:
 
 def response_codes(line: bytes) -> dict[str, str]:
     """`[UIDVALIDITY 5]`-style codes of a status line, by upper-case name."""
-    return {m.group(1).decode(): (m.group(2) or b"").decode("ascii", "replace")
-            for m in _CODE.finditer(line)}
+    return {
+        m.group(1).decode(): (m.group(2) or b"").decode("ascii", "replace")
+        for m in _CODE.finditer(line)
+    }
 
 
 def parse_items(data: bytes, pos: int = 0) -> list[Item]:
@@ -48,9 +50,9 @@ def _parse_sequence(data: bytes, pos: int, closing: int | None) -> tuple[list[It
             out.append(value)
         elif c == 0x7B:  # {
             close = data.index(b"}", pos)
-            size = int(data[pos + 1:close].rstrip(b"+"))
+            size = int(data[pos + 1 : close].rstrip(b"+"))
             start = close + 3  # "}\r\n"
-            out.append(data[start:start + size])
+            out.append(data[start : start + size])
             pos = start + size
         else:
             start = pos
@@ -122,7 +124,7 @@ def decode_mutf7(name: str) -> str:
             j = name.find("-", i)
             if j == -1:
                 return name
-            chunk = name[i + 1:j]
+            chunk = name[i + 1 : j]
             if not chunk:
                 out.append("&")
             else:

@@ -30,38 +30,53 @@ def modseq_of(attrs: dict[str, Any]) -> int | None:
         return None
 
 
-async def _apply_flags(syncer: _Syncer, folder: Folder, info: SelectInfo,
-                       changes: list[dict[str, Any]]) -> None:
+async def _apply_flags(
+    syncer: _Syncer, folder: Folder, info: SelectInfo, changes: list[dict[str, Any]]
+) -> None:
     async with syncer.db.transaction() as s:
         syncer.result.updated += await repo.apply_flags(
-            s, tenant_id=syncer.account.tenant_id, folder_id=folder.id,
-            uidvalidity=info.uidvalidity, changes=changes)
+            s,
+            tenant_id=syncer.account.tenant_id,
+            folder_id=folder.id,
+            uidvalidity=info.uidvalidity,
+            changes=changes,
+        )
 
 
-async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo,
-                        uids: list[int]) -> None:
+async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo, uids: list[int]) -> None:
     async with syncer.db.transaction() as s:
         syncer.result.deleted += await repo.mark_uids_deleted(
-            s, tenant_id=syncer.account.tenant_id, folder_id=folder.id,
-            uidvalidity=info.uidvalidity, uids=uids)
+            s,
+            tenant_id=syncer.account.tenant_id,
+            folder_id=folder.id,
+            uidvalidity=info.uidvalidity,
+            uids=uids,
+        )
 
 
-async def expunged_by_search(syncer: _Syncer, folder: Folder, info: SelectInfo, *,
-                             server_uids: list[int] | None = None,
-                             below: int | None = None) -> None:
+async def expunged_by_search(
+    syncer: _Syncer,
+    folder: Folder,
+    info: SelectInfo,
+    *,
+    server_uids: list[int] | None = None,
+    below: int | None = None,
+) -> None:
     """Without QRESYNC: stored UIDs the server no longer lists were expunged."""
     if server_uids is None:
         server_uids = await syncer.client.uid_search("ALL")
     present = set(server_uids)
     async with syncer.db.transaction() as s:
-        known = await repo.live_uids(s, tenant_id=syncer.account.tenant_id,
-                                     folder_id=folder.id, uidvalidity=info.uidvalidity)
+        known = await repo.live_uids(
+            s, tenant_id=syncer.account.tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity
+        )
     gone = [u for u in known if u not in present and (below is None or u < below)]
     await _mark_deleted(syncer, folder, info, gone)
 
 
-async def changes_since(syncer: _Syncer, folder: Folder, info: SelectInfo, *,
-                        known_next: int, uids: list[int] | None) -> None:
+async def changes_since(
+    syncer: _Syncer, folder: Folder, info: SelectInfo, *, known_next: int, uids: list[int] | None
+) -> None:
     """Flag changes and expunges among the UIDs stored before this sync."""
     client = syncer.client
     if known_next <= 1:
@@ -73,16 +88,20 @@ async def changes_since(syncer: _Syncer, folder: Folder, info: SelectInfo, *,
     changes: list[dict[str, Any]] = []
     vanished: list[int] = []
     stream = client.uid_fetch(
-        f"1:{known_next - 1}", "UID FLAGS" + (" MODSEQ" if use_modseq else ""),
-        changed_since=folder.highest_modseq if use_modseq else None, vanished=qresync)
+        f"1:{known_next - 1}",
+        "UID FLAGS" + (" MODSEQ" if use_modseq else ""),
+        changed_since=folder.highest_modseq if use_modseq else None,
+        vanished=qresync,
+    )
     async for attrs in stream:
         if "VANISHED" in attrs:
             vanished.extend(attrs["VANISHED"])
             continue
         if attrs["UID"] >= known_next:
             continue
-        changes.append({"uid": attrs["UID"], "modseq": modseq_of(attrs),
-                        **flag_values(attrs.get("FLAGS"))})
+        changes.append(
+            {"uid": attrs["UID"], "modseq": modseq_of(attrs), **flag_values(attrs.get("FLAGS"))}
+        )
         if len(changes) >= FLAG_BATCH:
             await _apply_flags(syncer, folder, info, changes)
             changes = []
@@ -97,12 +116,14 @@ async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInf
     """UIDVALIDITY changed: re-key rows found again by Message-ID, fetch the rest, drop the gone."""
     tenant_id = syncer.account.tenant_id
     async with syncer.db.transaction() as s:
-        known = await repo.live_message_ids(s, tenant_id=tenant_id, folder_id=folder.id,
-                                            stale_uidvalidity=info.uidvalidity)
+        known = await repo.live_message_ids(
+            s, tenant_id=tenant_id, folder_id=folder.id, stale_uidvalidity=info.uidvalidity
+        )
     rekeys: list[dict[str, Any]] = []
     unknown: list[int] = []
     items = "UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]" + (
-        " MODSEQ" if info.highest_modseq else "")
+        " MODSEQ" if info.highest_modseq else ""
+    )
     async for attrs in syncer.client.uid_fetch("1:*", items):
         if "VANISHED" in attrs:
             continue
@@ -113,13 +134,21 @@ async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInf
             unknown.append(attrs["UID"])
             continue
         uid = attrs["UID"]
-        rekeys.append({"id": row_id, "uid": uid, "uidvalidity": info.uidvalidity,
-                       "provider_id": syncer.provider_id(folder, info.uidvalidity, uid),
-                       "modseq": modseq_of(attrs), **flag_values(attrs.get("FLAGS"))})
+        rekeys.append(
+            {
+                "id": row_id,
+                "uid": uid,
+                "uidvalidity": info.uidvalidity,
+                "provider_id": syncer.provider_id(folder, info.uidvalidity, uid),
+                "modseq": modseq_of(attrs),
+                **flag_values(attrs.get("FLAGS")),
+            }
+        )
     async with syncer.db.transaction() as s:
         await repo.rekey(s, tenant_id=tenant_id, rows=rekeys)
         syncer.result.updated += len(rekeys)
     await syncer.fetch_uids(folder, info, unknown)
     async with syncer.db.transaction() as s:
         syncer.result.deleted += await repo.delete_stale_generation(
-            s, tenant_id=tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity)
+            s, tenant_id=tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity
+        )

@@ -27,14 +27,13 @@ async def account_for_tenant(
     return account
 
 
-async def imap_config(
-    session: AsyncSession, settings: Settings, account: Account
-) -> ImapConfig:
+async def imap_config(session: AsyncSession, settings: Settings, account: Account) -> ImapConfig:
     """Connection settings from the account's encrypted credential."""
     if account.status != AccountStatus.active:
         raise ValidationFailed(f"The account is {account.status}; it cannot be synced.")
     token = await state_repo.credential_token(
-        session, tenant_id=account.tenant_id, account_id=account.id)
+        session, tenant_id=account.tenant_id, account_id=account.id
+    )
     if token is None:
         raise ValidationFailed("The account has no stored credentials.")
     data = decrypt_json(settings, token)

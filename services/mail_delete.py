@@ -29,13 +29,17 @@ class MessageDestroyer(Protocol):
 
 
 async def delete_messages(
-    session: AsyncSession, settings: Settings, *, tenant_id: uuid.UUID,
-    message_ids: list[uuid.UUID], permanent: bool, nylas: MessageDestroyer | None,
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    tenant_id: uuid.UUID,
+    message_ids: list[uuid.UUID],
+    permanent: bool,
+    nylas: MessageDestroyer | None,
 ) -> int:
     """Delete the tenant's messages; any id that is not the tenant's refuses the whole batch."""
     wanted = list(dict.fromkeys(message_ids))
-    rows = await messages_repo.get_many_for_tenant(
-        session, tenant_id=tenant_id, message_ids=wanted)
+    rows = await messages_repo.get_many_for_tenant(session, tenant_id=tenant_id, message_ids=wanted)
     if len(rows) != len(wanted):
         # Checked before any server is touched: nothing of another tenant is even looked at.
         raise PermissionDenied("Some messages do not belong to this tenant.")
@@ -51,7 +55,8 @@ async def delete_messages(
         else:
             done = await _delete_imap(session, settings, account, messages, permanent=permanent)
         deleted += await messages_repo.mark_many_deleted(
-            session, tenant_id=tenant_id, message_ids=done)
+            session, tenant_id=tenant_id, message_ids=done
+        )
     return deleted
 
 
@@ -70,11 +75,19 @@ async def _delete_nylas(
 
 
 async def _delete_imap(
-    session: AsyncSession, settings: Settings, account: Account, messages: list[Message], *,
+    session: AsyncSession,
+    settings: Settings,
+    account: Account,
+    messages: list[Message],
+    *,
     permanent: bool,
 ) -> list[uuid.UUID]:
-    folders = {f.id: f for f in await state_repo.folders_of(
-        session, tenant_id=account.tenant_id, account_id=account.id)}
+    folders = {
+        f.id: f
+        for f in await state_repo.folders_of(
+            session, tenant_id=account.tenant_id, account_id=account.id
+        )
+    }
     trash = next((f for f in folders.values() if f.role == "trash"), None)
     by_folder: dict[uuid.UUID, list[Message]] = defaultdict(list)
     for m in messages:
@@ -94,7 +107,10 @@ async def _delete_imap(
 
 
 async def _delete_in_folder(
-    client: ImapClient, folder: Folder, items: list[Message], trash: Folder | None,
+    client: ImapClient,
+    folder: Folder,
+    items: list[Message],
+    trash: Folder | None,
     permanent: bool,
 ) -> list[uuid.UUID]:
     info = await client.select(folder.provider_id or folder.name)

@@ -21,10 +21,21 @@ SNIPPET_CHARS = 200
 MAX_BODY_CHARS = 2_000_000
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 # Labels mail software writes that Python's codecs do not know under that name.
-_ALIASES = {"x-unknown": "", "unknown-8bit": "", "default": "", "x-user-defined": "cp1252",
-            "iso-8859-8-i": "iso-8859-8", "ks_c_5601-1987": "cp949", "gb2312": "gb18030",
-            "gbk": "gb18030", "ascii": "utf-8", "us-ascii": "utf-8", "iso-8859-1": "cp1252",
-            "latin-1": "cp1252", "latin1": "cp1252"}
+_ALIASES = {
+    "x-unknown": "",
+    "unknown-8bit": "",
+    "default": "",
+    "x-user-defined": "cp1252",
+    "iso-8859-8-i": "iso-8859-8",
+    "ks_c_5601-1987": "cp949",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ascii": "utf-8",
+    "us-ascii": "utf-8",
+    "iso-8859-1": "cp1252",
+    "latin-1": "cp1252",
+    "latin1": "cp1252",
+}
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(r"[\x00]")
 

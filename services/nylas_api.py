@@ -43,7 +43,9 @@ def map_error(exc: BaseException) -> Exception:
         kind = getattr(exc, "type", None) or "error"
         text = f"Nylas answered {status} ({kind})."
         if status in _TEMPORARY_STATUSES or status >= 500:
-            return ProviderTemporaryError(text, retry_after=_retry_after(getattr(exc, "headers", None)))
+            return ProviderTemporaryError(
+                text, retry_after=_retry_after(getattr(exc, "headers", None))
+            )
         if status == 404:
             return ProviderNotFound(text)
         if status in (401, 403):
@@ -90,7 +92,8 @@ class NylasGateway:
         """`messages.update` with the folder ids the message should be in (a move)."""
         response = await self.call(
             lambda: self.client.messages.update(
-                identifier=grant_id, message_id=message_id,
+                identifier=grant_id,
+                message_id=message_id,
                 request_body={"folders": folders},
             )
         )
@@ -110,7 +113,8 @@ class NylasGateway:
         """`messages.send`; the Idempotency-Key makes a repeat within 1 h return the first send."""
         response = await self.call(
             lambda: self.client.messages.send(
-                identifier=grant_id, request_body=body,  # type: ignore[arg-type]
+                identifier=grant_id,
+                request_body=body,  # type: ignore[arg-type]
                 overrides={"headers": {"Idempotency-Key": idempotency_key}},
             )
         )

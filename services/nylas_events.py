@@ -90,9 +90,7 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
-def message_values(
-    obj: dict[str, Any], *, account: Account, version: int | None
-) -> dict[str, Any]:
+def message_values(obj: dict[str, Any], *, account: Account, version: int | None) -> dict[str, Any]:
     """Nylas Message object -> message columns (bodies are HTML in Nylas)."""
     sender = _addresses(obj.get("from"))
     date = _timestamp(obj.get("date"))
@@ -163,18 +161,21 @@ async def _upsert_message(
         values["folder_id"] = folder_ids[folder_names[0]]
     saved = await messages_repo.upsert(session, values)
     if saved is None:
-        return Outcome.ignored(
-            "the message was deleted or a newer state is stored", account
-        )
+        return Outcome.ignored("the message was deleted or a newer state is stored", account)
     message_id, inserted = saved
     await messages_repo.replace_attachments(
-        session, tenant_id=account.tenant_id, message_id=message_id,
+        session,
+        tenant_id=account.tenant_id,
+        message_id=message_id,
         attachments=attachment_values(obj),
     )
     return Outcome(
         status="succeeded",
-        result={"status": "success", "message_id": str(message_id),
-                "action": "created" if inserted else "updated"},
+        result={
+            "status": "success",
+            "message_id": str(message_id),
+            "action": "created" if inserted else "updated",
+        },
         tenant_id=account.tenant_id,
         account_id=account.id,
         message_ids=[message_id],
@@ -222,8 +223,11 @@ async def process_notification(
 
     if kind == "message.deleted":
         message_id = await messages_repo.mark_deleted(
-            session, tenant_id=account.tenant_id, account_id=account.id,
-            provider_id=obj["id"], provider_version=version,
+            session,
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            provider_id=obj["id"],
+            provider_version=version,
         )
         return Outcome(
             status="succeeded",
@@ -235,7 +239,9 @@ async def process_notification(
     # message.created / message.updated are both upserts (providers send either for both).
     if "truncated" in suffixes or not isinstance(obj.get("body"), str):
         if nylas is None:
-            raise ValidationFailed("A truncated message needs the Nylas API, which is not configured.")
+            raise ValidationFailed(
+                "A truncated message needs the Nylas API, which is not configured."
+            )
         obj = await nylas.find_message(grant_id, obj["id"])
     return await _upsert_message(session, account=account, obj=obj, version=version)
 

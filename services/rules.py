@@ -65,10 +65,12 @@ def matches(condition: dict[str, Any], message: Message) -> bool:
 async def _target(session: AsyncSession, account: Account, action: dict[str, Any]) -> Folder:
     if action.get("folder_role"):
         folder = await classify_repo.folder_by_role(
-            session, tenant_id=account.tenant_id, account_id=account.id, role=action["folder_role"])
+            session, tenant_id=account.tenant_id, account_id=account.id, role=action["folder_role"]
+        )
     else:
         folder = await classify_repo.folder_by_name(
-            session, tenant_id=account.tenant_id, account_id=account.id, name=action["folder"])
+            session, tenant_id=account.tenant_id, account_id=account.id, name=action["folder"]
+        )
     if folder is None:
         wanted = action.get("folder_role") or action.get("folder")
         raise ValidationFailed(f"The account has no folder {wanted!r} to move messages to.")
@@ -84,8 +86,13 @@ async def imap_move(config: Any, *, source: str, uid: int, target: str) -> None:
 
 
 async def move_message(
-    session: AsyncSession, *, settings: Settings, nylas: FolderMover | None,
-    account: Account, message: Message, target: Folder,
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    nylas: FolderMover | None,
+    account: Account,
+    message: Message,
+    target: Folder,
 ) -> bool:
     """Move one message at the provider, then record it; False when it is there already."""
     if message.folder_id == target.id:
@@ -94,22 +101,33 @@ async def move_message(
         if nylas is None or not account.grant_id:
             raise ValidationFailed("Nylas is not configured; the message cannot be moved.")
         await nylas.update_message_folders(
-            account.grant_id, message.provider_id, [target.provider_id or target.name])
+            account.grant_id, message.provider_id, [target.provider_id or target.name]
+        )
     else:
         source = await classify_repo.folder_by_id(session, message.folder_id)
         if source is None or message.imap_uid is None:
             raise ValidationFailed("The message has no IMAP folder and UID; it cannot be moved.")
         config = await mail_accounts.imap_config(session, settings, account)
-        await imap_move(config, source=source.provider_id or source.name, uid=message.imap_uid,
-                        target=target.provider_id or target.name)
-    await classify_repo.set_message_place(session, message_id=message.id,
-                                          values={"folder_id": target.id})
+        await imap_move(
+            config,
+            source=source.provider_id or source.name,
+            uid=message.imap_uid,
+            target=target.provider_id or target.name,
+        )
+    await classify_repo.set_message_place(
+        session, message_id=message.id, values={"folder_id": target.id}
+    )
     return True
 
 
 async def apply_action(
-    session: AsyncSession, *, settings: Settings, nylas: FolderMover | None,
-    account: Account, message: Message, action: dict[str, Any],
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    nylas: FolderMover | None,
+    account: Account,
+    message: Message,
+    action: dict[str, Any],
 ) -> str | None:
     """Do one action; a short description of what changed, or None when nothing did."""
     if action["type"] == "label":
@@ -117,29 +135,42 @@ async def apply_action(
         if label in (message.labels or []):
             return None
         message.labels = [*(message.labels or []), label]
-        await classify_repo.set_message_place(session, message_id=message.id,
-                                              values={"labels": message.labels})
+        await classify_repo.set_message_place(
+            session, message_id=message.id, values={"labels": message.labels}
+        )
         return f"label:{label}"
     target = await _target(session, account, action)
-    moved = await move_message(session, settings=settings, nylas=nylas, account=account,
-                               message=message, target=target)
+    moved = await move_message(
+        session, settings=settings, nylas=nylas, account=account, message=message, target=target
+    )
     if moved:
         message.folder_id = target.id
     return f"move:{target.name}" if moved else None
 
 
 async def apply_rules(
-    session: AsyncSession, *, settings: Settings, nylas: FolderMover | None,
-    tenant_id: uuid.UUID, message_id: uuid.UUID, only: list[dict[str, Any]] | None = None,
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    nylas: FolderMover | None,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    only: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Apply the account's enabled rules (or the given ad-hoc ones) to one message."""
     message = await classify_repo.get_message(session, tenant_id=tenant_id, message_id=message_id)
     if message is None:
         raise PermissionDenied(f"Message {message_id} was not found for this tenant.")
     account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant_id, account_id=message.account_id)
-    rules: list[Any] = only if only is not None else await repo.list_for_account(
-        session, tenant_id=tenant_id, account_id=account.id, enabled_only=True)
+        session, tenant_id=tenant_id, account_id=message.account_id
+    )
+    rules: list[Any] = (
+        only
+        if only is not None
+        else await repo.list_for_account(
+            session, tenant_id=tenant_id, account_id=account.id, enabled_only=True
+        )
+    )
     applied, matched = [], []
     for rule in rules:
         condition = rule["condition"] if isinstance(rule, dict) else rule.condition
@@ -147,16 +178,24 @@ async def apply_rules(
         if not matches(condition, message):
             continue
         matched.append(str(rule.get("name")) if isinstance(rule, dict) else str(rule.id))
-        done = await apply_action(session, settings=settings, nylas=nylas, account=account,
-                                  message=message, action=action)
+        done = await apply_action(
+            session, settings=settings, nylas=nylas, account=account, message=message, action=action
+        )
         if done:
             applied.append(done)
-    return {"status": "success", "message_id": str(message_id), "matched": matched,
-            "applied": applied}
+    return {
+        "status": "success",
+        "message_id": str(message_id),
+        "matched": matched,
+        "applied": applied,
+    }
 
 
-JUNK_RULE = {"name": "move spam to junk", "condition": {"is_spam": True},
-             "action": {"type": "move", "folder_role": "junk"}}
+JUNK_RULE = {
+    "name": "move spam to junk",
+    "condition": {"is_spam": True},
+    "action": {"type": "move", "folder_role": "junk"},
+}
 
 
 async def get_rule(

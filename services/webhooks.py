@@ -25,7 +25,9 @@ def verify_signature(secret: str, body: bytes, signature: str | None) -> None:
         raise InvalidSignature("X-Nylas-Signature header is missing.")
     expected = sign(secret, body)
     # compare_digest on equal-length ASCII keeps the comparison constant-time.
-    if not hmac.compare_digest(expected, signature.strip().lower().encode("ascii", "replace").decode()):
+    if not hmac.compare_digest(
+        expected, signature.strip().lower().encode("ascii", "replace").decode()
+    ):
         raise InvalidSignature("X-Nylas-Signature does not match the request body.")
 
 

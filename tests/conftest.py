@@ -158,8 +158,12 @@ def worker(database_name: str) -> Iterator[Any]:
 
 # -- helpers ------------------------------------------------------------------------------
 
+
 async def wait_for(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1,
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.1,
     message: str = "condition",
 ) -> T:
     """Await `check()` until it returns something truthy; fail with `message` after timeout."""
@@ -174,8 +178,12 @@ async def wait_for(
 
 
 def notification(
-    type_: str, obj: dict[str, Any] | None = None, *, grant_id: str | None = None,
-    nid: str | None = None, time_: int | None = None,
+    type_: str,
+    obj: dict[str, Any] | None = None,
+    *,
+    grant_id: str | None = None,
+    nid: str | None = None,
+    time_: int | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"application_id": "app-1", "object": obj or {}}
     if grant_id is not None:
@@ -198,8 +206,12 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
 
 
 async def post_webhook(
-    client: httpx.AsyncClient, payload: dict[str, Any] | bytes, *, signature: str | None = "auto",
-    gzip_body: bool = False, headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient,
+    payload: dict[str, Any] | bytes,
+    *,
+    signature: str | None = "auto",
+    gzip_body: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     hdrs = {"content-type": "application/json", **(headers or {})}

@@ -30,8 +30,12 @@ async def create_nylas_account(
     user = await create_user(db, tenant)
     async with db.transaction() as s:
         account = Account(
-            tenant_id=tenant.id, user_id=user.id, provider=Provider.nylas,
-            email=user.email, grant_id=grant_id or f"grant-{uuid.uuid4().hex[:10]}", **fields,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            provider=Provider.nylas,
+            email=user.email,
+            grant_id=grant_id or f"grant-{uuid.uuid4().hex[:10]}",
+            **fields,
         )
         s.add(account)
     return account

@@ -17,8 +17,13 @@ from typing import Any
 from tests.peers import free_port, wait_port
 
 PASSWORD = "secret-pass"
-FOLDERS = {"Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk", "Drafts": "\\Drafts",
-           "Archive": "\\Archive"}
+FOLDERS = {
+    "Sent": "\\Sent",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Drafts": "\\Drafts",
+    "Archive": "\\Archive",
+}
 
 _CONF = """\
 protocols = imap
@@ -73,8 +78,13 @@ namespace inbox {{
 class Dovecot:
     """`dovecot -c <conf>` on free ports; users from a passwd-file; SPECIAL-USE folders."""
 
-    def __init__(self, users: Iterable[str] = ("alice@example.com", "bob@example.com"),
-                 *, tls: bool = False, spare_users: int = 0) -> None:
+    def __init__(
+        self,
+        users: Iterable[str] = ("alice@example.com", "bob@example.com"),
+        *,
+        tls: bool = False,
+        spare_users: int = 0,
+    ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
         self.tls_port = free_port() if tls else 0
@@ -88,20 +98,27 @@ class Dovecot:
             raise RuntimeError("Dovecot is missing: apt-get install -y dovecot-imapd")
         for sub in ("run", "state", "mail"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        (self.base / "passwd").write_text(
-            "".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in self.users))
+        (self.base / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in self.users))
         ssl_files = ""
         if self.tls:
             self._make_cert()
-            ssl_files = (f"ssl_cert = <{self.base}/cert.pem\nssl_key = <{self.base}/key.pem")
+            ssl_files = f"ssl_cert = <{self.base}/cert.pem\nssl_key = <{self.base}/key.pem"
         mailboxes = "\n".join(
             f'  mailbox "{name}" {{\n    auto = subscribe\n    special_use = {use}\n  }}'
-            for name, use in FOLDERS.items())
+            for name, use in FOLDERS.items()
+        )
         self.conf = self.base / "dovecot.conf"
-        self.conf.write_text(_CONF.format(
-            base=self.base, port=self.port, tls_port=self.tls_port, mailboxes=mailboxes,
-            ssl="yes" if self.tls else "no", ssl_files=ssl_files,
-            imaps_ssl="ssl = yes" if self.tls else ""))
+        self.conf.write_text(
+            _CONF.format(
+                base=self.base,
+                port=self.port,
+                tls_port=self.tls_port,
+                mailboxes=mailboxes,
+                ssl="yes" if self.tls else "no",
+                ssl_files=ssl_files,
+                imaps_ssl="ssl = yes" if self.tls else "",
+            )
+        )
         dovecot = pwd.getpwnam("dovecot")
         for path in (self.base, self.base / "mail"):
             os.chown(path, dovecot.pw_uid, dovecot.pw_gid)
@@ -112,10 +129,25 @@ class Dovecot:
 
     def _make_cert(self) -> None:
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=127.0.0.1", "-keyout", str(self.base / "key.pem"),
-             "-out", str(self.base / "cert.pem")],
-            check=True, capture_output=True)
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                str(self.base / "key.pem"),
+                "-out",
+                str(self.base / "cert.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
         pid_file = self.base / "run" / "master.pid"
@@ -133,8 +165,16 @@ class Dovecot:
 
     def credentials(self, user: str, *, security: str = "none") -> dict[str, object]:
         port = self.tls_port if security == "tls" else self.port
-        return {"imap": {"host": "127.0.0.1", "port": port, "security": security,
-                         "username": user, "password": PASSWORD, "verify_tls": False}}
+        return {
+            "imap": {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": security,
+                "username": user,
+                "password": PASSWORD,
+                "verify_tls": False,
+            }
+        }
 
     def client(self, user: str) -> imaplib.IMAP4:
         """A separate, plain imaplib connection: 'another mail client' in the tests."""
@@ -143,8 +183,9 @@ class Dovecot:
         return conn
 
     def doveadm(self, *args: str) -> str:
-        proc = subprocess.run(["doveadm", "-c", str(self.conf), *args], check=True,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["doveadm", "-c", str(self.conf), *args], check=True, capture_output=True, text=True
+        )
         return proc.stdout
 
     def set_uidvalidity(self, user: str, mailbox: str, value: int) -> None:
@@ -155,8 +196,9 @@ class Dovecot:
         shutil.rmtree(self.base / "mail" / user, ignore_errors=True)
 
 
-def append_many(conn: imaplib.IMAP4, mailbox: str, messages: Iterable[bytes],
-                flags: str = "") -> int:
+def append_many(
+    conn: imaplib.IMAP4, mailbox: str, messages: Iterable[bytes], flags: str = ""
+) -> int:
     n = 0
     for raw in messages:
         typ, data = conn.append(mailbox, flags or None, None, raw)
@@ -188,8 +230,15 @@ class FaultyProxy:
     """A TCP proxy in front of Dovecot that, on the n-th command containing `trigger`,
     forwards `after_bytes` of the answer and then hangs up (or stalls, sending nothing)."""
 
-    def __init__(self, upstream_port: int, *, trigger: bytes = b"UID FETCH", nth: int = 1,
-                 after_bytes: int = 10_000, mode: str = "hangup") -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        trigger: bytes = b"UID FETCH",
+        nth: int = 1,
+        after_bytes: int = 10_000,
+        mode: str = "hangup",
+    ) -> None:
         self.upstream_port = upstream_port
         self.trigger, self.nth, self.after_bytes, self.mode = trigger, nth, after_bytes, mode
         self.armed = True
@@ -238,8 +287,10 @@ class FaultyProxy:
             writer.close()
             up_writer.close()
 
-        tasks = [asyncio.ensure_future(client_to_server()),
-                 asyncio.ensure_future(server_to_client())]
+        tasks = [
+            asyncio.ensure_future(client_to_server()),
+            asyncio.ensure_future(server_to_client()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:

@@ -9,8 +9,11 @@ import pytest
 
 from tests.imap_fixtures import Dovecot, add_user
 
-CORPUS_PLAN_BIG = {"INBOX": ("easy-ham-1", 300), "Junk": ("spam-1", 150),
-                   "Archive": ("hard-ham-1", 70)}
+CORPUS_PLAN_BIG = {
+    "INBOX": ("easy-ham-1", 300),
+    "Junk": ("spam-1", 150),
+    "Archive": ("hard-ham-1", 70),
+}
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +30,13 @@ def mailbox_user(dovecot: Dovecot) -> str:
     return add_user(dovecot)
 
 
-async def append_corpus(dovecot: Dovecot, user: str, plan: dict[str, tuple[str, int]],
-                        *, extra: dict[str, list[bytes]] | None = None) -> dict[str, int]:
+async def append_corpus(
+    dovecot: Dovecot,
+    user: str,
+    plan: dict[str, tuple[str, int]],
+    *,
+    extra: dict[str, list[bytes]] | None = None,
+) -> dict[str, int]:
     """Fill `user`'s folders from the corpus (MULTIAPPEND in chunks) -> {folder: count}."""
     from scripts.corpus import messages, raw_message
     from services.imap import ImapClient, ImapConfig
@@ -39,7 +47,7 @@ async def append_corpus(dovecot: Dovecot, user: str, plan: dict[str, tuple[str, 
         for folder, (corpus, count) in plan.items():
             raws = [raw_message(p) for p in list(messages(corpus))[:count]]
             for i in range(0, len(raws), 100):
-                await client.append(folder, raws[i:i + 100])
+                await client.append(folder, raws[i : i + 100])
             out[folder] = len(raws)
         for folder, raws in (extra or {}).items():
             await client.append(folder, raws)
@@ -47,8 +55,15 @@ async def append_corpus(dovecot: Dovecot, user: str, plan: dict[str, tuple[str, 
     return out
 
 
-async def create_imap_account(db: Any, settings: Any, dovecot: Dovecot, user: str,
-                              *, security: str = "none", tenant: Any = None) -> Any:
+async def create_imap_account(
+    db: Any,
+    settings: Any,
+    dovecot: Dovecot,
+    user: str,
+    *,
+    security: str = "none",
+    tenant: Any = None,
+) -> Any:
     """Tenant, user and an IMAP account whose encrypted credential points at Dovecot."""
     from database.models import Account, Credential, Provider
     from services.crypto import encrypt_json
@@ -57,8 +72,7 @@ async def create_imap_account(db: Any, settings: Any, dovecot: Dovecot, user: st
     tenant = tenant or await create_tenant(db)
     owner = await create_user(db, tenant)
     async with db.transaction() as s:
-        account = Account(tenant_id=tenant.id, user_id=owner.id, provider=Provider.imap,
-                          email=user)
+        account = Account(tenant_id=tenant.id, user_id=owner.id, provider=Provider.imap, email=user)
         s.add(account)
         await s.flush()
         token = encrypt_json(settings, dovecot.credentials(user, security=security))

@@ -49,9 +49,23 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--logfile",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_port(self.port)
         return self
@@ -64,10 +78,21 @@ class RedisServer:
 
 
 def migrate(env: dict[str, str]) -> None:
-    subprocess.run([str(VENV_BIN / "python"), "scripts/createdb.py"], cwd=ROOT, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([str(VENV_BIN / "alembic"), "upgrade", "head"], cwd=ROOT, env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(VENV_BIN / "python"), "scripts/createdb.py"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 class Process:
@@ -82,8 +107,14 @@ class Process:
 
     def start(self) -> Process:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def log(self) -> str:
@@ -112,13 +143,31 @@ class Process:
             pass
 
 
-def celery_worker(env: dict[str, str], *, name: str, queues: str = "sync,send,delete,classify,periodic",
-                  concurrency: int = 2) -> Process:
+def celery_worker(
+    env: dict[str, str],
+    *,
+    name: str,
+    queues: str = "sync,send,delete,classify,periodic",
+    concurrency: int = 2,
+) -> Process:
     return Process(
         f"worker-{name}",
-        [str(VENV_BIN / "celery"), "-A", "worker.app", "worker", "-Q", queues, "-c",
-         str(concurrency), "-l", "INFO", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",
-         "--without-mingle"],
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "worker.app",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-l",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         env,
     )
 
@@ -126,7 +175,18 @@ def celery_worker(env: dict[str, str], *, name: str, queues: str = "sync,send,de
 def uvicorn_api(env: dict[str, str], port: int) -> Process:
     return Process(
         "api",
-        [str(VENV_BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
+        [
+            str(VENV_BIN / "uvicorn"),
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
         env,
     )

@@ -32,18 +32,38 @@ def beat(env: dict[str, str]) -> Process:
     from tests.peers import VENV_BIN
 
     schedule = f"/tmp/postroom-beat-{uuid.uuid4().hex}"
-    return Process("beat", [str(VENV_BIN / "celery"), "-A", "worker.app", "beat", "-l", "INFO",
-                            "--schedule", schedule], env)
+    return Process(
+        "beat",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "worker.app",
+            "beat",
+            "-l",
+            "INFO",
+            "--schedule",
+            schedule,
+        ],
+        env,
+    )
 
 
 async def test_signed_post_to_a_real_server_becomes_a_message_row(api_url, worker, db) -> None:
     account = await create_nylas_account(db)
-    body = httpx.Request("POST", "/", json=notification(
-        "message.created", make_message(account.grant_id, "e2e-1", subject="end to end"))).content
+    body = httpx.Request(
+        "POST",
+        "/",
+        json=notification(
+            "message.created", make_message(account.grant_id, "e2e-1", subject="end to end")
+        ),
+    ).content
     start = time.monotonic()
     async with httpx.AsyncClient(base_url=api_url) as c:
-        r = await c.post("/webhooks/nylas", content=body,
-                         headers={"x-nylas-signature": sign(body), "content-type": "application/json"})
+        r = await c.post(
+            "/webhooks/nylas",
+            content=body,
+            headers={"x-nylas-signature": sign(body), "content-type": "application/json"},
+        )
     ack = time.monotonic() - start
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "queued"
@@ -51,7 +71,9 @@ async def test_signed_post_to_a_real_server_becomes_a_message_row(api_url, worke
 
     async def stored() -> Message | None:
         async with db.sessionmaker() as s:
-            return (await s.execute(sa.select(Message).where(Message.provider_id == "e2e-1"))).scalar()
+            return (
+                await s.execute(sa.select(Message).where(Message.provider_id == "e2e-1"))
+            ).scalar()
 
     row = await wait_for(stored, timeout=20, message="the message row")
     assert row.subject == "end to end"
@@ -68,12 +90,15 @@ async def test_events_published_while_the_broker_was_down_are_delivered_by_the_s
     account = await create_nylas_account(db)
     dead_broker = RedisServer()  # never started: connection refused
     app = create_app(settings.model_copy(update={"redis_url": dead_broker.url}))
-    body = httpx.Request("POST", "/", json=notification(
-        "message.created", make_message(account.grant_id, "late-1"))).content
+    body = httpx.Request(
+        "POST", "/", json=notification("message.created", make_message(account.grant_id, "late-1"))
+    ).content
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post("/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(body)})
+            r = await c.post(
+                "/webhooks/nylas", content=body, headers={"x-nylas-signature": sign(body)}
+            )
     assert r.status_code == 200 and r.json()["status"] == "queued"
     event_id = uuid.UUID(r.json()["event_id"])
     async with db.sessionmaker() as s:
@@ -81,6 +106,7 @@ async def test_events_published_while_the_broker_was_down_are_delivered_by_the_s
 
     scheduler = beat(ENV).start()
     try:
+
         async def done() -> Event | None:
             async with db.sessionmaker() as s:
                 ev = await s.get(Event, event_id)
@@ -91,6 +117,11 @@ async def test_events_published_while_the_broker_was_down_are_delivered_by_the_s
         scheduler.stop()
     assert event.publish_count >= 2
     async with db.sessionmaker() as s:
-        count = (await s.execute(sa.select(sa.func.count()).select_from(Message)
-                                 .where(Message.provider_id == "late-1"))).scalar()
+        count = (
+            await s.execute(
+                sa.select(sa.func.count())
+                .select_from(Message)
+                .where(Message.provider_id == "late-1")
+            )
+        ).scalar()
     assert count == 1

@@ -10,8 +10,13 @@ from settings import Settings, get_settings
 from worker import observability  # noqa: F401  (signal receivers: JSON logs, task metrics)
 from worker.config import PRIORITY_STEPS, ROUTES, Queue
 
-TASK_MODULES = ["worker.tasks.events", "worker.tasks.maintenance", "worker.tasks.send",
-                "worker.tasks.classify", "worker.tasks.mail"]
+TASK_MODULES = [
+    "worker.tasks.events",
+    "worker.tasks.maintenance",
+    "worker.tasks.send",
+    "worker.tasks.classify",
+    "worker.tasks.mail",
+]
 
 
 def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
@@ -31,7 +36,9 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         # One direct exchange per queue, named like it: Celery's producer and the API's
         # AsyncPublisher then address the same exchange, and kombu can restore a message
         # (worker lost, visibility timeout) through the binding of that exchange.
-        task_queues=[KQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue],
+        task_queues=[
+            KQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue
+        ],
         task_default_queue=Queue.sync.value,
         task_routes={name: {"queue": r.queue.value} for name, r in ROUTES.items()},
         task_default_priority=5,
@@ -94,9 +101,14 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         # A publish that cannot reach Redis at once gives up: the event is committed and the
         # outbox sweeper publishes it later. Without this kombu reconnects for seconds.
         app.conf.broker_transport_options.update(
-            {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2,
-             "socket_connect_timeout": settings.publish_timeout_s,
-             "socket_timeout": settings.publish_timeout_s}
+            {
+                "max_retries": 1,
+                "interval_start": 0,
+                "interval_step": 0.1,
+                "interval_max": 0.2,
+                "socket_connect_timeout": settings.publish_timeout_s,
+                "socket_timeout": settings.publish_timeout_s,
+            }
         )
         app.conf.broker_connection_timeout = settings.publish_timeout_s
     return app

@@ -108,18 +108,27 @@ async def execute(
         log.info("event_not_claimed", event_id=str(event_id), task_id=task_id)
         return Decision("skip", {"status": "skipped", "reason": "already taken or finished"})
     structlog.contextvars.bind_contextvars(
-        event_id=str(event.id), task_id=task_id,
+        event_id=str(event.id),
+        task_id=task_id,
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
     )
     try:
-        async with kept_claim(rt, event_id=event.id, task_id=task_id), rt.db.transaction() as session:
+        async with (
+            kept_claim(rt, event_id=event.id, task_id=task_id),
+            rt.db.transaction() as session,
+        ):
             outcome = await work(session, event)
             if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
                 structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
             owned = await events_repo.finish(
-                session, event=event, task_id=task_id, status=EventStatus(outcome.status),
-                result=outcome.result, error=outcome.reason,
-                tenant_id=outcome.tenant_id, account_id=outcome.account_id,
+                session,
+                event=event,
+                task_id=task_id,
+                status=EventStatus(outcome.status),
+                result=outcome.result,
+                error=outcome.reason,
+                tenant_id=outcome.tenant_id,
+                account_id=outcome.account_id,
             )
             if not owned:
                 raise LostClaim(f"event {event.id} was taken over by another run")
@@ -128,25 +137,50 @@ async def execute(
     except LostClaim:
         return Decision("skip", {"status": "skipped", "reason": "taken over"})
     except Exception as exc:
-        return await _fail(rt, event=event, task_name=task_name, task_id=task_id,
-                           max_retries=max_retries, args=args, kwargs=kwargs, exc=exc)
+        return await _fail(
+            rt,
+            event=event,
+            task_name=task_name,
+            task_id=task_id,
+            max_retries=max_retries,
+            args=args,
+            kwargs=kwargs,
+            exc=exc,
+        )
 
 
 async def _fail(
-    rt: Runtime, *, event: Event, task_name: str, task_id: str, max_retries: int,
-    args: list[Any], kwargs: dict[str, Any], exc: BaseException,
+    rt: Runtime,
+    *,
+    event: Event,
+    task_name: str,
+    task_id: str,
+    max_retries: int,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    exc: BaseException,
 ) -> Decision:
     message = _message(exc)
     if policy.is_transient(exc) and retries_used(event) < max_retries:
         countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
-        log.warning("task_retry", error=type(exc).__name__, message=message, countdown=countdown,
-                    attempt=event.attempts)
+        log.warning(
+            "task_retry",
+            error=type(exc).__name__,
+            message=message,
+            countdown=countdown,
+            attempt=event.attempts,
+        )
         try:
             async with rt.db.transaction() as session:
                 await events_repo.finish(
-                    session, event=event, task_id=task_id, status=EventStatus.retrying,
-                    error=f"{type(exc).__name__}: {message}", retry_in_s=countdown,
-                    tenant_id=event.tenant_id, account_id=event.account_id,
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    status=EventStatus.retrying,
+                    error=f"{type(exc).__name__}: {message}",
+                    retry_in_s=countdown,
+                    tenant_id=event.tenant_id,
+                    account_id=event.account_id,
                 )
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
@@ -168,8 +202,12 @@ async def _fail(
             attempts=event.attempts,
         )
         await events_repo.finish(
-            session, event=event, task_id=task_id, status=EventStatus.dead,
+            session,
+            event=event,
+            task_id=task_id,
+            status=EventStatus.dead,
             error=f"{type(exc).__name__}: {message}",
-            tenant_id=event.tenant_id, account_id=event.account_id,
+            tenant_id=event.tenant_id,
+            account_id=event.account_id,
         )
     return Decision("dead", {"status": "dead", "error": message}, error=exc, event=event)

@@ -40,8 +40,10 @@ def retry_after(exc: BaseException) -> float | None:
 
 
 def backoff_s(attempt: int, settings: Settings, *, hint: float | None = None) -> float:
-    """Full-jitter exponential backoff (base 5 s, factor 2, cap 600 s); Retry-After wins if longer."""
-    ceiling = min(settings.retry_cap_s, settings.retry_base_s * settings.retry_factor ** max(attempt - 1, 0))
+    """Full-jitter exponential backoff (base 5 s, factor 2, cap 600 s); longer Retry-After wins."""
+    ceiling = min(
+        settings.retry_cap_s, settings.retry_base_s * settings.retry_factor ** max(attempt - 1, 0)
+    )
     delay = random.uniform(0, ceiling)
     if hint is not None:
         delay = max(delay, min(hint, settings.retry_cap_s))

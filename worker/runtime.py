@@ -52,7 +52,9 @@ def init_runtime(settings: Settings | None = None) -> Runtime:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     # A worker process runs one task at a time: a small pool is plenty.
-    _runtime = Runtime(settings=settings, loop=loop, db=Database.from_settings(settings, pool_size=2))
+    _runtime = Runtime(
+        settings=settings, loop=loop, db=Database.from_settings(settings, pool_size=2)
+    )
     return _runtime
 
 

@@ -53,8 +53,11 @@ PLANS: dict[str, list[str]] = {
     "classify-message": ["classify", "apply_rules"],
     "classify-new": ["classify", "apply_rules"],
 }
-DEFAULT_STEP = {"postroom.mail.classify": "classify", "postroom.mail.apply_rules": "apply_rules",
-                "postroom.mail.sync_account": "sync"}
+DEFAULT_STEP = {
+    "postroom.mail.classify": "classify",
+    "postroom.mail.apply_rules": "apply_rules",
+    "postroom.mail.sync_account": "sync",
+}
 
 StepWork = Callable[[AsyncSession, Event, str], Awaitable[Outcome]]
 
@@ -87,8 +90,13 @@ def _current(steps: list[dict[str, Any]]) -> int:
 
 
 async def start_message_chains(
-    session: AsyncSession, *, parent: Event, tenant_id: uuid.UUID | None,
-    account_id: uuid.UUID | None, message_ids: list[uuid.UUID], stale_after_s: float,
+    session: AsyncSession,
+    *,
+    parent: Event,
+    tenant_id: uuid.UUID | None,
+    account_id: uuid.UUID | None,
+    message_ids: list[uuid.UUID],
+    stale_after_s: float,
 ) -> list[dict[str, Any]]:
     """In the parent's transaction: one `classify-message` run per new or changed message.
 
@@ -103,24 +111,50 @@ async def start_message_chains(
     jobs = []
     for message_id in message_ids:
         event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
-        kwargs = {"message_id": str(message_id), "tenant_id": str(account.tenant_id),
-                  "user_id": str(account.user_id), "workflow": "classify-message"}
+        kwargs = {
+            "message_id": str(message_id),
+            "tenant_id": str(account.tenant_id),
+            "user_id": str(account.user_id),
+            "workflow": "classify-message",
+        }
         created = await events_repo.insert_once(
-            session, event_id=event_id, source=parent.source, type="workflow.classify-message",
-            external_id=f"{parent.id}:classify:{message_id}", task_name=STEP_TASKS["classify"],
-            task_id=task_id, payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
-            stale_after_s=stale_after_s, task_kwargs=kwargs, tenant_id=account.tenant_id,
-            user_id=account.user_id, account_id=account.id, request_id=parent.request_id,
+            session,
+            event_id=event_id,
+            source=parent.source,
+            type="workflow.classify-message",
+            external_id=f"{parent.id}:classify:{message_id}",
+            task_name=STEP_TASKS["classify"],
+            task_id=task_id,
+            payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
+            stale_after_s=stale_after_s,
+            task_kwargs=kwargs,
+            tenant_id=account.tenant_id,
+            user_id=account.user_id,
+            account_id=account.id,
+            request_id=parent.request_id,
         )
         if created:
-            jobs.append({"task_name": STEP_TASKS["classify"], "event_id": event_id,
-                         "task_id": task_id, "kwargs": kwargs, "request_id": parent.request_id})
+            jobs.append(
+                {
+                    "task_name": STEP_TASKS["classify"],
+                    "event_id": event_id,
+                    "task_id": task_id,
+                    "kwargs": kwargs,
+                    "request_id": parent.request_id,
+                }
+            )
     return jobs
 
 
 async def execute_step(
-    rt: Runtime, *, task_name: str, task_id: str, event_id: uuid.UUID, redelivered: bool,
-    kwargs: dict[str, Any], work: StepWork,
+    rt: Runtime,
+    *,
+    task_name: str,
+    task_id: str,
+    event_id: uuid.UUID,
+    redelivered: bool,
+    kwargs: dict[str, Any],
+    work: StepWork,
 ) -> StepDecision:
     lease = rt.settings.claim_lease_s  # renewed while the step runs (worker.lease)
     async with rt.db.transaction() as session:
@@ -130,14 +164,19 @@ async def execute_step(
         if event is not None:
             steps = plan_for(event, task_name)
             i = _current(steps)
-            steps[i].update(state="running", attempts=int(steps[i].get("attempts", 0)) + 1,
-                            task_id=task_id, error=None)
+            steps[i].update(
+                state="running",
+                attempts=int(steps[i].get("attempts", 0)) + 1,
+                task_id=task_id,
+                error=None,
+            )
             await repo.set_steps(session, event_id=event.id, task_id=task_id, steps=steps)
     if event is None:
         return StepDecision("skip", {"status": "skipped", "reason": "already taken or finished"})
     name = steps[i]["name"]
-    structlog.contextvars.bind_contextvars(event_id=str(event.id), step=name,
-                                           tenant_id=str(event.tenant_id or ""))
+    structlog.contextvars.bind_contextvars(
+        event_id=str(event.id), step=name, tenant_id=str(event.tenant_id or "")
+    )
     try:
         async with (
             kept_claim(rt, event_id=event.id, task_id=task_id),
@@ -150,23 +189,44 @@ async def execute_step(
                 for later in steps[i + 1 :]:
                     later["state"] = "skipped"
                 result = {**outcome.result, "steps": {s["name"]: s["state"] for s in steps}}
-                owned = await repo.set_steps(session, event_id=event.id, task_id=task_id,
-                                             steps=steps)
+                owned = await repo.set_steps(
+                    session, event_id=event.id, task_id=task_id, steps=steps
+                )
                 owned = owned and await events_repo.finish(
-                    session, event=event, task_id=task_id, status=EventStatus(outcome.status),
-                    result=result if len(steps) > 1 else outcome.result, error=outcome.reason,
-                    tenant_id=outcome.tenant_id, account_id=outcome.account_id)
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    status=EventStatus(outcome.status),
+                    result=result if len(steps) > 1 else outcome.result,
+                    error=outcome.reason,
+                    tenant_id=outcome.tenant_id,
+                    account_id=outcome.account_id,
+                )
                 decision = StepDecision("done", result if len(steps) > 1 else outcome.result)
             else:
                 nxt = steps[i + 1]
                 next_id = f"{event.id}.{nxt['name']}.{uuid.uuid4().hex[:8]}"
                 owned = await repo.hand_on(
-                    session, event=event, task_id=task_id, steps=steps,
-                    next_task_name=nxt["task"], next_task_id=next_id, result=outcome.result,
-                    stale_after_s=rt.settings.outbox_stale_after_s)
-                decision = StepDecision("next", outcome.result, publish={
-                    "task_name": nxt["task"], "event_id": event.id, "task_id": next_id,
-                    "kwargs": dict(event.task_kwargs or {}), "request_id": event.request_id})
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    steps=steps,
+                    next_task_name=nxt["task"],
+                    next_task_id=next_id,
+                    result=outcome.result,
+                    stale_after_s=rt.settings.outbox_stale_after_s,
+                )
+                decision = StepDecision(
+                    "next",
+                    outcome.result,
+                    publish={
+                        "task_name": nxt["task"],
+                        "event_id": event.id,
+                        "task_id": next_id,
+                        "kwargs": dict(event.task_kwargs or {}),
+                        "request_id": event.request_id,
+                    },
+                )
             if not owned:
                 raise LostClaim(f"event {event.id} was taken over by another run")
         log.info("step_finished", step=name, status=outcome.status)
@@ -174,13 +234,28 @@ async def execute_step(
     except LostClaim:
         return StepDecision("skip", {"status": "skipped", "reason": "taken over"})
     except Exception as exc:
-        return await _fail(rt, event=event, steps=steps, i=i, task_name=task_name,
-                           task_id=task_id, kwargs=kwargs, exc=exc)
+        return await _fail(
+            rt,
+            event=event,
+            steps=steps,
+            i=i,
+            task_name=task_name,
+            task_id=task_id,
+            kwargs=kwargs,
+            exc=exc,
+        )
 
 
 async def _fail(
-    rt: Runtime, *, event: Event, steps: list[dict[str, Any]], i: int, task_name: str,
-    task_id: str, kwargs: dict[str, Any], exc: BaseException,
+    rt: Runtime,
+    *,
+    event: Event,
+    steps: list[dict[str, Any]],
+    i: int,
+    task_name: str,
+    task_id: str,
+    kwargs: dict[str, Any],
+    exc: BaseException,
 ) -> StepDecision:
     message = (str(exc) or type(exc).__name__)[:2000]
     error = f"{type(exc).__name__}: {message}"
@@ -192,8 +267,13 @@ async def _fail(
             async with rt.db.transaction() as session:
                 await repo.set_steps(session, event_id=event.id, task_id=task_id, steps=steps)
                 await events_repo.finish(
-                    session, event=event, task_id=task_id, status=EventStatus.retrying,
-                    error=error, retry_in_s=countdown)
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    status=EventStatus.retrying,
+                    error=error,
+                    retry_in_s=countdown,
+                )
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
         return StepDecision("retry", {}, countdown=countdown, error=exc)
@@ -201,21 +281,34 @@ async def _fail(
     step.update(state="dead", error=error)
     async with rt.db.transaction() as session:
         await dead_letters_repo.record(
-            session, tenant_id=event.tenant_id, event_id=event.id, task_name=task_name,
-            task_id=task_id, step=step["name"], args=[], kwargs=scrub(kwargs),
-            exception_type=type(exc).__name__, exception_message=message,
+            session,
+            tenant_id=event.tenant_id,
+            event_id=event.id,
+            task_name=task_name,
+            task_id=task_id,
+            step=step["name"],
+            args=[],
+            kwargs=scrub(kwargs),
+            exception_type=type(exc).__name__,
+            exception_message=message,
             traceback="".join(traceback.format_exception(exc))[-20000:],
             attempts=step["attempts"],
         )
         await repo.set_steps(session, event_id=event.id, task_id=task_id, steps=steps)
-        await events_repo.finish(session, event=event, task_id=task_id,
-                                 status=EventStatus.dead, error=error)
+        await events_repo.finish(
+            session, event=event, task_id=task_id, status=EventStatus.dead, error=error
+        )
     return StepDecision("dead", {"status": "dead", "error": message}, error=exc)
 
 
 async def start_account_chain(
-    session: AsyncSession, *, parent: Event, tenant_id: uuid.UUID, user_id: uuid.UUID | None,
-    account_id: uuid.UUID, stale_after_s: float,
+    session: AsyncSession,
+    *,
+    parent: Event,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    account_id: uuid.UUID,
+    stale_after_s: float,
 ) -> list[dict[str, Any]]:
     """In a sync's transaction: one `classify-new` run over the account's unclassified mail.
 
@@ -223,20 +316,39 @@ async def start_account_chain(
     100,000 events. Returns what to publish after the commit.
     """
     event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
-    kwargs = {"account_id": str(account_id), "tenant_id": str(tenant_id),
-              "user_id": str(user_id) if user_id else None, "workflow": "classify-new"}
+    kwargs = {
+        "account_id": str(account_id),
+        "tenant_id": str(tenant_id),
+        "user_id": str(user_id) if user_id else None,
+        "workflow": "classify-new",
+    }
     created = await events_repo.insert_once(
-        session, event_id=event_id, source=parent.source, type="workflow.classify-new",
+        session,
+        event_id=event_id,
+        source=parent.source,
+        type="workflow.classify-new",
         external_id=f"{parent.id}:classify-new:{parent.attempts}",
-        task_name=STEP_TASKS["classify"], task_id=task_id,
+        task_name=STEP_TASKS["classify"],
+        task_id=task_id,
         payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
-        stale_after_s=stale_after_s, task_kwargs=kwargs, tenant_id=tenant_id, user_id=user_id,
-        account_id=account_id, request_id=parent.request_id,
+        stale_after_s=stale_after_s,
+        task_kwargs=kwargs,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        account_id=account_id,
+        request_id=parent.request_id,
     )
     if not created:
         return []
-    return [{"task_name": STEP_TASKS["classify"], "event_id": event_id, "task_id": task_id,
-             "kwargs": kwargs, "request_id": parent.request_id}]
+    return [
+        {
+            "task_name": STEP_TASKS["classify"],
+            "event_id": event_id,
+            "task_id": task_id,
+            "kwargs": kwargs,
+            "request_id": parent.request_id,
+        }
+    ]
 
 
 def publish_all(app: Any, jobs: list[dict[str, Any]]) -> None:
@@ -245,8 +357,9 @@ def publish_all(app: Any, jobs: list[dict[str, Any]]) -> None:
         dispatch.publish(app, **job)
 
 
-def run_step_task(task: Task, *, event_id: str, work: StepWork,
-                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_step_task(
+    task: Task, *, event_id: str, work: StepWork, kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What a task calls to run its step of a workflow (or its single step)."""
     rt = runtime()
     structlog.contextvars.clear_contextvars()
@@ -254,11 +367,17 @@ def run_step_task(task: Task, *, event_id: str, work: StepWork,
         request_id=request_id_of(task), task_id=task.request.id, task=task.name, event_id=event_id
     )
     delivery = task.request.delivery_info or {}
-    decision = rt.run(execute_step(
-        rt, task_name=task.name, task_id=task.request.id, event_id=uuid.UUID(event_id),
-        redelivered=bool(delivery.get("redelivered")),
-        kwargs={**(kwargs or {}), "event_id": event_id}, work=work,
-    ))
+    decision = rt.run(
+        execute_step(
+            rt,
+            task_name=task.name,
+            task_id=task.request.id,
+            event_id=uuid.UUID(event_id),
+            redelivered=bool(delivery.get("redelivered")),
+            kwargs={**(kwargs or {}), "event_id": event_id},
+            work=work,
+        )
+    )
     if decision.publish is not None:
         dispatch.publish(task.app, **decision.publish)
     if decision.kind == "retry":

@@ -57,19 +57,33 @@ class RuleList(BaseModel):
 
 def rule_public(r: Rule) -> RulePublic:
     return RulePublic(
-        id=str(r.id), account_id=str(r.account_id), name=r.name, condition=r.condition,
-        action=r.action, position=r.position, enabled=r.enabled, created_at=r.created_at,
+        id=str(r.id),
+        account_id=str(r.account_id),
+        name=r.name,
+        condition=r.condition,
+        action=r.action,
+        position=r.position,
+        enabled=r.enabled,
+        created_at=r.created_at,
         updated_at=r.updated_at,
     )
 
 
 @router.post("/messages/{message_id}/feedback", status_code=204, tags=["messages"])
 async def message_feedback(
-    message_id: uuid.UUID, body: Annotated[Feedback, Body()], principal: PrincipalDep, uow: UowDep,
+    message_id: uuid.UUID,
+    body: Annotated[Feedback, Body()],
+    principal: PrincipalDep,
+    uow: UowDep,
 ) -> Response:
     """Teach this tenant's classifier that the message is spam or ham (its verdicts only)."""
-    await record_feedback(uow.session, tenant_id=principal.tenant_id, user_id=principal.user_id,
-                          message_id=message_id, label=body.label)
+    await record_feedback(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        message_id=message_id,
+        label=body.label,
+    )
     await uow.commit()
     return Response(status_code=204)
 
@@ -79,21 +93,26 @@ async def list_rules(account_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
     """The account's rules in the order they apply."""
     await get_account(uow.session, principal.tenant_id, account_id)
     found = await rules_repo.list_for_account(
-        uow.session, tenant_id=principal.tenant_id, account_id=account_id)
+        uow.session, tenant_id=principal.tenant_id, account_id=account_id
+    )
     return RuleList(data=[rule_public(r) for r in found])
 
 
-@router.post("/accounts/{account_id}/rules", status_code=201, response_model=RulePublic,
-             tags=["rules"])
+@router.post(
+    "/accounts/{account_id}/rules", status_code=201, response_model=RulePublic, tags=["rules"]
+)
 async def create_rule(
-    account_id: uuid.UUID, body: Annotated[RuleCreate, Body()], principal: PrincipalDep,
+    account_id: uuid.UUID,
+    body: Annotated[RuleCreate, Body()],
+    principal: PrincipalDep,
     uow: UowDep,
 ) -> RulePublic:
     """Add a rule: when `condition` matches a classified message, do `action`."""
     await get_account(uow.session, principal.tenant_id, account_id)
     rules.validate(body.condition, body.action)
-    rule = await rules_repo.add(uow.session, Rule(
-        tenant_id=principal.tenant_id, account_id=account_id, **body.model_dump()))
+    rule = await rules_repo.add(
+        uow.session, Rule(tenant_id=principal.tenant_id, account_id=account_id, **body.model_dump())
+    )
     await uow.commit()
     return rule_public(rule)
 
@@ -102,19 +121,25 @@ async def create_rule(
 async def get_rule(
     account_id: uuid.UUID, rule_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
 ) -> RulePublic:
-    return rule_public(await rules.get_rule(
-        uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id))
+    return rule_public(
+        await rules.get_rule(
+            uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id
+        )
+    )
 
 
-@router.patch("/accounts/{account_id}/rules/{rule_id}", response_model=RulePublic,
-              tags=["rules"])
+@router.patch("/accounts/{account_id}/rules/{rule_id}", response_model=RulePublic, tags=["rules"])
 async def update_rule(
-    account_id: uuid.UUID, rule_id: uuid.UUID, body: Annotated[RuleUpdate, Body()],
-    principal: PrincipalDep, uow: UowDep,
+    account_id: uuid.UUID,
+    rule_id: uuid.UUID,
+    body: Annotated[RuleUpdate, Body()],
+    principal: PrincipalDep,
+    uow: UowDep,
 ) -> RulePublic:
     """Change some fields of a rule."""
     rule = await rules.get_rule(
-        uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id)
+        uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id
+    )
     values = body.model_dump(exclude_unset=True, exclude_none=True)
     rules.validate(values.get("condition", rule.condition), values.get("action", rule.action))
     rule = await rules_repo.update(uow.session, rule, values)
@@ -127,7 +152,8 @@ async def delete_rule(
     account_id: uuid.UUID, rule_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
 ) -> Response:
     rule = await rules.get_rule(
-        uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id)
+        uow.session, tenant_id=principal.tenant_id, account_id=account_id, rule_id=rule_id
+    )
     await rules_repo.delete(uow.session, rule)
     await uow.commit()
     return Response(status_code=204)

@@ -42,7 +42,8 @@ class DeadLetterPage(BaseModel):
 
 @router.get("", response_model=DeadLetterPage, responses=error_responses(400))
 async def list_dead_letters(
-    principal: PrincipalDep, db: DbDep,
+    principal: PrincipalDep,
+    db: DbDep,
     task: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -66,7 +67,9 @@ async def get_dead_letter(
 
 
 @router.post(
-    "/{dead_letter_id}/replay", status_code=202, response_model=JobAccepted,
+    "/{dead_letter_id}/replay",
+    status_code=202,
+    response_model=JobAccepted,
     responses=error_responses(404, 409),
 )
 async def replay_dead_letter(

@@ -13,28 +13,28 @@ from fastapi.responses import JSONResponse
 router = APIRouter(prefix="/health", tags=["operations"])
 
 
-async def _timed(check: Any, timeout: float) -> dict[str, Any]:
+async def _timed(check: Any, limit_s: float) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(check(), timeout)
+        await asyncio.wait_for(check(), limit_s)
         return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__}
 
 
-async def check_database(request: Request, timeout: float = 1.0) -> dict[str, Any]:
+async def check_database(request: Request, limit_s: float = 1.0) -> dict[str, Any]:
     async def ping() -> None:
         async with request.app.state.db.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
-    return await _timed(ping, timeout)
+    return await _timed(ping, limit_s)
 
 
-async def check_broker(request: Request, timeout: float = 1.0) -> dict[str, Any]:
+async def check_broker(request: Request, limit_s: float = 1.0) -> dict[str, Any]:
     async def ping() -> None:
         await request.app.state.redis.ping()
 
-    return await _timed(ping, timeout)
+    return await _timed(ping, limit_s)
 
 
 @router.get("/live")

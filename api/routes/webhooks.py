@@ -91,6 +91,4 @@ async def nylas_notification(
     status = "queued" if ingested.created else "duplicate"
     # For the metrics middleware, which counts webhooks by type and outcome.
     request.state.webhook_type, request.state.webhook_outcome = ingested.type, status
-    return WebhookAck(
-        status=status, event_id=str(ingested.event_id) if ingested.event_id else None
-    )
+    return WebhookAck(status=status, event_id=str(ingested.event_id) if ingested.event_id else None)

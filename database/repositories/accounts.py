@@ -9,12 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, AccountStatus, Provider
 
+_a = Account.__table__  # type: ignore[attr-defined]
+
 
 async def get_live_by_grant(session: AsyncSession, grant_id: str) -> Account | None:
     stmt = sa.select(Account).where(
-        Account.grant_id == grant_id,
-        Account.provider == Provider.nylas,
-        Account.deleted_at.is_(None),  # type: ignore[union-attr]
+        _a.c.grant_id == grant_id,
+        _a.c.provider == Provider.nylas,
+        _a.c.deleted_at.is_(None),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -23,9 +25,9 @@ async def get_for_tenant(
     session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
 ) -> Account | None:
     stmt = sa.select(Account).where(
-        Account.id == account_id,
-        Account.tenant_id == tenant_id,
-        Account.deleted_at.is_(None),  # type: ignore[union-attr]
+        _a.c.id == account_id,
+        _a.c.tenant_id == tenant_id,
+        _a.c.deleted_at.is_(None),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 

@@ -52,8 +52,13 @@ async def save_verdict(
     await session.execute(
         sa.update(_m)
         .where(_m.c.id == message_id)
-        .values(is_spam=is_spam, spam_score=spam_score, spam_indicators=indicators,
-                category=category, updated_at=sa.func.now())
+        .values(
+            is_spam=is_spam,
+            spam_score=spam_score,
+            spam_indicators=indicators,
+            category=category,
+            updated_at=sa.func.now(),
+        )
     )
 
 
@@ -73,13 +78,17 @@ async def add_token_counts(
     """Add (spam, ham) to each token's counts (negative to take a label back), never below 0."""
     if not tokens:
         return
-    rows = [{"tenant_id": tenant_id, "token": t, "spam": max(spam, 0), "ham": max(ham, 0)}
-            for t in tokens]
+    rows = [
+        {"tenant_id": tenant_id, "token": t, "spam": max(spam, 0), "ham": max(ham, 0)}
+        for t in tokens
+    ]
     stmt = insert(_ts).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=["tenant_id", "token"],
-        set_={"spam": sa.func.greatest(_ts.c.spam + spam, 0),
-              "ham": sa.func.greatest(_ts.c.ham + ham, 0)},
+        set_={
+            "spam": sa.func.greatest(_ts.c.spam + spam, 0),
+            "ham": sa.func.greatest(_ts.c.ham + ham, 0),
+        },
     )
     await session.execute(stmt)
 
@@ -89,8 +98,10 @@ async def get_feedback(
 ) -> ClassifierFeedback | None:
     stmt = (
         sa.select(ClassifierFeedback)
-        .where(col(ClassifierFeedback.tenant_id) == tenant_id,
-               col(ClassifierFeedback.message_id) == message_id)
+        .where(
+            col(ClassifierFeedback.tenant_id) == tenant_id,
+            col(ClassifierFeedback.message_id) == message_id,
+        )
         .with_for_update()
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -106,13 +117,21 @@ async def put_feedback(
     tokens: list[str],
 ) -> None:
     stmt = insert(_fb).values(
-        id=uuid.uuid4(), tenant_id=tenant_id, user_id=user_id, message_id=message_id,
-        label=label, tokens={"tokens": tokens},
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        user_id=user_id,
+        message_id=message_id,
+        label=label,
+        tokens={"tokens": tokens},
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["tenant_id", "message_id"],
-        set_={"label": label, "user_id": user_id, "tokens": {"tokens": tokens},
-              "created_at": sa.func.now()},
+        set_={
+            "label": label,
+            "user_id": user_id,
+            "tokens": {"tokens": tokens},
+            "created_at": sa.func.now(),
+        },
     )
     await session.execute(stmt)
 
@@ -120,10 +139,15 @@ async def put_feedback(
 async def folder_by_role(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
 ) -> Folder | None:
-    stmt = sa.select(Folder).where(
-        col(Folder.tenant_id) == tenant_id, col(Folder.account_id) == account_id,
-        col(Folder.role) == role,
-    ).limit(1)
+    stmt = (
+        sa.select(Folder)
+        .where(
+            col(Folder.tenant_id) == tenant_id,
+            col(Folder.account_id) == account_id,
+            col(Folder.role) == role,
+        )
+        .limit(1)
+    )
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -131,7 +155,8 @@ async def folder_by_name(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str
 ) -> Folder | None:
     stmt = sa.select(Folder).where(
-        col(Folder.tenant_id) == tenant_id, col(Folder.account_id) == account_id,
+        col(Folder.tenant_id) == tenant_id,
+        col(Folder.account_id) == account_id,
         col(Folder.name) == name,
     )
     return (await session.execute(stmt)).scalar_one_or_none()

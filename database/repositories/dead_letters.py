@@ -20,7 +20,8 @@ async def record(session: AsyncSession, **values: Any) -> uuid.UUID:
     if values.get("event_id") is not None:
         existing = (
             await session.execute(
-                sa.select(_d.c.id).where(
+                sa.select(_d.c.id)
+                .where(
                     _d.c.event_id == values["event_id"],
                     _d.c.task_name == values["task_name"],
                 )
@@ -91,7 +92,10 @@ async def get(
 
 
 async def ids(
-    session: AsyncSession, *, tenant_id: uuid.UUID | None, task: str | None = None,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID | None,
+    task: str | None = None,
     unreplayed: bool = True,
 ) -> list[uuid.UUID]:
     """Ids for bulk work (replay --all, purge), oldest first."""

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-Executor = AsyncSession | AsyncConnection
-
 from database.models import Event, EventStatus
+
+Executor = AsyncSession | AsyncConnection
 
 UNFINISHED = (
     EventStatus.received,
@@ -108,8 +108,16 @@ async def insert_webhook_event(
     driver = raw.driver_connection
     assert driver is not None
     row = await driver.fetchval(
-        _INSERT_WEBHOOK, event_id, str(source), type, external_id, task_name, payload_json,
-        task_id, request_id, float(stale_after_s),
+        _INSERT_WEBHOOK,
+        event_id,
+        str(source),
+        type,
+        external_id,
+        task_name,
+        payload_json,
+        task_id,
+        request_id,
+        float(stale_after_s),
     )
     return row is not None
 
@@ -119,7 +127,7 @@ async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
 
 
 async def get_by_external_id(session: AsyncSession, source: str, external_id: str) -> Event | None:
-    stmt = sa.select(Event).where(Event.source == source, Event.external_id == external_id)
+    stmt = sa.select(Event).where(_t.c.source == source, _t.c.external_id == external_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -131,16 +139,14 @@ async def id_by_external_id(session: Executor, source: str, external_id: str) ->
 async def get_for_tenant(
     session: AsyncSession, tenant_id: uuid.UUID, event_id: uuid.UUID
 ) -> Event | None:
-    stmt = sa.select(Event).where(Event.id == event_id, Event.tenant_id == tenant_id)
+    stmt = sa.select(Event).where(_t.c.id == event_id, _t.c.tenant_id == tenant_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def get_by_task_id(
-    session: AsyncSession, tenant_id: uuid.UUID, task_id: str
-) -> Event | None:
+async def get_by_task_id(session: AsyncSession, tenant_id: uuid.UUID, task_id: str) -> Event | None:
     stmt = (
         sa.select(Event)
-        .where(Event.tenant_id == tenant_id, Event.task_ids.contains([task_id]))  # type: ignore[attr-defined]
+        .where(_t.c.tenant_id == tenant_id, _t.c.task_ids.contains([task_id]))
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -175,7 +181,9 @@ async def claim(
                 ),
                 sa.and_(
                     _t.c.status == EventStatus.processing,
-                    sa.or_(lease_over, sa.and_(same_task, sa.true() if redelivered else sa.false())),
+                    sa.or_(
+                        lease_over, sa.and_(same_task, sa.true() if redelivered else sa.false())
+                    ),
                 ),
             ),
         )
@@ -229,7 +237,9 @@ async def finish(
     )
     values: dict[str, Any] = {
         "status": status,
-        "history": _t.c.history.op("||")(sa.func.jsonb_build_array(sa.cast(entry, _t.c.history.type))),
+        "history": _t.c.history.op("||")(
+            sa.func.jsonb_build_array(sa.cast(entry, _t.c.history.type))
+        ),
         "updated_at": _now,
         "last_error": error,
     }
@@ -359,9 +369,7 @@ async def prepare_replay(session: AsyncSession, *, event_id: uuid.UUID, task_id:
 
 
 async def delete_finished_before(session: AsyncSession, *, before: datetime) -> int:
-    stmt = sa.delete(_t).where(
-        _t.c.status.in_(EventStatus.finished()), _t.c.finished_at < before
-    )
+    stmt = sa.delete(_t).where(_t.c.status.in_(EventStatus.finished()), _t.c.finished_at < before)
     result = await session.execute(stmt)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

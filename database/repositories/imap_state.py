@@ -18,26 +18,64 @@ _f = Folder.__table__  # type: ignore[attr-defined]
 _a = Attachment.__table__  # type: ignore[attr-defined]
 
 # What a re-fetch of a known message may change; classification and deletion stay.
-_REFRESH = ("folder_id", "imap_uid", "uidvalidity", "modseq", "flags", "unread", "starred",
-            "labels", "message_id_header", "in_reply_to", "references", "from_name",
-            "from_email", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to", "subject", "date",
-            "sort_at", "snippet", "text", "html", "headers", "size", "has_attachments",
-            "parse_warnings")
+_REFRESH = (
+    "folder_id",
+    "imap_uid",
+    "uidvalidity",
+    "modseq",
+    "flags",
+    "unread",
+    "starred",
+    "labels",
+    "message_id_header",
+    "in_reply_to",
+    "references",
+    "from_name",
+    "from_email",
+    "to_addrs",
+    "cc_addrs",
+    "bcc_addrs",
+    "reply_to",
+    "subject",
+    "date",
+    "sort_at",
+    "snippet",
+    "text",
+    "html",
+    "headers",
+    "size",
+    "has_attachments",
+    "parse_warnings",
+)
 
 
 async def upsert_folder(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str,
-    provider_id: str, role: str | None, delimiter: str | None,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    name: str,
+    provider_id: str,
+    role: str | None,
+    delimiter: str | None,
 ) -> Folder:
     """Create or refresh a folder row (role and delimiter follow the server); return it."""
     ins = insert(_f).values(
-        id=uuid.uuid4(), tenant_id=tenant_id, account_id=account_id, name=name,
-        provider_id=provider_id, role=role, delimiter=delimiter,
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        account_id=account_id,
+        name=name,
+        provider_id=provider_id,
+        role=role,
+        delimiter=delimiter,
     )
     stmt = ins.on_conflict_do_update(
         index_elements=["account_id", "name"],
-        set_={"role": ins.excluded.role, "delimiter": ins.excluded.delimiter,
-              "provider_id": ins.excluded.provider_id},
+        set_={
+            "role": ins.excluded.role,
+            "delimiter": ins.excluded.delimiter,
+            "provider_id": ins.excluded.provider_id,
+        },
     ).returning(*_f.c)
     row = (await session.execute(stmt)).mappings().one()
     return Folder(**row)
@@ -51,14 +89,23 @@ async def folders_of(
 
 
 async def save_folder_state(
-    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID,
-    uidvalidity: int | None, uidnext: int | None, highest_modseq: int | None,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    uidvalidity: int | None,
+    uidnext: int | None,
+    highest_modseq: int | None,
 ) -> None:
     await session.execute(
         sa.update(_f)
         .where(_f.c.id == folder_id, _f.c.tenant_id == tenant_id)
-        .values(uidvalidity=uidvalidity, uidnext=uidnext, highest_modseq=highest_modseq,
-                last_synced_at=sa.func.now())
+        .values(
+            uidvalidity=uidvalidity,
+            uidnext=uidnext,
+            highest_modseq=highest_modseq,
+            last_synced_at=sa.func.now(),
+        )
     )
 
 
@@ -82,57 +129,85 @@ async def upsert_messages(
 
 
 async def replace_attachments(
-    session: AsyncSession, *, tenant_id: uuid.UUID, rows: Sequence[dict[str, Any]],
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    rows: Sequence[dict[str, Any]],
     message_ids: Sequence[uuid.UUID],
 ) -> None:
     if message_ids:
         await session.execute(
-            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(message_ids)))
+            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(message_ids))
+        )
     if rows:
         await session.execute(insert(_a).values(list(rows)))
 
 
 async def apply_flags(
-    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    uidvalidity: int,
     changes: Sequence[dict[str, Any]],
 ) -> int:
     """Set flags of known UIDs: changes = [{uid, flags, unread, starred, modseq}]; rows changed."""
     if not changes:
         return 0
     data = sa.values(
-        sa.column("uid", sa.BigInteger), sa.column("flags", _m.c.flags.type),
-        sa.column("unread", sa.Boolean), sa.column("starred", sa.Boolean),
-        sa.column("modseq", sa.BigInteger), name="changes",
+        sa.column("uid", sa.BigInteger),
+        sa.column("flags", _m.c.flags.type),
+        sa.column("unread", sa.Boolean),
+        sa.column("starred", sa.Boolean),
+        sa.column("modseq", sa.BigInteger),
+        name="changes",
     ).data([(c["uid"], c["flags"], c["unread"], c["starred"], c["modseq"]) for c in changes])
     stmt = (
         sa.update(_m)
         .where(
-            _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
-            _m.c.uidvalidity == uidvalidity, _m.c.imap_uid == data.c.uid,
+            _m.c.tenant_id == tenant_id,
+            _m.c.folder_id == folder_id,
+            _m.c.uidvalidity == uidvalidity,
+            _m.c.imap_uid == data.c.uid,
             _m.c.deleted_at.is_(None),
-            sa.or_(_m.c.flags != data.c.flags, _m.c.unread != data.c.unread,
-                   _m.c.starred != data.c.starred),
+            sa.or_(
+                _m.c.flags != data.c.flags,
+                _m.c.unread != data.c.unread,
+                _m.c.starred != data.c.starred,
+            ),
         )
-        .values(flags=data.c.flags, unread=data.c.unread, starred=data.c.starred,
-                # A NULL in VALUES is untyped text to PostgreSQL: cast it back.
-                modseq=sa.func.coalesce(sa.cast(data.c.modseq, sa.BigInteger), _m.c.modseq),
-                updated_at=sa.func.now())
+        .values(
+            flags=data.c.flags,
+            unread=data.c.unread,
+            starred=data.c.starred,
+            # A NULL in VALUES is untyped text to PostgreSQL: cast it back.
+            modseq=sa.func.coalesce(sa.cast(data.c.modseq, sa.BigInteger), _m.c.modseq),
+            updated_at=sa.func.now(),
+        )
     )
     result = await session.execute(stmt)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def mark_uids_deleted(
-    session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    uidvalidity: int,
     uids: Sequence[int],
 ) -> int:
     if not uids:
         return 0
     stmt = (
         sa.update(_m)
-        .where(_m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
-               _m.c.uidvalidity == uidvalidity, _m.c.imap_uid.in_(list(uids)),
-               _m.c.deleted_at.is_(None))
+        .where(
+            _m.c.tenant_id == tenant_id,
+            _m.c.folder_id == folder_id,
+            _m.c.uidvalidity == uidvalidity,
+            _m.c.imap_uid.in_(list(uids)),
+            _m.c.deleted_at.is_(None),
+        )
         .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
     )
     result = await session.execute(stmt)
@@ -143,8 +218,11 @@ async def live_uids(
     session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int
 ) -> list[int]:
     stmt = sa.select(_m.c.imap_uid).where(
-        _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
-        _m.c.uidvalidity == uidvalidity, _m.c.deleted_at.is_(None))
+        _m.c.tenant_id == tenant_id,
+        _m.c.folder_id == folder_id,
+        _m.c.uidvalidity == uidvalidity,
+        _m.c.deleted_at.is_(None),
+    )
     return [int(u) for u in (await session.execute(stmt)).scalars() if u is not None]
 
 
@@ -153,9 +231,12 @@ async def live_message_ids(
 ) -> dict[str, uuid.UUID]:
     """Message-ID -> row id of live rows stored under an old UIDVALIDITY of the folder."""
     stmt = sa.select(_m.c.message_id_header, _m.c.id).where(
-        _m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
-        _m.c.uidvalidity != stale_uidvalidity, _m.c.deleted_at.is_(None),
-        _m.c.message_id_header.is_not(None))
+        _m.c.tenant_id == tenant_id,
+        _m.c.folder_id == folder_id,
+        _m.c.uidvalidity != stale_uidvalidity,
+        _m.c.deleted_at.is_(None),
+        _m.c.message_id_header.is_not(None),
+    )
     return {r.message_id_header: r.id for r in await session.execute(stmt)}
 
 
@@ -165,10 +246,19 @@ async def rekey(
     """Move rows to their new UIDs after a UIDVALIDITY change: [{id, provider_id, uid, ...}]."""
     for r in rows:
         await session.execute(
-            sa.update(_m).where(_m.c.id == r["id"], _m.c.tenant_id == tenant_id).values(
-                provider_id=r["provider_id"], imap_uid=r["uid"], uidvalidity=r["uidvalidity"],
-                flags=r["flags"], unread=r["unread"], starred=r["starred"], modseq=r["modseq"],
-                updated_at=sa.func.now()))
+            sa.update(_m)
+            .where(_m.c.id == r["id"], _m.c.tenant_id == tenant_id)
+            .values(
+                provider_id=r["provider_id"],
+                imap_uid=r["uid"],
+                uidvalidity=r["uidvalidity"],
+                flags=r["flags"],
+                unread=r["unread"],
+                starred=r["starred"],
+                modseq=r["modseq"],
+                updated_at=sa.func.now(),
+            )
+        )
 
 
 async def delete_stale_generation(
@@ -177,8 +267,12 @@ async def delete_stale_generation(
     """Mark deleted the live rows of a folder still keyed by an older UIDVALIDITY."""
     stmt = (
         sa.update(_m)
-        .where(_m.c.tenant_id == tenant_id, _m.c.folder_id == folder_id,
-               _m.c.uidvalidity != uidvalidity, _m.c.deleted_at.is_(None))
+        .where(
+            _m.c.tenant_id == tenant_id,
+            _m.c.folder_id == folder_id,
+            _m.c.uidvalidity != uidvalidity,
+            _m.c.deleted_at.is_(None),
+        )
         .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
     )
     result = await session.execute(stmt)
@@ -193,7 +287,8 @@ async def credential_token(
 
     cred = Credential.__table__  # type: ignore[attr-defined]
     stmt = sa.select(cred.c.ciphertext).where(
-        cred.c.tenant_id == tenant_id, cred.c.account_id == account_id)
+        cred.c.tenant_id == tenant_id, cred.c.account_id == account_id
+    )
     token = (await session.execute(stmt)).scalar_one_or_none()
     return str(token) if token is not None else None
 
@@ -206,4 +301,5 @@ async def mark_synced(
     await session.execute(
         sa.update(Account)
         .where(Account.id == account_id, Account.tenant_id == tenant_id)  # type: ignore[arg-type]
-        .values(last_sync_at=sa.func.now(), updated_at=sa.func.now()))
+        .values(last_sync_at=sa.func.now(), updated_at=sa.func.now())
+    )

@@ -16,25 +16,31 @@ _f = Folder.__table__  # type: ignore[attr-defined]
 _a = Attachment.__table__  # type: ignore[attr-defined]
 
 # Columns an upsert must never overwrite.
-_KEEP_ON_UPDATE = {"id", "tenant_id", "account_id", "provider_id", "created_at", "deleted_at",
-                   "is_spam", "spam_score", "spam_indicators", "category"}
+_KEEP_ON_UPDATE = {
+    "id",
+    "tenant_id",
+    "account_id",
+    "provider_id",
+    "created_at",
+    "deleted_at",
+    "is_spam",
+    "spam_score",
+    "spam_indicators",
+    "category",
+}
 
 
-async def upsert(
-    session: AsyncSession, values: dict[str, Any]
-) -> tuple[uuid.UUID, bool] | None:
+async def upsert(session: AsyncSession, values: dict[str, Any]) -> tuple[uuid.UUID, bool] | None:
     """Insert or update by (account_id, provider_id); (id, inserted) or None when refused.
 
     A deleted message is never brought back, and a notification older than the stored
     state (provider_version) does not overwrite it: Nylas does not order deliveries.
     """
-    stmt = insert(_m).values(**values)
-    excluded = stmt.excluded
-    update_cols = {
-        k: excluded[k] for k in values if k not in _KEEP_ON_UPDATE
-    }
+    base = insert(_m).values(**values)
+    excluded = base.excluded
+    update_cols: dict[str, Any] = {k: excluded[k] for k in values if k not in _KEEP_ON_UPDATE}
     update_cols["updated_at"] = sa.func.now()
-    stmt = stmt.on_conflict_do_update(
+    stmt = base.on_conflict_do_update(
         index_elements=["account_id", "provider_id"],
         set_=update_cols,
         where=sa.and_(
@@ -72,8 +78,10 @@ async def mark_deleted(
         )
         .on_conflict_do_update(
             index_elements=["account_id", "provider_id"],
-            set_={"deleted_at": sa.func.coalesce(_m.c.deleted_at, sa.func.now()),
-                  "updated_at": sa.func.now()},
+            set_={
+                "deleted_at": sa.func.coalesce(_m.c.deleted_at, sa.func.now()),
+                "updated_at": sa.func.now(),
+            },
         )
         .returning(_m.c.id)
     )
@@ -91,10 +99,10 @@ async def ensure_folders(
     if not folders:
         return {}
     rows = [{"tenant_id": tenant_id, "account_id": account_id, **f} for f in folders]
-    stmt = insert(_f).values(rows)
-    stmt = stmt.on_conflict_do_update(
+    base = insert(_f).values(rows)
+    stmt = base.on_conflict_do_update(
         index_elements=["account_id", "name"],
-        set_={"role": sa.func.coalesce(_f.c.role, stmt.excluded.role)},
+        set_={"role": sa.func.coalesce(_f.c.role, base.excluded.role)},
     ).returning(_f.c.id, _f.c.name)
     return {r.name: r.id for r in (await session.execute(stmt)).all()}
 
@@ -118,9 +126,7 @@ async def replace_attachments(
 async def get_by_provider_id(
     session: AsyncSession, *, account_id: uuid.UUID, provider_id: str
 ) -> Message | None:
-    stmt = sa.select(Message).where(
-        Message.account_id == account_id, Message.provider_id == provider_id
-    )
+    stmt = sa.select(Message).where(_m.c.account_id == account_id, _m.c.provider_id == provider_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

@@ -13,7 +13,10 @@ from database.models import Message, Rule
 
 
 async def list_for_account(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
     enabled_only: bool = False,
 ) -> list[Rule]:
     stmt = sa.select(Rule).where(
@@ -29,7 +32,8 @@ async def get(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, rule_id: uuid.UUID
 ) -> Rule | None:
     stmt = sa.select(Rule).where(
-        col(Rule.id) == rule_id, col(Rule.tenant_id) == tenant_id,
+        col(Rule.id) == rule_id,
+        col(Rule.tenant_id) == tenant_id,
         col(Rule.account_id) == account_id,
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -56,16 +60,23 @@ async def delete(session: AsyncSession, rule: Rule) -> None:
 
 
 async def spam_messages_outside(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID,
-    folder_id: uuid.UUID, limit: int = 500,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    folder_id: uuid.UUID,
+    limit: int = 500,
 ) -> list[uuid.UUID]:
     """Ids of live spam messages of the account not yet in the given folder."""
     stmt = (
         sa.select(col(Message.id))
-        .where(col(Message.tenant_id) == tenant_id, col(Message.account_id) == account_id,
-               col(Message.is_spam).is_(True),
-               col(Message.deleted_at).is_(None),
-               sa.or_(col(Message.folder_id).is_(None), col(Message.folder_id) != folder_id))
+        .where(
+            col(Message.tenant_id) == tenant_id,
+            col(Message.account_id) == account_id,
+            col(Message.is_spam).is_(True),
+            col(Message.deleted_at).is_(None),
+            sa.or_(col(Message.folder_id).is_(None), col(Message.folder_id) != folder_id),
+        )
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
@@ -77,9 +88,12 @@ async def unclassified(
     """Ids of live messages of the account that have no verdict yet, newest first."""
     stmt = (
         sa.select(col(Message.id))
-        .where(col(Message.tenant_id) == tenant_id, col(Message.account_id) == account_id,
-               col(Message.is_spam).is_(None),
-               col(Message.deleted_at).is_(None))
+        .where(
+            col(Message.tenant_id) == tenant_id,
+            col(Message.account_id) == account_id,
+            col(Message.is_spam).is_(None),
+            col(Message.deleted_at).is_(None),
+        )
         .order_by(col(Message.sort_at).desc())
         .limit(limit)
     )

@@ -17,8 +17,8 @@ async def lock_due_accounts(session: AsyncSession, *, limit: int) -> list[Accoun
     """Lock the due accounts (SKIP LOCKED: a second scheduler running at once takes others)."""
     interval = sa.func.make_interval(0, 0, 0, 0, 0, 0, _acc.c.sync_interval_s)
     busy = sa.exists().where(
-        _ev.c.account_id == _acc.c.id, _ev.c.task_name == SYNC_TASK,
-        _ev.c.status.in_(UNFINISHED))
+        _ev.c.account_id == _acc.c.id, _ev.c.task_name == SYNC_TASK, _ev.c.status.in_(UNFINISHED)
+    )
     stmt = (
         sa.select(_acc)
         .where(

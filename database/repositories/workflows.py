@@ -58,14 +58,18 @@ async def hand_on(
         "started_at": event.started_at.isoformat() if event.started_at else None,
         "finished_at": now.isoformat(),
         "duration_ms": round((now - event.started_at).total_seconds() * 1000, 1)
-        if event.started_at else None,
+        if event.started_at
+        else None,
         "outcome": "step_succeeded",
         "error": None,
     }
     stmt = (
         sa.update(_t)
-        .where(_t.c.id == event.id, _t.c.status == EventStatus.processing,
-               _t.c.current_task_id == task_id)
+        .where(
+            _t.c.id == event.id,
+            _t.c.status == EventStatus.processing,
+            _t.c.current_task_id == task_id,
+        )
         .values(
             status=EventStatus.queued,
             steps=steps,

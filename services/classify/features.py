@@ -13,16 +13,48 @@ from urllib.parse import urlsplit
 from services.classify.mail import MailDoc
 
 BRANDS = {
-    "paypal": "paypal.com", "apple": "apple.com", "microsoft": "microsoft.com",
-    "google": "google.com", "amazon": "amazon.com", "netflix": "netflix.com",
-    "facebook": "facebook.com", "instagram": "instagram.com", "linkedin": "linkedin.com",
-    "dropbox": "dropbox.com", "docusign": "docusign.com", "chase": "chase.com",
-    "wellsfargo": "wellsfargo.com", "bankofamerica": "bankofamerica.com", "dhl": "dhl.com",
-    "fedex": "fedex.com", "ups": "ups.com", "outlook": "outlook.com", "office365": "office.com",
+    "paypal": "paypal.com",
+    "apple": "apple.com",
+    "microsoft": "microsoft.com",
+    "google": "google.com",
+    "amazon": "amazon.com",
+    "netflix": "netflix.com",
+    "facebook": "facebook.com",
+    "instagram": "instagram.com",
+    "linkedin": "linkedin.com",
+    "dropbox": "dropbox.com",
+    "docusign": "docusign.com",
+    "chase": "chase.com",
+    "wellsfargo": "wellsfargo.com",
+    "bankofamerica": "bankofamerica.com",
+    "dhl": "dhl.com",
+    "fedex": "fedex.com",
+    "ups": "ups.com",
+    "outlook": "outlook.com",
+    "office365": "office.com",
 }
 EXECUTABLE_EXT = {
-    "exe", "scr", "bat", "cmd", "com", "pif", "js", "jse", "vbs", "vbe", "jar", "msi", "ps1",
-    "hta", "lnk", "wsf", "cpl", "reg", "dll", "iso", "img",
+    "exe",
+    "scr",
+    "bat",
+    "cmd",
+    "com",
+    "pif",
+    "js",
+    "jse",
+    "vbs",
+    "vbe",
+    "jar",
+    "msi",
+    "ps1",
+    "hta",
+    "lnk",
+    "wsf",
+    "cpl",
+    "reg",
+    "dll",
+    "iso",
+    "img",
 }
 DOCUMENT_EXT = {"pdf", "doc", "docx", "xls", "xlsx", "txt", "jpg", "jpeg", "png", "zip", "rtf"}
 URGENCY = re.compile(
@@ -52,8 +84,18 @@ WORD = re.compile(r"[a-z0-9$][a-z0-9'$_-]{1,24}")
 TAG = re.compile(r"<[^>]+>")
 
 SOCIAL_DOMAINS = {
-    "facebookmail.com", "linkedin.com", "twitter.com", "x.com", "instagram.com", "pinterest.com",
-    "reddit.com", "tiktok.com", "snapchat.com", "youtube.com", "meetup.com", "nextdoor.com",
+    "facebookmail.com",
+    "linkedin.com",
+    "twitter.com",
+    "x.com",
+    "instagram.com",
+    "pinterest.com",
+    "reddit.com",
+    "tiktok.com",
+    "snapchat.com",
+    "youtube.com",
+    "meetup.com",
+    "nextdoor.com",
 }
 PROMO_SENDER = re.compile(
     r"^(news(letter)?s?|marketing|offers?|deals?|promo(tions?)?|sales|shop)\b"

@@ -28,7 +28,10 @@ async def doc_for(session: AsyncSession, message: Message) -> mail.MailDoc:
 
 
 async def verdict(
-    session: AsyncSession, *, tenant_id: uuid.UUID, doc: mail.MailDoc,
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    doc: mail.MailDoc,
     model: SpamModel | None = None,
 ) -> dict[str, Any]:
     """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
@@ -52,8 +55,11 @@ async def classify_message(
     message = await _load(session, tenant_id, message_id)
     result = await verdict(session, tenant_id=tenant_id, doc=await doc_for(session, message))
     await repo.save_verdict(
-        session, message_id=message.id, is_spam=result["is_spam"],
-        spam_score=result["spam_score"], indicators=result["indicators"],
+        session,
+        message_id=message.id,
+        is_spam=result["is_spam"],
+        spam_score=result["spam_score"],
+        indicators=result["indicators"],
         category=result["category"],
     )
     return result
@@ -75,6 +81,10 @@ async def record_feedback(
         raise NotFound("Message not found.")
     found = features.extract(await doc_for(session, message))
     return await tenant.learn(
-        session, tenant_id=tenant_id, user_id=user_id, message_id=message_id,
-        label=label, tokens=found.tokens,
+        session,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        message_id=message_id,
+        label=label,
+        tokens=found.tokens,
     )

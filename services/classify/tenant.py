@@ -73,11 +73,19 @@ async def learn(
             return False
         old = list((previous.tokens or {}).get("tokens", []))
         undo = (-1, 0) if previous.label == "spam" else (0, -1)
-        await repo.add_token_counts(session, tenant_id=tenant_id, tokens=[*old, repo.TOTALS],
-                                    spam=undo[0], ham=undo[1])
+        await repo.add_token_counts(
+            session, tenant_id=tenant_id, tokens=[*old, repo.TOTALS], spam=undo[0], ham=undo[1]
+        )
     add = (1, 0) if label == "spam" else (0, 1)
-    await repo.add_token_counts(session, tenant_id=tenant_id, tokens=[*taught, repo.TOTALS],
-                                spam=add[0], ham=add[1])
-    await repo.put_feedback(session, tenant_id=tenant_id, user_id=user_id, message_id=message_id,
-                            label=label, tokens=taught)
+    await repo.add_token_counts(
+        session, tenant_id=tenant_id, tokens=[*taught, repo.TOTALS], spam=add[0], ham=add[1]
+    )
+    await repo.put_feedback(
+        session,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        message_id=message_id,
+        label=label,
+        tokens=taught,
+    )
     return True

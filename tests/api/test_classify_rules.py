@@ -15,19 +15,25 @@ async def test_feedback_answers_204_and_teaches_only_the_callers_tenant(
     caller, other = await make_caller(db), await make_caller(db)
     account = await make_account(db, caller)
     message = await make_message(db, caller, account, subject="hi", text="grumbo plank offer")
-    r = await client.post(f"/v1/messages/{message}/feedback", json={"label": "spam"},
-                          headers=caller.headers)
+    r = await client.post(
+        f"/v1/messages/{message}/feedback", json={"label": "spam"}, headers=caller.headers
+    )
     assert r.status_code == 204 and r.content == b""
     async with db.sessionmaker() as s:
-        rows = (await s.execute(sa.text(
-            "SELECT tenant_id, spam, ham FROM token_stat WHERE token = 'w:grumbo'"))).all()
+        rows = (
+            await s.execute(
+                sa.text("SELECT tenant_id, spam, ham FROM token_stat WHERE token = 'w:grumbo'")
+            )
+        ).all()
     assert [(row.tenant_id, row.spam, row.ham) for row in rows] == [(caller.tenant_id, 1, 0)]
     # Another tenant's key sees no such message.
-    r = await client.post(f"/v1/messages/{message}/feedback", json={"label": "ham"},
-                          headers=other.headers)
+    r = await client.post(
+        f"/v1/messages/{message}/feedback", json={"label": "ham"}, headers=other.headers
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = await client.post(f"/v1/messages/{message}/feedback", json={"label": "maybe"},
-                          headers=caller.headers)
+    r = await client.post(
+        f"/v1/messages/{message}/feedback", json={"label": "maybe"}, headers=caller.headers
+    )
     assert r.status_code == 422
 
 
@@ -35,8 +41,11 @@ async def test_rules_crud_with_validation_and_tenant_isolation(client: Any, db: 
     caller, other = await make_caller(db), await make_caller(db)
     account = await make_account(db, caller)
     base = f"/v1/accounts/{account}/rules"
-    rule = {"name": "spam to junk", "condition": {"is_spam": True},
-            "action": {"type": "move", "folder_role": "junk"}}
+    rule = {
+        "name": "spam to junk",
+        "condition": {"is_spam": True},
+        "action": {"type": "move", "folder_role": "junk"},
+    }
     r = await client.post(base, json=rule, headers=caller.headers)
     assert r.status_code == 201, r.text
     created = r.json()
@@ -46,8 +55,9 @@ async def test_rules_crud_with_validation_and_tenant_isolation(client: Any, db: 
     r = await client.post(base, json=bad, headers=caller.headers)
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
 
-    r = await client.patch(f"{base}/{created['id']}", json={"enabled": False},
-                           headers=caller.headers)
+    r = await client.patch(
+        f"{base}/{created['id']}", json={"enabled": False}, headers=caller.headers
+    )
     assert r.status_code == 200 and r.json()["enabled"] is False
     r = await client.get(base, headers=caller.headers)
     assert [x["id"] for x in r.json()["data"]] == [created["id"]]

@@ -13,23 +13,37 @@ from database.repositories import api_keys as keys_repo
 from tests.factories import create_tenant, create_user
 from tests.services.test_dead_letters import make_dead
 
-FIELDS = {"id", "event_id", "task_name", "args", "kwargs", "exception_type", "exception_message",
-          "attempts", "first_failed_at", "last_failed_at", "replayed_at"}
+FIELDS = {
+    "id",
+    "event_id",
+    "task_name",
+    "args",
+    "kwargs",
+    "exception_type",
+    "exception_message",
+    "attempts",
+    "first_failed_at",
+    "last_failed_at",
+    "replayed_at",
+}
 
 
 async def auth_for(db: Any, tenant: Tenant) -> dict[str, str]:
     user = await create_user(db, tenant)
     key = generate_key()
     async with db.transaction() as s:
-        await keys_repo.create(s, tenant_id=tenant.id, user_id=user.id, key_hash=key.key_hash,
-                               prefix=key.prefix)
+        await keys_repo.create(
+            s, tenant_id=tenant.id, user_id=user.id, key_hash=key.key_hash, prefix=key.prefix
+        )
     return {"authorization": f"Bearer {key.key}"}
 
 
 async def test_list_is_paged_and_scoped_to_the_tenant(client: httpx.AsyncClient, db: Any) -> None:
     mine, other = await create_tenant(db), await create_tenant(db)
-    made = [(await make_dead(db, mine, task_name=t))[0]
-            for t in ("postroom.mail.send", "postroom.mail.delete", "postroom.mail.send")]
+    made = [
+        (await make_dead(db, mine, task_name=t))[0]
+        for t in ("postroom.mail.send", "postroom.mail.delete", "postroom.mail.send")
+    ]
     await make_dead(db, other)
     headers = await auth_for(db, mine)
 
@@ -38,13 +52,15 @@ async def test_list_is_paged_and_scoped_to_the_tenant(client: httpx.AsyncClient,
     body = first.json()
     assert [d["id"] for d in body["data"]] == [str(made[2]), str(made[1])]
     assert set(body["data"][0]) == FIELDS
-    second = await client.get("/v1/dead-letters", headers=headers,
-                              params={"limit": 2, "cursor": body["next_cursor"]})
+    second = await client.get(
+        "/v1/dead-letters", headers=headers, params={"limit": 2, "cursor": body["next_cursor"]}
+    )
     assert [d["id"] for d in second.json()["data"]] == [str(made[0])]
     assert second.json()["next_cursor"] is None
 
-    sends = await client.get("/v1/dead-letters", params={"task": "postroom.mail.send"},
-                             headers=headers)
+    sends = await client.get(
+        "/v1/dead-letters", params={"task": "postroom.mail.send"}, headers=headers
+    )
     assert {d["id"] for d in sends.json()["data"]} == {str(made[0]), str(made[2])}
     bad = await client.get("/v1/dead-letters", params={"cursor": "xyz"}, headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"

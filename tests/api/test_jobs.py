@@ -121,7 +121,9 @@ async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
     assert r.status_code == 202 and r.json() != first.json()
 
 
-async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(client, db, quiet_broker) -> None:
+async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
+    client, db, quiet_broker
+) -> None:
     caller = await make_caller(db)
     acc = (
         await client.post(

@@ -104,7 +104,8 @@ async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
     from tests.conftest import sign
 
     r = await client.post(
-        "/webhooks/nylas", content=body,
+        "/webhooks/nylas",
+        content=body,
         headers={"x-nylas-signature": sign(json.dumps(payload, separators=(",", ":")).encode())},
     )
     assert r.status_code == 401
@@ -120,7 +121,11 @@ async def test_uppercase_hex_signature_is_accepted(client, db) -> None:
 
 
 async def test_oversized_body_is_413_and_stores_nothing(client, db, settings) -> None:
-    big = b'{"id": "x", "type": "message.created", "pad": "' + b"a" * settings.webhook_max_body_bytes + b'"}'
+    big = (
+        b'{"id": "x", "type": "message.created", "pad": "'
+        + b"a" * settings.webhook_max_body_bytes
+        + b'"}'
+    )
     r = await post_webhook(client, big)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
@@ -142,8 +147,16 @@ async def test_oversized_chunked_body_without_length_is_413(client, db, settings
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"[1, 2]", b'"text"', b'{"type": "message.created"}', b'{"id": "n1"}',
-     b'{"id": 5, "type": "message.created"}', b'{"id": "n1", "type": ""}', b"\xff\xfe\x00"],
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b'{"type": "message.created"}',
+        b'{"id": "n1"}',
+        b'{"id": 5, "type": "message.created"}',
+        b'{"id": "n1", "type": ""}',
+        b"\xff\xfe\x00",
+    ],
     ids=["broken", "array", "string", "no-id", "no-type", "id-not-string", "empty-type", "binary"],
 )
 async def test_malformed_signed_body_is_400_and_stores_nothing(client, db, raw) -> None:
@@ -168,7 +181,8 @@ async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db) -> Non
 
     raw = json.dumps(notification("message.created", {"id": "m1"})).encode()
     r = await client.post(
-        "/webhooks/nylas", content=gz.compress(raw),
+        "/webhooks/nylas",
+        content=gz.compress(raw),
         headers={"content-encoding": "gzip", "x-nylas-signature": sign(raw)},
     )
     assert r.status_code == 401
@@ -241,7 +255,9 @@ async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db) 
 
 
 async def test_nul_escape_that_jsonb_cannot_hold_is_400_and_stores_nothing(client, db) -> None:
-    raw = b'{"id": "nul-1", "type": "message.created", "data": {"object": {"subject": "a\\u0000b"}}}'
+    raw = (
+        b'{"id": "nul-1", "type": "message.created", "data": {"object": {"subject": "a\\u0000b"}}}'
+    )
     r = await post_webhook(client, raw)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"

@@ -15,9 +15,15 @@ async def new_event(db) -> uuid.UUID:
     event_id = uuid.uuid4()
     async with db.transaction() as s:
         created = await repo.insert_once(
-            s, event_id=event_id, source="nylas", type="message.created",
-            external_id=uuid.uuid4().hex, task_name="postroom.events.process",
-            task_id="t0", payload={}, stale_after_s=30,
+            s,
+            event_id=event_id,
+            source="nylas",
+            type="message.created",
+            external_id=uuid.uuid4().hex,
+            task_name="postroom.events.process",
+            task_id="t0",
+            payload={},
+            stale_after_s=30,
         )
     assert created
     return event_id
@@ -25,7 +31,9 @@ async def new_event(db) -> uuid.UUID:
 
 async def claim(db, event_id, task_id, **kw):
     async with db.transaction() as s:
-        return await repo.claim(s, event_id=event_id, task_id=task_id, lease_s=kw.pop("lease", 60), **kw)
+        return await repo.claim(
+            s, event_id=event_id, task_id=task_id, lease_s=kw.pop("lease", 60), **kw
+        )
 
 
 async def test_only_one_of_two_concurrent_claims_wins(db) -> None:
@@ -40,7 +48,9 @@ async def test_finished_event_cannot_be_claimed_again(db) -> None:
     event_id = await new_event(db)
     event = await claim(db, event_id, "t0")
     async with db.transaction() as s:
-        assert await repo.finish(s, event=event, task_id="t0", status=EventStatus.succeeded, result={})
+        assert await repo.finish(
+            s, event=event, task_id="t0", status=EventStatus.succeeded, result={}
+        )
     assert await claim(db, event_id, "t0") is None
     assert await claim(db, event_id, "t-other", redelivered=True) is None
 

@@ -84,8 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing ------------------------------------------------------------------------
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
-              raw: bytes | None = None, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -95,10 +101,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, type_: str, message: str,
-               headers: dict[str, str] | None = None) -> None:
-        self._send(status, {"request_id": uuid.uuid4().hex,
-                            "error": {"type": type_, "message": message}}, headers)
+    def _error(
+        self, status: int, type_: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self._send(
+            status,
+            {"request_id": uuid.uuid4().hex, "error": {"type": type_, "message": message}},
+            headers,
+        )
 
     def _ok(self, data: Any, **extra: Any) -> None:
         self._send(200, {"request_id": uuid.uuid4().hex, "data": data, **extra})
@@ -113,23 +123,42 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw
         with state.lock:
-            state.requests.append(Recorded(method, parts.path, parse_qs(parts.query),
-                                           dict(self.headers.items()), body))
-            fault = next((f for f in state.faults if f.times > 0 and f.pattern.search(parts.path)
-                          and (f.method is None or f.method == method)), None)
+            state.requests.append(
+                Recorded(
+                    method, parts.path, parse_qs(parts.query), dict(self.headers.items()), body
+                )
+            )
+            fault = next(
+                (
+                    f
+                    for f in state.faults
+                    if f.times > 0
+                    and f.pattern.search(parts.path)
+                    and (f.method is None or f.method == method)
+                ),
+                None,
+            )
             if fault is not None:
                 fault.times -= 1
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.html:
-                self._send(fault.status, None, raw=b"<html><body>502 Bad Gateway</body></html>",
-                           content_type="text/html")
+                self._send(
+                    fault.status,
+                    None,
+                    raw=b"<html><body>502 Bad Gateway</body></html>",
+                    content_type="text/html",
+                )
                 return
             if fault.status:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
-                self._error(fault.status, "api_error" if fault.status >= 500 else "rate_limit",
-                            f"injected {fault.status}", headers)
+                self._error(
+                    fault.status,
+                    "api_error" if fault.status >= 500 else "rate_limit",
+                    f"injected {fault.status}",
+                    headers,
+                )
                 return
         if self.headers.get("Authorization") != f"Bearer {state.api_key}":
             self._error(401, "unauthorized", "Unauthorized")
@@ -142,13 +171,18 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             self._error(404, "not_found", "No such route")
             return
-        grant, kind, ident, send = m.group(1), m.group(2), m.group(3), m.group(4)
+        grant, kind, ident = m.group(1), m.group(2), m.group(3)
         ident = unquote(ident) if ident else None
         with state.lock:
             box = state.messages.setdefault(grant, {})
             if kind == "folders" and method == "GET":
-                self._ok([{"id": n, "grant_id": grant, "name": n, "object": "folder"}
-                          for n in DEFAULT_FOLDERS], next_cursor=None)
+                self._ok(
+                    [
+                        {"id": n, "grant_id": grant, "name": n, "object": "folder"}
+                        for n in DEFAULT_FOLDERS
+                    ],
+                    next_cursor=None,
+                )
                 return
             if ident == "send" and method == "POST":
                 self._send_message(grant, box, body)
@@ -181,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             items = [i for i in items if query["in"][0] in (i.get("folders") or [])]
         limit = min(int(query.get("limit", ["50"])[0]), 200)
         start = int(query.get("page_token", ["0"])[0] or 0)
-        page = items[start:start + limit]
+        page = items[start : start + limit]
         nxt = str(start + limit) if start + limit < len(items) else None
         self._ok(page, next_cursor=nxt)
 
@@ -192,9 +226,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._ok(state.idempotency[(grant, key)])
             return
         body = body if isinstance(body, dict) else {}
-        msg = make_message(grant, subject=body.get("subject"), to=body.get("to", []),
-                           cc=body.get("cc", []), bcc=body.get("bcc", []),
-                           body=body.get("body"), folders=["SENT"], unread=False)
+        msg = make_message(
+            grant,
+            subject=body.get("subject"),
+            to=body.get("to", []),
+            cc=body.get("cc", []),
+            bcc=body.get("bcc", []),
+            body=body.get("body"),
+            folders=["SENT"],
+            unread=False,
+        )
         box[msg["id"]] = msg
         if key:
             state.idempotency[(grant, key)] = msg
@@ -254,12 +295,21 @@ class FakeNylas:
         with self.state.lock:
             self.state.messages.setdefault(grant_id, {})[message["id"]] = message
 
-    def fail(self, path_regex: str, status: int = 503, *, times: int = 1,
-             retry_after: int | None = None, html: bool = False, delay: float = 0.0,
-             method: str | None = None) -> None:
+    def fail(
+        self,
+        path_regex: str,
+        status: int = 503,
+        *,
+        times: int = 1,
+        retry_after: int | None = None,
+        html: bool = False,
+        delay: float = 0.0,
+        method: str | None = None,
+    ) -> None:
         with self.state.lock:
-            self.state.faults.append(Fault(re.compile(path_regex), status, times, retry_after,
-                                           html, delay, method))
+            self.state.faults.append(
+                Fault(re.compile(path_regex), status, times, retry_after, html, delay, method)
+            )
 
     def requests_to(self, path_regex: str) -> list[Recorded]:
         with self.state.lock:

@@ -40,10 +40,16 @@ class Ledger:
         self.sent += 1
         start = time.monotonic()
         try:
-            r = await client.post("/webhooks/nylas", content=body, headers={
-                "content-type": "application/json", "x-nylas-signature": sign(body)})
-            kind = r.json().get("status", str(r.status_code)) if r.status_code == 200 \
+            r = await client.post(
+                "/webhooks/nylas",
+                content=body,
+                headers={"content-type": "application/json", "x-nylas-signature": sign(body)},
+            )
+            kind = (
+                r.json().get("status", str(r.status_code))
+                if r.status_code == 200
                 else str(r.status_code)
+            )
             if kind == "queued":
                 self.accepted.add(r.json()["event_id"])
         except httpx.TimeoutException:
@@ -72,18 +78,35 @@ class Ledger:
     async def _read(self, db: Database) -> None:
         ids = list(self.accepted)
         async with db.sessionmaker() as s:
-            rows = (await s.execute(sa.text(
-                "SELECT status, (SELECT count(*) FROM jsonb_array_elements(history) h "
-                " WHERE h->>'outcome' = 'succeeded') AS wins FROM event "
-                "WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids})).all()
+            rows = (
+                await s.execute(
+                    sa.text(
+                        "SELECT status, (SELECT count(*) FROM jsonb_array_elements(history) h "
+                        " WHERE h->>'outcome' = 'succeeded') AS wins FROM event "
+                        "WHERE id = ANY(CAST(:ids AS uuid[]))"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
             self.statuses = Counter(r.status for r in rows)
             self.statuses["missing"] = len(ids) - len(rows)
             self.double_runs = sum(1 for r in rows if r.wins > 1)
-            self.dead_letters = (await s.execute(sa.text(
-                "SELECT count(*) FROM dead_letter WHERE event_id = ANY(CAST(:ids AS uuid[]))"),
-                {"ids": ids})).scalar_one()
-            counts = (await s.execute(sa.text(
-                "SELECT count(*), count(DISTINCT (account_id, provider_id)) FROM message"))).one()
+            self.dead_letters = (
+                await s.execute(
+                    sa.text(
+                        "SELECT count(*) FROM dead_letter"
+                        " WHERE event_id = ANY(CAST(:ids AS uuid[]))"
+                    ),
+                    {"ids": ids},
+                )
+            ).scalar_one()
+            counts = (
+                await s.execute(
+                    sa.text(
+                        "SELECT count(*), count(DISTINCT (account_id, provider_id)) FROM message"
+                    )
+                )
+            ).one()
             self.message_rows, self.distinct_messages = counts
 
     def figures(self) -> dict[str, Any]:

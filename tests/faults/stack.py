@@ -45,8 +45,9 @@ class PgCluster:
         cmd = [str(PG_BIN / argv[0]), *argv[1:]]
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
-        return subprocess.run(cmd, check=check, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=60)
+        return subprocess.run(
+            cmd, check=check, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60
+        )
 
     @property
     def url(self) -> str:
@@ -57,10 +58,21 @@ class PgCluster:
         return self.start()
 
     def start(self) -> PgCluster:
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "pg.log"),
-                  "-w", "start")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "pg.log"),
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -123,9 +135,20 @@ class Stack:
         migrate(self.env)
         self.api = uvicorn_api(self.env, self.api_port).start()
         self.workers: list[Process] = []
-        self.beat = Process("beat", [self.env.get("CELERY_BIN", _celery()), "-A", "worker.app",
-                                     "beat", "-l", "INFO", "-s",
-                                     str(self.pg.dir / "beat-schedule")], self.env)
+        self.beat = Process(
+            "beat",
+            [
+                self.env.get("CELERY_BIN", _celery()),
+                "-A",
+                "worker.app",
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(self.pg.dir / "beat-schedule"),
+            ],
+            self.env,
+        )
         # The sweeper gets its own single-process worker, so busy task workers never starve it.
         self.sweeper = celery_worker(self.env, name="periodic", queues="periodic", concurrency=1)
         self.beat.start()
@@ -147,8 +170,12 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start_worker(self) -> Process:
-        proc = celery_worker(self.env, name=f"w{len(self.workers)}",
-                             queues="sync,send,delete,classify", concurrency=2).start()
+        proc = celery_worker(
+            self.env,
+            name=f"w{len(self.workers)}",
+            queues="sync,send,delete,classify",
+            concurrency=2,
+        ).start()
         proc.wait_log("ready.", timeout=60)
         self.workers.append(proc)
         return proc

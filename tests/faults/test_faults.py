@@ -78,8 +78,14 @@ def truncated(grant: str, mid: str) -> dict[str, Any]:
     return notification("message.created.truncated", {"id": mid}, grant_id=grant)
 
 
-async def deliver(ledger: Ledger, client: httpx.AsyncClient, payloads: list[dict[str, Any]],
-                  *, concurrency: int = 4, pace_s: float = 0.0) -> None:
+async def deliver(
+    ledger: Ledger,
+    client: httpx.AsyncClient,
+    payloads: list[dict[str, Any]],
+    *,
+    concurrency: int = 4,
+    pace_s: float = 0.0,
+) -> None:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(p: dict[str, Any]) -> None:
@@ -95,8 +101,9 @@ async def wait_processing(db: Database, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         async with db.sessionmaker() as s:
-            n = (await s.execute(sa.text(
-                "SELECT count(*) FROM event WHERE status = 'processing'"))).scalar_one()
+            n = (
+                await s.execute(sa.text("SELECT count(*) FROM event WHERE status = 'processing'"))
+            ).scalar_one()
         if n:
             return
         await asyncio.sleep(0.05)
@@ -203,12 +210,18 @@ async def test_5_duplicate_and_out_of_order_deliveries(
     now = int(time.time())
     for i in range(15):
         mid = f"dup-{i}"
-        base = {"id": mid, "grant_id": grant, "body": "<p>x</p>", "thread_id": f"t{i}",
-                "folders": ["INBOX"], "date": now}
-        old = notification("message.created", {**base, "subject": "v1"}, grant_id=grant,
-                           time_=now)
-        new = notification("message.updated", {**base, "subject": "v2"}, grant_id=grant,
-                           time_=now + 5)
+        base = {
+            "id": mid,
+            "grant_id": grant,
+            "body": "<p>x</p>",
+            "thread_id": f"t{i}",
+            "folders": ["INBOX"],
+            "date": now,
+        }
+        old = notification("message.created", {**base, "subject": "v1"}, grant_id=grant, time_=now)
+        new = notification(
+            "message.updated", {**base, "subject": "v2"}, grant_id=grant, time_=now + 5
+        )
         deliveries += [new, old, new, old, old]  # newest first, each at least twice
     random.Random(5).shuffle(deliveries)
     await deliver(ledger, client, deliveries, concurrency=8)
@@ -216,8 +229,11 @@ async def test_5_duplicate_and_out_of_order_deliveries(
     await finish(ledger, db)
     assert ledger.answers["queued"] == 30 and ledger.answers["duplicate"] == 45
     async with db.sessionmaker() as s:
-        subjects = (await s.execute(sa.text(
-            "SELECT subject FROM message WHERE provider_id LIKE 'dup-%'"))).scalars().all()
+        subjects = (
+            (await s.execute(sa.text("SELECT subject FROM message WHERE provider_id LIKE 'dup-%'")))
+            .scalars()
+            .all()
+        )
     assert sorted(subjects) == ["v2"] * 15  # the older notification never overwrote the newer
 
 
@@ -232,17 +248,27 @@ async def test_6_smtp_drops_the_connection_after_data(stack: Stack, db: Database
     celery = make_celery(Settings(redis_url=stack.redis.url), publisher_only=True)
     dropping, healthy = start_smtp(mode="drop_after_data"), start_smtp(mode="ok")
     try:
-        accounts = [await create_smtp_account(db, settings, smtp=peer.credential())
-                    for peer in (dropping, healthy)]
+        accounts = [
+            await create_smtp_account(db, settings, smtp=peer.credential())
+            for peer in (dropping, healthy)
+        ]
         for i in range(12):
             account = accounts[i % 2]
-            event_id, task_id, _ = await create_send_event(db, account=account, kwargs={
-                "to": ["bob@example.org"], "subject": f"send {i}", "body_text": "hello"})
+            event_id, task_id, _ = await create_send_event(
+                db,
+                account=account,
+                kwargs={"to": ["bob@example.org"], "subject": f"send {i}", "body_text": "hello"},
+            )
             ledger.sent += 1
             async with db.sessionmaker() as s:
                 kwargs = (await s.get(Event, event_id)).task_kwargs  # type: ignore[union-attr]
-            assert publish(celery, task_name="postroom.mail.send", event_id=event_id,
-                           task_id=task_id, kwargs=kwargs)
+            assert publish(
+                celery,
+                task_name="postroom.mail.send",
+                event_id=event_id,
+                task_id=task_id,
+                kwargs=kwargs,
+            )
             ledger.answers["queued"] += 1
             ledger.accepted.add(str(event_id))
         ledger.fault_at = time.monotonic()
@@ -251,8 +277,11 @@ async def test_6_smtp_drops_the_connection_after_data(stack: Stack, db: Database
         assert len(subjects) == len(set(subjects)) == 12, subjects  # each reached SMTP once
         assert ledger.statuses["dead"] == 6 and ledger.statuses["succeeded"] == 6
         async with db.sessionmaker() as s:
-            kinds = (await s.execute(sa.text(
-                "SELECT DISTINCT exception_type FROM dead_letter"))).scalars().all()
+            kinds = (
+                (await s.execute(sa.text("SELECT DISTINCT exception_type FROM dead_letter")))
+                .scalars()
+                .all()
+            )
         assert kinds == ["DeliveryUnknown"]
     finally:
         dropping.stop()

@@ -18,7 +18,11 @@ from tests.factories import create_nylas_account
 def raw(headers: dict[str, str], body: str, *, html: bool = False) -> bytes:
     ctype = "text/html" if html else "text/plain"
     lines = [f"{k}: {v}" for k, v in headers.items()] + [
-        "MIME-Version: 1.0", f'Content-Type: {ctype}; charset="utf-8"', "", body]
+        "MIME-Version: 1.0",
+        f'Content-Type: {ctype}; charset="utf-8"',
+        "",
+        body,
+    ]
     return "\r\n".join(lines).encode()
 
 
@@ -61,24 +65,31 @@ def test_reply_to_differing_from_sender() -> None:
 
 
 def test_failed_spf_dkim_dmarc_from_authentication_results() -> None:
-    headers = {**BASE, "Authentication-Results":
-               "mx.example.net; spf=fail smtp.mailfrom=x.org; dkim=fail; dmarc=fail header.from=x"}
+    headers = {
+        **BASE,
+        "Authentication-Results": (
+            "mx.example.net; spf=fail smtp.mailfrom=x.org; dkim=fail; dmarc=fail header.from=x"
+        ),
+    }
     assert indicators_of(headers, "Hi") == ["dkim_failed", "dmarc_failed", "spf_failed"]
     ok = {**BASE, "Authentication-Results": "mx.example.net; spf=pass; dkim=pass; dmarc=pass"}
     assert indicators_of(ok, "Hi") == []
 
 
 def test_executable_and_double_extension_attachments() -> None:
-    doc = mail.MailDoc(subject="Invoice", from_email="a@example.org",
-                       attachment_names=["invoice.pdf.exe"])
+    doc = mail.MailDoc(
+        subject="Invoice", from_email="a@example.org", attachment_names=["invoice.pdf.exe"]
+    )
     assert features.indicators(doc) == ["double_extension_attachment", "executable_attachment"]
     doc.attachment_names = ["report.pdf"]
     assert features.indicators(doc) == []
 
 
 def test_hidden_html_text_urgency_and_credential_wording() -> None:
-    body = ('<div style="display:none">cheap pills</div><p>Urgent: your account will be '
-            'suspended within 24 hours. Verify your account and enter your password.</p>')
+    body = (
+        '<div style="display:none">cheap pills</div><p>Urgent: your account will be '
+        "suspended within 24 hours. Verify your account and enter your password.</p>"
+    )
     found = indicators_of(BASE, body, html=True)
     assert {"hidden_html_text", "urgency_wording", "credential_request_wording"} <= set(found)
 
@@ -98,34 +109,57 @@ def test_categories_from_headers_and_sender() -> None:
 def test_shipped_model_is_small_loads_without_pickle_and_separates_spam_from_ham() -> None:
     assert MODEL_PATH.stat().st_size < 1_000_000
     model = load(MODEL_PATH)
-    spam = mail.from_raw(raw(
-        {"From": "Best Offers <offers@cheap-meds.biz>", "To": "you@example.net",
-         "Subject": "FREE!!! Lowest prices on viagra - order now, limited time!!!"},
-        "<html><body><font size=5>CLICK HERE to order now! 100% free, no prescription, "
-        "money back guarantee! Remove me from this list: http://cheap-meds.biz/remove"
-        "</font></body></html>", html=True))
-    ham = mail.from_raw(raw(
-        {"From": "Alice <alice@example.org>", "To": "dev@lists.example.org",
-         "Subject": "Re: patch for the build script"},
-        "Thanks, I applied your patch to the build script and the tests pass on my machine.\n"
-        "Could you also update the README before we release the next version?"))
+    spam = mail.from_raw(
+        raw(
+            {
+                "From": "Best Offers <offers@cheap-meds.biz>",
+                "To": "you@example.net",
+                "Subject": "FREE!!! Lowest prices on viagra - order now, limited time!!!",
+            },
+            "<html><body><font size=5>CLICK HERE to order now! 100% free, no prescription, "
+            "money back guarantee! Remove me from this list: http://cheap-meds.biz/remove"
+            "</font></body></html>",
+            html=True,
+        )
+    )
+    ham = mail.from_raw(
+        raw(
+            {
+                "From": "Alice <alice@example.org>",
+                "To": "dev@lists.example.org",
+                "Subject": "Re: patch for the build script",
+            },
+            "Thanks, I applied your patch to the build script and the tests pass on my machine.\n"
+            "Could you also update the README before we release the next version?",
+        )
+    )
     assert model.score(features.extract(spam)) > 0.9
     assert model.score(features.extract(ham)) < 0.1
 
 
 async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:
     async with db.transaction() as s:
-        msg = Message(tenant_id=account.tenant_id, account_id=account.id,
-                      provider_id=f"m-{uuid.uuid4().hex[:8]}", subject=subject, text=text,
-                      from_email="friend@example.org", sort_at=datetime.now(UTC))
+        msg = Message(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            provider_id=f"m-{uuid.uuid4().hex[:8]}",
+            subject=subject,
+            text=text,
+            from_email="friend@example.org",
+            sort_at=datetime.now(UTC),
+        )
         s.add(msg)
     return msg
 
 
 async def test_classify_stores_the_verdict_on_the_message(db: Any) -> None:
     account = await create_nylas_account(db)
-    msg = await _message(db, account, subject="Urgent: verify your account",
-                         text="Verify your account now: http://10.0.0.7/login")
+    msg = await _message(
+        db,
+        account,
+        subject="Urgent: verify your account",
+        text="Verify your account now: http://10.0.0.7/login",
+    )
     async with db.transaction() as s:
         result = await classify_message(s, tenant_id=account.tenant_id, message_id=msg.id)
     async with db.transaction() as s:
@@ -141,17 +175,27 @@ async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_on
     for text in ("Join the %s today.", "Last seats: %s for members.", "%s opens tomorrow."):
         msg = await _message(db, teacher, subject="hello", text=text % phrase)
         async with db.transaction() as s:
-            await record_feedback(s, tenant_id=teacher.tenant_id, user_id=None,
-                                  message_id=msg.id, label="spam")
-    probe = mail.MailDoc(subject="hello", from_email="friend@example.org",
-                         text=f"Have you heard of the {phrase}? Lunch on friday.")
+            await record_feedback(
+                s, tenant_id=teacher.tenant_id, user_id=None, message_id=msg.id, label="spam"
+            )
+    probe = mail.MailDoc(
+        subject="hello",
+        from_email="friend@example.org",
+        text=f"Have you heard of the {phrase}? Lunch on friday.",
+    )
     async with db.transaction() as s:
         taught = await verdict(s, tenant_id=teacher.tenant_id, doc=probe)
         untaught = await verdict(s, tenant_id=other.tenant_id, doc=probe)
         baseline = default_model().score(features.extract(probe))
-        unrelated = await verdict(s, tenant_id=teacher.tenant_id, doc=mail.MailDoc(
-            subject="lunch", from_email="friend@example.org",
-            text="Are we still on for lunch on friday at the usual place?"))
+        unrelated = await verdict(
+            s,
+            tenant_id=teacher.tenant_id,
+            doc=mail.MailDoc(
+                subject="lunch",
+                from_email="friend@example.org",
+                text="Are we still on for lunch on friday at the usual place?",
+            ),
+        )
     assert unrelated["is_spam"] is False
     assert untaught["spam_score"] == round(baseline, 4)
     assert untaught["is_spam"] is False
@@ -162,13 +206,21 @@ async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(d
     account = await create_nylas_account(db)
     msg = await _message(db, account, subject="hi", text="plumbus grumbo flarnish offer")
     async with db.transaction() as s:
-        assert await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
-                                     message_id=msg.id, label="spam")
-        assert not await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
-                                         message_id=msg.id, label="spam")
-        assert await record_feedback(s, tenant_id=account.tenant_id, user_id=None,
-                                     message_id=msg.id, label="ham")
-        rows = (await s.execute(sa.text(
-            "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"),
-            {"t": account.tenant_id})).one()
+        assert await record_feedback(
+            s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
+        )
+        assert not await record_feedback(
+            s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
+        )
+        assert await record_feedback(
+            s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="ham"
+        )
+        rows = (
+            await s.execute(
+                sa.text(
+                    "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"
+                ),
+                {"t": account.tenant_id},
+            )
+        ).one()
     assert (rows.spam, rows.ham) == (0, 1)

@@ -22,27 +22,46 @@ from worker.app import make_celery
 
 
 async def make_dead(
-    db: Any, tenant: Tenant | None, *, task_name: str = "postroom.events.process",
+    db: Any,
+    tenant: Tenant | None,
+    *,
+    task_name: str = "postroom.events.process",
     error: str = "ProviderNotFound",
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A dead event and its dead letter, as the worker leaves them; (dead letter id, event id)."""
     event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
     async with db.transaction() as s:
         await events_repo.insert_once(
-            s, event_id=event_id, source="api", type="test", external_id=None,
-            task_name=task_name, task_id=task_id, payload={}, stale_after_s=30,
-            task_kwargs={"account_id": "a1"}, tenant_id=tenant.id if tenant else None,
+            s,
+            event_id=event_id,
+            source="api",
+            type="test",
+            external_id=None,
+            task_name=task_name,
+            task_id=task_id,
+            payload={},
+            stale_after_s=30,
+            task_kwargs={"account_id": "a1"},
+            tenant_id=tenant.id if tenant else None,
         )
         event = await events_repo.claim(s, event_id=event_id, task_id=task_id, lease_s=60)
         assert event is not None
         dl_id = await dl_repo.record(
-            s, tenant_id=event.tenant_id, event_id=event_id, task_name=task_name,
-            task_id=task_id, args=[], kwargs={"account_id": "a1", "event_id": str(event_id)},
-            exception_type=error, exception_message="it broke", traceback="Traceback ...",
+            s,
+            tenant_id=event.tenant_id,
+            event_id=event_id,
+            task_name=task_name,
+            task_id=task_id,
+            args=[],
+            kwargs={"account_id": "a1", "event_id": str(event_id)},
+            exception_type=error,
+            exception_message="it broke",
+            traceback="Traceback ...",
             attempts=1,
         )
-        await events_repo.finish(s, event=event, task_id=task_id, status=EventStatus.dead,
-                                 error=f"{error}: it broke")
+        await events_repo.finish(
+            s, event=event, task_id=task_id, status=EventStatus.dead, error=f"{error}: it broke"
+        )
     return dl_id, event_id
 
 
@@ -60,8 +79,10 @@ async def load_event(db: Any, event_id: uuid.UUID) -> Event:
 
 async def test_list_pages_newest_first_per_tenant_with_task_filter(db: Any) -> None:
     mine, other = await create_tenant(db), await create_tenant(db)
-    made = [(await make_dead(db, mine, task_name=f"postroom.mail.{t}"))[0]
-            for t in ("send", "send", "delete", "send", "send")]
+    made = [
+        (await make_dead(db, mine, task_name=f"postroom.mail.{t}"))[0]
+        for t in ("send", "send", "delete", "send", "send")
+    ]
     await make_dead(db, other, task_name="postroom.mail.send")
 
     seen: list[uuid.UUID] = []
@@ -83,9 +104,19 @@ async def test_public_shape_has_exactly_the_api_fields(db: Any) -> None:
     tenant = await create_tenant(db)
     dl_id, event_id = await make_dead(db, tenant)
     data = dlq.public(await dlq.show(db, dl_id, tenant_id=tenant.id))
-    assert set(data) == {"id", "event_id", "task_name", "args", "kwargs", "exception_type",
-                         "exception_message", "attempts", "first_failed_at", "last_failed_at",
-                         "replayed_at"}
+    assert set(data) == {
+        "id",
+        "event_id",
+        "task_name",
+        "args",
+        "kwargs",
+        "exception_type",
+        "exception_message",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "replayed_at",
+    }
     assert data["event_id"] == str(event_id) and data["replayed_at"] is None
 
 
@@ -131,8 +162,10 @@ async def test_replay_without_its_event_is_a_conflict(db: Any, publish: Any) -> 
 
 async def test_delete_and_purge(db: Any) -> None:
     tenant = await create_tenant(db)
-    ids = [(await make_dead(db, tenant, task_name=t))[0]
-           for t in ("postroom.mail.send", "postroom.mail.send", "postroom.mail.delete")]
+    ids = [
+        (await make_dead(db, tenant, task_name=t))[0]
+        for t in ("postroom.mail.send", "postroom.mail.send", "postroom.mail.delete")
+    ]
     await dlq.delete(db, ids[0], tenant_id=tenant.id)
     with pytest.raises(NotFound):
         await dlq.show(db, ids[0], tenant_id=tenant.id)
@@ -143,9 +176,17 @@ async def test_delete_and_purge(db: Any) -> None:
 
 # -- the CLI, as an operator runs it ---------------------------------------------------
 
+
 def postroom(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VENV_BIN / "postroom"), "dlq", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, input=stdin, timeout=60)
+    return subprocess.run(
+        [str(VENV_BIN / "postroom"), "dlq", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
 
 
 async def test_cli_list_show_replay_all_and_purge(db: Any) -> None:

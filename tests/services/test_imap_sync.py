@@ -48,14 +48,24 @@ async def test_first_sync_stores_every_message_in_batches_without_setting_seen(
 
     result = await _sync(db, settings, account, progress=progress)
 
-    assert result == {"status": "success", "folders": 6, "new": sum(counts.values()),
-                      "updated": 0, "deleted": 0}
+    assert result == {
+        "status": "success",
+        "folders": 6,
+        "new": sum(counts.values()),
+        "updated": 0,
+        "deleted": 0,
+    }
     rows = await _rows(db, account)
     assert len(rows) == 520
     folders = await _folders(db, account)
     assert {n: f.role for n, f in folders.items()} == {
-        "INBOX": "inbox", "Sent": "sent", "Trash": "trash", "Junk": "junk", "Drafts": "drafts",
-        "Archive": "archive"}
+        "INBOX": "inbox",
+        "Sent": "sent",
+        "Trash": "trash",
+        "Junk": "junk",
+        "Drafts": "drafts",
+        "Archive": "archive",
+    }
     inbox = folders["INBOX"]
     assert inbox.uidvalidity and inbox.uidnext == 301 and inbox.highest_modseq
     by_folder = {n: sum(1 for r in rows if r.folder_id == f.id) for n, f in folders.items()}
@@ -77,8 +87,9 @@ async def test_first_sync_stores_every_message_in_batches_without_setting_seen(
 async def test_second_sync_with_no_change_changes_nothing_and_selects_no_folder(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 60),
-                                                "Junk": ("spam-1", 20)})
+    await append_corpus(
+        dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 60), "Junk": ("spam-1", 20)}
+    )
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
     await _sync(db, settings, account)
     before = {f.name: f.last_synced_at for f in (await _folders(db, account)).values()}
@@ -225,9 +236,13 @@ async def test_server_hanging_up_mid_fetch_is_transient_and_the_next_sync_resume
     creds = dovecot.credentials(mailbox_user)
     creds["imap"]["port"] = proxy.port  # type: ignore[index]
     async with db.transaction() as s:
-        await s.execute(sa.update(Credential).where(
-            Credential.account_id == account.id).values(  # type: ignore[arg-type]
-            ciphertext=encrypt_json(settings, creds)))
+        await s.execute(
+            sa.update(Credential)
+            .where(Credential.account_id == account.id)
+            .values(  # type: ignore[arg-type]
+                ciphertext=encrypt_json(settings, creds)
+            )
+        )
     try:
         with pytest.raises(ProviderTemporaryError, match="closed the connection during UID FETCH"):
             await _sync(db, settings, account)

@@ -26,8 +26,7 @@ async def _synced(db: Any, settings: Any, dovecot: Dovecot, user: str) -> tuple[
     account = await create_imap_account(db, settings, dovecot, user)
     await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id)
     async with db.transaction() as s:
-        stmt = sa.select(Message).where(Message.account_id == account.id).order_by(
-            Message.imap_uid)
+        stmt = sa.select(Message).where(Message.account_id == account.id).order_by(Message.imap_uid)
         return account, list((await s.execute(stmt)).scalars())
 
 
@@ -49,8 +48,11 @@ def _subjects(dovecot: Dovecot, user: str, mailbox: str) -> list[bytes]:
 
 async def _deleted_rows(db: Any, ids: list[Any]) -> int:
     async with db.transaction() as s:
-        stmt = sa.select(sa.func.count()).select_from(Message).where(
-            Message.id.in_(ids), Message.deleted_at.is_not(None))  # type: ignore[attr-defined]
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .where(Message.id.in_(ids), Message.deleted_at.is_not(None))
+        )  # type: ignore[attr-defined]
         return int((await s.execute(stmt)).scalar_one())
 
 
@@ -64,14 +66,16 @@ async def test_soft_delete_moves_to_trash_with_one_command_per_folder(
     ids = [r.id for r in targets]
 
     async with db.transaction() as s:
-        count = await delete_messages(s, settings, tenant_id=account.tenant_id, message_ids=ids,
-                                      permanent=False, nylas=None)
+        count = await delete_messages(
+            s, settings, tenant_id=account.tenant_id, message_ids=ids, permanent=False, nylas=None
+        )
 
     assert count == 5 and await _deleted_rows(db, ids) == 5
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {r.imap_uid for r in inbox}
     assert len(_uids(dovecot, mailbox_user, "Junk")) == 2
-    trash_ids = {s.decode().split(":", 1)[1].strip() for s in _subjects(dovecot, mailbox_user,
-                                                                         "Trash")}
+    trash_ids = {
+        s.decode().split(":", 1)[1].strip() for s in _subjects(dovecot, mailbox_user, "Trash")
+    }
     assert trash_ids == {r.message_id_header for r in targets}
 
 
@@ -82,9 +86,14 @@ async def test_permanent_delete_expunges_and_leaves_no_copy(
     targets = [r for r in rows if r.labels == ["INBOX"]][5:9]
 
     async with db.transaction() as s:
-        count = await delete_messages(s, settings, tenant_id=account.tenant_id,
-                                      message_ids=[r.id for r in targets], permanent=True,
-                                      nylas=None)
+        count = await delete_messages(
+            s,
+            settings,
+            tenant_id=account.tenant_id,
+            message_ids=[r.id for r in targets],
+            permanent=True,
+            nylas=None,
+        )
 
     assert count == 4
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {6, 7, 8, 9}
@@ -102,8 +111,14 @@ async def test_messages_of_another_tenant_are_refused_before_the_server_is_touch
 
     with pytest.raises(PermissionDenied):
         async with db.transaction() as s:
-            await delete_messages(s, settings, tenant_id=intruder.tenant_id,
-                                  message_ids=[rows[0].id], permanent=True, nylas=None)
+            await delete_messages(
+                s,
+                settings,
+                tenant_id=intruder.tenant_id,
+                message_ids=[rows[0].id],
+                permanent=True,
+                nylas=None,
+            )
 
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13))
     assert await _deleted_rows(db, [rows[0].id]) == 0
@@ -117,22 +132,35 @@ async def test_nylas_messages_are_destroyed_through_the_api(
     account = await create_nylas_account(db)
     async with db.transaction() as s:
         for i in range(2):
-            s.add(Message(tenant_id=account.tenant_id, account_id=account.id,
-                          provider_id=f"msg-{i}"))
+            s.add(
+                Message(tenant_id=account.tenant_id, account_id=account.id, provider_id=f"msg-{i}")
+            )
     for i in range(2):
         fake_nylas.put_message(account.grant_id, make_message(account.grant_id, f"msg-{i}"))
-    gateway = NylasGateway(api_key=settings.nylas_api_key.get_secret_value(),
-                           api_uri=settings.nylas_api_uri, timeout=5)
+    gateway = NylasGateway(
+        api_key=settings.nylas_api_key.get_secret_value(), api_uri=settings.nylas_api_uri, timeout=5
+    )
     async with db.transaction() as s:
-        ids = list((await s.execute(sa.select(Message.id).where(
-            Message.account_id == account.id))).scalars())
-        count = await delete_messages(s, settings, tenant_id=account.tenant_id, message_ids=ids,
-                                      permanent=False, nylas=gateway)
+        ids = list(
+            (
+                await s.execute(sa.select(Message.id).where(Message.account_id == account.id))
+            ).scalars()
+        )
+        count = await delete_messages(
+            s,
+            settings,
+            tenant_id=account.tenant_id,
+            message_ids=ids,
+            permanent=False,
+            nylas=gateway,
+        )
 
     assert count == 2
     assert len(fake_nylas.requests_to(r"/messages/msg-\d")) == 2
-    assert all(fake_nylas.state.messages[account.grant_id][f"msg-{i}"]["folders"] == ["TRASH"]
-               for i in range(2))
+    assert all(
+        fake_nylas.state.messages[account.grant_id][f"msg-{i}"]["folders"] == ["TRASH"]
+        for i in range(2)
+    )
 
 
 async def test_without_move_the_delete_copies_flags_and_expunges_only_those_uids(
@@ -148,15 +176,20 @@ async def test_without_move_the_delete_copies_flags_and_expunges_only_those_uids
     other.uid("STORE", "12", "+FLAGS", "(\\Deleted)")
     other.logout()
     async with db.transaction() as s:
-        folders = {f.name: f for f in await imap_state.folders_of(
-            s, tenant_id=account.tenant_id, account_id=account.id)}
+        folders = {
+            f.name: f
+            for f in await imap_state.folders_of(
+                s, tenant_id=account.tenant_id, account_id=account.id
+            )
+        }
     targets = [r for r in rows if r.labels == ["INBOX"]][:2]
 
     config = ImapConfig.from_credentials(dovecot.credentials(mailbox_user))
     async with ImapClient(config) as client:
         client.capabilities.discard("MOVE")
-        done = await _delete_in_folder(client, folders["INBOX"], targets, folders["Trash"],
-                                       permanent=False)
+        done = await _delete_in_folder(
+            client, folders["INBOX"], targets, folders["Trash"], permanent=False
+        )
 
     assert done == [r.id for r in targets]
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(3, 13))

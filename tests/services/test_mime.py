@@ -30,11 +30,10 @@ MULTIPART = (
     b"--ALT--\r\n"
     b"--OUTER\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n"
     b"Content-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    + base64.encodebytes(PNG) +
-    b"--OUTER\r\nContent-Type: application/pdf\r\n"
+    + base64.encodebytes(PNG)
+    + b"--OUTER\r\nContent-Type: application/pdf\r\n"
     b"Content-Disposition: attachment; filename*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PDF) +
-    b"--OUTER--\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(PDF) + b"--OUTER--\r\n"
 )
 
 
@@ -42,8 +41,10 @@ def test_headers_are_decoded_from_rfc2047_and_threading_ids_kept() -> None:
     m = parse(MULTIPART)
     assert m.subject == "Grüße aus Köln und mehr"
     assert (m.from_name, m.from_email) == ("Jürgen Müller", "jurgen@example.de")
-    assert m.to_addrs == [{"name": "Ann", "email": "ann@example.org"},
-                          {"name": None, "email": "bob@example.org"}]
+    assert m.to_addrs == [
+        {"name": "Ann", "email": "ann@example.org"},
+        {"name": None, "email": "bob@example.org"},
+    ]
     assert m.cc_addrs == [{"name": "René", "email": "rene@example.fr"}]
     assert m.message_id_header == "<abc.123@example.de>"
     assert m.in_reply_to == "<parent@example.org>"
@@ -61,22 +62,31 @@ def test_bodies_by_charset_and_attachments_with_size_and_sha256() -> None:
     assert (inline.is_inline, inline.content_id, inline.size) == (True, "logo@x", len(PNG))
     assert inline.sha256 == hashlib.sha256(PNG).hexdigest()
     assert (pdf.filename, pdf.content_type, pdf.is_inline) == (
-        "Rechnung März.pdf", "application/pdf", False)
+        "Rechnung März.pdf",
+        "application/pdf",
+        False,
+    )
     assert pdf.size == len(PDF) and pdf.sha256 == hashlib.sha256(PDF).hexdigest()
     assert m.has_attachments and m.parse_warnings == []
 
 
 def test_wrong_declared_charset_falls_back_with_a_warning() -> None:
-    raw = (b"Subject: x\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-           b"na\xefve r\xe9sum\xe9\r\n")
+    raw = (
+        b"Subject: x\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nna\xefve r\xe9sum\xe9\r\n"
+    )
     m = parse(raw)
     assert m.text is not None and "naïve résumé" in m.text
     assert any("decoded as cp1252" in w for w in m.parse_warnings)
 
 
 def test_garbage_never_raises_and_keeps_what_it_can() -> None:
-    for raw in (b"", b"\x00\xff\xfe", b"Content-Type: multipart/mixed\r\n\r\nno boundary",
-                b"Subject: =?utf-8?B?!!!?=\r\n\r\nbody", b"\r\n\r\n\r\n"):
+    for raw in (
+        b"",
+        b"\x00\xff\xfe",
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary",
+        b"Subject: =?utf-8?B?!!!?=\r\n\r\nbody",
+        b"\r\n\r\n\r\n",
+    ):
         m = parse(raw)
         assert m.size == len(raw)
         for value in (m.text, m.subject, m.html):

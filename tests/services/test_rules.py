@@ -46,16 +46,40 @@ async def _setup(db: Any, fake_nylas: Any, **fields: Any) -> tuple[Any, Message,
     nylas_msg = make_message(account.grant_id, f"m-{uuid.uuid4().hex[:6]}")
     fake_nylas.put_message(account.grant_id, nylas_msg)
     async with db.transaction() as s:
-        inbox = Folder(tenant_id=account.tenant_id, account_id=account.id, name="INBOX",
-                       provider_id="INBOX", role="inbox")
+        inbox = Folder(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            name="INBOX",
+            provider_id="INBOX",
+            role="inbox",
+        )
         s.add(inbox)
-        s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk",
-                     provider_id="JUNK", role="junk"))
-        s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Shopping",
-                     provider_id="SHOP"))
+        s.add(
+            Folder(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="Junk",
+                provider_id="JUNK",
+                role="junk",
+            )
+        )
+        s.add(
+            Folder(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="Shopping",
+                provider_id="SHOP",
+            )
+        )
         await s.flush()
-        msg = Message(tenant_id=account.tenant_id, account_id=account.id, folder_id=inbox.id,
-                      provider_id=nylas_msg["id"], sort_at=datetime.now(UTC), **fields)
+        msg = Message(
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            folder_id=inbox.id,
+            provider_id=nylas_msg["id"],
+            sort_at=datetime.now(UTC),
+            **fields,
+        )
         s.add(msg)
     return account, msg, nylas_msg
 
@@ -69,36 +93,76 @@ async def test_spam_is_moved_to_junk_once_however_often_rules_run(
 ) -> None:
     account, msg, nylas_msg = await _setup(db, fake_nylas, is_spam=True, category="primary")
     async with db.transaction() as s:
-        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="junk",
-                   condition={"is_spam": True}, action={"type": "move", "folder_role": "junk"}))
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="junk",
+                condition={"is_spam": True},
+                action={"type": "move", "folder_role": "junk"},
+            )
+        )
     for expected in (["move:Junk"], []):
         async with db.transaction() as s:
-            result = await rules.apply_rules(s, settings=settings, nylas=gateway(fake_nylas),
-                                             tenant_id=account.tenant_id, message_id=msg.id)
+            result = await rules.apply_rules(
+                s,
+                settings=settings,
+                nylas=gateway(fake_nylas),
+                tenant_id=account.tenant_id,
+                message_id=msg.id,
+            )
         assert result["applied"] == expected
     path = f"/v3/grants/{account.grant_id}/messages/{nylas_msg['id']}"
     assert [r.body for r in fake_nylas.requests_to(path) if r.method == "PUT"] == [
-        {"folders": ["JUNK"]}]
+        {"folders": ["JUNK"]}
+    ]
     assert fake_nylas.state.messages[account.grant_id][nylas_msg["id"]]["folders"] == ["JUNK"]
 
 
 async def test_category_label_and_sender_folder_rules(
     db: Any, settings: Any, fake_nylas: Any
 ) -> None:
-    account, msg, _ = await _setup(db, fake_nylas, is_spam=False, category="promotions",
-                                   from_email="deals@shop.example")
+    account, msg, _ = await _setup(
+        db, fake_nylas, is_spam=False, category="promotions", from_email="deals@shop.example"
+    )
     async with db.transaction() as s:
-        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="promo label",
-                   condition={"category": "promotions"},
-                   action={"type": "label", "label": "promos"}, position=0))
-        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="shop folder",
-                   condition={"from_domain": "shop.example"},
-                   action={"type": "move", "folder": "Shopping"}, position=1))
-        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="spam only",
-                   condition={"is_spam": True}, action={"type": "move", "folder_role": "junk"}))
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="promo label",
+                condition={"category": "promotions"},
+                action={"type": "label", "label": "promos"},
+                position=0,
+            )
+        )
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="shop folder",
+                condition={"from_domain": "shop.example"},
+                action={"type": "move", "folder": "Shopping"},
+                position=1,
+            )
+        )
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="spam only",
+                condition={"is_spam": True},
+                action={"type": "move", "folder_role": "junk"},
+            )
+        )
     async with db.transaction() as s:
-        result = await rules.apply_rules(s, settings=settings, nylas=gateway(fake_nylas),
-                                         tenant_id=account.tenant_id, message_id=msg.id)
+        result = await rules.apply_rules(
+            s,
+            settings=settings,
+            nylas=gateway(fake_nylas),
+            tenant_id=account.tenant_id,
+            message_id=msg.id,
+        )
     assert result["applied"] == ["label:promos", "move:Shopping"]
     async with db.transaction() as s:
         stored = await s.get(Message, msg.id)
@@ -114,6 +178,11 @@ async def test_rules_of_another_tenant_cannot_touch_the_message(
     stranger = await create_nylas_account(db)
     async with db.transaction() as s:
         with pytest.raises(Exception) as err:
-            await rules.apply_rules(s, settings=settings, nylas=gateway(fake_nylas),
-                                    tenant_id=stranger.tenant_id, message_id=msg.id)
+            await rules.apply_rules(
+                s,
+                settings=settings,
+                nylas=gateway(fake_nylas),
+                tenant_id=stranger.tenant_id,
+                message_id=msg.id,
+            )
     assert type(err.value).__name__ == "PermissionDenied"

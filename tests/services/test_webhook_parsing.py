@@ -7,12 +7,22 @@ import gzip
 import pytest
 
 from services.errors import BadRequest, InvalidSignature, PayloadTooLarge
-from services.webhooks import base_type, decompress, parse_notification, sign, type_suffixes, verify_signature
+from services.webhooks import (
+    base_type,
+    decompress,
+    parse_notification,
+    sign,
+    type_suffixes,
+    verify_signature,
+)
 
 
 def test_signature_is_lowercase_hex_hmac_sha256_of_the_exact_bytes() -> None:
     # Known vector: HMAC-SHA256(key="secret", msg="body")
-    assert sign("secret", b"body") == "dc46983557fea127b43af721467eb9b3fde2338fe3e14f51952aa8478c13d355"
+    assert (
+        sign("secret", b"body")
+        == "dc46983557fea127b43af721467eb9b3fde2338fe3e14f51952aa8478c13d355"
+    )
     verify_signature("secret", b"body", sign("secret", b"body"))
 
 
@@ -32,8 +42,11 @@ def test_non_ascii_signature_is_refused_not_crashing() -> None:
     [
         ("message.created", "message.created", set()),
         ("message.created.truncated", "message.created", {"truncated"}),
-        ("message.updated.cleaned.transformed.truncated", "message.updated",
-         {"cleaned", "transformed", "truncated"}),
+        (
+            "message.updated.cleaned.transformed.truncated",
+            "message.updated",
+            {"cleaned", "transformed", "truncated"},
+        ),
         ("message.created.metadata", "message.created", {"metadata"}),
         ("grant.expired", "grant.expired", set()),
     ],

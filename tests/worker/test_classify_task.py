@@ -18,7 +18,10 @@ async def test_classify_job_answers_the_verdict_and_stores_it(client: Any, db: A
     caller = await make_caller(db)
     account = await make_account(db, caller)
     message = await make_message(
-        db, caller, account, subject="Final notice: confirm your password",
+        db,
+        caller,
+        account,
+        subject="Final notice: confirm your password",
         from_email="it-support@micros0ft-help.com",
         text="Confirm your password within 24 hours at http://198.51.100.4/owa or lose access.",
     )
@@ -35,8 +38,12 @@ async def test_classify_job_answers_the_verdict_and_stores_it(client: Any, db: A
     result = event.result or {}
     assert set(result) == {"status", "is_spam", "spam_score", "indicators", "category"}
     assert result["status"] == "success" and result["is_spam"] is True
-    assert {"lookalike_sender_domain", "link_to_ip_address", "urgency_wording",
-            "credential_request_wording"} <= set(result["indicators"])
+    assert {
+        "lookalike_sender_domain",
+        "link_to_ip_address",
+        "urgency_wording",
+        "credential_request_wording",
+    } <= set(result["indicators"])
     async with db.sessionmaker() as s:
         row = await s.get(Message, message)
     assert row is not None and row.spam_score == result["spam_score"] and row.is_spam is True

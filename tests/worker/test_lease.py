@@ -17,7 +17,9 @@ from tests.fakes.nylas_server import make_message
 pytestmark = pytest.mark.usefixtures("worker")
 
 
-async def test_a_task_longer_than_its_lease_is_not_taken_over(client, db, fake_nylas, settings) -> None:
+async def test_a_task_longer_than_its_lease_is_not_taken_over(
+    client, db, fake_nylas, settings
+) -> None:
     assert settings.claim_lease_s == 2
     # Slower than two leases, quicker than the Nylas client's timeout.
     delay = settings.nylas_timeout_s - 0.5
@@ -25,8 +27,10 @@ async def test_a_task_longer_than_its_lease_is_not_taken_over(client, db, fake_n
     account = await create_nylas_account(db)
     fake_nylas.put_message(account.grant_id, make_message(account.grant_id, "slow-1"))
     fake_nylas.fail("/messages/slow-1$", status=0, delay=delay)
-    r = await post_webhook(client, notification(
-        "message.created.truncated", {"id": "slow-1", "grant_id": account.grant_id}))
+    r = await post_webhook(
+        client,
+        notification("message.created.truncated", {"id": "slow-1", "grant_id": account.grant_id}),
+    )
     event_id = uuid.UUID(r.json()["event_id"])
 
     async def processing() -> bool:
@@ -57,9 +61,16 @@ async def test_a_claim_nobody_renews_becomes_due_after_the_lease(db, settings) -
     event_id = uuid.uuid4()
     async with db.transaction() as s:
         await events_repo.insert_once(
-            s, event_id=event_id, source="nylas", type="message.created",
-            external_id=uuid.uuid4().hex, task_name="postroom.events.process", task_id="t",
-            payload={}, stale_after_s=30)
+            s,
+            event_id=event_id,
+            source="nylas",
+            type="message.created",
+            external_id=uuid.uuid4().hex,
+            task_name="postroom.events.process",
+            task_id="t",
+            payload={},
+            stale_after_s=30,
+        )
         await events_repo.claim(s, event_id=event_id, task_id="t", lease_s=1)
     await asyncio.sleep(1.2)
     async with db.transaction() as s:

@@ -18,8 +18,15 @@ dovecot = imap_support.dovecot
 mailbox_user = imap_support.mailbox_user
 
 
-async def _queue(db: Any, settings: Any, *, task_name: str, kwargs: dict[str, Any],
-                 tenant_id: uuid.UUID, account_id: uuid.UUID | None = None) -> uuid.UUID:
+async def _queue(
+    db: Any,
+    settings: Any,
+    *,
+    task_name: str,
+    kwargs: dict[str, Any],
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID | None = None,
+) -> uuid.UUID:
     """What the API does: insert the event, commit, publish by task name."""
     from worker.app import make_celery
     from worker.dispatch import publish
@@ -27,11 +34,26 @@ async def _queue(db: Any, settings: Any, *, task_name: str, kwargs: dict[str, An
     event_id = uuid.uuid4()
     async with db.transaction() as s:
         await events_repo.insert_once(
-            s, event_id=event_id, source=EventSource.api, type=task_name, external_id=None,
-            task_name=task_name, task_id=str(event_id), payload={"kwargs": kwargs},
-            stale_after_s=60, task_kwargs=kwargs, tenant_id=tenant_id, account_id=account_id)
-    assert publish(make_celery(settings, publisher_only=True), task_name=task_name,
-                   event_id=event_id, task_id=str(event_id), kwargs=kwargs)
+            s,
+            event_id=event_id,
+            source=EventSource.api,
+            type=task_name,
+            external_id=None,
+            task_name=task_name,
+            task_id=str(event_id),
+            payload={"kwargs": kwargs},
+            stale_after_s=60,
+            task_kwargs=kwargs,
+            tenant_id=tenant_id,
+            account_id=account_id,
+        )
+    assert publish(
+        make_celery(settings, publisher_only=True),
+        task_name=task_name,
+        event_id=event_id,
+        task_id=str(event_id),
+        kwargs=kwargs,
+    )
     return event_id
 
 
@@ -44,32 +66,61 @@ async def _finished(db: Any, event_id: uuid.UUID) -> Event | None:
 async def test_sync_then_delete_through_the_worker(
     db: Any, settings: Any, worker: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 40),
-                                                "Junk": ("spam-1", 10)})
+    await append_corpus(
+        dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 40), "Junk": ("spam-1", 10)}
+    )
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
-    ids = {"account_id": str(account.id), "tenant_id": str(account.tenant_id),
-           "user_id": str(account.user_id)}
+    ids = {
+        "account_id": str(account.id),
+        "tenant_id": str(account.tenant_id),
+        "user_id": str(account.user_id),
+    }
 
-    event_id = await _queue(db, settings, task_name="postroom.mail.sync_account",
-                            kwargs={**ids, "folder": None, "full": False},
-                            tenant_id=account.tenant_id, account_id=account.id)
+    event_id = await _queue(
+        db,
+        settings,
+        task_name="postroom.mail.sync_account",
+        kwargs={**ids, "folder": None, "full": False},
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+    )
     event = await wait_for(lambda: _finished(db, event_id), timeout=60, message="sync event")
 
     assert event.status == EventStatus.succeeded, event.last_error
-    assert event.result == {"status": "success", "folders": 6, "new": 50, "updated": 0,
-                            "deleted": 0}
+    assert event.result == {
+        "status": "success",
+        "folders": 6,
+        "new": 50,
+        "updated": 0,
+        "deleted": 0,
+    }
     assert event.progress == {"current": 50, "total": 50}
     async with db.transaction() as s:
-        rows = list((await s.execute(sa.select(Message).where(
-            Message.account_id == account.id).order_by(Message.imap_uid))).scalars())
+        rows = list(
+            (
+                await s.execute(
+                    sa.select(Message)
+                    .where(Message.account_id == account.id)
+                    .order_by(Message.imap_uid)
+                )
+            ).scalars()
+        )
         last_sync = (await s.get(Account, account.id)).last_sync_at  # type: ignore[union-attr]
     assert len(rows) == 50 and last_sync is not None
 
     doomed = [str(r.id) for r in rows if r.labels == ["INBOX"]][:3]
-    event_id = await _queue(db, settings, task_name="postroom.mail.delete",
-                            kwargs={"message_ids": doomed, "tenant_id": ids["tenant_id"],
-                                    "user_id": ids["user_id"], "permanent": True},
-                            tenant_id=account.tenant_id)
+    event_id = await _queue(
+        db,
+        settings,
+        task_name="postroom.mail.delete",
+        kwargs={
+            "message_ids": doomed,
+            "tenant_id": ids["tenant_id"],
+            "user_id": ids["user_id"],
+            "permanent": True,
+        },
+        tenant_id=account.tenant_id,
+    )
     event = await wait_for(lambda: _finished(db, event_id), timeout=60, message="delete event")
 
     assert event.status == EventStatus.succeeded, event.last_error
@@ -88,10 +139,16 @@ async def test_sync_of_another_tenants_account_is_dead_without_retries(
 
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
     other = await create_tenant(db)
-    kwargs = {"account_id": str(account.id), "tenant_id": str(other.id),
-              "user_id": str(account.user_id), "folder": None, "full": False}
-    event_id = await _queue(db, settings, task_name="postroom.mail.sync_account",
-                            kwargs=kwargs, tenant_id=other.id)
+    kwargs = {
+        "account_id": str(account.id),
+        "tenant_id": str(other.id),
+        "user_id": str(account.user_id),
+        "folder": None,
+        "full": False,
+    }
+    event_id = await _queue(
+        db, settings, task_name="postroom.mail.sync_account", kwargs=kwargs, tenant_id=other.id
+    )
     event = await wait_for(lambda: _finished(db, event_id), timeout=60, message="dead event")
 
     assert event.status == EventStatus.dead and event.attempts == 1
@@ -108,8 +165,13 @@ async def test_periodic_sync_enqueues_due_accounts_once(
     due = await create_imap_account(db, settings, dovecot, mailbox_user)
     fresh = await create_imap_account(db, settings, dovecot, add_user(dovecot))
     async with db.transaction() as s:
-        await s.execute(sa.update(Account).where(Account.id == fresh.id).values(  # type: ignore[arg-type]
-            last_sync_at=sa.func.now()))
+        await s.execute(
+            sa.update(Account)
+            .where(Account.id == fresh.id)
+            .values(  # type: ignore[arg-type]
+                last_sync_at=sa.func.now()
+            )
+        )
     published: list[dict[str, Any]] = []
 
     def publish(**kw: Any) -> bool:

@@ -40,9 +40,20 @@ async def deliver(client, db, payload: dict[str, Any]) -> Event:
 
 async def test_message_created_is_stored_for_the_grant_account(client, db) -> None:
     account = await create_nylas_account(db)
-    msg = make_message(account.grant_id, "msg-1", subject="Quarterly report",
-                       attachments=[{"id": "a1", "filename": "r.pdf", "content_type":
-                                     "application/pdf", "size": 1234, "is_inline": False}])
+    msg = make_message(
+        account.grant_id,
+        "msg-1",
+        subject="Quarterly report",
+        attachments=[
+            {
+                "id": "a1",
+                "filename": "r.pdf",
+                "content_type": "application/pdf",
+                "size": 1234,
+                "is_inline": False,
+            }
+        ],
+    )
     event = await deliver(client, db, notification("message.created", msg))
     assert event.status == "succeeded", event.last_error
     assert event.attempts == 1
@@ -56,14 +67,26 @@ async def test_message_created_is_stored_for_the_grant_account(client, db) -> No
     assert row.text == "Hello Bob"
     assert row.has_attachments
     async with db.sessionmaker() as s:
-        atts = (await s.execute(sa.select(Attachment).where(Attachment.message_id == row.id))).scalars().all()
-        folders = (await s.execute(sa.select(Folder).where(Folder.account_id == account.id))).scalars().all()
-    assert [(a.filename, a.size, a.content_type) for a in atts] == [("r.pdf", 1234, "application/pdf")]
+        atts = (
+            (await s.execute(sa.select(Attachment).where(Attachment.message_id == row.id)))
+            .scalars()
+            .all()
+        )
+        folders = (
+            (await s.execute(sa.select(Folder).where(Folder.account_id == account.id)))
+            .scalars()
+            .all()
+        )
+    assert [(a.filename, a.size, a.content_type) for a in atts] == [
+        ("r.pdf", 1234, "application/pdf")
+    ]
     assert [(f.name, f.role) for f in folders] == [("INBOX", "inbox")]
     assert row.folder_id == folders[0].id
 
 
-async def test_truncated_notification_fetches_the_message_through_the_sdk(client, db, fake_nylas) -> None:
+async def test_truncated_notification_fetches_the_message_through_the_sdk(
+    client, db, fake_nylas
+) -> None:
     account = await create_nylas_account(db)
     full = make_message(account.grant_id, "big-1", subject="Large", body="<p>the whole body</p>")
     fake_nylas.put_message(account.grant_id, full)
@@ -104,8 +127,9 @@ async def test_updated_before_created_and_stale_created_do_not_regress(client, d
 async def test_deleted_message_is_not_resurrected_by_a_late_created(client, db) -> None:
     account = await create_nylas_account(db)
     msg = make_message(account.grant_id, "m-del")
-    deleted = await deliver(client, db, notification("message.deleted",
-                                                     {"id": "m-del", "grant_id": account.grant_id}))
+    deleted = await deliver(
+        client, db, notification("message.deleted", {"id": "m-del", "grant_id": account.grant_id})
+    )
     assert deleted.status == "succeeded"
     late = await deliver(client, db, notification("message.created", msg))
     assert late.status == "ignored"
@@ -116,7 +140,9 @@ async def test_deleted_message_is_not_resurrected_by_a_late_created(client, db) 
 async def test_message_deleted_marks_an_existing_message(client, db) -> None:
     account = await create_nylas_account(db)
     await deliver(client, db, notification("message.created", make_message(account.grant_id, "m2")))
-    await deliver(client, db, notification("message.deleted", {"id": "m2", "grant_id": account.grant_id}))
+    await deliver(
+        client, db, notification("message.deleted", {"id": "m2", "grant_id": account.grant_id})
+    )
     [row] = await messages_of(db, account)
     assert row.deleted_at is not None
     assert row.subject == "Hello"
@@ -132,8 +158,9 @@ async def test_unknown_grant_ends_ignored_with_reason(client, db) -> None:
 
 async def test_unknown_type_ends_ignored(client, db) -> None:
     account = await create_nylas_account(db)
-    event = await deliver(client, db, notification("calendar.created", {"id": "c1"},
-                                                   grant_id=account.grant_id))
+    event = await deliver(
+        client, db, notification("calendar.created", {"id": "c1"}, grant_id=account.grant_id)
+    )
     assert event.status == "ignored"
     assert "calendar.created" in (event.last_error or "")
 
@@ -141,9 +168,15 @@ async def test_unknown_type_ends_ignored(client, db) -> None:
 @pytest.mark.parametrize("kind", ["grant.expired", "grant.deleted"])
 async def test_grant_expired_sets_reauth_required(client, db, kind) -> None:
     account = await create_nylas_account(db)
-    event = await deliver(client, db, notification(
-        kind, {"grant_id": account.grant_id, "code": 25009, "provider": "google"},
-        grant_id=account.grant_id))
+    event = await deliver(
+        client,
+        db,
+        notification(
+            kind,
+            {"grant_id": account.grant_id, "code": 25009, "provider": "google"},
+            grant_id=account.grant_id,
+        ),
+    )
     assert event.status == "succeeded"
     async with db.sessionmaker() as s:
         acc = await s.get(Account, account.id)
@@ -152,16 +185,23 @@ async def test_grant_expired_sets_reauth_required(client, db, kind) -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    [{"status": 429, "retry_after": 1}, {"status": 503}, {"status": 502, "html": True},
-     {"status": 0, "delay": 7}],
+    [
+        {"status": 429, "retry_after": 1},
+        {"status": 503},
+        {"status": 502, "html": True},
+        {"status": 0, "delay": 7},
+    ],
     ids=["429-retry-after", "503", "html-502", "timeout"],
 )
 async def test_transient_provider_errors_retry_then_succeed(client, db, fake_nylas, fault) -> None:
     account = await create_nylas_account(db)
     fake_nylas.put_message(account.grant_id, make_message(account.grant_id, "m-t"))
-    fake_nylas.fail(f"/messages/m-t$", **fault)
-    event = await deliver(client, db, notification(
-        "message.created.truncated", {"id": "m-t", "grant_id": account.grant_id}))
+    fake_nylas.fail("/messages/m-t$", **fault)
+    event = await deliver(
+        client,
+        db,
+        notification("message.created.truncated", {"id": "m-t", "grant_id": account.grant_id}),
+    )
     assert event.status == "succeeded", event.last_error
     assert event.attempts == 2
     assert event.history[0]["outcome"] == "retrying"
@@ -170,8 +210,11 @@ async def test_transient_provider_errors_retry_then_succeed(client, db, fake_nyl
 
 async def test_provider_404_is_permanent_and_dead_lettered(client, db) -> None:
     account = await create_nylas_account(db)
-    event = await deliver(client, db, notification(
-        "message.created.truncated", {"id": "gone", "grant_id": account.grant_id}))
+    event = await deliver(
+        client,
+        db,
+        notification("message.created.truncated", {"id": "gone", "grant_id": account.grant_id}),
+    )
     assert event.status == "dead"
     assert event.attempts == 1
     async with db.sessionmaker() as s:

@@ -51,6 +51,7 @@ def gap_s(history: list[dict[str, Any]], i: int) -> float:
 
 # -- the policy itself -------------------------------------------------------------------
 
+
 def test_backoff_is_full_jitter_under_an_exponential_ceiling(settings: Any) -> None:
     for attempt in range(1, 12):
         ceiling = min(settings.retry_cap_s, settings.retry_base_s * 2 ** (attempt - 1))
@@ -99,17 +100,26 @@ def test_a_restarting_database_is_transient() -> None:
 
 def test_dead_letter_arguments_are_scrubbed() -> None:
     kwargs = {"event_id": "e1", "smtp": {"password": "hunter2", "host": "h"}, "api_key": "k"}
-    assert scrub(kwargs) == {"event_id": "e1", "smtp": {"password": "***", "host": "h"},
-                             "api_key": "***"}
+    assert scrub(kwargs) == {
+        "event_id": "e1",
+        "smtp": {"password": "***", "host": "h"},
+        "api_key": "***",
+    }
 
 
 def test_a_replay_grants_a_fresh_retry_budget() -> None:
-    event = Event(source="nylas", type="t", task_name="x", attempts=8,
-                  history=[{"outcome": "dead"}, {"outcome": "replayed", "attempts_before": 6}])
+    event = Event(
+        source="nylas",
+        type="t",
+        task_name="x",
+        attempts=8,
+        history=[{"outcome": "dead"}, {"outcome": "replayed", "attempts_before": 6}],
+    )
     assert retries_used(event) == 1
 
 
 # -- through the worker --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "fault",

@@ -37,8 +37,13 @@ async def _publish(db: Any, publisher: Any, event_id: uuid.UUID, task_id: str) -
 
     async with db.sessionmaker() as s:
         event = await s.get(Event, event_id)
-    assert publish(publisher, task_name="postroom.mail.send", event_id=event_id,
-                   task_id=task_id, kwargs=event.task_kwargs)
+    assert publish(
+        publisher,
+        task_name="postroom.mail.send",
+        event_id=event_id,
+        task_id=task_id,
+        kwargs=event.task_kwargs,
+    )
 
 
 async def _finished(db: Any, event_id: uuid.UUID, timeout: float = 30.0) -> Event:

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 PHISH = dict(
     subject="Urgent: your account will be suspended",
-    body='<p>Unusual sign-in activity. Verify your account and enter your password at '
-         '<a href="http://203.0.113.9/login">www.paypal.com</a> within 24 hours.</p>',
+    body="<p>Unusual sign-in activity. Verify your account and enter your password at "
+    '<a href="http://203.0.113.9/login">www.paypal.com</a> within 24 hours.</p>',
     **{"from": [{"name": "PayPal Security", "email": "security@paypa1-alerts.com"}]},
 )
 
@@ -34,9 +34,14 @@ PHISH = dict(
 async def chain_event(db: Any, account: Account, *, states: tuple[str, ...]) -> Event:
     async def check() -> Event | None:
         async with db.sessionmaker() as s:
-            ev = (await s.execute(sa.select(Event).where(
-                Event.account_id == account.id, Event.type == "workflow.classify-message",
-            ))).scalar_one_or_none()
+            ev = (
+                await s.execute(
+                    sa.select(Event).where(
+                        Event.account_id == account.id,
+                        Event.type == "workflow.classify-message",
+                    )
+                )
+            ).scalar_one_or_none()
             return ev if ev is not None and ev.status in states else None
 
     return await wait_for(check, timeout=30, message=f"the classify chain to reach {states}")
@@ -46,10 +51,24 @@ async def setup(db: Any, fake_nylas: Any, *, junk: bool) -> tuple[Account, dict[
     account = await create_nylas_account(db)
     async with db.transaction() as s:
         if junk:
-            s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk",
-                         provider_id="JUNK", role="junk"))
-        s.add(Rule(tenant_id=account.tenant_id, account_id=account.id, name="spam to junk",
-                   condition={"is_spam": True}, action={"type": "move", "folder_role": "junk"}))
+            s.add(
+                Folder(
+                    tenant_id=account.tenant_id,
+                    account_id=account.id,
+                    name="Junk",
+                    provider_id="JUNK",
+                    role="junk",
+                )
+            )
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="spam to junk",
+                condition={"is_spam": True},
+                action={"type": "move", "folder_role": "junk"},
+            )
+        )
     msg = make_message(account.grant_id, f"m-{uuid.uuid4().hex[:6]}", **PHISH)
     fake_nylas.put_message(account.grant_id, msg)
     return account, msg
@@ -70,16 +89,24 @@ async def test_new_message_from_a_webhook_is_classified_then_moved_by_a_rule(
     event = await chain_event(db, account, states=("succeeded", "dead"))
     assert event.status == "succeeded", event.last_error
     assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
-        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 1)]
+        ("classify", "succeeded", 1),
+        ("apply_rules", "succeeded", 1),
+    ]
     row = await stored(db, account)
     assert row.is_spam is True and row.spam_score is not None and row.spam_score > 0.5
     assert {"link_to_ip_address", "credential_request_wording"} <= set(row.spam_indicators or [])
     async with db.sessionmaker() as s:
-        junk = (await s.execute(sa.select(Folder).where(
-            Folder.role == "junk", Folder.account_id == account.id))).scalar_one()
+        junk = (
+            await s.execute(
+                sa.select(Folder).where(Folder.role == "junk", Folder.account_id == account.id)
+            )
+        ).scalar_one()
     assert row.folder_id == junk.id
-    puts = [r for r in fake_nylas.requests_to(f"/v3/grants/{account.grant_id}/messages/{msg['id']}")
-            if r.method == "PUT"]
+    puts = [
+        r
+        for r in fake_nylas.requests_to(f"/v3/grants/{account.grant_id}/messages/{msg['id']}")
+        if r.method == "PUT"
+    ]
     assert len(puts) == 1 and puts[0].body == {"folders": ["JUNK"]}
     assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
 
@@ -93,26 +120,41 @@ async def test_a_step_failing_for_good_dead_letters_it_and_replay_resumes_from_t
     event = await chain_event(db, account, states=("dead", "succeeded"))
     assert event.status == "dead"
     assert [(s["name"], s["state"]) for s in event.steps] == [
-        ("classify", "succeeded"), ("apply_rules", "dead")]
+        ("classify", "succeeded"),
+        ("apply_rules", "dead"),
+    ]
     classify_task = event.steps[0]["task_id"]
     async with db.sessionmaker() as s:
-        [letter] = (await s.execute(sa.select(DeadLetter).where(
-            DeadLetter.event_id == event.id))).scalars().all()
+        [letter] = (
+            (await s.execute(sa.select(DeadLetter).where(DeadLetter.event_id == event.id)))
+            .scalars()
+            .all()
+        )
     assert letter.step == "apply_rules" and letter.task_name == "postroom.mail.apply_rules"
     assert letter.exception_type == "ValidationFailed" and "'junk'" in letter.exception_message
     assert (await stored(db, account)).is_spam is True
 
     # Fix the cause, then replay: only apply_rules runs again.
     async with db.transaction() as s:
-        s.add(Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk",
-                     provider_id="JUNK", role="junk"))
+        s.add(
+            Folder(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="Junk",
+                provider_id="JUNK",
+                role="junk",
+            )
+        )
     publisher = make_celery(settings, publisher_only=True)
-    job = await dead_letters.replay(db, letter.id, tenant_id=account.tenant_id,
-                                    publish=partial(dispatch.publish, publisher))
+    job = await dead_letters.replay(
+        db, letter.id, tenant_id=account.tenant_id, publish=partial(dispatch.publish, publisher)
+    )
     assert job.task_name == "postroom.mail.apply_rules"
     event = await chain_event(db, account, states=("succeeded",))
     assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
-        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 2)]
+        ("classify", "succeeded", 1),
+        ("apply_rules", "succeeded", 2),
+    ]
     assert event.steps[0]["task_id"] == classify_task
     assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
 
@@ -146,10 +188,14 @@ async def test_triage_syncs_classifies_and_moves_spam_to_junk(
     await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": [PHISH_RAW, HAM_RAW]})
     listed = await client.get("/v1/workflows", headers=caller.headers)
     assert {w["name"]: w["steps"] for w in listed.json()["data"]}["triage"] == [
-        "sync", "classify", "move_spam_to_junk"]
+        "sync",
+        "classify",
+        "move_spam_to_junk",
+    ]
 
-    r = await client.post("/v1/workflows/triage", json={"account_id": str(account.id)},
-                          headers=caller.headers)
+    r = await client.post(
+        "/v1/workflows/triage", json={"account_id": str(account.id)}, headers=caller.headers
+    )
     assert r.status_code == 202, r.text
 
     async def done() -> Event | None:
@@ -160,7 +206,10 @@ async def test_triage_syncs_classifies_and_moves_spam_to_junk(
     event = await wait_for(done, timeout=60, message="the triage workflow to finish")
     assert event.status == "succeeded", (event.last_error, event.steps)
     assert [(s["name"], s["state"]) for s in event.steps] == [
-        ("sync", "succeeded"), ("classify", "succeeded"), ("move_spam_to_junk", "succeeded")]
+        ("sync", "succeeded"),
+        ("classify", "succeeded"),
+        ("move_spam_to_junk", "succeeded"),
+    ]
     assert event.result is not None and event.result["moved_to_junk"] == 1
     conn = dovecot.client(mailbox_user)
     try:
@@ -185,7 +234,9 @@ async def test_a_transient_provider_error_retries_only_that_step(
     event = await chain_event(db, account, states=("succeeded", "dead"))
     assert event.status == "succeeded", event.last_error
     assert [(s["name"], s["state"], s["attempts"]) for s in event.steps] == [
-        ("classify", "succeeded", 1), ("apply_rules", "succeeded", 2)]
+        ("classify", "succeeded", 1),
+        ("apply_rules", "succeeded", 2),
+    ]
     assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
     async with db.sessionmaker() as s:
         letters = (await s.execute(sa.select(DeadLetter))).scalars().all()
@@ -208,8 +259,11 @@ async def test_an_update_of_a_known_message_starts_no_second_chain(
 
     await wait_for(processed, message="the update to be processed")
     async with db.sessionmaker() as s:
-        chains = (await s.execute(sa.select(Event).where(
-            Event.type == "workflow.classify-message"))).scalars().all()
+        chains = (
+            (await s.execute(sa.select(Event).where(Event.type == "workflow.classify-message")))
+            .scalars()
+            .all()
+        )
     assert len(chains) == 1
 
 
@@ -221,8 +275,11 @@ async def test_a_plain_sync_classifies_new_mail_and_applies_the_accounts_rules(
         tenant = await s.get(Tenant, caller.tenant_id)
     account = await create_imap_account(db, settings, dovecot, mailbox_user, tenant=tenant)
     await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": [PHISH_RAW, HAM_RAW]})
-    rule = {"name": "spam to junk", "condition": {"is_spam": True},
-            "action": {"type": "move", "folder_role": "junk"}}
+    rule = {
+        "name": "spam to junk",
+        "condition": {"is_spam": True},
+        "action": {"type": "move", "folder_role": "junk"},
+    }
     r = await client.post(f"/v1/accounts/{account.id}/rules", json=rule, headers=caller.headers)
     assert r.status_code == 201, r.text
     r = await client.post(f"/v1/accounts/{account.id}/sync", json={}, headers=caller.headers)
@@ -230,14 +287,17 @@ async def test_a_plain_sync_classifies_new_mail_and_applies_the_accounts_rules(
 
     async def chain() -> Event | None:
         async with db.sessionmaker() as s:
-            ev = (await s.execute(sa.select(Event).where(
-                Event.type == "workflow.classify-new"))).scalar_one_or_none()
+            ev = (
+                await s.execute(sa.select(Event).where(Event.type == "workflow.classify-new"))
+            ).scalar_one_or_none()
             return ev if ev is not None and ev.status in ("succeeded", "dead") else None
 
     event = await wait_for(chain, timeout=60, message="the classify-new chain after the sync")
     assert event.status == "succeeded", (event.last_error, event.steps)
     assert [(s["name"], s["state"]) for s in event.steps] == [
-        ("classify", "succeeded"), ("apply_rules", "succeeded")]
+        ("classify", "succeeded"),
+        ("apply_rules", "succeeded"),
+    ]
     assert event.steps[0]["result"]["classified"] == 2 and event.steps[0]["result"]["spam"] == 1
     conn = dovecot.client(mailbox_user)
     try:

@@ -29,88 +29,144 @@ def _ids(event: Event, tenant_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
     return tenant, kwargs
 
 
-async def _classify(session: AsyncSession, event: Event, tenant: uuid.UUID,
-                    kwargs: dict[str, Any]) -> Outcome:
+async def _classify(
+    session: AsyncSession, event: Event, tenant: uuid.UUID, kwargs: dict[str, Any]
+) -> Outcome:
     if kwargs.get("message_id"):
-        result = await classify_message(session, tenant_id=tenant,
-                                        message_id=uuid.UUID(kwargs["message_id"]))
+        result = await classify_message(
+            session, tenant_id=tenant, message_id=uuid.UUID(kwargs["message_id"])
+        )
         return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
     # After a sync: every message of the account still without a verdict.
     account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"]))
+        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
+    )
     ids = await rules_repo.unclassified(session, tenant_id=tenant, account_id=account.id)
     spam = 0
     for message_id in ids:
-        spam += bool((await classify_message(session, tenant_id=tenant,
-                                             message_id=message_id))["is_spam"])
+        spam += bool(
+            (await classify_message(session, tenant_id=tenant, message_id=message_id))["is_spam"]
+        )
     # The ids (never the messages) are what the next step, apply_rules, works through.
-    return Outcome("succeeded", result={"status": "success", "classified": len(ids),
-                                        "spam": spam, "message_ids": [str(i) for i in ids]},
-                   tenant_id=tenant, account_id=account.id)
+    return Outcome(
+        "succeeded",
+        result={
+            "status": "success",
+            "classified": len(ids),
+            "spam": spam,
+            "message_ids": [str(i) for i in ids],
+        },
+        tenant_id=tenant,
+        account_id=account.id,
+    )
 
 
-async def _rules(session: AsyncSession, event: Event, tenant: uuid.UUID,
-                 kwargs: dict[str, Any], step: str) -> Outcome:
+async def _rules(
+    session: AsyncSession, event: Event, tenant: uuid.UUID, kwargs: dict[str, Any], step: str
+) -> Outcome:
     rt = runtime()
     if step == "apply_rules" and kwargs.get("message_id"):
         result = await rules.apply_rules(
-            session, settings=rt.settings, nylas=rt.nylas, tenant_id=tenant,
-            message_id=uuid.UUID(kwargs["message_id"]))
+            session,
+            settings=rt.settings,
+            nylas=rt.nylas,
+            tenant_id=tenant,
+            message_id=uuid.UUID(kwargs["message_id"]),
+        )
         return Outcome("succeeded", result=result, tenant_id=tenant, account_id=event.account_id)
     if step == "apply_rules":
         # After an account-wide classify step: the messages that step classified.
-        previous = next((st.get("result") or {} for st in event.steps or []
-                         if st.get("name") == "classify"), {})
+        previous = next(
+            (st.get("result") or {} for st in event.steps or [] if st.get("name") == "classify"), {}
+        )
         applied = 0
         for message_id in previous.get("message_ids", []):
-            result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
-                                             tenant_id=tenant, message_id=uuid.UUID(message_id))
+            result = await rules.apply_rules(
+                session,
+                settings=rt.settings,
+                nylas=rt.nylas,
+                tenant_id=tenant,
+                message_id=uuid.UUID(message_id),
+            )
             applied += len(result["applied"])
-        return Outcome("succeeded", result={"status": "success", "actions": applied},
-                       tenant_id=tenant, account_id=event.account_id)
+        return Outcome(
+            "succeeded",
+            result={"status": "success", "actions": applied},
+            tenant_id=tenant,
+            account_id=event.account_id,
+        )
     if step != "move_spam_to_junk":
         raise ValidationFailed(f"Unknown step {step!r}.")
     account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"]))
-    junk = await classify_repo.folder_by_role(session, tenant_id=tenant, account_id=account.id,
-                                              role="junk")
+        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
+    )
+    junk = await classify_repo.folder_by_role(
+        session, tenant_id=tenant, account_id=account.id, role="junk"
+    )
     if junk is None:
         raise ValidationFailed("The account has no Junk folder to move spam to.")
     moved = 0
     for message_id in await rules_repo.spam_messages_outside(
         session, tenant_id=tenant, account_id=account.id, folder_id=junk.id
     ):
-        result = await rules.apply_rules(session, settings=rt.settings, nylas=rt.nylas,
-                                         tenant_id=tenant, message_id=message_id,
-                                         only=[rules.JUNK_RULE])
+        result = await rules.apply_rules(
+            session,
+            settings=rt.settings,
+            nylas=rt.nylas,
+            tenant_id=tenant,
+            message_id=message_id,
+            only=[rules.JUNK_RULE],
+        )
         moved += bool(result["applied"])
-    return Outcome("succeeded", result={"status": "success", "moved_to_junk": moved},
-                   tenant_id=tenant, account_id=account.id)
+    return Outcome(
+        "succeeded",
+        result={"status": "success", "moved_to_junk": moved},
+        tenant_id=tenant,
+        account_id=account.id,
+    )
 
 
 @celery_app.task(name="postroom.mail.classify", bind=True, max_retries=None)
-def classify(self: Task, tenant_id: str, user_id: str, event_id: str,
-             message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+def classify(
+    self: Task,
+    tenant_id: str,
+    user_id: str,
+    event_id: str,
+    message_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
         tenant, kwargs = _ids(event, tenant_id)
         if step == "classify":
             return await _classify(session, event, tenant, kwargs)
         return await _rules(session, event, tenant, kwargs, step)
 
-    return run_step_task(self, event_id=event_id, work=work,
-                         kwargs={"message_id": message_id, "tenant_id": tenant_id,
-                                 "user_id": user_id, **extra})
+    return run_step_task(
+        self,
+        event_id=event_id,
+        work=work,
+        kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
+    )
 
 
 @celery_app.task(name="postroom.mail.apply_rules", bind=True, max_retries=None)
-def apply_rules(self: Task, tenant_id: str, user_id: str, event_id: str,
-                message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+def apply_rules(
+    self: Task,
+    tenant_id: str,
+    user_id: str,
+    event_id: str,
+    message_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
         tenant, kwargs = _ids(event, tenant_id)
         if step == "classify":
             return await _classify(session, event, tenant, kwargs)
         return await _rules(session, event, tenant, kwargs, step)
 
-    return run_step_task(self, event_id=event_id, work=work,
-                         kwargs={"message_id": message_id, "tenant_id": tenant_id,
-                                 "user_id": user_id, **extra})
+    return run_step_task(
+        self,
+        event_id=event_id,
+        work=work,
+        kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
+    )

@@ -25,8 +25,13 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         # who moved a message out of Junk must not see a rule move it straight back.
         new = outcome.message_ids if outcome.result.get("action") == "created" else []
         chains[:] = await start_message_chains(
-            session, parent=event, tenant_id=outcome.tenant_id, account_id=outcome.account_id,
-            message_ids=new, stale_after_s=runtime().settings.outbox_stale_after_s)
+            session,
+            parent=event,
+            tenant_id=outcome.tenant_id,
+            account_id=outcome.account_id,
+            message_ids=new,
+            stale_after_s=runtime().settings.outbox_stale_after_s,
+        )
         return outcome
 
     result = run_event_task(self, event_id=event_id, work=work)

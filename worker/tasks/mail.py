@@ -22,8 +22,14 @@ from worker.workflows import publish_all, run_step_task, start_account_chain
 
 @celery_app.task(name="postroom.mail.sync_account", bind=True, max_retries=None)
 def sync_account(
-    self: Task, event_id: str, account_id: str, tenant_id: str, user_id: str,
-    folder: str | None = None, full: bool = False, workflow: str | None = None,
+    self: Task,
+    event_id: str,
+    account_id: str,
+    tenant_id: str,
+    user_id: str,
+    folder: str | None = None,
+    full: bool = False,
+    workflow: str | None = None,
 ) -> dict[str, Any]:
     tenant, account_uuid = uuid.UUID(tenant_id), uuid.UUID(account_id)
 
@@ -37,21 +43,33 @@ def sync_account(
             self.update_state(state="PROGRESS", meta=meta)
             async with rt.db.transaction() as s:
                 await events_repo.set_progress(
-                    s, event_id=event.id, progress=meta,
-                    lease_s=rt.settings.claim_lease_s)
+                    s, event_id=event.id, progress=meta, lease_s=rt.settings.claim_lease_s
+                )
 
         if account.provider == Provider.nylas:
             result = await _nylas_sync(session, account=account, full=full, progress=progress)
         else:
-            result = (await run_sync(rt.db, rt.settings, tenant_id=tenant,
-                                     account_id=account_uuid, folder=folder, full=full,
-                                     progress=progress)).as_dict()
+            result = (
+                await run_sync(
+                    rt.db,
+                    rt.settings,
+                    tenant_id=tenant,
+                    account_id=account_uuid,
+                    folder=folder,
+                    full=full,
+                    progress=progress,
+                )
+            ).as_dict()
         if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
             chains[:] = await start_account_chain(
-                session, parent=event, tenant_id=tenant, user_id=account.user_id,
-                account_id=account_uuid, stale_after_s=rt.settings.outbox_stale_after_s)
-        return Outcome(status="succeeded", result=result, tenant_id=tenant,
-                       account_id=account_uuid)
+                session,
+                parent=event,
+                tenant_id=tenant,
+                user_id=account.user_id,
+                account_id=account_uuid,
+                stale_after_s=rt.settings.outbox_stale_after_s,
+            )
+        return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
 
     chains: list[dict[str, Any]] = []
     if workflow:  # the first step of a workflow chain: worker.workflows hands on to the next
@@ -61,18 +79,24 @@ def sync_account(
     return outcome
 
 
-async def _nylas_sync(session: AsyncSession, *, account: Any, full: bool,
-                      progress: Any) -> dict[str, Any]:
+async def _nylas_sync(
+    session: AsyncSession, *, account: Any, full: bool, progress: Any
+) -> dict[str, Any]:
     """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync)."""
     from services.nylas_sync import sync_nylas_account
 
     return await sync_nylas_account(
-        session, account=account, nylas=runtime().nylas, full=full, progress=progress)
+        session, account=account, nylas=runtime().nylas, full=full, progress=progress
+    )
 
 
 @celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
 def delete(
-    self: Task, event_id: str, message_ids: list[str], tenant_id: str, user_id: str,
+    self: Task,
+    event_id: str,
+    message_ids: list[str],
+    tenant_id: str,
+    user_id: str,
     permanent: bool = False,
 ) -> dict[str, Any]:
     tenant = uuid.UUID(tenant_id)
@@ -80,10 +104,17 @@ def delete(
     async def work(session: AsyncSession, event: Event) -> Outcome:
         rt = runtime()
         count = await delete_messages(
-            session, rt.settings, tenant_id=tenant,
-            message_ids=[uuid.UUID(m) for m in message_ids], permanent=permanent,
-            nylas=rt.nylas)
-        return Outcome(status="succeeded", result={"status": "success", "deleted_count": count},
-                       tenant_id=tenant)
+            session,
+            rt.settings,
+            tenant_id=tenant,
+            message_ids=[uuid.UUID(m) for m in message_ids],
+            permanent=permanent,
+            nylas=rt.nylas,
+        )
+        return Outcome(
+            status="succeeded",
+            result={"status": "success", "deleted_count": count},
+            tenant_id=tenant,
+        )
 
     return run_event_task(self, event_id=event_id, work=work)
