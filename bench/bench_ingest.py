@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.common import database_url, scratch_database
 from bench.loadgen import Result, build_request, run_closed, run_open
 from services.webhooks import sign
 from tests.peers import Process, RedisServer, free_port, wait_port
@@ -67,7 +67,7 @@ def notifications(n: int, host: str, port: int) -> list[bytes]:
 def env_for(redis: RedisServer, db: str) -> dict[str, str]:
     return {
         **os.environ,
-        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
+        "POSTROOM_DATABASE_URL": database_url(db),
         "POSTROOM_REDIS_URL": redis.url,
         "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
         "POSTROOM_LOG_LEVEL": "WARNING",
@@ -132,49 +132,22 @@ async def count_events(db: str) -> int:
 
 
 def main() -> None:
-    db = f"postroom_bench_ingest_{os.getpid()}"
     redis = RedisServer().start()
-    env = env_for(redis, db)
-    subprocess.run(
-        [str(VENV_BIN / "python"), "scripts/createdb.py"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [str(VENV_BIN / "alembic"), "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     ports = {"floor": free_port(), "postroom": free_port()}
     procs = []
     try:
-        for name, port in ports.items():
-            procs.append(start_server(name, env, port))
-        results = asyncio.run(measure(ports))
-        stored = asyncio.run(count_events(db))
+        with scratch_database("postroom_bench_ingest") as db:
+            env = env_for(redis, db)
+            for name, port in ports.items():
+                procs.append(start_server(name, env, port))
+            results = asyncio.run(measure(ports))
+            stored = asyncio.run(count_events(db))
+            for proc in procs:
+                proc.stop()
     finally:
         for proc in procs:
             proc.stop()
         redis.stop()
-        subprocess.run(
-            [
-                "psql",
-                "-q",
-                "-U",
-                "postgres",
-                "-h",
-                "127.0.0.1",
-                "-c",
-                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)',
-                "postgres",
-            ],
-            check=False,
-        )
 
     print(
         f"{'concurrency':>11} | {'floor req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | "

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,8 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.dialects import postgresql
+
+from bench.common import database_url, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -59,13 +60,6 @@ SELECT gen_random_uuid(), $1::uuid, $2::uuid,
     '[]', '[]', CASE WHEN i % 10 = 0 THEN true ELSE NULL END
 FROM generate_series(1, $5) AS i, (SELECT $6::text[] AS w) words
 """
-
-
-def _env(db: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
-    }
 
 
 def _raw_sql(stmt: Any) -> tuple[str, list[Any]]:
@@ -137,9 +131,7 @@ async def _run(db: str) -> None:
 
     dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
     conn = await asyncpg.connect(dsn)
-    database = Database.from_settings(
-        Settings(database_url=_env(db)["POSTROOM_DATABASE_URL"]), pool_size=1
-    )
+    database = Database.from_settings(Settings(database_url=database_url(db)), pool_size=1)
     try:
         tenant, account = await _seed(conn)
         deep = await conn.fetchrow(
@@ -219,40 +211,8 @@ async def _run(db: str) -> None:
 
 
 def main() -> None:
-    db = f"postroom_bench_messages_{os.getpid()}"
-    env = _env(db)
-    subprocess.run(
-        [str(VENV_BIN / "python"), "scripts/createdb.py"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        subprocess.run(
-            [str(VENV_BIN / "alembic"), "upgrade", "head"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with scratch_database("postroom_bench_messages") as db:
         asyncio.run(_run(db))
-    finally:
-        subprocess.run(
-            [
-                "psql",
-                "-q",
-                "-U",
-                "postgres",
-                "-h",
-                "127.0.0.1",
-                "-c",
-                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)',
-                "postgres",
-            ],
-            check=False,
-        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench.common import database_url, scratch_database
 from services.webhooks import sign
 from tests.peers import Process, RedisServer, celery_worker, free_port, uvicorn_api, wait_port
 
@@ -164,59 +165,34 @@ async def run(api: str, dsn: str, api_pid: int, worker_pid: int) -> None:
 
 
 def main() -> None:
-    db = f"postroom_bench_pipe_{os.getpid()}"
     redis = RedisServer().start()
-    env = {
-        **os.environ,
-        "POSTROOM_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}",
-        "POSTROOM_REDIS_URL": redis.url,
-        "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
-        "POSTROOM_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    subprocess.run(
-        [str(VENV_BIN / "python"), "scripts/createdb.py"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [str(VENV_BIN / "alembic"), "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
-    asyncio.run(seed(dsn))
-    port = free_port()
     procs: list[Process] = []
     try:
-        api = uvicorn_api(env, port).start()
-        procs.append(api)
-        worker = celery_worker(env, name="bench", queues="sync,classify", concurrency=1).start()
-        procs.append(worker)
-        wait_port(port, 30)
-        worker.wait_log("ready.", 60)
-        assert api.proc and worker.proc
-        asyncio.run(run(f"http://127.0.0.1:{port}", dsn, api.proc.pid, worker.proc.pid))
+        with scratch_database("postroom_bench_pipe") as db:
+            env = {
+                **os.environ,
+                "POSTROOM_DATABASE_URL": database_url(db),
+                "POSTROOM_REDIS_URL": redis.url,
+                "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
+                "POSTROOM_LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(ROOT),
+            }
+            dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"
+            asyncio.run(seed(dsn))
+            port = free_port()
+            api = uvicorn_api(env, port).start()
+            procs.append(api)
+            # INFO: the worker's readiness line is an INFO line (and production logs at INFO).
+            worker_env = {**env, "POSTROOM_LOG_LEVEL": "INFO"}
+            worker = celery_worker(worker_env, name="bench", queues="sync,classify", concurrency=1)
+            procs.append(worker.start())
+            wait_port(port, 30)
+            worker.wait_log("ready.", 60)
+            assert api.proc and worker.proc
+            asyncio.run(run(f"http://127.0.0.1:{port}", dsn, api.proc.pid, worker.proc.pid))
+            for p in procs:
+                p.stop()
     finally:
         for p in procs:
             p.stop()
         redis.stop()
-        subprocess.run(
-            [
-                "psql",
-                "-q",
-                "-U",
-                "postgres",
-                "-h",
-                "127.0.0.1",
-                "-c",
-                f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)',
-                "postgres",
-            ],
-            check=False,
-        )

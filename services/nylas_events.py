@@ -142,13 +142,14 @@ def attachment_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def _upsert_message(
-    session: AsyncSession,
-    *,
-    account: Account,
-    obj: dict[str, Any],
-    version: int | None,
-) -> Outcome:
+async def store_message(
+    session: AsyncSession, *, account: Account, obj: dict[str, Any], version: int | None
+) -> tuple[uuid.UUID, bool] | None:
+    """Upsert a Nylas Message object with its folders and attachment metadata.
+
+    (id, inserted), or None when the message is deleted here or a newer state is stored.
+    Webhooks, sync and the Nylas send path all store messages through this one function.
+    """
     values = message_values(obj, account=account, version=version)
     folder_names = values["labels"]
     folder_ids = await messages_repo.ensure_folders(
@@ -160,15 +161,27 @@ async def _upsert_message(
     if folder_names:
         values["folder_id"] = folder_ids[folder_names[0]]
     saved = await messages_repo.upsert(session, values)
+    if saved is not None:
+        await messages_repo.replace_attachments(
+            session,
+            tenant_id=account.tenant_id,
+            message_id=saved[0],
+            attachments=attachment_values(obj),
+        )
+    return saved
+
+
+async def _upsert_message(
+    session: AsyncSession,
+    *,
+    account: Account,
+    obj: dict[str, Any],
+    version: int | None,
+) -> Outcome:
+    saved = await store_message(session, account=account, obj=obj, version=version)
     if saved is None:
         return Outcome.ignored("the message was deleted or a newer state is stored", account)
     message_id, inserted = saved
-    await messages_repo.replace_attachments(
-        session,
-        tenant_id=account.tenant_id,
-        message_id=message_id,
-        attachments=attachment_values(obj),
-    )
     return Outcome(
         status="succeeded",
         result={

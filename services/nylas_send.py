@@ -22,7 +22,7 @@ from database.repositories import outbound as outbound_repo
 from services.compose import Person
 from services.errors import Conflict, PostroomError, ProviderTemporaryError, ValidationFailed
 from services.nylas_api import NylasGateway
-from services.nylas_events import Outcome, attachment_values, folder_role, message_values
+from services.nylas_events import Outcome, store_message
 from services.smtp import DeliveryUnknown
 
 if TYPE_CHECKING:
@@ -73,30 +73,14 @@ async def _move(
 
 
 async def _store(session: AsyncSession, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
-    values = message_values(obj, account=account, version=int(time.time()))
-    names = values["labels"]
-    ids = await messages_repo.ensure_folders(
-        session,
-        tenant_id=account.tenant_id,
-        account_id=account.id,
-        folders=[{"name": n, "provider_id": n, "role": folder_role(n)} for n in names],
+    saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
+    if saved is not None:
+        return saved[0]
+    existing = await messages_repo.get_by_provider_id(
+        session, account_id=account.id, provider_id=obj["id"]
     )
-    if names:
-        values["folder_id"] = ids[names[0]]
-    saved = await messages_repo.upsert(session, values)
-    if saved is None:
-        existing = await messages_repo.get_by_provider_id(
-            session, account_id=account.id, provider_id=obj["id"]
-        )
-        assert existing is not None
-        return existing.id
-    await messages_repo.replace_attachments(
-        session,
-        tenant_id=account.tenant_id,
-        message_id=saved[0],
-        attachments=attachment_values(obj),
-    )
-    return saved[0]
+    assert existing is not None
+    return existing.id
 
 
 async def send_via_nylas(

@@ -17,10 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
 from database.models import Account
-from database.repositories import messages as messages_repo
 from database.repositories import nylas_sync_state as state_repo
 from services.errors import PostroomError, ValidationFailed
-from services.nylas_events import attachment_values, folder_role, message_values
+from services.nylas_events import store_message
 
 log = structlog.get_logger(__name__)
 
@@ -50,27 +49,10 @@ class SyncCounts:
 async def _upsert(
     session: AsyncSession, account: Account, obj: dict[str, Any], version: int
 ) -> str:
-    values = message_values(obj, account=account, version=version)
-    names = values["labels"]
-    ids = await messages_repo.ensure_folders(
-        session,
-        tenant_id=account.tenant_id,
-        account_id=account.id,
-        folders=[{"name": n, "provider_id": n, "role": folder_role(n)} for n in names],
-    )
-    if names:
-        values["folder_id"] = ids[names[0]]
-    saved = await messages_repo.upsert(session, values)
+    saved = await store_message(session, account=account, obj=obj, version=version)
     if saved is None:  # deleted here, or a newer notification already applied
         return "unchanged"
-    message_id, inserted = saved
-    await messages_repo.replace_attachments(
-        session,
-        tenant_id=account.tenant_id,
-        message_id=message_id,
-        attachments=attachment_values(obj),
-    )
-    return "created" if inserted else "updated"
+    return "created" if saved[1] else "updated"
 
 
 async def sync_nylas_account(
