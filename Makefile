@@ -47,7 +47,7 @@ worker-send: install
 worker-other: install
 	$(VENV)/bin/celery -A worker.app worker -Q delete,classify -l INFO -n other@%h --concurrency 1
 
-beat: install ## the one scheduler (run exactly one: see README)
+beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
 
 flower: install ## Flower on 5555 (basic auth from POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1 only)

@@ -12,7 +12,8 @@ import sys
 
 # command -> Debian package providing it
 NEEDED = {
-    "dovecot": "dovecot-imapd",
+    "dovecot": "dovecot-imapd",  # IMAP sync, delete, Sent copies
+    "chromium": "chromium",  # Flower's pages loaded in a headless browser
 }
 
 
