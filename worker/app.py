@@ -25,6 +25,7 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
     seconds when Redis is down, holding the webhook answer."""
     app = Celery("postroom", include=[] if publisher_only else TASK_MODULES)
     longest_countdown = settings.retry_cap_s
+    visibility_timeout = int(longest_countdown + settings.task_time_limit_s) * 2 + 600
     app.conf.update(
         broker_url=settings.redis_url,
         result_backend=None if publisher_only else settings.redis_url,
@@ -56,13 +57,14 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         task_send_sent_event=True,
         worker_send_task_events=True,
         broker_connection_retry_on_startup=True,
-        # Celery issue 8030: a worker may stop consuming after a broker reconnect; cancelling
-        # unacked long tasks on connection loss lets them be redelivered instead of stuck.
+        # On a lost broker connection, acks_late tasks in flight will be redelivered: cancel
+        # them rather than finish them a second time. (A worker that stopped consuming after
+        # a Redis reconnect, Celery issue 8030, was fixed in kombu 5.4; fault test 3 checks.)
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_transport_options={
             # Must outlast the longest countdown plus the hard time limit, or Redis re-delivers
-            # a message that is only waiting (Celery issue 10205, kombu 1836).
-            "visibility_timeout": int(longest_countdown + settings.task_time_limit_s) * 2 + 600,
+            # a retry that is only waiting for its ETA (Celery issues 2599, 5935).
+            "visibility_timeout": visibility_timeout,
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
             "queue_order_strategy": "priority",
@@ -71,7 +73,12 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
             "retry_on_timeout": True,
             "health_check_interval": 15,
         },
-        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        # Set in all three places, or Celery falls back to one hour (Celery issue 7651).
+        result_backend_transport_options={
+            "retry_policy": {"timeout": 5.0},
+            "visibility_timeout": visibility_timeout,
+        },
+        visibility_timeout=visibility_timeout,
         redis_socket_timeout=5,
         redis_socket_connect_timeout=2,
         beat_schedule={

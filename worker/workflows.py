@@ -2,13 +2,14 @@
 
 Why not Celery's `chain()`: its plan travels inside the message, so a step that dies for good
 loses the rest of the chain with it; replaying "from the failed step" then means rebuilding a
-signature by hand, and errbacks on nested chains with retries are known to fire per link or
-not at all (Celery issues 3585, 4470, 5217). Here the plan is the event's `steps` column. A
-step runs as an ordinary event-backed task; when it succeeds, the same transaction marks it
-done and re-queues the event under the next step's task name, and the new task is published
-after the commit (the outbox sweeper re-publishes it if that publish is lost). A step that
-fails for good leaves a dead letter naming the step and the run (the event id), and the event
-keeps the failed step's task name, so replaying it runs that step again, not the chain.
+signature by hand, and error callbacks on nested or joined chains have been lost (Celery
+issues 4232, 4763) while retries inside a chain duplicated links (2759). Here the plan is the
+event's `steps` column. A step runs as an ordinary event-backed task; when it succeeds, the
+same transaction marks it done and re-queues the event under the next step's task name, and
+the new task is published after the commit (the outbox sweeper re-publishes it if that
+publish is lost). A step that fails for good leaves a dead letter naming the step and the run
+(the event id), and the event keeps the failed step's task name, so replaying it runs that
+step again, not the chain.
 """
 
 from __future__ import annotations
