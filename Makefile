@@ -15,7 +15,7 @@ api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULT
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,train]'
 	@touch $@
 
 .env:

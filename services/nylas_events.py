@@ -77,7 +77,10 @@ def _addresses(value: Any) -> list[dict[str, Any]]:
     out = []
     for item in value:
         if isinstance(item, dict) and isinstance(item.get("email"), str):
-            out.append({"name": item.get("name") or None, "email": item["email"]})
+            name = item.get("name")
+            out.append(
+                {"name": name if isinstance(name, str) and name else None, "email": item["email"]}
+            )
     return out
 
 

@@ -38,11 +38,18 @@ def validate(condition: dict[str, Any], action: dict[str, Any]) -> None:
         raise ValidationFailed(f"condition needs one or more of {sorted(CONDITION_KEYS)}.")
     if "is_spam" in condition and not isinstance(condition["is_spam"], bool):
         raise ValidationFailed("condition.is_spam must be true or false.")
-    if "category" in condition and condition["category"] not in CATEGORIES:
+    category = condition.get("category")
+    if "category" in condition and not (isinstance(category, str) and category in CATEGORIES):
         raise ValidationFailed(f"condition.category must be one of {sorted(CATEGORIES)}.")
+    if "from_domain" in condition and not (
+        isinstance(condition["from_domain"], str) and condition["from_domain"].strip()
+    ):
+        raise ValidationFailed("condition.from_domain must be a domain name.")
     kind = action.get("type")
     if kind == "move" and (bool(action.get("folder_role")) == bool(action.get("folder"))):
         raise ValidationFailed("a move action needs exactly one of folder_role or folder.")
+    if kind == "move" and not isinstance(action.get("folder_role") or action.get("folder"), str):
+        raise ValidationFailed("a move action's folder_role or folder must be a string.")
     if kind == "label" and not isinstance(action.get("label"), str):
         raise ValidationFailed("a label action needs a label.")
     if kind not in ("move", "label"):

@@ -58,7 +58,7 @@ def _open(imap: dict[str, Any]) -> imaplib.IMAP4:
             conn.starttls(ssl_context=ctx)
     try:
         conn.login(str(imap["username"]), str(imap["password"]))
-    except imaplib.IMAP4.error:
+    except (imaplib.IMAP4.error, UnicodeError):  # imaplib sends LOGIN as ASCII only
         conn.shutdown()
         raise BadCredentials("The IMAP server refused the login.") from None
     return conn

@@ -102,9 +102,10 @@ async def record_sent_copy(
                 when=datetime.now(UTC),
             )
             copy = "appended"
-        except PostroomError as exc:
+        except Exception as exc:
             # The mail is already on its way: a missing Sent copy is logged, not retried.
-            log.warning("sent_copy_failed", error=type(exc).__name__, message=exc.message)
+            message = exc.message if isinstance(exc, PostroomError) else None
+            log.warning("sent_copy_failed", error=type(exc).__name__, message=message)
             copy = "failed"
     folder_id = sent_folder.id if sent_folder else None
     if appended is not None and folder_id is None:

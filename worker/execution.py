@@ -6,6 +6,7 @@ mid-way leaves either nothing or everything. Failures go through `worker.policy`
 
 from __future__ import annotations
 
+import re
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Event, EventStatus
 from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
+from services.errors import PermissionDenied, PostroomError
 from services.nylas_events import Outcome
 from worker import policy
 from worker.lease import kept_claim
@@ -42,24 +44,35 @@ class Decision:
     event: Event | None = None
 
 
-def _message(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:2000]
+def shown_message(exc: BaseException) -> str:
+    """What people are shown of a failure (events, dead letters, logs).
+
+    Our own exceptions carry sentences written without secrets; anything else may quote its
+    input (a codec error quoting a password character, a driver echoing a DSN), so only its
+    type is shown. The full text stays in the dead letter's traceback, which no API returns.
+    """
+    if isinstance(exc, PostroomError):
+        return exc.message[:2000]
+    return type(exc).__name__
 
 
-_SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "credential")
+_SECRET_KEY = re.compile(r"pass|secret|token|api[-_]?key|authorization|credential", re.I)
 
 
 def scrub(value: Any) -> Any:
     """Task arguments as they may be shown to people: values under secret-looking keys masked."""
     if isinstance(value, dict):
-        return {
-            k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else scrub(v)
-            for k, v in value.items()
-        }
+        return {k: "***" if _SECRET_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value
+
+
+def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
+    """A task message naming another tenant than its event is refused before any work."""
+    claimed = kwargs.get("tenant_id")
+    if event.tenant_id is not None and claimed is not None and str(claimed) != str(event.tenant_id):
+        raise PermissionDenied("The task's tenant does not own its event.")
 
 
 def retries_used(event: Event) -> int:
@@ -113,6 +126,7 @@ async def execute(
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
     )
     try:
+        check_tenant(event, kwargs)
         async with (
             kept_claim(rt, event_id=event.id, task_id=task_id),
             rt.db.transaction() as session,
@@ -160,7 +174,7 @@ async def _fail(
     kwargs: dict[str, Any],
     exc: BaseException,
 ) -> Decision:
-    message = _message(exc)
+    message = shown_message(exc)
     if policy.is_transient(exc) and retries_used(event) < max_retries:
         countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
         log.warning(

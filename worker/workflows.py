@@ -32,7 +32,7 @@ from database.repositories import workflows as repo
 from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
-from worker.execution import LostClaim, scrub
+from worker.execution import LostClaim, scrub, shown_message
 from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
 from worker.tasks.base import TaskDead, request_id_of
@@ -258,7 +258,7 @@ async def _fail(
     kwargs: dict[str, Any],
     exc: BaseException,
 ) -> StepDecision:
-    message = (str(exc) or type(exc).__name__)[:2000]
+    message = shown_message(exc)
     error = f"{type(exc).__name__}: {message}"
     step = steps[i]
     if policy.is_transient(exc) and step["attempts"] - 1 < route_for(task_name).max_retries:

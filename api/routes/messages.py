@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -152,11 +154,22 @@ async def download_attachment(
     found = await messages.get_attachment(
         uow.session, principal.tenant_id, message_id, attachment_id
     )
-    filename = (
-        (found["filename"] or "attachment").replace('"', "").replace("\r", "").replace("\n", "")
-    )
     return Response(
         content=found["content"],
-        media_type=found["content_type"],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        media_type=safe_media_type(found["content_type"]),
+        headers={"Content-Disposition": content_disposition(found["filename"] or "attachment")},
     )
+
+
+_MEDIA_TYPE = re.compile(r'^[\w.+-]+/[\w.+-]+(;\s*[\w.+-]+=("[^"\r\n]*"|[\w.+-]+))*$')
+
+
+def safe_media_type(value: str | None) -> str:
+    """The stored type when it is a plain type/subtype; a provider's odd value is not echoed."""
+    return value if value and _MEDIA_TYPE.match(value) else "application/octet-stream"
+
+
+def content_disposition(name: str) -> str:
+    """An ASCII fallback plus the exact UTF-8 name (RFC 6266 / RFC 5987 `filename*`)."""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -48,7 +48,8 @@ class Address(BaseModel):
 
 class AddressIn(Strict):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320, examples=["ana@example.com"])
-    name: str | None = Field(default=None, max_length=200)
+    # No CR/LF: a header line break in a display name is refused here, not after a 202.
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[^\r\n]*$")
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

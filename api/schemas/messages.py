@@ -87,7 +87,7 @@ class MessageSend(Strict):
     to: list[AddressIn] = Field(min_length=1, max_length=100)
     cc: list[AddressIn] = Field(default_factory=list, max_length=100)
     bcc: list[AddressIn] = Field(default_factory=list, max_length=100)
-    subject: str = Field(default="", max_length=998)
+    subject: str = Field(default="", max_length=998, pattern=r"^[^\r\n]*$")
     text: str = Field(default="", max_length=5_000_000)
     html: str | None = Field(default=None, max_length=5_000_000)
     reply_to_message_id: uuid.UUID | None = None

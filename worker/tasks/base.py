@@ -45,7 +45,7 @@ def run_event_task(
             # says `processing` under this id, and the retry may take it like a redelivery.
             redelivered=bool(delivery.get("redelivered")) or bool(task.request.retries),
             args=list(task.request.args or []),
-            kwargs={**(kwargs or {}), "event_id": event_id},
+            kwargs={**(task.request.kwargs or {}), **(kwargs or {}), "event_id": event_id},
             work=work,
         )
     )
