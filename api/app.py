@@ -28,6 +28,7 @@ from api.routes import (
 from api.routes import dead_letters as dead_letter_routes
 from database.engine import Database
 from services.logs import configure_logging
+from services.nylas_api import NylasGateway
 from settings import Settings, get_settings
 from worker.dispatch import AsyncPublisher
 
@@ -45,6 +46,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # every burst (a TCP + TLS handshake each); requests now queue for a pooled one.
         app.state.db = Database.from_settings(settings, pre_ping=False, max_overflow=0)
         app.state.celery = make_celery(settings, publisher_only=True)
+        # For checking a Nylas grant before an account may use it (services.accounts).
+        app.state.nylas = (
+            NylasGateway(
+                api_key=settings.nylas_api_key.get_secret_value(),
+                api_uri=settings.nylas_api_uri,
+                timeout=settings.nylas_timeout_s,
+            )
+            if settings.nylas_api_key is not None
+            else None
+        )
         app.state.publisher = AsyncPublisher(
             app.state.celery, settings.redis_url, timeout=settings.publish_timeout_s
         )

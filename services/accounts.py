@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +13,7 @@ from database.repositories import account_admin as repo
 from database.repositories import accounts as accounts_repo
 from services import cursors
 from services.crypto import decrypt_json, encrypt_json, rotate
-from services.errors import Conflict, NotFound
+from services.errors import Conflict, NotFound, ProviderNotFound, ServiceUnavailable
 from settings import Settings
 
 _PUBLIC_SERVER_FIELDS = ("host", "port", "security", "username")
@@ -24,6 +24,27 @@ def _server_settings(server: dict[str, Any]) -> dict[str, Any]:
     return {k: server[k] for k in _PUBLIC_SERVER_FIELDS}
 
 
+class GrantLookup(Protocol):
+    async def find_grant(self, grant_id: str) -> dict[str, Any]: ...
+
+
+async def _check_grant(nylas: GrantLookup | None, *, grant_id: str, email: str) -> None:
+    """The grant must exist in our Nylas application and belong to the address given.
+
+    Every grant of the application is reachable with its one API key, so an unchecked grant
+    id would let a tenant connect someone else's mailbox. Proving the address as well keeps
+    a guessed or leaked grant id from being enough; anything else reads as "no such grant".
+    """
+    if nylas is None:
+        raise ServiceUnavailable("Nylas is not configured on this server (POSTROOM_NYLAS_API_KEY).")
+    try:
+        grant = await nylas.find_grant(grant_id)
+    except ProviderNotFound:
+        raise NotFound("No such Nylas grant.") from None
+    if str(grant.get("email") or "").casefold() != email.casefold():
+        raise NotFound("No such Nylas grant.")
+
+
 async def create_account(
     session: AsyncSession,
     *,
@@ -31,6 +52,7 @@ async def create_account(
     tenant_id: uuid.UUID,
     user_id: uuid.UUID,
     body: dict[str, Any],
+    nylas: GrantLookup | None = None,
 ) -> Account:
     """Create an IMAP+SMTP or Nylas account and store its secrets encrypted."""
     values: dict[str, Any] = {
@@ -47,6 +69,7 @@ async def create_account(
         }
         secrets = {"imap": body["imap"], "smtp": body["smtp"]}
     else:
+        await _check_grant(nylas, grant_id=body["nylas"]["grant_id"], email=body["email"])
         values["grant_id"] = body["nylas"]["grant_id"]
         secrets = {"nylas": body["nylas"]}
     try:

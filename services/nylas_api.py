@@ -74,6 +74,10 @@ class NylasGateway:
                 raise
             raise mapped from None
 
+    async def find_grant(self, grant_id: str) -> dict[str, Any]:
+        response = await self.call(lambda: self.client.grants.find(grant_id=grant_id))
+        return response.data.to_dict()  # type: ignore[no-any-return]
+
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
         response = await self.call(
             lambda: self.client.messages.find(identifier=grant_id, message_id=message_id)

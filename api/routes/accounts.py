@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
@@ -36,8 +36,9 @@ def account_public(a: Account) -> AccountPublic:
     )
 
 
-@router.post("", status_code=201, response_model=AccountPublic, responses=error_responses(409))
+@router.post("", status_code=201, response_model=AccountPublic, responses=error_responses(404, 409))
 async def create_account(
+    request: Request,
     body: Annotated[AccountCreate, Body()],
     principal: PrincipalDep,
     uow: UowDep,
@@ -50,6 +51,7 @@ async def create_account(
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         body=body.model_dump(mode="json"),
+        nylas=request.app.state.nylas,
     )
     await uow.commit()
     return account_public(account)

@@ -39,8 +39,9 @@ async def test_create_imap_account_returns_it_without_secrets(client, db, settin
     assert decrypt_json(settings, cred.ciphertext)["imap"]["password"] == "hunter2-secret"
 
 
-async def test_create_nylas_account_and_duplicate_grant_is_409(client, db) -> None:
+async def test_create_nylas_account_and_duplicate_grant_is_409(client, db, fake_nylas) -> None:
     caller = await make_caller(db)
+    fake_nylas.put_grant("grant-1", "N@example.com")
     body = {"provider": "nylas", "email": "n@example.com", "nylas": {"grant_id": "grant-1"}}
     r = await client.post("/v1/accounts", json=body, headers=caller.headers)
     assert r.status_code == 201, r.text
@@ -172,3 +173,22 @@ async def test_secrets_never_reach_logs_answers_or_events(client, db, capfd) -> 
             await s.execute(sa.text("SELECT payload::text || task_kwargs::text FROM event"))
         ).scalar_one()
     assert secret not in dumped
+
+
+async def test_a_grant_must_exist_and_belong_to_the_address_given(client, db, fake_nylas) -> None:
+    caller = await make_caller(db)
+    fake_nylas.put_grant("grant-of-bo", "bo@example.com")
+    for grant_id, email in (
+        ("no-such-grant", "ana@example.com"),
+        ("grant-of-bo", "ana@example.com"),
+    ):
+        body = {"provider": "nylas", "email": email, "nylas": {"grant_id": grant_id}}
+        r = await client.post("/v1/accounts", json=body, headers=caller.headers)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["code"] == "not_found"
+    listed = (await client.get("/v1/accounts", headers=caller.headers)).json()
+    assert listed["data"] == []
+    assert [q.path for q in fake_nylas.requests_to("/v3/grants/")] == [
+        "/v3/grants/no-such-grant",
+        "/v3/grants/grant-of-bo",
+    ]

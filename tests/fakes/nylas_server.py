@@ -44,6 +44,7 @@ class FakeNylasState:
     api_key: str
     messages: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    grants: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -167,6 +168,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> None:
         state = self.server.state
+        grant_only = re.fullmatch(r"/v3/grants/([^/]+)", path)
+        if grant_only and method == "GET":
+            with state.lock:
+                grant = state.grants.get(unquote(grant_only.group(1)))
+            if grant is None:
+                self._error(404, "not_found_error", "Grant not found")
+            else:
+                self._ok(grant)
+            return
         m = re.fullmatch(r"/v3/grants/([^/]+)/(messages|folders)(?:/([^/]+))?(/send)?", path)
         if not m:
             self._error(404, "not_found", "No such route")
@@ -288,8 +298,21 @@ class FakeNylas:
         with self.state.lock:
             self.state.messages.clear()
             self.state.idempotency.clear()
+            self.state.grants.clear()
             self.state.faults.clear()
             self.state.requests.clear()
+
+    def put_grant(self, grant_id: str, email: str, provider: str = "google") -> None:
+        """A grant of the application, as GET /v3/grants/{id} returns it."""
+        with self.state.lock:
+            self.state.grants[grant_id] = {
+                "id": grant_id,
+                "provider": provider,
+                "email": email,
+                "grant_status": "valid",
+                "scope": ["email"],
+                "created_at": int(time.time()),
+            }
 
     def put_message(self, grant_id: str, message: dict[str, Any]) -> None:
         with self.state.lock:
