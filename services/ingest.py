@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from database.models import EventSource
@@ -14,6 +14,7 @@ from services.errors import BadRequest
 from services.webhooks import decompress, parse_notification, verify_signature
 
 PROCESS_TASK = "postroom.events.process"
+UNTRANSLATABLE_CHARACTER = "22P05"
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ async def ingest_nylas(
             stale_after_s=stale_after_s,
             request_id=request_id,
         )
-    except asyncpg.UntranslatableCharacterError as exc:  # \u0000 has no place in jsonb
-        raise BadRequest("The body contains a NUL character (\\u0000).") from exc
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != UNTRANSLATABLE_CHARACTER:
+            raise
+        # \u0000 has no place in jsonb.
+        raise BadRequest("The body contains a NUL character (\\u0000).") from None
     if created:
         return Ingested(event_id=event_id, task_id=task_id, created=True, type=notification.type)
     existing = await events_repo.id_by_external_id(conn, EventSource.nylas, notification.id)

@@ -74,9 +74,11 @@ async def insert_once(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-# The webhook's one statement, sent straight to asyncpg as a prepared statement: the same
-# row insert_once() writes, without SQLAlchemy building and caching a statement per call
-# (measured at about half of the ingest path's database time). The body goes in as the JSON
+# The webhook's one statement as plain SQL for the driver (exec_driver_sql, which asyncpg
+# prepares once per connection): the same row insert_once() writes, without SQLAlchemy
+# building and caching a statement per call (that was about half of the ingest path's
+# database time), but still through SQLAlchemy's error wrapping, so a connection broken by a
+# database restart is invalidated and the request answers 503. The body goes in as the JSON
 # text that was verified; PostgreSQL parses it into jsonb.
 _INSERT_WEBHOOK = """
 INSERT INTO event (id, source, type, external_id, task_name, task_kwargs, payload, status,
@@ -104,22 +106,21 @@ async def insert_webhook_event(
     request_id: str | None,
 ) -> bool:
     """insert_once() for the ingest path, on an autocommit connection; True when new."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    row = await driver.fetchval(
+    result = await conn.exec_driver_sql(
         _INSERT_WEBHOOK,
-        event_id,
-        str(source),
-        type,
-        external_id,
-        task_name,
-        payload_json,
-        task_id,
-        request_id,
-        float(stale_after_s),
+        (
+            event_id,
+            str(source),
+            type,
+            external_id,
+            task_name,
+            payload_json,
+            task_id,
+            request_id,
+            float(stale_after_s),
+        ),
     )
-    return row is not None
+    return result.scalar() is not None
 
 
 async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
