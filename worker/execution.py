@@ -68,6 +68,36 @@ def scrub(value: Any) -> Any:
     return value
 
 
+async def record_dead_letter(
+    session: AsyncSession,
+    *,
+    event: Event,
+    task_name: str,
+    task_id: str,
+    exc: BaseException,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    attempts: int,
+    step: str | None = None,
+) -> None:
+    """The dead letter of a failure, in the caller's transaction (which also marks the event)."""
+    await dead_letters_repo.record(
+        session,
+        tenant_id=event.tenant_id,
+        event_id=event.id,
+        task_name=task_name,
+        task_id=task_id,
+        step=step,
+        args=scrub(args),
+        kwargs=scrub(kwargs),
+        exception_type=type(exc).__name__,
+        exception_message=shown_message(exc),
+        # Full detail for operators: stored, never returned by the API.
+        traceback="".join(traceback.format_exception(exc))[-20000:],
+        attempts=attempts,
+    )
+
+
 def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
     """A task message naming another tenant than its event is refused before any work."""
     claimed = kwargs.get("tenant_id")
@@ -202,17 +232,14 @@ async def _fail(
 
     log.error("task_dead", error=type(exc).__name__, message=message, attempts=event.attempts)
     async with rt.db.transaction() as session:
-        await dead_letters_repo.record(
+        await record_dead_letter(
             session,
-            tenant_id=event.tenant_id,
-            event_id=event.id,
+            event=event,
             task_name=task_name,
             task_id=task_id,
-            args=scrub(args),
-            kwargs=scrub(kwargs),
-            exception_type=type(exc).__name__,
-            exception_message=message,
-            traceback="".join(traceback.format_exception(exc))[-20000:],
+            exc=exc,
+            args=args,
+            kwargs=kwargs,
             attempts=event.attempts,
         )
         await events_repo.finish(

@@ -14,7 +14,6 @@ step again, not the chain.
 
 from __future__ import annotations
 
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
 from database.repositories import accounts as accounts_repo
-from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from database.repositories import workflows as repo
 from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
-from worker.execution import LostClaim, scrub, shown_message
+from worker.execution import LostClaim, record_dead_letter, shown_message
 from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
 from worker.tasks.base import TaskDead, request_id_of
@@ -281,19 +279,16 @@ async def _fail(
     log.error("step_dead", step=step["name"], error=type(exc).__name__, message=message)
     step.update(state="dead", error=error)
     async with rt.db.transaction() as session:
-        await dead_letters_repo.record(
+        await record_dead_letter(
             session,
-            tenant_id=event.tenant_id,
-            event_id=event.id,
+            event=event,
             task_name=task_name,
             task_id=task_id,
-            step=step["name"],
+            exc=exc,
             args=[],
-            kwargs=scrub(kwargs),
-            exception_type=type(exc).__name__,
-            exception_message=message,
-            traceback="".join(traceback.format_exception(exc))[-20000:],
+            kwargs=kwargs,
             attempts=step["attempts"],
+            step=step["name"],
         )
         await repo.set_steps(session, event_id=event.id, task_id=task_id, steps=steps)
         await events_repo.finish(
