@@ -126,6 +126,30 @@ async def _rules(
     )
 
 
+def _run_step(
+    task: Task,
+    tenant_id: str,
+    user_id: str,
+    event_id: str,
+    message_id: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Both tasks run whichever step the event says is next (classify or a rules step)."""
+
+    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
+        tenant, kwargs = _ids(event, tenant_id)
+        if step == "classify":
+            return await _classify(session, event, tenant, kwargs)
+        return await _rules(session, event, tenant, kwargs, step)
+
+    return run_step_task(
+        task,
+        event_id=event_id,
+        work=work,
+        kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
+    )
+
+
 @celery_app.task(name="postroom.mail.classify", bind=True, max_retries=None)
 def classify(
     self: Task,
@@ -135,18 +159,7 @@ def classify(
     message_id: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
-        tenant, kwargs = _ids(event, tenant_id)
-        if step == "classify":
-            return await _classify(session, event, tenant, kwargs)
-        return await _rules(session, event, tenant, kwargs, step)
-
-    return run_step_task(
-        self,
-        event_id=event_id,
-        work=work,
-        kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
-    )
+    return _run_step(self, tenant_id, user_id, event_id, message_id, extra)
 
 
 @celery_app.task(name="postroom.mail.apply_rules", bind=True, max_retries=None)
@@ -158,15 +171,4 @@ def apply_rules(
     message_id: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
-        tenant, kwargs = _ids(event, tenant_id)
-        if step == "classify":
-            return await _classify(session, event, tenant, kwargs)
-        return await _rules(session, event, tenant, kwargs, step)
-
-    return run_step_task(
-        self,
-        event_id=event_id,
-        work=work,
-        kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
-    )
+    return _run_step(self, tenant_id, user_id, event_id, message_id, extra)
