@@ -245,6 +245,31 @@ class OutboundAttachment(SQLModel, table=True):
     created_at: datetime = ts_field()
 
 
+class SendDraft(SQLModel, table=True):
+    """What a send job sends: recipients, subject, bodies and attachment ids, by its event.
+
+    Kept out of the task message so the broker, Flower and the result backend carry ids only;
+    the send task (and every retry or replay of it) reads it here. Removed with its event.
+    """
+
+    __tablename__ = "send_draft"
+    event_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="event.id", ondelete="CASCADE", primary_key=True
+    )
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    # Addresses as the caller gave them: "a@b" or {"email", "name"?}; checked again on send.
+    to_addrs: list[Any] = jsonb_field(list)
+    cc_addrs: list[Any] = jsonb_field(list)
+    bcc_addrs: list[Any] = jsonb_field(list)
+    subject: str = Field(default="", sa_type=sa.Text)
+    text: str = Field(default="", sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)
+    reply_to_message_id: uuid.UUID | None = Field(default=None, sa_type=sa.Uuid)
+    # Ids of `outbound_attachment` uploads (or stored attachments), in the order given.
+    attachment_ids: list[str] = jsonb_field(list)
+    created_at: datetime = ts_field()
+
+
 class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (

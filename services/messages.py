@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import UnitOfWork
 from database.repositories import messages_query as repo
-from database.repositories import outbound_attachments
+from database.repositories import outbound_attachments, outbound_drafts
 from services import cursors, jobs
 from services.accounts import get_account
 from services.errors import NotFound, ValidationFailed
@@ -117,29 +117,25 @@ async def queue_send(
     if reply_to is not None:
         await _require_messages(uow.session, caller.tenant_id, [uuid.UUID(str(reply_to))])
     files = _decode_files(body.get("attachments") or [])
-    kwargs = {
-        "account_id": str(account_id),
-        "to": body["to"],
-        "cc": body.get("cc") or [],
-        "bcc": body.get("bcc") or [],
-        "subject": body.get("subject") or "",
-        "body_text": body.get("text") or "",
-        "body_html": body.get("html"),
-        "attachment_ids": [str(f["id"]) for f in files],
-        "reply_to_message_id": str(reply_to) if reply_to else None,
-    }
     job, created = await jobs.queue_job(
         uow,
         caller=caller,
         kind="message.send",
         task_name=jobs.SEND_TASK,
-        task_kwargs=kwargs,
+        # Ids only: the event row and the task message never hold the mail (docs/sending.md).
+        task_kwargs={"account_id": str(account_id)},
         body=body,
         idempotency_key=idempotency_key,
         stale_after_s=settings.outbox_stale_after_s,
         account_id=account_id,
     )
     if created:
+        await outbound_drafts.add(
+            uow.session,
+            tenant_id=caller.tenant_id,
+            event_id=job.event_id,
+            draft=outbound_drafts.values_from_request(body, [str(f["id"]) for f in files]),
+        )
         await outbound_attachments.add_many(
             uow.session, tenant_id=caller.tenant_id, event_id=job.event_id, files=files
         )

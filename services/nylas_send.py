@@ -143,7 +143,8 @@ def _outcome(
             "status": "success",
             "message_id": str(message_id),
             "provider_id": obj.get("id"),
-            "recipients_sent": recipients,
+            # A count (API.md): the addresses stay in the ledger row, out of the result backend.
+            "recipients_sent": len(recipients),
         },
         tenant_id=account.tenant_id,
         account_id=account.id,

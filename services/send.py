@@ -13,6 +13,7 @@ transactions around DATA (see docs/sending.md):
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
-from database.models import Account, Event, OutboundMessage, Provider
+from database.models import Account, Event, OutboundMessage, Provider, SendDraft
 from database.repositories import outbound as outbound_repo
+from database.repositories import outbound_drafts as drafts_repo
 from services import nylas_send
 from services.compose import AttachmentFile, Composed, Person, ReplyTarget, compose, people
 from services.crypto import decrypt_json
@@ -46,6 +48,110 @@ class SendRequest:
     body_html: str | None = None
     attachment_ids: list[str] = field(default_factory=list)
     reply_to_message_id: str | None = None
+
+    @classmethod
+    def from_draft(cls, draft: SendDraft) -> SendRequest:
+        return cls(
+            to=list(draft.to_addrs or []),
+            cc=list(draft.cc_addrs or []),
+            bcc=list(draft.bcc_addrs or []),
+            subject=draft.subject or "",
+            body_text=draft.text or "",
+            body_html=draft.html,
+            attachment_ids=[str(a) for a in draft.attachment_ids or []],
+            reply_to_message_id=str(draft.reply_to_message_id)
+            if draft.reply_to_message_id
+            else None,
+        )
+
+    def private_strings(self) -> list[str]:
+        """What an error about this send must not quote: addresses, names, subject, bodies."""
+        found: list[str] = [self.subject, self.body_text or "", self.body_html or ""]
+        for value in (*self.to, *self.cc, *self.bcc):
+            if isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, dict):
+                found += [v for k, v in value.items() if k in ("email", "name")]
+        # Longest first, so an address is replaced whole before a shorter name inside it.
+        usable = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 3}
+        return sorted(usable, key=len, reverse=True)
+
+
+async def load_request(
+    session: AsyncSession, *, tenant_id: uuid.UUID, event_id: uuid.UUID
+) -> SendRequest:
+    """The send request of an event, read from its draft (tasks carry only ids)."""
+    draft = await drafts_repo.get(session, tenant_id=tenant_id, event_id=event_id)
+    if draft is None:
+        raise ValidationFailed("This send job has no draft (it was removed); nothing was sent.")
+    return SendRequest.from_draft(draft)
+
+
+class SendFailed(PostroomError):
+    """A send failed; the original error quoted the mail and is not shown."""
+
+    code = "send_failed"
+
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.transient = transient
+
+
+REDACTED = "[redacted]"
+
+
+def _redact_text(text: str, private: list[str]) -> str:
+    lowered = text.lower()
+    for value in private:
+        if value.lower() in lowered:
+            text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
+            lowered = text.lower()
+    return text
+
+
+def _chained(exc: BaseException) -> list[BaseException]:
+    """The causes and contexts behind `exc` (the traceback prints each of them)."""
+    found: list[BaseException] = []
+    todo = [exc.__cause__, exc.__context__]
+    while todo:
+        item = todo.pop()
+        if item is not None and item is not exc and item not in found:
+            found.append(item)
+            todo += [item.__cause__, item.__context__]
+    return found
+
+
+def _quotes(exc: BaseException, private: list[str]) -> bool:
+    text = str(exc).lower()
+    return any(v.lower() in text for v in private)
+
+
+def redact_error(exc: BaseException, private: list[str], *, transient: bool) -> BaseException:
+    """The same exception (type, transient or not) with the send's addresses, names, subject
+    and bodies cut out of its message, so neither the event, the dead letter, the logs nor the
+    result backend can quote them (an SMTP server's "550 <bob@x>: unknown user" does).
+
+    A chained cause or context quoting them is dropped; a foreign exception whose text cannot
+    be rewritten (a database error listing its parameters) is replaced by a `SendFailed` that
+    keeps `transient` (the worker's verdict on the original) and its Retry-After.
+    """
+    if isinstance(exc, PostroomError):
+        exc.message = _redact_text(exc.message, private)
+        if isinstance(exc, SmtpRejected):
+            exc.reply = _redact_text(exc.reply, private)
+    exc.args = tuple(_redact_text(a, private) if isinstance(a, str) else a for a in exc.args)
+    if any(_quotes(c, private) for c in _chained(exc)):
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
+        exc.__context__ = None
+    if _quotes(exc, private):
+        retry_after = getattr(exc, "retry_after", None)
+        return SendFailed(
+            f"The send failed with {type(exc).__name__} (details withheld: they quoted the mail).",
+            transient=transient,
+            retry_after=retry_after if isinstance(retry_after, (int, float)) else None,
+        )
+    return exc
 
 
 @dataclass
@@ -225,7 +331,8 @@ async def send_message(
             "status": "success",
             "message_id": str(message_row_id),
             "message_id_header": composed.message_id_header,
-            "recipients_sent": accepted,
+            # A count (API.md): the addresses stay in the ledger row, out of the result backend.
+            "recipients_sent": len(accepted),
             "sent_copy": copy,
         },
         tenant_id=account.tenant_id,

@@ -42,11 +42,25 @@ class Received:
 
 @dataclass
 class Handler:
-    """mode: ok | 4xx_then_2xx | 5xx | drop_after_data | hang_after_data"""
+    """mode: ok | 4xx_then_2xx | 5xx | drop_after_data | hang_after_data, and for RCPT:
+    rcpt_4xx_then_2xx (each address deferred once) | rcpt_5xx (each refused); the RCPT
+    answers quote the address, as real servers do."""
 
     mode: str = "ok"
     received: list[Received] = field(default_factory=list)
     data_calls: int = 0
+    deferred: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.mode == "rcpt_5xx":
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if self.mode == "rcpt_4xx_then_2xx" and address not in self.deferred:
+            self.deferred.add(address)
+            return f"450 4.2.0 <{address}>: Recipient address rejected: Greylisted"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.data_calls += 1
@@ -232,16 +246,34 @@ async def create_smtp_account(
 async def create_send_event(
     db: Any, *, account: Any, kwargs: dict[str, Any], key: str | None = None
 ) -> tuple[Any, str, bool]:
-    """Insert a `postroom.mail.send` event the way the API does; (event id, task id, created)."""
+    """Insert a `postroom.mail.send` event the way the API does; (event id, task id, created).
+
+    `kwargs` may override the ids and give the mail (to, cc, bcc, subject, body_text,
+    body_html, attachment_ids, reply_to_message_id): the mail goes into the event's
+    `send_draft` row, the ids into its task kwargs."""
     from database.repositories import events as events_repo
+    from database.repositories import outbound_drafts
 
     event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
+    mail = {k: v for k, v in kwargs.items() if k not in ("account_id", "tenant_id", "user_id")}
     task_kwargs = {
         "account_id": str(account.id),
         "tenant_id": str(account.tenant_id),
         "user_id": str(account.user_id),
-        **kwargs,
+        **{k: v for k, v in kwargs.items() if k not in mail},
     }
+    draft = outbound_drafts.values_from_request(
+        {
+            "to": mail.get("to") or [],
+            "cc": mail.get("cc"),
+            "bcc": mail.get("bcc"),
+            "subject": mail.get("subject"),
+            "text": mail.get("body_text"),
+            "html": mail.get("body_html"),
+            "reply_to_message_id": mail.get("reply_to_message_id"),
+        },
+        list(mail.get("attachment_ids") or []),
+    )
     async with db.transaction() as s:
         created = await events_repo.insert_once(
             s,
@@ -258,6 +290,10 @@ async def create_send_event(
             user_id=account.user_id,
             account_id=account.id,
         )
+        if created:
+            await outbound_drafts.add(
+                s, tenant_id=account.tenant_id, event_id=event_id, draft=draft
+            )
         if not created and key:
             existing = await events_repo.get_by_external_id(s, "api", f"{account.tenant_id}:{key}")
             event_id = existing.id if existing else event_id

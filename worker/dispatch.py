@@ -27,6 +27,30 @@ log = structlog.get_logger(__name__)
 # kombu's Redis transport separator and priority steps, as configured in worker/app.py.
 PRIORITY_SEP = ":"
 
+# Task kwargs shown as they are in a message's argsrepr/kwargsrepr (what Flower, Celery's
+# events and its log lines display): ids and flags. Any other key is shown by name only, so a
+# task that one day takes free text cannot put it on Flower's screen by accident.
+REPR_KEYS = frozenset(
+    {
+        "event_id",
+        "tenant_id",
+        "user_id",
+        "account_id",
+        "message_id",
+        "message_ids",
+        "workflow",
+        "full",
+        "permanent",
+    }
+)
+HIDDEN = "..."
+
+
+def kwargs_repr(kwargs: dict[str, Any]) -> str:
+    """The kwargsrepr of a task message: the REPR_KEYS values, other keys' values hidden."""
+    shown = {k: v if k in REPR_KEYS else HIDDEN for k, v in kwargs.items()}
+    return orjson.dumps(shown, default=str).decode()
+
 
 def publish(
     app: Celery,
@@ -43,10 +67,13 @@ def publish(
     event that was not picked up in time.
     """
     route = route_for(task_name)
+    kwargs = {**(kwargs or {}), "event_id": str(event_id)}
     try:
         app.send_task(
             task_name,
-            kwargs={**(kwargs or {}), "event_id": str(event_id)},
+            kwargs=kwargs,
+            argsrepr="()",
+            kwargsrepr=kwargs_repr(kwargs),
             task_id=task_id,
             queue=route.queue.value,
             priority=route.priority,
@@ -81,7 +108,8 @@ class AsyncPublisher:
     ) -> tuple[str, bytes]:
         route = route_for(task_name)
         queue = route.queue.value
-        # argsrepr/kwargsrepr given: Celery's saferepr of them was a fifth of this function.
+        # argsrepr/kwargsrepr given: Celery's saferepr of them was a fifth of this function,
+        # and kwargs_repr shows ids only.
         headers, properties, body, _ = self.app.amqp.as_task_v2(
             task_id,
             task_name,
@@ -89,7 +117,7 @@ class AsyncPublisher:
             kwargs=kwargs,
             root_id=task_id,
             argsrepr="()",
-            kwargsrepr=orjson.dumps(kwargs).decode(),
+            kwargsrepr=kwargs_repr(kwargs),
         )
         if request_id:
             headers["request_id"] = request_id

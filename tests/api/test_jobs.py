@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
-from database.models import Event, OutboundAttachment
+from database.models import Event, OutboundAttachment, SendDraft
 from tests.api.keys import imap_account, make_account, make_caller, make_message
 from tests.peers import RedisServer
 
@@ -148,14 +148,31 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
     [event] = await events(db)
     kw = event.task_kwargs
     assert event.task_name == "postroom.mail.send"
-    assert kw["to"] == [{"email": "bo@example.com", "name": "Bo"}] and kw["body_text"] == "Hello"
-    assert kw["cc"] == [] and kw["bcc"] == [] and kw["reply_to_message_id"] is None
-    assert "pw-never-in-events" not in json.dumps(kw) + json.dumps(event.payload)
+    # Ids only on the event and in the task message; the mail is the event's draft row.
+    assert kw == {
+        "account_id": acc["id"],
+        "tenant_id": str(caller.tenant_id),
+        "user_id": str(caller.user_id),
+    }
+    assert event.payload == {"kind": "message.send", "kwargs": kw}
+    stored = json.dumps(kw) + json.dumps(event.payload)
+    assert "pw-never-in-events" not in stored and "bo@example.com" not in stored
     async with db.sessionmaker() as s:
         [upload] = (await s.execute(sa.select(OutboundAttachment))).scalars()
-    assert kw["attachment_ids"] == [str(upload.id)]
+        [draft] = (await s.execute(sa.select(SendDraft))).scalars()
+    assert draft.event_id == event.id and draft.tenant_id == caller.tenant_id
+    assert draft.to_addrs == [{"email": "bo@example.com", "name": "Bo"}] and draft.text == "Hello"
+    assert draft.subject == "Hi" and draft.cc_addrs == [] and draft.bcc_addrs == []
+    assert draft.reply_to_message_id is None
+    assert draft.attachment_ids == [str(upload.id)]
     assert upload.content == b"file!" and upload.event_id == event.id
-    assert r.json()["task_id"] in task_ids(await published(quiet_broker.url, "send"))
+    messages = await published(quiet_broker.url, "send")
+    assert r.json()["task_id"] in task_ids(messages)
+    [message] = [m for m in messages if m["headers"]["id"] == r.json()["task_id"]]
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [] and kwargs == {**kw, "event_id": str(event.id)}
+    assert json.loads(message["headers"]["kwargsrepr"]) == kwargs
+    assert message["headers"]["argsrepr"] == "()"
 
 
 async def test_send_rejects_bad_base64_and_bad_recipients(client, db) -> None:

@@ -171,10 +171,11 @@ async def test_nylas_send_carries_the_idempotency_key_and_sends_once(
     sent_box = [m for m in fake_nylas.state.messages[account.grant_id].values()]
     assert len(sent_box) == 1, "the provider kept one message for the repeated key"
     assert outcome.result["status"] == "success"
-    assert outcome.result["recipients_sent"] == ["bob@example.org", "hidden@example.net"]
+    assert outcome.result["recipients_sent"] == 2
     assert again.result["message_id"] == outcome.result["message_id"]
     [row] = await _rows(db, account)
     assert row.provider_id == sent_box[0]["id"] and row.subject == "Via Nylas"
     async with db.sessionmaker() as s:
         [ledger] = (await s.execute(sa.select(OutboundMessage))).scalars().all()
     assert ledger.status == "sent"
+    assert ledger.recipients == ["bob@example.org", "hidden@example.net"]

@@ -89,8 +89,9 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
     assert msg["Date"] is not None
 
     assert outcome.result["status"] == "success"
-    assert sorted(outcome.result["recipients_sent"]) == sorted(got.rcpt_tos)
+    assert outcome.result["recipients_sent"] == len(got.rcpt_tos) == 3
     [row] = await _ledger(db)
+    assert sorted(row.recipients) == sorted(got.rcpt_tos)
     assert row.status == "sent" and row.server_reply.startswith("250")
     async with db.transaction() as s:
         stored = await s.get(Message, uuid.UUID(outcome.result["message_id"]))

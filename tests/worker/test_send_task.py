@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from database.models import DeadLetter, Event
+from database.models import DeadLetter, Event, OutboundMessage
 from tests import smtp_fixtures
 from tests.conftest import wait_for
 from tests.smtp_fixtures import create_send_event, create_smtp_account
@@ -75,7 +75,11 @@ async def test_send_task_delivers_once_and_succeeds(db, settings, publisher, smt
     event = await _finished(db, event_id)
     assert event.status == "succeeded", event.last_error
     assert event.result["status"] == "success"
-    assert sorted(event.result["recipients_sent"]) == ["bob@example.org", "hidden@example.net"]
+    # A count (API.md "Sending"); the accepted addresses are in the ledger row only.
+    assert event.result["recipients_sent"] == 2
+    async with db.sessionmaker() as s:
+        [ledger] = (await s.execute(sa.select(OutboundMessage))).scalars().all()
+    assert sorted(ledger.recipients) == ["bob@example.org", "hidden@example.net"]
     await wait_for(lambda: _received(peer, 1), timeout=5, message="one message at the server")
     assert len(peer.received) == 1
     msg = peer.received[0].message

@@ -1,4 +1,10 @@
-"""`postroom.mail.send`: send one message for an event, at most once."""
+"""`postroom.mail.send`: send one message for an event, at most once.
+
+The task message carries ids only; what to send (recipients, subject, bodies, attachment ids)
+is the event's `send_draft` row, read on every attempt, retry and replay. Errors leave the
+task with the draft's addresses, names, subject and bodies cut out (`redact_error`), because
+their text reaches the event, the dead letter, the logs and the result backend.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,13 @@ from database.models import Event
 from database.repositories import accounts as accounts_repo
 from services.errors import PermissionDenied
 from services.nylas_events import Outcome
-from services.send import SendRequest, send_message
+from services.send import load_request, redact_error, send_message
+from worker import policy
 from worker.app import celery_app
 from worker.runtime import runtime
 from worker.tasks.base import run_event_task
+
+ID_KWARGS = ("event_id", "account_id", "tenant_id", "user_id")
 
 
 @celery_app.task(name="postroom.mail.send", bind=True, max_retries=None)
@@ -25,25 +34,15 @@ def send(
     account_id: str,
     tenant_id: str,
     user_id: str,
-    to: list[Any],
-    cc: list[Any] | None = None,
-    bcc: list[Any] | None = None,
-    subject: str = "",
-    body_text: str | None = None,
-    body_html: str | None = None,
-    attachment_ids: list[str] | None = None,
-    reply_to_message_id: str | None = None,
+    **legacy: Any,
 ) -> dict[str, Any]:
-    request = SendRequest(
-        to=to,
-        cc=cc or [],
-        bcc=bcc or [],
-        subject=subject,
-        body_text=body_text,
-        body_html=body_html,
-        attachment_ids=attachment_ids or [],
-        reply_to_message_id=reply_to_message_id,
-    )
+    if legacy and isinstance(self.request.kwargs, dict):
+        # A message queued before drafts moved to the database still carries the mail: the
+        # draft was copied out of its event by migration 0004, and the copy in this request is
+        # dropped so a Celery retry, the dead letter and the result backend never see it.
+        for key in list(self.request.kwargs):
+            if key not in ID_KWARGS:
+                del self.request.kwargs[key]
 
     async def work(session: AsyncSession, event: Event) -> Outcome:
         rt = runtime()
@@ -52,15 +51,23 @@ def send(
         account = await accounts_repo.get_for_tenant(session, tenant, uuid.UUID(account_id))
         if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
             raise PermissionDenied("The account does not belong to this tenant.")
-        return await send_message(
-            session,
-            db=rt.db,
-            settings=rt.settings,
-            account=account,
-            event=event,
-            request=request,
-            nylas=rt.nylas,
-        )
+        request = await load_request(session, tenant_id=tenant, event_id=event.id)
+        try:
+            return await send_message(
+                session,
+                db=rt.db,
+                settings=rt.settings,
+                account=account,
+                event=event,
+                request=request,
+                nylas=rt.nylas,
+            )
+        except Exception as exc:
+            private = request.private_strings()
+            redacted = redact_error(exc, private, transient=policy.is_transient(exc))
+            if redacted is exc:
+                raise
+            raise redacted from None  # the original quoted the mail: not even as context
 
     return run_event_task(
         self,
