@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from database.models import DeadLetter, Event, OutboundMessage
+from database.models import DeadLetter, Event, OutboundMessage, SendDraft
 from tests import smtp_fixtures
 from tests.conftest import wait_for
 from tests.smtp_fixtures import create_send_event, create_smtp_account
@@ -144,4 +144,60 @@ async def test_account_of_another_tenant_is_refused(db, settings, publisher, smt
     assert event.status == "dead" and event.attempts == 1
     [dead] = await _dead_letters(db)
     assert dead.exception_type == "PermissionDenied"
+    assert peer.received == []
+
+
+async def test_message_queued_with_the_mail_in_its_kwargs_sends_the_draft_and_drops_the_copy(
+    db, settings, publisher, smtp_server, redis_server
+) -> None:
+    """A task message published before the drafts moved out of the kwargs (still in Redis
+    at the upgrade): the draft is what is sent, and the copy in the message is dropped before
+    the result backend stores the request."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    from worker.dispatch import publish
+
+    peer = smtp_server()
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
+    async with db.sessionmaker() as s:
+        event = await s.get(Event, event_id)
+    stale = {**SEND, "subject": "Stale copy in the message", "body_html": None}
+    assert publish(
+        publisher,
+        task_name="postroom.mail.send",
+        event_id=event_id,
+        task_id=task_id,
+        kwargs={**event.task_kwargs, **stale},
+    )
+    event = await _finished(db, event_id)
+    assert event.status == "succeeded", event.last_error
+    await wait_for(lambda: _received(peer, 1), timeout=5, message="one message at the server")
+    assert peer.received[0].message["Subject"] == "Through the worker"
+
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        meta = json.loads(await r.get(f"celery-task-meta-{task_id}"))
+    finally:
+        await r.aclose()
+    assert meta["status"] == "SUCCESS" and meta["result"]["recipients_sent"] == 2
+    assert set(meta["kwargs"]) == {"event_id", "account_id", "tenant_id", "user_id"}
+    assert "bob@example.org" not in json.dumps(meta) and "Stale copy" not in json.dumps(meta)
+
+
+async def test_send_without_a_draft_is_dead_and_sends_nothing(
+    db, settings, publisher, smtp_server
+) -> None:
+    peer = smtp_server()
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
+    async with db.transaction() as s:
+        await s.execute(sa.delete(SendDraft).where(SendDraft.event_id == event_id))
+    await _publish(db, publisher, event_id, task_id)
+    event = await _finished(db, event_id)
+    assert event.status == "dead" and event.attempts == 1
+    [dead] = await _dead_letters(db)
+    assert dead.exception_type == "ValidationFailed" and "no draft" in dead.exception_message
     assert peer.received == []
