@@ -1,7 +1,9 @@
 """Queueing work for the API: one Event row per job, idempotent by Idempotency-Key.
 
 The task kwargs are ids and plain JSON only: they are stored on the event and travel through
-the broker, so secrets never go there (the task reads them from the encrypted credential).
+the broker (Redis lists, Celery's events that Flower shows, the result backend), so neither
+secrets (the task reads them from the encrypted credential) nor mail contents (a send's draft
+is a `send_draft` row, see services/messages.py) ever go there.
 """
 
 from __future__ import annotations
