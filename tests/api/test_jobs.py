@@ -254,3 +254,47 @@ async def test_other_tenants_targets_are_404_and_record_nothing(client, db) -> N
         r = await client.post(path, json=body, headers=other.headers)
         assert r.status_code == 404, (path, r.text)
     assert await events(db) == []
+
+
+async def test_both_publish_paths_show_only_id_like_kwargs(settings, quiet_broker) -> None:
+    """argsrepr/kwargsrepr (what Flower and Celery's log lines show) hide every value whose
+    key is not an id or flag, on the API's AsyncPublisher and on Celery's own producer."""
+    from worker.app import make_celery
+    from worker.dispatch import AsyncPublisher, publish
+
+    app = make_celery(
+        settings.model_copy(update={"redis_url": quiet_broker.url}), publisher_only=True
+    )
+    kwargs = {"account_id": str(uuid.uuid4()), "folder": "Clients/Acme private", "full": True}
+    sync_id, async_id = str(uuid.uuid4()), str(uuid.uuid4())
+    event_id = uuid.uuid4()
+    assert publish(
+        app,
+        task_name="postroom.mail.sync_account",
+        event_id=event_id,
+        task_id=sync_id,
+        kwargs=kwargs,
+    )
+    publisher = AsyncPublisher(app, quiet_broker.url, timeout=2)
+    try:
+        assert await publisher.publish(
+            task_name="postroom.mail.sync_account",
+            event_id=event_id,
+            task_id=async_id,
+            kwargs=kwargs,
+        )
+    finally:
+        await publisher.close()
+    found = {m["headers"]["id"]: m for m in await published(quiet_broker.url, "sync")}
+    for task_id in (sync_id, async_id):
+        headers = found[task_id]["headers"]
+        assert headers["argsrepr"] == "()"
+        assert json.loads(headers["kwargsrepr"]) == {
+            "account_id": kwargs["account_id"],
+            "folder": "...",
+            "full": True,
+            "event_id": str(event_id),
+        }
+        # The task itself still gets every argument.
+        _, sent, _ = json.loads(base64.b64decode(found[task_id]["body"]))
+        assert sent["folder"] == "Clients/Acme private"
