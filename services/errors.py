@@ -63,6 +63,19 @@ class ValidationFailed(PostroomError):
     code = "validation_error"
 
 
+class AccountLimitReached(ValidationFailed):
+    """The tenant already has as many accounts as it may have."""
+
+    code = "account_limit_reached"
+
+
+class RateLimited(PostroomError):
+    """Over a request or send budget; `retry_after` says when the next one fits."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 class ServiceUnavailable(PostroomError):
     """A dependency is unavailable; retry later."""
 
