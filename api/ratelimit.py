@@ -5,6 +5,7 @@ Each check is one Redis round trip (services/ratelimit.py); webhooks never reach
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from fastapi import Request
@@ -28,7 +29,7 @@ def _settings(request: Request) -> Settings:
 
 
 def _wait_words(wait_s: float) -> str:
-    return f"retry in {max(1, int(wait_s + 0.999))} s"
+    return f"retry in {max(1, math.ceil(wait_s))} s"  # the same whole seconds as Retry-After
 
 
 async def spend_key_budget(request: Request, key_hash: str) -> None:
