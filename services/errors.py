@@ -22,6 +22,12 @@ class BadRequest(PostroomError):
     code = "bad_request"
 
 
+class NotificationOutOfWindow(BadRequest):
+    """A signed notification whose `time` is too old (a replay) or too far in the future."""
+
+    code = "notification_out_of_window"
+
+
 class Unauthorized(PostroomError):
     """Missing or invalid credentials."""
 

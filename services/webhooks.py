@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from services.errors import BadRequest, InvalidSignature, PayloadTooLarge
+from services.errors import BadRequest, InvalidSignature, NotificationOutOfWindow, PayloadTooLarge
 from settings import WEBHOOK_CLOCK_SKEW_S
 
 
@@ -48,12 +48,6 @@ def decompress(body: bytes, content_encoding: str | None, *, limit: int) -> byte
         return out
     except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
         raise BadRequest("The gzip body could not be decompressed.") from exc
-
-
-class NotificationOutOfWindow(BadRequest):
-    """The notification's `time` is outside the window this server accepts."""
-
-    code = "notification_out_of_window"
 
 
 def check_time_window(
