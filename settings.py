@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A notification's `time` may run this far ahead of our clock (Nylas's and ours drift apart).
+WEBHOOK_CLOCK_SKEW_S = 300
 
 
 class Settings(BaseSettings):
@@ -46,6 +49,33 @@ class Settings(BaseSettings):
     retry_cap_s: float = 600.0
     event_retention_days: int = 30
     flower_port: int = 5555
+
+    # Budgets (docs/operations.md "Budgets"). A rate of 0 turns that limit off.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 100
+    sends_per_minute: int = 60
+    max_accounts_per_tenant: int = 100
+    # /metrics and /health/detailed serve figures at most this old (one refresh per process).
+    metrics_cache_s: float = 5.0
+    ops_token: SecretStr | None = None
+    # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
+    webhook_max_age_s: int = 3 * 24 * 3600
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_the_replay_window(self) -> Settings:
+        # The event row is the dedupe key: the cleanup must not delete it while a replay of
+        # its notification would still be inside the accepted window.
+        if self.event_retention_days * 86400 < self.webhook_max_age_s + WEBHOOK_CLOCK_SKEW_S:
+            raise ValueError(
+                "POSTROOM_EVENT_RETENTION_DAYS must cover POSTROOM_WEBHOOK_MAX_AGE_S plus "
+                f"{WEBHOOK_CLOCK_SKEW_S} s, or a purged notification could be replayed."
+            )
+        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 1 or self.sends_per_minute < 0:
+            raise ValueError(
+                "POSTROOM_RATE_LIMIT_PER_S and POSTROOM_SENDS_PER_MINUTE must be >= 0 "
+                "and POSTROOM_RATE_LIMIT_BURST >= 1."
+            )
+        return self
 
     def credential_key_list(self) -> list[str]:
         if self.credential_keys is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import get_database
+from api.deps import SettingsDep, get_database
+from api.ratelimit import spend_key_budget, spend_send_budget
 from database.engine import Database
 from database.repositories import api_keys as keys_repo
 from services.errors import Unauthorized
@@ -69,8 +71,11 @@ async def get_principal(
     key = credentials.credentials.strip()
     if not key or len(key) > _MAX_KEY_LEN or not key.startswith(KEY_PREFIX + "_"):
         raise Unauthorized("The API key is not valid.")
+    key_hash = hash_key(key)
+    # Before the database: a request over its key's budget costs one Redis call and no query.
+    await spend_key_budget(request, key_hash)
     async with db.sessionmaker() as session:
-        row = await keys_repo.find_by_hash(session, hash_key(key))
+        row = await keys_repo.find_by_hash(session, key_hash)
         if row is None or row.revoked_at is not None:
             raise Unauthorized("The API key is not valid or has been revoked.")
         # Record use at most once a minute: most requests then cost one SELECT, no write.
@@ -83,3 +88,31 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_sender(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller of a send: also spends one send of the tenant's per-minute budget."""
+    await spend_send_budget(request, principal.tenant_id)
+    return principal
+
+
+SenderDep = Annotated[Principal, Depends(get_sender)]
+
+
+async def require_ops_token(request: Request, settings: SettingsDep) -> None:
+    """With POSTROOM_OPS_TOKEN set, /metrics and /health/detailed need it as a Bearer token."""
+    if settings.ops_token is None:
+        return
+    header = request.headers.get("authorization") or ""
+    scheme, _, given = header.partition(" ")
+    expected = settings.ops_token.get_secret_value()
+    # Digests of equal length, so compare_digest's time says nothing about the token.
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        hashlib.sha256(given.strip().encode()).digest(),
+        hashlib.sha256(expected.encode()).digest(),
+    )
+    if not ok:
+        raise Unauthorized("This endpoint needs 'Authorization: Bearer <POSTROOM_OPS_TOKEN>'.")
+
+
+OpsTokenDep = Depends(require_ops_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     503: "service_unavailable",
 }
 
@@ -71,8 +73,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PostroomError)
     async def _domain(request: Request, exc: PostroomError) -> JSONResponse:
         headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        if exc.retry_after is not None:
+            # Whole seconds, at least 1: a client that waits exactly this long gets through.
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        extra: dict[str, Any] = {"details": []} if exc.status_code == 422 else {}
         return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status_code, headers=headers
+            error_body(exc.code, exc.message, **extra),
+            status_code=exc.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -1,5 +1,5 @@
 """The OpenAPI document as clients see it: every /v1 operation lists the error envelope for
-the statuses any request can get (401, 400, 413, 422, 503), so generated clients and
+the statuses any request can get (401, 400, 413, 422, 429, 503), so generated clients and
 schemathesis know them; and the Allow header of a 405 is derived from the same document."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ _COMMON = {
     "400": "Malformed request: bad JSON, a cursor from another query, NUL characters",
     "401": "Missing, invalid or revoked API key",
     "422": "Validation failed (details in error.details)",
+    "429": "Over the API key's request budget (or the tenant's send budget); see Retry-After",
     "503": "Database unavailable; retry later",
 }
 _WITH_BODY = {"413": "Body over the limit"}

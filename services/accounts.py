@@ -14,6 +14,7 @@ from database.repositories import accounts as accounts_repo
 from services import cursors
 from services.crypto import decrypt_json, encrypt_json, rotate
 from services.errors import Conflict, NotFound, ProviderNotFound, ServiceUnavailable
+from services.quotas import ensure_account_room
 from settings import Settings
 
 _PUBLIC_SERVER_FIELDS = ("host", "port", "security", "username")
@@ -72,6 +73,7 @@ async def create_account(
         await _check_grant(nylas, grant_id=body["nylas"]["grant_id"], email=body["email"])
         values["grant_id"] = body["nylas"]["grant_id"]
         secrets = {"nylas": body["nylas"]}
+    await ensure_account_room(session, tenant_id=tenant_id, cap=settings.max_accounts_per_tenant)
     try:
         async with session.begin_nested():
             account = await repo.create(session, values)

@@ -22,6 +22,12 @@ class BadRequest(PostroomError):
     code = "bad_request"
 
 
+class NotificationOutOfWindow(BadRequest):
+    """A signed notification whose `time` is too old (a replay) or too far in the future."""
+
+    code = "notification_out_of_window"
+
+
 class Unauthorized(PostroomError):
     """Missing or invalid credentials."""
 
@@ -61,6 +67,19 @@ class ValidationFailed(PostroomError):
 
     status_code = 422
     code = "validation_error"
+
+
+class AccountLimitReached(ValidationFailed):
+    """The tenant already has as many accounts as it may have."""
+
+    code = "account_limit_reached"
+
+
+class RateLimited(PostroomError):
+    """Over a request or send budget; `retry_after` says when the next one fits."""
+
+    status_code = 429
+    code = "rate_limited"
 
 
 class ServiceUnavailable(PostroomError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -11,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from database.models import EventSource
 from database.repositories import events as events_repo
 from services.errors import BadRequest
-from services.webhooks import decompress, parse_notification, verify_signature
+from services.webhooks import (
+    check_time_window,
+    decompress,
+    parse_notification,
+    verify_signature,
+)
 
 PROCESS_TASK = "postroom.events.process"
 UNTRANSLATABLE_CHARACTER = "22P05"
@@ -34,6 +40,7 @@ async def ingest_nylas(
     secret: str,
     max_bytes: int,
     stale_after_s: float,
+    max_age_s: int,
     request_id: str | None = None,
 ) -> Ingested:
     """Verify the signature over the exact bytes, then INSERT ... ON CONFLICT DO NOTHING.
@@ -43,6 +50,7 @@ async def ingest_nylas(
     verify_signature(secret, raw, signature)
     body = decompress(raw, content_encoding, limit=max_bytes)
     notification = parse_notification(body)
+    check_time_window(notification.body, now=time.time(), max_age_s=max_age_s)
     event_id = uuid.uuid4()
     task_id = str(uuid.uuid4())
     try:

@@ -1,8 +1,12 @@
-"""Prometheus metrics: counters written by API and worker processes, gauges read at scrape time.
+"""Prometheus metrics: counters written by API and worker processes, gauges kept fresh enough.
 
 Processes on one host share `PROMETHEUS_MULTIPROC_DIR` (prometheus-client multiprocess mode):
 every API and prefork worker process writes its counters there, and the API's `GET /metrics`
 sums the directory. Without that variable the metrics stay in the process (tests, one process).
+
+The gauges that need Redis and PostgreSQL (queue depths, events by status, dead letters) are
+read by one refresh at a time per process and kept for a few seconds (`Cached`): a scrape
+costs the same whatever the data size and however many scrapes arrive together.
 """
 
 from __future__ import annotations
@@ -10,10 +14,19 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,7 +44,7 @@ from prometheus_client.registry import Collector
 from database.engine import Database
 from database.repositories import stats
 
-__all__ = ["CONTENT_TYPE_LATEST", "Snapshot", "exposition", "queue_keys", "snapshot"]
+__all__ = ["CONTENT_TYPE_LATEST", "Cached", "Snapshot", "exposition", "queue_keys", "snapshot"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -219,3 +232,41 @@ async def snapshot(
         if isinstance(result, BaseException):
             snap.errors.append(source)
     return snap
+
+
+T = TypeVar("T")
+
+
+class Cached(Generic[T]):
+    """A value loaded at most once per `max_age_s`, by one load at a time.
+
+    Callers that arrive while a load runs wait for that load instead of starting their own,
+    so twenty parallel scrapes cost one set of queries, and a slow or down database costs one
+    timeout per period, not one per scrape. A failed load is kept like a good one (the
+    Snapshot records which source failed) for the same reason.
+    """
+
+    def __init__(self, load: Callable[[], Awaitable[T]], *, max_age_s: float) -> None:
+        self._load = load
+        self._max_age_s = max_age_s
+        self._value: T | None = None
+        self._loaded_at = float("-inf")
+        self._loading: asyncio.Task[T] | None = None
+        self.loads = 0
+
+    async def get(self) -> T:
+        if self._value is not None and time.monotonic() - self._loaded_at < self._max_age_s:
+            return self._value
+        if self._loading is None:
+            self._loading = asyncio.create_task(self._refresh())
+        # shield: a scrape that gives up (client gone) must not cancel the load others await.
+        return await asyncio.shield(self._loading)
+
+    async def _refresh(self) -> T:
+        try:
+            self.loads += 1
+            value = await self._load()
+            self._value, self._loaded_at = value, time.monotonic()
+            return value
+        finally:
+            self._loading = None

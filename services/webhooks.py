@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from services.errors import BadRequest, InvalidSignature, PayloadTooLarge
+from services.errors import BadRequest, InvalidSignature, NotificationOutOfWindow, PayloadTooLarge
+from settings import WEBHOOK_CLOCK_SKEW_S
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -47,6 +48,33 @@ def decompress(body: bytes, content_encoding: str | None, *, limit: int) -> byte
         return out
     except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
         raise BadRequest("The gzip body could not be decompressed.") from exc
+
+
+def check_time_window(
+    body: dict[str, Any], *, now: float, max_age_s: int, skew_s: int = WEBHOOK_CLOCK_SKEW_S
+) -> None:
+    """Refuse a signed notification whose `time` is older than `max_age_s` or in the future.
+
+    No timestamp is signed and dedupe rows do not live forever, so a captured delivery could
+    be replayed once its event row is purged; its `time` (inside the signed body) gives it
+    away. 400, not a retryable status: Nylas must not keep retrying it. `time` is absent on
+    some notification types; those are left to dedupe alone.
+    """
+    sent = body.get("time")
+    if sent is None:
+        return
+    if isinstance(sent, bool) or not isinstance(sent, (int, float)):
+        raise BadRequest("The notification's 'time' must be Unix seconds.")
+    if sent < now - max_age_s:
+        raise NotificationOutOfWindow(
+            f"The notification's time is {int(now - sent)} s ago, older than the {max_age_s} s "
+            "this server accepts (POSTROOM_WEBHOOK_MAX_AGE_S); it is treated as a replay."
+        )
+    if sent > now + skew_s:
+        raise NotificationOutOfWindow(
+            f"The notification's time is {int(sent - now)} s in the future, more than the "
+            f"{skew_s} s of clock difference this server allows."
+        )
 
 
 @dataclass(frozen=True)

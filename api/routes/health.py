@@ -9,6 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
+
+from api.auth import OpsTokenDep
+from services.metrics import Cached
 
 router = APIRouter(prefix="/health", tags=["operations"])
 
@@ -22,17 +26,17 @@ async def _timed(check: Any, limit_s: float) -> dict[str, Any]:
         return {"ok": False, "error": type(exc).__name__}
 
 
-async def check_database(request: Request, limit_s: float = 1.0) -> dict[str, Any]:
+async def check_database(state: State, limit_s: float = 1.0) -> dict[str, Any]:
     async def ping() -> None:
-        async with request.app.state.db.engine.connect() as conn:
+        async with state.db.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     return await _timed(ping, limit_s)
 
 
-async def check_broker(request: Request, limit_s: float = 1.0) -> dict[str, Any]:
+async def check_broker(state: State, limit_s: float = 1.0) -> dict[str, Any]:
     async def ping() -> None:
-        await request.app.state.redis.ping()
+        await state.redis.ping()
 
     return await _timed(ping, limit_s)
 
@@ -44,7 +48,8 @@ async def live() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    db, broker = await asyncio.gather(check_database(request), check_broker(request))
+    state = request.app.state
+    db, broker = await asyncio.gather(check_database(state), check_broker(state))
     ok = db["ok"] and broker["ok"]
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": {"database": db, "broker": broker}},
@@ -52,9 +57,9 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-async def ping_workers(request: Request, wait_s: float = 1.0) -> dict[str, Any]:
+async def ping_workers(state: State, wait_s: float = 1.0) -> dict[str, Any]:
     """Celery workers that answer a broadcast ping within `wait_s` seconds."""
-    celery = request.app.state.celery
+    celery = state.celery
     start = time.perf_counter()
     try:
         # control.ping blocks on the broker: keep it off the event loop.
@@ -71,16 +76,33 @@ async def ping_workers(request: Request, wait_s: float = 1.0) -> dict[str, Any]:
     }
 
 
-@router.get("/detailed")
+def _checks(state: State) -> Cached[tuple[dict[str, Any], ...]]:
+    """The detailed view's checks, one run at a time per process and reused for a few seconds:
+    each run holds a pooled connection and a thread for the 1 s worker ping, which a burst of
+    parallel calls must not multiply."""
+    cache = getattr(state, "detailed_checks", None)
+    if cache is None:
+
+        async def load() -> tuple[dict[str, Any], ...]:
+            return tuple(
+                await asyncio.gather(
+                    check_database(state), check_broker(state), ping_workers(state)
+                )
+            )
+
+        cache = state.detailed_checks = Cached(load, max_age_s=state.settings.metrics_cache_s)
+    return cache  # type: ignore[no-any-return]
+
+
+@router.get("/detailed", dependencies=[OpsTokenDep])
 async def detailed(request: Request) -> JSONResponse:
-    """Database, broker, workers (ping, 1 s), queue depths and dead letters; 503 if any is down."""
+    """Database, broker, workers (ping, 1 s), queue depths and dead letters; 503 if any is down.
+
+    Figures are at most POSTROOM_METRICS_CACHE_S old (shared with /metrics)."""
     from api.routes.metrics import read_snapshot
 
-    db, broker, workers, snap = await asyncio.gather(
-        check_database(request),
-        check_broker(request),
-        ping_workers(request),
-        read_snapshot(request),
+    (db, broker, workers), snap = await asyncio.gather(
+        _checks(request.app.state).get(), read_snapshot(request)
     )
     ok = db["ok"] and broker["ok"] and workers["ok"]
     body = {

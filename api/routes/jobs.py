@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header
 
-from api.auth import Principal, PrincipalDep
+from api.auth import Principal, PrincipalDep, SenderDep
 from api.deps import SettingsDep, UowDep
 from api.schemas.accounts import SyncRequest
 from api.schemas.common import JobAccepted, error_responses
@@ -67,7 +67,7 @@ async def sync_account(
 @router.post("/messages/send", tags=["messages"], **ACCEPTED)
 async def send_message(
     body: MessageSend,
-    principal: PrincipalDep,
+    principal: SenderDep,
     uow: UowDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,

@@ -1,9 +1,10 @@
-"""GET /metrics: Prometheus text for every process on this host plus scrape-time gauges."""
+"""GET /metrics: Prometheus text for every process on this host plus cached gauges."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.auth import OpsTokenDep
 from services import metrics
 from worker.config import PRIORITY_STEPS, Queue
 
@@ -12,19 +13,39 @@ router = APIRouter(tags=["operations"])
 QUEUES = [q.value for q in Queue]
 
 
-async def read_snapshot(request: Request, timeout_s: float = 1.0) -> metrics.Snapshot:
-    return await metrics.snapshot(
-        db=request.app.state.db,
-        redis=request.app.state.redis,
-        queues=QUEUES,
-        priority_steps=PRIORITY_STEPS,
-        timeout_s=timeout_s,
-    )
+def gauges(request: Request, timeout_s: float = 1.0) -> metrics.Cached[metrics.Snapshot]:
+    """This process's one cache of the Redis and PostgreSQL gauges, made on first use."""
+    state = request.app.state
+    cache = getattr(state, "gauges", None)
+    if cache is None:
+        db, redis = state.db, state.redis
+
+        async def load() -> metrics.Snapshot:
+            return await metrics.snapshot(
+                db=db,
+                redis=redis,
+                queues=QUEUES,
+                priority_steps=PRIORITY_STEPS,
+                timeout_s=timeout_s,
+            )
+
+        cache = state.gauges = metrics.Cached(load, max_age_s=state.settings.metrics_cache_s)
+    return cache  # type: ignore[no-any-return]
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def read_snapshot(request: Request) -> metrics.Snapshot:
+    return await gauges(request).get()
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    dependencies=[OpsTokenDep],
+)
 async def prometheus_metrics(request: Request) -> Response:
     """Counters of all API and worker processes sharing PROMETHEUS_MULTIPROC_DIR, plus queue
-    depths, events by status and dead letters read now (each source bounded to 1 s)."""
+    depths, events by status and dead letters at most POSTROOM_METRICS_CACHE_S old (one
+    refresh per process at a time, each source bounded to 1 s)."""
     snap = await read_snapshot(request)
     return Response(metrics.exposition(snap), media_type=metrics.CONTENT_TYPE_LATEST)

@@ -52,7 +52,7 @@ async def read_capped(request: Request, limit: int) -> bytes:
     response_model=WebhookAck,
     summary="Receive a Nylas notification",
     responses={
-        400: {"description": "malformed body"},
+        400: {"description": "malformed body, or a `time` outside the accepted window"},
         401: {"description": "missing or wrong X-Nylas-Signature"},
         413: {"description": "body over the limit"},
         503: {"description": "database unavailable or webhook secret not configured"},
@@ -79,6 +79,7 @@ async def nylas_notification(
             secret=settings.nylas_webhook_secret.get_secret_value(),
             max_bytes=settings.webhook_max_body_bytes,
             stale_after_s=settings.outbox_stale_after_s,
+            max_age_s=settings.webhook_max_age_s,
             request_id=request.state.request_id,
         )
     if ingested.created and ingested.event_id is not None:

@@ -1,0 +1,57 @@
+"""The /v1 budgets as the API applies them: per API key (every request) and per tenant (sends).
+
+Each check is one Redis round trip (services/ratelimit.py); webhooks never reach either.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from fastapi import Request
+
+from services.errors import RateLimited
+from services.ratelimit import Budget, RateLimiter
+from settings import Settings
+
+
+def _limiter(request: Request) -> RateLimiter:
+    # Made on first use around the lifespan's one Redis client (it holds no connection itself).
+    state = request.app.state
+    limiter = getattr(state, "limiter", None)
+    if limiter is None:
+        limiter = state.limiter = RateLimiter(state.redis)
+    return limiter  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _wait_words(wait_s: float) -> str:
+    return f"retry in {max(1, math.ceil(wait_s))} s"  # the same whole seconds as Retry-After
+
+
+async def spend_key_budget(request: Request, key_hash: str) -> None:
+    """One request of the key's budget (keyed by the key's hash: known before any query)."""
+    s = _settings(request)
+    budget = Budget(rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst)
+    wait = await _limiter(request).spend(f"key:{key_hash[:32]}", budget)
+    if wait is not None:
+        raise RateLimited(
+            f"This API key is over its request budget ({s.rate_limit_per_s:g} requests per "
+            f"second, bursts of {s.rate_limit_burst}); {_wait_words(wait)}.",
+            retry_after=wait,
+        )
+
+
+async def spend_send_budget(request: Request, tenant_id: uuid.UUID) -> None:
+    """One send of the tenant's budget, shared by all of the tenant's keys."""
+    s = _settings(request)
+    wait = await _limiter(request).spend(f"send:{tenant_id}", Budget.per_minute(s.sends_per_minute))
+    if wait is not None:
+        raise RateLimited(
+            f"This tenant is over its send budget ({s.sends_per_minute} sends per minute); "
+            f"{_wait_words(wait)}.",
+            retry_after=wait,
+        )
