@@ -91,7 +91,8 @@ class AllowList:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                bare = entry.replace("[", "").replace("]", "")  # "[::1]" or "[fd00::]/8"
+                networks.append(ipaddress.ip_network(bare, strict=False))
             except ValueError:
                 names.add(_normal_name(entry))
         return cls(frozenset(names), tuple(networks))
@@ -256,8 +257,7 @@ async def connect_socket(dest: Destination, timeout: float) -> socket.socket:  #
     loop = asyncio.get_running_loop()
     last: BaseException = TimeoutError()
     for address in dest.addresses:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (address, dest.port)), timeout)
@@ -272,8 +272,18 @@ def connect_socket_sync(dest: Destination, timeout: float) -> socket.socket:
     """`connect_socket` for code in a thread: a blocking socket with `timeout` set."""
     last: BaseException = TimeoutError()
     for address in dest.addresses:
+        # A socket of our own, not create_connection: nothing between the check and the
+        # connect may look the address up again.
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        sock.settimeout(timeout)
         try:
-            return socket.create_connection((address, dest.port), timeout=timeout)
+            sock.connect((address, dest.port))
+            return sock
         except OSError as exc:
+            sock.close()
             last = exc
     raise last
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
