@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,21 @@ SPECIAL_USE = {
     "\\all": "archive",
 }
 _READ_LIMIT = 64 * 1024 * 1024
+
+
+_ATOM = re.compile(r"[A-Z][A-Z0-9.-]{0,39}")
+
+
+def _status_words(rest: bytes) -> str:
+    """` (NO [TRYCREATE])`: the status and response-code names of a refusal, not its text.
+
+    The human-readable text is the server's own words (RFC 3501 7.1); tenants are shown only
+    the machine part, which says what went wrong well enough.
+    """
+    status = rest.split(b" ", 1)[0].decode("ascii", "replace").upper()
+    codes = [c for c in response_codes(rest) if _ATOM.fullmatch(c)]
+    words = status if status in ("NO", "BAD") else "refused"
+    return f" ({words}{''.join(f' [{c}]' for c in codes[:3])})"
 
 
 class ImapCommandError(ProviderPermanentError):
@@ -317,8 +333,7 @@ class ImapClient:
                 if rest[:2].upper() == b"OK":
                     yield resp
                     return
-                text = rest.decode("utf-8", "replace").strip()
-                raise ImapCommandError(f"The IMAP server refused {name}: {text[:300]}")
+                raise ImapCommandError(f"The IMAP server refused {name}{_status_words(rest)}.")
             if resp.startswith(b"* BYE"):
                 bye = True  # the tagged answer may still follow; EOF otherwise
                 continue
