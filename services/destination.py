@@ -233,7 +233,16 @@ async def check_configured_host(host: str, port: int, *, role: str, allowed: str
 
 
 def failure_kind(exc: BaseException) -> str:
-    """What went wrong with a connection, in words: never the peer's text or the address."""
+    """What went wrong with a connection, in words: never the peer's text or the address.
+
+    Libraries wrap the socket's error (aiosmtplib's SMTPConnectError around an SSLError): the
+    innermost cause is the one that says what happened.
+    """
+    for _ in range(4):
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "the TLS certificate was not accepted"
     if isinstance(exc, ssl.SSLError):
