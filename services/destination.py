@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.errors import ProviderTemporaryError, ValidationFailed
+from settings import get_settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,9 +102,10 @@ class AllowList:
         if _normal_name(host) in self.names:
             return True
         candidates = [address]
-        inner = embedded_ipv4(address)
-        if inner is not None:
-            candidates.append(inner)
+        # A mapped address is the IPv4 address itself; NAT64 and 6to4 forms go through a
+        # gateway somewhere else, so only their own IPv6 address can be listed.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
         return any(a in n for a in candidates for n in self.networks if a.version == n.version)
 
 
@@ -184,9 +186,7 @@ def _check_port(port: int, role: str) -> None:
 
 
 def _allow_list(allowed: str | None) -> AllowList:
-    if allowed is None:
-        from settings import get_settings  # the worker's own settings, read once
-
+    if allowed is None:  # the process's own settings (the worker's environment)
         allowed = get_settings().allowed_private_mail_hosts
     return AllowList.parse(allowed)
 

@@ -351,3 +351,10 @@ async def test_tls_failures_are_named_without_detail(smtp_server) -> None:
         await SmtpConnection(config).connect()
     assert refused.value.message == "The SMTP server does not offer STARTTLS."
     assert not refused.value.transient
+
+
+def test_the_allow_list_opens_mapped_forms_but_not_nat64_or_6to4_ones() -> None:
+    allow = AllowList.parse(LOOPBACK)
+    assert allow.allows("h", ipaddress.ip_address("::ffff:127.0.0.1"))
+    assert not allow.allows("h", ipaddress.ip_address("64:ff9b::7f00:1"))
+    assert not allow.allows("h", ipaddress.ip_address("2002:7f00:1::1"))
