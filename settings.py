@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     nylas_webhook_secret: SecretStr | None = None
     credential_keys: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
+    # Hosts and CIDRs that IMAP/SMTP settings may point at although they are not public
+    # addresses (services/destination.py); empty refuses every loopback/private/reserved one.
+    allowed_private_mail_hosts: str = ""
 
     environment: str = "development"
     log_level: str = "INFO"

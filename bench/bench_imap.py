@@ -24,6 +24,8 @@ from cryptography.fernet import Fernet
 from tests.imap_fixtures import PASSWORD, Dovecot
 from tests.peers import migrate
 
+LOOPBACK = "127.0.0.0/8,::1"  # the local Dovecot; see POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS
+
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = {"INBOX": ("easy-ham-1", 2500), "Junk": ("spam-1", 500), "Archive": ("hard-ham-1", 250)}
 NO_CHANGE_RUNS = 5
@@ -67,7 +69,8 @@ async def _warm(dovecot: Dovecot) -> None:
     """Read every body once so neither side pays for Dovecot building its caches."""
     from services.imap import ImapClient, ImapConfig
 
-    async with ImapClient(ImapConfig.from_credentials(dovecot.credentials(USER))) as client:
+    config = ImapConfig.from_credentials(dovecot.credentials(USER), allowed_private_hosts=LOOPBACK)
+    async with ImapClient(config) as client:
         for box in await client.list_mailboxes():
             await client.select(box.name, readonly=True)
             async for _ in client.uid_fetch("1:*", "UID BODY.PEEK[]"):
@@ -91,7 +94,9 @@ async def _postroom(env: dict[str, str], dovecot: Dovecot) -> tuple[float, list[
     from settings import Settings
 
     settings = Settings(
-        database_url=env["POSTROOM_DATABASE_URL"], credential_keys=env["POSTROOM_CREDENTIAL_KEYS"]
+        database_url=env["POSTROOM_DATABASE_URL"],
+        credential_keys=env["POSTROOM_CREDENTIAL_KEYS"],
+        allowed_private_mail_hosts=LOOPBACK,  # Dovecot listens on loopback
     )  # type: ignore[arg-type]
     db = Database.from_settings(settings, pool_size=2)
     try:

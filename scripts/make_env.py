@@ -7,3 +7,6 @@ from cryptography.fernet import Fernet
 print("# Local settings made by `make install`; never commit this file.")
 print(f"POSTROOM_CREDENTIAL_KEYS={Fernet.generate_key().decode()}")
 print(f"POSTROOM_NYLAS_WEBHOOK_SECRET={secrets.token_hex(24)}")
+# Local mail servers (a Dovecot or a relay on this machine) are allowed here only; production
+# leaves this empty so tenants cannot point IMAP/SMTP at internal addresses.
+print("POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS=127.0.0.0/8,::1")

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, AccountStatus, Provider
 from database.repositories import account_admin as repo
 from database.repositories import accounts as accounts_repo
-from services import cursors
+from services import cursors, destination
 from services.crypto import decrypt_json, encrypt_json, rotate
 from services.errors import Conflict, NotFound, ProviderNotFound, ServiceUnavailable
 from services.quotas import ensure_account_room
@@ -22,7 +22,23 @@ _PUBLIC_SERVER_FIELDS = ("host", "port", "security", "username")
 
 def _server_settings(server: dict[str, Any]) -> dict[str, Any]:
     """The non-secret part of IMAP/SMTP settings, kept readable on the account row."""
-    return {k: server[k] for k in _PUBLIC_SERVER_FIELDS}
+    return {k: server[k] for k in _PUBLIC_SERVER_FIELDS if server.get(k) is not None}
+
+
+def _present(server: dict[str, Any]) -> dict[str, Any]:
+    """Settings as stored: an SMTP relay without credentials has no username/password keys."""
+    return {k: v for k, v in server.items() if v is not None}
+
+
+async def _check_hosts(settings: Settings, servers: dict[str, dict[str, Any]]) -> None:
+    """Each server's host must be public or allowed (422 mail_host_not_allowed otherwise)."""
+    for role, server in servers.items():
+        await destination.check_configured_host(
+            str(server["host"]),
+            int(server["port"]),
+            role=role.upper(),
+            allowed=settings.allowed_private_mail_hosts,
+        )
 
 
 class GrantLookup(Protocol):
@@ -42,6 +58,10 @@ async def _check_grant(nylas: GrantLookup | None, *, grant_id: str, email: str) 
         grant = await nylas.find_grant(grant_id)
     except ProviderNotFound:
         raise NotFound("No such Nylas grant.") from None
+    # The grant answered must be the one asked for: an id that a path or a proxy turned into
+    # another grant's (`x/../other`) must not attach that other grant.
+    if str(grant.get("id") or "") != grant_id:
+        raise NotFound("No such Nylas grant.")
     if str(grant.get("email") or "").casefold() != email.casefold():
         raise NotFound("No such Nylas grant.")
 
@@ -64,11 +84,10 @@ async def create_account(
         "sync_interval_s": body.get("sync_interval_s", 300),
     }
     if body["provider"] == Provider.imap:
-        values["settings"] = {
-            "imap": _server_settings(body["imap"]),
-            "smtp": _server_settings(body["smtp"]),
-        }
-        secrets = {"imap": body["imap"], "smtp": body["smtp"]}
+        servers = {"imap": _present(body["imap"]), "smtp": _present(body["smtp"])}
+        await _check_hosts(settings, servers)
+        values["settings"] = {k: _server_settings(v) for k, v in servers.items()}
+        secrets: dict[str, Any] = servers
     else:
         await _check_grant(nylas, grant_id=body["nylas"]["grant_id"], email=body["email"])
         values["grant_id"] = body["nylas"]["grant_id"]
@@ -133,10 +152,11 @@ async def update_account(
     if changes.get("status") is not None:
         values["status"] = AccountStatus(changes["status"])
         values["status_reason"] = None
-    servers = {k: changes[k] for k in ("imap", "smtp") if changes.get(k) is not None}
+    servers = {k: _present(changes[k]) for k in ("imap", "smtp") if changes.get(k) is not None}
     if servers:
         if account.provider != Provider.imap:
             raise Conflict("Only IMAP accounts have IMAP/SMTP settings.")
+        await _check_hosts(settings, servers)
         stored = await repo.get_credential(session, tenant_id, account_id)
         secrets = decrypt_json(settings, stored) if stored else {}
         secrets.update(servers)

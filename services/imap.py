@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
 from services.imap_protocol import (
     decode_mutf7,
@@ -36,6 +38,21 @@ SPECIAL_USE = {
 _READ_LIMIT = 64 * 1024 * 1024
 
 
+_ATOM = re.compile(r"[A-Z][A-Z0-9.-]{0,39}")
+
+
+def _status_words(rest: bytes) -> str:
+    """` (NO [TRYCREATE])`: the status and response-code names of a refusal, not its text.
+
+    The human-readable text is the server's own words (RFC 3501 7.1); tenants are shown only
+    the machine part, which says what went wrong well enough.
+    """
+    status = rest.split(b" ", 1)[0].decode("ascii", "replace").upper()
+    codes = [c for c in response_codes(rest) if _ATOM.fullmatch(c)]
+    words = status if status in ("NO", "BAD") else "refused"
+    return f" ({words}{''.join(f' [{c}]' for c in codes[:3])})"
+
+
 class ImapCommandError(ProviderPermanentError):
     """The IMAP server refused a command."""
 
@@ -51,9 +68,17 @@ class ImapConfig:
     security: str = "tls"  # none | starttls | tls
     timeout: float = 30.0
     verify_tls: bool = True
+    # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
+    allowed_private_hosts: str | None = None
 
     @classmethod
-    def from_credentials(cls, data: dict[str, Any], *, timeout: float = 30.0) -> ImapConfig:
+    def from_credentials(
+        cls,
+        data: dict[str, Any],
+        *,
+        timeout: float = 30.0,
+        allowed_private_hosts: str | None = None,
+    ) -> ImapConfig:
         imap = data.get("imap") or {}
         return cls(
             host=imap["host"],
@@ -63,6 +88,7 @@ class ImapConfig:
             security=imap.get("security", "tls"),
             timeout=timeout,
             verify_tls=bool(imap.get("verify_tls", True)),
+            allowed_private_hosts=allowed_private_hosts,
         )
 
 
@@ -103,24 +129,69 @@ class ImapClient:
     async def connect(self) -> ImapClient:
         cfg = self.config
         context = self._ssl_context() if cfg.security in ("tls", "starttls") else None
+        # Checked here, at every connection, and connected to the address that was checked.
+        dest = await destination.resolve(
+            cfg.host, cfg.port, role="IMAP", allowed=cfg.allowed_private_hosts
+        )
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            self._reader, self._writer = await self._open(dest, context)
+        except (OSError, TimeoutError) as exc:
+            # Only what failed: never the address, the port or the peer's words.
+            raise ProviderTemporaryError(
+                f"Could not connect to the IMAP server: {destination.failure_kind(exc)}."
+            ) from None
+        try:
+            await self._handshake(context, dest.host)
+            await self._login()
+        except ImapCommandError:
+            self._drop()
+            # Before login the peer is not known to be the tenant's server: none of its words.
+            raise ProviderPermanentError(
+                f"The IMAP server refused {self._command} before login."
+            ) from None
+        except (OSError, TimeoutError) as exc:  # STARTTLS: the handshake or the socket
+            self._drop()
+            raise ProviderTemporaryError(
+                f"Could not connect to the IMAP server: {destination.failure_kind(exc)}."
+            ) from None
+        except BaseException:
+            self._drop()
+            raise
+        return self
+
+    def _drop(self) -> None:
+        """Close a connection that never got to LOGIN's end (no LOGOUT to a stranger)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def _open(
+        self, dest: destination.Destination, context: ssl.SSLContext | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        cfg = self.config
+        sock = await destination.connect_socket(dest, cfg.timeout)
+        try:
+            return await asyncio.wait_for(
                 asyncio.open_connection(
-                    cfg.host,
-                    cfg.port,
+                    sock=sock,
                     limit=_READ_LIMIT,
                     ssl=context if cfg.security == "tls" else None,
+                    server_hostname=dest.host if cfg.security == "tls" else None,
                 ),
                 cfg.timeout,
             )
-        except (OSError, TimeoutError) as exc:
-            where = f"{cfg.host}:{cfg.port}"
-            raise ProviderTemporaryError(
-                f"Could not connect to the IMAP server {where} ({type(exc).__name__})."
-            ) from None
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _handshake(self, context: ssl.SSLContext | None, server_name: str) -> None:
+        """Greeting, capabilities and STARTTLS: everything before LOGIN."""
+        cfg = self.config
         greeting = await self._readline()
         if greeting.startswith(b"* BYE"):
             raise ProviderTemporaryError("The IMAP server refused the connection (BYE).")
+        if not greeting[:9].upper().startswith((b"* OK", b"* PREAUTH")):
+            raise ProviderTemporaryError("The IMAP server did not greet as an IMAP server.")
         codes = response_codes(greeting)
         if "CAPABILITY" in codes and cfg.security != "starttls":
             self.capabilities = set(codes["CAPABILITY"].upper().split())
@@ -131,10 +202,8 @@ class ImapClient:
                 raise ProviderPermanentError("The IMAP server does not offer STARTTLS.")
             await self.simple("STARTTLS")
             assert self._writer is not None and context is not None
-            await self._writer.start_tls(context, server_hostname=cfg.host)
+            await self._writer.start_tls(context, server_hostname=server_name)
             await self.refresh_capabilities()
-        await self._login()
-        return self
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -264,8 +333,7 @@ class ImapClient:
                 if rest[:2].upper() == b"OK":
                     yield resp
                     return
-                text = rest.decode("utf-8", "replace").strip()
-                raise ImapCommandError(f"The IMAP server refused {name}: {text[:300]}")
+                raise ImapCommandError(f"The IMAP server refused {name}{_status_words(rest)}.")
             if resp.startswith(b"* BYE"):
                 bye = True  # the tagged answer may still follow; EOF otherwise
                 continue

@@ -39,4 +39,8 @@ async def imap_config(session: AsyncSession, settings: Settings, account: Accoun
     data = decrypt_json(settings, token)
     if not isinstance(data.get("imap"), dict):
         raise ValidationFailed("The account's credentials hold no IMAP settings.")
-    return ImapConfig.from_credentials(data, timeout=IMAP_TIMEOUT_S)
+    return ImapConfig.from_credentials(
+        data,
+        timeout=IMAP_TIMEOUT_S,
+        allowed_private_hosts=settings.allowed_private_mail_hosts,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,10 +21,32 @@ from services.errors import (
     ProviderNotFound,
     ProviderPermanentError,
     ProviderTemporaryError,
+    ValidationFailed,
 )
 
 T = TypeVar("T")
 _TEMPORARY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}
+# What the API accepts as a grant id (API.md); the SDK puts ids into URL paths unencoded.
+GRANT_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def grant_path(grant_id: str) -> str:
+    """A grant id fit for a URL path, or ValidationFailed: `x/../other` must not reach Nylas."""
+    if not isinstance(grant_id, str) or not GRANT_ID.fullmatch(grant_id):
+        raise ValidationFailed("That is not a Nylas grant id.")
+    return grant_id
+
+
+def id_path(value: str) -> str:
+    """A message id for the SDK, which encodes it as one path segment itself (quote, safe="").
+
+    Encoding leaves "." and ".." as they are, and those are dot segments a URL library
+    resolves (`messages/..` would be the grant itself): refused, like an empty id.
+    """
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValidationFailed("That is not a Nylas object id.")
+    return text
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -75,29 +98,31 @@ class NylasGateway:
             raise mapped from None
 
     async def find_grant(self, grant_id: str) -> dict[str, Any]:
-        response = await self.call(lambda: self.client.grants.find(grant_id=grant_id))
+        grant = grant_path(grant_id)
+        response = await self.call(lambda: self.client.grants.find(grant_id=grant))
         return response.data.to_dict()  # type: ignore[no-any-return]
 
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
+        grant, message = grant_path(grant_id), id_path(message_id)
         response = await self.call(
-            lambda: self.client.messages.find(identifier=grant_id, message_id=message_id)
+            lambda: self.client.messages.find(identifier=grant, message_id=message)
         )
         return response.data.to_dict()  # type: ignore[no-any-return]
 
     async def destroy_message(self, grant_id: str, message_id: str) -> None:
         """`messages.destroy`: Nylas moves the message to the provider's trash."""
-        await self.call(
-            lambda: self.client.messages.destroy(identifier=grant_id, message_id=message_id)
-        )
+        grant, message = grant_path(grant_id), id_path(message_id)
+        await self.call(lambda: self.client.messages.destroy(identifier=grant, message_id=message))
 
     async def update_message_folders(
         self, grant_id: str, message_id: str, folders: list[str]
     ) -> dict[str, Any]:
         """`messages.update` with the folder ids the message should be in (a move)."""
+        grant, message = grant_path(grant_id), id_path(message_id)
         response = await self.call(
             lambda: self.client.messages.update(
-                identifier=grant_id,
-                message_id=message_id,
+                identifier=grant,
+                message_id=message,
                 request_body={"folders": folders},
             )
         )
@@ -106,8 +131,9 @@ class NylasGateway:
     async def list_messages(
         self, grant_id: str, *, query: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], str | None]:
+        grant = grant_path(grant_id)
         response = await self.call(
-            lambda: self.client.messages.list(identifier=grant_id, query_params=query)  # type: ignore[arg-type]
+            lambda: self.client.messages.list(identifier=grant, query_params=query)  # type: ignore[arg-type]
         )
         return [m.to_dict() for m in response.data], response.next_cursor
 
@@ -115,9 +141,10 @@ class NylasGateway:
         self, grant_id: str, *, body: dict[str, Any], idempotency_key: str
     ) -> dict[str, Any]:
         """`messages.send`; the Idempotency-Key makes a repeat within 1 h return the first send."""
+        grant = grant_path(grant_id)
         response = await self.call(
             lambda: self.client.messages.send(
-                identifier=grant_id,
+                identifier=grant,
                 request_body=body,  # type: ignore[arg-type]
                 overrides={"headers": {"Idempotency-Key": idempotency_key}},
             )

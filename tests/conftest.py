@@ -48,6 +48,8 @@ os.environ.update(
         # Claims renew every second in tests, so the lease mechanism runs in every worker test.
         "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",
+        # Dovecot and aiosmtpd listen on loopback; tests of the refusal pass their own list.
+        "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
     }
 )
 ENV = dict(os.environ)

@@ -44,7 +44,12 @@ async def create_account(
     uow: UowDep,
     settings: SettingsDep,
 ) -> AccountPublic:
-    """Connect an IMAP+SMTP account or a Nylas grant; secrets are stored encrypted only."""
+    """Connect an IMAP+SMTP account or a Nylas grant; secrets are stored encrypted only.
+
+    A mail host that resolves to a non-public address answers 422 `mail_host_not_allowed`
+    (unless POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS lists it); SMTP without username and password
+    sends without AUTH.
+    """
     account = await accounts.create_account(
         uow.session,
         settings=settings,
@@ -85,7 +90,10 @@ async def update_account(
     uow: UowDep,
     settings: SettingsDep,
 ) -> AccountPublic:
-    """Change the sync interval, enable/disable, or replace IMAP/SMTP settings."""
+    """Change the sync interval, enable/disable, or replace IMAP/SMTP settings.
+
+    New IMAP/SMTP hosts pass the same check as on create (422 `mail_host_not_allowed`).
+    """
     account = await accounts.update_account(
         uow.session,
         settings=settings,

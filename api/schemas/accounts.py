@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from api.schemas.common import EMAIL_PATTERN, Strict
 
@@ -24,8 +24,30 @@ class ServerSettings(Strict):
     password: str = Field(min_length=1, max_length=1000, json_schema_extra={"writeOnly": True})
 
 
+class SmtpSettings(Strict):
+    """SMTP without username and password sends without AUTH (an internal relay)."""
+
+    host: Host
+    port: Port
+    security: Security = "tls"
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(
+        default=None, min_length=1, max_length=1000, json_schema_extra={"writeOnly": True}
+    )
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> SmtpSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError(
+                "smtp.username and smtp.password go together: give both, or neither to send "
+                "without AUTH."
+            )
+        return self
+
+
 class NylasGrant(Strict):
-    grant_id: str = Field(min_length=1, max_length=200)
+    # Grant ids go into Nylas URL paths: nothing that could add a path segment or a query.
+    grant_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]{1,200}$")
 
 
 class ImapAccountCreate(Strict):
@@ -58,7 +80,7 @@ class ImapAccountCreate(Strict):
     provider: Literal["imap"]
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
     imap: ServerSettings
-    smtp: ServerSettings
+    smtp: SmtpSettings
     sync_interval_s: SyncInterval = 300
 
 
@@ -92,7 +114,7 @@ class AccountUpdate(Strict):
     sync_interval_s: SyncInterval | None = None
     status: Literal["active", "disabled"] | None = None
     imap: ServerSettings | None = None
-    smtp: ServerSettings | None = None
+    smtp: SmtpSettings | None = None
 
 
 class AccountPublic(BaseModel):

@@ -103,7 +103,8 @@ async def test_5xx_ends_in_a_dead_letter_with_the_server_answer(
     assert event.attempts == 1, "a 5xx is permanent: no retries"
     [dead] = await _dead_letters(db)
     assert dead.event_id == event_id and dead.exception_type == "SmtpRejected"
-    assert "554 5.7.1 Message rejected: policy violation" in dead.exception_message
+    assert "554 5.7.1" in dead.exception_message
+    assert "policy violation" not in dead.exception_message  # the codes, not the peer's words
     assert peer.received == []
 
 

@@ -1,0 +1,93 @@
+"""SMTP credentials are optional together (API.md "Additions" / Accounts): an account without
+them sends without AUTH through a relay; an account with them never sends unauthenticated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from database.models import OutboundMessage
+from database.repositories import events as events_repo
+from services.errors import BadCredentials
+from services.send import SendRequest, send_message
+from services.smtp import SmtpAuthUnavailable, SmtpConfig
+from tests import smtp_fixtures
+from tests.imap_fixtures import Dovecot
+from tests.smtp_fixtures import USERNAME, create_send_event, create_smtp_account
+
+certificate = smtp_fixtures.certificate
+smtp_server = smtp_fixtures.smtp_server
+
+NO_AUTH_SENTENCE = (
+    "The SMTP server does not offer AUTH, but the account has SMTP credentials; "
+    "refusing to send them unauthenticated."
+)
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    server = Dovecot(users=(USERNAME,)).start()
+    yield server
+    server.stop()
+
+
+async def _send(db: Any, settings: Any, account: Any) -> Any:
+    event_id, _, _ = await create_send_event(db, account=account, kwargs={})
+    async with db.transaction() as s:
+        event = await events_repo.get(s, event_id)
+        return await send_message(
+            s,
+            db=db,
+            settings=settings,
+            account=account,
+            event=event,
+            request=SendRequest(to=["bob@example.org"], subject="Relay", body_text="Via relay."),
+            nylas=None,
+        )
+
+
+async def test_an_account_without_smtp_credentials_sends_through_a_relay_without_auth(
+    db, settings, smtp_server, dovecot
+) -> None:
+    relay = smtp_server(auth=False)
+    smtp = relay.credential()
+    assert "username" not in smtp and "password" not in smtp
+    dovecot.reset(USERNAME)
+    imap = dovecot.credentials(USERNAME)["imap"]
+    account = await create_smtp_account(db, settings, smtp=smtp, imap=imap)
+    outcome = await _send(db, settings, account)
+
+    assert outcome.result["status"] == "success"
+    assert outcome.result["recipients_sent"] == ["bob@example.org"]
+    [got] = relay.received
+    assert got.mail_from == USERNAME and got.rcpt_tos == ["bob@example.org"]
+    assert got.message["Subject"] == "Relay"
+    assert got.message.get_content().strip() == "Via relay."
+    # The Sent copy needs only the IMAP credentials.
+    assert outcome.result["sent_copy"] == "appended"
+
+
+async def test_credentials_and_a_server_without_auth_fail_for_good_and_send_nothing(
+    db, settings, smtp_server
+) -> None:
+    relay = smtp_server(auth=False)
+    smtp = {**relay.credential(), "username": USERNAME, "password": "never-sent-plain"}
+    account = await create_smtp_account(db, settings, smtp=smtp)
+    with pytest.raises(SmtpAuthUnavailable) as info:
+        await _send(db, settings, account)
+    assert info.value.message == NO_AUTH_SENTENCE
+    assert not info.value.transient  # permanent: the retry policy dead-letters it at once
+    assert relay.received == [] and relay.handler.data_calls == 0
+    async with db.sessionmaker() as s:
+        [row] = (await s.execute(sa.select(OutboundMessage))).scalars()
+    assert row.status == "pending"  # nothing was handed over
+
+
+@pytest.mark.parametrize("present", ["username", "password"])
+def test_a_stored_credential_with_one_half_is_refused(present: str) -> None:
+    smtp = {"host": "mx.example", "port": 25, "security": "none", present: "x"}
+    with pytest.raises(BadCredentials):
+        SmtpConfig.from_credential(smtp)
