@@ -76,6 +76,7 @@ async def test_message_shape(client, db) -> None:
         "spam",
         "category",
         "deleted",
+        "too_large",
     }
     assert m["from"] == {"name": "Bo", "email": "bo@example.com"}
     assert m["folder"] == "INBOX" and m["deleted"] is False

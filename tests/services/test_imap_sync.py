@@ -232,7 +232,8 @@ async def test_server_hanging_up_mid_fetch_is_transient_and_the_next_sync_resume
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 300)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
     # The second batch's UID FETCH is cut 20 kB into the answer.
-    proxy = await FaultyProxy(dovecot.port, nth=2, after_bytes=20_000).start()
+    # (UID FETCH #1 asks every message's RFC822.SIZE; #2 and #3 fetch the batches.)
+    proxy = await FaultyProxy(dovecot.port, nth=3, after_bytes=20_000).start()
     creds = dovecot.credentials(mailbox_user)
     creds["imap"]["port"] = proxy.port  # type: ignore[index]
     async with db.transaction() as s:
