@@ -38,10 +38,13 @@ def literal_size(line: bytes) -> int | None:
     """The size of the literal a response line announces at its end (`{n}` CRLF), if any."""
     if not line.endswith(b"}\r\n"):
         return None
-    start = line.rfind(b"{", max(0, len(line) - 40))
+    tail = line[-64:-3]
+    start = tail.rfind(b"{")
     if start == -1:
+        if tail.isdigit() and len(tail) == 61:
+            raise ImapProtocolError("a literal size is out of range")
         return None
-    digits = line[start + 1 : -3].removesuffix(b"+")
+    digits = tail[start + 1 :].removesuffix(b"+")
     return number(digits) if digits.isdigit() else None
 
 
@@ -71,9 +74,9 @@ class UidSet:
         raw = text.decode("ascii", "replace") if isinstance(text, bytes) else text
         ranges: list[tuple[int, int]] = []
         for part in raw.strip().split(","):
-            a, _, b = part.partition(":")
+            a, colon, b = part.partition(":")
             lo = _uid(a)
-            ranges.append((lo, _uid(b) if b else lo))
+            ranges.append((lo, _uid(b) if colon else lo))
         return cls(ranges)
 
     @classmethod

@@ -96,10 +96,12 @@ def build(
         problem = Problem("unreadable", str(attrs["PROBLEM"]))
     elif raw is None:
         problem = Problem("no_body", "the server sent no content for this message")
-    parsed, parse_problem = _parse(raw or b"")
+    parsed, parse_problem = _parse(raw) if raw is not None else (ParsedMessage(), None)
     problem = problem or parse_problem
     size = declared_size(attrs)
     if headers_only:
+        # The header's blank line is no body: the text stays unknown, not empty.
+        parsed.text = parsed.html = parsed.snippet = None
         parsed.size = size or parsed.size
         problem = problem or Problem(
             "too_large",

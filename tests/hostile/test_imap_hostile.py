@@ -1,0 +1,311 @@
+"""A hostile IMAP server: what it claims must cost us what its bytes cost, and one bad
+message must not hold back the rest of its folder.
+
+Parser-level shapes are timed at two sizes in one run (doubling the input may cost at most
+~2.5x); end-to-end shapes run a sync against a scripted server on loopback (fake_imap).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from database.models import Account, Folder, Message, Provider
+from services.errors import ProviderTemporaryError
+from services.imap import ImapClient, ImapProtocolViolation
+from services.imap_protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
+from services.imap_responses import fetch_attrs, search_ranges
+from services.imap_sync import sync_account
+from tests.factories import create_tenant, create_user
+from tests.hostile.fake_imap import HANGUP, FakeImap
+
+RATIO = 2.5
+
+
+def best_of(fn: Callable[[], object], runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def assert_linear(make: Callable[[int], Any], work: Callable[[Any], object], n: int) -> None:
+    """work(make(2n)) costs at most RATIO x work(make(n)), best of three runs each."""
+    small, big = make(n), make(2 * n)
+    t1 = best_of(lambda: work(small))
+    t2 = best_of(lambda: work(big))
+    assert t2 <= RATIO * t1 + 0.002, f"n={n}: {t1:.4f}s, 2n: {t2:.4f}s"
+
+
+def _message(i: int, body: bytes = b"hello") -> bytes:
+    return (
+        b"From: a%d@example.com\r\nTo: b@example.com\r\nSubject: note %d\r\n"
+        b"Message-ID: <m%d@example.com>\r\n\r\n%s %d\r\n" % (i, i, i, body, i)
+    )
+
+
+# -- parser level ------------------------------------------------------------------------
+
+
+def test_vanished_of_every_uid_is_one_range_never_a_list() -> None:
+    start = time.perf_counter()
+    gone = UidSet.parse("1:4294967295")
+    assert time.perf_counter() - start < 0.01
+    assert gone.ranges() == [(1, MAX_UID)] and gone.count == MAX_UID
+    assert 1 in gone and MAX_UID in gone and 0 not in gone and MAX_UID + 1 not in gone
+    assert gone.below(6).ranges() == [(1, 5)]
+    assert UidSet.parse("9:3,4,20:*").ranges() == [(3, 9), (20, MAX_UID)]
+
+
+def test_uid_set_parse_and_membership_cost_grows_linearly() -> None:
+    def make(n: int) -> str:
+        return ",".join(f"{3 * i + 1}:{3 * i + 2}" for i in range(n))
+
+    def work(text: str) -> None:
+        s = UidSet.parse(text)
+        assert all(3 * i + 1 in s for i in range(0, s.count // 2, 97))
+
+    assert_linear(make, work, 100_000)
+
+
+@pytest.mark.parametrize("bad", ["0", "4294967296", "1:99999999999", "x", "1:", "9" * 5000])
+def test_uid_set_out_of_range_or_garbage_is_a_protocol_error(bad: str) -> None:
+    with pytest.raises(ImapProtocolError):
+        UidSet.parse(bad)
+
+
+def test_search_answer_cost_grows_linearly_and_gaps_make_ranges() -> None:
+    def make(n: int) -> bytes:
+        return b"* SEARCH " + b" ".join(b"%d" % (2 * i + 1) for i in range(n)) + b"\r\n"
+
+    assert_linear(make, lambda line: search_ranges(line, []), 200_000)
+    ranges: list[tuple[int, int]] = []
+    search_ranges(b"* SEARCH 1 2 3 7 8\r\n", ranges)
+    search_ranges(b'* ESEARCH (TAG "P3") UID ALL 10:4294967295\r\n', ranges)
+    assert ranges == [(1, 3), (7, 8), (10, MAX_UID)]
+
+
+def test_fetch_answer_parse_cost_grows_linearly() -> None:
+    def make(n: int) -> bytes:
+        flags = b" ".join(b"$kw%d" % i for i in range(n))
+        body = b"x" * (20 * n)
+        return b"* 1 FETCH (UID 5 FLAGS (%s) BODY[] {%d}\r\n%s)\r\n" % (flags, len(body), body)
+
+    assert_linear(make, fetch_attrs, 50_000)
+    attrs = fetch_attrs(make(3))
+    assert attrs is not None and attrs["UID"] == 5 and attrs["BODY[]"] == b"x" * 60
+
+
+def test_nesting_without_end_is_a_protocol_error_at_linear_cost() -> None:
+    def make(n: int) -> bytes:
+        return b"* 1 FETCH " + b"(" * n + b"\r\n"
+
+    assert_linear(make, _deep, 200_000)
+
+
+def _deep(data: bytes) -> None:
+    with pytest.raises(ImapProtocolError):
+        parse_items(data, 9)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'* 1 FETCH (UID 3 BODY[] "never closed\r\n',
+        b"* 1 FETCH (UID 3 BODY[] {999}\r\nshort)\r\n",
+        b"* 1 FETCH (UID 3 BODY[HEADER.FIELDS (A\r\n",
+        b"* 1 FETCH (UID 99999999999 FLAGS ())\r\n",
+    ],
+)
+def test_broken_fetch_answer_is_a_problem_for_its_uid_not_a_crash(line: bytes) -> None:
+    attrs = fetch_attrs(line)
+    if b"99999999999" in line:
+        assert attrs is None  # no UID we could key a row by
+    else:
+        assert attrs is not None and attrs["UID"] == 3 and "PROBLEM" in attrs
+
+
+def test_literal_declarations_are_read_as_bounded_numbers() -> None:
+    assert literal_size(b"* 1 FETCH (BODY[] {99999999999}\r\n") == 99_999_999_999
+    assert literal_size(b"* 1 FETCH (BODY[] {12}\r\n") == 12
+    assert literal_size(b"* OK no literal here\r\n") is None
+    with pytest.raises(ImapProtocolError):  # never int() of 5,000 digits
+        literal_size(b"* 1 FETCH (BODY[] {" + b"9" * 5000 + b"}\r\n")
+
+    def make(n: int) -> list[bytes]:
+        return [b"* %d FETCH (BODY[] {%d}\r\n" % (i, 10**11 + i) for i in range(n)]
+
+    assert_linear(make, lambda lines: [literal_size(x) for x in lines], 100_000)
+
+
+# -- the client's reader, against a scripted server --------------------------------------
+
+
+async def _reader_cost(fake: FakeImap, answer: bytes) -> float:
+    """Seconds until the client refuses `answer` to a UID FETCH (it must refuse it)."""
+    fake.hook = lambda uid, items: answer
+    start = time.perf_counter()
+    client = await ImapClient(fake.config(timeout=5)).connect()
+    await client.select("INBOX")
+    with pytest.raises(ImapProtocolViolation):
+        async for _ in client.uid_fetch("1", "UID BODY.PEEK[]"):
+            pass
+    await client.close()
+    return time.perf_counter() - start
+
+
+async def test_huge_literal_declaration_ends_the_connection_at_once() -> None:
+    fake = await FakeImap({1: _message(1)}).start()
+    try:
+        costs = []
+        for size in (99_999_999_999, 199_999_999_998):
+            answer = b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % size
+            costs.append(min([await _reader_cost(fake, answer) for _ in range(3)]))
+    finally:
+        await fake.stop()
+    # Nothing of the literal is read or allocated: the declaration alone is refused.
+    assert costs[0] < 0.5 and costs[1] < 0.5 and costs[1] <= RATIO * costs[0] + 0.01
+
+
+async def test_over_long_line_is_refused_at_the_cap_not_read_to_the_end() -> None:
+    fake = await FakeImap({1: _message(1)}).start()
+    try:
+        costs = []
+        for mib in (4, 8):  # the cap is 1 MiB: both are cut there
+            answer = b"* 1 FETCH (UID 1 FLAGS (" + b"x" * (mib << 20) + b"))\r\n"
+            costs.append(min([await _reader_cost(fake, answer) for _ in range(2)]))
+    finally:
+        await fake.stop()
+    assert costs[1] <= RATIO * costs[0] + 0.01, costs
+
+
+# -- a whole sync against the scripted server --------------------------------------------
+
+
+async def _account(db: Any) -> Account:
+    tenant = await create_tenant(db)
+    owner = await create_user(db, tenant)
+    async with db.transaction() as s:
+        account = Account(
+            tenant_id=tenant.id,
+            user_id=owner.id,
+            provider=Provider.imap,
+            email=f"h-{uuid.uuid4().hex[:6]}@example.com",
+        )
+        s.add(account)
+    return account
+
+
+async def _sync(db: Any, fake: FakeImap, account: Account, **config: Any) -> Any:
+    async with ImapClient(fake.config(timeout=5, **config)) as client:
+        return await sync_account(db, account=account, client=client)
+
+
+async def _rows(db: Any, account: Account) -> dict[int, Message]:
+    async with db.transaction() as s:
+        rows = (
+            await s.execute(sa.select(Message).where(Message.account_id == account.id))
+        ).scalars()
+        return {int(r.imap_uid or 0): r for r in rows}
+
+
+async def _inbox(db: Any, account: Account) -> Folder:
+    async with db.transaction() as s:
+        stmt = sa.select(Folder).where(Folder.account_id == account.id, Folder.name == "INBOX")
+        return (await s.execute(stmt)).scalar_one()
+
+
+async def test_vanished_for_every_possible_uid_deletes_only_the_rows_we_hold(db: Any) -> None:
+    fake = await FakeImap({u: _message(u) for u in range(1, 6)}).start()
+    account = await _account(db)
+    try:
+        await _sync(db, fake, account)
+        fake.modseq = 11  # something changed; the server says: all of 1:4294967295 vanished
+        fake.vanished = b"1:4294967295"
+        start = time.perf_counter()
+        result = await _sync(db, fake, account)
+        elapsed = time.perf_counter() - start
+    finally:
+        await fake.stop()
+    assert result.deleted == 5 and elapsed < 2.0
+    assert all(r.deleted_at is not None for r in (await _rows(db, account)).values())
+
+
+async def test_declared_100_mb_message_is_stored_as_header_only_without_its_body(
+    db: Any,
+) -> None:
+    messages = {u: _message(u) for u in range(1, 5)}
+    fake = await FakeImap(messages).start()
+    fake.declared[2] = 100 * 1024 * 1024
+    account = await _account(db)
+    try:
+        result = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    assert result.new == 4
+    rows = await _rows(db, account)
+    assert rows[2].too_large and rows[2].subject == "note 2" and rows[2].size == 100 << 20
+    assert rows[2].text is None and "header" in (rows[2].problem or "")
+    assert not any(rows[u].too_large or rows[u].problem for u in (1, 3, 4))
+    assert all(b"BODY.PEEK[]" not in c or b" 2 " not in c for c in fake.commands)
+    assert any(c.startswith(b"P") and b"UID FETCH 2 " in c for c in fake.fetched_with(b"[HEADER]"))
+
+
+async def test_garbage_answer_for_one_uid_is_one_problem_and_the_folder_moves_on(
+    db: Any,
+) -> None:
+    fake = await FakeImap({u: _message(u) for u in range(1, 8)}).start()
+    fake.hook = lambda uid, items: (
+        b'* 3 FETCH (UID 3 FLAGS () BODY[] "not closed\r\n' if uid == 3 and b"[]" in items else None
+    )
+    account = await _account(db)
+    try:
+        first = await _sync(db, fake, account)
+        second = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    rows = await _rows(db, account)
+    assert first.new == 7 and second.new == 0 and second.updated == 0
+    assert rows[3].problem and "unreadable" in rows[3].problem and rows[3].text is None
+    assert all(rows[u].text and rows[u].problem is None for u in (1, 2, 4, 5, 6, 7))
+    assert (await _inbox(db, account)).uidnext == 8
+
+
+async def test_literal_over_the_cap_for_one_uid_isolates_it_on_a_new_connection(
+    db: Any,
+) -> None:
+    fake = await FakeImap({u: _message(u) for u in range(1, 6)}).start()
+    fake.hook = lambda uid, items: (
+        b"* 4 FETCH (UID 4 BODY[] {99999999999}\r\n" if uid == 4 and b"[]" in items else None
+    )
+    account = await _account(db)
+    try:
+        result = await _sync(db, fake, account, max_message_bytes=100_000)
+    finally:
+        await fake.stop()
+    rows = await _rows(db, account)
+    assert result.new == 5
+    assert rows[4].problem and "protocol" in rows[4].problem
+    assert all(rows[u].text and rows[u].problem is None for u in (1, 2, 3, 5))
+    assert (await _inbox(db, account)).uidnext == 6
+    logins = [c for c in fake.commands if b"LOGIN" in c.upper()]
+    assert len(logins) == 3  # the first, one after the batch broke, one after UID 4 alone
+
+
+async def test_hang_up_mid_fetch_is_transient_and_keeps_nothing_half_written(db: Any) -> None:
+    fake = await FakeImap({u: _message(u) for u in range(1, 4)}).start()
+    fake.hook = lambda uid, items: HANGUP if uid == 2 and b"[]" in items else None
+    account = await _account(db)
+    try:
+        with pytest.raises(ProviderTemporaryError, match="closed the connection during UID FETCH"):
+            await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    assert await _rows(db, account) == {}
