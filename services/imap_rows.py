@@ -22,6 +22,7 @@ from services.mime import ParsedMessage, parse
 
 # Attachments kept per message: a mail of 10,000 parts is stored, its first 1,000 parts with it.
 MAX_ATTACHMENTS = 1000
+_MAX_INT32 = 2**31 - 1
 
 log = structlog.get_logger(__name__)
 
@@ -102,10 +103,10 @@ def build(
     if headers_only:
         # The header's blank line is no body: the text stays unknown, not empty.
         parsed.text = parsed.html = parsed.snippet = None
-        parsed.size = size or parsed.size
         problem = problem or Problem(
             "too_large",
-            f"the message is {size} bytes, over the {cap}-byte cap: only its header is stored",
+            f"the message is {size if size is not None else 'declared'} bytes, over the "
+            f"{cap}-byte cap: only its header is stored",
         )
     if len(parsed.attachments) > MAX_ATTACHMENTS:
         problem = problem or Problem(
@@ -128,6 +129,11 @@ def build(
         labels=[folder.name],
         sort_at=parsed.date or _internaldate(attrs.get("INTERNALDATE")) or datetime.now(UTC),
         too_large=headers_only,
+        # The declared size, not the header's: `message.size` is 32-bit, so a claimed 10 GB
+        # is recorded as unknown.
+        size=(size if size is not None and size <= _MAX_INT32 else None)
+        if headers_only
+        else values["size"],
         problem=problem.text if problem else None,
         **flag_values(attrs.get("FLAGS")),
     )
@@ -166,7 +172,6 @@ def unstorable(values: dict[str, Any], exc: BaseException) -> tuple[dict[str, An
         "flags",
         "unread",
         "starred",
-        "size",
         "too_large",
     )
     row = {k: values[k] for k in keep if k in values}

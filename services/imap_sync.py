@@ -235,8 +235,9 @@ class _Syncer:
         }
         try:
             async with self.db.transaction() as s:
-                await self._write(s, built)
+                counts = await self._write(s, built)
                 await repo.save_folder_state(s, **state)
+            self._count(*counts)
         except DBAPIError as exc:
             if database_gone(exc) or len(built) == 0:
                 raise
@@ -253,18 +254,26 @@ class _Syncer:
     ) -> None:
         try:
             async with self.db.transaction() as s:
-                await self._write(s, [(values, atts)])
+                counts = await self._write(s, [(values, atts)])
+            self._count(*counts)
         except DBAPIError as exc:
             if database_gone(exc):
                 raise
             row, problem = unstorable(values, exc)
             record(problem, account=self.account, folder=folder, uid=values["imap_uid"])
             async with self.db.transaction() as s:
-                await self._write(s, [(row, [])])
+                counts = await self._write(s, [(row, [])])
+            self._count(*counts)
+
+    def _count(self, new: int, updated: int) -> None:
+        """Counted once committed: a batch stored again one by one is not counted twice."""
+        self.result.new += new
+        self.result.updated += updated
 
     async def _write(
         self, s: AsyncSession, built: list[tuple[dict[str, Any], list[dict[str, Any]]]]
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Upsert the rows and replace their attachments: (new, refreshed)."""
         saved = await repo.upsert_messages(s, [v for v, _ in built])
         new_atts: list[dict[str, Any]] = []
         refreshed: list[uuid.UUID] = []
@@ -279,8 +288,7 @@ class _Syncer:
         await repo.replace_attachments(
             s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
         )
-        self.result.new += len(saved) - len(refreshed)
-        self.result.updated += len(refreshed)
+        return len(saved) - len(refreshed), len(refreshed)
 
 
 async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full: bool) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from database.models import Folder
 from database.repositories import imap_state as repo
 from services.imap import SelectInfo
-from services.imap_protocol import UidSet, uid_set
+from services.imap_protocol import UidSet, number, uid_set
 
 if TYPE_CHECKING:
     from services.imap_sync import _Syncer
@@ -26,9 +26,10 @@ def flag_values(flags: Any) -> dict[str, Any]:
 
 
 def modseq_of(attrs: dict[str, Any]) -> int | None:
+    """MODSEQ (n) of a FETCH answer; None when absent or not a 63-bit number (RFC 7162)."""
     value = attrs.get("MODSEQ")
     try:
-        return int(value[0]) if isinstance(value, list) and value else None
+        return number(value[0]) if isinstance(value, list) and value else None
     except ValueError:
         return None
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from database.models import Account, Folder, Message, Provider
+from database.models import Account, Attachment, Folder, Message, Provider
 from services.errors import ProviderTemporaryError
 from services.imap import ImapClient, ImapProtocolViolation
 from services.imap_protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
@@ -322,3 +322,69 @@ async def test_hang_up_mid_fetch_is_transient_and_keeps_nothing_half_written(db:
     finally:
         await fake.stop()
     assert await _rows(db, account) == {}
+
+
+async def test_nul_bytes_in_headers_and_part_fields_are_stripped_not_fatal(db: Any) -> None:
+    nul = (
+        b"Subject: nul\x00here\r\nX-Odd: a\x00b\r\nMessage-ID: <nul@x>\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Type: application/x\x00y; name="f\x00.bin"\r\nContent-ID: <c\x00d>\r\n\r\n'
+        b"data\r\n--b--\r\n"
+    )
+    fake = await FakeImap({1: _message(1), 2: nul, 3: _message(3)}).start()
+    account = await _account(db)
+    try:
+        result = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    rows = await _rows(db, account)
+    assert result.new == 3 and all(r.problem is None for r in rows.values())
+    assert rows[2].subject == "nulhere" and ["X-Odd", "ab"] in rows[2].headers
+    async with db.transaction() as s:
+        [(ctype, cid)] = (
+            await s.execute(
+                sa.select(Attachment.content_type, Attachment.content_id).where(
+                    Attachment.message_id == rows[2].id
+                )
+            )
+        ).all()
+    assert (ctype, cid) == ("application/xy", "cd")
+
+
+async def test_a_row_postgresql_refuses_is_kept_as_its_problem_and_the_batch_commits(
+    db: Any,
+) -> None:
+    marker = f"refuse {uuid.uuid4().hex}"
+    messages = {u: _message(u) for u in range(1, 6)}
+    messages[3] = b"Subject: " + marker.encode() + b"\r\n\r\nbody\r\n"
+    fake = await FakeImap(messages).start()
+    account = await _account(db)
+    # A real refusal by PostgreSQL for that one row (a trigger), whatever made it bad.
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    async with db.transaction() as s:
+        await s.execute(
+            sa.text(
+                f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.subject = '{marker}' THEN RAISE EXCEPTION 'no' USING ERRCODE = '22000'; "
+                f"END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+        )
+        await s.execute(
+            sa.text(
+                f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON message "
+                f"FOR EACH ROW EXECUTE FUNCTION {name}()"
+            )
+        )
+    try:
+        first = await _sync(db, fake, account)
+        second = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+        async with db.transaction() as s:
+            await s.execute(sa.text(f"DROP TRIGGER {name} ON message"))
+            await s.execute(sa.text(f"DROP FUNCTION {name}()"))
+    rows = await _rows(db, account)
+    assert first.new == 5 and second.new == 0
+    assert rows[3].problem and "could not be stored" in rows[3].problem and rows[3].subject is None
+    assert all(rows[u].text and rows[u].problem is None for u in (1, 2, 4, 5))
+    assert (await _inbox(db, account)).uidnext == 6
