@@ -31,7 +31,7 @@ from services.imap_responses import (
 __all__ = ["SPECIAL_USE", "ImapClient", "ImapConfig", "MailboxInfo", "SelectInfo"]
 
 # The stream buffer; a longer line is read in pieces of this size up to its cap below.
-_READ_LIMIT = 64 * 1024
+_READ_LIMIT = 1024 * 1024
 # What one answer may cost us, whatever the server says (docs/architecture.md "Caps").
 MAX_LINE_BYTES = 1024 * 1024  # one line outside literals
 # A plain SEARCH answer is one line (servers without ESEARCH): ~4 million UIDs.
@@ -293,14 +293,27 @@ class ImapClient:
         return tag
 
     async def _stream(
-        self, line: bytes, *, name: str, line_cap: int = MAX_LINE_BYTES
+        self,
+        line: bytes,
+        *,
+        name: str,
+        line_cap: int = MAX_LINE_BYTES,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[bytes]:
-        """Send a command; yield its untagged responses; raise on NO/BAD. Last yield: status."""
+        """Send a command; yield its untagged responses; raise on NO/BAD. Last yield: status.
+
+        `max_bytes` bounds the whole answer: a server that declared small sizes and then
+        sends large messages cannot fill memory with one batch.
+        """
         self._command = name
         tag = await self._send(line)
         bye = False
+        total = 0
         while True:
             resp = await self._read_response(line_cap)
+            total += len(resp)
+            if max_bytes is not None and total > max_bytes:
+                raise self._violation(f"sent more than the {max_bytes} bytes expected")
             if resp.startswith(tag + b" "):
                 rest = resp[len(tag) + 1 :]
                 if rest[:2].upper() == b"OK":
@@ -379,6 +392,7 @@ class ImapClient:
         *,
         changed_since: int | None = None,
         vanished: bool = False,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream `{"UID": .., "FLAGS": .., ...}` per message; `{"VANISHED": UidSet}` too.
 
@@ -389,7 +403,7 @@ class ImapClient:
         if changed_since is not None:
             modifiers = f" (CHANGEDSINCE {changed_since}{' VANISHED' if vanished else ''})"
         line = f"UID FETCH {uid_set} ({items}){modifiers}".encode()
-        async for resp in self._stream(line, name="UID FETCH"):
+        async for resp in self._stream(line, name="UID FETCH", max_bytes=max_bytes):
             if resp.startswith(b"* ") and b" FETCH (" in resp[:40].upper():
                 attrs = fetch_attrs(resp)
                 if attrs is not None:

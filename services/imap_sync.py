@@ -41,6 +41,7 @@ HEADER_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
 # New connections a folder sync may open after answers that broke the protocol.
 MAX_REDIALS = 10
 _BROKEN = "the server broke the protocol answering for this message"
+_FRAMING = 4096  # FLAGS, INTERNALDATE and the like around each body
 
 
 @dataclass
@@ -142,9 +143,12 @@ class _Syncer:
     async def _download(self, batch: Batch, modseq: bool) -> list[dict[str, Any]]:
         items = HEADER_ITEMS if batch.headers_only else FETCH_ITEMS
         items += " MODSEQ" if modseq else ""
+        # What the planned batch may weigh (sizes as declared, plus framing); more is a lie.
+        each = SMALL_BYTES if len(batch.uids) > 1 else self.client.max_literal
+        budget = len(batch.uids) * (each + _FRAMING)
         return [
             a
-            async for a in self.client.uid_fetch(uid_set(batch.uids), items)
+            async for a in self.client.uid_fetch(uid_set(batch.uids), items, max_bytes=budget)
             if "VANISHED" not in a
         ]
 

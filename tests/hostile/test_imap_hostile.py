@@ -388,3 +388,37 @@ async def test_a_row_postgresql_refuses_is_kept_as_its_problem_and_the_batch_com
     assert rows[3].problem and "could not be stored" in rows[3].problem and rows[3].subject is None
     assert all(rows[u].text and rows[u].problem is None for u in (1, 2, 4, 5))
     assert (await _inbox(db, account)).uidnext == 6
+
+
+async def test_sizes_declared_small_then_sent_large_are_caught_by_the_batch_budget(
+    db: Any,
+) -> None:
+    messages = {u: _message(u) for u in range(1, 6)}
+    messages[2] = _message(2, body=b"z" * 1_500_000)  # under the cap, declared 1 KiB
+    fake = await FakeImap(messages).start()
+    fake.declared[2] = 1024
+    account = await _account(db)
+    try:
+        result = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    rows = await _rows(db, account)
+    # The batch of five broke its budget; fetched again one by one, each fits its own.
+    assert result.new == 5 and all(r.problem is None for r in rows.values())
+    assert rows[2].text is not None and len(rows[2].text) > 1_500_000
+    assert len([c for c in fake.commands if b"LOGIN" in c.upper()]) == 2
+
+
+async def test_garbage_lines_between_answers_are_ignored(db: Any) -> None:
+    fake = await FakeImap({u: _message(u) for u in range(1, 5)}).start()
+    garbage = b"\x00\xff not imap at all\r\n* 99 NONSENSE {3}\r\nabc\r\n+ go on\r\n* \r\n"
+    fake.hook = lambda uid, items: (
+        garbage + fake._normal(uid, uid, items) if uid == 2 and b"[]" in items else None
+    )
+    account = await _account(db)
+    try:
+        result = await _sync(db, fake, account)
+    finally:
+        await fake.stop()
+    rows = await _rows(db, account)
+    assert result.new == 4 and all(r.text and r.problem is None for r in rows.values())
