@@ -38,6 +38,8 @@ MAX_LINE_BYTES = 1024 * 1024  # one line outside literals
 MAX_SEARCH_LINE_BYTES = 32 * 1024 * 1024
 MAX_SEARCH_RANGES = 1_000_000
 MAX_LITERALS = 64  # per response; ours carry one or two
+# An answer held in memory whole (LIST of every folder, SELECT); streamed ones are not.
+MAX_HELD_BYTES = 64 * 1024 * 1024
 LITERAL_SLACK = 64 * 1024  # over POSTROOM_MAX_MESSAGE_BYTES: headers of a fetched part
 DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
@@ -329,9 +331,10 @@ class ImapClient:
             yield resp
 
     async def _run(self, line: bytes, *, name: str) -> tuple[list[bytes], bytes]:
+        """A command whose answer is held whole (LIST, SELECT...): MAX_HELD_BYTES at most."""
         untagged: list[bytes] = []
         status = b""
-        async for resp in self._stream(line, name=name):
+        async for resp in self._stream(line, name=name, max_bytes=MAX_HELD_BYTES):
             untagged.append(resp)
         if untagged:
             status = untagged.pop()
@@ -412,7 +415,8 @@ class ImapClient:
                 text = resp[11:].strip().decode("ascii", "replace")
                 text = text.removeprefix("(EARLIER)").strip()
                 with self._grammar():
-                    yield {"VANISHED": UidSet.parse(text)}
+                    gone = UidSet.parse(text)
+                yield {"VANISHED": gone}
 
     async def uid_store(self, uid_set: str, change: str) -> None:
         await self.simple(f"UID STORE {uid_set} {change}")

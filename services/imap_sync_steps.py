@@ -104,8 +104,8 @@ async def changes_since(
         if "VANISHED" in attrs:
             vanished = vanished.union(attrs["VANISHED"])
             continue
-        if attrs["UID"] >= known_next:
-            continue
+        if attrs["UID"] >= known_next or "PROBLEM" in attrs:
+            continue  # an unreadable answer says nothing about the flags: keep ours
         changes.append(
             {"uid": attrs["UID"], "modseq": modseq_of(attrs), **flag_values(attrs.get("FLAGS"))}
         )
