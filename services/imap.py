@@ -32,7 +32,8 @@ __all__ = ["SPECIAL_USE", "ImapClient", "ImapConfig", "MailboxInfo", "SelectInfo
 
 # The stream buffer; a longer line is read in pieces of this size up to its cap below.
 _READ_LIMIT = 1024 * 1024
-# What one answer may cost us, whatever the server says (docs/architecture.md "Caps").
+# What one answer may cost us, whatever the server says (docs/architecture.md, "A hostile
+# IMAP server").
 MAX_LINE_BYTES = 1024 * 1024  # one line outside literals
 # A plain SEARCH answer is one line (servers without ESEARCH): ~4 million UIDs.
 MAX_SEARCH_LINE_BYTES = 32 * 1024 * 1024
