@@ -21,7 +21,7 @@ from services.errors import ProviderTemporaryError
 from services.imap import ImapClient, ImapProtocolViolation
 from services.imap_protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
 from services.imap_responses import fetch_attrs, search_ranges
-from services.imap_sync import sync_account
+from services.imap_sync import plan, sync_account
 from tests.factories import create_tenant, create_user
 from tests.hostile.fake_imap import HANGUP, FakeImap
 
@@ -158,6 +158,26 @@ def test_literal_declarations_are_read_as_bounded_numbers() -> None:
     assert_linear(make, lambda lines: [literal_size(x) for x in lines], 40_000)
 
 
+def test_declared_100_mb_sizes_plan_header_fetches_at_linear_cost() -> None:
+    cap = 50 * 1024 * 1024
+
+    def make(n: int) -> tuple[list[int], list[int]]:
+        sizes = [100 << 20 if i % 2 else 2000 for i in range(n)]
+        return list(range(1, n + 1)), sizes
+
+    assert_linear(make, lambda us: plan(us[0], us[1], cap), 50_000)
+    batches = plan(*make(6), cap)
+    assert [(b.uids, b.headers_only) for b in batches] == [
+        ([1], False),
+        ([2], True),
+        ([3], False),
+        ([4], True),
+        ([5], False),
+        ([6], True),
+    ]
+    assert [b.uids for b in plan([1, 2, 3, 4], [10, 10, 1 << 20, 10], cap)] == [[1, 2], [3], [4]]
+
+
 # -- the client's reader, against a scripted server --------------------------------------
 
 
@@ -257,6 +277,7 @@ async def test_declared_100_mb_message_is_stored_as_header_only_without_its_body
     messages = {u: _message(u) for u in range(1, 5)}
     fake = await FakeImap(messages).start()
     fake.declared[2] = 100 * 1024 * 1024
+    fake.declared[3] = 10 * 1024**3  # 10 GB: past what message.size (32-bit) can hold
     account = await _account(db)
     try:
         result = await _sync(db, fake, account)
@@ -264,10 +285,11 @@ async def test_declared_100_mb_message_is_stored_as_header_only_without_its_body
         await fake.stop()
     assert result.new == 4
     rows = await _rows(db, account)
+    assert not any(b"BODY.PEEK[]" in c and (b" 2 " in c or b" 3 " in c) for c in fake.commands)
     assert rows[2].too_large and rows[2].subject == "note 2" and rows[2].size == 100 << 20
     assert rows[2].text is None and "header" in (rows[2].problem or "")
-    assert not any(rows[u].too_large or rows[u].problem for u in (1, 3, 4))
-    assert all(b"BODY.PEEK[]" not in c or b" 2 " not in c for c in fake.commands)
+    assert rows[3].too_large and rows[3].size is None and "10737418240" in (rows[3].problem or "")
+    assert not any(rows[u].too_large or rows[u].problem for u in (1, 4))
     assert any(c.startswith(b"P") and b"UID FETCH 2 " in c for c in fake.fetched_with(b"[HEADER]"))
 
 
