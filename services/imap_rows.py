@@ -22,6 +22,10 @@ from services.mime import ParsedMessage, parse
 
 # Attachments kept per message: a mail of 10,000 parts is stored, its first 1,000 parts with it.
 MAX_ATTACHMENTS = 1000
+# Lines that may open a MIME part (`--boundary`) before the parser is even tried: the stdlib
+# parser holds an object per part, so 1.7 million 30-byte parts (50 MB) would take gigabytes
+# and minutes; past this only the header is read. 50,000 parts parse in about 10 s.
+MAX_MIME_PARTS = 50_000
 _MAX_INT32 = 2**31 - 1
 
 log = structlog.get_logger(__name__)
@@ -97,12 +101,22 @@ def build(
         problem = Problem("unreadable", str(attrs["PROBLEM"]))
     elif raw is None:
         problem = Problem("no_body", "the server sent no content for this message")
+    full_size = len(raw) if raw is not None else None
+    exploded = raw is not None and not headers_only and raw.count(b"\n--") > MAX_MIME_PARTS
+    if exploded and raw is not None:
+        raw = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0] + b"\r\n\r\n"
+        problem = problem or Problem(
+            "too_many_parts",
+            f"the message has more than {MAX_MIME_PARTS} MIME parts: only its header is stored",
+        )
     parsed, parse_problem = _parse(raw) if raw is not None else (ParsedMessage(), None)
     problem = problem or parse_problem
-    size = declared_size(attrs)
-    if headers_only:
-        # The header's blank line is no body: the text stays unknown, not empty.
+    size = declared_size(attrs) if headers_only else full_size
+    if headers_only or exploded:
+        # The header's blank line is no body: the text stays unknown, not empty, and no
+        # attachment comes from it.
         parsed.text = parsed.html = parsed.snippet = None
+        parsed.attachments.clear()
         problem = problem or Problem(
             "too_large",
             f"the message is {size if size is not None else 'declared'} bytes, over the "
@@ -131,9 +145,7 @@ def build(
         too_large=headers_only,
         # The declared size, not the header's: `message.size` is 32-bit, so a claimed 10 GB
         # is recorded as unknown.
-        size=(size if size is not None and size <= _MAX_INT32 else None)
-        if headers_only
-        else values["size"],
+        size=size if size is not None and size <= _MAX_INT32 else None,
         problem=problem.text if problem else None,
         **flag_values(attrs.get("FLAGS")),
     )

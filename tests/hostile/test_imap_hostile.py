@@ -178,6 +178,27 @@ def test_declared_100_mb_sizes_plan_header_fetches_at_linear_cost() -> None:
     assert [b.uids for b in plan([1, 2, 3, 4], [10, 10, 1 << 20, 10], cap)] == [[1, 2], [3], [4]]
 
 
+def test_a_part_explosion_past_the_parser_cap_is_read_as_header_only_at_linear_cost() -> None:
+    from services.imap_rows import MAX_MIME_PARTS, build
+
+    account = Account(id=uuid.uuid4(), tenant_id=uuid.uuid4(), provider=Provider.imap, email="x")
+    folder = Folder(id=uuid.uuid4(), tenant_id=account.tenant_id, name="INBOX")
+
+    def make(n: int) -> dict[str, Any]:
+        parts = b"--b\r\nContent-Type: a/b\r\n\r\nx\r\n" * n
+        head = b"Subject: boom\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        return {"UID": 9, "BODY[]": head + parts + b"--b--\r\n"}
+
+    def work(attrs: dict[str, Any]) -> None:
+        values, atts, problem = build(
+            account=account, folder=folder, uidvalidity=1, attrs=attrs, headers_only=False, cap=1
+        )
+        assert values["subject"] == "boom" and atts == [] and problem is not None
+        assert problem.reason == "too_many_parts" and not values["too_large"]
+
+    assert_linear(make, work, 2 * MAX_MIME_PARTS)
+
+
 # -- the client's reader, against a scripted server --------------------------------------
 
 
