@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     webhook_max_body_bytes: int = 2 * 1024 * 1024
     api_max_body_bytes: int = 16 * 1024 * 1024
+    # An IMAP message larger than this is stored as its header only, flagged `too_large`.
+    max_message_bytes: int = 50 * 1024 * 1024
     # How long the API waits for the database before answering 503 (Nylas retries 503, not 500).
     db_connect_timeout_s: float = 1.5
     db_statement_timeout_ms: int = 5000

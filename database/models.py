@@ -196,6 +196,11 @@ class Message(SQLModel, table=True):
     spam_indicators: list[str] | None = jsonb_field(nullable=True)
     category: str | None = Field(default=None, sa_type=_enum_str())
     parse_warnings: list[str] = jsonb_field(list)
+    # Over POSTROOM_MAX_MESSAGE_BYTES: only the header was downloaded and stored.
+    too_large: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # Why this message is incomplete (too large, too many parts, unreadable answer): one
+    # sentence written by us, never the mail's contents. The folder's sync moved on past it.
+    problem: str | None = Field(default=None, sa_type=sa.Text)
     deleted_at: datetime | None = ts_field(nullable=True)
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()

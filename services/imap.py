@@ -11,31 +11,42 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
 
 from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
-from services.imap_protocol import (
-    decode_mutf7,
-    literal_size,
-    pairs,
-    parse_items,
-    parse_uid_set,
-    quote,
-    response_codes,
+from services.imap_protocol import ImapProtocolError, UidSet, literal_size, quote, response_codes
+from services.imap_responses import (
+    SPECIAL_USE,
+    MailboxInfo,
+    SelectInfo,
+    fetch_attrs,
+    mailboxes,
+    search_ranges,
+    select_info,
 )
 
-SPECIAL_USE = {
-    "\\sent": "sent",
-    "\\trash": "trash",
-    "\\junk": "junk",
-    "\\drafts": "drafts",
-    "\\archive": "archive",
-    "\\all": "archive",
-}
-_READ_LIMIT = 64 * 1024 * 1024
+__all__ = ["SPECIAL_USE", "ImapClient", "ImapConfig", "MailboxInfo", "SelectInfo"]
+
+# The stream buffer; a longer line is read in pieces of this size up to its cap below.
+_READ_LIMIT = 1024 * 1024
+# What one answer may cost us, whatever the server says (docs/architecture.md, "A hostile
+# IMAP server").
+MAX_LINE_BYTES = 1024 * 1024  # one line outside literals
+# A plain SEARCH answer is one line (servers without ESEARCH): ~4 million UIDs.
+MAX_SEARCH_LINE_BYTES = 32 * 1024 * 1024
+MAX_SEARCH_RANGES = 1_000_000
+MAX_LITERALS = 64  # per response; ours carry one or two
+# An answer held in memory whole (LIST of every folder, SELECT); streamed ones are not.
+MAX_HELD_BYTES = 64 * 1024 * 1024
+LITERAL_SLACK = 64 * 1024  # over POSTROOM_MAX_MESSAGE_BYTES: headers of a fetched part
+DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+
+log = structlog.get_logger(__name__)
 
 
 _ATOM = re.compile(r"[A-Z][A-Z0-9.-]{0,39}")
@@ -59,6 +70,15 @@ class ImapCommandError(ProviderPermanentError):
     code = "imap_command_refused"
 
 
+class ImapProtocolViolation(ProviderTemporaryError):
+    """The IMAP server broke the protocol or a size cap; the connection was closed."""
+
+    code = "imap_protocol_error"
+
+
+T = TypeVar("T")
+
+
 @dataclass
 class ImapConfig:
     host: str
@@ -70,6 +90,8 @@ class ImapConfig:
     verify_tls: bool = True
     # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
     allowed_private_hosts: str | None = None
+    # The largest message whose body is downloaded; literals past it (plus slack) are refused.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     @classmethod
     def from_credentials(
@@ -90,29 +112,6 @@ class ImapConfig:
             verify_tls=bool(imap.get("verify_tls", True)),
             allowed_private_hosts=allowed_private_hosts,
         )
-
-
-@dataclass
-class MailboxInfo:
-    name: str  # as on the wire (modified UTF-7)
-    display_name: str
-    delimiter: str | None
-    flags: list[str]
-    role: str | None
-    status: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def selectable(self) -> bool:
-        return "\\noselect" not in self.flags and "\\nonexistent" not in self.flags
-
-
-@dataclass
-class SelectInfo:
-    uidvalidity: int
-    uidnext: int | None
-    highest_modseq: int | None
-    exists: int
-    vanished: list[int] = field(default_factory=list)
 
 
 class ImapClient:
@@ -257,6 +256,12 @@ class ImapClient:
             await asyncio.wait_for(self._writer.wait_closed(), 2)
         self._writer = None
 
+    async def reopen(self) -> None:
+        """A fresh connection (after a broken answer): log in again, ENABLE again."""
+        await self.close()
+        self._enabled = False
+        await self.connect()
+
     async def __aenter__(self) -> ImapClient:
         return await self.connect()
 
@@ -272,41 +277,79 @@ class ImapClient:
             f"The IMAP server {what} during {self._command}; the sync will be retried."
         )
 
-    async def _readline(self) -> bytes:
-        assert self._reader is not None
+    def _violation(self, what: str) -> ImapProtocolViolation:
+        """Drop the connection: after a broken answer nothing more on it can be trusted."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+            self._writer = None
+        log.warning("imap_protocol_violation", command=self._command, reason=what)
+        return ImapProtocolViolation(
+            f"The IMAP server {what} during {self._command}; the connection was closed."
+        )
+
+    @contextlib.contextmanager
+    def _grammar(self) -> Iterator[None]:
+        """An answer that cannot be read ends the connection with a clear error."""
         try:
-            line = await asyncio.wait_for(self._reader.readuntil(b"\r\n"), self.config.timeout)
+            yield
+        except ImapProtocolError as exc:
+            raise self._violation(f"sent a broken answer ({exc})") from None
+
+    async def _io(self, op: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(op, self.config.timeout)
         except asyncio.IncompleteReadError:
             raise self._lost("closed the connection") from None
         except TimeoutError:  # before OSError: TimeoutError is one of its subclasses
             raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
         except (ConnectionError, OSError):
             raise self._lost("reset the connection") from None
-        except asyncio.LimitOverrunError:
-            raise self._lost("sent an over-long line") from None
-        return line
 
-    async def _read_response(self) -> bytes:
+    async def _readline(self, cap: int = MAX_LINE_BYTES) -> bytes:
+        """One line up to CRLF, read in buffer-sized pieces so its cost stops at `cap`."""
         assert self._reader is not None
-        line = await self._readline()
-        size = literal_size(line)
-        if size is None:
-            return line
-        parts = [line]
-        while size is not None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
             try:
-                parts.append(
-                    await asyncio.wait_for(self._reader.readexactly(size), self.config.timeout)
-                )
-            except asyncio.IncompleteReadError:
-                raise self._lost("closed the connection") from None
-            except TimeoutError:
-                raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
-            except (ConnectionError, OSError):
-                raise self._lost("reset the connection") from None
-            line = await self._readline()
-            parts.append(line)
+                piece = await self._io(self._reader.readuntil(b"\r\n"))
+                done = True
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._io(self._reader.readexactly(max(exc.consumed, 1)))
+                done = False
+            total += len(piece)
+            if total > cap:
+                raise self._violation(f"sent a line longer than {cap} bytes")
+            parts.append(piece)
+            if done:
+                return b"".join(parts)
+
+    @property
+    def max_literal(self) -> int:
+        return self.config.max_message_bytes + LITERAL_SLACK
+
+    async def _read_response(self, line_cap: int = MAX_LINE_BYTES) -> bytes:
+        """One whole response: its lines and the literals they announce, each within a cap."""
+        assert self._reader is not None
+        line = await self._readline(line_cap)
+        with self._grammar():
             size = literal_size(line)
+        parts = [line]
+        total = len(line)
+        while size is not None:
+            if size > self.max_literal:
+                raise self._violation(
+                    f"announced a {size}-byte literal, over the {self.max_literal}-byte cap"
+                )
+            total += size
+            if len(parts) > 2 * MAX_LITERALS or total > self.max_literal + MAX_LINE_BYTES:
+                raise self._violation("sent an answer over the size cap")
+            parts.append(await self._io(self._reader.readexactly(size)))
+            line = await self._readline(line_cap)
+            total += len(line)
+            parts.append(line)
+            with self._grammar():
+                size = literal_size(line)
         return b"".join(parts)
 
     async def _send(self, line: bytes) -> bytes:
@@ -321,13 +364,28 @@ class ImapClient:
             raise self._lost("closed the connection") from None
         return tag
 
-    async def _stream(self, line: bytes, *, name: str) -> AsyncIterator[bytes]:
-        """Send a command; yield its untagged responses; raise on NO/BAD. Last yield: status."""
+    async def _stream(
+        self,
+        line: bytes,
+        *,
+        name: str,
+        line_cap: int = MAX_LINE_BYTES,
+        max_bytes: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Send a command; yield its untagged responses; raise on NO/BAD. Last yield: status.
+
+        `max_bytes` bounds the whole answer: a server that declared small sizes and then
+        sends large messages cannot fill memory with one batch.
+        """
         self._command = name
         tag = await self._send(line)
         bye = False
+        total = 0
         while True:
-            resp = await self._read_response()
+            resp = await self._read_response(line_cap)
+            total += len(resp)
+            if max_bytes is not None and total > max_bytes:
+                raise self._violation(f"sent more than the {max_bytes} bytes expected")
             if resp.startswith(tag + b" "):
                 rest = resp[len(tag) + 1 :]
                 if rest[:2].upper() == b"OK":
@@ -342,9 +400,10 @@ class ImapClient:
             yield resp
 
     async def _run(self, line: bytes, *, name: str) -> tuple[list[bytes], bytes]:
+        """A command whose answer is held whole (LIST, SELECT...): MAX_HELD_BYTES at most."""
         untagged: list[bytes] = []
         status = b""
-        async for resp in self._stream(line, name=name):
+        async for resp in self._stream(line, name=name, max_bytes=MAX_HELD_BYTES):
             untagged.append(resp)
         if untagged:
             status = untagged.pop()
@@ -372,34 +431,8 @@ class ImapClient:
             returns.append(f"STATUS ({status_items})")
         cmd = 'LIST "" "*"' + (f" RETURN ({' '.join(returns)})" if returns else "")
         untagged, _ = await self.simple(cmd)
-        boxes: dict[str, MailboxInfo] = {}
-        statuses: dict[str, dict[str, int]] = {}
-        for resp in untagged:
-            head = resp[:9].upper()
-            if head.startswith(b"* LIST "):
-                flags, delim, name = parse_items(resp, 7)[:3]
-                wire = name.decode() if isinstance(name, bytes) else str(name)
-                lower = [str(f).lower() for f in flags]
-                role = (
-                    "inbox"
-                    if wire.upper() == "INBOX"
-                    else next((SPECIAL_USE[f] for f in lower if f in SPECIAL_USE), None)
-                )
-                boxes[wire] = MailboxInfo(
-                    name=wire,
-                    display_name=decode_mutf7(wire),
-                    flags=lower,
-                    role=role,
-                    delimiter=delim.decode() if isinstance(delim, bytes) else delim,
-                )
-            elif head.startswith(b"* STATUS "):
-                name, values = parse_items(resp, 9)[:2]
-                wire = name.decode() if isinstance(name, bytes) else str(name)
-                statuses[wire] = {str(k).upper(): int(v) for k, v in pairs(values).items()}
-        for wire, st in statuses.items():
-            if wire in boxes:
-                boxes[wire].status = st
-        return list(boxes.values())
+        with self._grammar():
+            return mailboxes(untagged)
 
     async def select(self, mailbox: str, *, readonly: bool = False) -> SelectInfo:
         await self._enable()
@@ -408,27 +441,21 @@ class ImapClient:
         untagged, status = await self._run(
             verb.encode() + b" " + self._astring(mailbox) + suffix, name=verb
         )
-        info = SelectInfo(uidvalidity=0, uidnext=None, highest_modseq=None, exists=0)
-        for resp in [*untagged, status]:
-            codes = response_codes(resp)
-            if "UIDVALIDITY" in codes:
-                info.uidvalidity = int(codes["UIDVALIDITY"])
-            if "UIDNEXT" in codes:
-                info.uidnext = int(codes["UIDNEXT"])
-            if "HIGHESTMODSEQ" in codes:
-                info.highest_modseq = int(codes["HIGHESTMODSEQ"])
-            parts = resp.split()
-            if len(parts) >= 3 and parts[2].upper() == b"EXISTS":
-                info.exists = int(parts[1])
-        return info
+        with self._grammar():
+            return select_info([*untagged, status])
 
-    async def uid_search(self, criteria: str) -> list[int]:
-        untagged, _ = await self.simple(f"UID SEARCH {criteria}")
-        uids: list[int] = []
-        for resp in untagged:
-            if resp.upper().startswith(b"* SEARCH"):
-                uids.extend(int(x) for x in resp[8:].split() if x.isdigit())
-        return uids
+    async def uid_search(self, criteria: str) -> UidSet:
+        """The UIDs matching; with ESEARCH (RFC 4731) the server sends ranges, not a list."""
+        esearch = self.has("ESEARCH")
+        cmd = f"UID SEARCH {'RETURN (ALL) ' if esearch else ''}{criteria}".encode()
+        ranges: list[tuple[int, int]] = []
+        stream = self._stream(cmd, name="UID SEARCH", line_cap=MAX_SEARCH_LINE_BYTES)
+        async for resp in stream:
+            with self._grammar():
+                search_ranges(resp, ranges)
+            if len(ranges) > MAX_SEARCH_RANGES:
+                raise self._violation(f"sent more than {MAX_SEARCH_RANGES} UID ranges")
+        return UidSet(ranges)
 
     async def uid_fetch(
         self,
@@ -437,23 +464,28 @@ class ImapClient:
         *,
         changed_since: int | None = None,
         vanished: bool = False,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream `{"UID": .., "FLAGS": .., ...}` per message; `{"VANISHED": [uids]}` too."""
+        """Stream `{"UID": .., "FLAGS": .., ...}` per message; `{"VANISHED": UidSet}` too.
+
+        A message whose FETCH answer cannot be read comes as `{"UID": n, "PROBLEM": why}`:
+        the answer was framed correctly, so the connection is still usable for the others.
+        """
         modifiers = ""
         if changed_since is not None:
             modifiers = f" (CHANGEDSINCE {changed_since}{' VANISHED' if vanished else ''})"
         line = f"UID FETCH {uid_set} ({items}){modifiers}".encode()
-        async for resp in self._stream(line, name="UID FETCH"):
+        async for resp in self._stream(line, name="UID FETCH", max_bytes=max_bytes):
             if resp.startswith(b"* ") and b" FETCH (" in resp[:40].upper():
-                start = resp.index(b"(")
-                attrs = pairs(parse_items(resp, start)[0])
-                if "UID" in attrs:
-                    attrs["UID"] = int(attrs["UID"])
+                attrs = fetch_attrs(resp)
+                if attrs is not None:
                     yield attrs
-            elif resp.upper().startswith(b"* VANISHED"):
-                text = resp[10:].strip().decode()
+            elif resp[:11].upper() == b"* VANISHED ":
+                text = resp[11:].strip().decode("ascii", "replace")
                 text = text.removeprefix("(EARLIER)").strip()
-                yield {"VANISHED": parse_uid_set(text)}
+                with self._grammar():
+                    gone = UidSet.parse(text)
+                yield {"VANISHED": gone}
 
     async def uid_store(self, uid_set: str, change: str) -> None:
         await self.simple(f"UID STORE {uid_set} {change}")

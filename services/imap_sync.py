@@ -11,30 +11,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from array import array
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
 from database.models import Account, Folder
 from database.repositories import imap_state as repo
-from services.imap import ImapClient, MailboxInfo, SelectInfo
-from services.imap_protocol import uid_set
-from services.imap_sync_steps import (
-    changes_since,
-    expunged_by_search,
-    flag_values,
-    modseq_of,
-    resync_new_generation,
-)
+from services.errors import ProviderTemporaryError, database_gone
+from services.imap import ImapClient, ImapProtocolViolation, MailboxInfo, SelectInfo
+from services.imap_protocol import UidSet, uid_set
+from services.imap_rows import build, declared_size, record, unstorable
+from services.imap_sync_steps import changes_since, expunged_by_search, resync_new_generation
 from services.mail_accounts import account_for_tenant, imap_config
-from services.mime import parse
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
 BATCH = 250
+# A batch of BATCH messages of at most this holds 64 MiB; larger ones come one at a time.
+SMALL_BYTES = 256 * 1024
 FETCH_ITEMS = "UID FLAGS INTERNALDATE BODY.PEEK[]"  # PEEK: reading must not set \Seen
+# Over POSTROOM_MAX_MESSAGE_BYTES: the header and the size, never the body.
+HEADER_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
+# New connections a folder sync may open after answers that broke the protocol.
+MAX_REDIALS = 10
+_BROKEN = "the server broke the protocol answering for this message"
+_FRAMING = 4096  # FLAGS, INTERNALDATE and the like around each body
 
 
 @dataclass
@@ -54,12 +61,36 @@ class SyncResult:
         }
 
 
-def _internaldate(value: Any) -> datetime | None:
-    text = value.decode() if isinstance(value, bytes) else value
-    try:
-        return datetime.strptime(str(text), "%d-%b-%Y %H:%M:%S %z")
-    except ValueError:
-        return None
+@dataclass
+class Batch:
+    """UIDs fetched in one command and stored in one transaction, in ascending order."""
+
+    uids: list[int]
+    headers_only: bool = False  # declared over POSTROOM_MAX_MESSAGE_BYTES
+
+
+def plan(uids: Sequence[int], sizes: Sequence[int], cap: int) -> list[Batch]:
+    """Cut the UIDs into batches whose bodies fit in memory whatever the server holds.
+
+    Up to BATCH messages of at most SMALL_BYTES ride together; a larger one (or one whose
+    size is unknown, -1) is a batch of its own, and one over `cap` is fetched as header only.
+    """
+    out: list[Batch] = []
+    run: list[int] = []
+    for uid, size in zip(uids, sizes, strict=True):
+        if 0 <= size <= SMALL_BYTES:
+            run.append(uid)
+            if len(run) == BATCH:
+                out.append(Batch(run))
+                run = []
+            continue
+        if run:
+            out.append(Batch(run))
+            run = []
+        out.append(Batch([uid], headers_only=size > cap))
+    if run:
+        out.append(Batch(run))
+    return out
 
 
 class _Syncer:
@@ -77,6 +108,8 @@ class _Syncer:
         self.progress = progress
         self.total = total
         self.done = 0
+        self.redials = 0
+        self.cap = client.config.max_message_bytes
         self.result = SyncResult()
 
     def provider_id(self, folder: Folder, uidvalidity: int, uid: int) -> str:
@@ -88,118 +121,178 @@ class _Syncer:
         if self.progress is not None:
             await self.progress(self.done, self.total)
 
-    def _row(
-        self, folder: Folder, uidvalidity: int, attrs: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        raw = attrs.get("BODY[]") or b""
-        parsed = parse(raw if isinstance(raw, bytes) else b"")
-        uid = attrs["UID"]
-        msg_id = uuid.uuid4()
-        values = parsed.columns()
-        values.update(
-            id=msg_id,
-            tenant_id=self.account.tenant_id,
-            account_id=self.account.id,
-            folder_id=folder.id,
-            provider_id=self.provider_id(folder, uidvalidity, uid),
-            imap_uid=uid,
-            uidvalidity=uidvalidity,
-            modseq=modseq_of(attrs),
-            labels=[folder.name],
-            bcc_addrs=values["bcc_addrs"],
-            sort_at=parsed.date or _internaldate(attrs.get("INTERNALDATE")) or datetime.now(UTC),
-            **flag_values(attrs.get("FLAGS")),
-        )
-        atts = [
-            {
-                "id": uuid.uuid4(),
-                "tenant_id": self.account.tenant_id,
-                "message_id": msg_id,
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "sha256": a.sha256,
-                "content_id": a.content_id,
-                "is_inline": a.is_inline,
-                "content": a.content,
-            }
-            for a in parsed.attachments
-        ]
-        return values, atts
+    async def _sizes(self, specs: list[str], floor: int) -> tuple[array[int], array[int]]:
+        """UID and RFC822.SIZE (-1 when unknown) of every message the server answers for.
 
-    async def _download(self, chunk: list[int], items: str) -> list[dict[str, Any]]:
+        The server pays a FETCH answer per UID, so a claim like `1:4294967295` costs us only
+        the messages it really sends; two arrays hold a million of them in 16 MB.
+        """
+        uids, sizes = array("q"), array("q")
+        for spec in specs:
+            async for attrs in self.client.uid_fetch(spec, "UID RFC822.SIZE"):
+                if "VANISHED" in attrs or attrs["UID"] < floor:
+                    continue  # `n:*` also names the last message when its UID is below n
+                uids.append(attrs["UID"])
+                size = declared_size(attrs)
+                sizes.append(-1 if size is None else size)
+        if any(uids[i] >= uids[i + 1] for i in range(len(uids) - 1)):
+            pairs = sorted(dict(zip(uids, sizes, strict=True)).items())
+            uids, sizes = array("q", (u for u, _ in pairs)), array("q", (z for _, z in pairs))
+        return uids, sizes
+
+    async def _download(self, batch: Batch, modseq: bool) -> list[dict[str, Any]]:
+        items = HEADER_ITEMS if batch.headers_only else FETCH_ITEMS
+        items += " MODSEQ" if modseq else ""
+        # What the planned batch may weigh (sizes as declared, plus framing); more is a lie.
+        each = SMALL_BYTES if len(batch.uids) > 1 else self.client.max_literal
+        budget = len(batch.uids) * (each + _FRAMING)
         return [
-            a async for a in self.client.uid_fetch(uid_set(chunk), items) if "VANISHED" not in a
+            a
+            async for a in self.client.uid_fetch(uid_set(batch.uids), items, max_bytes=budget)
+            if "VANISHED" not in a
         ]
 
-    async def fetch_uids(self, folder: Folder, info: SelectInfo, uids: list[int]) -> None:
-        """Fetch these UIDs in batches; each batch commits with the folder's UIDNEXT so far.
+    async def _redial(self, folder: Folder, info: SelectInfo) -> None:
+        """A new connection after a broken answer, back in the same folder and generation."""
+        self.redials += 1
+        if self.redials > MAX_REDIALS:
+            raise ProviderTemporaryError(
+                "The IMAP server broke the protocol too often during this sync; it will be retried."
+            )
+        await self.client.reopen()
+        again = await self.client.select(folder.provider_id or folder.name)
+        if again.uidvalidity != info.uidvalidity:
+            raise ProviderTemporaryError("The folder's UIDVALIDITY changed during the sync.")
+
+    async def fetch_uids(
+        self, folder: Folder, info: SelectInfo, specs: list[str], *, floor: int = 1
+    ) -> UidSet:
+        """Fetch the messages of these UID sets in batches; each commits with its UIDNEXT.
 
         The next batch downloads while this one is parsed and written (two batches in memory
-        at most), so the server, the parser and PostgreSQL work at the same time.
+        at most), so the server, the parser and PostgreSQL work at the same time. A batch
+        whose answer breaks the protocol is fetched again one message at a time, on a new
+        connection; a message that breaks it alone is stored with its problem. Answers: the
+        UIDs the server listed.
         """
-        items = FETCH_ITEMS + (" MODSEQ" if info.highest_modseq else "")
-        chunks = [uids[i : i + BATCH] for i in range(0, len(uids), BATCH)]
-        pending = asyncio.ensure_future(self._download(chunks[0], items)) if chunks else None
+        uids, sizes = await self._sizes(specs, floor)
+        queue = deque(plan(uids, sizes, self.cap))
+        modseq = bool(info.highest_modseq)
+
+        def start() -> asyncio.Future[list[dict[str, Any]]] | None:
+            return asyncio.ensure_future(self._download(queue[0], modseq)) if queue else None
+
+        pending = start()
         try:
-            for n, chunk in enumerate(chunks):
+            while queue:
                 assert pending is not None
-                fetched = await pending
-                pending = (
-                    asyncio.ensure_future(self._download(chunks[n + 1], items))
-                    if n + 1 < len(chunks)
-                    else None
-                )
-                await self._store(folder, info, chunk, fetched, last=n + 1 == len(chunks))
+                batch = queue.popleft()
+                try:
+                    fetched = await pending
+                except ImapProtocolViolation:
+                    pending = None
+                    await self._redial(folder, info)
+                    if len(batch.uids) > 1:
+                        queue.extendleft(Batch([u], batch.headers_only) for u in batch.uids[::-1])
+                        pending = start()
+                        continue
+                    fetched = [{"UID": batch.uids[0], "PROBLEM": _BROKEN}]
+                pending = start()
+                await self._store(folder, info, batch, fetched, last=not queue)
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending
+        return UidSet.of(uids)
 
     async def _store(
         self,
         folder: Folder,
         info: SelectInfo,
-        chunk: list[int],
+        batch: Batch,
         fetched: list[dict[str, Any]],
         *,
         last: bool,
     ) -> None:
-        rows: list[dict[str, Any]] = []
-        atts: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        built = []
         for attrs in fetched:
-            values, a = self._row(folder, info.uidvalidity, attrs)
-            rows.append(values)
-            atts[values["id"]] = a
-        fetched.clear()
-        async with self.db.transaction() as s:
-            saved = await repo.upsert_messages(s, rows)
-            new_atts: list[dict[str, Any]] = []
-            refreshed: list[uuid.UUID] = []
-            for values in rows:
-                hit = saved.get(values["provider_id"])
-                if hit is None:  # a row marked deleted stays deleted
-                    continue
-                real_id, inserted = hit
-                if not inserted:
-                    refreshed.append(real_id)
-                new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
-            self.result.new += len(saved) - len(refreshed)
-            self.result.updated += len(refreshed)
-            await repo.replace_attachments(
-                s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
-            )
-            # UIDNEXT moves with the data; HIGHESTMODSEQ only once the folder is complete.
-            await repo.save_folder_state(
-                s,
-                tenant_id=self.account.tenant_id,
-                folder_id=folder.id,
+            values, atts, problem = build(
+                account=self.account,
+                folder=folder,
                 uidvalidity=info.uidvalidity,
-                uidnext=info.uidnext if last else (max(chunk) + 1),
-                highest_modseq=info.highest_modseq if last else folder.highest_modseq,
+                attrs=attrs,
+                headers_only=batch.headers_only,
+                cap=self.cap,
             )
-        await self._report(len(chunk))
+            if problem is not None:
+                record(problem, account=self.account, folder=folder, uid=attrs["UID"])
+            built.append((values, atts))
+        fetched.clear()
+        # UIDNEXT moves with the data; HIGHESTMODSEQ only once the folder is complete.
+        state: dict[str, Any] = {
+            "tenant_id": self.account.tenant_id,
+            "folder_id": folder.id,
+            "uidvalidity": info.uidvalidity,
+            "uidnext": info.uidnext if last else (max(batch.uids) + 1),
+            "highest_modseq": info.highest_modseq if last else folder.highest_modseq,
+        }
+        try:
+            async with self.db.transaction() as s:
+                counts = await self._write(s, built)
+                await repo.save_folder_state(s, **state)
+            self._count(*counts)
+        except DBAPIError as exc:
+            if database_gone(exc) or len(built) == 0:
+                raise
+            # One row PostgreSQL refuses must not hold back the others: one by one, and the
+            # refused one is kept as its keys plus the problem.
+            for values, atts in built:
+                await self._store_alone(folder, values, atts)
+            async with self.db.transaction() as s:
+                await repo.save_folder_state(s, **state)
+        await self._report(len(batch.uids))
+
+    async def _store_alone(
+        self, folder: Folder, values: dict[str, Any], atts: list[dict[str, Any]]
+    ) -> None:
+        try:
+            async with self.db.transaction() as s:
+                counts = await self._write(s, [(values, atts)])
+            self._count(*counts)
+        except DBAPIError as exc:
+            if database_gone(exc):
+                raise
+            row, problem = unstorable(values, exc)
+            record(problem, account=self.account, folder=folder, uid=values["imap_uid"])
+            async with self.db.transaction() as s:
+                counts = await self._write(s, [(row, [])])
+            self._count(*counts)
+
+    def _count(self, new: int, updated: int) -> None:
+        """Counted once committed: a batch stored again one by one is not counted twice."""
+        self.result.new += new
+        self.result.updated += updated
+
+    async def _write(
+        self, s: AsyncSession, built: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    ) -> tuple[int, int]:
+        """Upsert the rows and replace their attachments: (new, refreshed)."""
+        saved = await repo.upsert_messages(s, [v for v, _ in built])
+        new_atts: list[dict[str, Any]] = []
+        refreshed: list[uuid.UUID] = []
+        for values, atts in built:
+            hit = saved.get(values["provider_id"])
+            if hit is None:  # a row marked deleted stays deleted
+                continue
+            real_id, inserted = hit
+            if not inserted:
+                refreshed.append(real_id)
+            new_atts.extend({**a, "message_id": real_id} for a in atts)
+        await repo.replace_attachments(
+            s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
+        )
+        return len(saved) - len(refreshed), len(refreshed)
 
 
 async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full: bool) -> None:
@@ -207,19 +300,17 @@ async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full
     client, account = syncer.client, syncer.account
     info = await client.select(box.name)
     if info.uidnext is None:
-        info.uidnext = max(await client.uid_search("ALL") or [0]) + 1
+        info.uidnext = ((await client.uid_search("ALL")).max or 0) + 1
     if folder.uidvalidity is not None and folder.uidvalidity != info.uidvalidity:
         await resync_new_generation(syncer, folder, info)
     elif folder.uidvalidity is None or full:
-        uids = await client.uid_search("ALL")
-        await syncer.fetch_uids(folder, info, uids)
+        uids = await syncer.fetch_uids(folder, info, ["1:*"] if info.exists else [])
         if folder.uidvalidity is not None:
             await expunged_by_search(syncer, folder, info, server_uids=uids)
     else:
         known_next = folder.uidnext or 1
         if info.uidnext > known_next:
-            new = [u for u in await client.uid_search(f"UID {known_next}:*") if u >= known_next]
-            await syncer.fetch_uids(folder, info, new)
+            await syncer.fetch_uids(folder, info, [f"{known_next}:*"], floor=known_next)
         await changes_since(syncer, folder, info, known_next=known_next, uids=None)
     async with syncer.db.transaction() as s:
         await repo.save_folder_state(
@@ -316,6 +407,7 @@ async def run_sync(
     async with db.transaction() as s:
         account = await account_for_tenant(s, tenant_id=tenant_id, account_id=account_id)
         config = await imap_config(s, settings, account)
+        config.max_message_bytes = settings.max_message_bytes
         known = await repo.folders_of(s, tenant_id=tenant_id, account_id=account_id)
     async with ImapClient(config) as client:
         result = await sync_account(

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 from database.models import Folder
 from database.repositories import imap_state as repo
 from services.imap import SelectInfo
+from services.imap_protocol import UidSet, number, uid_set
 
 if TYPE_CHECKING:
     from services.imap_sync import _Syncer
 
 FLAG_BATCH = 1000
+# UIDs per UID FETCH command when they are listed one by one (a command line stays short).
+LISTED_UIDS = 2000
 _MSGID = re.compile(rb"<[^<>\s]+>")
 
 
@@ -23,9 +26,10 @@ def flag_values(flags: Any) -> dict[str, Any]:
 
 
 def modseq_of(attrs: dict[str, Any]) -> int | None:
+    """MODSEQ (n) of a FETCH answer; None when absent or not a 63-bit number (RFC 7162)."""
     value = attrs.get("MODSEQ")
     try:
-        return int(value[0]) if isinstance(value, list) and value else None
+        return number(value[0]) if isinstance(value, list) and value else None
     except ValueError:
         return None
 
@@ -43,14 +47,16 @@ async def _apply_flags(
         )
 
 
-async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo, uids: list[int]) -> None:
+async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo, uids: UidSet) -> None:
+    if not uids:
+        return
     async with syncer.db.transaction() as s:
         syncer.result.deleted += await repo.mark_uids_deleted(
             s,
             tenant_id=syncer.account.tenant_id,
             folder_id=folder.id,
             uidvalidity=info.uidvalidity,
-            uids=uids,
+            ranges=uids.ranges(),
         )
 
 
@@ -59,23 +65,24 @@ async def expunged_by_search(
     folder: Folder,
     info: SelectInfo,
     *,
-    server_uids: list[int] | None = None,
+    server_uids: UidSet | None = None,
     below: int | None = None,
 ) -> None:
-    """Without QRESYNC: stored UIDs the server no longer lists were expunged."""
-    if server_uids is None:
-        server_uids = await syncer.client.uid_search("ALL")
-    present = set(server_uids)
+    """Without QRESYNC: stored UIDs the server no longer lists were expunged.
+
+    The walk is over the rows we hold; the server's set is only asked for membership.
+    """
+    present = server_uids if server_uids is not None else await syncer.client.uid_search("ALL")
     async with syncer.db.transaction() as s:
         known = await repo.live_uids(
             s, tenant_id=syncer.account.tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity
         )
-    gone = [u for u in known if u not in present and (below is None or u < below)]
+    gone = UidSet.of(u for u in known if u not in present and (below is None or u < below))
     await _mark_deleted(syncer, folder, info, gone)
 
 
 async def changes_since(
-    syncer: _Syncer, folder: Folder, info: SelectInfo, *, known_next: int, uids: list[int] | None
+    syncer: _Syncer, folder: Folder, info: SelectInfo, *, known_next: int, uids: UidSet | None
 ) -> None:
     """Flag changes and expunges among the UIDs stored before this sync."""
     client = syncer.client
@@ -86,7 +93,7 @@ async def changes_since(
         return  # RFC 7162: any flag change or expunge raises HIGHESTMODSEQ
     qresync = use_modseq and client.has("QRESYNC")
     changes: list[dict[str, Any]] = []
-    vanished: list[int] = []
+    vanished = UidSet()
     stream = client.uid_fetch(
         f"1:{known_next - 1}",
         "UID FLAGS" + (" MODSEQ" if use_modseq else ""),
@@ -95,10 +102,10 @@ async def changes_since(
     )
     async for attrs in stream:
         if "VANISHED" in attrs:
-            vanished.extend(attrs["VANISHED"])
+            vanished = vanished.union(attrs["VANISHED"])
             continue
-        if attrs["UID"] >= known_next:
-            continue
+        if attrs["UID"] >= known_next or "PROBLEM" in attrs:
+            continue  # an unreadable answer says nothing about the flags: keep ours
         changes.append(
             {"uid": attrs["UID"], "modseq": modseq_of(attrs), **flag_values(attrs.get("FLAGS"))}
         )
@@ -107,7 +114,8 @@ async def changes_since(
             changes = []
     await _apply_flags(syncer, folder, info, changes)
     if qresync:
-        await _mark_deleted(syncer, folder, info, vanished)
+        # Ranges, intersected with our rows in PostgreSQL: `1:4294967295` is one pair.
+        await _mark_deleted(syncer, folder, info, vanished.below(known_next))
     else:
         await expunged_by_search(syncer, folder, info, server_uids=uids, below=known_next)
 
@@ -147,7 +155,8 @@ async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInf
     async with syncer.db.transaction() as s:
         await repo.rekey(s, tenant_id=tenant_id, rows=rekeys)
         syncer.result.updated += len(rekeys)
-    await syncer.fetch_uids(folder, info, unknown)
+    specs = [uid_set(unknown[i : i + LISTED_UIDS]) for i in range(0, len(unknown), LISTED_UIDS)]
+    await syncer.fetch_uids(folder, info, specs)
     async with syncer.db.transaction() as s:
         syncer.result.deleted += await repo.delete_stale_generation(
             s, tenant_id=tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity

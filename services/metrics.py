@@ -84,6 +84,11 @@ TASK_FAILURES = Counter(
 TASK_DURATION = Histogram(
     "postroom_task_duration_seconds", "Task run time, by task.", ["task"], buckets=_TASK_BUCKETS
 )
+IMAP_PROBLEMS = Counter(
+    "postroom_imap_message_problems",
+    "IMAP messages stored incomplete so the folder's sync could move on, by reason.",
+    ["reason"],
+)
 
 
 # The HTTP endpoint whose handler is running (set by the API middleware), so a task published

@@ -20,7 +20,8 @@ from typing import Any
 from services import destination
 from services.errors import BadCredentials, PostroomError, TransientError
 
-_APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
+# RFC 4315: uniqueid is 32-bit; ten digits at most, so no huge int is ever built.
+_APPENDUID = re.compile(rb"\[APPENDUID (\d{1,10}) (\d{1,10})\]", re.IGNORECASE)
 _LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$')
 _SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent")
 

@@ -62,6 +62,7 @@ def message_fields(r: Any) -> dict[str, Any]:
         "spam": spam,
         "category": r["category"],
         "deleted": False,
+        "too_large": r["too_large"],
     }
 
 

@@ -37,6 +37,8 @@ class MessagePublic(BaseModel):
     spam: SpamVerdict | None
     category: str | None
     deleted: bool = False
+    # Over POSTROOM_MAX_MESSAGE_BYTES: the message holds its headers only.
+    too_large: bool = False
 
 
 class AttachmentPublic(BaseModel):

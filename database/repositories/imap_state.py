@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Attachment, Folder, Message
+from database.repositories.chunks import chunked, width
 
 _m = Message.__table__  # type: ignore[attr-defined]
 _f = Folder.__table__  # type: ignore[attr-defined]
@@ -46,7 +48,11 @@ _REFRESH = (
     "size",
     "has_attachments",
     "parse_warnings",
+    "too_large",
+    "problem",
 )
+# VANISHED and expunge ranges per UPDATE: two array parameters whatever the count.
+_RANGES_PER_STATEMENT = 50_000
 
 
 async def upsert_folder(
@@ -116,16 +122,17 @@ async def upsert_messages(
 
     A row marked deleted is not brought back (and is absent from the answer).
     """
-    if not rows:
-        return {}
-    ins = insert(_m).values(list(rows))
-    stmt = ins.on_conflict_do_update(
-        index_elements=["account_id", "provider_id"],
-        set_={**{c: ins.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
-        where=_m.c.deleted_at.is_(None),
-    ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
-    result = await session.execute(stmt)
-    return {r.provider_id: (r.id, bool(r.inserted)) for r in result}
+    out: dict[str, tuple[uuid.UUID, bool]] = {}
+    for part in chunked(rows, width(rows)):
+        ins = insert(_m).values(list(part))
+        stmt = ins.on_conflict_do_update(
+            index_elements=["account_id", "provider_id"],
+            set_={**{c: ins.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
+            where=_m.c.deleted_at.is_(None),
+        ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
+        result = await session.execute(stmt)
+        out.update({r.provider_id: (r.id, bool(r.inserted)) for r in result})
+    return out
 
 
 async def replace_attachments(
@@ -135,12 +142,12 @@ async def replace_attachments(
     rows: Sequence[dict[str, Any]],
     message_ids: Sequence[uuid.UUID],
 ) -> None:
-    if message_ids:
+    for ids in chunked(message_ids, 1):
         await session.execute(
-            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(message_ids))
+            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(list(ids)))
         )
-    if rows:
-        await session.execute(insert(_a).values(list(rows)))
+    for part in chunked(rows, width(rows)):
+        await session.execute(insert(_a).values(list(part)))
 
 
 async def apply_flags(
@@ -195,23 +202,38 @@ async def mark_uids_deleted(
     tenant_id: uuid.UUID,
     folder_id: uuid.UUID,
     uidvalidity: int,
-    uids: Sequence[int],
+    ranges: Sequence[tuple[int, int]],
 ) -> int:
-    if not uids:
-        return 0
-    stmt = (
-        sa.update(_m)
-        .where(
-            _m.c.tenant_id == tenant_id,
-            _m.c.folder_id == folder_id,
-            _m.c.uidvalidity == uidvalidity,
-            _m.c.imap_uid.in_(list(uids)),
-            _m.c.deleted_at.is_(None),
+    """Mark deleted the stored rows whose UID falls in one of the (lo, hi) ranges.
+
+    The ranges are joined to the rows in PostgreSQL (an index range scan per range on
+    ix_message_folder_uid), so `1:4294967295` costs the rows it hits, never 4 billion UIDs.
+    """
+    total = 0
+    for i in range(0, len(ranges), _RANGES_PER_STATEMENT):
+        part = ranges[i : i + _RANGES_PER_STATEMENT]
+        r = (
+            sa.func.unnest(
+                sa.cast([lo for lo, _ in part], postgresql.ARRAY(sa.BigInteger)),
+                sa.cast([hi for _, hi in part], postgresql.ARRAY(sa.BigInteger)),
+            )
+            .table_valued("lo", "hi")
+            .render_derived(name="r")
         )
-        .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
-    )
-    result = await session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        stmt = (
+            sa.update(_m)
+            .where(
+                _m.c.tenant_id == tenant_id,
+                _m.c.folder_id == folder_id,
+                _m.c.uidvalidity == uidvalidity,
+                _m.c.imap_uid.between(r.c.lo, r.c.hi),
+                _m.c.deleted_at.is_(None),
+            )
+            .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+        )
+        result = await session.execute(stmt)
+        total += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return total
 
 
 async def live_uids(

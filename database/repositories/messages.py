@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Attachment, Folder, Message
+from database.repositories.chunks import chunked, width
 
 _m = Message.__table__  # type: ignore[attr-defined]
 _f = Folder.__table__  # type: ignore[attr-defined]
@@ -99,12 +100,15 @@ async def ensure_folders(
     if not folders:
         return {}
     rows = [{"tenant_id": tenant_id, "account_id": account_id, **f} for f in folders]
-    base = insert(_f).values(rows)
-    stmt = base.on_conflict_do_update(
-        index_elements=["account_id", "name"],
-        set_={"role": sa.func.coalesce(_f.c.role, base.excluded.role)},
-    ).returning(_f.c.id, _f.c.name)
-    return {r.name: r.id for r in (await session.execute(stmt)).all()}
+    out: dict[str, uuid.UUID] = {}
+    for part in chunked(rows, width(rows)):
+        base = insert(_f).values(list(part))
+        stmt = base.on_conflict_do_update(
+            index_elements=["account_id", "name"],
+            set_={"role": sa.func.coalesce(_f.c.role, base.excluded.role)},
+        ).returning(_f.c.id, _f.c.name)
+        out.update({r.name: r.id for r in (await session.execute(stmt)).all()})
+    return out
 
 
 async def replace_attachments(
@@ -115,12 +119,9 @@ async def replace_attachments(
     attachments: list[dict[str, Any]],
 ) -> None:
     await session.execute(sa.delete(_a).where(_a.c.message_id == message_id))
-    if attachments:
-        await session.execute(
-            insert(_a).values(
-                [{"tenant_id": tenant_id, "message_id": message_id, **a} for a in attachments]
-            )
-        )
+    rows = [{"tenant_id": tenant_id, "message_id": message_id, **a} for a in attachments]
+    for part in chunked(rows, width(rows)):
+        await session.execute(insert(_a).values(list(part)))
 
 
 async def get_by_provider_id(

@@ -39,6 +39,7 @@ LIST_COLUMNS = (
     _m.c.unread,
     _m.c.starred,
     _m.c.has_attachments,
+    _m.c.too_large,
     _m.c.is_spam,
     _m.c.spam_score,
     _m.c.spam_indicators,

@@ -76,6 +76,7 @@ async def test_message_shape(client, db) -> None:
         "spam",
         "category",
         "deleted",
+        "too_large",
     }
     assert m["from"] == {"name": "Bo", "email": "bo@example.com"}
     assert m["folder"] == "INBOX" and m["deleted"] is False
@@ -100,6 +101,19 @@ async def test_filters(client, db) -> None:
     assert ids(await _list(client, caller, is_spam="true")) == {str(spam)}
     assert ids(await _list(client, caller, is_spam="false")) == {str(unread_ham), str(other)}
     assert ids(await _list(client, caller, unread="true", account_id=str(a1))) == {str(unread_ham)}
+
+
+async def test_a_message_over_the_size_cap_says_too_large_in_list_and_detail(client, db) -> None:
+    caller = await make_caller(db)
+    account = await make_account(db, caller)
+    big = await make_message(db, caller, account, too_large=True, problem="over the cap")
+    small = await make_message(db, caller, account, minutes_ago=1)
+
+    listed = {m["id"]: m["too_large"] for m in (await _list(client, caller))["data"]}
+    detail = (await client.get(f"/v1/messages/{big}", headers=caller.headers)).json()
+
+    assert listed == {str(big): True, str(small): False}
+    assert detail["too_large"] is True and "problem" not in detail
 
 
 async def test_full_text_search_over_subject_sender_and_body(client, db) -> None:

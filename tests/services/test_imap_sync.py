@@ -232,7 +232,8 @@ async def test_server_hanging_up_mid_fetch_is_transient_and_the_next_sync_resume
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 300)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
     # The second batch's UID FETCH is cut 20 kB into the answer.
-    proxy = await FaultyProxy(dovecot.port, nth=2, after_bytes=20_000).start()
+    # (UID FETCH #1 asks every message's RFC822.SIZE; #2 and #3 fetch the batches.)
+    proxy = await FaultyProxy(dovecot.port, nth=3, after_bytes=20_000).start()
     creds = dovecot.credentials(mailbox_user)
     creds["imap"]["port"] = proxy.port  # type: ignore[index]
     async with db.transaction() as s:
@@ -275,3 +276,72 @@ async def test_server_going_silent_mid_command_times_out_as_transient(
             await client.select("INBOX")
     finally:
         await proxy.stop()
+
+
+def _many_parts(subject: str, parts: int) -> bytes:
+    """A multipart/mixed message of `parts` tiny attachments (about 30 bytes each)."""
+    body = b"".join(b"--b\r\nContent-Type: a/b\r\n\r\n%d\r\n" % i for i in range(parts))
+    return (
+        b"Subject: %s\r\nMessage-ID: <%s@x>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        % (subject.encode(), subject.encode())
+        + body
+        + b"--b--\r\n"
+    )
+
+
+async def test_bad_messages_are_flagged_and_the_rest_of_the_folder_syncs_and_advances(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from database.models import Attachment
+
+    cap = 1_000_000
+    huge = b"Subject: huge\r\nMessage-ID: <huge@x>\r\n\r\n" + b"0123456789abcde\r\n" * 150_000
+    nul = (
+        b"Subject: nul\x00here\r\nX-Odd: a\x00b\r\nMessage-ID: <nul@x>\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Type: application/x\x00y; name="f\x00.bin"\r\nContent-ID: <c\x00d>\r\n\r\n'
+        b"data\r\n--b--\r\n"
+    )
+    # Five messages of 900 parts share one batch: 4,500 attachment rows, 45,000 parameters.
+    wide = [_many_parts(f"wide{i}", 900) for i in range(5)]
+    extra = [_many_parts("exploded", 10_000), huge, nul, *wide]
+    counts = await append_corpus(
+        dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 30)}, extra={"INBOX": extra}
+    )
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    small_cap = settings.model_copy(update={"max_message_bytes": cap})
+    assert len(huge) > cap > len(extra[0])
+
+    first = await _sync(db, small_cap, account)
+    second = await _sync(db, small_cap, account)
+
+    assert first["new"] == counts["INBOX"] == 38
+    assert second == {"status": "success", "folders": 6, "new": 0, "updated": 0, "deleted": 0}
+    stored = await _rows(db, account)
+    rows = {r.subject: r for r in stored if r.imap_uid and r.imap_uid > 30}
+    normal = [r for r in stored if r.imap_uid is not None and r.imap_uid <= 30]
+    assert len(stored) == 38 and len(normal) == 30
+    assert all(r.problem is None and not r.too_large for r in normal)
+    assert sum(1 for r in normal if r.text or r.html) >= 29
+    big = rows["huge"]
+    assert big.too_large and big.text is None and big.size is not None and big.size > cap
+    assert big.problem is not None and "cap" in big.problem
+    exploded = rows["exploded"]
+    assert exploded.problem is not None and "10000 attachments" in exploded.problem
+    # Dovecot stores a NUL as 0x80 (the scripted server in tests/hostile sends real NULs).
+    [nul_row] = [r for r in rows.values() if r.imap_uid == 33]
+    assert nul_row.problem is None and nul_row.subject and nul_row.subject.startswith("nul")
+    async with db.transaction() as s:
+        per_message = dict(
+            (
+                await s.execute(
+                    sa.select(Attachment.message_id, sa.func.count())
+                    .where(Attachment.tenant_id == account.tenant_id)
+                    .group_by(Attachment.message_id)
+                )
+            ).all()
+        )
+    assert per_message[exploded.id] == 1000
+    assert all(per_message[rows[f"wide{i}"].id] == 900 for i in range(5))
+    inbox = (await _folders(db, account))["INBOX"]
+    assert inbox.uidnext == 39 and inbox.highest_modseq
