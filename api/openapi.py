@@ -1,6 +1,11 @@
 """The OpenAPI document as clients see it: every /v1 operation lists the error envelope for
 the statuses any request can get (401, 400, 413, 422, 429, 503), so generated clients and
-schemathesis know them; and the Allow header of a 405 is derived from the same document."""
+schemathesis know them; and the Allow header of a 405 is derived from the same document.
+
+/docs (Swagger UI) and /redoc (ReDoc) load their scripts, styles and icon from this server:
+the files of the installed `fastapi-offline` package, mounted at /docs-assets. FastAPI's
+defaults fetch them from a CDN, which leaves blank pages offline or behind a CSP that allows
+only the API's own origin."""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.schemas.common import ErrorBody
 
@@ -58,6 +66,42 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs and /redoc with local assets (create the app with docs_url=redoc_url=None)."""
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(packages=[("fastapi_offline", "static")]),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            oauth2_redirect_url=None,  # API keys are Bearer tokens: no OAuth2 flow to finish
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 @lru_cache(maxsize=8)

@@ -24,7 +24,12 @@ USER, PASSWORD = "ops", "flower-" + "pw-7f3a9c"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
 
 
-def chromium(url: str, *, screenshot: Path | None = None) -> str:
+# Chromium flag: every host name fails to resolve except 127.0.0.1, so nothing loads from
+# outside this machine (a CDN script, a web font).
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
+def chromium(url: str, *, screenshot: Path | None = None, extra: tuple[str, ...] = ()) -> str:
     """Load `url` in a fresh headless Chromium; the DOM after scripts ran (or a screenshot)."""
     profile = tempfile.mkdtemp(prefix="postroom-chromium-")
     argv = [
@@ -38,6 +43,7 @@ def chromium(url: str, *, screenshot: Path | None = None) -> str:
         f"--user-data-dir={profile}",
         "--virtual-time-budget=4000",
         "--window-size=1400,900",
+        *extra,
     ]
     argv += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     try:
