@@ -118,15 +118,17 @@ def test_make_dev_serves_the_api_on_8000_with_readable_logs_and_ctrl_c_stops_all
     finally:
         # Ctrl-C in a terminal: SIGINT to the foreground process group (make and honcho).
         os.killpg(dev.proc.pid, signal.SIGINT)
+        interrupted = time.monotonic()
         try:
             dev.proc.wait(60)
         except subprocess.TimeoutExpired:
             dev.stop(signal.SIGKILL)
             raise
+    stopped = time.monotonic() - interrupted
     left = [p for p in tree if alive(p)]
     assert not left, f"still running after Ctrl-C: {left}\n{dev.log()[-3000:]}"
     assert not port_in_use(API_PORT)
-    print(f"make dev: /health/live 200 after {took:.1f} s")
+    print(f"make dev: /health/live 200 after {took:.1f} s, stopped {stopped:.1f} s after Ctrl-C")
 
     lines = [line for line in output.splitlines() if re.search(r"\b\w+\.1\s+\|", line)]
     assert lines, output[-3000:]
