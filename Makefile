@@ -8,8 +8,8 @@ export PYTHONPATH := $(CURDIR)
 # API's GET /metrics sums every process's counters (docs/operations.md).
 METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
 api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
-# make dev: the API where the README says (honcho would hand it PORT=5000), readable log lines
-# for a person at a terminal (JSON stays the default everywhere else), Flower's history kept.
+# make dev: the API where the README says (honcho would hand it PORT=5000), and readable log
+# lines for a person at a terminal (JSON stays the default everywhere else).
 dev: export API_PORT ?= $(PORT)
 dev: export POSTROOM_LOG_JSON ?= false
 
@@ -60,7 +60,7 @@ worker-other: install
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
 
-flower: install ## Flower on 5555 (basic auth from POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1 only)
+flower: install ## Flower on 5555 (login: POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1); history: POSTROOM_FLOWER_DB
 	@$(PY) scripts/flower.py
 
 dev: migrate ## API :8000, workers per queue group, beat and Flower in the foreground; Ctrl-C stops all
