@@ -63,6 +63,7 @@ async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
             secret=WEBHOOK_SECRET,
             max_bytes=settings.webhook_max_body_bytes,
             stale_after_s=0,
+            max_age_s=settings.webhook_max_age_s,
         )
     assert ingested.created
     busy_id, busy = await run_sweep(app)
