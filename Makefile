@@ -8,6 +8,10 @@ export PYTHONPATH := $(CURDIR)
 # API's GET /metrics sums every process's counters (docs/operations.md).
 METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
 api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
+# make dev: the API where the README says (honcho would hand it PORT=5000), and readable log
+# lines for a person at a terminal (JSON stays the default everywhere else).
+dev: export API_PORT ?= $(PORT)
+dev: export POSTROOM_LOG_JSON ?= false
 
 .PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
 	      dev test test-all lint format bench up down clean
@@ -22,7 +26,13 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) scripts/make_env.py > .env
 	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS and a local webhook secret"
 
+# make dev installs once up front; the processes it starts (make api, make worker-sync...) skip
+# the check with SKIP_INSTALL=1, which also lets a test run make dev without touching .venv.
+ifeq ($(SKIP_INSTALL),)
 install: $(VENV)/.installed .env ## create .venv and install postroom with its test extras
+else
+install:
+endif
 
 check-services: install
 	@$(PY) scripts/check_services.py
@@ -50,12 +60,12 @@ worker-other: install
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
 
-flower: install ## Flower on 5555 (basic auth from POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1 only)
+flower: install ## Flower on 5555 (login: POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1); history: POSTROOM_FLOWER_DB
 	@$(PY) scripts/flower.py
 
-dev: migrate ## API, workers per queue group, beat and Flower in the foreground; Ctrl-C stops all
+dev: migrate ## API :8000, workers per queue group, beat and Flower in the foreground; Ctrl-C stops all
 	@mkdir -p "$$PROMETHEUS_MULTIPROC_DIR" && find "$$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
-	$(VENV)/bin/honcho -f Procfile start
+	SKIP_INSTALL=1 $(VENV)/bin/honcho -f Procfile start
 
 test: migrate ## the suite a user needs to trust postroom (a few minutes)
 	$(PY) scripts/setup_peers.py

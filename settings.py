@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     retry_cap_s: float = 600.0
     event_retention_days: int = 30
     flower_port: int = 5555
+    # Flower's task history, saved on shutdown and every minute (relative to the repository
+    # root; empty: kept in memory only, lost at restart).
+    flower_db: str = ".data/flower.db"
 
     # Budgets (docs/operations.md "Budgets"). A rate of 0 turns that limit off.
     rate_limit_per_s: float = 20.0

@@ -13,7 +13,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
 from api.observability import ObservabilityMiddleware
-from api.openapi import install_openapi
+from api.openapi import install_docs, install_openapi
 from api.routes import (
     accounts,
     classify_rules,
@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Mail-processing backend: Nylas webhooks in, IMAP/SMTP/Nylas work on Celery.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: the same pages with assets served from here
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

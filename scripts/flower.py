@@ -2,6 +2,8 @@
 
 Port: POSTROOM_FLOWER_PORT (5555). With POSTROOM_FLOWER_BASIC_AUTH=`user:password` Flower asks
 for that login and listens on every interface; without it, it listens on 127.0.0.1 only.
+History: POSTROOM_FLOWER_DB (.data/flower.db) keeps the task list across restarts; Flower
+writes it when it stops (SIGTERM, Ctrl-C) and every minute, so a crash loses at most a minute.
 The password travels to Flower in its environment (FLOWER_BASIC_AUTH), never on the command
 line (visible to every user in `ps`) and never in our output.
 """
@@ -16,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from settings import Settings, get_settings  # noqa: E402
+
+SAVE_EVERY_MS = 60_000  # besides the save on shutdown; a crash loses at most this much
 
 
 def plan(
@@ -48,7 +52,12 @@ def plan(
     port = port or settings.flower_port
     celery = str(Path(sys.executable).parent / "celery")
     argv = [celery, "-A", "worker.app", "flower", f"--port={port}", f"--address={bind}"]
-    return argv, env, f"Flower on http://{bind}:{port}/ with {who}"
+    history = "history in memory only"
+    if settings.flower_db:
+        db = ROOT / settings.flower_db  # an absolute setting stays as it is
+        argv += ["--persistent=True", f"--db={db}", f"--state_save_interval={SAVE_EVERY_MS}"]
+        history = f"history in {db}"
+    return argv, env, f"Flower on http://{bind}:{port}/ with {who}; {history}"
 
 
 def main(args: list[str] | None = None) -> None:
@@ -59,6 +68,10 @@ def main(args: list[str] | None = None) -> None:
     argv, env, description = plan(get_settings(), port=ns.port, address=ns.address)
     print(description, file=sys.stderr, flush=True)
     os.chdir(ROOT)
+    db = next((a.partition("=")[2] for a in argv if a.startswith("--db=")), None)
+    if db:
+        # Task names, arguments and results live in there: for this user only.
+        Path(db).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     # exec: Flower becomes this process, so signals from honcho or Docker reach it directly.
     os.execve(argv[0], argv, env)  # noqa: S606 - fixed argv, no shell

@@ -1,4 +1,5 @@
-"""JSON log lines with request_id, event_id, task_id and tenant_id bound by context."""
+"""Log lines (JSON, or console text for `make dev`) with request_id, event_id, task_id and
+tenant_id bound by context."""
 
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
+    # JSON for machines (the default); `make dev` sets POSTROOM_LOG_JSON=false for people at a
+    # terminal: one readable line each, coloured only when stderr is a terminal.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -11,10 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from database.engine import Database
 from database.repositories import events as events_repo
 
 Publish = Callable[..., bool]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -42,11 +46,21 @@ async def sweep(
         if not ok:
             # The broker is still away; the rest would fail the same way. They stay due.
             break
+    # Runs every few seconds: a line only when something was lost and published again.
+    if published:
+        log.info("outbox_republished", found=len(due), published=published)
+    if published < len(due):
+        log.warning("outbox_publish_failed", found=len(due), published=published)
+    elif not due:
+        log.debug("outbox_idle")
     return SweepResult(found=len(due), published=published)
 
 
 async def cleanup(db: Database, *, retention_days: int) -> int:
     async with db.transaction() as session:
-        return await events_repo.delete_finished_before(
+        deleted = await events_repo.delete_finished_before(
             session, before=events_repo.cutoff(retention_days)
         )
+    if deleted:
+        log.info("events_cleaned_up", deleted=deleted, retention_days=retention_days)
+    return deleted

@@ -1,7 +1,8 @@
 """Worker-side logs and metrics through Celery signals (imported by worker.app).
 
 - `setup_logging`: Celery leaves logging to us, so its own lines (ready, received, succeeded)
-  are JSON like ours instead of its text format.
+  are rendered like ours (JSON, or console text under `make dev`); its per-run lines for idle
+  housekeeping tasks drop to DEBUG.
 - task_prerun/postrun/retry/failure: runs, retries, failures and durations by task, written
   to the shared multiprocess directory when PROMETHEUS_MULTIPROC_DIR is set.
 - `beat_init` (worker.beat_lock): a second beat waits on standby instead of ticking.
@@ -11,6 +12,8 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import time
 from typing import Any
 
@@ -33,11 +36,67 @@ from worker import beat_lock  # noqa: F401  (beat_init receiver: exactly one bea
 _started: dict[str, float] = {}
 
 
+# Beat's housekeeping tasks (the outbox sweep runs every 5 s) would fill the log with Celery's
+# per-run lines. Those go to DEBUG: beat's "Sending due task", the worker's "received", a run
+# discarded because it expired in the queue, and "succeeded" when the run reports nothing
+# done. A run that did something, or failed, stays at its level.
+HOUSEKEEPING_PREFIX = "postroom.maintenance."
+_PER_RUN_LOGGERS = (
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.worker.request",
+    "celery.app.trace",
+)
+
+
+def _task_name(record: logging.LogRecord) -> str | None:
+    data = getattr(record, "data", None)  # Celery's received/succeeded lines carry a dict
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        return data["name"]
+    args = record.args
+    if not (isinstance(args, tuple) and len(args) == 2):
+        return None
+    if record.name == "celery.beat":
+        return str(args[1])  # "Scheduler: Sending due task %s (%s)": entry name, task
+    if record.name == "celery.worker.request" and str(record.msg).startswith("Discarding"):
+        return str(args[0])  # a run that expired in the queue ("expires" in the schedule)
+    return None
+
+
+def _did_work(record: logging.LogRecord) -> bool:
+    """Housekeeping tasks return counts; a run whose every count is 0 was idle."""
+    data = getattr(record, "data", None)
+    if not isinstance(data, dict) or "return_value" not in data:
+        return False
+    try:
+        result = ast.literal_eval(str(data["return_value"]))
+    except (ValueError, SyntaxError):
+        return True  # not the counts we know: keep the line
+    if not isinstance(result, dict):
+        return True
+    return any(isinstance(v, int | float) and v for v in result.values())
+
+
+class QuietHousekeeping(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        name = _task_name(record)
+        if name is None or not name.startswith(HOUSEKEEPING_PREFIX) or _did_work(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 @setup_logging.connect
 def _json_logging(loglevel: Any = None, **_: Any) -> None:
     settings = get_settings()
     level = loglevel if isinstance(loglevel, str) else settings.log_level
     configure_logging(level=level, json=settings.log_json)
+    for name in _PER_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, QuietHousekeeping)]
+        logger.addFilter(QuietHousekeeping())
 
 
 def request_id_of(task: Task) -> str | None:

@@ -25,7 +25,8 @@ def beat(env: dict[str, str], name: str) -> Process:
             "--schedule",
             str(schedule),
         ],
-        env,
+        # Beat's per-tick "Sending due task" line for housekeeping tasks is DEBUG.
+        {**env, "POSTROOM_LOG_LEVEL": "DEBUG"},
     )
 
 
