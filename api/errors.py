@@ -71,8 +71,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PostroomError)
     async def _domain(request: Request, exc: PostroomError) -> JSONResponse:
         headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        # An error may carry details (account verification: one entry per server).
+        details = getattr(exc, "details", None)
+        extra = {"details": details} if details is not None else {}
         return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status_code, headers=headers
+            error_body(exc.code, exc.message, **extra),
+            status_code=exc.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

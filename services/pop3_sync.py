@@ -61,9 +61,14 @@ def message_rows(
     *,
     provider_id: str,
     warnings: list[str] | None = None,
+    headers_only: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The `message` row and attachment rows of one downloaded message."""
     parsed = parse(raw)
+    if headers_only:
+        # The header's blank line is no body: text and parts stay unknown, not empty.
+        parsed.text = parsed.html = parsed.snippet = None
+        parsed.attachments = []
     msg_id = uuid.uuid4()
     values = parsed.columns()
     values.update(
@@ -122,7 +127,12 @@ class _Pop3Syncer:
             raws, warning = await self.client.retrieve(batch), []
         for number, raw in zip(batch, raws, strict=True):
             values, a = message_rows(
-                self.account, self.folder, raw, provider_id=ids[number], warnings=warning
+                self.account,
+                self.folder,
+                raw,
+                provider_id=ids[number],
+                warnings=warning,
+                headers_only=bool(warning),
             )
             if warning:
                 values["size"] = sizes[number]

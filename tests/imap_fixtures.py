@@ -1,4 +1,5 @@
-"""A throw-away Dovecot IMAP and POP3 server (TESTING.md) and helpers that fill it with corpus messages."""
+"""A throw-away Dovecot IMAP and POP3 server (TESTING.md) and helpers that fill it with corpus
+messages."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 from tests.peers import free_port, wait_port
 
 PASSWORD = "secret-pass"
+# Dovecot's greeting in the tests: no answer of ours may ever repeat it.
+GREETING = "Dovecot ready, greeting-7c1e5d"
 FOLDERS = {
     "Sent": "\\Sent",
     "Trash": "\\Trash",
@@ -35,6 +38,7 @@ info_log_path = {base}/dovecot.log
 ssl = {ssl}
 {ssl_files}
 disable_plaintext_auth = no
+login_greeting = {greeting}
 auth_mechanisms = plain login apop
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -129,6 +133,7 @@ class Dovecot:
                 port=self.port,
                 tls_port=self.tls_port,
                 pop3_port=self.pop3_port,
+                greeting=GREETING,
                 pop3s_port=self.pop3_tls_port,
                 mailboxes=mailboxes,
                 ssl="yes" if self.tls else "no",
