@@ -274,6 +274,8 @@ class Pop3Client:
             found = self._buf.find(separator, pos)
             if found >= 0:
                 end = found + len(separator)
+                if end > cap:
+                    raise self._lost(f"sent {what}")
                 out = bytes(self._buf[:end])
                 del self._buf[:end]
                 return out
