@@ -115,6 +115,8 @@ class Dovecot:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not Path(binary).exists():
             raise RuntimeError("Dovecot is missing: apt-get install -y dovecot-imapd")
+        if not (Path(binary).parent.parent / "lib" / "dovecot" / "pop3").exists():
+            raise RuntimeError("Dovecot's POP3 server is missing: apt-get install -y dovecot-pop3d")
         for sub in ("run", "state", "mail"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in self.users))
