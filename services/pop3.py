@@ -219,8 +219,7 @@ class Pop3Client:
         except Pop3CommandError as exc:
             if exc.response_code in _TEMPORARY_CODES:
                 raise ProviderTemporaryError(
-                    f"The POP3 server cannot open the mailbox now [{exc.response_code}]; "
-                    "it will be tried again."
+                    f"The POP3 server cannot open the mailbox now [{exc.response_code}]."
                 ) from None
             raise BadCredentials("The POP3 server refused the username or password.") from None
         # RFC 2449 5: CAPA after login may list more (PIPELINING, UIDL on some servers).
@@ -250,9 +249,7 @@ class Pop3Client:
 
     # -- wire -----------------------------------------------------------------------------
     def _lost(self, what: str) -> ProviderTemporaryError:
-        return ProviderTemporaryError(
-            f"The POP3 server {what} during {self._command}; it will be tried again."
-        )
+        return ProviderTemporaryError(f"The POP3 server {what} during {self._command}.")
 
     async def _fill(self) -> None:
         """Read what the server has sent so far into the buffer (waiting at most `timeout`)."""

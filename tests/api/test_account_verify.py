@@ -3,6 +3,8 @@ and ?verify=true, against Dovecot (IMAP, POP3) and aiosmtpd, with their banners 
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -254,7 +256,7 @@ async def test_verify_never_quotes_a_hostile_pop3_server(
         (
             b"+OK " + banner * 1000 + b"\r\n",
             [],
-            "The POP3 server sent an over-long line during CONNECT; it will be tried again.",
+            "The POP3 server sent an over-long line during CONNECT.",
         ),
         (
             b"+OK <1.2@x>\r\n",
@@ -276,6 +278,32 @@ async def test_verify_never_quotes_a_hostile_pop3_server(
         assert check == {"ok": False, "message": expected}
         assert_no_peer_words(check["message"], peer.port)
         assert BANNER not in r.text
+
+
+async def test_verify_gives_up_on_a_silent_server_within_its_timeout(
+    client: Any, db: Any, dovecot: Dovecot, smtp_port: int
+) -> None:
+    from services.account_verify import VERIFY_TIMEOUT_S
+
+    caller = await make_caller(db)
+    # Listening, never accepting: the kernel completes the handshake and nothing is said.
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        body = _body("pop3", dovecot, "ana@example.com", smtp_port, port=port)
+        start = time.monotonic()
+        r = await client.post("/v1/accounts/verify", json=body, headers=caller.headers)
+        took = time.monotonic() - start
+    finally:
+        silent.close()
+
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"]["pop3"] == {
+        "ok": False,
+        "message": f"The POP3 server did not answer within {VERIFY_TIMEOUT_S:g}s.",
+    }
+    assert r.json()["checks"]["smtp"]["ok"] is True
+    assert VERIFY_TIMEOUT_S <= took < VERIFY_TIMEOUT_S + 3
 
 
 async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(

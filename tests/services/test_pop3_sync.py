@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Attachment, Folder, Message
-from services.errors import BadCredentials
+from services.errors import BadCredentials, ValidationFailed
 from services.imap_sync import run_sync
 from services.mail_accounts import pop3_config
 from services.mail_delete import delete_messages
@@ -288,6 +288,25 @@ async def test_a_wrong_password_is_bad_credentials_without_the_servers_words(
     text = str(info.value)
     assert text == "The POP3 server refused the username or password."
     assert GREETING not in text and "Authentication failed" not in text
+
+
+async def test_a_pop3_message_cannot_be_moved_to_another_folder(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from services.rules import move_message
+
+    dovecot.deliver(mailbox_user, _with_attachment())
+    account = await create_pop3_account(db, settings, dovecot, mailbox_user)
+    await _sync(db, settings, account)
+    [row] = await _rows(db, account)
+    junk = Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk", role="junk")
+
+    async with db.transaction() as s:
+        with pytest.raises(ValidationFailed, match="one folder, INBOX"):
+            await move_message(
+                s, settings=settings, nylas=None, account=account, message=row, target=junk
+            )
+    assert await _server_uidls(dovecot, mailbox_user) == [row.provider_id]
 
 
 def test_unstuffing_removes_exactly_one_leading_dot() -> None:
