@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.errors import ProviderTemporaryError, ValidationFailed
+from settings import get_settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,9 +102,10 @@ class AllowList:
         if _normal_name(host) in self.names:
             return True
         candidates = [address]
-        inner = embedded_ipv4(address)
-        if inner is not None:
-            candidates.append(inner)
+        # A mapped address is the IPv4 address itself; NAT64 and 6to4 forms go through a
+        # gateway somewhere else, so only their own IPv6 address can be listed.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
         return any(a in n for a in candidates for n in self.networks if a.version == n.version)
 
 
@@ -184,9 +186,7 @@ def _check_port(port: int, role: str) -> None:
 
 
 def _allow_list(allowed: str | None) -> AllowList:
-    if allowed is None:
-        from settings import get_settings  # the worker's own settings, read once
-
+    if allowed is None:  # the process's own settings (the worker's environment)
         allowed = get_settings().allowed_private_mail_hosts
     return AllowList.parse(allowed)
 
@@ -233,7 +233,16 @@ async def check_configured_host(host: str, port: int, *, role: str, allowed: str
 
 
 def failure_kind(exc: BaseException) -> str:
-    """What went wrong with a connection, in words: never the peer's text or the address."""
+    """What went wrong with a connection, in words: never the peer's text or the address.
+
+    Libraries wrap the socket's error (aiosmtplib's SMTPConnectError around an SSLError): the
+    innermost cause is the one that says what happened.
+    """
+    for _ in range(4):
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "the TLS certificate was not accepted"
     if isinstance(exc, ssl.SSLError):

@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import requests
 from nylas import Client
@@ -39,15 +38,15 @@ def grant_path(grant_id: str) -> str:
 
 
 def id_path(value: str) -> str:
-    """Any other id (a message id from a webhook) as exactly one path segment.
+    """A message id for the SDK, which encodes it as one path segment itself (quote, safe="").
 
-    "/", "?", "#" and "%" are encoded; characters provider ids use ("=" in Microsoft ids)
-    stay as they are. "." and ".." would be dot segments a URL library resolves: refused.
+    Encoding leaves "." and ".." as they are, and those are dot segments a URL library
+    resolves (`messages/..` would be the grant itself): refused, like an empty id.
     """
     text = str(value)
     if text in ("", ".", ".."):
         raise ValidationFailed("That is not a Nylas object id.")
-    return quote(text, safe="=+@:,;")
+    return text
 
 
 def _retry_after(headers: Any) -> float | None:

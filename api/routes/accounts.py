@@ -48,8 +48,14 @@ async def create_account(
     verify: Annotated[bool, Query(description="log in to the servers before saving")] = False,
 ) -> AccountPublic:
     """Connect an IMAP+SMTP or POP3+SMTP account or a Nylas grant; secrets are stored
-    encrypted only. With `verify=true` the servers are logged in to first, and a failure is
-    422 `account_verification_failed` (nothing saved) with one entry per server in `details`."""
+    encrypted only.
+
+    A mail host that resolves to a non-public address answers 422 `mail_host_not_allowed`
+    (unless POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS lists it); SMTP without username and password
+    sends without AUTH. With `verify=true` the servers are logged in to first, and a failure
+    is 422 `account_verification_failed` (nothing saved) with one entry per server in
+    `details`.
+    """
     data = body.model_dump(mode="json")
     if verify:
         checks = await account_verify.verify_account(settings, data, nylas=request.app.state.nylas)
@@ -115,7 +121,10 @@ async def update_account(
     uow: UowDep,
     settings: SettingsDep,
 ) -> AccountPublic:
-    """Change the sync interval, enable/disable, or replace IMAP/SMTP settings."""
+    """Change the sync interval, enable/disable, or replace IMAP/SMTP settings.
+
+    New IMAP/SMTP hosts pass the same check as on create (422 `mail_host_not_allowed`).
+    """
     account = await accounts.update_account(
         uow.session,
         settings=settings,

@@ -18,11 +18,14 @@ from services.imap import ImapClient, ImapConfig
 from services.sent_copy import append_sent_copy
 from services.smtp import SmtpConfig, SmtpConnection
 from tests import banner_server as banners
+from tests import smtp_fixtures
 from tests.banner_server import BANNER, BannerServer, assert_no_peer_words
 from tests.imap_fixtures import PASSWORD, Dovecot
 from tests.peers import free_port
 
 banner_server = banners.banner_server
+certificate = smtp_fixtures.certificate
+smtp_server = smtp_fixtures.smtp_server
 LOOPBACK = "127.0.0.0/8,::1"
 
 ADDRESSES = [
@@ -324,3 +327,34 @@ async def test_a_closed_port_is_named_connection_refused() -> None:
     with pytest.raises(PostroomError) as smtp_info:
         await SmtpConnection(config).connect()
     assert smtp_info.value.message == "Could not connect to the SMTP server: connection refused."
+
+
+async def test_tls_failures_are_named_without_detail(smtp_server) -> None:
+    # A certificate nobody trusts (no ca_pem given): named, and nothing of the certificate.
+    for security in ("tls", "starttls"):
+        peer = smtp_server(security=security)
+        config = SmtpConfig(
+            host="127.0.0.1", port=peer.port, security=security, allowed_private_hosts=LOOPBACK
+        )
+        with pytest.raises(PostroomError) as info:
+            await SmtpConnection(config).connect()
+        assert info.value.message == (
+            "Could not open an SMTP session: the TLS certificate was not accepted."
+        )
+        assert info.value.transient
+    # STARTTLS asked for and not offered: permanent, retrying cannot help.
+    plain = smtp_server(security="none")
+    config = SmtpConfig(
+        host="127.0.0.1", port=plain.port, security="starttls", allowed_private_hosts=LOOPBACK
+    )
+    with pytest.raises(PostroomError) as refused:
+        await SmtpConnection(config).connect()
+    assert refused.value.message == "The SMTP server does not offer STARTTLS."
+    assert not refused.value.transient
+
+
+def test_the_allow_list_opens_mapped_forms_but_not_nat64_or_6to4_ones() -> None:
+    allow = AllowList.parse(LOOPBACK)
+    assert allow.allows("h", ipaddress.ip_address("::ffff:127.0.0.1"))
+    assert not allow.allows("h", ipaddress.ip_address("64:ff9b::7f00:1"))
+    assert not allow.allows("h", ipaddress.ip_address("2002:7f00:1::1"))
