@@ -375,22 +375,28 @@ class Pop3Client:
             out[int(parts[0])] = int(parts[1])
         return out
 
-    async def retrieve(self, numbers: list[int]) -> list[bytes]:
-        """RETR each message; pipelined in one write when the server offers PIPELINING."""
-        if self.has("PIPELINING"):
+    async def retrieve(self, numbers: list[int]) -> list[bytes | None]:
+        """RETR each message; pipelined in one write when the server offers PIPELINING.
+
+        A message the server refuses to send (-ERR: unreadable on its side) is None, and the
+        others still come: one bad message must not stop the maildrop's sync.
+        """
+        pipelined = self.has("PIPELINING")
+        if pipelined:
             await self._send(b"".join(b"RETR %d\r\n" % n for n in numbers))
-            self.retrieved += len(numbers)
-            out = []
-            for _ in numbers:
-                await self._status("RETR")
-                out.append(await self._body())
-            return out
-        bodies = []
+        out: list[bytes | None] = []
         for n in numbers:
             self.retrieved += 1
-            await self._simple(b"RETR %d" % n, name="RETR")
-            bodies.append(await self._body())
-        return bodies
+            try:
+                if pipelined:
+                    await self._status("RETR")
+                else:
+                    await self._simple(b"RETR %d" % n, name="RETR")
+            except Pop3CommandError:
+                out.append(None)
+                continue
+            out.append(await self._body())
+        return out
 
     async def headers(self, number: int) -> bytes:
         """The header of one message (TOP n 0): what is kept of a message over the cap."""

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from database.engine import Database
 from database.models import Account, Folder
 from database.repositories import imap_state as repo
@@ -24,7 +26,7 @@ from services.errors import ValidationFailed
 from services.imap_sync import SyncResult
 from services.mail_accounts import account_for_tenant, pop3_config
 from services.mime import parse
-from services.pop3 import Pop3Client
+from services.pop3 import Pop3Client, Pop3CommandError
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -32,6 +34,8 @@ INBOX = "INBOX"
 BATCH = 100
 # A batch holds at most this much message data (a single larger message is a batch alone).
 BATCH_BYTES = 16 * 1024 * 1024
+
+log = structlog.get_logger(__name__)
 
 
 def plan(new: list[tuple[int, str]], sizes: dict[int, int], cap: int) -> list[list[int]]:
@@ -117,15 +121,21 @@ class _Pop3Syncer:
         cap = self.client.config.max_message_bytes
         rows: list[dict[str, Any]] = []
         atts: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        raws: list[bytes | None]
+        warning: list[str] = []
         if len(batch) == 1 and sizes.get(batch[0], 0) > cap:
-            raws = await self._headers_only(batch[0], sizes[batch[0]], cap)
+            raws = [await self._headers_only(batch[0])]
             warning = [
                 f"the message is {sizes[batch[0]]} bytes, over the {cap}-byte cap: "
                 "only its header is stored"
             ]
         else:
-            raws, warning = await self.client.retrieve(batch), []
+            raws = await self.client.retrieve(batch)
         for number, raw in zip(batch, raws, strict=True):
+            if raw is None:
+                # Refused by the server (-ERR): not stored, so the next sync tries again.
+                log.warning("pop3_message_refused", account_id=str(self.account.id), number=number)
+                continue
             values, a = message_rows(
                 self.account,
                 self.folder,
@@ -157,11 +167,14 @@ class _Pop3Syncer:
                 s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
             )
 
-    async def _headers_only(self, number: int, size: int, cap: int) -> list[bytes]:
+    async def _headers_only(self, number: int) -> bytes | None:
         if not self.client.has("TOP"):
             # Without TOP the header cannot be had alone: the row says what it is.
-            return [b""]
-        return [await self.client.headers(number)]
+            return b""
+        try:
+            return await self.client.headers(number)
+        except Pop3CommandError:
+            return None
 
 
 async def inbox_folder(db: Database, account: Account) -> Folder:

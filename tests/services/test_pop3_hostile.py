@@ -4,6 +4,7 @@ malformed listings refused in our words, and reading cost that grows linearly.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -143,15 +144,84 @@ async def test_reading_a_message_costs_linear_time(scripted: Any) -> None:
     payload = {n: b"+OK\r\n" + _stuffed(lines) + b".\r\n" for n, lines in sizes.items()}
     server = await scripted({b"RETR": lambda line: payload[int(line.split()[1])]})
 
-    times: dict[int, list[float]] = {1: [], 2: []}
-    async with Pop3Client(_config(server.port)) as client:
-        await client.retrieve([1])  # warm: buffers and the allocator
+    async def ratio(client: Pop3Client) -> float:
+        times: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(5):  # alternate, so a busy moment of the machine hits both sizes
             for n in (1, 2):
                 start = time.perf_counter()
                 [body] = await client.retrieve([n])
                 times[n].append(time.perf_counter() - start)
-                assert body.count(b"\r\n") == sizes[n]
-    small, large = min(times[1]), min(times[2])
+                assert body is not None and body.count(b"\r\n") == sizes[n]
+        return min(times[2]) / min(times[1])
 
-    assert large / small <= 2.5, (small, large)
+    ratios = []
+    gc.disable()  # a collection inside one timing is noise, not cost
+    try:
+        async with Pop3Client(_config(server.port)) as client:
+            await client.retrieve([1])  # warm: buffers and the allocator
+            # A shared machine can spike through a whole turn; a quadratic reader fails all.
+            for _ in range(3):
+                ratios.append(await ratio(client))
+                if ratios[-1] <= 2.5:
+                    break
+    finally:
+        gc.enable()
+
+    assert min(ratios) <= 2.5, ratios
+
+
+async def test_a_message_the_server_refuses_is_skipped_and_the_rest_stored(
+    scripted: Any, db: Any, settings: Any
+) -> None:
+    import sqlalchemy as sa
+
+    from database.models import Account, Credential, Message, Provider
+    from services.crypto import encrypt_json
+    from services.pop3_sync import sync_maildrop
+    from tests.factories import create_tenant, create_user
+
+    good = {1: b"Subject: one\r\n\r\nfirst\r\n", 3: b"Subject: three\r\n\r\nthird\r\n"}
+
+    def retr(line: bytes) -> bytes:
+        n = int(line.split()[1])
+        return b"+OK\r\n" + good[n] + b".\r\n" if n in good else b"-ERR " + SECRET + b"\r\n"
+
+    server = await scripted(
+        {
+            b"UIDL": lambda _: b"+OK\r\n1 u-1\r\n2 u-2\r\n3 u-3\r\n.\r\n",
+            b"LIST": lambda _: b"+OK\r\n1 30\r\n2 30\r\n3 30\r\n.\r\n",
+            b"RETR": retr,
+        }
+    )
+    tenant = await create_tenant(db)
+    owner = await create_user(db, tenant)
+    config = _config(server.port)
+    async with db.transaction() as s:
+        account = Account(
+            tenant_id=tenant.id, user_id=owner.id, provider=Provider.pop3, email="a@x.org"
+        )
+        s.add(account)
+        await s.flush()
+        secrets = {"pop3": {"host": "127.0.0.1", "port": server.port, "username": "a"}}
+        s.add(
+            Credential(
+                tenant_id=tenant.id,
+                account_id=account.id,
+                ciphertext=encrypt_json(settings, {**secrets, "smtp": {}}),
+            )
+        )
+
+    async with Pop3Client(config) as client:
+        first = await sync_maildrop(db, account=account, client=client)
+    async with Pop3Client(config) as client:
+        second = await sync_maildrop(db, account=account, client=client)
+
+    assert (first.new, second.new) == (2, 0)
+    # The refused one is asked for again (and only it); the stored ones are not.
+    assert client.retrieved == 1
+    async with db.transaction() as s:
+        stmt = sa.select(Message.provider_id, Message.subject).where(
+            Message.account_id == account.id
+        )
+        rows = sorted((await s.execute(stmt)).all())
+    assert rows == [("u-1", "one"), ("u-3", "three")]
