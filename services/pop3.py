@@ -216,11 +216,7 @@ class Pop3Client:
                 self.login_method = "USER"
                 await self._simple(b"USER " + user, name="USER")
                 await self._simple(b"PASS " + password, name="PASS")
-        except Pop3CommandError as exc:
-            if exc.response_code in _TEMPORARY_CODES:
-                raise ProviderTemporaryError(
-                    f"The POP3 server cannot open the mailbox now [{exc.response_code}]."
-                ) from None
+        except Pop3CommandError:
             raise BadCredentials("The POP3 server refused the username or password.") from None
         # RFC 2449 5: CAPA after login may list more (PIPELINING, UIDL on some servers).
         await self.refresh_capabilities()
@@ -300,9 +296,13 @@ class Pop3Client:
         if line.startswith(b"+OK"):
             return line
         if line.startswith(b"-ERR"):
-            error = Pop3CommandError(f"The POP3 server refused {name}{_refusal(line)}.")
             m = _CODE.match(line)
-            error.response_code = m.group(1).decode() if m else None
+            code = m.group(1).decode() if m else None
+            if code in _TEMPORARY_CODES:
+                # RFC 2449 8: the mailbox is locked, or the server is busy; try again later.
+                raise ProviderTemporaryError(f"The POP3 server cannot answer {name} now [{code}].")
+            error = Pop3CommandError(f"The POP3 server refused {name}{_refusal(line)}.")
+            error.response_code = code
             raise error
         raise self._lost("sent a reply that is not POP3")
 

@@ -106,6 +106,15 @@ async def test_an_over_long_listing_line_is_cut_off(scripted: Any) -> None:
     assert text == "The POP3 server sent an over-long line during UIDL."
 
 
+async def test_a_locked_maildrop_is_a_temporary_failure(scripted: Any) -> None:
+    server = await scripted({b"PASS": lambda _: b"-ERR [IN-USE] " + SECRET + b"\r\n"})
+
+    with pytest.raises(ProviderTemporaryError) as info:
+        await Pop3Client(_config(server.port)).connect()
+
+    assert str(info.value) == "The POP3 server cannot answer PASS now [IN-USE]."
+
+
 async def test_a_malformed_uidl_listing_is_refused(scripted: Any) -> None:
     server = await scripted({b"UIDL": lambda _: b"+OK\r\n1 " + SECRET + b" extra\r\n.\r\n"})
 
