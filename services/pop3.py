@@ -198,6 +198,10 @@ class Pop3Client:
             if "STLS" not in self.capabilities:
                 raise ProviderPermanentError("The POP3 server does not offer STLS.")
             await self._simple(b"STLS", name="STLS")
+            if self._buf:
+                # Bytes after STLS's +OK were sent in clear: read after the handshake they would
+                # pass for the server's (the STARTTLS command-injection trick).
+                raise ProviderPermanentError("The POP3 server sent data after agreeing to STLS.")
             assert self._writer is not None and context is not None
             await self._writer.start_tls(context, server_hostname=server_name)
             # RFC 2595 4: capabilities may change once TLS is up; the APOP timestamp does not.

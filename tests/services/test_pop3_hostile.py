@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.errors import ProviderTemporaryError
+from services.errors import ProviderPermanentError, ProviderTemporaryError
 from services.pop3 import MAX_LINE_BYTES, Pop3Client, Pop3Config
 
 SECRET = b"HOSTILE-WORDS-91c2"
@@ -68,13 +68,13 @@ async def scripted() -> AsyncIterator[Callable[[Replies], Any]]:
         await server.stop()
 
 
-def _config(port: int, **kw: Any) -> Pop3Config:
+def _config(port: int, security: str = "none", **kw: Any) -> Pop3Config:
     return Pop3Config(
         host="127.0.0.1",
         port=port,
         username="ana",
         password="pw",
-        security="none",
+        security=security,
         timeout=5,
         allowed_private_hosts="127.0.0.0/8",
         **kw,
@@ -113,6 +113,20 @@ async def test_a_locked_maildrop_is_a_temporary_failure(scripted: Any) -> None:
         await Pop3Client(_config(server.port)).connect()
 
     assert str(info.value) == "The POP3 server cannot answer PASS now [IN-USE]."
+
+
+async def test_data_sent_in_clear_after_stls_is_refused(scripted: Any) -> None:
+    server = await scripted(
+        {
+            b"CAPA": lambda _: b"+OK\r\nSTLS\r\n.\r\n",
+            b"STLS": lambda _: b"+OK\r\n+OK " + SECRET + b"\r\n",
+        }
+    )
+
+    with pytest.raises(ProviderPermanentError) as info:
+        await Pop3Client(_config(server.port, security="starttls")).connect()
+
+    assert str(info.value) == "The POP3 server sent data after agreeing to STLS."
 
 
 async def test_a_malformed_uidl_listing_is_refused(scripted: Any) -> None:
