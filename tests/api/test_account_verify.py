@@ -251,7 +251,7 @@ async def test_verify_never_quotes_a_hostile_pop3_server(
         (
             b"+OK hi\r\n",
             [b"+OK\r\nSTLS\r\n.\r\n", b"-ERR [SYS/TEMP] " + banner + b"\r\n"],
-            "The POP3 server refused STLS before login.",
+            "The POP3 server cannot answer STLS now [SYS/TEMP].",
         ),
         (
             b"+OK " + banner * 1000 + b"\r\n",
