@@ -32,6 +32,8 @@ class EventSource(enum.StrEnum):
 
 
 class EventStatus(enum.StrEnum):
+    # Waiting for its `send_at` time.
+    scheduled = "scheduled"
     received = "received"
     queued = "queued"
     processing = "processing"
@@ -39,10 +41,17 @@ class EventStatus(enum.StrEnum):
     succeeded = "succeeded"
     ignored = "ignored"
     dead = "dead"
+    # Cancelled through the API before a worker took it: its effect never happens.
+    cancelled = "cancelled"
 
     @classmethod
     def finished(cls) -> tuple[EventStatus, ...]:
-        return (cls.succeeded, cls.ignored, cls.dead)
+        return (cls.succeeded, cls.ignored, cls.dead, cls.cancelled)
+
+    @classmethod
+    def cancellable(cls) -> tuple[EventStatus, ...]:
+        """Not yet taken by a worker (API.md "Events": cancel)."""
+        return (cls.scheduled, cls.received, cls.queued, cls.retrying)
 
 
 def _enum_str(max_length: int = 32) -> Any:
