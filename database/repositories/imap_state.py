@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Attachment, Folder, Message
+from database.repositories import threads
 
 _m = Message.__table__  # type: ignore[attr-defined]
 _f = Folder.__table__  # type: ignore[attr-defined]
@@ -118,6 +119,7 @@ async def upsert_messages(
     """
     if not rows:
         return {}
+    await threads.assign_by_headers(session, rows)
     ins = insert(_m).values(list(rows))
     stmt = ins.on_conflict_do_update(
         index_elements=["account_id", "provider_id"],
