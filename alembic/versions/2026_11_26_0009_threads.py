@@ -34,27 +34,40 @@ coalesce(substring(m.message_id_header from '<([^<>[:space:]]+)>'),
          CASE WHEN m.message_id_header ~ '^[^<>[:space:]]+$' THEN m.message_id_header END)
 """
 
+# plpgsql, not SQL: an SQL function with subqueries is planned again on every call, which
+# made each stored message cost ~1.5 ms more; this one costs ~0.15 ms. The thread's
+# participants so far, then the sender, then the first 50 recipients: one entry per address
+# (case-insensitive), first seen first, at most 20.
 _PARTICIPANTS_FN = r"""
 CREATE FUNCTION thread_participants(cur jsonb, from_name text, from_email text, others jsonb)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-  -- The thread's participants so far, then the sender, then the first 50 recipients: one
-  -- entry per address (case-insensitive), first seen first, at most 20.
-  SELECT coalesce(jsonb_agg(p ORDER BY ord), '[]'::jsonb) FROM (
-    SELECT p, ord FROM (
-      SELECT DISTINCT ON (lower(p->>'email')) p, ord FROM (
-        SELECT e AS p, o AS ord FROM jsonb_array_elements(cur) WITH ORDINALITY AS c(e, o)
-        UNION ALL
-        SELECT jsonb_build_object('name', from_name, 'email', from_email), 1000
-        WHERE coalesce(from_email, '') <> ''
-        UNION ALL
-        SELECT jsonb_build_object('name', a->>'name', 'email', a->>'email'), 1000 + o
-        FROM jsonb_array_elements(
-               CASE WHEN jsonb_typeof(others) = 'array' THEN others ELSE '[]'::jsonb END
-             ) WITH ORDINALITY AS x(a, o)
-        WHERE o <= 50 AND jsonb_typeof(a) = 'object' AND coalesce(a->>'email', '') <> ''
-      ) u ORDER BY lower(p->>'email'), ord
-    ) d ORDER BY ord LIMIT 20
-  ) l
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+  result jsonb := coalesce(cur, '[]'::jsonb);
+  seen text[];
+  cand jsonb;
+BEGIN
+  IF jsonb_array_length(result) >= 20 THEN
+    RETURN result;
+  END IF;
+  SELECT coalesce(array_agg(lower(e->>'email')), '{}') INTO seen
+  FROM jsonb_array_elements(result) AS e;
+  IF coalesce(from_email, '') <> '' AND NOT lower(from_email) = ANY(seen) THEN
+    result := result || jsonb_build_array(jsonb_build_object('name', from_name, 'email', from_email));
+    seen := seen || lower(from_email);
+  END IF;
+  IF jsonb_typeof(others) = 'array' THEN
+    FOR cand IN SELECT e FROM jsonb_array_elements(others) AS e LIMIT 50 LOOP
+      EXIT WHEN jsonb_array_length(result) >= 20;
+      IF jsonb_typeof(cand) = 'object' AND coalesce(cand->>'email', '') <> ''
+         AND NOT lower(cand->>'email') = ANY(seen) THEN
+        result := result || jsonb_build_array(
+          jsonb_build_object('name', cand->>'name', 'email', cand->>'email'));
+        seen := seen || lower(cand->>'email');
+      END IF;
+    END LOOP;
+  END IF;
+  RETURN result;
+END
 $$
 """
 
