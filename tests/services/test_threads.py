@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from database.models import Message, Thread, ThreadRef
 from services.imap_sync import run_sync
 from services.threads import MAX_REFERENCES, link, message_refs, normalize_ids
-from tests import imap_support
+from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account, create_tenant
 from tests.imap_fixtures import Dovecot, append_many
 from tests.imap_support import create_imap_account
+from tests.smtp_fixtures import create_send_event, create_smtp_account
 
 dovecot = imap_support.dovecot
 mailbox_user = imap_support.mailbox_user
@@ -369,4 +370,55 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
     uuid.UUID(threads[0]["id"])
     assert sorted(await _subjects_of(client, caller, threads[0]["id"])) == ["Re: hi", "hi"]
     assert threads[0]["participants"][0] == {"name": "Ann Sender", "email": "ann@example.org"}
+    await _counts_match_messages(db)
+
+
+# -- what we send ------------------------------------------------------------------------------
+
+smtp_server = smtp_fixtures.smtp_server
+certificate = smtp_fixtures.certificate
+
+
+async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_server) -> None:
+    from database.repositories import events as events_repo
+    from database.repositories import imap_state
+    from services.mime import parse
+    from services.send import SendRequest, send_message
+
+    peer = smtp_server()
+    account = await create_smtp_account(db, settings, smtp=peer.credential())
+    parent = parse(mail("<parent@x>", "question", day=1, references="<root@x>")).columns()
+    parent.update(
+        id=uuid.uuid4(),
+        tenant_id=account.tenant_id,
+        account_id=account.id,
+        provider_id="INBOX:1:1",
+        sort_at=sa.func.now(),
+    )
+    async with db.transaction() as s:
+        await imap_state.upsert_messages(s, [parent])
+    event_id, _, _ = await create_send_event(db, account=account, kwargs={})
+    async with db.transaction() as s:
+        event = await events_repo.get(s, event_id)
+        await send_message(
+            s,
+            db=db,
+            settings=settings,
+            account=account,
+            event=event,
+            request=SendRequest(
+                to=[{"email": "ann@example.org"}],
+                subject="Re: question",
+                body_text="answer",
+                reply_to_message_id=str(parent["id"]),
+            ),
+            nylas=None,
+        )
+    async with db.sessionmaker() as s:
+        rows = (
+            await s.execute(sa.select(Message).where(Message.account_id == account.id))
+        ).scalars()
+        by_subject = {m.subject: m for m in rows}
+    assert set(by_subject) == {"question", "Re: question"}
+    assert by_subject["Re: question"].thread_id == by_subject["question"].thread_id
     await _counts_match_messages(db)
