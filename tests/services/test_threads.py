@@ -422,3 +422,54 @@ async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_se
     assert set(by_subject) == {"question", "Re: question"}
     assert by_subject["Re: question"].thread_id == by_subject["question"].thread_id
     await _counts_match_messages(db)
+
+
+async def test_a_deadlock_over_thread_rows_is_retried_not_dead_lettered(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    """Messages of one conversation share a thread row, so two transactions changing two
+    threads in opposite orders can deadlock; the database rolls one back whole, and the
+    worker's policy treats that as transient (a retry), not as a dead letter."""
+    from sqlalchemy.exc import DBAPIError
+
+    from database.repositories import imap_state
+    from services.mime import parse
+    from worker import policy
+
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    rows = []
+    for name, parent in (("a1", None), ("a2", "a1"), ("b1", None), ("b2", "b1")):
+        reply = f"<{parent}@x>" if parent else None
+        values = parse(mail(f"<{name}@x>", name, day=1, in_reply_to=reply)).columns()
+        values.update(
+            id=uuid.uuid4(),
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            provider_id=f"INBOX:1:{name}",
+            sort_at=sa.func.now(),
+        )
+        rows.append(values)
+    async with db.transaction() as s:
+        await imap_state.upsert_messages(s, rows)
+    a1, a2, b1, b2 = (r["id"] for r in rows)
+    assert rows[0]["thread_id"] == rows[1]["thread_id"] != rows[2]["thread_id"]
+
+    async def mark_read(order: list[uuid.UUID]) -> None:
+        async with db.transaction() as s:
+            for n, message_id in enumerate(order):
+                await s.execute(
+                    sa.update(Message).where(Message.id == message_id).values(unread=False)  # type: ignore[arg-type]
+                )
+                if n == 0:
+                    await asyncio.sleep(0.3)  # both hold their first thread row now
+
+    outcomes = await asyncio.gather(
+        # Four different message rows: only the two thread rows are taken in opposite orders.
+        mark_read([a1, b1]),
+        mark_read([b2, a2]),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1, outcomes
+    assert isinstance(errors[0], DBAPIError) and "deadlock" in str(errors[0]).lower()
+    assert policy.is_transient(errors[0])
