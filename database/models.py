@@ -442,7 +442,7 @@ class ThreadRef(SQLModel, table=True):
     __tablename__ = "thread_ref"
     __table_args__ = (sa.PrimaryKeyConstraint("account_id", "ref"),)
     account_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE")
-    # The normalized id (services.threads.normalize_ids).
+    # The normalized id (database.thread_refs.normalize_ids).
     ref: str = Field(sa_type=sa.String(300))
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     thread_id: uuid.UUID = fk_field("thread.id")

@@ -23,7 +23,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The same rules as services.threads: an id is the text between < and >, or the whole header
+# The same rules as database.thread_refs: an id is the text between < and >, or the whole header
 # when it has no brackets and no spaces; ids over 250 characters are replaced by a digest.
 _OWN_REF = r"""
 CASE WHEN length(raw) > 250 THEN '#' || encode(sha256(convert_to(raw, 'UTF8')), 'hex')

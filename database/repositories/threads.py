@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, Message, Thread, ThreadRef
-from services.threads import link, message_refs
+from database.thread_refs import link, message_refs
 
 _t = Thread.__table__  # type: ignore[attr-defined]
 _r = ThreadRef.__table__  # type: ignore[attr-defined]

@@ -13,14 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Message, Thread, ThreadRef
-from services.imap_sync import run_sync
-from services.threads import (
+from database.thread_refs import (
     MAX_HEADER_CHARS,
     MAX_REFERENCES,
     link,
     message_refs,
     normalize_ids,
 )
+from services.imap_sync import run_sync
 from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account, create_tenant
