@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import DeadLetter, Event
-from tests import smtp_fixtures
+from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_tenant
+from tests.imap_support import append_corpus, create_imap_account
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
 certificate = smtp_fixtures.certificate
@@ -175,3 +176,65 @@ async def _raw_event(db: Any, tenant_id: uuid.UUID, status: str) -> uuid.UUID:
         )
         s.add(event)
     return event.id
+
+
+# -- a workflow step claims through worker/workflows.py: the same refusal ----------------------
+
+dovecot = imap_support.dovecot
+mailbox_user = imap_support.mailbox_user
+
+
+async def test_cancelled_workflow_sync_stores_nothing(
+    db, settings, client, celery_app, dovecot, mailbox_user
+) -> None:
+    from database.models import Message
+    from database.repositories import events as events_repo
+
+    tenant = await create_tenant(db)
+    caller = await make_caller(db, tenant=tenant.name)
+    account = await create_imap_account(db, settings, dovecot, mailbox_user, tenant=tenant)
+    raw = b"From: a@example.org\r\nSubject: waiting\r\nMessage-ID: <w@x>\r\n\r\nhi\r\n"
+    await append_corpus(dovecot, mailbox_user, {}, extra={"INBOX": [raw]})
+    kwargs = {
+        "account_id": str(account.id),
+        "folder": None,
+        "full": False,
+        "workflow": "sync-and-classify",
+        "tenant_id": str(tenant.id),
+        "user_id": str(caller.user_id),
+    }
+    event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
+    async with db.transaction() as s:
+        await events_repo.insert_once(
+            s,
+            event_id=event_id,
+            source="api",
+            type="workflow.sync-and-classify",
+            external_id=None,
+            task_name="postroom.mail.sync_account",
+            task_id=task_id,
+            payload={"kwargs": kwargs},
+            stale_after_s=30,
+            task_kwargs=kwargs,
+            tenant_id=tenant.id,
+            user_id=caller.user_id,
+            account_id=account.id,
+        )
+    r = await client.post(f"/v1/events/{event_id}/cancel", headers=caller.headers)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+    result = _publish(celery_app, await _event(db, event_id), f"{event_id}.2")
+    answer = await asyncio.to_thread(result.get, timeout=30)
+    assert answer["status"] == "skipped"
+    async with db.sessionmaker() as s:
+        stored = (
+            await s.execute(
+                sa.select(sa.func.count())
+                .select_from(Message)
+                .where(Message.account_id == account.id)  # type: ignore[arg-type]
+            )
+        ).scalar_one()
+    assert stored == 0
+    event = await _event(db, event_id)
+    assert event.status == "cancelled" and event.attempts == 0 and event.steps == []
+    assert await _dead_letters(db) == []
