@@ -16,7 +16,7 @@ from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, Message, Thread, ThreadRef
@@ -26,6 +26,18 @@ _t = Thread.__table__  # type: ignore[attr-defined]
 _r = ThreadRef.__table__  # type: ignore[attr-defined]
 _m = Message.__table__  # type: ignore[attr-defined]
 _a = Account.__table__  # type: ignore[attr-defined]
+
+
+REF_CHUNK = 2000
+
+
+def _uuids(values: Any) -> Any:
+    """One array parameter instead of one parameter per value (IN (...) expands)."""
+    return sa.bindparam(None, list(values), type_=ARRAY(sa.Uuid))
+
+
+def _texts(values: Any) -> Any:
+    return sa.bindparam(None, list(values), type_=ARRAY(sa.Text))
 
 
 def derived_id(kind: str, account_id: uuid.UUID, key: str) -> uuid.UUID:
@@ -86,7 +98,9 @@ async def _merge(
     """Fold these threads into the oldest one; old id -> surviving id for each of them."""
     rows = (
         await session.execute(
-            sa.select(_t.c.id).where(_t.c.id.in_(threads)).order_by(_t.c.created_at, _t.c.id)
+            sa.select(_t.c.id)
+            .where(_t.c.id == sa.any_(_uuids(threads)))
+            .order_by(_t.c.created_at, _t.c.id)
         )
     ).all()
     ordered = [r.id for r in rows] or sorted(threads)
@@ -96,13 +110,15 @@ async def _merge(
         # The trigger moves each message's counts from the old thread to the survivor.
         await session.execute(
             sa.update(_m)
-            .where(_m.c.account_id == account_id, _m.c.thread_id.in_(loser_text))
+            .where(_m.c.account_id == account_id, _m.c.thread_id == sa.any_(_texts(loser_text)))
             .values(thread_id=str(survivor))
         )
         await session.execute(
-            sa.update(_r).where(_r.c.thread_id.in_(losers)).values(thread_id=survivor)
+            sa.update(_r)
+            .where(_r.c.thread_id == sa.any_(_uuids(losers)))
+            .values(thread_id=survivor)
         )
-        await session.execute(sa.delete(_t).where(_t.c.id.in_(losers)))
+        await session.execute(sa.delete(_t).where(_t.c.id == sa.any_(_uuids(losers))))
     return dict.fromkeys(threads, survivor)
 
 
@@ -133,7 +149,7 @@ async def _assign_account(
     if all_refs:
         found = await session.execute(
             sa.select(_r.c.ref, _r.c.thread_id).where(
-                _r.c.account_id == account_id, _r.c.ref.in_(all_refs)
+                _r.c.account_id == account_id, _r.c.ref == sa.any_(_texts(all_refs))
             )
         )
         known = {r.ref: r.thread_id for r in found}
@@ -158,15 +174,16 @@ async def _assign_account(
             if ref not in known:
                 new_refs[ref] = thread_id
     await _create(session, new_threads)
-    if new_refs:
+    refs_rows = [
+        {"account_id": account_id, "ref": ref, "tenant_id": tenant_id, "thread_id": t}
+        for ref, t in sorted(new_refs.items())
+    ]
+    # A batch of long References can name many thousands of ids: chunks stay far below the
+    # driver's 32,767 parameters per statement.
+    for i in range(0, len(refs_rows), REF_CHUNK):
         await session.execute(
             insert(_r)
-            .values(
-                [
-                    {"account_id": account_id, "ref": ref, "tenant_id": tenant_id, "thread_id": t}
-                    for ref, t in sorted(new_refs.items())
-                ]
-            )
+            .values(refs_rows[i : i + REF_CHUNK])
             .on_conflict_do_nothing(index_elements=["account_id", "ref"])
         )
 

@@ -496,3 +496,44 @@ async def test_a_deadlock_over_thread_rows_is_retried_not_dead_lettered(
     assert len(errors) == 1, outcomes
     assert isinstance(errors[0], DBAPIError) and "deadlock" in str(errors[0]).lower()
     assert policy.is_transient(errors[0])
+
+
+async def test_a_batch_with_thousands_of_references_and_a_wide_merge(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    """250 messages naming 50 ids each (12,500+ ids in one batch: more than one statement
+    may bind), then one message that links 100 of their threads into one."""
+    from database.repositories import imap_state
+    from services.mime import parse
+
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+
+    def row(n: int, references: str) -> dict[str, Any]:
+        values = parse(mail(f"<m{n}@x>", f"s{n}", day=1, references=references)).columns()
+        values.update(
+            id=uuid.uuid4(),
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            provider_id=f"INBOX:1:{n}",
+            sort_at=sa.func.now(),
+        )
+        return values
+
+    batch = [row(n, " ".join(f"<r{n}.{k}@x>" for k in range(50))) for n in range(250)]
+    async with db.transaction() as s:
+        await imap_state.upsert_messages(s, batch)
+    assert len({r["thread_id"] for r in batch}) == 250
+    linker = row(999, " ".join(f"<m{n}@x>" for n in range(0, 200, 2)))
+    async with db.transaction() as s:
+        await imap_state.upsert_messages(s, [linker])
+    async with db.sessionmaker() as s:
+        sizes = sorted(
+            (await s.execute(sa.select(Thread.message_count).where(Thread.message_count > 0)))
+            .scalars()
+            .all()
+        )
+        refs = (await s.execute(sa.select(sa.func.count()).select_from(ThreadRef))).scalar_one()
+    # The linker's References keep the root and the 49 nearest: 50 of the 100 threads merge.
+    assert sizes == [1] * 200 + [51]
+    assert refs == 250 * 51 + 1
+    await _counts_match_messages(db)
