@@ -29,6 +29,8 @@ def _scope(f: repo.MessageFilter) -> dict[str, Any]:
         "is_spam": f.is_spam,
         "unread": f.unread,
         "q": f.q,
+        # Only when set: cursors of queries without it stay valid.
+        **({"thread": str(f.thread_id)} if f.thread_id else {}),
     }
 
 
