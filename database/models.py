@@ -32,6 +32,8 @@ class EventSource(enum.StrEnum):
 
 
 class EventStatus(enum.StrEnum):
+    # Waiting for its `send_at` time.
+    scheduled = "scheduled"
     received = "received"
     queued = "queued"
     processing = "processing"
@@ -39,10 +41,17 @@ class EventStatus(enum.StrEnum):
     succeeded = "succeeded"
     ignored = "ignored"
     dead = "dead"
+    # Cancelled through the API before a worker took it: its effect never happens.
+    cancelled = "cancelled"
 
     @classmethod
     def finished(cls) -> tuple[EventStatus, ...]:
-        return (cls.succeeded, cls.ignored, cls.dead)
+        return (cls.succeeded, cls.ignored, cls.dead, cls.cancelled)
+
+    @classmethod
+    def cancellable(cls) -> tuple[EventStatus, ...]:
+        """Not yet taken by a worker (API.md "Events": cancel)."""
+        return (cls.scheduled, cls.received, cls.queued, cls.retrying)
 
 
 def _enum_str(max_length: int = 32) -> Any:
@@ -286,6 +295,12 @@ class Event(SQLModel, table=True):
             postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
         ),
         sa.Index("ix_event_status", "status"),
+        # The release of scheduled sends (services/outbox.py): those whose time has come.
+        sa.Index(
+            "ix_event_scheduled_not_before",
+            "not_before",
+            postgresql_where=sa.text("status = 'scheduled'"),
+        ),
         sa.Index(
             "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
         ),
@@ -323,6 +338,8 @@ class Event(SQLModel, table=True):
     started_at: datetime | None = ts_field(nullable=True)
     # When the outbox sweeper may consider this event lost and publish it again.
     due_at: datetime | None = ts_field(nullable=True)
+    # A scheduled job (`send_at`): beat's outbox releases it at this time, not before.
+    not_before: datetime | None = ts_field(nullable=True)
     finished_at: datetime | None = ts_field(nullable=True)
     updated_at: datetime = ts_field()
 
@@ -417,3 +434,22 @@ class OutboundMessage(SQLModel, table=True):
     created_at: datetime = ts_field()
     sending_at: datetime | None = ts_field(nullable=True)
     sent_at: datetime | None = ts_field(nullable=True)
+
+
+class Template(SQLModel, table=True):
+    """A tenant's named mail template (Jinja2 syntax, rendered in a sandbox at send time)."""
+
+    __tablename__ = "template"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "name"),
+        # Listing newest first with a (created_at, id) keyset cursor.
+        sa.Index("ix_template_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    name: str = Field(sa_type=sa.String(100))
+    subject: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()

@@ -1,7 +1,10 @@
-"""The outbox sweeper: publish again every unfinished event whose lease ran out.
+"""The outbox sweeper: publish again every unfinished event whose lease ran out, and
+release scheduled sends whose `send_at` has come.
 
 Covers a broker that was down at publish time, a Redis restart that lost its queues, a
-retry message that never came back and a worker that died holding a claim.
+retry message that never came back and a worker that died holding a claim. A scheduled send
+waits in PostgreSQL, not in the broker: a countdown message would be lost with Redis, so
+each sweep (every `outbox_sweep_interval_s`) releases what is due.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ async def sweep(
     db: Database, *, publish: Publish, stale_after_s: float, batch: int = 500
 ) -> SweepResult:
     async with db.transaction() as session:
+        released = await events_repo.release_due(
+            session, limit=batch, stale_after_s=stale_after_s
+        )
         due = await events_repo.take_due(session, limit=batch, stale_after_s=stale_after_s)
+    if released:
+        log.info("scheduled_released", released=len(released))
+    # Released first: their time has come; a lost one is picked up by a later round anyway.
+    due = [*released, *due]
     published = 0
     for event in due:
         kwargs: dict[str, Any] = dict(event.task_kwargs or {})
