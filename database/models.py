@@ -443,7 +443,12 @@ class Template(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "name"),
         # Listing newest first with a (created_at, id) keyset cursor.
-        sa.Index("ix_template_tenant_created", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
+        sa.Index(
+            "ix_template_tenant_created",
+            "tenant_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
     )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)

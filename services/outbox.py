@@ -34,9 +34,7 @@ async def sweep(
     db: Database, *, publish: Publish, stale_after_s: float, batch: int = 500
 ) -> SweepResult:
     async with db.transaction() as session:
-        released = await events_repo.release_due(
-            session, limit=batch, stale_after_s=stale_after_s
-        )
+        released = await events_repo.release_due(session, limit=batch, stale_after_s=stale_after_s)
         due = await events_repo.take_due(session, limit=batch, stale_after_s=stale_after_s)
     if released:
         log.info("scheduled_released", released=len(released))

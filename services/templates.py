@@ -268,10 +268,6 @@ def _sized(value: Any) -> int:
     return len(value) if isinstance(value, str | list | tuple) else 0
 
 
-def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, str | list | tuple) else 0
-
-
 def _check_binop(op: str, left: Any, right: Any) -> None:
     """Refuse the operations whose result would be huge before Python computes it."""
     if op == "*":
