@@ -117,7 +117,10 @@ def send_time(value: str | None, now: datetime) -> datetime | None:
     """When a send with this `send_at` is released: None for now, else the time (UTC)."""
     if value is None:
         return None
-    at = datetime.fromisoformat(value).astimezone(UTC)
+    try:
+        at = datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. year 1 at +14:00 has no UTC equivalent
+        raise ValidationFailed("send_at is not a time that can be used.") from None
     if at > now + MAX_SCHEDULE_AHEAD:
         raise ValidationFailed("send_at is more than 30 days ahead.")
     if at < now - PAST_GRACE:
