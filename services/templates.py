@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import markupsafe
-from jinja2 import StrictUndefined, TemplateError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.filters import FILTERS
+from jinja2.filters import FILTERS, make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -286,7 +286,7 @@ def _check_binop(op: str, left: Any, right: Any) -> None:
         raise _OverBudget(f"it builds a value longer than {MAX_OUTPUT_CHARS} characters")
 
 
-def _check_filter(name: str, args: tuple[Any, ...]) -> None:
+def _check_filter(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Bound the filters whose output can be much larger than their input."""
     args = tuple(a for a in args if not isinstance(a, EvalContext | Context))
     if name == "replace" and len(args) >= 3:
@@ -294,18 +294,24 @@ def _check_filter(name: str, args: tuple[Any, ...]) -> None:
         hits = s.count(old) if old else len(s) + 1
         if len(s) + hits * max(0, len(new) - len(old)) > MAX_OUTPUT_CHARS:
             raise _OverBudget(f"it builds a value longer than {MAX_OUTPUT_CHARS} characters")
-    elif name == "join" and args:
-        items = args[0]
-        if isinstance(items, list | tuple) and any(not isinstance(i, _PRINTABLE) for i in items):
+    elif name == "join" and args and isinstance(args[0], list | tuple):
+        items = list(args[0])
+        sep = markupsafe.soft_str(kwargs.get("d", args[1] if len(args) > 1 else ""))
+        attribute = kwargs.get("attribute", args[2] if len(args) > 2 else None)
+        if attribute is not None:
+            getter = make_attrgetter(_ENVS[False], attribute)
+            items = [getter(i) for i in items]
+        # An undefined item is let through: the join itself then names it (422).
+        if any(not isinstance(i, (*_PRINTABLE, Undefined)) for i in items):
             raise _OverBudget("join takes a list of texts or numbers")
-        if isinstance(items, list | tuple):
-            _charge(sum(len(str(i)) for i in items))
+        _charge(sum(len(markupsafe.soft_str(i)) for i in items if isinstance(i, _PRINTABLE)))
+        _charge(len(sep) * len(items))
 
 
 def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)  # keeps Jinja2's pass_eval_context marker
     def run(*args: Any, **kwargs: Any) -> Any:
-        _check_filter(name, args)
+        _check_filter(name, args, kwargs)
         result = func(*args, **kwargs)
         if isinstance(result, Iterator):
             result = list(result)
