@@ -18,7 +18,17 @@ from services import cursors
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 422))
-Status = Literal["received", "queued", "processing", "retrying", "succeeded", "ignored", "dead"]
+Status = Literal[
+    "scheduled",
+    "received",
+    "queued",
+    "processing",
+    "retrying",
+    "succeeded",
+    "ignored",
+    "dead",
+    "cancelled",
+]
 
 
 def event_public(e: Event) -> EventPublic:

@@ -287,6 +287,8 @@ async def test_scheduled_send_is_accepted_and_waits_unpublished(client, db, quie
     event = (await client.get(f"/v1/events/{job['event_id']}", headers=caller.headers)).json()
     assert event["status"] == "scheduled"
     assert datetime.fromisoformat(event["send_at"]) == at
+    listed = await client.get("/v1/events?status=scheduled", headers=caller.headers)
+    assert [e["id"] for e in listed.json()["data"]] == [job["event_id"]]
     task = (await client.get(f"/v1/tasks/{job['task_id']}", headers=caller.headers)).json()
     assert task["state"] == "PENDING"
     assert job["task_id"] not in task_ids(await published(quiet_broker.url, "send"))
