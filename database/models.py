@@ -17,6 +17,7 @@ from database.base import fk_field, id_field, jsonb_field, ts_field
 class Provider(enum.StrEnum):
     imap = "imap"
     nylas = "nylas"
+    pop3 = "pop3"
 
 
 class AccountStatus(enum.StrEnum):
