@@ -335,3 +335,22 @@ async def test_send_at_bounds(client, db) -> None:
     assert status == 202
     event = (await client.get(f"/v1/events/{body['event_id']}", headers=caller.headers)).json()
     assert datetime.fromisoformat(event["send_at"]) == at
+
+
+async def test_a_repeated_key_gets_its_job_back_after_the_template_changed(client, db) -> None:
+    caller = await make_caller(db)
+    account = await make_account(db, caller)
+    h = {**caller.headers, "Idempotency-Key": "welcome-ana"}
+    await client.put("/v1/templates/welcome", json=WELCOME, headers=caller.headers)
+    body = _send(account, template="welcome", variables={"name": "Ana", "code": 1})
+    first = await client.post("/v1/messages/send", json=body, headers=h)
+    assert first.status_code == 202
+    await client.delete("/v1/templates/welcome", headers=caller.headers)
+    again = await client.post("/v1/messages/send", json=body, headers=h)
+    assert again.status_code == 202 and again.json() == first.json()
+    # The draft holds what was rendered for the first request.
+    async with db.sessionmaker() as s:
+        draft = await s.get(SendDraft, uuid.UUID(first.json()["event_id"]))
+    assert draft.subject == "Welcome, Ana"
+    other = {**body, "variables": {"name": "Bo", "code": 1}}
+    assert (await client.post("/v1/messages/send", json=other, headers=h)).status_code == 409
