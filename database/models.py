@@ -296,6 +296,12 @@ class Event(SQLModel, table=True):
             postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
         ),
         sa.Index("ix_event_status", "status"),
+        # The release of scheduled sends (services/outbox.py): those whose time has come.
+        sa.Index(
+            "ix_event_scheduled_not_before",
+            "not_before",
+            postgresql_where=sa.text("status = 'scheduled'"),
+        ),
         sa.Index(
             "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
         ),
@@ -333,6 +339,8 @@ class Event(SQLModel, table=True):
     started_at: datetime | None = ts_field(nullable=True)
     # When the outbox sweeper may consider this event lost and publish it again.
     due_at: datetime | None = ts_field(nullable=True)
+    # A scheduled job (`send_at`): beat's outbox releases it at this time, not before.
+    not_before: datetime | None = ts_field(nullable=True)
     finished_at: datetime | None = ts_field(nullable=True)
     updated_at: datetime = ts_field()
 
@@ -487,3 +495,27 @@ sa.Index(
     Message.__table__.c.sort_at.desc(),  # type: ignore[attr-defined]
     Message.__table__.c.id.desc(),  # type: ignore[attr-defined]
 )
+
+
+class Template(SQLModel, table=True):
+    """A tenant's named mail template (Jinja2 syntax, rendered in a sandbox at send time)."""
+
+    __tablename__ = "template"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "name"),
+        # Listing newest first with a (created_at, id) keyset cursor.
+        sa.Index(
+            "ix_template_tenant_created",
+            "tenant_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    name: str = Field(sa_type=sa.String(100))
+    subject: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()

@@ -44,6 +44,7 @@ def event_public(e: Event) -> EventPublic:
         last_error=e.last_error,
         received_at=e.received_at,
         finished_at=e.finished_at,
+        send_at=e.not_before,
     )
 
 
