@@ -123,6 +123,8 @@ class ImapClient:
         self._tag = 0
         self._command = "CONNECT"
         self._enabled = False
+        # A read's deadline while IDLE waits for news (None: the configured timeout).
+        self._wait: float | None = None
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> ImapClient:
@@ -296,12 +298,13 @@ class ImapClient:
             raise self._violation(f"sent a broken answer ({exc})") from None
 
     async def _io(self, op: Awaitable[T]) -> T:
+        timeout = self.config.timeout if self._wait is None else self._wait
         try:
-            return await asyncio.wait_for(op, self.config.timeout)
+            return await asyncio.wait_for(op, timeout)
         except asyncio.IncompleteReadError:
             raise self._lost("closed the connection") from None
         except TimeoutError:  # before OSError: TimeoutError is one of its subclasses
-            raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
+            raise self._lost(f"did not answer for {timeout:g}s") from None
         except (ConnectionError, OSError):
             raise self._lost("reset the connection") from None
 
@@ -531,3 +534,92 @@ class ImapClient:
     async def uid_expunge(self, uid_set: str) -> None:
         # Without UIDPLUS only a plain EXPUNGE exists; it also removes other \Deleted messages.
         await self.simple(f"UID EXPUNGE {uid_set}" if self.has("UIDPLUS") else "EXPUNGE")
+
+    # -- push -----------------------------------------------------------------------------
+    async def idle(self, max_s: float) -> int:
+        """IDLE (RFC 2177) on the selected mailbox until it changes or `max_s` passes.
+
+        Returns how many change responses (EXISTS, EXPUNGE, FETCH, VANISHED) came, 0 when
+        none did. IDLE always ends with DONE and its tagged answer, so the connection is ready
+        for the next command (and the next IDLE) when this returns.
+        """
+        if not self.has("IDLE"):
+            raise ProviderPermanentError("The IMAP server does not offer IDLE.")
+        self._command = "IDLE"
+        tag = await self._send(b"IDLE")
+        changes = 0
+        resp = await self._read_response()
+        while not resp.startswith(b"+"):  # untagged news may come before the continuation
+            self._idle_answer(tag, resp)
+            changes += _is_change(resp)
+            resp = await self._read_response()
+        # Wait for news without a read timeout of its own: `max_s` is the limit. The read is
+        # never cancelled half-way (that would lose a partial response): it goes on after
+        # DONE and gets the rest of the answer.
+        self._wait = max_s + self.config.timeout
+        pending = asyncio.ensure_future(self._read_response())
+        try:
+            deadline = asyncio.get_running_loop().time() + max_s
+            while not changes:
+                left = deadline - asyncio.get_running_loop().time()
+                done, _ = await asyncio.wait({pending}, timeout=max(left, 0))
+                if not done:
+                    break
+                resp = pending.result()
+                self._idle_answer(tag, resp)
+                changes += _is_change(resp)
+                pending = asyncio.ensure_future(self._read_response())
+            await self._send_raw(b"DONE\r\n")
+            return changes + await self._idle_end(tag, pending)
+        finally:
+            self._wait = None
+            if not pending.done():
+                pending.cancel()
+                self._drop()  # half a response may be in flight: this connection is over
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: asyncio would warn about it otherwise
+
+    async def _idle_end(self, tag: bytes, pending: asyncio.Future[bytes]) -> int:
+        """After DONE: the server's last news and its tagged OK, within the normal timeout."""
+        changes = 0
+        for _ in range(MAX_IDLE_TAIL):
+            try:
+                resp = await asyncio.wait_for(asyncio.shield(pending), self.config.timeout)
+            except TimeoutError:
+                raise self._lost(f"did not answer DONE for {self.config.timeout:g}s") from None
+            if resp.startswith(tag + b" "):
+                self._idle_answer(tag, resp)
+                return changes
+            self._idle_answer(tag, resp)
+            changes += _is_change(resp)
+            self._wait = None
+            pending = asyncio.ensure_future(self._read_response())
+        raise self._violation(f"sent more than {MAX_IDLE_TAIL} responses after DONE")
+
+    def _idle_answer(self, tag: bytes, resp: bytes) -> None:
+        """Raise for a refusal of IDLE or a BYE; anything else is news or noise."""
+        if resp.startswith(tag + b" "):
+            rest = resp[len(tag) + 1 :]
+            if rest[:2].upper() != b"OK":
+                raise ImapCommandError(f"The IMAP server refused IDLE{_status_words(rest)}.")
+        elif resp[:5].upper() == b"* BYE":
+            raise self._lost("said BYE")
+
+    async def _send_raw(self, data: bytes) -> None:
+        if self._writer is None:
+            raise self._lost("is not connected")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, OSError):
+            raise self._lost("closed the connection") from None
+
+
+# Untagged responses after DONE that we read before giving up on a server.
+MAX_IDLE_TAIL = 100_000
+_CHANGE = re.compile(rb"\* (?:\d+ (?:EXISTS|EXPUNGE|FETCH)|VANISHED)\b", re.IGNORECASE)
+
+
+def _is_change(resp: bytes) -> int:
+    """1 for an untagged response that says the mailbox changed (RFC 3501 7.3-7.4, RFC 7162)."""
+    return 1 if _CHANGE.match(resp) else 0
