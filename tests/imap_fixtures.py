@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ namespace inbox {{
   separator = /
 {mailboxes}
 }}
+{extra}
 """
 
 
@@ -84,6 +86,7 @@ class Dovecot:
         *,
         tls: bool = False,
         spare_users: int = 0,
+        extra_conf: str = "",
     ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
@@ -91,6 +94,8 @@ class Dovecot:
         self.users = list(users) + [f"user{i}@example.com" for i in range(spare_users)]
         self.next_user = len(list(users)) - 1
         self.tls = tls
+        # Appended to the config: e.g. higher connection limits for many users (bench_push).
+        self.extra_conf = extra_conf
 
     def start(self) -> Dovecot:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -117,6 +122,7 @@ class Dovecot:
                 ssl="yes" if self.tls else "no",
                 ssl_files=ssl_files,
                 imaps_ssl="ssl = yes" if self.tls else "",
+                extra=self.extra_conf,
             )
         )
         dovecot = pwd.getpwnam("dovecot")
@@ -181,6 +187,28 @@ class Dovecot:
         conn = imaplib.IMAP4("127.0.0.1", self.port)
         conn.login(user, PASSWORD)
         return conn
+
+    def deliver(self, user: str, raw: bytes) -> None:
+        """Deliver like an MDA: write into tmp/, then rename into INBOX's new/ (as dovecot)."""
+        dovecot = pwd.getpwnam("dovecot")
+        root = self.base / "mail" / user
+        for sub in ("", "tmp", "new", "cur"):
+            (root / sub).mkdir(exist_ok=True)
+            os.chown(root / sub, dovecot.pw_uid, dovecot.pw_gid)
+        name = f"{time.time_ns()}.P{os.getpid()}Q{uuid.uuid4().hex}.postroom-test"
+        tmp = root / "tmp" / name
+        tmp.write_bytes(raw)
+        os.chown(tmp, dovecot.pw_uid, dovecot.pw_gid)
+        tmp.rename(root / "new" / name)
+
+    def connections(self) -> dict[str, int]:
+        """IMAP connections per user right now (`doveadm who`)."""
+        out: dict[str, int] = {}
+        for line in self.doveadm("who", "-1").splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] == "imap":
+                out[parts[0]] = out.get(parts[0], 0) + 1
+        return out
 
     def doveadm(self, *args: str) -> str:
         proc = subprocess.run(
