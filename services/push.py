@@ -9,8 +9,8 @@ sync event of that folder, inserted and committed before it is published, like a
 Each account costs one IMAP connection here; with the sync a change starts, that is the two
 connections per account the budget allows (docs/operations.md "Push").
 
-NOTIFY (RFC 5465) is not used: the Dovecot the tests run does not offer it, and INBOX is
-where new mail lands; other folders are still synced by the periodic sync.
+NOTIFY (RFC 5465) is not used yet, although Dovecot offers it: INBOX is where new mail
+lands, and the other folders are still synced by the periodic sync.
 """
 
 from __future__ import annotations
