@@ -42,6 +42,12 @@ service imap-login {{
 """
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -120,6 +126,7 @@ def main() -> None:
             ready = time.monotonic()
             assert listener.proc is not None
             base_kib = rss_kib(listener.proc.pid)
+            base_cpu = cpu_s(listener.proc.pid)
             while _count(listener, "push_idling") < n:
                 if time.monotonic() - started > 600:
                     raise TimeoutError(f"only {_count(listener, 'push_idling')} of {n} in IDLE")
@@ -127,9 +134,11 @@ def main() -> None:
             all_idle_s = time.monotonic() - started
             claimed_idle_s = time.monotonic() - ready
             idle_kib = rss_kib(listener.proc.pid)
+            ramp_cpu = cpu_s(listener.proc.pid) - base_cpu
             connections = sum(dovecot.connections().values())
             time.sleep(10)  # steady state: nothing but IDLE
             steady_kib = rss_kib(listener.proc.pid)
+            steady_cpu = cpu_s(listener.proc.pid) - base_cpu - ramp_cpu
             reconnects = _count(listener, "push_reconnect")
             stop = time.monotonic()
             listener.stop(signal.SIGTERM, timeout=120)
@@ -141,6 +150,8 @@ def main() -> None:
             print(f"listener RSS, all in IDLE   {idle_kib / 1024:.1f} MiB")
             print(f"listener RSS, 10 s later    {steady_kib / 1024:.1f} MiB")
             print(f"per account                 {(steady_kib - base_kib) / n:.1f} KiB")
+            print(f"listener CPU, ramp-up       {ramp_cpu:.1f} s")
+            print(f"listener CPU, 10 s of IDLE  {steady_cpu:.2f} s")
             print(f"reconnects while starting   {reconnects}")
             print(f"clean stop (LOGOUT, release) {stop_s:.1f} s")
     finally:

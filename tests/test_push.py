@@ -287,6 +287,49 @@ async def test_refused_login_waits_for_new_credentials(
         proc.stop(signal.SIGTERM)
 
 
+async def test_idle_ends_on_append_from_another_client(dovecot: Dovecot) -> None:
+    """ImapClient.idle(): quiet -> 0 after max_s; APPEND elsewhere -> a change, promptly."""
+    import asyncio
+
+    from services.imap import ImapClient, ImapConfig
+
+    user = add_user(dovecot)
+    config = ImapConfig.from_credentials(
+        dovecot.credentials(user), allowed_private_hosts="127.0.0.0/8"
+    )
+    async with ImapClient(config) as imap:
+        await imap.select("INBOX", readonly=True)
+        started = time.monotonic()
+        assert await imap.idle(0.5) == 0
+        assert 0.4 < time.monotonic() - started < 5
+
+        def append() -> float:
+            other = dovecot.client(user)
+            try:
+                assert other.append("INBOX", None, None, mail("appended"))[0] == "OK"
+                return time.monotonic()
+            finally:
+                other.logout()
+
+        later = asyncio.get_running_loop().run_in_executor(None, append)
+        assert await imap.idle(20) >= 1
+        ended = time.monotonic()
+        # Promptly after the APPEND (measured from its OK: logging in may be slow on a busy box).
+        assert ended - await later < 5
+        # The connection is ready for the next command after DONE.
+        info = await imap.select("INBOX", readonly=True)
+        assert info.exists == 1
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    from services.push import backoff_s
+
+    top = [backoff_s(n, base=1.0, cap=300.0, rand=lambda: 1.0) for n in range(12)]
+    assert top[:4] == [1.0, 2.0, 4.0, 8.0] and top[-1] == 300.0
+    assert backoff_s(50, base=1.0, cap=300.0, rand=lambda: 0.0) == 0.0
+    assert backoff_s(10_000, base=1.0, cap=300.0) <= 300.0
+
+
 def imap_support_password_absent(proc: Process) -> bool:
     from tests.imap_fixtures import PASSWORD
 
