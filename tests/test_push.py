@@ -155,6 +155,11 @@ async def test_delivered_mail_is_listed_within_10s(
         assert any(
             e.task_kwargs.get("folder") == "INBOX" for e in await push_events(db, account_id)
         )
+        # The tenant sees the push syncs among its events.
+        r = await client.get("/v1/events", params={"source": "push"}, headers=caller.headers)
+        assert r.status_code == 200, r.text
+        shown = r.json()["data"]
+        assert len(shown) >= 2 and {e["source"] for e in shown} == {"push"}
     finally:
         proc.stop(signal.SIGTERM)
     # A clean stop gives the lease back at once and logs ids only.
@@ -245,6 +250,41 @@ async def test_two_listeners_share_and_take_over(
         first.stop(signal.SIGKILL)
         if second is not None:
             second.stop(signal.SIGTERM)
+
+
+async def test_deleted_or_disabled_accounts_are_let_go(
+    db: Any, settings: Any, dovecot: Dovecot
+) -> None:
+    caller = await make_caller(db)
+    users = [add_user(dovecot) for _ in range(2)]
+    ids = [await push_account(db, settings, dovecot, caller, u) for u in users]
+    proc = listener("watch-drop", POSTROOM_PUSH_SYNC_ON_CONNECT="false")
+    try:
+        await wait_for(lambda: _async(len(idling(proc)) == 2), timeout=20, message="IDLE")
+        async with db.transaction() as s:
+            await s.execute(
+                sa.update(Account)
+                .where(Account.id == ids[0])  # type: ignore[arg-type]
+                .values(deleted_at=sa.func.now())
+            )
+            await s.execute(
+                sa.update(Account)
+                .where(Account.id == ids[1])  # type: ignore[arg-type]
+                .values(status="disabled")
+            )
+        await wait_for(
+            lambda: _async(len(log_events(proc, "push_account_dropped")) == 2),
+            timeout=10,
+            message="both dropped",
+        )
+        await wait_for(
+            lambda: _async(not any(dovecot.connections().get(u) for u in users)),
+            timeout=10,
+            message="their connections closed",
+        )
+        assert await holders(db) == {}
+    finally:
+        proc.stop(signal.SIGTERM)
 
 
 async def test_refused_login_waits_for_new_credentials(
