@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
@@ -545,6 +546,7 @@ class ImapClient:
         """
         if not self.has("IDLE"):
             raise ProviderPermanentError("The IMAP server does not offer IDLE.")
+        self._keepalive()
         self._command = "IDLE"
         tag = await self._send(b"IDLE")
         changes = 0
@@ -578,6 +580,18 @@ class ImapClient:
                 self._drop()  # half a response may be in flight: this connection is over
             elif not pending.cancelled():
                 pending.exception()  # retrieved: asyncio would warn about it otherwise
+
+    def _keepalive(self) -> None:
+        """TCP keepalive (~2 min to notice): a long IDLE must see a peer gone without a FIN,
+        e.g. a NAT that forgot the connection, before the next re-issue of IDLE."""
+        sock = self._writer.get_extra_info("socket") if self._writer is not None else None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
 
     async def _idle_end(self, tag: bytes, pending: asyncio.Future[bytes]) -> int:
         """After DONE: the server's last news and its tagged OK, within the normal timeout."""

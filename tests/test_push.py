@@ -356,6 +356,11 @@ async def test_idle_ends_on_append_from_another_client(dovecot: Dovecot) -> None
         ended = time.monotonic()
         # Promptly after the APPEND (measured from its OK: logging in may be slow on a busy box).
         assert ended - await later < 5
+        # A long IDLE notices a peer that vanished without a FIN: TCP keepalive is on.
+        import socket
+
+        sock = imap._writer.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         # The connection is ready for the next command after DONE.
         info = await imap.select("INBOX", readonly=True)
         assert info.exists == 1
