@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     push_auth_retry_s: float = 3600.0
     # Connections being opened at once (a listener starting with many accounts ramps up).
     push_connect_concurrency: int = 50
+    # Use NOTIFY (RFC 5465) where offered: other folders' new mail is pushed too.
+    push_notify: bool = True
     # Sync INBOX on every (re)connect: mail that came while no one was in IDLE is picked up.
     push_sync_on_connect: bool = True
 

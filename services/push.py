@@ -9,8 +9,9 @@ sync event of that folder, inserted and committed before it is published, like a
 Each account costs one IMAP connection here; with the sync a change starts, that is the two
 connections per account the budget allows (docs/operations.md "Push").
 
-NOTIFY (RFC 5465) is not used yet, although Dovecot offers it: INBOX is where new mail
-lands, and the other folders are still synced by the periodic sync.
+Where the server offers NOTIFY (RFC 5465; Dovecot does), the same connection also hears of
+new and expunged mail in every other personal folder (`* STATUS` during IDLE) and queues a
+sync of that folder; without it, other folders wait for the periodic sync.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from database.repositories import events as events_repo
 from database.repositories import push_leases
 from database.repositories.push_leases import Leased
 from services.errors import ProviderPermanentError, ValidationFailed
-from services.imap import ImapClient, ImapConfig
+from services.imap import ImapClient, ImapCommandError, ImapConfig
 from services.mail_accounts import imap_config
 from settings import Settings
 
@@ -46,6 +47,11 @@ log = structlog.get_logger(__name__)
 SYNC_TASK = "postroom.mail.sync_account"
 WATCHED_FOLDER = "INBOX"
 COALESCE_KEY = "postroom:push:sync:{account_id}:{folder}"
+# INBOX is selected (its changes come as EXISTS/EXPUNGE/FETCH); every other personal folder
+# reports new and expunged mail as STATUS. Flag changes elsewhere wait for the periodic sync.
+NOTIFY_EVENTS = (
+    "(selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge))"
+)
 
 
 class Publisher(Protocol):
@@ -314,8 +320,19 @@ class Listener:
         if self.settings.push_sync_on_connect:
             # Mail that came while no one was in IDLE (a restart, a takeover, an outage).
             await self.coalescer.changed(account, WATCHED_FOLDER)
+        notify = self.settings.push_notify and client.has("NOTIFY")
+        if notify:
+            try:
+                await client.notify_set(NOTIFY_EVENTS)
+            except ImapCommandError:  # offered but refused (e.g. for this namespace)
+                notify = False
         self.idling.add(account.account_id)
-        log.info("push_idling", account_id=str(account.account_id))
+        log.info("push_idling", account_id=str(account.account_id), notify=notify)
         while True:
-            if await client.idle(self.settings.push_idle_renew_s):
-                await self.coalescer.changed(account, WATCHED_FOLDER)
+            others: set[str] = set()
+            changes = await client.idle(self.settings.push_idle_renew_s, others=others)
+            folders = {WATCHED_FOLDER if n.upper() == "INBOX" else n for n in others}
+            if changes:
+                folders.add(WATCHED_FOLDER)
+            for folder in sorted(folders):
+                await self.coalescer.changed(account, folder)

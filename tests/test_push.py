@@ -7,6 +7,7 @@ and take over a killed one's; a burst of deliveries is coalesced into a few sync
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
@@ -99,12 +100,13 @@ def mail(subject: str) -> bytes:
     ).encode()
 
 
-async def listed(client: httpx.AsyncClient, caller: Caller, account_id: uuid.UUID) -> set[str]:
-    r = await client.get(
-        "/v1/messages",
-        params={"account_id": str(account_id), "limit": 200},
-        headers=caller.headers,
-    )
+async def listed(
+    client: httpx.AsyncClient, caller: Caller, account_id: uuid.UUID, folder: str | None = None
+) -> set[str]:
+    params = {"account_id": str(account_id), "limit": 200}
+    if folder is not None:
+        params["folder"] = folder
+    r = await client.get("/v1/messages", params=params, headers=caller.headers)
     assert r.status_code == 200, r.text
     return {m["subject"] for m in r.json()["data"]}
 
@@ -122,6 +124,22 @@ async def settled(db: Any, account_id: uuid.UUID) -> bool:
     """The listener's sync-on-connect ran: at least one push event, all finished."""
     events = await push_events(db, account_id)
     return bool(events) and all(e.status in EventStatus.finished() for e in events)
+
+
+async def quiet(db: Any, account_id: uuid.UUID, *, for_s: float = 3.0) -> int:
+    """Wait until no push sync has been queued for `for_s` (over a coalescing window) and all
+    have finished: the first sync creates the auto folders, whose NOTIFY news queue syncs
+    too. -> how many push events there are."""
+    count, since = -1, time.monotonic()
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        events = await push_events(db, account_id)
+        if len(events) != count:
+            count, since = len(events), time.monotonic()
+        elif time.monotonic() - since >= for_s and await settled(db, account_id):
+            return count
+        await asyncio.sleep(0.2)
+    raise AssertionError("push syncs did not settle within 60 s")
 
 
 async def holders(db: Any) -> dict[uuid.UUID, str]:
@@ -169,6 +187,36 @@ async def test_delivered_mail_is_listed_within_10s(
     assert imap_support_password_absent(proc)
 
 
+async def test_notify_pushes_mail_in_other_folders(
+    db: Any, settings: Any, worker: Any, client: httpx.AsyncClient, dovecot: Dovecot
+) -> None:
+    """Dovecot offers NOTIFY: mail APPENDed to Archive by another client is synced too."""
+    caller = await make_caller(db)
+    user = add_user(dovecot)
+    account_id = await push_account(db, settings, dovecot, caller, user)
+    proc = listener("watch-notify")
+    try:
+        await wait_for(lambda: _async(str(account_id) in idling(proc)), timeout=20, message="IDLE")
+        assert [e["notify"] for e in log_events(proc, "push_idling")] == [True]
+        await wait_for(lambda: settled(db, account_id), timeout=30, message="first sync")
+        subject = f"archived {uuid.uuid4().hex[:8]}"
+        other = dovecot.client(user)
+        try:
+            assert other.append("Archive", None, None, mail(subject))[0] == "OK"
+        finally:
+            other.logout()
+        await wait_for(
+            lambda: _contains(listed(client, caller, account_id, "Archive"), subject),
+            timeout=10,
+            interval=0.2,
+            message="the Archive message in GET /v1/messages?folder=Archive",
+        )
+        folders = {e.task_kwargs.get("folder") for e in await push_events(db, account_id)}
+        assert "Archive" in folders
+    finally:
+        proc.stop(signal.SIGTERM)
+
+
 async def test_burst_of_20_is_coalesced_and_complete(
     db: Any, settings: Any, worker: Any, client: httpx.AsyncClient, dovecot: Dovecot
 ) -> None:
@@ -178,8 +226,7 @@ async def test_burst_of_20_is_coalesced_and_complete(
     proc = listener("watch-burst")
     try:
         await wait_for(lambda: _async(str(account_id) in idling(proc)), timeout=20, message="IDLE")
-        await wait_for(lambda: settled(db, account_id), timeout=30, message="first sync")
-        before = len(await push_events(db, account_id))
+        before = await quiet(db, account_id)
         subjects = {f"burst {i} {uuid.uuid4().hex[:6]}" for i in range(20)}
         for subject in subjects:
             dovecot.deliver(user, mail(subject))
@@ -329,7 +376,6 @@ async def test_refused_login_waits_for_new_credentials(
 
 async def test_idle_ends_on_append_from_another_client(dovecot: Dovecot) -> None:
     """ImapClient.idle(): quiet -> 0 after max_s; APPEND elsewhere -> a change, promptly."""
-    import asyncio
 
     from services.imap import ImapClient, ImapConfig
 
