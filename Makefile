@@ -60,6 +60,10 @@ worker-other: install
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
 
+.PHONY: watch
+watch: install ## the IMAP push listener: IDLE per active IMAP account (docs/operations.md "Push")
+	$(PY) -m worker.listener
+
 flower: install ## Flower on 5555 (login: POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1); history: POSTROOM_FLOWER_DB
 	@$(PY) scripts/flower.py
 

@@ -30,6 +30,7 @@ class EventSource(enum.StrEnum):
     nylas = "nylas"
     api = "api"
     schedule = "schedule"
+    push = "push"  # the IMAP push listener saw a mailbox change (services/push.py)
 
 
 class EventStatus(enum.StrEnum):
@@ -519,3 +520,19 @@ class Template(SQLModel, table=True):
     html: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()
+
+
+class PushLease(SQLModel, table=True):
+    """Which push listener holds IDLE for an account, until when (services/push.py).
+
+    A listener renews its rows well before `expires_at`; a row past it belongs to a listener
+    that died, and another one takes the account over.
+    """
+
+    __tablename__ = "push_lease"
+    account_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", primary_key=True
+    )
+    holder: str = Field(sa_type=sa.String(200), index=True)
+    expires_at: datetime = ts_field()
+    claimed_at: datetime = ts_field()

@@ -88,6 +88,7 @@ namespace inbox {{
   separator = /
 {mailboxes}
 }}
+{extra}
 """
 
 
@@ -100,6 +101,7 @@ class Dovecot:
         *,
         tls: bool = False,
         spare_users: int = 0,
+        extra_conf: str = "",
     ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
@@ -110,6 +112,8 @@ class Dovecot:
         self.next_user = len(list(users)) - 1
         self.tls = tls
         self._delivered = 0
+        # Appended to the config: e.g. higher connection limits for many users (bench_push).
+        self.extra_conf = extra_conf
 
     def start(self) -> Dovecot:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -141,6 +145,7 @@ class Dovecot:
                 ssl="yes" if self.tls else "no",
                 ssl_files=ssl_files,
                 imaps_ssl="ssl = yes" if self.tls else "",
+                extra=self.extra_conf,
             )
         )
         dovecot = pwd.getpwnam("dovecot")
@@ -236,6 +241,15 @@ class Dovecot:
         conn = imaplib.IMAP4("127.0.0.1", self.port)
         conn.login(user, PASSWORD)
         return conn
+
+    def connections(self) -> dict[str, int]:
+        """IMAP connections per user right now (`doveadm who`)."""
+        out: dict[str, int] = {}
+        for line in self.doveadm("who", "-1").splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] == "imap":
+                out[parts[0]] = out.get(parts[0], 0) + 1
+        return out
 
     def doveadm(self, *args: str) -> str:
         proc = subprocess.run(

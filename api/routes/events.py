@@ -55,7 +55,7 @@ async def list_events(
     settings: SettingsDep,
     status: Status | None = None,
     type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    source: Literal["nylas", "api", "schedule"] | None = None,
+    source: Literal["nylas", "api", "schedule", "push"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> EventPage:

@@ -13,7 +13,7 @@ from api.schemas.common import Strict
 
 class EventPublic(BaseModel):
     id: str
-    source: Literal["nylas", "api", "schedule"]
+    source: Literal["nylas", "api", "schedule", "push"]
     type: str
     external_id: str | None
     status: str
