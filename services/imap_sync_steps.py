@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from database.models import Folder
 from database.repositories import imap_state as repo
 from services.imap import SelectInfo
+from services.mime import message_id_of_header_block
 
 if TYPE_CHECKING:
     from services.imap_sync import _Syncer
 
 FLAG_BATCH = 1000
-_MSGID = re.compile(rb"<[^<>\s]+>")
 
 
 def flag_values(flags: Any) -> dict[str, Any]:
@@ -128,8 +127,9 @@ async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInf
         if "VANISHED" in attrs:
             continue
         header = next((v for k, v in attrs.items() if k.startswith("BODY[")), b"")
-        found = _MSGID.search(header if isinstance(header, bytes) else b"")
-        row_id = known.pop(found.group(0).decode("utf-8", "replace"), None) if found else None
+        # Read as services.mime.parse read it when the row was stored, or the keys differ.
+        found = message_id_of_header_block(header) if isinstance(header, bytes) else None
+        row_id = known.pop(found, None) if found else None
         if row_id is None:
             unknown.append(attrs["UID"])
             continue
