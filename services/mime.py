@@ -19,6 +19,16 @@ from services.html_text import html_to_text
 SNIPPET_CHARS = 200
 # Bodies past this are cut (and say so): a multi-megabyte text part is an attachment in disguise.
 MAX_BODY_CHARS = 2_000_000
+# A header value past this is cut before RFC 2047 decoding and address parsing: both are linear
+# but slow per character (a few seconds per MB), and a References header of hundreds of ids
+# still fits easily.
+MAX_HEADER_CHARS = 64 * 1024
+# The stdlib parser checks every line against every enclosing boundary: nesting depth d costs
+# O(lines x d), quadratic for a message nested thousands deep. Real mail nests a few levels
+# (and _leaves reads 20); boundaries past this many are disabled before parsing, so those parts
+# read as plain bodies.
+MAX_BOUNDARIES = 50
+_BOUNDARY_PARAM = re.compile(rb"boundary(?=\s*+=)", re.IGNORECASE)
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 # Labels mail software writes that Python's codecs do not know under that name.
 _ALIASES = {
@@ -127,6 +137,9 @@ def decode_header_value(value: Any, warnings: list[str]) -> str:
         return ""
     if not isinstance(value, (str, Header)):
         value = str(value)
+    if isinstance(value, str) and len(value) > MAX_HEADER_CHARS:
+        warnings.append(f"header value cut at {MAX_HEADER_CHARS} characters")
+        value = value[:MAX_HEADER_CHARS]
     try:
         chunks = decode_header(value)
     except Exception:  # a malformed encoded-word: keep the raw text
@@ -290,10 +303,26 @@ def _cap(body: str, warnings: list[str]) -> str:
     return body
 
 
+def _limit_boundaries(raw: bytes, warnings: list[str]) -> bytes:
+    """Rename `boundary=` parameters past MAX_BOUNDARIES, so the parser never nests deeper."""
+    if len(_BOUNDARY_PARAM.findall(raw)) <= MAX_BOUNDARIES:
+        return raw
+    warnings.append(f"more than {MAX_BOUNDARIES} MIME boundaries; the rest read as text")
+    seen = 0
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        nonlocal seen
+        seen += 1
+        return match.group() if seen <= MAX_BOUNDARIES else b"x-ignored-boundary"
+
+    return _BOUNDARY_PARAM.sub(rename, raw)
+
+
 def parse(raw: bytes) -> ParsedMessage:
     """Parse one message; a broken one yields what could be read plus `parse_warnings`."""
     parsed = ParsedMessage(size=len(raw))
     warnings = parsed.parse_warnings
+    raw = _limit_boundaries(raw, warnings)
     try:
         msg = message_from_bytes(raw, policy=compat32)
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
