@@ -10,7 +10,7 @@ METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
 api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 
 .PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
-	      dev test test-all lint format bench up down clean
+	      dev test test-all fuzz lint format bench up down clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -64,6 +64,11 @@ test: migrate ## the suite a user needs to trust postroom (a few minutes)
 test-all: migrate ## everything, including slow fault-injection tests
 	$(PY) scripts/setup_peers.py
 	$(VENV)/bin/pytest -q -m ''
+
+FUZZ_SECONDS ?= 240
+fuzz: install ## property tests over every parser of outside input, for FUZZ_SECONDS in all
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(VENV)/bin/pytest -q tests/fuzz \
+	  -p no:cacheprovider --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
 lint: install
 	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py
