@@ -37,10 +37,12 @@ def json_many_strings(n: int) -> bytes:
 
 # HTML (services/html_text.py, services/classify/features.py) --------------------------------
 def html_lt(n: int) -> str:
+    """n `<` characters and nothing else."""
     return "<" * n
 
 
 def html_lt_a(n: int) -> str:
+    """`<a` n times: a tag that never closes."""
     return "<a" * n
 
 
@@ -55,6 +57,7 @@ def html_style_open(n: int) -> str:
 
 
 def html_unclosed_comment(n: int) -> str:
+    """`<!--` n times, never closed."""
     return "<!--" * n
 
 
@@ -64,6 +67,7 @@ def text_domain_labels(n: int) -> str:
 
 
 def text_long_word(n: int) -> str:
+    """One word of 10n characters, no spaces."""
     return "x" * (10 * n)
 
 
@@ -79,6 +83,7 @@ def header_continuations(n: int) -> bytes:
 
 
 def header_message_id_lt(n: int) -> bytes:
+    """Message-ID and References of n `<` each."""
     return _MAIL_HEAD + b"Message-ID: " + b"<" * n + b"\r\nReferences: " + b"<" * n + b"\r\n\r\nx"
 
 
@@ -100,6 +105,7 @@ def mime_parts(n: int) -> bytes:
 
 
 def mail_nul_bytes(n: int) -> bytes:
+    """A body of n NUL bytes (and NULs in the Subject)."""
     return _MAIL_HEAD + b"Subject: \x00\x00\r\n\r\n" + b"\x00" * n
 
 
@@ -109,4 +115,5 @@ def mail_long_line(n: int) -> bytes:
 
 
 def mail_html_lt_a(n: int) -> bytes:
+    """An HTML body of n `<a`."""
     return _MAIL_HEAD + b"Content-Type: text/html\r\n\r\n" + b"<a" * n

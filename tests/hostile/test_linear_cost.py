@@ -44,7 +44,7 @@ CASES: list[tuple[Callable[[Any], object], Callable[[int], Any], int]] = [
     (parse, shapes.header_spaces, 500_000),
     (parse, shapes.header_continuations, 5_000),
     (parse, shapes.header_message_id_lt, 50_000),
-    (parse, shapes.mime_nested, 500),
+    (parse, shapes.mime_nested, 100),
     (parse, shapes.mime_parts, 1_250),
     (parse, shapes.mail_nul_bytes, 400_000),
     (parse, shapes.mail_long_line, 1_000_000),
