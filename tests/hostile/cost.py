@@ -31,7 +31,7 @@ def growth(fn: Callable[[Any], object], make: Callable[[int], Any], n: int) -> t
 
 
 def assert_linear(
-    fn: Callable[[Any], object], make: Callable[[int], Any], n: int, *, attempts: int = 3
+    fn: Callable[[Any], object], make: Callable[[int], Any], n: int, *, attempts: int = 5
 ) -> tuple[float, float]:
     """Fail unless the cost of fn(make(8n)) is within 8 x 1.25 of fn(make(n)).
 
