@@ -208,7 +208,7 @@ def test_imap_response_parser_terminates_and_raises_only_its_own_errors(tmp_path
         target=_imap_child, args=(str(last_input), fuzz_share())
     )
     child.start()
-    child.join(fuzz_share() + 6 * IMAP_EXAMPLE_SECONDS)
+    child.join(fuzz_share() + 3 * IMAP_EXAMPLE_SECONDS)
     if child.is_alive():
         child.kill()
         child.join()
