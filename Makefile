@@ -14,7 +14,7 @@ dev: export API_PORT ?= $(PORT)
 dev: export POSTROOM_LOG_JSON ?= false
 
 .PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
-	      dev test test-all lint format bench up down clean
+	      dev test test-all fuzz lint format bench up down clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -78,6 +78,11 @@ test: migrate ## the suite a user needs to trust postroom (a few minutes)
 test-all: migrate ## everything, including slow fault-injection tests
 	$(PY) scripts/setup_peers.py
 	$(VENV)/bin/pytest -q -m ''
+
+FUZZ_SECONDS ?= 240
+fuzz: install ## property tests over every parser of outside input, for FUZZ_SECONDS in all
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(VENV)/bin/pytest -q tests/fuzz \
+	  -p no:cacheprovider --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
 lint: install
 	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py
