@@ -8,7 +8,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_CODE = re.compile(rb"\[([A-Z0-9.-]+)(?: ([^\]]*))?\]")
+# A code's text stops at the next "[" too: an unclosed "[A [A [A ..." then costs one scan of
+# the line, not one per "[" (RFC 3501 codes carry no brackets in their text).
+_CODE = re.compile(rb"\[([A-Z0-9.-]+)(?: ([^\]\[]*))?\]")
 _ATOM_END = b" ()\r\n"
 # An atom up to its end, stepping over section specs like BODY[HEADER.FIELDS (A B)]. The two
 # branches start with different bytes, so the match never backtracks: linear, and in C.
@@ -197,7 +199,8 @@ def _parse_sequence(
             start = pos
             match = _ATOM.match(data, pos)
             pos = match.end() if match else pos
-            if pos < end and data[pos] == 0x5B:  # a "[" never closed
+            # No progress: a "[" never closed, or a ")" that closes nothing.
+            if pos == start or (pos < end and data[pos] == 0x5B):
                 raise ImapProtocolError("the server sent a response that cannot be read")
             atom = data[start:pos].decode("ascii", "replace")
             out.append(None if atom.upper() == "NIL" else atom)
