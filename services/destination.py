@@ -277,6 +277,40 @@ async def connect_socket(dest: Destination, timeout: float) -> socket.socket:  #
     raise last
 
 
+async def open_stream(
+    dest: Destination,
+    timeout: float,  # noqa: ASYNC109
+    *,
+    tls: ssl.SSLContext | None,
+    limit: int = 2**16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over `connect_socket`, with TLS from the first byte when `tls` is given (the
+    checked name is the TLS server name). The IMAP and POP3 clients open through this."""
+    sock = await connect_socket(dest, timeout)
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                sock=sock,
+                limit=limit,
+                ssl=tls,
+                server_hostname=dest.host if tls is not None else None,
+            ),
+            timeout,
+        )
+    except BaseException:
+        sock.close()
+        raise
+
+
+def tls_context(*, verify: bool) -> ssl.SSLContext:
+    """The TLS context of a mail connection; `verify=False` only where an account says so."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def connect_socket_sync(dest: Destination, timeout: float) -> socket.socket:
     """`connect_socket` for code in a thread: a blocking socket with `timeout` set."""
     last: BaseException = TimeoutError()

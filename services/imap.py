@@ -177,21 +177,8 @@ class ImapClient:
     async def _open(
         self, dest: destination.Destination, context: ssl.SSLContext | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        cfg = self.config
-        sock = await destination.connect_socket(dest, cfg.timeout)
-        try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(
-                    sock=sock,
-                    limit=_READ_LIMIT,
-                    ssl=context if cfg.security == "tls" else None,
-                    server_hostname=dest.host if cfg.security == "tls" else None,
-                ),
-                cfg.timeout,
-            )
-        except BaseException:
-            sock.close()
-            raise
+        tls = context if self.config.security == "tls" else None  # STARTTLS upgrades later
+        return await destination.open_stream(dest, self.config.timeout, tls=tls, limit=_READ_LIMIT)
 
     async def _handshake(self, context: ssl.SSLContext | None, server_name: str) -> None:
         """Greeting, capabilities and STARTTLS: everything before LOGIN."""
@@ -215,11 +202,7 @@ class ImapClient:
             await self.refresh_capabilities()
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.config.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return destination.tls_context(verify=self.config.verify_tls)
 
     async def _login(self) -> None:
         cfg = self.config

@@ -161,28 +161,11 @@ class Pop3Client:
     async def _open(
         self, dest: destination.Destination, context: ssl.SSLContext | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        cfg = self.config
-        sock = await destination.connect_socket(dest, cfg.timeout)
-        tls = cfg.security == "tls"
-        try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(
-                    sock=sock,
-                    ssl=context if tls else None,
-                    server_hostname=dest.host if tls else None,
-                ),
-                cfg.timeout,
-            )
-        except BaseException:
-            sock.close()
-            raise
+        tls = context if self.config.security == "tls" else None  # STARTTLS upgrades later
+        return await destination.open_stream(dest, self.config.timeout, tls=tls)
 
     def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.config.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return destination.tls_context(verify=self.config.verify_tls)
 
     async def _handshake(self, context: ssl.SSLContext | None, server_name: str) -> None:
         """Greeting, CAPA and STLS: everything before the login."""
