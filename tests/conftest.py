@@ -19,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.fakes.nylas_server import FakeNylas
-from tests.peers import RedisServer, celery_worker, migrate
+from tests.peers import RedisServer, Workers, migrate
 
 T = TypeVar("T")
 
@@ -149,8 +149,9 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def worker(database_name: str) -> Iterator[Any]:
-    """One real Celery worker (prefork) consuming every queue, for the whole session."""
-    proc = celery_worker(ENV, name="test").start()
+    """`make worker`'s layout for the whole session: a short and a bulk Celery worker (prefork,
+    2 processes each), so every worker test also runs through the lanes and classes."""
+    proc = Workers(ENV, name="test").start()
     try:
         proc.wait_log("ready.", timeout=60)
         yield proc

@@ -29,6 +29,16 @@ log = structlog.get_logger(__name__)
 
 Work = Callable[[AsyncSession, Event], Awaitable[Outcome]]
 
+# The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
+# its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
+# handed to the next part's task id (events_repo.continue_with), which the caller publishes.
+CONTINUED = "continued"
+
+
+def continuation_id(event_id: uuid.UUID) -> str:
+    """The task id of a job's next part: unique, and readable as such in Flower."""
+    return f"{event_id}.part.{uuid.uuid4().hex[:8]}"
+
 
 class LostClaim(Exception):
     """Another run took the event over while this one was working."""
@@ -36,12 +46,13 @@ class LostClaim(Exception):
 
 @dataclass
 class Decision:
-    kind: str  # "done" | "retry" | "skip" | "dead"
+    kind: str  # "done" | "continued" | "retry" | "skip" | "dead"
     result: dict[str, Any]
     countdown: float | None = None
     error: BaseException | None = None
     outcome: Outcome | None = None
     event: Event | None = None
+    next_task_id: str | None = None  # "continued": publish this part after the commit
 
 
 def shown_message(exc: BaseException) -> str:
@@ -164,6 +175,22 @@ async def execute(
             outcome = await work(session, event)
             if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
                 structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
+            if outcome.status == CONTINUED:  # a bounded part: hand the event to the next one
+                next_id = continuation_id(event.id)
+                owned = await events_repo.continue_with(
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    next_task_id=next_id,
+                    result=outcome.result,
+                    stale_after_s=settings.outbox_stale_after_s,
+                )
+                if not owned:
+                    raise LostClaim(f"event {event.id} was taken over by another run")
+                log.info("event_continued", next_task_id=next_id)
+                return Decision(
+                    "continued", outcome.result, outcome=outcome, event=event, next_task_id=next_id
+                )
             owned = await events_repo.finish(
                 session,
                 event=event,

@@ -30,7 +30,13 @@ from database.repositories import workflows as repo
 from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
-from worker.execution import LostClaim, record_dead_letter, shown_message
+from worker.execution import (
+    CONTINUED,
+    LostClaim,
+    continuation_id,
+    record_dead_letter,
+    shown_message,
+)
 from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
 from worker.tasks.base import TaskDead, request_id_of
@@ -182,6 +188,35 @@ async def execute_step(
             rt.db.transaction() as session,
         ):
             outcome = await work(session, event, name)
+            if outcome.status == CONTINUED:
+                # A bounded part of the step (a long sync): the step stays running and the
+                # event goes on to the next part, as in worker.execution; a part is not an
+                # attempt of the step.
+                steps[i].update(state="running", attempts=steps[i]["attempts"] - 1)
+                next_id = continuation_id(event.id)
+                owned = await repo.set_steps(
+                    session, event_id=event.id, task_id=task_id, steps=steps
+                ) and await events_repo.continue_with(
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    next_task_id=next_id,
+                    result=outcome.result,
+                    stale_after_s=rt.settings.outbox_stale_after_s,
+                )
+                if not owned:
+                    raise LostClaim(f"event {event.id} was taken over by another run")
+                return StepDecision(
+                    "next",
+                    outcome.result,
+                    publish={
+                        "task_name": task_name,
+                        "event_id": event.id,
+                        "task_id": next_id,
+                        "kwargs": dict(event.task_kwargs or {}),
+                        "request_id": event.request_id,
+                    },
+                )
             steps[i].update(state=outcome.status, result=outcome.result)
             last = i == len(steps) - 1 or outcome.status != EventStatus.succeeded
             if last:
