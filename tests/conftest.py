@@ -45,6 +45,9 @@ os.environ.update(
         "POSTROOM_RETRY_CAP_S": "2",
         "POSTROOM_OUTBOX_STALE_AFTER_S": "2",
         "POSTROOM_OUTBOX_SWEEP_INTERVAL_S": "1",
+        # Syncs through the worker run in parts of one 250-message batch (a part stops after
+        # the batch that reaches this), so every bigger worker test crosses parts.
+        "POSTROOM_BULK_PART_MESSAGES": "250",
         # Claims renew every second in tests, so the lease mechanism runs in every worker test.
         "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",

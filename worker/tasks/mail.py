@@ -117,21 +117,18 @@ def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], 
     totals = {k: int(earlier.get(k, 0)) + getattr(part, k) for k in COUNTS}
     parts = int(before.get("parts", 0)) + 1
     synced = int(before.get("synced", 0)) + part.new + part.updated
-    state = {
-        "continues": part.cut,
-        "parts": parts,
-        "synced": synced,
-        "current": synced,
-        "total": synced,
-        "totals": totals,
-        "resume": part.resume() if part.cut else None,
-    }
+    state: dict[str, Any] = {"current": synced, "total": synced}
+    if parts > 1:
+        state["parts"] = parts
+    if part.cut:  # what the next part needs: where to go on, and the counts so far
+        state.update(
+            continues=True, parts=parts, synced=synced, totals=totals, resume=part.resume()
+        )
     result = {
         "status": "continued" if part.cut else "success",
         "folders": part.folders,
         **totals,
-        "parts": parts,
-    }
+    }  # the shape of an uncut sync's result; how many parts it took is in the progress
     return state, result
 
 
