@@ -63,6 +63,19 @@ WEIGHTS_KEY = "postroom:lane-weights"
 WEIGHTS_TTL_S = 30.0
 
 
+def publish_weights(redis_url: str, weights: dict[str, int]) -> None:
+    """Replace the weights hash with the database's (every tenant whose weight is not 1)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(WEIGHTS_KEY)
+        if weights:
+            pipe.hset(WEIGHTS_KEY, mapping=weights)  # type: ignore[arg-type]
+        pipe.execute()
+    finally:
+        client.close()
+
+
 class Weights:
     """One process's copy of the weights hash; a tenant not in it has weight 1."""
 
