@@ -83,7 +83,7 @@ def pct(values: list[float], p: float) -> float:
 
 def main() -> None:
     server = RedisServer().start()
-    env = {**os.environ, "POSTROOM_REDIS_URL": server.url, "POSTROOM_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "POSTROOM_REDIS_URL": server.url, "POSTROOM_LOG_LEVEL": "INFO"}
     queues = f"{queues_of('short')},{FIFO_QUEUE}"
     worker = Process(
         "worker-fair",

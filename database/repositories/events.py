@@ -369,6 +369,12 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
         .values(
             status=sa.case(
                 (_t.c.status == EventStatus.received, EventStatus.queued),
+                # A job's next part not claimed in time (continue_with): the job is still
+                # running, so it stays `processing`, handed to the new task id.
+                (
+                    sa.and_(_t.c.status == EventStatus.processing, _t.c.started_at.is_(None)),
+                    EventStatus.processing,
+                ),
                 (_t.c.status == EventStatus.processing, EventStatus.queued),
                 else_=_t.c.status,
             ),
