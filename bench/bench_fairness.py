@@ -128,11 +128,13 @@ def main() -> None:
         apart: list[float] = []
         for _ in range(TRIALS):
             wait, same = trial(app, r, lanes=True)
+            print(f"lanes trial: B waited {wait * 1000:.1f} ms (shared lane: {same})", flush=True)
             results["lanes"].append(wait)
             if not same:
                 apart.append(wait)
         for _ in range(FIFO_TRIALS):
             wait, _same = trial(app, r, lanes=False)
+            print(f"fifo trial: B waited {wait * 1000:.1f} ms", flush=True)
             results["fifo"].append(wait)
         print(f"A queues {A_TASKS} tasks, then B queues 1; worker: 2 processes, prefetch 1")
         print(f"one task alone, publish to done: {solo * 1000:.1f} ms (median of 10)")

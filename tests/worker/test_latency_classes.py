@@ -134,6 +134,7 @@ async def test_a_webhook_is_stored_within_5s_while_another_tenant_runs_big_initi
 
     await wait_for(stored, timeout=30, interval=0.02, message="tenant B's message")
     waited = time.monotonic() - started
+    print(f"\ntenant B's webhook stored {waited:.2f}s after its POST, beside A's two syncs")
     # A's syncs are still running: the webhook did not wait for them.
     still = [await event_row(db, e) for e in syncs]
     assert any(r.status == EventStatus.processing for r in still), [r.status for r in still]
