@@ -156,7 +156,7 @@ def worker(database_name: str) -> Iterator[Any]:
     2 processes each), so every worker test also runs through the lanes and classes."""
     proc = Workers(ENV, name="test").start()
     try:
-        proc.wait_log("ready.", timeout=60)
+        proc.wait_ready(timeout=60)
         yield proc
     finally:
         proc.stop()

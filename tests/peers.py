@@ -181,7 +181,10 @@ def celery_worker(
 
 
 class Workers:
-    """`make worker`'s layout: a short worker and a bulk worker, used as one."""
+    """`make worker`'s layout: a short worker and a bulk worker, used as one.
+
+    Both write one log file (appending), so an offset into `log()` stays valid as it grows.
+    """
 
     def __init__(self, env: dict[str, str], *, name: str, concurrency: int = 2) -> None:
         self.procs = [
@@ -190,18 +193,25 @@ class Workers:
             ),
             celery_worker(env, name=f"{name}-bulk", queues=queues_of("bulk"), concurrency=2),
         ]
+        self.procs[1].log_path = self.procs[0].log_path
 
     def start(self) -> Workers:
         for proc in self.procs:
             proc.start()
         return self
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(" ready.") < len(self.procs):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers are not ready:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
     def wait_log(self, needle: str, timeout: float = 30.0) -> None:
-        for proc in self.procs:
-            proc.wait_log(needle, timeout)
+        self.procs[0].wait_log(needle, timeout)
 
     def log(self) -> str:
-        return "".join(proc.log() for proc in self.procs)
+        return self.procs[0].log()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         for proc in self.procs:
