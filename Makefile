@@ -14,7 +14,7 @@ dev: export API_PORT ?= $(PORT)
 dev: export POSTROOM_LOG_JSON ?= false
 
 .PHONY: install migrate check-services api worker worker-short worker-bulk beat flower \
-	      dev test test-all lint format bench up down clean
+	      dev test test-all fuzz lint format bench up down clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) scripts/make_env.py > .env
 	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS and a local webhook secret"
 
-# make dev installs once up front; the processes it starts (make api, make worker-sync...) skip
+# make dev installs once up front; the processes it starts (make api, make worker-short...) skip
 # the check with SKIP_INSTALL=1, which also lets a test run make dev without touching .venv.
 ifeq ($(SKIP_INSTALL),)
 install: $(VENV)/.installed .env ## create .venv and install postroom with its test extras
@@ -64,6 +64,10 @@ worker-bulk: install ## syncs (in bounded parts), mass deletes, reconcile
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
 
+.PHONY: watch
+watch: install ## the IMAP push listener: IDLE per active IMAP account (docs/operations.md "Push")
+	$(PY) -m worker.listener
+
 flower: install ## Flower on 5555 (login: POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1); history: POSTROOM_FLOWER_DB
 	@$(PY) scripts/flower.py
 
@@ -78,6 +82,11 @@ test: migrate ## the suite a user needs to trust postroom (a few minutes)
 test-all: migrate ## everything, including slow fault-injection tests
 	$(PY) scripts/setup_peers.py
 	$(VENV)/bin/pytest -q -m ''
+
+FUZZ_SECONDS ?= 240
+fuzz: install ## property tests over every parser of outside input, for FUZZ_SECONDS in all
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(VENV)/bin/pytest -q tests/fuzz \
+	  -p no:cacheprovider --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
 lint: install
 	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py

@@ -58,6 +58,29 @@ class Settings(BaseSettings):
     # root; empty: kept in memory only, lost at restart).
     flower_db: str = ".data/flower.db"
 
+    # IMAP push (`make watch`, docs/operations.md "Push"). IDLE is re-issued after this long:
+    # servers may drop an IDLE after 30 minutes (RFC 2177), some NATs sooner.
+    push_idle_renew_s: float = 1500.0
+    # A listener's hold on an account; renewed every third of it. A dead listener's accounts
+    # are taken over once this has passed.
+    push_lease_s: float = 60.0
+    # Accounts one listener holds at most (one IMAP connection each).
+    push_capacity: int = 2000
+    # At most one push sync queued per account and folder within this window; a change inside
+    # it queues one more sync when it ends, so the last message is never left behind.
+    push_coalesce_s: float = 2.0
+    # Reconnecting after an error: capped exponential backoff with full jitter.
+    push_backoff_base_s: float = 1.0
+    push_backoff_cap_s: float = 300.0
+    # A refused login is retried when the credentials change, or after this long.
+    push_auth_retry_s: float = 3600.0
+    # Connections being opened at once (a listener starting with many accounts ramps up).
+    push_connect_concurrency: int = 50
+    # Use NOTIFY (RFC 5465) where offered: other folders' new mail is pushed too.
+    push_notify: bool = True
+    # Sync INBOX on every (re)connect: mail that came while no one was in IDLE is picked up.
+    push_sync_on_connect: bool = True
+
     # Budgets (docs/operations.md "Budgets"). A rate of 0 turns that limit off.
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 100

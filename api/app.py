@@ -26,6 +26,8 @@ from api.routes import (
     webhooks,
 )
 from api.routes import dead_letters as dead_letter_routes
+from api.routes import templates as template_routes
+from api.routes import threads as thread_routes
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
@@ -95,4 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for v1 in (accounts, jobs, messages, events, tasks):
         app.include_router(v1.router)
     app.include_router(classify_rules.router)
+    app.include_router(thread_routes.router)
+    app.include_router(template_routes.router)
     return app

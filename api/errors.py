@@ -76,7 +76,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.retry_after is not None:
             # Whole seconds, at least 1: a client that waits exactly this long gets through.
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-        extra: dict[str, Any] = {"details": []} if exc.status_code == 422 else {}
+        # An error may carry details (account verification: one entry per server); every 422
+        # has the key, as validation errors do.
+        details = getattr(exc, "details", None)
+        if details is None and exc.status_code == 422:
+            details = []
+        extra: dict[str, Any] = {"details": details} if details is not None else {}
         return JSONResponse(
             error_body(exc.code, exc.message, **extra),
             status_code=exc.status_code,

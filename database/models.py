@@ -17,6 +17,7 @@ from database.base import fk_field, id_field, jsonb_field, ts_field
 class Provider(enum.StrEnum):
     imap = "imap"
     nylas = "nylas"
+    pop3 = "pop3"
 
 
 class AccountStatus(enum.StrEnum):
@@ -29,9 +30,12 @@ class EventSource(enum.StrEnum):
     nylas = "nylas"
     api = "api"
     schedule = "schedule"
+    push = "push"  # the IMAP push listener saw a mailbox change (services/push.py)
 
 
 class EventStatus(enum.StrEnum):
+    # Waiting for its `send_at` time.
+    scheduled = "scheduled"
     received = "received"
     queued = "queued"
     processing = "processing"
@@ -39,10 +43,17 @@ class EventStatus(enum.StrEnum):
     succeeded = "succeeded"
     ignored = "ignored"
     dead = "dead"
+    # Cancelled through the API before a worker took it: its effect never happens.
+    cancelled = "cancelled"
 
     @classmethod
     def finished(cls) -> tuple[EventStatus, ...]:
-        return (cls.succeeded, cls.ignored, cls.dead)
+        return (cls.succeeded, cls.ignored, cls.dead, cls.cancelled)
+
+    @classmethod
+    def cancellable(cls) -> tuple[EventStatus, ...]:
+        """Not yet taken by a worker (API.md "Events": cancel)."""
+        return (cls.scheduled, cls.received, cls.queued, cls.retrying)
 
 
 def _enum_str(max_length: int = 32) -> Any:
@@ -291,6 +302,12 @@ class Event(SQLModel, table=True):
             postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
         ),
         sa.Index("ix_event_status", "status"),
+        # The release of scheduled sends (services/outbox.py): those whose time has come.
+        sa.Index(
+            "ix_event_scheduled_not_before",
+            "not_before",
+            postgresql_where=sa.text("status = 'scheduled'"),
+        ),
         sa.Index(
             "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
         ),
@@ -328,6 +345,8 @@ class Event(SQLModel, table=True):
     started_at: datetime | None = ts_field(nullable=True)
     # When the outbox sweeper may consider this event lost and publish it again.
     due_at: datetime | None = ts_field(nullable=True)
+    # A scheduled job (`send_at`): beat's outbox releases it at this time, not before.
+    not_before: datetime | None = ts_field(nullable=True)
     finished_at: datetime | None = ts_field(nullable=True)
     updated_at: datetime = ts_field()
 
@@ -422,3 +441,103 @@ class OutboundMessage(SQLModel, table=True):
     created_at: datetime = ts_field()
     sending_at: datetime | None = ts_field(nullable=True)
     sent_at: datetime | None = ts_field(nullable=True)
+
+
+class Thread(SQLModel, table=True):
+    """A conversation of one account. Its counts, dates, subject and participants are kept by
+    the `message_thread_track` trigger (migration 0009) on every change of a message, so no
+    code path that writes messages can leave them stale; listing reads them without a scan."""
+
+    __tablename__ = "thread"
+    __table_args__ = (
+        # Listing newest first with a (last_message_at, id) keyset cursor; threads whose
+        # messages are all deleted stay out of the index.
+        sa.Index(
+            "ix_thread_account_last",
+            "account_id",
+            sa.text("last_message_at DESC"),
+            sa.text("id DESC"),
+            postgresql_where=sa.text("message_count > 0"),
+        ),
+        sa.Index(
+            "ix_thread_tenant_last",
+            "tenant_id",
+            sa.text("last_message_at DESC"),
+            sa.text("id DESC"),
+            postgresql_where=sa.text("message_count > 0"),
+        ),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    account_id: uuid.UUID = fk_field("account.id", index=False)
+    subject: str | None = Field(default=None, sa_type=sa.Text)
+    message_count: int = Field(default=0)
+    unread_count: int = Field(default=0)
+    participants: list[dict[str, Any]] = jsonb_field(list)
+    first_message_at: datetime | None = ts_field(nullable=True)
+    last_message_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+
+
+class ThreadRef(SQLModel, table=True):
+    """Every Message-ID an account has seen, its own or referenced (In-Reply-To, References,
+    possibly not received yet), and the thread it belongs to: a reply joins its thread in
+    whatever order the messages arrive."""
+
+    __tablename__ = "thread_ref"
+    __table_args__ = (sa.PrimaryKeyConstraint("account_id", "ref"),)
+    account_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE")
+    # The normalized id (database.thread_refs.normalize_ids).
+    ref: str = Field(sa_type=sa.String(300))
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    thread_id: uuid.UUID = fk_field("thread.id")
+
+
+# A thread's messages, newest first (GET /v1/messages?thread_id=, and the trigger's
+# recomputation of last_message_at when a message leaves a thread).
+sa.Index(
+    "ix_message_thread",
+    Message.__table__.c.thread_id,  # type: ignore[attr-defined]
+    Message.__table__.c.sort_at.desc(),  # type: ignore[attr-defined]
+    Message.__table__.c.id.desc(),  # type: ignore[attr-defined]
+)
+
+
+class Template(SQLModel, table=True):
+    """A tenant's named mail template (Jinja2 syntax, rendered in a sandbox at send time)."""
+
+    __tablename__ = "template"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "name"),
+        # Listing newest first with a (created_at, id) keyset cursor.
+        sa.Index(
+            "ix_template_tenant_created",
+            "tenant_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    name: str = Field(sa_type=sa.String(100))
+    subject: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
+class PushLease(SQLModel, table=True):
+    """Which push listener holds IDLE for an account, until when (services/push.py).
+
+    A listener renews its rows well before `expires_at`; a row past it belongs to a listener
+    that died, and another one takes the account over.
+    """
+
+    __tablename__ = "push_lease"
+    account_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", primary_key=True
+    )
+    holder: str = Field(sa_type=sa.String(200), index=True)
+    expires_at: datetime = ts_field()
+    claimed_at: datetime = ts_field()

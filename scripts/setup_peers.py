@@ -10,9 +10,10 @@ import shutil
 import subprocess
 import sys
 
-# command -> Debian package providing it
+# command (or a file of the package) -> Debian package providing it
 NEEDED = {
     "dovecot": "dovecot-imapd",  # IMAP sync, delete, Sent copies
+    "/usr/lib/dovecot/pop3": "dovecot-pop3d",  # POP3 sync and delete (no command on PATH)
     "chromium": "chromium",  # Flower's pages loaded in a headless browser
 }
 

@@ -75,7 +75,7 @@ async def create_account(
     body: dict[str, Any],
     nylas: GrantLookup | None = None,
 ) -> Account:
-    """Create an IMAP+SMTP or Nylas account and store its secrets encrypted."""
+    """Create an IMAP+SMTP, POP3+SMTP or Nylas account and store its secrets encrypted."""
     values: dict[str, Any] = {
         "tenant_id": tenant_id,
         "user_id": user_id,
@@ -83,8 +83,9 @@ async def create_account(
         "email": body["email"],
         "sync_interval_s": body.get("sync_interval_s", 300),
     }
-    if body["provider"] == Provider.imap:
-        servers = {"imap": _present(body["imap"]), "smtp": _present(body["smtp"])}
+    if body["provider"] in (Provider.imap, Provider.pop3):
+        inbound = body["provider"]
+        servers = {inbound: _present(body[inbound]), "smtp": _present(body["smtp"])}
         await _check_hosts(settings, servers)
         values["settings"] = {k: _server_settings(v) for k, v in servers.items()}
         secrets: dict[str, Any] = servers
@@ -152,10 +153,17 @@ async def update_account(
     if changes.get("status") is not None:
         values["status"] = AccountStatus(changes["status"])
         values["status_reason"] = None
-    servers = {k: _present(changes[k]) for k in ("imap", "smtp") if changes.get(k) is not None}
+    servers = {
+        k: _present(changes[k]) for k in ("imap", "pop3", "smtp") if changes.get(k) is not None
+    }
     if servers:
-        if account.provider != Provider.imap:
-            raise Conflict("Only IMAP accounts have IMAP/SMTP settings.")
+        if account.provider == Provider.nylas:
+            raise Conflict("Only IMAP and POP3 accounts have server settings.")
+        other = "pop3" if account.provider == Provider.imap else "imap"
+        if other in servers:
+            raise Conflict(
+                f"This {account.provider.upper()} account has no {other.upper()} settings."
+            )
         await _check_hosts(settings, servers)
         stored = await repo.get_credential(session, tenant_id, account_id)
         secrets = decrypt_json(settings, stored) if stored else {}
@@ -195,3 +203,8 @@ async def rotate_all_credentials(session: AsyncSession, *, settings: Settings) -
     for credential_id, ciphertext in rows:
         await repo.set_ciphertext(session, credential_id, rotate(settings, ciphertext))
     return len(rows)
+
+
+# The checks create runs, for verification (services.account_verify) to run first.
+check_hosts = _check_hosts
+check_grant = _check_grant

@@ -136,10 +136,24 @@ _GONE_SQLSTATES = ("08", "57P")
 
 def database_gone(exc: BaseException | None) -> bool:
     """The driver error (or its cause) says the database went away or is not accepting yet."""
+    return _sqlstate_in(exc, _GONE_SQLSTATES)
+
+
+# SQLSTATE class 40, transaction rollback: a deadlock (40P01) or serialization failure
+# (40001). The database rolled the transaction back whole, so running it again is safe.
+_ROLLED_BACK_SQLSTATES = ("40",)
+
+
+def transaction_rolled_back(exc: BaseException | None) -> bool:
+    """The driver error (or its cause) is a deadlock or serialization failure."""
+    return _sqlstate_in(exc, _ROLLED_BACK_SQLSTATES)
+
+
+def _sqlstate_in(exc: BaseException | None, prefixes: tuple[str, ...]) -> bool:
     seen = 0
     while exc is not None and seen < 4:
         state = getattr(exc, "sqlstate", None)
-        if isinstance(state, str) and state.startswith(_GONE_SQLSTATES):
+        if isinstance(state, str) and state.startswith(prefixes):
             return True
         exc, seen = exc.__cause__, seen + 1
     return False

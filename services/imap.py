@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ import structlog
 
 from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
-from services.imap_protocol import ImapProtocolError, UidSet, literal_size, quote, response_codes
+from services.imap_protocol import (
+    ImapProtocolError,
+    UidSet,
+    literal_size,
+    parse_items,
+    quote,
+    response_codes,
+)
 from services.imap_responses import (
     SPECIAL_USE,
     MailboxInfo,
@@ -123,6 +131,8 @@ class ImapClient:
         self._tag = 0
         self._command = "CONNECT"
         self._enabled = False
+        # A read's deadline while IDLE waits for news (None: the configured timeout).
+        self._wait: float | None = None
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> ImapClient:
@@ -296,12 +306,13 @@ class ImapClient:
             raise self._violation(f"sent a broken answer ({exc})") from None
 
     async def _io(self, op: Awaitable[T]) -> T:
+        timeout = self.config.timeout if self._wait is None else self._wait
         try:
-            return await asyncio.wait_for(op, self.config.timeout)
+            return await asyncio.wait_for(op, timeout)
         except asyncio.IncompleteReadError:
             raise self._lost("closed the connection") from None
         except TimeoutError:  # before OSError: TimeoutError is one of its subclasses
-            raise self._lost(f"did not answer for {self.config.timeout:g}s") from None
+            raise self._lost(f"did not answer for {timeout:g}s") from None
         except (ConnectionError, OSError):
             raise self._lost("reset the connection") from None
 
@@ -531,3 +542,140 @@ class ImapClient:
     async def uid_expunge(self, uid_set: str) -> None:
         # Without UIDPLUS only a plain EXPUNGE exists; it also removes other \Deleted messages.
         await self.simple(f"UID EXPUNGE {uid_set}" if self.has("UIDPLUS") else "EXPUNGE")
+
+    # -- push -----------------------------------------------------------------------------
+    async def notify_set(self, events: str) -> None:
+        """NOTIFY SET (RFC 5465): news about other mailboxes comes as `* STATUS` in IDLE."""
+        await self._run(b"NOTIFY SET " + events.encode(), name="NOTIFY")
+
+    async def idle(self, max_s: float, *, others: set[str] | None = None) -> int:
+        """IDLE (RFC 2177) on the selected mailbox until it changes or `max_s` passes.
+
+        Returns how many change responses (EXISTS, EXPUNGE, FETCH, VANISHED) came, 0 when
+        none did. With NOTIFY set, a `* STATUS` about another mailbox adds its name (as the
+        server spells it) to `others` and ends the IDLE too. IDLE always ends with DONE and
+        its tagged answer, so the connection is ready for the next command when this returns.
+        """
+        news = _News(others)
+        if not self.has("IDLE"):
+            raise ProviderPermanentError("The IMAP server does not offer IDLE.")
+        self._keepalive()
+        self._command = "IDLE"
+        tag = await self._send(b"IDLE")
+        resp = await self._read_response()
+        while not resp.startswith(b"+"):  # untagged news may come before the continuation
+            self._idle_answer(tag, resp)
+            news.add(resp)
+            resp = await self._read_response()
+        # Wait for news without a read timeout of its own: `max_s` is the limit. The read is
+        # never cancelled half-way (that would lose a partial response): it goes on after
+        # DONE and gets the rest of the answer.
+        self._wait = max_s + self.config.timeout
+        pending = asyncio.ensure_future(self._read_response())
+        try:
+            deadline = asyncio.get_running_loop().time() + max_s
+            while not news:
+                left = deadline - asyncio.get_running_loop().time()
+                done, _ = await asyncio.wait({pending}, timeout=max(left, 0))
+                if not done:
+                    break
+                resp = pending.result()
+                self._idle_answer(tag, resp)
+                news.add(resp)
+                pending = asyncio.ensure_future(self._read_response())
+            await self._send_raw(b"DONE\r\n")
+            await self._idle_end(tag, pending, news)
+            return news.changes
+        finally:
+            self._wait = None
+            if not pending.done():
+                pending.cancel()
+                self._drop()  # half a response may be in flight: this connection is over
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: asyncio would warn about it otherwise
+
+    def _keepalive(self) -> None:
+        """TCP keepalive (~2 min to notice): a long IDLE must see a peer gone without a FIN,
+        e.g. a NAT that forgot the connection, before the next re-issue of IDLE."""
+        sock = self._writer.get_extra_info("socket") if self._writer is not None else None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 15)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+    async def _idle_end(self, tag: bytes, pending: asyncio.Future[bytes], news: _News) -> None:
+        """After DONE: the server's last news and its tagged OK, within the normal timeout."""
+        try:
+            for _ in range(MAX_IDLE_TAIL):
+                try:
+                    resp = await asyncio.wait_for(asyncio.shield(pending), self.config.timeout)
+                except TimeoutError:
+                    raise self._lost(f"did not answer DONE for {self.config.timeout:g}s") from None
+                if resp.startswith(tag + b" "):
+                    self._idle_answer(tag, resp)
+                    return
+                self._idle_answer(tag, resp)
+                news.add(resp)
+                self._wait = None
+                pending = asyncio.ensure_future(self._read_response())
+            raise self._violation(f"sent more than {MAX_IDLE_TAIL} responses after DONE")
+        finally:
+            if not pending.done():  # a read left half-way: the connection cannot go on
+                pending.cancel()
+                self._drop()
+
+    def _idle_answer(self, tag: bytes, resp: bytes) -> None:
+        """Raise for a refusal of IDLE or a BYE; anything else is news or noise."""
+        if resp.startswith(tag + b" "):
+            rest = resp[len(tag) + 1 :]
+            if rest[:2].upper() != b"OK":
+                raise ImapCommandError(f"The IMAP server refused IDLE{_status_words(rest)}.")
+        elif resp[:5].upper() == b"* BYE":
+            raise self._lost("said BYE")
+
+    async def _send_raw(self, data: bytes) -> None:
+        if self._writer is None:
+            raise self._lost("is not connected")
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, OSError):
+            raise self._lost("closed the connection") from None
+
+
+# Untagged responses after DONE that we read before giving up on a server.
+MAX_IDLE_TAIL = 100_000
+_CHANGE = re.compile(rb"\* (?:\d+ (?:EXISTS|EXPUNGE|FETCH)|VANISHED)\b", re.IGNORECASE)
+
+
+# Other mailboxes named in NOTIFY news, kept per IDLE (a server cannot grow it without end).
+MAX_NOTIFIED_MAILBOXES = 1000
+
+
+class _News:
+    """What one IDLE heard: changes to the selected mailbox, names of other changed ones."""
+
+    def __init__(self, others: set[str] | None) -> None:
+        self.changes = 0
+        self.others = others if others is not None else set()
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.others)
+
+    def add(self, resp: bytes) -> None:
+        """Count a change (RFC 3501 7.3-7.4, RFC 7162) or note a mailbox (RFC 5465 STATUS)."""
+        if _CHANGE.match(resp):
+            self.changes += 1
+        elif resp[:9].upper() == b"* STATUS " and len(self.others) < MAX_NOTIFIED_MAILBOXES:
+            try:
+                items = parse_items(resp, 9)
+            except ImapProtocolError:
+                return  # news we cannot read is no news; the periodic sync still runs
+            if items and isinstance(items[0], (bytes, str)) and items[0]:
+                name = items[0]
+                self.others.add(
+                    name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+                )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from database.models import Folder
 from database.repositories import imap_state as repo
 from services.imap import SelectInfo
 from services.imap_protocol import UidSet, number, uid_set
+from services.mime import message_id_of_header_block
 
 if TYPE_CHECKING:
     from services.imap_sync import _Syncer
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 FLAG_BATCH = 1000
 # UIDs per UID FETCH command when they are listed one by one (a command line stays short).
 LISTED_UIDS = 2000
-_MSGID = re.compile(rb"<[^<>\s]+>")
 
 
 def flag_values(flags: Any) -> dict[str, Any]:
@@ -136,8 +135,9 @@ async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInf
         if "VANISHED" in attrs:
             continue
         header = next((v for k, v in attrs.items() if k.startswith("BODY[")), b"")
-        found = _MSGID.search(header if isinstance(header, bytes) else b"")
-        row_id = known.pop(found.group(0).decode("utf-8", "replace"), None) if found else None
+        # Read as services.mime.parse read it when the row was stored, or the keys differ.
+        found = message_id_of_header_block(header) if isinstance(header, bytes) else None
+        row_id = known.pop(found, None) if found else None
         if row_id is None:
             unknown.append(attrs["UID"])
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -66,8 +67,13 @@ async def queue_job(
     idempotency_key: str | None,
     stale_after_s: float,
     account_id: uuid.UUID | None = None,
+    not_before: datetime | None = None,
 ) -> tuple[JobRef, bool]:
-    """Record the event and queue its publish; (job, created). A repeat returns the first job."""
+    """Record the event and queue its publish; (job, created). A repeat returns the first job.
+
+    With `not_before` the event is `scheduled` and nothing is published now: beat's outbox
+    sweep releases it at that time (services/outbox.py).
+    """
     event_id = uuid.uuid4()
     task_id = str(uuid.uuid4())
     digest = request_hash(kind, body)
@@ -90,11 +96,13 @@ async def queue_job(
         account_id=account_id,
         request_hash=digest,
         request_id=uow.request_id,
+        not_before=not_before,
     )
     if created:
-        uow.publish_after_commit(
-            task_name=task_name, event_id=event_id, task_id=task_id, kwargs=kwargs
-        )
+        if not_before is None:
+            uow.publish_after_commit(
+                task_name=task_name, event_id=event_id, task_id=task_id, kwargs=kwargs
+            )
         return JobRef(event_id, task_id), True
     assert external_id is not None  # insert_once only skips on an existing external id
     existing = await events_repo.get_by_external_id(uow.session, EventSource.api, external_id)

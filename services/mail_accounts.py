@@ -12,6 +12,7 @@ from database.repositories import imap_state as state_repo
 from services.crypto import decrypt_json
 from services.errors import PermissionDenied, ValidationFailed
 from services.imap import ImapConfig
+from services.pop3 import Pop3Config
 from settings import Settings
 
 IMAP_TIMEOUT_S = 30.0
@@ -44,3 +45,25 @@ async def imap_config(session: AsyncSession, settings: Settings, account: Accoun
         timeout=IMAP_TIMEOUT_S,
         allowed_private_hosts=settings.allowed_private_mail_hosts,
     )
+
+
+async def pop3_config(session: AsyncSession, settings: Settings, account: Account) -> Pop3Config:
+    """POP3 connection settings from the account's encrypted credential."""
+    if account.status != AccountStatus.active:
+        raise ValidationFailed(f"The account is {account.status}; it cannot be synced.")
+    token = await state_repo.credential_token(
+        session, tenant_id=account.tenant_id, account_id=account.id
+    )
+    if token is None:
+        raise ValidationFailed("The account has no stored credentials.")
+    data = decrypt_json(settings, token)
+    if not isinstance(data.get("pop3"), dict):
+        raise ValidationFailed("The account's credentials hold no POP3 settings.")
+    config = Pop3Config.from_credentials(
+        data,
+        timeout=IMAP_TIMEOUT_S,
+        allowed_private_hosts=settings.allowed_private_mail_hosts,
+    )
+    # POSTROOM_MAX_MESSAGE_BYTES where this tree has it; the client's own default otherwise.
+    config.max_message_bytes = getattr(settings, "max_message_bytes", config.max_message_bytes)
+    return config

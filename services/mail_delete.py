@@ -2,7 +2,8 @@
 
 IMAP: one command per folder with a UID set. Not permanent: UID MOVE to the Trash folder
 (COPY + \\Deleted + UID EXPUNGE without MOVE); permanent, or already in Trash: \\Deleted +
-UID EXPUNGE. Nylas: messages.destroy per message (Nylas has no batch delete).
+UID EXPUNGE. Nylas: messages.destroy per message (Nylas has no batch delete). POP3 has no
+Trash: not permanent only hides the message here; permanent is DELE (services.pop3_delete).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.imap import ImapClient
 from services.imap_protocol import uid_set
 from services.imap_slots import imap_slot
 from services.mail_accounts import account_for_tenant, imap_config
+from services.pop3_delete import delete_pop3
 from settings import Settings
 
 
@@ -53,6 +55,8 @@ async def delete_messages(
         account = await account_for_tenant(session, tenant_id=tenant_id, account_id=account_id)
         if account.provider == Provider.nylas:
             done = await _delete_nylas(account, messages, nylas)
+        elif account.provider == Provider.pop3:
+            done = await delete_pop3(session, settings, account, messages, permanent=permanent)
         else:
             done = await _delete_imap(session, settings, account, messages, permanent=permanent)
         deleted += await messages_repo.mark_many_deleted(

@@ -6,15 +6,20 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import UnitOfWork
+from database.models import EventSource
+from database.repositories import events as events_repo
 from database.repositories import messages_query as repo
 from database.repositories import outbound_attachments, outbound_drafts
+from database.repositories import templates as templates_repo
 from services import cursors, jobs
+from services import templates as templates_svc
 from services.accounts import get_account
 from services.errors import NotFound, ValidationFailed
 from settings import Settings
@@ -29,6 +34,8 @@ def _scope(f: repo.MessageFilter) -> dict[str, Any]:
         "is_spam": f.is_spam,
         "unread": f.unread,
         "q": f.q,
+        # Only when set: cursors of queries without it stay valid.
+        **({"thread": str(f.thread_id)} if f.thread_id else {}),
     }
 
 
@@ -102,6 +109,49 @@ def _decode_files(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return files
 
 
+# API.md "Sending": `send_at` at most 30 days ahead. A time a little in the past (a client's
+# clock, a slow request) sends now; one well in the past is more likely a mistake.
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+PAST_GRACE = timedelta(minutes=1)
+
+
+def send_time(value: str | None, now: datetime) -> datetime | None:
+    """When a send with this `send_at` is released: None for now, else the time (UTC)."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. year 1 at +14:00 has no UTC equivalent
+        raise ValidationFailed("send_at is not a time that can be used.") from None
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise ValidationFailed("send_at is more than 30 days ahead.")
+    if at < now - PAST_GRACE:
+        raise ValidationFailed("send_at is in the past; leave it out to send now.")
+    return at if at > now else None
+
+
+async def _render_template(
+    uow: UnitOfWork, tenant_id: uuid.UUID, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The request with the named template rendered into subject, text and html."""
+    found = await templates_repo.get(uow.session, tenant_id=tenant_id, name=body["template"])
+    if found is None:
+        raise NotFound(f"No template named {body['template']!r}.")
+    parts = templates_svc.render(
+        templates_svc.Parts(subject=found.subject, text=found.text, html=found.html),
+        body.get("variables") or {},
+    )
+    return {**body, "subject": parts.subject, "text": parts.text, "html": parts.html}
+
+
+async def _is_repeat(uow: UnitOfWork, tenant_id: uuid.UUID, key: str | None) -> bool:
+    """Whether this Idempotency-Key already made a job (queue_job then answers with it)."""
+    if key is None:
+        return False
+    found = await events_repo.id_by_external_id(uow.session, EventSource.api, f"{tenant_id}:{key}")
+    return found is not None
+
+
 async def queue_send(
     uow: UnitOfWork,
     *,
@@ -110,9 +160,21 @@ async def queue_send(
     body: dict[str, Any],
     idempotency_key: str | None,
 ) -> jobs.JobRef:
-    """Validate and authorise a send, store its uploads, queue postroom.mail.send."""
+    """Validate and authorise a send, store its uploads, queue postroom.mail.send.
+
+    A template is rendered here and the result stored in the draft: the task sends what the
+    request was answered for, and a missing variable is 422 now. With `send_at` the event
+    waits as `scheduled`. A repeated Idempotency-Key gets its first job back even when the
+    time has passed or the template changed since.
+    """
     account_id = uuid.UUID(str(body["account_id"]))
     await get_account(uow.session, caller.tenant_id, account_id)
+    not_before = None
+    mail = body
+    if not await _is_repeat(uow, caller.tenant_id, idempotency_key):
+        not_before = send_time(body.get("send_at"), datetime.now(UTC))
+        if body.get("template") is not None:
+            mail = await _render_template(uow, caller.tenant_id, body)
     reply_to = body.get("reply_to_message_id")
     if reply_to is not None:
         await _require_messages(uow.session, caller.tenant_id, [uuid.UUID(str(reply_to))])
@@ -128,13 +190,14 @@ async def queue_send(
         idempotency_key=idempotency_key,
         stale_after_s=settings.outbox_stale_after_s,
         account_id=account_id,
+        not_before=not_before,
     )
     if created:
         await outbound_drafts.add(
             uow.session,
             tenant_id=caller.tenant_id,
             event_id=job.event_id,
-            draft=outbound_drafts.values_from_request(body, [str(f["id"]) for f in files]),
+            draft=outbound_drafts.values_from_request(mail, [str(f["id"]) for f in files]),
         )
         await outbound_attachments.add_many(
             uow.session, tenant_id=caller.tenant_id, event_id=job.event_id, files=files

@@ -19,6 +19,16 @@ from services.html_text import html_to_text
 SNIPPET_CHARS = 200
 # Bodies past this are cut (and say so): a multi-megabyte text part is an attachment in disguise.
 MAX_BODY_CHARS = 2_000_000
+# A header value past this is cut before RFC 2047 decoding and address parsing: both are linear
+# but slow per character (a few seconds per MB), and a References header of hundreds of ids
+# still fits easily.
+MAX_HEADER_CHARS = 64 * 1024
+# The stdlib parser checks every line against every enclosing boundary: nesting depth d costs
+# O(lines x d), quadratic for a message nested thousands deep. Real mail nests a few levels
+# (and _leaves reads 20); boundaries past this many are disabled before parsing, so those parts
+# read as plain bodies.
+MAX_BOUNDARIES = 50
+_BOUNDARY_PARAM = re.compile(rb"boundary(?=\s*+=)", re.IGNORECASE)
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")
 # Labels mail software writes that Python's codecs do not know under that name.
 _ALIASES = {
@@ -38,6 +48,16 @@ _ALIASES = {
 }
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CONTROL = re.compile(r"[\x00]")
+# A whitespace run holding a line break with more whitespace after it: a fold. Tried only where a
+# run starts (the lookbehind), so the run is read once; the old `\s*\r?\n\s+` was retried from
+# every space of a long run and cost quadratic time.
+_FOLD = re.compile(r"(?<!\s)[^\S\n]*+\n\s++")
+# RFC 5322 unfolding: a line break followed by a space or tab is removed, the space kept.
+_LINE_BREAK_IN_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_WELL_FORMED_ID = re.compile(r"<[^<>\s]++>")
+# Past this, a Message-ID is no id (RFC 5322 lines stop at 998); the cap keeps the value inside a
+# btree index entry, so a hostile header cannot make the message's INSERT fail.
+MAX_MESSAGE_ID_CHARS = 998
 
 
 @dataclass
@@ -117,6 +137,9 @@ def decode_header_value(value: Any, warnings: list[str]) -> str:
         return ""
     if not isinstance(value, (str, Header)):
         value = str(value)
+    if isinstance(value, str) and len(value) > MAX_HEADER_CHARS:
+        warnings.append(f"header value cut at {MAX_HEADER_CHARS} characters")
+        value = value[:MAX_HEADER_CHARS]
     try:
         chunks = decode_header(value)
     except Exception:  # a malformed encoded-word: keep the raw text
@@ -132,7 +155,7 @@ def decode_header_value(value: Any, warnings: list[str]) -> str:
     text = "".join(out) if len(chunks) > 1 else (out[0] if out else "")
     # Raw 8-bit bytes in a str header arrive as lone surrogates, which UTF-8 cannot store.
     text = text.encode("utf-8", "replace").decode("utf-8")
-    return clean(re.sub(r"\s*\r?\n\s+", " ", text)).strip()
+    return clean(_FOLD.sub(" ", text)).strip()
 
 
 def _addresses(msg: Message, name: str, warnings: list[str]) -> list[dict[str, Any]]:
@@ -146,6 +169,50 @@ def _addresses(msg: Message, name: str, warnings: list[str]) -> list[dict[str, A
 
 def _message_ids(value: str | None) -> list[str]:
     return _MSGID.findall(value or "")
+
+
+def _only_comments(rest: str) -> bool:
+    """True when `rest` is whitespace and parenthesised comments (nested, with quoted pairs)."""
+    depth = 0
+    escaped = False
+    for char in rest:
+        if escaped:
+            escaped = False
+        elif depth and char == "\\":
+            escaped = True
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth and not char.isspace():
+            return False
+    return depth == 0
+
+
+def message_id_value(value: object) -> str | None:
+    """The Message-ID header's value as stored: unfolded and trimmed, even when malformed (never
+    an id picked out of its middle); `<id> (a comment)` is `<id>`. None only without a header.
+    """
+    if value is None:
+        return None
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    text = clean(_LINE_BREAK_IN_FOLD.sub("", text)).strip()
+    well_formed = _WELL_FORMED_ID.match(text)
+    if well_formed and _only_comments(text[well_formed.end() :]):
+        text = well_formed.group()
+    # Characters, then UTF-8 bytes: an index entry holds about 2,700 bytes.
+    text = text[:MAX_MESSAGE_ID_CHARS]
+    return text.encode("utf-8")[: 2 * MAX_MESSAGE_ID_CHARS].decode("utf-8", "ignore")
+
+
+def message_id_of_header_block(block: bytes) -> str | None:
+    """The Message-ID of a header block (as IMAP's BODY[HEADER.FIELDS (MESSAGE-ID)] returns it),
+    read exactly as `parse` reads it, so the two always agree on the value."""
+    try:
+        msg = message_from_bytes(block, policy=compat32)
+    except Exception:  # the stdlib parser is lenient; this is a last resort
+        return None
+    return message_id_value(msg.get("Message-ID"))
 
 
 def _date(value: str | None, warnings: list[str]) -> datetime | None:
@@ -236,10 +303,26 @@ def _cap(body: str, warnings: list[str]) -> str:
     return body
 
 
+def _limit_boundaries(raw: bytes, warnings: list[str]) -> bytes:
+    """Rename `boundary=` parameters past MAX_BOUNDARIES, so the parser never nests deeper."""
+    if len(_BOUNDARY_PARAM.findall(raw)) <= MAX_BOUNDARIES:
+        return raw
+    warnings.append(f"more than {MAX_BOUNDARIES} MIME boundaries; the rest read as text")
+    seen = 0
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        nonlocal seen
+        seen += 1
+        return match.group() if seen <= MAX_BOUNDARIES else b"x-ignored-boundary"
+
+    return _BOUNDARY_PARAM.sub(rename, raw)
+
+
 def parse(raw: bytes) -> ParsedMessage:
     """Parse one message; a broken one yields what could be read plus `parse_warnings`."""
     parsed = ParsedMessage(size=len(raw))
     warnings = parsed.parse_warnings
+    raw = _limit_boundaries(raw, warnings)
     try:
         msg = message_from_bytes(raw, policy=compat32)
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
@@ -275,8 +358,7 @@ def _headers(msg: Message, parsed: ParsedMessage) -> None:
     parsed.cc_addrs = _addresses(msg, "Cc", warnings)
     parsed.bcc_addrs = _addresses(msg, "Bcc", warnings)
     parsed.reply_to = _addresses(msg, "Reply-To", warnings)
-    ids = _message_ids(str(msg.get("Message-ID") or ""))
-    parsed.message_id_header = ids[0] if ids else None
+    parsed.message_id_header = message_id_value(msg.get("Message-ID"))
     reply = _message_ids(str(msg.get("In-Reply-To") or ""))
     parsed.in_reply_to = reply[0] if reply else None
     parsed.references = _message_ids(str(msg.get("References") or ""))[:100]

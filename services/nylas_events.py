@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, AccountStatus, Event, Provider
 from database.repositories import accounts as accounts_repo
 from database.repositories import messages as messages_repo
+from database.repositories import threads as threads_repo
 from services.errors import ValidationFailed
 from services.html_text import html_to_text
 from services.webhooks import base_type, type_suffixes
@@ -163,6 +164,7 @@ async def store_message(
     )
     if folder_names:
         values["folder_id"] = folder_ids[folder_names[0]]
+    values["thread_id"] = await threads_repo.provider_thread(session, values)
     saved = await messages_repo.upsert(session, values)
     if saved is not None:
         await messages_repo.replace_attachments(

@@ -1,7 +1,10 @@
-"""The outbox sweeper: publish again every unfinished event whose lease ran out.
+"""The outbox sweeper: publish again every unfinished event whose lease ran out, and
+release scheduled sends whose `send_at` has come.
 
 Covers a broker that was down at publish time, a Redis restart that lost its queues, a
-retry message that never came back and a worker that died holding a claim.
+retry message that never came back and a worker that died holding a claim. A scheduled send
+waits in PostgreSQL, not in the broker: a countdown message would be lost with Redis, so
+each sweep (every `outbox_sweep_interval_s`) releases what is due.
 """
 
 from __future__ import annotations
@@ -27,13 +30,11 @@ class SweepResult:
     published: int
 
 
-async def sweep(
-    db: Database, *, publish: Publish, stale_after_s: float, batch: int = 500
-) -> SweepResult:
-    async with db.transaction() as session:
-        due = await events_repo.take_due(session, limit=batch, stale_after_s=stale_after_s)
+def _publish_all(events: list[Any], publish: Publish) -> int:
+    """Publish in order; stop at the first failure (the broker is away, the rest would fail
+    the same way). Those not published stay due for a later round."""
     published = 0
-    for event in due:
+    for event in events:
         kwargs: dict[str, Any] = dict(event.task_kwargs or {})
         ok = publish(
             task_name=event.task_name,
@@ -42,18 +43,33 @@ async def sweep(
             kwargs=kwargs,
             request_id=event.request_id,
         )
-        published += int(ok)
         if not ok:
-            # The broker is still away; the rest would fail the same way. They stay due.
             break
-    # Runs every few seconds: a line only when something was lost and published again.
-    if published:
-        log.info("outbox_republished", found=len(due), published=published)
-    if published < len(due):
-        log.warning("outbox_publish_failed", found=len(due), published=published)
-    elif not due:
+        published += 1
+    return published
+
+
+async def sweep(
+    db: Database, *, publish: Publish, stale_after_s: float, batch: int = 500
+) -> SweepResult:
+    async with db.transaction() as session:
+        released = await events_repo.release_due(session, limit=batch, stale_after_s=stale_after_s)
+        due = await events_repo.take_due(session, limit=batch, stale_after_s=stale_after_s)
+    # Released first: their time has come. A released event is queued with the usual lease,
+    # so one whose publish fails here is published again by take_due() in a later round.
+    sent_released = _publish_all(released, publish)
+    sent_due = _publish_all(due, publish) if sent_released == len(released) else 0
+    found, published = len(released) + len(due), sent_released + sent_due
+    # Runs every few seconds: a line only when something was released or published again.
+    if released:
+        log.info("scheduled_released", released=len(released), published=sent_released)
+    if sent_due:
+        log.info("outbox_republished", found=len(due), published=sent_due)
+    if published < found:
+        log.warning("outbox_publish_failed", found=found, published=published)
+    elif not found:
         log.debug("outbox_idle")
-    return SweepResult(found=len(due), published=published)
+    return SweepResult(found=found, published=published)
 
 
 async def cleanup(db: Database, *, retention_days: int) -> int:

@@ -105,6 +105,8 @@ async def move_message(
     """Move one message at the provider, then record it; False when it is there already."""
     if message.folder_id == target.id:
         return False
+    if account.provider == Provider.pop3:
+        raise ValidationFailed("A POP3 account has one folder, INBOX: its messages cannot move.")
     if account.provider == Provider.nylas:
         if nylas is None or not account.grant_id:
             raise ValidationFailed("Nylas is not configured; the message cannot be moved.")

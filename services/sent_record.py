@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account
 from database.repositories import messages as messages_repo
 from database.repositories import outbound as outbound_repo
+from database.repositories import threads as threads_repo
 from services.compose import AttachmentFile, Composed, Person
 from services.errors import PostroomError
 from services.html_text import html_to_text
@@ -137,6 +138,8 @@ async def record_sent_copy(
         appended=appended,
         has_attachments=bool(attachments),
     )
+    # A reply we send joins the thread of what it answers (In-Reply-To / References).
+    await threads_repo.assign_by_headers(session, [values])
     saved = await messages_repo.upsert(session, values)
     if saved is None:
         existing = await messages_repo.get_by_provider_id(

@@ -1,4 +1,5 @@
-"""A throw-away Dovecot IMAP server (TESTING.md) and helpers that fill it with corpus messages."""
+"""A throw-away Dovecot IMAP and POP3 server (TESTING.md) and helpers that fill it with corpus
+messages."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 from tests.peers import free_port, wait_port
 
 PASSWORD = "secret-pass"
+# Dovecot's greeting in the tests: no answer of ours may ever repeat it.
+GREETING = "Dovecot ready, greeting-7c1e5d"
 FOLDERS = {
     "Sent": "\\Sent",
     "Trash": "\\Trash",
@@ -26,7 +29,7 @@ FOLDERS = {
 }
 
 _CONF = """\
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
 base_dir = {base}/run
 state_dir = {base}/state
@@ -35,7 +38,8 @@ info_log_path = {base}/dovecot.log
 ssl = {ssl}
 {ssl_files}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+login_greeting = {greeting}
+auth_mechanisms = plain login apop
 default_login_user = dovenull
 default_internal_user = dovecot
 mail_location = maildir:{base}/mail/%u
@@ -44,6 +48,8 @@ mail_gid = dovecot
 first_valid_uid = 1
 mail_plugins = $mail_plugins
 imap_capability = +SPECIAL-USE
+# POP3 UIDLs from the IMAP UID and UIDVALIDITY: the same message keeps its UIDL.
+pop3_uidl_format = %08Xu%08Xv
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {base}/passwd
@@ -61,6 +67,16 @@ service imap-login {{
     {imaps_ssl}
   }}
 }}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = {pop3s_port}
+    {imaps_ssl}
+  }}
+  chroot =
+}}
 service anvil {{
   chroot =
 }}
@@ -72,6 +88,7 @@ namespace inbox {{
   separator = /
 {mailboxes}
 }}
+{extra}
 """
 
 
@@ -84,18 +101,26 @@ class Dovecot:
         *,
         tls: bool = False,
         spare_users: int = 0,
+        extra_conf: str = "",
     ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
         self.tls_port = free_port() if tls else 0
+        self.pop3_port = free_port()
+        self.pop3_tls_port = free_port() if tls else 0
         self.users = list(users) + [f"user{i}@example.com" for i in range(spare_users)]
         self.next_user = len(list(users)) - 1
         self.tls = tls
+        self._delivered = 0
+        # Appended to the config: e.g. higher connection limits for many users (bench_push).
+        self.extra_conf = extra_conf
 
     def start(self) -> Dovecot:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
         if not Path(binary).exists():
             raise RuntimeError("Dovecot is missing: apt-get install -y dovecot-imapd")
+        if not (Path(binary).parent.parent / "lib" / "dovecot" / "pop3").exists():
+            raise RuntimeError("Dovecot's POP3 server is missing: apt-get install -y dovecot-pop3d")
         for sub in ("run", "state", "mail"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in self.users))
@@ -113,10 +138,14 @@ class Dovecot:
                 base=self.base,
                 port=self.port,
                 tls_port=self.tls_port,
+                pop3_port=self.pop3_port,
+                greeting=GREETING,
+                pop3s_port=self.pop3_tls_port,
                 mailboxes=mailboxes,
                 ssl="yes" if self.tls else "no",
                 ssl_files=ssl_files,
                 imaps_ssl="ssl = yes" if self.tls else "",
+                extra=self.extra_conf,
             )
         )
         dovecot = pwd.getpwnam("dovecot")
@@ -125,6 +154,7 @@ class Dovecot:
         self.base.chmod(0o755)
         subprocess.run([binary, "-c", str(self.conf)], check=True)
         wait_port(self.port)
+        wait_port(self.pop3_port)
         return self
 
     def _make_cert(self) -> None:
@@ -176,11 +206,50 @@ class Dovecot:
             }
         }
 
+    def pop3_credentials(self, user: str, *, security: str = "none") -> dict[str, object]:
+        """The `pop3` part of an account's credential (and its body for the API)."""
+        port = self.pop3_tls_port if security == "tls" else self.pop3_port
+        return {
+            "pop3": {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": security,
+                "username": user,
+                "password": PASSWORD,
+                "verify_tls": False,
+            }
+        }
+
+    def deliver(self, user: str, raw: bytes) -> Path:
+        """Drop a message into the user's Maildir/new, as a local delivery agent would."""
+        dovecot = pwd.getpwnam("dovecot")
+        maildir = self.base / "mail" / user  # mail_location: INBOX is the Maildir root
+        for path in (maildir, maildir / "new", maildir / "cur", maildir / "tmp"):
+            path.mkdir(exist_ok=True)
+            os.chown(path, dovecot.pw_uid, dovecot.pw_gid)
+        self._delivered += 1
+        name = f"{time.time():.6f}.P{os.getpid()}Q{self._delivered}.postroom-test"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        os.chown(tmp, dovecot.pw_uid, dovecot.pw_gid)
+        target = maildir / "new" / name
+        tmp.rename(target)
+        return target
+
     def client(self, user: str) -> imaplib.IMAP4:
         """A separate, plain imaplib connection: 'another mail client' in the tests."""
         conn = imaplib.IMAP4("127.0.0.1", self.port)
         conn.login(user, PASSWORD)
         return conn
+
+    def connections(self) -> dict[str, int]:
+        """IMAP connections per user right now (`doveadm who`)."""
+        out: dict[str, int] = {}
+        for line in self.doveadm("who", "-1").splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] == "imap":
+                out[parts[0]] = out.get(parts[0], 0) + 1
+        return out
 
     def doveadm(self, *args: str) -> str:
         proc = subprocess.run(

@@ -78,3 +78,28 @@ async def create_imap_account(
         token = encrypt_json(settings, dovecot.credentials(user, security=security))
         s.add(Credential(tenant_id=tenant.id, account_id=account.id, ciphertext=token))
     return account
+
+
+async def create_pop3_account(
+    db: Any,
+    settings: Any,
+    dovecot: Dovecot,
+    user: str,
+    *,
+    security: str = "none",
+    tenant: Any = None,
+) -> Any:
+    """Tenant, user and a POP3 account whose encrypted credential points at Dovecot's POP3."""
+    from database.models import Account, Credential, Provider
+    from services.crypto import encrypt_json
+    from tests.factories import create_tenant, create_user
+
+    tenant = tenant or await create_tenant(db)
+    owner = await create_user(db, tenant)
+    async with db.transaction() as s:
+        account = Account(tenant_id=tenant.id, user_id=owner.id, provider=Provider.pop3, email=user)
+        s.add(account)
+        await s.flush()
+        token = encrypt_json(settings, dovecot.pop3_credentials(user, security=security))
+        s.add(Credential(tenant_id=tenant.id, account_id=account.id, ciphertext=token))
+    return account

@@ -7,7 +7,7 @@ import random
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import exc as sa_exc
 
-from services.errors import PostroomError, database_gone
+from services.errors import PostroomError, database_gone, transaction_rolled_back
 from settings import Settings
 
 
@@ -22,7 +22,13 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         # A restarting server answers "not yet accepting connections" (57P03), wrapped in a
         # plain DBAPIError: look at the driver's SQLSTATE, not only at the wrapper's class.
-        return bool(exc.connection_invalidated) or database_gone(exc.orig)
+        # A deadlock (possible since thread rows are shared by a conversation's messages)
+        # rolled the whole transaction back: retrying it is safe.
+        return (
+            bool(exc.connection_invalidated)
+            or database_gone(exc.orig)
+            or transaction_rolled_back(exc.orig)
+        )
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     # asyncpg's own connection errors when they escape SQLAlchemy's wrapping.

@@ -1,7 +1,7 @@
 """tenant.weight: how many lanes of each latency class a tenant's tasks are spread over
 
 Revision ID: 0012
-Revises: 0005
+Revises: 0011
 Create Date: 2026-11-26 13:10:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0012'
-down_revision: str | None = '0005'
+down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,10 +16,12 @@ from api.schemas.accounts import (
     AccountUpdate,
     FolderList,
     FolderPublic,
+    ServerCheck,
+    VerifyResult,
 )
 from api.schemas.common import error_responses
 from database.models import Account
-from services import accounts
+from services import account_verify, accounts
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=error_responses(401, 422))
 
@@ -43,23 +45,52 @@ async def create_account(
     principal: PrincipalDep,
     uow: UowDep,
     settings: SettingsDep,
+    verify: Annotated[bool, Query(description="log in to the servers before saving")] = False,
 ) -> AccountPublic:
-    """Connect an IMAP+SMTP account or a Nylas grant; secrets are stored encrypted only.
+    """Connect an IMAP+SMTP or POP3+SMTP account or a Nylas grant; secrets are stored
+    encrypted only.
 
     A mail host that resolves to a non-public address answers 422 `mail_host_not_allowed`
     (unless POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS lists it); SMTP without username and password
-    sends without AUTH.
+    sends without AUTH. With `verify=true` the servers are logged in to first, and a failure
+    is 422 `account_verification_failed` (nothing saved) with one entry per server in
+    `details`.
     """
+    data = body.model_dump(mode="json")
+    if verify:
+        checks = await account_verify.verify_account(settings, data, nylas=request.app.state.nylas)
+        if not account_verify.all_ok(checks):
+            raise account_verify.AccountVerificationFailed(checks)
     account = await accounts.create_account(
         uow.session,
         settings=settings,
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
-        body=body.model_dump(mode="json"),
+        body=data,
         nylas=request.app.state.nylas,
     )
     await uow.commit()
     return account_public(account)
+
+
+@router.post("/verify", response_model=VerifyResult)
+async def verify_account(
+    request: Request,
+    body: Annotated[AccountCreate, Body()],
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> VerifyResult:
+    """Log in to the account's servers without saving anything: per server, what worked.
+
+    The same body as create. A host the destination rule refuses is 422
+    `mail_host_not_allowed` before any connection. Nylas: the grant is looked up."""
+    checks = await account_verify.verify_account(
+        settings, body.model_dump(mode="json"), nylas=request.app.state.nylas
+    )
+    return VerifyResult(
+        ok=account_verify.all_ok(checks),
+        checks={k: ServerCheck(ok=c.ok, message=c.message) for k, c in checks.items()},
+    )
 
 
 @router.get("", response_model=AccountPage, responses=error_responses(400))

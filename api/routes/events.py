@@ -5,20 +5,31 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from celery import Celery
+from fastapi import APIRouter, Depends, Query
 
 from api.auth import PrincipalDep
-from api.deps import SettingsDep, UowDep
+from api.deps import SettingsDep, UowDep, get_celery
 from api.schemas.common import error_responses
 from api.schemas.events import EventPage, EventPublic
 from database.models import Event
 from database.repositories import events as events_repo
 from database.repositories import events_query
-from services import cursors
+from services import cancel, cursors
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 422))
-Status = Literal["received", "queued", "processing", "retrying", "succeeded", "ignored", "dead"]
+Status = Literal[
+    "scheduled",
+    "received",
+    "queued",
+    "processing",
+    "retrying",
+    "succeeded",
+    "ignored",
+    "dead",
+    "cancelled",
+]
 
 
 def event_public(e: Event) -> EventPublic:
@@ -33,6 +44,7 @@ def event_public(e: Event) -> EventPublic:
         last_error=e.last_error,
         received_at=e.received_at,
         finished_at=e.finished_at,
+        send_at=e.not_before,
     )
 
 
@@ -43,7 +55,7 @@ async def list_events(
     settings: SettingsDep,
     status: Status | None = None,
     type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    source: Literal["nylas", "api", "schedule"] | None = None,
+    source: Literal["nylas", "api", "schedule", "push"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> EventPage:
@@ -78,4 +90,19 @@ async def get_event(event_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -
     event = await events_repo.get_for_tenant(uow.session, principal.tenant_id, event_id)
     if event is None:
         raise NotFound("No such event.")
+    return event_public(event)
+
+
+@router.post("/{event_id}/cancel", response_model=EventPublic, responses=error_responses(404, 409))
+async def cancel_event(
+    event_id: uuid.UUID,
+    principal: PrincipalDep,
+    uow: UowDep,
+    celery: Annotated[Celery, Depends(get_celery)],
+) -> EventPublic:
+    """Cancel a job that has not started: while `scheduled`, `received`, `queued` or
+    `retrying` (409 once it is `processing` or finished). A cancelled job never runs."""
+    event = await cancel.cancel_event(uow, tenant_id=principal.tenant_id, event_id=event_id)
+    await uow.commit()
+    await cancel.revoke_tasks(celery, event)
     return event_public(event)

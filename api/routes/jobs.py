@@ -15,6 +15,7 @@ from api.schemas.events import WorkflowList, WorkflowPublic, WorkflowRun
 from api.schemas.messages import MessageDelete, MessageSend
 from services import jobs, messages
 from services.accounts import get_account
+from services.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 409, 413, 422))
 IdempotencyKey = Annotated[
@@ -72,12 +73,19 @@ async def send_message(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
-    """Queue a send; the task result has {status, message_id, recipients_sent}."""
+    """Queue a send; the task result has {status, message_id, recipients_sent}. With
+    `send_at` it waits (`scheduled`) until then; with `template` and `variables` the
+    template is rendered now and a problem with it is 422 now."""
+    if body.template is not None and body.content_given():
+        raise ValidationFailed("Give either `template` (with `variables`) or subject/text/html.")
+    if body.variables is not None and body.template is None:
+        raise ValidationFailed("`variables` are given with a `template` only.")
+    unset = {k for k in MessageSend.OPTIONAL_NEW if getattr(body, k) is None}
     job = await messages.queue_send(
         uow,
         settings=settings,
         caller=_caller(principal),
-        body=body.model_dump(mode="json"),
+        body=body.model_dump(mode="json", exclude=unset),
         idempotency_key=idempotency_key,
     )
     await uow.commit()

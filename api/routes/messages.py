@@ -87,6 +87,7 @@ async def list_messages(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    thread_id: uuid.UUID | None = None,
 ) -> MessagePage:
     """Newest first; `next_cursor` continues the same query and is refused by any other."""
     f = MessageFilter(
@@ -96,6 +97,7 @@ async def list_messages(
         is_spam=is_spam,
         unread=unread,
         q=q,
+        thread_id=thread_id,
     )
     rows, next_cursor = await messages.list_messages(
         uow.session, settings=settings, f=f, limit=limit, cursor=cursor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
@@ -24,13 +24,19 @@ _STATE = {
     EventStatus.succeeded: "SUCCESS",
     EventStatus.ignored: "SUCCESS",
     EventStatus.dead: "FAILURE",
+    EventStatus.scheduled: "PENDING",
+    # Celery's REVOKED is not among the contract's states: a cancelled job is a FAILURE whose
+    # error says why.
+    EventStatus.cancelled: "FAILURE",
 }
 
 
 def task_status(task_id: str, event: Event) -> TaskStatus:
     state = _STATE.get(EventStatus(event.status), "PENDING")
-    error = None
-    if state in ("FAILURE", "RETRY") and event.last_error:
+    error: dict[str, Any] | None = None
+    if event.status == EventStatus.cancelled:
+        error = {"code": "cancelled", "message": "The job was cancelled before it ran."}
+    elif state in ("FAILURE", "RETRY") and event.last_error:
         error = {"message": event.last_error, "attempts": event.attempts}
     return TaskStatus(
         task_id=task_id,

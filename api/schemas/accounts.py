@@ -84,6 +84,42 @@ class ImapAccountCreate(Strict):
     sync_interval_s: SyncInterval = 300
 
 
+class Pop3AccountCreate(Strict):
+    """A POP3 maildrop (synced into INBOX) with SMTP for sending."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "pop3",
+                    "email": "ana@example.com",
+                    "pop3": {
+                        "host": "pop.example.com",
+                        "port": 995,
+                        "security": "tls",
+                        "username": "ana@example.com",
+                        "password": "app-password",
+                    },
+                    "smtp": {
+                        "host": "smtp.example.com",
+                        "port": 587,
+                        "security": "starttls",
+                        "username": "ana@example.com",
+                        "password": "app-password",
+                    },
+                    "sync_interval_s": 300,
+                }
+            ]
+        },
+    )
+    provider: Literal["pop3"]
+    email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    pop3: ServerSettings
+    smtp: SmtpSettings
+    sync_interval_s: SyncInterval = 300
+
+
 class NylasAccountCreate(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -103,7 +139,9 @@ class NylasAccountCreate(Strict):
     sync_interval_s: SyncInterval = 300
 
 
-AccountCreate = Annotated[ImapAccountCreate | NylasAccountCreate, Field(discriminator="provider")]
+AccountCreate = Annotated[
+    ImapAccountCreate | Pop3AccountCreate | NylasAccountCreate, Field(discriminator="provider")
+]
 
 
 class AccountUpdate(Strict):
@@ -114,12 +152,13 @@ class AccountUpdate(Strict):
     sync_interval_s: SyncInterval | None = None
     status: Literal["active", "disabled"] | None = None
     imap: ServerSettings | None = None
+    pop3: ServerSettings | None = None
     smtp: SmtpSettings | None = None
 
 
 class AccountPublic(BaseModel):
     id: str
-    provider: Literal["imap", "nylas"]
+    provider: Literal["imap", "pop3", "nylas"]
     email: str
     status: Literal["active", "reauth_required", "disabled"]
     sync_interval_s: int
@@ -149,3 +188,32 @@ class FolderPublic(BaseModel):
 
 class FolderList(BaseModel):
     data: list[FolderPublic]
+
+
+class ServerCheck(BaseModel):
+    ok: bool
+    message: str
+
+
+class VerifyResult(BaseModel):
+    """Per server ("imap" or "pop3", "smtp"; "nylas" for a grant): did the login work."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ok": False,
+                    "checks": {
+                        "pop3": {"ok": True, "message": "Logged in to the POP3 server."},
+                        "smtp": {
+                            "ok": False,
+                            "message": "The SMTP server refused the login: "
+                            "wrong username or password.",
+                        },
+                    },
+                }
+            ]
+        }
+    )
+    ok: bool
+    checks: dict[str, ServerCheck]

@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Strict
 
 
 class EventPublic(BaseModel):
     id: str
-    source: Literal["nylas", "api", "schedule"]
+    source: Literal["nylas", "api", "schedule", "push"]
     type: str
     external_id: str | None
     status: str
@@ -22,6 +22,9 @@ class EventPublic(BaseModel):
     last_error: str | None
     received_at: datetime
     finished_at: datetime | None
+    send_at: datetime | None = Field(
+        default=None, description="A scheduled send's time (`send_at`); null for other jobs."
+    )
 
 
 class EventPage(BaseModel):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
 from api.schemas.common import Address, AddressIn, Strict
+from services.templates import NAME_PATTERN
 
 
 class SpamVerdict(BaseModel):
@@ -94,6 +95,31 @@ class MessageSend(Strict):
     html: str | None = Field(default=None, max_length=5_000_000)
     reply_to_message_id: uuid.UUID | None = None
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="Send at this time (ISO 8601 with a zone, at most 30 days ahead): the job "
+        "answers 202 at once and its event is `scheduled` until then. A time up to a minute "
+        "past sends now; an earlier one is 422.",
+    )
+    template: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Name of a template (PUT /v1/templates/{name}) to render instead of "
+        "giving `subject`, `text` and `html` (giving both is 422).",
+    )
+    variables: dict[str, Any] | None = Field(
+        default=None,
+        description="The template's variables (JSON values). A variable the template uses "
+        "and this lacks is 422; in `html` they are HTML-escaped, in subject and text not.",
+    )
+
+    # Fields left out of the stored request when not given, so that a request without them
+    # hashes (Idempotency-Key) as it did before they existed.
+    OPTIONAL_NEW: ClassVar[tuple[str, ...]] = ("send_at", "template", "variables")
+
+    def content_given(self) -> bool:
+        """Whether subject, text or html were given (not just defaulted)."""
+        return bool({"subject", "text", "html"} & self.model_fields_set)
 
 
 class MessageDelete(Strict):

@@ -45,8 +45,13 @@ async def insert_once(
     account_id: uuid.UUID | None = None,
     request_hash: str | None = None,
     request_id: str | None = None,
+    not_before: datetime | None = None,
 ) -> bool:
-    """Insert the event unless (source, external_id) exists; True when this call created it."""
+    """Insert the event unless (source, external_id) exists; True when this call created it.
+
+    With `not_before` the event is `scheduled`: nothing publishes it until release_due()
+    turns it into a queued one at that time.
+    """
     stmt = (
         insert(_t)
         .values(
@@ -57,7 +62,8 @@ async def insert_once(
             task_name=task_name,
             task_kwargs=task_kwargs or {},
             payload=payload,
-            status=EventStatus.received,
+            status=EventStatus.received if not_before is None else EventStatus.scheduled,
+            not_before=not_before,
             tenant_id=tenant_id,
             user_id=user_id,
             account_id=account_id,
@@ -66,7 +72,7 @@ async def insert_once(
             current_task_id=task_id,
             task_ids=[task_id],
             publish_count=1,
-            due_at=_now + _interval(stale_after_s),
+            due_at=_now + _interval(stale_after_s) if not_before is None else None,
         )
         .on_conflict_do_nothing(index_elements=["source", "external_id"])
         .returning(_t.c.id)
@@ -381,6 +387,36 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
             current_task_id=new_task_id,
             task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(new_task_id)),
             publish_count=_t.c.publish_count + 1,
+            due_at=_now + _interval(stale_after_s),
+            updated_at=_now,
+        )
+        .returning(*_t.c)
+    )
+    rows = (await session.execute(stmt)).mappings().all()
+    return [Event(**r) for r in rows]
+
+
+async def release_due(session: AsyncSession, *, limit: int, stale_after_s: float) -> list[Event]:
+    """Turn scheduled events whose time has come into queued ones and return them to publish.
+
+    Only rows still `scheduled` change (a cancel that got there first wins), and SKIP LOCKED
+    keeps two sweepers from releasing the same event. A released event gets the usual lease:
+    if its publish is lost, take_due() publishes it again. Its task id stays the one the
+    API answered with.
+    """
+    due = (
+        sa.select(_t.c.id)
+        .where(_t.c.status == EventStatus.scheduled, _t.c.not_before <= _now)
+        .order_by(_t.c.not_before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.update(_t)
+        .where(_t.c.id.in_(due), _t.c.status == EventStatus.scheduled)
+        .values(
+            status=EventStatus.queued,
             due_at=_now + _interval(stale_after_s),
             updated_at=_now,
         )

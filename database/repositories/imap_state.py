@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Attachment, Folder, Message
+from database.repositories import threads
 from database.repositories.chunks import chunked, width
 
 _m = Message.__table__  # type: ignore[attr-defined]
@@ -122,6 +123,9 @@ async def upsert_messages(
 
     A row marked deleted is not brought back (and is absent from the answer).
     """
+    if not rows:
+        return {}
+    await threads.assign_by_headers(session, rows)
     out: dict[str, tuple[uuid.UUID, bool]] = {}
     for part in chunked(rows, width(rows)):
         ins = insert(_m).values(list(part))

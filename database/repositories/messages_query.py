@@ -56,6 +56,7 @@ class MessageFilter:
     is_spam: bool | None = None
     unread: bool | None = None
     q: str | None = None
+    thread_id: uuid.UUID | None = None
 
 
 def search_terms(q: str) -> list[str]:
@@ -104,6 +105,8 @@ def list_query(
         stmt = stmt.where(sa.func.coalesce(_m.c.is_spam, False) == f.is_spam)
     if f.unread is not None:
         stmt = stmt.where(_m.c.unread == f.unread)
+    if f.thread_id is not None:  # ix_message_thread
+        stmt = stmt.where(_m.c.thread_id == str(f.thread_id))
     if f.q is not None:
         stmt = stmt.where(_m.c.search.op("@@")(tsquery(search_terms(f.q) or [""])))
     if after is not None:

@@ -7,7 +7,7 @@ the API answer (`reply_to_differs_from_sender`, not `R2`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from services.classify.mail import MailDoc
@@ -69,19 +69,33 @@ CREDENTIALS = re.compile(
     r"|(enter|provide|re-?enter) your (password|pin|login|credentials|social security)"
     r"|log ?in to (restore|unlock|reactivate)|unusual (sign-?in|login) activity)\b",
 )
-HIDDEN_HTML = re.compile(
-    r"<[^>]+style\s*=\s*[\"'][^\"']*(display\s*:\s*none|visibility\s*:\s*hidden"
-    r"|font-size\s*:\s*0(px|pt|em)?\s*[;\"'])[^>]*>\s*[^<\s]"
-    r"|<font[^>]+size\s*=\s*[\"']?0[\"' >][^>]*>\s*[^<\s]",
+# Every pattern below runs over mail a stranger wrote, so each is linear in its input: tags are
+# found with `[^<>]` (a scan stops at the next `<`, so scans never overlap), quantifiers that
+# could backtrack are possessive or bounded, and the text and HTML are cut at MAX_SCAN_CHARS
+# first. (The old `<[^>]+style...`, `<a\s[^>]*...(.*?)</a>` and `(?:[a-z0-9-]+\.)+` patterns
+# rescanned to the end of the input from every `<` or every label: quadratic.)
+MAX_SCAN_CHARS = 256 * 1024
+# An opening tag whose attributes hide what follows it.
+_OPEN_TAG = re.compile(r"<([a-z][^\s<>/]*+)([^<>]*+)>", re.IGNORECASE)
+_HIDDEN_STYLE = re.compile(
+    r"style\s*+=\s*+[\"'][^\"']*?(?:display\s*+:\s*+none|visibility\s*+:\s*+hidden"
+    r"|font-size\s*+:\s*+0(?:px|pt|em)?+\s*+[;\"'])",
     re.IGNORECASE,
 )
-ANCHOR = re.compile(r"<a\s[^>]*href\s*=\s*[\"']?([^\"'\s>]+)[^>]*>(.*?)</a>", re.I | re.S)
-URL = re.compile(r"https?://[^\s\"'<>()]+", re.I)
-DOMAIN_IN_TEXT = re.compile(r"\b((?:[a-z0-9-]+\.)+(?:com|net|org|info|biz|co|io|us|uk|de))\b")
+_ZERO_FONT = re.compile(r"size\s*+=\s*+[\"']?+0(?:[\"' ]|$)", re.IGNORECASE)
+_VISIBLE_NEXT = re.compile(r"\s*+[^<\s]")
+ANCHOR_OPEN = re.compile(r"<a\s[^<>]*+>", re.IGNORECASE)
+_HREF = re.compile(r"href\s*+=\s*+[\"']?+([^\"'\s>]++)", re.IGNORECASE)
+_ANCHOR_CLOSE = re.compile(r"</a>", re.IGNORECASE)
+URL = re.compile(r"https?://[^\s\"'<>()]++", re.I)
+# Bounded: a label is at most 63 characters and a name has at most 10 labels before its suffix.
+DOMAIN_IN_TEXT = re.compile(
+    r"\b((?:[a-z0-9-]{1,63}\.){1,10}(?:com|net|org|info|biz|co|io|us|uk|de))\b"
+)
 IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-AUTH_FAIL = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*(fail|softfail|permerror)\b", re.I)
+AUTH_FAIL = re.compile(r"\b(spf|dkim|dmarc)\s*+=\s*+(fail|softfail|permerror)\b", re.I)
 WORD = re.compile(r"[a-z0-9$][a-z0-9'$_-]{1,24}")
-TAG = re.compile(r"<[^>]+>")
+TAG = re.compile(r"<[^<>]++>")
 
 SOCIAL_DOMAINS = {
     "facebookmail.com",
@@ -128,10 +142,37 @@ def _host(url: str) -> str:
         return ""
 
 
+def anchors(html: str) -> list[tuple[str, str]]:
+    """(href, inner HTML) of each `<a ...>...</a>`, in one pass over the markup."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while (tag := ANCHOR_OPEN.search(html, pos)) is not None:
+        close = _ANCHOR_CLOSE.search(html, tag.end())
+        if close is None:  # no `</a>` after this one: none after any later one either
+            break
+        hrefs = _HREF.findall(tag.group())
+        if hrefs:  # the last href in the tag, as a greedy `[^>]*href` picked it
+            out.append((hrefs[-1], html[tag.end() : close.start()]))
+        pos = close.end()
+    return out
+
+
+def hidden_html(html: str) -> bool:
+    """Text right after a tag that hides it: display:none, visibility:hidden, a zero size."""
+    for tag in _OPEN_TAG.finditer(html):
+        attrs = tag.group(2)
+        hidden = _HIDDEN_STYLE.search(attrs) is not None or (
+            tag.group(1).lower() == "font" and _ZERO_FONT.search(attrs) is not None
+        )
+        if hidden and _VISIBLE_NEXT.match(html, tag.end()):
+            return True
+    return False
+
+
 def _link_indicators(html: str, text: str) -> set[str]:
     found: set[str] = set()
     hosts = [_host(u) for u in URL.findall(text)]
-    for href, inner in ANCHOR.findall(html):
+    for href, inner in anchors(html):
         host = _host(href)
         if not host or not href.lower().startswith(("http", "www")):
             continue
@@ -200,11 +241,23 @@ def _attachment_indicators(doc: MailDoc) -> set[str]:
     return found
 
 
+def bounded(doc: MailDoc) -> MailDoc:
+    """The mail with its text and HTML cut at MAX_SCAN_CHARS (the same doc when within it).
+
+    What decides a verdict is in the first 256 KB; past that, a body is an attachment in
+    disguise or an attack, and every scan below costs time in proportion to what it reads.
+    """
+    if len(doc.text) <= MAX_SCAN_CHARS and len(doc.html) <= MAX_SCAN_CHARS:
+        return doc
+    return replace(doc, text=doc.text[:MAX_SCAN_CHARS], html=doc.html[:MAX_SCAN_CHARS])
+
+
 def indicators(doc: MailDoc) -> list[str]:
     """The phishing and spam indicators present in the mail, sorted by name."""
+    doc = bounded(doc)
     found = _link_indicators(doc.html, doc.text) | _sender_indicators(doc)
     found |= _attachment_indicators(doc)
-    if doc.html and HIDDEN_HTML.search(doc.html):
+    if doc.html and hidden_html(doc.html):
         found.add("hidden_html_text")
     words = f"{doc.subject}\n{doc.visible_text}".lower()
     if URGENCY.search(words):
@@ -244,6 +297,7 @@ def _bucket(name: str, value: float, edges: tuple[float, ...]) -> str:
 
 def shape_tokens(doc: MailDoc) -> set[str]:
     """How the mail looks rather than what it says: counts in coarse buckets, layout flags."""
+    doc = bounded(doc)
     text = doc.visible_text
     letters = [c for c in text[:5000] if c.isalpha()]
     upper = sum(c.isupper() for c in letters) / max(1, len(letters))
@@ -273,6 +327,7 @@ def shape_tokens(doc: MailDoc) -> set[str]:
 
 def tokens(doc: MailDoc, found: list[str]) -> list[str]:
     """The distinct model tokens: words by where they occur, sender, structure, indicators."""
+    doc = bounded(doc)
     out: set[str] = {f"w:{w}" for w in WORD.findall(doc.visible_text[:20000].lower())}
     out.update(f"s:{w}" for w in WORD.findall(doc.subject.lower()))
     if doc.from_domain:
@@ -295,5 +350,6 @@ def tokens(doc: MailDoc, found: list[str]) -> list[str]:
 
 
 def extract(doc: MailDoc) -> Features:
+    doc = bounded(doc)
     found = indicators(doc)
     return Features(indicators=found, category=category(doc), tokens=tokens(doc, found))

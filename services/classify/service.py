@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -79,7 +80,9 @@ async def record_feedback(
     message = await repo.get_message(session, tenant_id=tenant_id, message_id=message_id)
     if message is None:
         raise NotFound("Message not found.")
-    found = features.extract(await doc_for(session, message))
+    # Feature extraction is CPU work in proportion to the mail (up to features.MAX_SCAN_CHARS of
+    # it): in a thread, so the API's event loop keeps answering while it runs.
+    found = await asyncio.to_thread(features.extract, await doc_for(session, message))
     return await tenant.learn(
         session,
         tenant_id=tenant_id,

@@ -101,6 +101,8 @@ async def test_events_list_filter_paginate_and_get(client, db) -> None:
         "last_error",
         "received_at",
         "finished_at",
+        # Added with scheduled sends (API.md "Additions"): the time, or null.
+        "send_at",
     }
     assert event["last_error"] == "boom" and event["attempts"] == 3 and event["source"] == "api"
     got = await client.get(f"/v1/events/{jobs[1]['event_id']}", headers=caller.headers)

@@ -6,7 +6,7 @@ import base64
 import hashlib
 
 from scripts.corpus import messages, raw_message
-from services.mime import parse
+from services.mime import MAX_MESSAGE_ID_CHARS, message_id_of_header_block, parse
 
 PDF = b"%PDF-1.4 fake pdf bytes \x00\x01\x02" * 10
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
@@ -101,3 +101,50 @@ def test_whole_training_corpus_parses_without_exceptions() -> None:
             assert m.text or m.html or m.attachments or m.parse_warnings
             count += 1
     assert count == 750
+
+
+MESSAGE_IDS = [
+    # (the header as sent, what message_id_header holds)
+    (b"Message-ID: <plain@example.org>", "<plain@example.org>"),
+    (b"Message-ID:   <spaced@example.org>   ", "<spaced@example.org>"),
+    (b"Message-ID: <a@b> (added by relay.example.net)", "<a@b>"),
+    (b"Message-ID: <a@b> (outer (nested) \\) quoted) (second)", "<a@b>"),
+    (b"Message-ID:\r\n <folded@example.org>", "<folded@example.org>"),
+    (b"Message-ID: <a@b>\r\n (comment on the next line)", "<a@b>"),
+    # Malformed: the whole value, never an id picked out of its middle.
+    (b"Message-ID: no-brackets@example.org", "no-brackets@example.org"),
+    (b"Message-ID: junk <inner@example.org> more", "junk <inner@example.org> more"),
+    (b"Message-ID: <a@b> trailing words", "<a@b> trailing words"),
+    (b"Message-ID: <two@a> <ids@b>", "<two@a> <ids@b>"),
+    (b"Message-ID: <a@b> (unclosed comment", "<a@b> (unclosed comment"),
+    (b"Message-ID: <with space@b>", "<with space@b>"),
+    (b"Message-ID: folded\r\n\tmalformed value", "folded\tmalformed value"),
+    (b"Message-ID:", ""),
+]
+
+
+def _with_header(header: bytes) -> bytes:
+    return b"From: a@example.org\r\n" + header + b"\r\nSubject: ids\r\n\r\nbody\r\n"
+
+
+def test_message_id_header_is_the_unfolded_trimmed_value() -> None:
+    for header, expected in MESSAGE_IDS:
+        assert parse(_with_header(header)).message_id_header == expected, header
+
+
+def test_message_id_header_is_null_only_without_the_header() -> None:
+    assert parse(b"From: a@example.org\r\nSubject: none\r\n\r\nbody\r\n").message_id_header is None
+
+
+def test_imap_header_block_reads_the_same_message_id_as_parse() -> None:
+    # A UIDVALIDITY change re-keys stored rows by this value: both readings must agree.
+    for header, expected in MESSAGE_IDS:
+        assert message_id_of_header_block(header + b"\r\n\r\n") == expected, header
+    assert message_id_of_header_block(b"\r\n") is None
+
+
+def test_a_huge_message_id_is_capped_so_the_row_can_be_indexed() -> None:
+    m = parse(_with_header(b"Message-ID: <" + b"x" * 100_000 + b"@example.org>"))
+    assert m.message_id_header is not None
+    assert len(m.message_id_header) == MAX_MESSAGE_ID_CHARS
+    assert m.message_id_header.startswith("<xxx")

@@ -14,6 +14,7 @@ from services.imap_sync import Budget, SyncResult, run_sync
 from services.mail_accounts import account_for_tenant
 from services.mail_delete import delete_messages
 from services.nylas_events import Outcome
+from services.pop3_sync import run_pop3_sync
 from worker.app import celery_app
 from worker.execution import CONTINUED
 from worker.runtime import runtime
@@ -57,6 +58,17 @@ def sync_account(
 
         if account.provider == Provider.nylas:
             result = await _nylas_sync(session, account=account, full=full, progress=progress)
+        elif account.provider == Provider.pop3:
+            result = (
+                await run_pop3_sync(
+                    rt.db,
+                    rt.settings,
+                    tenant_id=tenant,
+                    account_id=account_uuid,
+                    folder=folder,
+                    progress=progress,
+                )
+            ).as_dict()
         else:
             part = await run_sync(
                 rt.db,
