@@ -6,6 +6,7 @@ mid-way leaves either nothing or everything. Failures go through `worker.policy`
 
 from __future__ import annotations
 
+import random
 import re
 import traceback
 import uuid
@@ -20,6 +21,7 @@ from database.models import Event, EventStatus
 from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from services.errors import PermissionDenied, PostroomError
+from services.imap_slots import AccountBusy
 from services.nylas_events import Outcome
 from worker import policy
 from worker.lease import kept_claim
@@ -220,6 +222,12 @@ async def execute(
         )
 
 
+def slot_wait_s() -> float:
+    """When a task that found its account's IMAP slots taken tries again (worker.policy is for
+    failures; this is not one)."""
+    return round(random.uniform(1.0, 5.0), 3)
+
+
 async def _fail(
     rt: Runtime,
     *,
@@ -232,6 +240,24 @@ async def _fail(
     exc: BaseException,
 ) -> Decision:
     message = shown_message(exc)
+    if isinstance(exc, AccountBusy):
+        # Every connection of the account stayed in use while this run waited: try again
+        # shortly, and not as an attempt (the retry budget is for failures).
+        countdown = slot_wait_s()
+        log.info("imap_slot_busy", countdown=countdown)
+        async with rt.db.transaction() as session:
+            await events_repo.finish(
+                session,
+                event=event,
+                task_id=task_id,
+                status=EventStatus.retrying,
+                error=f"{type(exc).__name__}: {message}",
+                retry_in_s=countdown,
+                tenant_id=event.tenant_id,
+                account_id=event.account_id,
+            )
+            await events_repo.uncount_attempt(session, event_id=event.id)
+        return Decision("retry", {}, countdown=countdown, error=exc, event=event)
     if policy.is_transient(exc) and retries_used(event) < max_retries:
         countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
         log.warning(

@@ -27,6 +27,7 @@ from database.models import Event, EventStatus
 from database.repositories import accounts as accounts_repo
 from database.repositories import events as events_repo
 from database.repositories import workflows as repo
+from services.imap_slots import AccountBusy
 from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
@@ -36,6 +37,7 @@ from worker.execution import (
     continuation_id,
     record_dead_letter,
     shown_message,
+    slot_wait_s,
 )
 from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
@@ -294,8 +296,17 @@ async def _fail(
     message = shown_message(exc)
     error = f"{type(exc).__name__}: {message}"
     step = steps[i]
-    if policy.is_transient(exc) and step["attempts"] - 1 < route_for(task_name).max_retries:
-        countdown = policy.backoff_s(step["attempts"], rt.settings, hint=policy.retry_after(exc))
+    busy = isinstance(exc, AccountBusy)  # only waited for an IMAP slot: not an attempt
+    if busy:
+        step["attempts"] -= 1
+    if busy or (
+        policy.is_transient(exc) and step["attempts"] - 1 < route_for(task_name).max_retries
+    ):
+        countdown = (
+            slot_wait_s()
+            if busy
+            else policy.backoff_s(step["attempts"], rt.settings, hint=policy.retry_after(exc))
+        )
         step.update(state="retrying", error=error)
         try:
             async with rt.db.transaction() as session:
@@ -308,6 +319,8 @@ async def _fail(
                     error=error,
                     retry_in_s=countdown,
                 )
+                if busy:
+                    await events_repo.uncount_attempt(session, event_id=event.id)
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
         return StepDecision("retry", {}, countdown=countdown, error=exc)

@@ -326,6 +326,15 @@ async def continue_with(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
+async def uncount_attempt(session: AsyncSession, *, event_id: uuid.UUID) -> None:
+    """Take back the attempt the last claim counted: that run only waited (an IMAP slot)."""
+    await session.execute(
+        sa.update(_t)
+        .where(_t.c.id == event_id, _t.c.attempts > 0)
+        .values(attempts=_t.c.attempts - 1)
+    )
+
+
 async def renew_lease(
     session: Executor, *, event_id: uuid.UUID, task_id: str, lease_s: float
 ) -> bool:

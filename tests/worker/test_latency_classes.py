@@ -333,3 +333,77 @@ async def test_a_slot_waits_then_gives_up_and_is_freed_on_exit(settings: Any) ->
     assert await holders(quick, account) == []
     async with imap_slot(quick, account):  # free again
         assert len(await holders(quick, account)) == 1
+
+
+async def test_a_task_that_waited_in_vain_for_a_connection_retries_without_spending_attempts(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    from services.imap_slots import imap_slot
+
+    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 5)})
+    account = await create_imap_account(db, settings, dovecot, mailbox_user)
+    await queue_sync(db, settings, account)  # rows to delete
+    await wait_for(lambda: _count(db, account.id), timeout=60, message="the first sync")
+    async with db.transaction() as s:
+        ids = [
+            str(i)
+            for i in (
+                await s.execute(sa.select(Message.id).where(Message.account_id == account.id))
+            ).scalars()
+        ]
+    # Something else holds both of the account's connections for longer than a task waits
+    # (POSTROOM_IMAP_SLOT_WAIT_S=3 in the session worker).
+    async with imap_slot(settings, account.id), imap_slot(settings, account.id):
+        delete_id = await queue_delete(db, settings, account, ids)
+        await asyncio.sleep(settings.imap_slot_wait_s + 4)
+    done = await wait_for(
+        lambda: _finished(db, delete_id), timeout=60, message="the delete to finish"
+    )
+    assert done.status == EventStatus.succeeded, done.last_error
+    assert done.result == {"status": "success", "deleted_count": 5}
+    busy = [h for h in done.history if "AccountBusy" in (h.get("error") or "")]
+    assert busy and all(h["outcome"] == "retrying" for h in busy), done.history
+    assert done.attempts == 1  # waiting was not an attempt
+
+
+async def _count(db: Any, account_id: uuid.UUID) -> bool:
+    async with db.transaction() as s:
+        n = await s.scalar(
+            sa.select(sa.func.count()).select_from(Message).where(Message.account_id == account_id)
+        )
+    return n == 5
+
+
+async def queue_delete(db: Any, settings: Any, account: Any, ids: list[str]) -> uuid.UUID:
+    from worker.app import make_celery
+    from worker.dispatch import publish
+
+    kwargs = {
+        "message_ids": ids,
+        "tenant_id": str(account.tenant_id),
+        "user_id": str(account.user_id),
+        "permanent": True,
+    }
+    delete_id = uuid.uuid4()
+    async with db.transaction() as s:
+        await events_repo.insert_once(
+            s,
+            event_id=delete_id,
+            source=EventSource.api,
+            type="delete",
+            external_id=None,
+            task_name="postroom.mail.delete",
+            task_id=str(delete_id),
+            payload={"kwargs": kwargs},
+            stale_after_s=60,
+            task_kwargs=kwargs,
+            tenant_id=account.tenant_id,
+        )
+    assert publish(
+        make_celery(settings, publisher_only=True),
+        task_name="postroom.mail.delete",
+        event_id=delete_id,
+        task_id=str(delete_id),
+        kwargs=kwargs,
+    )
+    return delete_id
