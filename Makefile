@@ -7,13 +7,13 @@ export PYTHONPATH := $(CURDIR)
 # API, workers and beat on this host share one prometheus-client multiprocess directory, so the
 # API's GET /metrics sums every process's counters (docs/operations.md).
 METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
-api worker worker-sync worker-send worker-other beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
+api worker worker-short worker-bulk beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 # make dev: the API where the README says (honcho would hand it PORT=5000), and readable log
 # lines for a person at a terminal (JSON stays the default everywhere else).
 dev: export API_PORT ?= $(PORT)
 dev: export POSTROOM_LOG_JSON ?= false
 
-.PHONY: install migrate check-services api worker worker-sync worker-send worker-other beat flower \
+.PHONY: install migrate check-services api worker worker-short worker-bulk beat flower \
 	      dev test test-all fuzz lint format bench up down clean
 
 $(VENV)/.installed: pyproject.toml
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) scripts/make_env.py > .env
 	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS and a local webhook secret"
 
-# make dev installs once up front; the processes it starts (make api, make worker-sync...) skip
+# make dev installs once up front; the processes it starts (make api, make worker-short...) skip
 # the check with SKIP_INSTALL=1, which also lets a test run make dev without touching .venv.
 ifeq ($(SKIP_INSTALL),)
 install: $(VENV)/.installed .env ## create .venv and install postroom with its test extras
@@ -45,17 +45,21 @@ api: install ## serve the API on $PORT (uvloop + httptools, 2 workers)
 	$(VENV)/bin/uvicorn api.main:app --host $${HOST:-0.0.0.0} --port $(PORT) \
 	  --loop uvloop --http httptools --workers $${WEB_CONCURRENCY:-2} --no-access-log
 
-worker: install ## one worker consuming every queue
-	$(VENV)/bin/celery -A worker.app worker -Q sync,send,delete,classify,periodic -l INFO -n all@%h
+# The -Q list of a latency class: its lanes, as worker/config.py names them.
+queues = $$($(PY) -m worker.config $(1))
 
-worker-sync: install
-	$(VENV)/bin/celery -A worker.app worker -Q sync,periodic -l INFO -n sync@%h --concurrency 2
+# Two Celery workers, because Celery cannot reserve slots per queue inside one: short work
+# (webhooks, user jobs, classify, send) never waits for a slot that a sync holds.
+worker: install ## short and bulk workers side by side (docs/operations.md "Worker layout")
+	@$(MAKE) -j2 --no-print-directory SKIP_INSTALL=1 worker-short worker-bulk
 
-worker-send: install
-	$(VENV)/bin/celery -A worker.app worker -Q send -l INFO -n send@%h --concurrency 1
+worker-short: install ## webhooks, user jobs, classify, rules, send, small deletes, beat's ticks
+	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,short periodic) -l INFO \
+	  -n short@%h --concurrency $${SHORT_CONCURRENCY:-2}
 
-worker-other: install
-	$(VENV)/bin/celery -A worker.app worker -Q delete,classify -l INFO -n other@%h --concurrency 1
+worker-bulk: install ## syncs (in bounded parts), mass deletes, reconcile
+	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,bulk) -l INFO \
+	  -n bulk@%h --concurrency $${BULK_CONCURRENCY:-2}
 
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     sends_per_minute: int = 60
     max_accounts_per_tenant: int = 100
+    # Bulk work (syncs) runs in parts of at most this long / this many messages; a part that
+    # reaches either commits its progress and queues the next part of the same job.
+    bulk_part_s: float = 10.0
+    bulk_part_messages: int = 5000
+    # Concurrent IMAP connections per mail account across every worker (a Redis semaphore),
+    # and how long a task waits for one before it is retried.
+    imap_max_connections: int = 2
+    imap_slot_wait_s: float = 20.0
     # /metrics and /health/detailed serve figures at most this old (one refresh per process).
     metrics_cache_s: float = 5.0
     ops_token: SecretStr | None = None

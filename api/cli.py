@@ -23,6 +23,8 @@ from database.repositories import tenants as tenants_repo
 from services.accounts import rotate_all_credentials
 from services.errors import PostroomError
 from settings import get_settings
+from worker.config import LANES
+from worker.dispatch import publish_weights
 
 T = TypeVar("T")
 
@@ -171,6 +173,37 @@ def revoke_key(key_id: Annotated[str, typer.Argument(help="The key id from list-
         typer.echo(f"No API key with id {key_id}.", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {kid}" if outcome else f"{kid} was already revoked")
+
+
+@admin.command("set-weight")
+def set_weight(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    weight: Annotated[int, typer.Argument(help=f"Lanes per latency class, 1 to {LANES}.")],
+) -> None:
+    """Give a tenant more turns: its tasks spread over WEIGHT lanes of each class.
+
+    Lanes take turns, so a backlogged tenant of weight 2 is served about twice as often as
+    one of weight 1 (docs/architecture.md "Lanes").
+    """
+    if not 1 <= weight <= LANES:
+        typer.echo(f"The weight must be 1 to {LANES}.", err=True)
+        raise typer.Exit(1)
+
+    async def work(session: AsyncSession) -> dict[str, int]:
+        await tenants_repo.set_weight(session, await _tenant_id(session, tenant), weight)
+        return await tenants_repo.weights(session)
+
+    weights = run_in_session(work)
+    try:
+        publish_weights(get_settings().redis_url, weights)
+    except Exception as exc:
+        typer.echo(
+            f"Saved, but Redis did not take the new weights ({type(exc).__name__}); "
+            "run the command again once it answers.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"{tenant} {weight}")
 
 
 @admin.command("rotate-credentials")

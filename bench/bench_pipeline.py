@@ -23,7 +23,15 @@ import httpx
 
 from bench.common import database_url, scratch_database
 from services.webhooks import sign
-from tests.peers import Process, RedisServer, celery_worker, free_port, uvicorn_api, wait_port
+from tests.peers import (
+    Process,
+    RedisServer,
+    celery_worker,
+    free_port,
+    queues_of,
+    uvicorn_api,
+    wait_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -184,7 +192,9 @@ def main() -> None:
             procs.append(api)
             # INFO: the worker's readiness line is an INFO line (and production logs at INFO).
             worker_env = {**env, "POSTROOM_LOG_LEVEL": "INFO"}
-            worker = celery_worker(worker_env, name="bench", queues="sync,classify", concurrency=1)
+            worker = celery_worker(
+                worker_env, name="bench", queues=queues_of("short"), concurrency=1
+            )
             procs.append(worker.start())
             wait_port(port, 30)
             worker.wait_log("ready.", 60)

@@ -4,17 +4,24 @@ Per folder the stored (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) decide the work. LIS
 them for every folder in one round trip, so a sync with nothing new selects nothing. Messages
 are fetched and written in batches, each batch committed with the folder's new UIDNEXT, so
 memory stays flat and a sync that dies half-way resumes where it stopped.
+
+The same stored state cuts a long sync into parts: with a `Budget`, the sync stops after the
+batch that spends it (messages or seconds) and says so (`SyncResult.cut`, the folders it
+finished and the one it was in); the next part, given that as `resume`, goes on from the
+folder's committed UIDNEXT. Only new-message fetching is cut: flag and expunge passes and a
+new UIDVALIDITY generation always run to their end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +34,7 @@ from services.errors import ProviderTemporaryError, database_gone
 from services.imap import ImapClient, ImapProtocolViolation, MailboxInfo, SelectInfo
 from services.imap_protocol import UidSet, uid_set
 from services.imap_rows import build, declared_size, record, unstorable
+from services.imap_slots import imap_slot
 from services.imap_sync_steps import changes_since, expunged_by_search, resync_new_generation
 from services.mail_accounts import account_for_tenant, imap_config
 from settings import Settings
@@ -45,11 +53,38 @@ _FRAMING = 4096  # FLAGS, INTERNALDATE and the like around each body
 
 
 @dataclass
+class Budget:
+    """What one part of a sync may spend: messages stored and seconds since it started."""
+
+    messages: int
+    seconds: float
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.started = self.started or time.monotonic()
+
+    def spent(self, messages: int) -> bool:
+        return messages >= self.messages or time.monotonic() - self.started >= self.seconds
+
+
+class BudgetSpent(Exception):
+    """The part's budget ran out between two batches; its progress is committed."""
+
+
+@dataclass
 class SyncResult:
     folders: int = 0
     new: int = 0
     updated: int = 0
     deleted: int = 0
+    # A part cut by its budget: the folders finished in this sync so far and the one it was
+    # in (resume where it stopped: `run_sync(resume=...)`).
+    cut: bool = False
+    done: list[str] = field(default_factory=list)
+    partial: str | None = None
+
+    def resume(self) -> dict[str, Any]:
+        return {"done": self.done, "partial": self.partial}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +136,7 @@ class _Syncer:
         account: Account,
         progress: Progress | None,
         total: int,
+        budget: Budget | None = None,
     ) -> None:
         self.db = db
         self.client = client
@@ -111,6 +147,12 @@ class _Syncer:
         self.redials = 0
         self.cap = client.config.max_message_bytes
         self.result = SyncResult()
+        self.budget = budget
+        # Set around the new-message fetches only: the passes that must finish are never cut.
+        self.may_cut = False
+
+    def spent(self) -> bool:
+        return self.budget is not None and self.budget.spent(self.done)
 
     def provider_id(self, folder: Folder, uidvalidity: int, uid: int) -> str:
         return f"{folder.name}:{uidvalidity}:{uid}"
@@ -199,6 +241,8 @@ class _Syncer:
                     fetched = [{"UID": batch.uids[0], "PROBLEM": _BROKEN}]
                 pending = start()
                 await self._store(folder, info, batch, fetched, last=not queue)
+                if queue and self.may_cut and self.spent():
+                    raise BudgetSpent  # the finally drops the download in flight
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
@@ -304,13 +348,23 @@ async def sync_folder(syncer: _Syncer, folder: Folder, box: MailboxInfo, *, full
     if folder.uidvalidity is not None and folder.uidvalidity != info.uidvalidity:
         await resync_new_generation(syncer, folder, info)
     elif folder.uidvalidity is None or full:
-        uids = await syncer.fetch_uids(folder, info, ["1:*"] if info.exists else [])
+        syncer.may_cut = True
+        try:
+            uids = await syncer.fetch_uids(folder, info, ["1:*"] if info.exists else [])
+        finally:
+            syncer.may_cut = False
         if folder.uidvalidity is not None:
             await expunged_by_search(syncer, folder, info, server_uids=uids)
     else:
         known_next = folder.uidnext or 1
         if info.uidnext > known_next:
-            await syncer.fetch_uids(folder, info, [f"{known_next}:*"], floor=known_next)
+            syncer.may_cut = True
+            try:
+                await syncer.fetch_uids(folder, info, [f"{known_next}:*"], floor=known_next)
+            finally:
+                syncer.may_cut = False
+        # A part cut mid-folder committed UIDNEXT but not HIGHESTMODSEQ: this pass (all flags
+        # below UIDNEXT when the folder has no HIGHESTMODSEQ yet) makes the folder whole.
         await changes_since(syncer, folder, info, known_next=known_next, uids=None)
     async with syncer.db.transaction() as s:
         await repo.save_folder_state(
@@ -358,8 +412,16 @@ async def sync_account(
     full: bool = False,
     progress: Progress | None = None,
     known_folders: list[Folder] | None = None,
+    budget: Budget | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Sync every selectable folder (or the one named) of a connected client's account."""
+    """Sync every selectable folder (or the one named) of a connected client's account.
+
+    With `resume` (a cut part's `SyncResult.resume()`), folders finished by earlier parts are
+    skipped and the one a part stopped in goes on from its stored UIDNEXT (never from 1:*).
+    """
+    done = list((resume or {}).get("done") or [])
+    partial = (resume or {}).get("partial")
     boxes = [b for b in await client.list_mailboxes() if b.selectable]
     if folder is not None:
         boxes = [b for b in boxes if folder in (b.name, b.display_name)]
@@ -384,13 +446,27 @@ async def sync_account(
                 )
     rows = [known[b.display_name] for b in boxes]
     work = [
-        (row, box) for row, box in zip(rows, boxes, strict=True) if full or not _unchanged(row, box)
+        (row, box)
+        for row, box in zip(rows, boxes, strict=True)
+        if row.name not in done and (full or row.name == partial or not _unchanged(row, box))
     ]
-    syncer = _Syncer(db, client, account, progress, total=sum(_expected(r, b) for r, b in work))
+    syncer = _Syncer(
+        db, client, account, progress, total=sum(_expected(r, b) for r, b in work), budget=budget
+    )
+    result = syncer.result
+    result.done = done
     for row, box in work:
-        await sync_folder(syncer, row, box, full=full)
-    syncer.result.folders = len(boxes)
-    return syncer.result
+        if syncer.spent():  # between folders: the next part starts with this one
+            result.cut, result.partial = True, None
+            break
+        try:
+            await sync_folder(syncer, row, box, full=full and row.name != partial)
+        except BudgetSpent:
+            result.cut, result.partial = True, row.name
+            break
+        done.append(row.name)
+    result.folders = len(boxes)
+    return result
 
 
 async def run_sync(
@@ -402,14 +478,20 @@ async def run_sync(
     folder: str | None = None,
     full: bool = False,
     progress: Progress | None = None,
+    budget: Budget | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> SyncResult:
-    """Load the tenant's account, connect with its credentials, sync, stamp last_sync_at."""
+    """Load the tenant's account, connect with its credentials, sync, stamp last_sync_at.
+
+    The connection is one of the account's IMAP slots (services.imap_slots), shared by every
+    worker; a part cut by `budget` does not stamp last_sync_at (the sync is not over).
+    """
     async with db.transaction() as s:
         account = await account_for_tenant(s, tenant_id=tenant_id, account_id=account_id)
         config = await imap_config(s, settings, account)
         config.max_message_bytes = settings.max_message_bytes
         known = await repo.folders_of(s, tenant_id=tenant_id, account_id=account_id)
-    async with ImapClient(config) as client:
+    async with imap_slot(settings, account.id), ImapClient(config) as client:
         result = await sync_account(
             db,
             account=account,
@@ -418,7 +500,10 @@ async def run_sync(
             full=full,
             progress=progress,
             known_folders=known,
+            budget=budget,
+            resume=resume,
         )
-    async with db.transaction() as s:
-        await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
+    if not result.cut:
+        async with db.transaction() as s:
+            await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
     return result

@@ -29,6 +29,8 @@ class Ingested:
     task_id: str
     created: bool
     type: str
+    # The grant the notification names: its lane until the worker learns the tenant.
+    lane_key: str | None = None
 
 
 async def ingest_nylas(
@@ -73,6 +75,14 @@ async def ingest_nylas(
         # \u0000 has no place in jsonb.
         raise BadRequest("The body contains a NUL character (\\u0000).") from None
     if created:
-        return Ingested(event_id=event_id, task_id=task_id, created=True, type=notification.type)
+        data = notification.body.get("data")
+        grant = data.get("grant_id") if isinstance(data, dict) else None
+        return Ingested(
+            event_id=event_id,
+            task_id=task_id,
+            created=True,
+            type=notification.type,
+            lane_key=grant if isinstance(grant, str) else None,
+        )
     existing = await events_repo.id_by_external_id(conn, EventSource.nylas, notification.id)
     return Ingested(event_id=existing, task_id=task_id, created=False, type=notification.type)

@@ -21,6 +21,7 @@ from database.repositories import messages as messages_repo
 from services.errors import PermissionDenied, ProviderNotFound, ValidationFailed
 from services.imap import ImapClient
 from services.imap_protocol import uid_set
+from services.imap_slots import imap_slot
 from services.mail_accounts import account_for_tenant, imap_config
 from services.pop3_delete import delete_pop3
 from settings import Settings
@@ -103,7 +104,7 @@ async def _delete_imap(
         raise ValidationFailed("The account has no Trash folder; sync it or delete permanently.")
     config = await imap_config(session, settings, account)
     done: list[uuid.UUID] = []
-    async with ImapClient(config) as client:
+    async with imap_slot(settings, account.id), ImapClient(config) as client:
         for folder_id, items in by_folder.items():
             folder = folders[folder_id]
             done.extend(await _delete_in_folder(client, folder, items, trash, permanent))

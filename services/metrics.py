@@ -127,9 +127,19 @@ class _SnapshotCollector(Collector):
         if s.queue_depths is not None:
             yield _gauge(
                 "postroom_queue_depth",
-                "Messages waiting in a queue (all priorities).",
+                "Messages waiting in a queue (a lane, e.g. short.3; all priorities).",
                 "queue",
                 s.queue_depths,
+            )
+            classes: dict[str, int] = {}
+            for name, depth in s.queue_depths.items():  # lanes `short.3` -> class `short`
+                cls = name.split(".", 1)[0]
+                classes[cls] = classes.get(cls, 0) + depth
+            yield _gauge(
+                "postroom_class_queue_depth",
+                "Messages waiting in a latency class (all its lanes and priorities).",
+                "class",
+                classes,
             )
         if s.unacked is not None:
             g = GaugeMetricFamily(

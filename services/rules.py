@@ -20,6 +20,7 @@ from database.repositories import rules as repo
 from services import mail_accounts
 from services.errors import NotFound, PermissionDenied, ValidationFailed
 from services.imap import ImapClient
+from services.imap_slots import imap_slot
 from settings import Settings
 
 CONDITION_KEYS = {"is_spam", "category", "from_domain"}
@@ -117,12 +118,13 @@ async def move_message(
         if source is None or message.imap_uid is None:
             raise ValidationFailed("The message has no IMAP folder and UID; it cannot be moved.")
         config = await mail_accounts.imap_config(session, settings, account)
-        await imap_move(
-            config,
-            source=source.provider_id or source.name,
-            uid=message.imap_uid,
-            target=target.provider_id or target.name,
-        )
+        async with imap_slot(settings, account.id):
+            await imap_move(
+                config,
+                source=source.provider_id or source.name,
+                uid=message.imap_uid,
+                target=target.provider_id or target.name,
+            )
     await classify_repo.set_message_place(
         session, message_id=message.id, values={"folder_id": target.id}
     )

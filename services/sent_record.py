@@ -17,7 +17,9 @@ from database.repositories import threads as threads_repo
 from services.compose import AttachmentFile, Composed, Person
 from services.errors import PostroomError
 from services.html_text import html_to_text
+from services.imap_slots import imap_slot
 from services.sent_copy import Appended, append_sent_copy
+from settings import get_settings
 
 log = structlog.get_logger(__name__)
 
@@ -95,13 +97,15 @@ async def record_sent_copy(
     copy = "skipped"
     if isinstance(imap, dict) and imap.get("host"):
         try:
-            appended = await append_sent_copy(
-                imap,
-                # The wire name (modified UTF-7) when the sync recorded one.
-                folder=(sent_folder.provider_id or sent_folder.name) if sent_folder else None,
-                data=composed.data,
-                when=datetime.now(UTC),
-            )
+            # One of the account's IMAP connection slots (services.imap_slots).
+            async with imap_slot(get_settings(), account.id):
+                appended = await append_sent_copy(
+                    imap,
+                    # The wire name (modified UTF-7) when the sync recorded one.
+                    folder=(sent_folder.provider_id or sent_folder.name) if sent_folder else None,
+                    data=composed.data,
+                    when=datetime.now(UTC),
+                )
             copy = "appended"
         except Exception as exc:
             # The mail is already on its way: a missing Sent copy is logged, not retried.

@@ -19,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.fakes.nylas_server import FakeNylas
-from tests.peers import RedisServer, celery_worker, migrate
+from tests.peers import RedisServer, Workers, migrate
 
 T = TypeVar("T")
 
@@ -45,6 +45,11 @@ os.environ.update(
         "POSTROOM_RETRY_CAP_S": "2",
         "POSTROOM_OUTBOX_STALE_AFTER_S": "2",
         "POSTROOM_OUTBOX_SWEEP_INTERVAL_S": "1",
+        # Syncs through the worker run in parts of one 250-message batch (a part stops after
+        # the batch that reaches this), so every bigger worker test crosses parts.
+        "POSTROOM_BULK_PART_MESSAGES": "250",
+        # A task that finds its account's IMAP connections taken waits this long, then retries.
+        "POSTROOM_IMAP_SLOT_WAIT_S": "3",
         # Claims renew every second in tests, so the lease mechanism runs in every worker test.
         "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",
@@ -149,10 +154,11 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def worker(database_name: str) -> Iterator[Any]:
-    """One real Celery worker (prefork) consuming every queue, for the whole session."""
-    proc = celery_worker(ENV, name="test").start()
+    """`make worker`'s layout for the whole session: a short and a bulk Celery worker (prefork,
+    2 processes each), so every worker test also runs through the lanes and classes."""
+    proc = Workers(ENV, name="test").start()
     try:
-        proc.wait_log("ready.", timeout=60)
+        proc.wait_ready(timeout=60)
         yield proc
     finally:
         proc.stop()

@@ -143,13 +143,21 @@ class Process:
             pass
 
 
+def queues_of(*classes: str) -> str:
+    """The -Q list of latency classes (their lanes), as `make worker-short` computes it."""
+    from worker.config import Queue, lane_names
+
+    return ",".join(name for c in classes for name in lane_names(Queue(c)))
+
+
 def celery_worker(
     env: dict[str, str],
     *,
     name: str,
-    queues: str = "sync,send,delete,classify,periodic",
+    queues: str | None = None,
     concurrency: int = 2,
 ) -> Process:
+    queues = queues or queues_of("short", "bulk", "periodic")
     return Process(
         f"worker-{name}",
         [
@@ -170,6 +178,44 @@ def celery_worker(
         ],
         env,
     )
+
+
+class Workers:
+    """`make worker`'s layout: a short worker and a bulk worker, used as one.
+
+    Both write one log file (appending), so an offset into `log()` stays valid as it grows.
+    """
+
+    def __init__(self, env: dict[str, str], *, name: str, concurrency: int = 2) -> None:
+        self.procs = [
+            celery_worker(
+                env, name=f"{name}-short", queues=queues_of("short", "periodic"), concurrency=2
+            ),
+            celery_worker(env, name=f"{name}-bulk", queues=queues_of("bulk"), concurrency=2),
+        ]
+        self.procs[1].log_path = self.procs[0].log_path
+
+    def start(self) -> Workers:
+        for proc in self.procs:
+            proc.start()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(" ready.") < len(self.procs):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers are not ready:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def wait_log(self, needle: str, timeout: float = 30.0) -> None:
+        self.procs[0].wait_log(needle, timeout)
+
+    def log(self) -> str:
+        return self.procs[0].log()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        for proc in self.procs:
+            proc.stop(sig, timeout)
 
 
 def uvicorn_api(env: dict[str, str], port: int) -> Process:

@@ -14,7 +14,7 @@ import yaml
 
 from settings import Settings
 from tests.peers import ROOT, VENV_BIN
-from worker.config import Queue
+from worker.config import all_queues
 
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -63,7 +63,7 @@ def check_command(argv: list[str]) -> None:
         assert args[2] in ("worker", "beat", "flower")
         if "-Q" in args:
             queues = args[args.index("-Q") + 1].split(",")
-            assert set(queues) <= {q.value for q in Queue}, queues
+            assert set(queues) <= set(all_queues()), queues
     elif prog == "alembic":
         assert args == ["upgrade", "head"]
         assert (ROOT / "alembic" / "env.py").exists()
@@ -103,7 +103,7 @@ def test_stack_shape() -> None:
         cmd = SERVICES[name]["command"]
         if "worker" in cmd and "-Q" in cmd:
             queues |= set(cmd[cmd.index("-Q") + 1].split(","))
-    assert queues == {q.value for q in Queue}, "every queue has a worker"
+    assert queues == set(all_queues()), "every queue (every lane) has a worker"
     redis_cmd = " ".join(SERVICES["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--appendfsync everysec" in redis_cmd
     assert SERVICES["migrate"]["restart"] == "no"

@@ -135,7 +135,7 @@ def test_make_dev_serves_the_api_on_8000_with_readable_logs_and_ctrl_c_stops_all
     # Console renderer, not JSON, from the API and the workers (Celery's own lines included).
     assert not [line for line in lines if re.search(r"\|\s*\{\"", line)], output[-3000:]
     assert any(re.search(r"api\.1\s*\|.*\[info\s*\]", line) for line in lines), output[-3000:]
-    assert any(re.search(r"sync\.1\s*\|.*\[info\s*\].*ready", line) for line in lines)
+    assert any(re.search(r"short\.1\s*\|.*\[info\s*\].*ready", line) for line in lines)
     # Idle housekeeping says nothing at INFO: no received/succeeded line per sweep.
     chatter = [line for line in lines if "sweep" in line and re.search(r"\[(info|warn)", line)]
     assert not chatter, chatter[:5]

@@ -8,7 +8,7 @@ from kombu import Queue as KQueue
 
 from settings import Settings, get_settings
 from worker import observability  # noqa: F401  (signal receivers: JSON logs, task metrics)
-from worker.config import PRIORITY_STEPS, ROUTES, Queue
+from worker.config import PRIORITY_STEPS, ROUTES, Queue, all_queues, lane_names
 
 TASK_MODULES = [
     "worker.tasks.events",
@@ -37,11 +37,11 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         # One direct exchange per queue, named like it: Celery's producer and the API's
         # AsyncPublisher then address the same exchange, and kombu can restore a message
         # (worker lost, visibility timeout) through the binding of that exchange.
-        task_queues=[
-            KQueue(q.value, Exchange(q.value, type="direct"), routing_key=q.value) for q in Queue
-        ],
-        task_default_queue=Queue.sync.value,
-        task_routes={name: {"queue": r.queue.value} for name, r in ROUTES.items()},
+        # Every lane of every class is a queue of its own (worker.config.LANES).
+        task_queues=[KQueue(q, Exchange(q, type="direct"), routing_key=q) for q in all_queues()],
+        task_default_queue=lane_names(Queue.short)[0],
+        # Beat's ticks and any send that bypasses worker.dispatch; dispatch picks the lane.
+        task_routes={name: {"queue": lane_names(r.queue)[0]} for name, r in ROUTES.items()},
         task_default_priority=5,
         # Reliability: a task is acknowledged only once it finished; a killed worker's task goes
         # back to the queue; one message reserved per process so a crash loses at most that one.
@@ -67,7 +67,9 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
             "visibility_timeout": visibility_timeout,
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
-            "queue_order_strategy": "priority",
+            # Round robin: the queue just served goes to the end of the BRPOP list, so lanes
+            # (tenants) of one priority step take turns (docs/architecture.md "Lanes").
+            "queue_order_strategy": "round_robin",
             "socket_timeout": 5,
             "socket_connect_timeout": 2,
             "retry_on_timeout": True,

@@ -5,22 +5,27 @@ workers, where blocking is fine). `AsyncPublisher` is for the API's event loop: 
 producer is synchronous and blocked the loop for milliseconds per webhook (measured in
 `make bench`), so the API builds the very same message with Celery's `as_task_v2` and
 kombu's envelope layout, and does only the LPUSH itself, with a hard timeout.
+
+Both paths pick the same queue: the task's latency class (`short`, `bulk`, `periodic`) and,
+within a class, the lane of its tenant (worker.config.lane_queue), so tenants take turns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 import uuid
 from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 import structlog
 from celery import Celery
 
 from services import metrics
-from worker.config import route_for
+from worker.config import Queue, lane_queue, route_for, route_queue
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +57,89 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
     return orjson.dumps(shown, default=str).decode()
 
 
+# Tenants' lane weights (`postroom admin set-weight`; the tenant row holds them, this Redis
+# hash mirrors the ones that are not 1). Publishers re-read it at most every WEIGHTS_TTL_S.
+WEIGHTS_KEY = "postroom:lane-weights"
+WEIGHTS_TTL_S = 30.0
+
+
+def publish_weights(redis_url: str, weights: dict[str, int]) -> None:
+    """Replace the weights hash with the database's (every tenant whose weight is not 1)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(WEIGHTS_KEY)
+        if weights:
+            pipe.hset(WEIGHTS_KEY, mapping=weights)  # type: ignore[arg-type]
+        pipe.execute()
+    finally:
+        client.close()
+
+
+class Weights:
+    """One process's copy of the weights hash; a tenant not in it has weight 1."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.loaded_at = float("-inf")
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.loaded_at > WEIGHTS_TTL_S
+
+    def load(self, raw: dict[Any, Any] | None) -> None:
+        """Take a fresh HGETALL answer; None (Redis failed) keeps the old copy for a period."""
+        self.loaded_at = time.monotonic()
+        if raw is None:
+            return
+        values = {}
+        for k, v in raw.items():
+            key = k.decode() if isinstance(k, bytes) else str(k)
+            try:
+                values[key] = max(1, int(v))
+            except ValueError:
+                continue
+        self.values = values
+
+    def of(self, tenant_id: Any) -> int:
+        return self.values.get(str(tenant_id), 1) if tenant_id else 1
+
+
+def lane_key(kwargs: dict[str, Any], explicit: str | None) -> str | None:
+    """Whose turn a task takes: its tenant's; a webhook not yet tied to one, its grant's."""
+    tenant = kwargs.get("tenant_id")
+    return f"tenant:{tenant}" if tenant else (f"grant:{explicit}" if explicit else None)
+
+
+def destination(
+    task_name: str, kwargs: dict[str, Any], *, task_id: str, weights: Weights, key: str | None
+) -> tuple[Queue, str]:
+    """(class, lane queue) of one task message."""
+    cls = route_queue(task_name, kwargs)
+    weight = weights.of(kwargs.get("tenant_id"))
+    return cls, lane_queue(cls, lane_key(kwargs, key), spread=task_id, weight=weight)
+
+
+_sync_weights = Weights()
+_sync_redis: dict[str, redis.Redis] = {}
+
+
+def _weights_for(app: Celery) -> Weights:
+    """The weights, refreshed through a small synchronous client (publish runs in workers)."""
+    if _sync_weights.stale():
+        url = str(app.conf.broker_url)
+        client = _sync_redis.get(url)
+        if client is None:
+            client = _sync_redis[url] = redis.Redis.from_url(
+                url, socket_timeout=1, socket_connect_timeout=1
+            )
+        try:
+            _sync_weights.load(client.hgetall(WEIGHTS_KEY))  # type: ignore[arg-type]
+        except Exception as exc:  # weights are an optimisation: weight 1 until Redis answers
+            log.warning("lane_weights_unavailable", error=type(exc).__name__)
+            _sync_weights.load(None)
+    return _sync_weights
+
+
 def publish(
     app: Celery,
     *,
@@ -60,22 +148,26 @@ def publish(
     task_id: str,
     kwargs: dict[str, Any] | None = None,
     request_id: str | None = None,
+    lane: str | None = None,
 ) -> bool:
     """Send the task for an event; False (logged) when the broker cannot take it right now.
 
     No retries here: the event is already committed, and the outbox sweeper publishes any
-    event that was not picked up in time.
+    event that was not picked up in time. `lane` is a key for tasks without a tenant yet.
     """
     route = route_for(task_name)
     kwargs = {**(kwargs or {}), "event_id": str(event_id)}
     try:
+        _, queue = destination(
+            task_name, kwargs, task_id=task_id, weights=_weights_for(app), key=lane
+        )
         app.send_task(
             task_name,
             kwargs=kwargs,
             argsrepr="()",
             kwargsrepr=kwargs_repr(kwargs),
             task_id=task_id,
-            queue=route.queue.value,
+            queue=queue,
             priority=route.priority,
             headers={"request_id": request_id} if request_id else None,
             retry=False,
@@ -102,12 +194,31 @@ class AsyncPublisher:
         self.redis = aioredis.Redis.from_url(
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        self.weights = Weights()
+
+    async def refresh_weights(self) -> None:
+        """At most once per WEIGHTS_TTL_S, bounded by the publish timeout."""
+        if not self.weights.stale():
+            return
+        self.weights.loaded_at = time.monotonic()  # one refresh at a time
+        try:
+            raw = await asyncio.wait_for(self.redis.hgetall(WEIGHTS_KEY), self.timeout)
+        except Exception as exc:  # weight 1 until Redis answers; never hold the webhook
+            log.warning("lane_weights_unavailable", error=type(exc).__name__)
+            raw = None
+        self.weights.load(raw)
 
     def message(
-        self, *, task_name: str, task_id: str, kwargs: dict[str, Any], request_id: str | None
+        self,
+        *,
+        task_name: str,
+        task_id: str,
+        kwargs: dict[str, Any],
+        request_id: str | None,
+        lane: str | None = None,
     ) -> tuple[str, bytes]:
         route = route_for(task_name)
-        queue = route.queue.value
+        _, queue = destination(task_name, kwargs, task_id=task_id, weights=self.weights, key=lane)
         # argsrepr/kwargsrepr given: Celery's saferepr of them was a fifth of this function,
         # and kwargs_repr shows ids only.
         headers, properties, body, _ = self.app.amqp.as_task_v2(
@@ -147,12 +258,15 @@ class AsyncPublisher:
         task_id: str,
         kwargs: dict[str, Any] | None = None,
         request_id: str | None = None,
+        lane: str | None = None,
     ) -> bool:
+        await self.refresh_weights()
         key, payload = self.message(
             task_name=task_name,
             task_id=task_id,
             kwargs={**(kwargs or {}), "event_id": str(event_id)},
             request_id=request_id,
+            lane=lane,
         )
         try:
             await asyncio.wait_for(self.redis.lpush(key, payload), self.timeout)

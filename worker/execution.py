@@ -6,6 +6,7 @@ mid-way leaves either nothing or everything. Failures go through `worker.policy`
 
 from __future__ import annotations
 
+import random
 import re
 import traceback
 import uuid
@@ -20,6 +21,7 @@ from database.models import Event, EventStatus
 from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from services.errors import PermissionDenied, PostroomError
+from services.imap_slots import AccountBusy
 from services.nylas_events import Outcome
 from worker import policy
 from worker.lease import kept_claim
@@ -29,6 +31,16 @@ log = structlog.get_logger(__name__)
 
 Work = Callable[[AsyncSession, Event], Awaitable[Outcome]]
 
+# The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
+# its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
+# handed to the next part's task id (events_repo.continue_with), which the caller publishes.
+CONTINUED = "continued"
+
+
+def continuation_id(event_id: uuid.UUID) -> str:
+    """The task id of a job's next part: unique, and readable as such in Flower."""
+    return f"{event_id}.part.{uuid.uuid4().hex[:8]}"
+
 
 class LostClaim(Exception):
     """Another run took the event over while this one was working."""
@@ -36,12 +48,13 @@ class LostClaim(Exception):
 
 @dataclass
 class Decision:
-    kind: str  # "done" | "retry" | "skip" | "dead"
+    kind: str  # "done" | "continued" | "retry" | "skip" | "dead"
     result: dict[str, Any]
     countdown: float | None = None
     error: BaseException | None = None
     outcome: Outcome | None = None
     event: Event | None = None
+    next_task_id: str | None = None  # "continued": publish this part after the commit
 
 
 def shown_message(exc: BaseException) -> str:
@@ -164,6 +177,22 @@ async def execute(
             outcome = await work(session, event)
             if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
                 structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
+            if outcome.status == CONTINUED:  # a bounded part: hand the event to the next one
+                next_id = continuation_id(event.id)
+                owned = await events_repo.continue_with(
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    next_task_id=next_id,
+                    result=outcome.result,
+                    stale_after_s=settings.outbox_stale_after_s,
+                )
+                if not owned:
+                    raise LostClaim(f"event {event.id} was taken over by another run")
+                log.info("event_continued", next_task_id=next_id)
+                return Decision(
+                    "continued", outcome.result, outcome=outcome, event=event, next_task_id=next_id
+                )
             owned = await events_repo.finish(
                 session,
                 event=event,
@@ -193,6 +222,12 @@ async def execute(
         )
 
 
+def slot_wait_s() -> float:
+    """When a task that found its account's IMAP slots taken tries again (worker.policy is for
+    failures; this is not one)."""
+    return round(random.uniform(1.0, 5.0), 3)
+
+
 async def _fail(
     rt: Runtime,
     *,
@@ -205,6 +240,24 @@ async def _fail(
     exc: BaseException,
 ) -> Decision:
     message = shown_message(exc)
+    if isinstance(exc, AccountBusy):
+        # Every connection of the account stayed in use while this run waited: try again
+        # shortly, and not as an attempt (the retry budget is for failures).
+        countdown = slot_wait_s()
+        log.info("imap_slot_busy", countdown=countdown)
+        async with rt.db.transaction() as session:
+            await events_repo.finish(
+                session,
+                event=event,
+                task_id=task_id,
+                status=EventStatus.retrying,
+                error=f"{type(exc).__name__}: {message}",
+                retry_in_s=countdown,
+                tenant_id=event.tenant_id,
+                account_id=event.account_id,
+            )
+            await events_repo.uncount_attempt(session, event_id=event.id)
+        return Decision("retry", {}, countdown=countdown, error=exc, event=event)
     if policy.is_transient(exc) and retries_used(event) < max_retries:
         countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
         log.warning(

@@ -27,10 +27,18 @@ from database.models import Event, EventStatus
 from database.repositories import accounts as accounts_repo
 from database.repositories import events as events_repo
 from database.repositories import workflows as repo
+from services.imap_slots import AccountBusy
 from services.nylas_events import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
-from worker.execution import LostClaim, record_dead_letter, shown_message
+from worker.execution import (
+    CONTINUED,
+    LostClaim,
+    continuation_id,
+    record_dead_letter,
+    shown_message,
+    slot_wait_s,
+)
 from worker.lease import kept_claim
 from worker.runtime import Runtime, runtime
 from worker.tasks.base import TaskDead, request_id_of
@@ -182,6 +190,35 @@ async def execute_step(
             rt.db.transaction() as session,
         ):
             outcome = await work(session, event, name)
+            if outcome.status == CONTINUED:
+                # A bounded part of the step (a long sync): the step stays running and the
+                # event goes on to the next part, as in worker.execution; a part is not an
+                # attempt of the step.
+                steps[i].update(state="running", attempts=steps[i]["attempts"] - 1)
+                next_id = continuation_id(event.id)
+                owned = await repo.set_steps(
+                    session, event_id=event.id, task_id=task_id, steps=steps
+                ) and await events_repo.continue_with(
+                    session,
+                    event=event,
+                    task_id=task_id,
+                    next_task_id=next_id,
+                    result=outcome.result,
+                    stale_after_s=rt.settings.outbox_stale_after_s,
+                )
+                if not owned:
+                    raise LostClaim(f"event {event.id} was taken over by another run")
+                return StepDecision(
+                    "next",
+                    outcome.result,
+                    publish={
+                        "task_name": task_name,
+                        "event_id": event.id,
+                        "task_id": next_id,
+                        "kwargs": dict(event.task_kwargs or {}),
+                        "request_id": event.request_id,
+                    },
+                )
             steps[i].update(state=outcome.status, result=outcome.result)
             last = i == len(steps) - 1 or outcome.status != EventStatus.succeeded
             if last:
@@ -259,8 +296,17 @@ async def _fail(
     message = shown_message(exc)
     error = f"{type(exc).__name__}: {message}"
     step = steps[i]
-    if policy.is_transient(exc) and step["attempts"] - 1 < route_for(task_name).max_retries:
-        countdown = policy.backoff_s(step["attempts"], rt.settings, hint=policy.retry_after(exc))
+    busy = isinstance(exc, AccountBusy)  # only waited for an IMAP slot: not an attempt
+    if busy:
+        step["attempts"] -= 1
+    if busy or (
+        policy.is_transient(exc) and step["attempts"] - 1 < route_for(task_name).max_retries
+    ):
+        countdown = (
+            slot_wait_s()
+            if busy
+            else policy.backoff_s(step["attempts"], rt.settings, hint=policy.retry_after(exc))
+        )
         step.update(state="retrying", error=error)
         try:
             async with rt.db.transaction() as session:
@@ -273,6 +319,8 @@ async def _fail(
                     error=error,
                     retry_in_s=countdown,
                 )
+                if busy:
+                    await events_repo.uncount_attempt(session, event_id=event.id)
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
         return StepDecision("retry", {}, countdown=countdown, error=exc)

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request, Response
 
 from api.auth import OpsTokenDep
 from services import metrics
-from worker.config import PRIORITY_STEPS, Queue
+from worker.config import PRIORITY_STEPS, all_queues
 
 router = APIRouter(tags=["operations"])
 
-QUEUES = [q.value for q in Queue]
+QUEUES = all_queues()
 
 
 def gauges(request: Request, timeout_s: float = 1.0) -> metrics.Cached[metrics.Snapshot]:

@@ -88,6 +88,7 @@ async def nylas_notification(
             event_id=ingested.event_id,
             task_id=ingested.task_id,
             request_id=request.state.request_id,
+            lane=ingested.lane_key,
         )
     status = "queued" if ingested.created else "duplicate"
     # For the metrics middleware, which counts webhooks by type and outcome.

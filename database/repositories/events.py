@@ -189,7 +189,11 @@ async def claim(
                 sa.and_(
                     _t.c.status == EventStatus.processing,
                     sa.or_(
-                        lease_over, sa.and_(same_task, sa.true() if redelivered else sa.false())
+                        lease_over,
+                        sa.and_(same_task, sa.true() if redelivered else sa.false()),
+                        # The next part of a job cut into parts (continue_with): handed to this
+                        # task id, not started yet; its first copy takes it.
+                        sa.and_(same_task, _t.c.started_at.is_(None)),
                     ),
                 ),
             ),
@@ -275,6 +279,62 @@ async def finish(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
+async def continue_with(
+    session: AsyncSession,
+    *,
+    event: Event,
+    task_id: str,
+    next_task_id: str,
+    result: dict[str, Any],
+    stale_after_s: float,
+) -> bool:
+    """One part of a job cut into parts is done: hand the event to its next part's task id.
+
+    The work wrote its progress (set_progress). The event stays `processing` (the job runs
+    until its last part), with no start time until
+    the next part claims it (claim), and the lease of a queued event: if that publish is lost,
+    the outbox sweeper publishes the event again. False when this run no longer owns it.
+    """
+    entry = _history_entry(
+        task_id=task_id, started_at=event.started_at, outcome="continued", error=None
+    )
+    stmt = (
+        sa.update(_t)
+        .where(
+            _t.c.id == event.id,
+            _t.c.status == EventStatus.processing,
+            _t.c.current_task_id == task_id,
+        )
+        .values(
+            current_task_id=next_task_id,
+            task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(next_task_id)),
+            history=_t.c.history.op("||")(
+                sa.func.jsonb_build_array(sa.cast(entry, _t.c.history.type))
+            ),
+            publish_count=_t.c.publish_count + 1,
+            result=result,
+            # A part is not an attempt: the next part's claim counts it again, so a job of 50
+            # parts keeps its whole retry budget for real failures (execution.retries_used).
+            attempts=_t.c.attempts - 1,
+            last_error=None,
+            started_at=None,
+            due_at=_now + _interval(stale_after_s),
+            updated_at=_now,
+        )
+        .returning(_t.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def uncount_attempt(session: AsyncSession, *, event_id: uuid.UUID) -> None:
+    """Take back the attempt the last claim counted: that run only waited (an IMAP slot)."""
+    await session.execute(
+        sa.update(_t)
+        .where(_t.c.id == event_id, _t.c.attempts > 0)
+        .values(attempts=_t.c.attempts - 1)
+    )
+
+
 async def renew_lease(
     session: Executor, *, event_id: uuid.UUID, task_id: str, lease_s: float
 ) -> bool:
@@ -324,6 +384,12 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
         .values(
             status=sa.case(
                 (_t.c.status == EventStatus.received, EventStatus.queued),
+                # A job's next part not claimed in time (continue_with): the job is still
+                # running, so it stays `processing`, handed to the new task id.
+                (
+                    sa.and_(_t.c.status == EventStatus.processing, _t.c.started_at.is_(None)),
+                    EventStatus.processing,
+                ),
                 (_t.c.status == EventStatus.processing, EventStatus.queued),
                 else_=_t.c.status,
             ),

@@ -43,3 +43,13 @@ async def create_user(session: AsyncSession, tenant_id: uuid.UUID, email: str) -
 async def get_user_by_email(session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User | None:
     stmt = sa.select(User).where(_u.c.tenant_id == tenant_id, _u.c.email == email)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def set_weight(session: AsyncSession, tenant_id: uuid.UUID, weight: int) -> None:
+    await session.execute(sa.update(_t).where(_t.c.id == tenant_id).values(weight=weight))
+
+
+async def weights(session: AsyncSession) -> dict[str, int]:
+    """Every tenant whose weight is not 1: what publishers read (worker.dispatch.WEIGHTS_KEY)."""
+    rows = await session.execute(sa.select(_t.c.id, _t.c.weight).where(_t.c.weight != 1))
+    return {str(tenant_id): int(weight) for tenant_id, weight in rows}

@@ -76,7 +76,7 @@ async def test_sync_records_event_and_publishes(client, db, quiet_broker) -> Non
         "tenant_id": str(caller.tenant_id),
         "user_id": str(caller.user_id),
     }
-    assert job["task_id"] in task_ids(await published(quiet_broker.url, "sync"))
+    assert job["task_id"] in task_ids(await published(quiet_broker.url, "bulk."))
 
 
 async def test_sync_without_body_is_accepted(client, db) -> None:
@@ -101,7 +101,7 @@ async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
         len(
             [
                 m
-                for m in await published(quiet_broker.url, "sync")
+                for m in await published(quiet_broker.url, "bulk.")
                 if m["headers"]["id"] == first.json()["task_id"]
             ]
         )
@@ -166,7 +166,7 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
     assert draft.reply_to_message_id is None
     assert draft.attachment_ids == [str(upload.id)]
     assert upload.content == b"file!" and upload.event_id == event.id
-    messages = await published(quiet_broker.url, "send")
+    messages = await published(quiet_broker.url, "short.")
     assert r.json()["task_id"] in task_ids(messages)
     [message] = [m for m in messages if m["headers"]["id"] == r.json()["task_id"]]
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
@@ -285,7 +285,7 @@ async def test_both_publish_paths_show_only_id_like_kwargs(settings, quiet_broke
         )
     finally:
         await publisher.close()
-    found = {m["headers"]["id"]: m for m in await published(quiet_broker.url, "sync")}
+    found = {m["headers"]["id"]: m for m in await published(quiet_broker.url, "bulk.")}
     for task_id in (sync_id, async_id):
         headers = found[task_id]["headers"]
         assert headers["argsrepr"] == "()"

@@ -95,3 +95,49 @@ async def test_sweeper_takes_due_events_once(db) -> None:
     assert second == []
     assert first[0].status == "queued"
     assert first[0].current_task_id in first[0].task_ids
+
+
+async def test_a_continued_event_stays_processing_and_only_its_next_part_takes_it(db) -> None:
+    event_id = await new_event(db)
+    first = await claim(db, event_id, "part-1")
+    async with db.transaction() as s:
+        assert await repo.continue_with(
+            s,
+            event=first,
+            task_id="part-1",
+            next_task_id="part-2",
+            result={"new": 250},
+            stale_after_s=60,
+        )
+        # The part that handed on no longer owns the event.
+        assert not await repo.finish(s, event=first, task_id="part-1", status=EventStatus.dead)
+    async with db.sessionmaker() as s:
+        row = await repo.get(s, event_id)
+    assert row is not None and row.status == EventStatus.processing and row.started_at is None
+    assert row.result == {"new": 250} and row.task_ids == ["t0", "part-1", "part-2"]
+    assert await claim(db, event_id, "part-1") is None  # the old part's message, again
+    assert await claim(db, event_id, "someone-else") is None
+    second = await claim(db, event_id, "part-2")
+    assert second is not None and second.attempts == 1  # a part is not an attempt
+    assert await claim(db, event_id, "part-2") is None  # a duplicate of the same message
+
+
+async def test_a_next_part_whose_publish_was_lost_is_republished_still_processing(db) -> None:
+    event_id = await new_event(db)
+    first = await claim(db, event_id, "part-1")
+    async with db.transaction() as s:
+        assert await repo.continue_with(
+            s,
+            event=first,
+            task_id="part-1",
+            next_task_id="part-2",
+            result={},
+            stale_after_s=0,
+        )
+    await asyncio.sleep(0.01)
+    async with db.transaction() as s:
+        due = await repo.take_due(s, limit=10, stale_after_s=30)
+    assert [e.id for e in due] == [event_id]
+    assert due[0].status == EventStatus.processing  # the job is still running
+    assert await claim(db, event_id, "part-2") is None
+    assert await claim(db, event_id, due[0].current_task_id) is not None

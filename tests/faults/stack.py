@@ -21,6 +21,7 @@ from tests.peers import (
     celery_worker,
     free_port,
     migrate,
+    queues_of,
     uvicorn_api,
     wait_port,
 )
@@ -173,7 +174,7 @@ class Stack:
         proc = celery_worker(
             self.env,
             name=f"w{len(self.workers)}",
-            queues="sync,send,delete,classify",
+            queues=queues_of("short", "bulk"),
             concurrency=2,
         ).start()
         proc.wait_log("ready.", timeout=60)

@@ -20,7 +20,7 @@ async def test_beat_reconcile_backfills_messages_no_webhook_announced(
     db: Any, settings: Any, fake_nylas: Any
 ) -> None:
     from worker.app import make_celery
-    from worker.config import ROUTES
+    from worker.config import ROUTES, lane_names
 
     account = await create_nylas_account(db)
     now = int(time.time())
@@ -34,7 +34,7 @@ async def test_beat_reconcile_backfills_messages_no_webhook_announced(
 
     route = ROUTES["postroom.maintenance.reconcile"]
     make_celery(settings, publisher_only=True).send_task(
-        route.name, queue=route.queue.value, priority=route.priority
+        route.name, queue=lane_names(route.queue)[0], priority=route.priority
     )
 
     async def stored() -> list[Message]:

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from celery import Task
 
+from worker import dispatch
 from worker.config import route_for
 from worker.execution import Work, execute
 from worker.runtime import runtime
@@ -49,6 +50,15 @@ def run_event_task(
             work=work,
         )
     )
+    if decision.kind == "continued":  # after the commit; a lost publish: the outbox sweeper
+        dispatch.publish(
+            task.app,
+            task_name=task.name,
+            event_id=uuid.UUID(event_id),
+            task_id=str(decision.next_task_id),
+            kwargs={k: v for k, v in (task.request.kwargs or {}).items() if k != "event_id"},
+            request_id=request_id_of(task),
+        )
     if decision.kind == "retry":
         raise task.retry(countdown=decision.countdown, exc=decision.error, max_retries=None)
     if decision.kind == "dead":

@@ -10,12 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, Provider
 from database.repositories import events as events_repo
-from services.imap_sync import run_sync
+from services.imap_sync import Budget, SyncResult, run_sync
 from services.mail_accounts import account_for_tenant
 from services.mail_delete import delete_messages
 from services.nylas_events import Outcome
 from services.pop3_sync import run_pop3_sync
 from worker.app import celery_app
+from worker.execution import CONTINUED
 from worker.runtime import runtime
 from worker.tasks.base import run_event_task
 from worker.workflows import publish_all, run_step_task, start_account_chain
@@ -38,9 +39,17 @@ def sync_account(
         rt = runtime()
         # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
         account = await account_for_tenant(session, tenant_id=tenant, account_id=account_uuid)
+        # An IMAP sync runs in bounded parts; `before` is where the earlier parts stopped.
+        before = earlier_parts(event)
+        synced_before = int(before.get("synced", 0))
 
         async def progress(current: int, total: int) -> None:
-            meta = {"current": current, "total": total}
+            meta = {
+                **before,
+                "current": synced_before + current,
+                "total": synced_before + total,
+                "parts": int(before.get("parts", 0)) + 1,
+            }
             self.update_state(state="PROGRESS", meta=meta)
             async with rt.db.transaction() as s:
                 await events_repo.set_progress(
@@ -61,17 +70,27 @@ def sync_account(
                 )
             ).as_dict()
         else:
-            result = (
-                await run_sync(
-                    rt.db,
-                    rt.settings,
-                    tenant_id=tenant,
-                    account_id=account_uuid,
-                    folder=folder,
-                    full=full,
-                    progress=progress,
+            part = await run_sync(
+                rt.db,
+                rt.settings,
+                tenant_id=tenant,
+                account_id=account_uuid,
+                folder=folder,
+                full=full,
+                progress=progress,
+                budget=Budget(
+                    messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s
+                ),
+                resume=before.get("resume"),
+            )
+            state, result = add_part(before, part)
+            await events_repo.set_progress(
+                session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
+            )
+            if part.cut:  # the next part goes on where this one stopped (worker.execution)
+                return Outcome(
+                    status=CONTINUED, result=result, tenant_id=tenant, account_id=account_uuid
                 )
-            ).as_dict()
         if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
             chains[:] = await start_account_chain(
                 session,
@@ -89,6 +108,40 @@ def sync_account(
     outcome = run_event_task(self, event_id=event_id, work=work)
     publish_all(self.app, chains)
     return outcome
+
+
+COUNTS = ("new", "updated", "deleted")
+
+
+def earlier_parts(event: Event) -> dict[str, Any]:
+    """The progress the last part of this sync left for the next ({} for a new sync).
+
+    A finished sync leaves `continues` false, so a replay of it starts afresh; a sync that
+    died between parts and is replayed goes on where it stopped.
+    """
+    progress = event.progress or {}
+    return dict(progress) if progress.get("continues") else {}
+
+
+def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the event's new progress, the job's result so far): counts summed over all parts."""
+    earlier = before.get("totals") or {}
+    totals = {k: int(earlier.get(k, 0)) + getattr(part, k) for k in COUNTS}
+    parts = int(before.get("parts", 0)) + 1
+    synced = int(before.get("synced", 0)) + part.new + part.updated
+    state: dict[str, Any] = {"current": synced, "total": synced}
+    if parts > 1:
+        state["parts"] = parts
+    if part.cut:  # what the next part needs: where to go on, and the counts so far
+        state.update(
+            continues=True, parts=parts, synced=synced, totals=totals, resume=part.resume()
+        )
+    result = {
+        "status": "continued" if part.cut else "success",
+        "folders": part.folders,
+        **totals,
+    }  # the shape of an uncut sync's result; how many parts it took is in the progress
+    return state, result
 
 
 async def _nylas_sync(
