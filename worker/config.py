@@ -72,6 +72,21 @@ def lane_queue(queue: Queue, key: str | None, *, spread: str = "", weight: int =
     return f"{queue.value}.{lanes[pick]}"
 
 
+def lane_choices(queue: Queue, key: str | None, *, spread: str = "", weight: int = 1) -> list[str]:
+    """The lanes one task may go to, its home lane (lane_queue) first: "two choices".
+
+    A tenant of weight w has w + 1 candidate lanes (lanes_for(key, w + 1), distinct, the first
+    w are its spread lanes); the publisher takes the one with the fewest tasks ahead and, on a
+    tie, the home lane. A tenant sharing a lane with a backlogged one goes to its other lane;
+    only a tenant whose candidates are all crowded waits (1 in 28 for two of 8 lanes).
+    """
+    home = lane_queue(queue, key, spread=spread, weight=weight)
+    if queue not in LANED:
+        return [home]
+    others = [f"{queue.value}.{i}" for i in lanes_for(key or spread, min(LANES, weight + 1))]
+    return [home, *(q for q in others if q != home)]
+
+
 # Every priority step gets its own Redis list, so all ten levels are real.
 PRIORITY_STEPS = list(range(10))
 

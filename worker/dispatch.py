@@ -7,7 +7,9 @@ producer is synchronous and blocked the loop for milliseconds per webhook (measu
 kombu's envelope layout, and does only the LPUSH itself, with a hard timeout.
 
 Both paths pick the same queue: the task's latency class (`short`, `bulk`, `periodic`) and,
-within a class, the lane of its tenant (worker.config.lane_queue), so tenants take turns.
+within a class, the shorter of its tenant's candidate lanes (worker.config.lane_choices,
+"two choices"), so tenants take turns and a backlogged tenant does not bury a light one that
+happens to share a lane with it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import structlog
 from celery import Celery
 
 from services import metrics
-from worker.config import Queue, lane_queue, route_for, route_queue
+from worker.config import Queue, lane_choices, route_for, route_queue
 
 log = structlog.get_logger(__name__)
 
@@ -110,28 +112,92 @@ def lane_key(kwargs: dict[str, Any], explicit: str | None) -> str | None:
     return f"tenant:{tenant}" if tenant else (f"grant:{explicit}" if explicit else None)
 
 
+def candidates(
+    task_name: str, kwargs: dict[str, Any], *, task_id: str, weights: Weights, key: str | None
+) -> tuple[Queue, list[str]]:
+    """(class, candidate lane queues, home lane first) of one task message."""
+    cls = route_queue(task_name, kwargs)
+    weight = weights.of(kwargs.get("tenant_id"))
+    return cls, lane_choices(cls, lane_key(kwargs, key), spread=task_id, weight=weight)
+
+
 def destination(
     task_name: str, kwargs: dict[str, Any], *, task_id: str, weights: Weights, key: str | None
 ) -> tuple[Queue, str]:
-    """(class, lane queue) of one task message."""
-    cls = route_queue(task_name, kwargs)
-    weight = weights.of(kwargs.get("tenant_id"))
-    return cls, lane_queue(cls, lane_key(kwargs, key), spread=task_id, weight=weight)
+    """(class, home lane) of one task message: where it goes while its lanes are equally long."""
+    cls, lanes = candidates(task_name, kwargs, task_id=task_id, weights=weights, key=key)
+    return cls, lanes[0]
+
+
+def ahead_keys(queue: str, priority: int) -> list[str]:
+    """The lists of a lane a task of `priority` waits behind: its own step and the ones before.
+
+    A lane's depth for the choice is the sum of their LLENs (kombu pops priority 0 first).
+    """
+    return [queue_key(queue, p) for p in range(priority + 1)]
+
+
+# Push one message to the shortest of its candidate lanes, in the same round trip as the LLENs.
+# KEYS: each candidate's ahead_keys (ARGV[1] per lane, its own priority's list last). ARGV[2]
+# and ARGV[3]: the envelope around its delivery_info, which names the chosen lane (kombu puts
+# an unacked message back by it). ARGV[4..]: the candidate lanes. Ties go to the first (home).
+# Returns the chosen lane's index.
+PUSH_SHORTEST = """
+local steps = tonumber(ARGV[1])
+local best, least = 1, nil
+for c = 1, #KEYS / steps do
+  local depth = 0
+  for p = 1, steps do depth = depth + redis.call('LLEN', KEYS[(c - 1) * steps + p]) end
+  if least == nil or depth < least then best, least = c, depth end
+end
+local q = ARGV[3 + best]
+local info = '{"exchange":"' .. q .. '","routing_key":"' .. q .. '"}'
+redis.call('LPUSH', KEYS[best * steps], ARGV[2] .. info .. ARGV[3])
+return best - 1
+"""
+
+
+def delivery_info(queue: str) -> dict[str, str]:
+    """Exactly what PUSH_SHORTEST writes for its chosen lane (orjson keeps key order)."""
+    return {"exchange": queue, "routing_key": queue}
+
+
+def shortest_lane(client: redis.Redis, lanes: list[str], priority: int) -> str:
+    """The synchronous path's choice: one pipelined round of LLENs, home lane on a tie or error.
+
+    Workers only (a second round trip is fine there); the API's path is PUSH_SHORTEST.
+    """
+    if len(lanes) == 1:
+        return lanes[0]
+    pipe = client.pipeline(transaction=False)
+    for lane in lanes:
+        for key in ahead_keys(lane, priority):
+            pipe.llen(key)
+    lens = pipe.execute()
+    steps = priority + 1
+    depths = [sum(lens[i * steps : (i + 1) * steps]) for i in range(len(lanes))]
+    return lanes[depths.index(min(depths))]
 
 
 _sync_weights = Weights()
 _sync_redis: dict[str, redis.Redis] = {}
 
 
+def _client_for(app: Celery) -> redis.Redis:
+    """A small synchronous client on the broker (publish runs in workers)."""
+    url = str(app.conf.broker_url)
+    client = _sync_redis.get(url)
+    if client is None:
+        client = _sync_redis[url] = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1
+        )
+    return client
+
+
 def _weights_for(app: Celery) -> Weights:
-    """The weights, refreshed through a small synchronous client (publish runs in workers)."""
+    """The weights, refreshed through the synchronous client."""
     if _sync_weights.stale():
-        url = str(app.conf.broker_url)
-        client = _sync_redis.get(url)
-        if client is None:
-            client = _sync_redis[url] = redis.Redis.from_url(
-                url, socket_timeout=1, socket_connect_timeout=1
-            )
+        client = _client_for(app)
         try:
             _sync_weights.load(client.hgetall(WEIGHTS_KEY))  # type: ignore[arg-type]
         except Exception as exc:  # weights are an optimisation: weight 1 until Redis answers
@@ -158,9 +224,10 @@ def publish(
     route = route_for(task_name)
     kwargs = {**(kwargs or {}), "event_id": str(event_id)}
     try:
-        _, queue = destination(
+        _, lanes = candidates(
             task_name, kwargs, task_id=task_id, weights=_weights_for(app), key=lane
         )
+        queue = _pick(app, lanes, route.priority)
         app.send_task(
             task_name,
             kwargs=kwargs,
@@ -180,6 +247,14 @@ def publish(
     return True
 
 
+def _pick(app: Celery, lanes: list[str], priority: int) -> str:
+    try:
+        return shortest_lane(_client_for(app), lanes, priority)
+    except Exception as exc:  # the choice is an optimisation: the home lane still works
+        log.warning("lane_depths_unavailable", error=type(exc).__name__)
+        return lanes[0]
+
+
 def queue_key(queue: str, priority: int) -> str:
     """The Redis list kombu reads for this queue and priority (priority 0 is the bare name)."""
     return f"{queue}{PRIORITY_SEP}{priority}" if priority else queue
@@ -195,6 +270,7 @@ class AsyncPublisher:
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self.weights = Weights()
+        self.push_shortest = self.redis.register_script(PUSH_SHORTEST)
 
     async def refresh_weights(self) -> None:
         """At most once per WEIGHTS_TTL_S, bounded by the publish timeout."""
@@ -217,8 +293,25 @@ class AsyncPublisher:
         request_id: str | None,
         lane: str | None = None,
     ) -> tuple[str, bytes]:
+        """(Redis list of the home lane, message naming it): what lands there on a tie."""
+        lanes, priority, payload = self.prepare(
+            task_name=task_name, task_id=task_id, kwargs=kwargs, request_id=request_id, lane=lane
+        )
+        return queue_key(lanes[0], priority), payload
+
+    def prepare(
+        self,
+        *,
+        task_name: str,
+        task_id: str,
+        kwargs: dict[str, Any],
+        request_id: str | None,
+        lane: str | None = None,
+    ) -> tuple[list[str], int, bytes]:
+        """(candidate lanes, Redis priority, message naming the home lane) of one task."""
         route = route_for(task_name)
-        _, queue = destination(task_name, kwargs, task_id=task_id, weights=self.weights, key=lane)
+        _, lanes = candidates(task_name, kwargs, task_id=task_id, weights=self.weights, key=lane)
+        queue = lanes[0]
         # argsrepr/kwargsrepr given: Celery's saferepr of them was a fifth of this function,
         # and kwargs_repr shows ids only.
         headers, properties, body, _ = self.app.amqp.as_task_v2(
@@ -238,7 +331,7 @@ class AsyncPublisher:
                 "priority": route.priority,
                 "body_encoding": "base64",
                 "delivery_tag": str(uuid.uuid4()),
-                "delivery_info": {"exchange": queue, "routing_key": queue},
+                "delivery_info": delivery_info(queue),
             }
         )
         envelope = {
@@ -248,7 +341,18 @@ class AsyncPublisher:
             "headers": headers,
             "properties": properties,
         }
-        return queue_key(queue, route.priority), orjson.dumps(envelope)
+        return lanes, route.priority, orjson.dumps(envelope)
+
+    async def push(self, lanes: list[str], priority: int, payload: bytes) -> str:
+        """LPUSH to the shortest candidate lane; LLENs and push in one script, one round trip."""
+        home = orjson.dumps(delivery_info(lanes[0]))
+        head, found, tail = payload.partition(home)
+        if not found:
+            raise ValueError("message without its delivery_info")
+        keys = [k for q in lanes for k in ahead_keys(q, priority)]
+        args: list[Any] = [priority + 1, head, tail, *lanes]
+        chosen = await self.push_shortest(keys=keys, args=args)
+        return lanes[int(chosen)]
 
     async def publish(
         self,
@@ -261,7 +365,7 @@ class AsyncPublisher:
         lane: str | None = None,
     ) -> bool:
         await self.refresh_weights()
-        key, payload = self.message(
+        lanes, priority, payload = self.prepare(
             task_name=task_name,
             task_id=task_id,
             kwargs={**(kwargs or {}), "event_id": str(event_id)},
@@ -269,7 +373,7 @@ class AsyncPublisher:
             lane=lane,
         )
         try:
-            await asyncio.wait_for(self.redis.lpush(key, payload), self.timeout)
+            await asyncio.wait_for(self.push(lanes, priority, payload), self.timeout)
         except Exception as exc:  # down or slow: the outbox sweeper delivers it later
             log.warning(
                 "publish_failed", task=task_name, event_id=str(event_id), error=type(exc).__name__

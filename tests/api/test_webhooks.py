@@ -24,7 +24,7 @@ async def copies_in_queue(redis_url: str, event_id: str) -> int:
     r = aioredis.Redis.from_url(redis_url)
     try:
         count = 0
-        for key in [k async for k in r.scan_iter("sync*")]:
+        for key in [k async for k in r.scan_iter("short.*")]:
             count += sum(event_id.encode() in m for m in await r.lrange(key, 0, -1))
         return count
     finally:
@@ -32,10 +32,10 @@ async def copies_in_queue(redis_url: str, event_id: str) -> int:
 
 
 async def published(redis_url: str, db, event_id: str) -> bool:
-    """The task for the event is in a sync list, or a worker already took it."""
+    """The task for the event is in a short lane, or a worker already took it."""
     r = aioredis.Redis.from_url(redis_url)
     try:
-        for key in [k async for k in r.scan_iter("sync*")]:
+        for key in [k async for k in r.scan_iter("short.*")]:
             if any(event_id.encode() in m for m in await r.lrange(key, 0, -1)):
                 return True
     finally:
@@ -74,7 +74,7 @@ async def test_signed_notification_is_stored_and_published(client, db, settings)
     await wait_for(
         lambda: published(settings.redis_url, db, body["event_id"]),
         timeout=10,
-        message="the task in a sync list or claimed by the worker",
+        message="the task in a short lane or claimed by the worker",
     )
 
 

@@ -14,8 +14,17 @@ import sqlalchemy as sa
 from database.models import Tenant
 from tests.conftest import ENV
 from tests.factories import create_tenant
-from worker.config import LANES, Queue, all_queues, lane_names, lanes_for
-from worker.dispatch import WEIGHTS_KEY, AsyncPublisher, Weights, destination
+from worker.config import (
+    LANES,
+    PRIORITY_STEPS,
+    Queue,
+    all_queues,
+    lane_choices,
+    lane_names,
+    lanes_for,
+    route_for,
+)
+from worker.dispatch import WEIGHTS_KEY, AsyncPublisher, Weights, destination, queue_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +134,86 @@ async def test_set_weight_reaches_the_database_and_the_publishers(db: Any, setti
         timeout=60,
     )
     assert bad.returncode != 0 and "1 to" in bad.stderr
+
+
+def _two_tenants_sharing_a_lane() -> tuple[str, str, list[str]]:
+    """(heavy, light, light's lanes): the light tenant's home lane is the heavy one's."""
+    heavy = str(uuid.uuid4())
+    heavy_home = lane_choices(Queue.short, f"tenant:{heavy}")[0]
+    while True:
+        light = str(uuid.uuid4())
+        lanes = lane_choices(Queue.short, f"tenant:{light}")
+        heavy_lanes = lane_choices(Queue.short, f"tenant:{heavy}")
+        if lanes[0] == heavy_home and lanes[1] not in heavy_lanes:
+            return heavy, light, lanes
+
+
+async def test_a_light_tenant_avoids_the_lane_a_heavy_one_fills(settings: Any) -> None:
+    from worker.app import make_celery
+
+    heavy, light, light_lanes = _two_tenants_sharing_a_lane()
+    assert len(light_lanes) == 2 and len(set(light_lanes)) == 2
+    # The session's Redis, in a database of its own: the session's workers (if a test started
+    # them) consume database 0 and must not take these messages while the test counts them.
+    url = settings.redis_url.rsplit("/", 1)[0] + "/7"
+    r = redis.Redis.from_url(url)
+    keys = [queue_key(q, p) for q in lane_names(Queue.short) for p in PRIORITY_STEPS]
+    r.delete(*keys)
+    publisher = AsyncPublisher(make_celery(settings, publisher_only=True), url, timeout=5)
+    publisher.weights.loaded_at = float("inf")  # weight 1 for both, no weights hash needed
+    priority = route_for("postroom.mail.classify").priority
+
+    def depth(queue: str) -> int:
+        return int(r.llen(queue_key(queue, priority)))
+
+    try:
+        # The heavy tenant's 1,000 tasks, all into its home lane (the light tenant's first).
+        pipe = r.pipeline(transaction=False)
+        for _ in range(1000):
+            _, payload = publisher.message(
+                task_name="postroom.mail.classify",
+                task_id=uuid.uuid4().hex,
+                kwargs={"tenant_id": heavy},
+                request_id=None,
+            )
+            pipe.lpush(queue_key(light_lanes[0], priority), payload)
+        pipe.execute()
+        assert depth(light_lanes[0]) == 1000 and depth(light_lanes[1]) == 0
+
+        task_id = uuid.uuid4().hex
+        assert await publisher.publish(
+            task_name="postroom.mail.classify",
+            event_id=uuid.uuid4(),
+            task_id=task_id,
+            kwargs={"tenant_id": light},
+        )
+        assert depth(light_lanes[0]) == 1000 and depth(light_lanes[1]) == 1
+        # The message names the lane it is in: kombu puts an unacked one back there.
+        envelope = orjson.loads(r.lindex(queue_key(light_lanes[1], priority), 0) or b"")
+        assert envelope["headers"]["id"] == task_id
+        info = envelope["properties"]["delivery_info"]
+        assert info == {"exchange": light_lanes[1], "routing_key": light_lanes[1]}
+
+        # The heavy tenant's next tasks fill its own other lane, not the light tenant's.
+        for _ in range(20):
+            assert await publisher.publish(
+                task_name="postroom.mail.classify",
+                event_id=uuid.uuid4(),
+                task_id=uuid.uuid4().hex,
+                kwargs={"tenant_id": heavy},
+            )
+        heavy_other = lane_choices(Queue.short, f"tenant:{heavy}")[1]
+        assert depth(heavy_other) == 20 and depth(light_lanes[1]) == 1
+
+        # Equal depths: the home lane, as before two choices.
+        r.delete(*keys)
+        assert await publisher.publish(
+            task_name="postroom.mail.classify",
+            event_id=uuid.uuid4(),
+            task_id=uuid.uuid4().hex,
+            kwargs={"tenant_id": light},
+        )
+        assert depth(light_lanes[0]) == 1 and depth(light_lanes[1]) == 0
+    finally:
+        r.delete(*keys)
+        await publisher.close()
