@@ -2,8 +2,10 @@
 
 Side by side in one run, on one real Celery worker with postroom's broker settings (prefork,
 2 processes, prefetch 1, acks_late, kombu round robin over the queues it consumes):
-- lanes: each task goes to its tenant's lane (worker.config.lane_queue, as worker.dispatch
-  publishes), the worker consumes all short lanes;
+- two choices: each task goes to the shorter of its tenant's two candidate lanes
+  (worker.config.lane_choices, worker.dispatch.shortest_lane: what worker.dispatch publishes);
+- lanes: each task goes to its tenant's home lane (worker.config.lane_queue: plain hashing,
+  what was published before two choices); the worker consumes all short lanes;
 - FIFO: every task into one queue (what one queue per class gives).
 Tenants are fresh random ids each trial, so A and B share a lane as often as hashing makes
 them (1 in LANES): those trials are counted and shown, they are the tail.
@@ -21,7 +23,8 @@ from pathlib import Path
 import redis
 
 from tests.peers import Process, RedisServer, queues_of
-from worker.config import PRIORITY_STEPS, Queue, lane_names, lane_queue
+from worker.config import PRIORITY_STEPS, Queue, lane_choices, lane_names, lane_queue
+from worker.dispatch import shortest_lane
 
 VENV_BIN = Path(sys.executable).parent
 A_TASKS = int(os.environ.get("BENCH_FAIR_A_TASKS", "5000"))
@@ -41,13 +44,17 @@ def purge(r: redis.Redis) -> None:
     r.delete(*keys)
 
 
-def trial(app: object, r: redis.Redis, *, lanes: bool) -> tuple[float, bool]:
-    """(B's wait in seconds, whether A and B shared a lane)."""
+def trial(app: object, r: redis.Redis, *, mode: str) -> tuple[float, bool]:
+    """(B's wait in seconds, whether B's task went to a lane holding A's tasks)."""
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    lanes = mode != "fifo"
 
     def queue_of(tenant: str, task_id: str) -> str:
-        if not lanes:
+        if mode == "fifo":
             return FIFO_QUEUE
+        if mode == "two choices":
+            choices = lane_choices(Queue.short, f"tenant:{tenant}", spread=task_id)
+            return shortest_lane(r, choices, 0)
         return lane_queue(Queue.short, f"tenant:{tenant}", spread=task_id)
 
     send = app.send_task  # type: ignore[attr-defined]
@@ -73,6 +80,9 @@ def trial(app: object, r: redis.Redis, *, lanes: bool) -> tuple[float, bool]:
         raise RuntimeError("tenant B's task never ran")
     purge(r)  # A's leftovers; the worker's 2 reserved ones finish on their own
     time.sleep(0.2)
+    home = lane_queue(Queue.short, f"tenant:{b}", spread=task_id)
+    if mode == "two choices" and home in a_lanes:
+        print(f"  (B's home lane {home} held A's tasks; B went to {q})", flush=True)
     return wait, lanes and q in a_lanes
 
 
@@ -124,16 +134,22 @@ def main() -> None:
                 time.sleep(0.001)
             lengths.append(float(r.get(f"bench:fair:{mark}") or 0) - t0)
         solo = statistics.median(lengths)
-        results: dict[str, list[float]] = {"lanes": [], "fifo": []}
+        results: dict[str, list[float]] = {"two choices": [], "lanes": [], "fifo": []}
         apart: list[float] = []
+        shared_two = 0
         for _ in range(TRIALS):
-            wait, same = trial(app, r, lanes=True)
+            wait, same = trial(app, r, mode="two choices")
+            print(f"two choices trial: B waited {wait * 1000:.1f} ms (shared: {same})", flush=True)
+            results["two choices"].append(wait)
+            shared_two += same
+        for _ in range(TRIALS):
+            wait, same = trial(app, r, mode="lanes")
             print(f"lanes trial: B waited {wait * 1000:.1f} ms (shared lane: {same})", flush=True)
             results["lanes"].append(wait)
             if not same:
                 apart.append(wait)
         for _ in range(FIFO_TRIALS):
-            wait, _same = trial(app, r, lanes=False)
+            wait, _same = trial(app, r, mode="fifo")
             print(f"fifo trial: B waited {wait * 1000:.1f} ms", flush=True)
             results["fifo"].append(wait)
         print(f"A queues {A_TASKS} tasks, then B queues 1; worker: 2 processes, prefetch 1")
@@ -148,6 +164,7 @@ def main() -> None:
                 f"({len(waits)} trials; p50 = {pct(waits, 50) / solo:.1f} task-lengths)"
             )
         print(f"lanes: A and B hashed onto one lane in {TRIALS - len(apart)} of {TRIALS} trials")
+        print(f"two choices: B's task went into a lane of A's in {shared_two} of {TRIALS} trials")
     finally:
         worker.stop()
         server.stop()
