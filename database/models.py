@@ -64,8 +64,9 @@ class Tenant(SQLModel, table=True):
     __tablename__ = "tenant"
     id: uuid.UUID = id_field()
     name: str = Field(sa_type=sa.String(200), unique=True)
-    # Lanes per latency class the tenant's tasks are spread over (worker.config.lanes_for):
-    # 1 to LANES; set with `postroom admin set-weight`.
+    # Lanes per latency class the tenant's tasks are spread over (worker.config.lanes_for),
+    # plus one overflow lane (worker.config.lane_choices): 1 to LANES; set with
+    # `postroom admin set-weight`.
     weight: int = Field(
         default=1, sa_type=sa.SmallInteger, sa_column_kwargs={"server_default": "1"}
     )
