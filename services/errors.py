@@ -140,12 +140,14 @@ def database_gone(exc: BaseException | None) -> bool:
 
 
 # SQLSTATE class 40, transaction rollback: a deadlock (40P01) or serialization failure
-# (40001). The database rolled the transaction back whole, so running it again is safe.
-_ROLLED_BACK_SQLSTATES = ("40",)
+# (40001); and a statement cancelled by statement_timeout (57014) or lock_timeout (55P03),
+# e.g. a second sync of an account waiting on the account's thread lock behind a slow batch
+# on a loaded host. The transaction goes back whole either way, so running it again is safe.
+_ROLLED_BACK_SQLSTATES = ("40", "57014", "55P03")
 
 
 def transaction_rolled_back(exc: BaseException | None) -> bool:
-    """The driver error (or its cause) is a deadlock or serialization failure."""
+    """The driver error (or its cause) is a deadlock, a serialization failure or a timeout."""
     return _sqlstate_in(exc, _ROLLED_BACK_SQLSTATES)
 
 

@@ -202,7 +202,7 @@ async def test_send_with_template_renders_into_the_draft(client, db, quiet_broke
     [event] = await _events(db)
     # Ids only in what travels: neither the template's output nor the variables.
     assert "Ana" not in str(event.task_kwargs) and "Ana" not in str(event.payload)
-    assert r.json()["task_id"] in task_ids(await published(quiet_broker.url, "send"))
+    assert r.json()["task_id"] in task_ids(await published(quiet_broker.url, "short."))
 
 
 async def test_template_send_errors_are_422_at_request_time(client, db) -> None:
@@ -291,7 +291,7 @@ async def test_scheduled_send_is_accepted_and_waits_unpublished(client, db, quie
     assert [e["id"] for e in listed.json()["data"]] == [job["event_id"]]
     task = (await client.get(f"/v1/tasks/{job['task_id']}", headers=caller.headers)).json()
     assert task["state"] == "PENDING"
-    assert job["task_id"] not in task_ids(await published(quiet_broker.url, "send"))
+    assert job["task_id"] not in task_ids(await published(quiet_broker.url, "short."))
     # The same key and body: the same job, still one event.
     again = await client.post("/v1/messages/send", json=body, headers=headers)
     assert again.status_code == 202 and again.json() == job

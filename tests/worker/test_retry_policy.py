@@ -98,6 +98,30 @@ def test_a_restarting_database_is_transient() -> None:
     assert not policy.is_transient(DBAPIError("INSERT ...", {}, ValueError("bad value")))
 
 
+async def test_a_statement_timeout_from_the_real_database_is_transient(db: Any) -> None:
+    """A statement cancelled by statement_timeout rolled its transaction back: retry it (a sync
+    waiting on its account's thread lock behind a slow batch hits this on a loaded host)."""
+    import sqlalchemy as sa
+
+    caught: BaseException | None = None
+    try:
+        async with db.transaction() as s:
+            await s.execute(sa.text("SET LOCAL statement_timeout = 50"))
+            await s.execute(sa.text("SELECT pg_sleep(2)"))
+    except Exception as exc:
+        caught = exc
+    assert caught is not None, "statement_timeout did not cancel the statement"
+    assert policy.is_transient(caught)
+    # A constraint violation stays permanent: running it again gives the same answer.
+    try:
+        async with db.transaction() as s:
+            await s.execute(sa.text("SELECT 1 / 0"))
+    except Exception as exc:
+        assert not policy.is_transient(exc)
+    else:
+        raise AssertionError("division by zero did not fail")
+
+
 def test_dead_letter_arguments_are_scrubbed() -> None:
     kwargs = {"event_id": "e1", "smtp": {"password": "hunter2", "host": "h"}, "api_key": "k"}
     assert scrub(kwargs) == {
