@@ -28,6 +28,7 @@ from api.routes import (
 from api.routes import dead_letters as dead_letter_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
+from api.webhook_path import WebhookPath
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
@@ -87,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ObservabilityMiddleware)  # inside RequestIdMiddleware: logs carry the id
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: POST /webhooks/nylas is answered here, with its own request id, log line and
+    # metrics, and never walks the stack above (api/webhook_path.py says why).
+    app.add_middleware(WebhookPath)
     install_error_handlers(app)
     install_openapi(app)
     install_docs(app)

@@ -215,6 +215,7 @@ def publish(
     kwargs: dict[str, Any] | None = None,
     request_id: str | None = None,
     lane: str | None = None,
+    countdown: float | None = None,
 ) -> bool:
     """Send the task for an event; False (logged) when the broker cannot take it right now.
 
@@ -237,6 +238,7 @@ def publish(
             queue=queue,
             priority=route.priority,
             headers={"request_id": request_id} if request_id else None,
+            countdown=countdown,
             retry=False,
         )
     except Exception as exc:  # the broker is down or slow: the outbox will deliver later

@@ -17,7 +17,7 @@ from services.errors import PermissionDenied, ValidationFailed
 from services.nylas_events import Outcome
 from worker.app import celery_app
 from worker.runtime import runtime
-from worker.workflows import run_step_task
+from worker.workflows import StepWork, run_step_task
 
 
 def _ids(event: Event, tenant_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
@@ -126,6 +126,19 @@ async def _rules(
     )
 
 
+def step_work(tenant_id: str) -> StepWork:
+    """The work of either step task for the tenant a message names; the events task runs it
+    inline for a new message (worker.tasks.events), the step tasks run it from the broker."""
+
+    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
+        tenant, kwargs = _ids(event, tenant_id)
+        if step == "classify":
+            return await _classify(session, event, tenant, kwargs)
+        return await _rules(session, event, tenant, kwargs, step)
+
+    return work
+
+
 def _run_step(
     task: Task,
     tenant_id: str,
@@ -135,17 +148,10 @@ def _run_step(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Both tasks run whichever step the event says is next (classify or a rules step)."""
-
-    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
-        tenant, kwargs = _ids(event, tenant_id)
-        if step == "classify":
-            return await _classify(session, event, tenant, kwargs)
-        return await _rules(session, event, tenant, kwargs, step)
-
     return run_step_task(
         task,
         event_id=event_id,
-        work=work,
+        work=step_work(tenant_id),
         kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
     )
 

@@ -1,0 +1,135 @@
+"""The lean path for POST /webhooks/nylas: the busiest route, served ahead of FastAPI.
+
+Every notification Nylas sends lands here, so the route's per-request cost is what caps
+ingest. Through FastAPI it paid for routing, dependency resolution and response validation
+on top of the handler: about twice the CPU of a bare Starlette app doing the same work
+(docs/benchmarks.md "Webhook ingest"). This ASGI app does only the handler's work, and keeps
+what the general stack gives every request:
+
+- the request id (RequestIdMiddleware: X-Request-ID in and out, bound for log lines),
+- the access log line and the webhook metrics (ObservabilityMiddleware),
+- the body cap (POSTROOM_WEBHOOK_MAX_BODY_BYTES, refused before the body is read whole),
+- the error envelope, produced by the very exception handlers api.errors installs.
+
+The FastAPI route in api/routes/webhooks.py stays registered: it describes the endpoint in
+/openapi.json, and serves it when the app is built without this path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.middleware import RequestIdMiddleware
+from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
+from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.ingest import PROCESS_TASK, ingest_nylas
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class WebhookPath:
+    """Route POST /webhooks/nylas to the lean handler, anything else to `app`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.lean = RequestIdMiddleware(ObservabilityMiddleware(_handle))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
+            await self.lean(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _read_capped(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The raw body, or None when the client went away; over `limit`: 413 before reading on."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise BadRequest("Content-Length is not a number.")
+            if int(value) > limit:
+                raise PayloadTooLarge(f"The body is over {limit} bytes.")
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is over {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+    state = scope["app"].state
+    try:
+        body = await _ingest(scope, receive, state)
+    except Exception as exc:
+        # The same answer the FastAPI route would give: api.errors' handler for the class.
+        handlers = scope["app"].exception_handlers
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:
+            raise
+        response = await handler(Request(scope, receive), exc)
+        await response(scope, receive, send)
+        return
+    if body is None:
+        return
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
+    """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
+    settings = state.settings
+    if settings.nylas_webhook_secret is None:
+        from api.routes.webhooks import log
+
+        log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
+        raise ServiceUnavailable("Webhooks are not configured on this server yet.")
+    raw = await _read_capped(scope, receive, settings.webhook_max_body_bytes)
+    if raw is None:
+        return None
+    request_id = scope["state"]["request_id"]
+    async with state.db.autocommit() as conn:
+        ingested = await ingest_nylas(
+            conn,
+            raw=raw,
+            signature=_header(scope, b"x-nylas-signature"),
+            content_encoding=_header(scope, b"content-encoding"),
+            secret=settings.nylas_webhook_secret.get_secret_value(),
+            max_bytes=settings.webhook_max_body_bytes,
+            stale_after_s=settings.outbox_stale_after_s,
+            max_age_s=settings.webhook_max_age_s,
+            request_id=request_id,
+        )
+    if ingested.created and ingested.event_id is not None:
+        await state.publisher.publish(
+            task_name=PROCESS_TASK,
+            event_id=ingested.event_id,
+            task_id=ingested.task_id,
+            request_id=request_id,
+            lane=ingested.lane_key,
+        )
+    status = "queued" if ingested.created else "duplicate"
+    # For the metrics, which count webhooks by type and outcome.
+    scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status
+    event_id = str(ingested.event_id) if ingested.event_id else None
+    return orjson.dumps({"status": status, "event_id": event_id})

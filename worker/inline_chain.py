@@ -1,0 +1,206 @@
+"""A new message's `classify-message` run, done inside the transaction that stores it.
+
+The run (worker.workflows, plan "classify-message": classify, then apply_rules) normally costs
+two more tasks, each with its own claim, step bookkeeping and commit: about two thirds of the
+statements and most of the transactions of a webhook's message (docs/benchmarks.md "Event
+drain"). When every rule that matches is local (a label), nothing in the run talks to the
+outside world, so it can run in the same transaction as the message itself, under a
+savepoint: the message, its verdict, its labels and the finished run's event row commit
+together or not at all.
+
+Anything else keeps the general path: a matching rule that moves mail (a Nylas call that may
+fail, retry or dead-letter per step), or any error in here. The savepoint is rolled back and
+the caller starts the run as before (worker.workflows.start_message_chains), which classifies
+again from scratch: classification is deterministic and nothing outside the database was
+touched, so the run's steps, attempts, retries and dead letters are exactly what they were.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from database.models import Account, Event, EventStatus
+from database.repositories import classify as classify_repo
+from database.repositories import rules as rules_repo
+from services import rules
+from services.classify.service import doc_for, verdict
+from settings import Settings
+
+log = structlog.get_logger(__name__)
+_t = Event.__table__  # type: ignore[attr-defined]
+# Rule actions that only write to this database.
+LOCAL_ACTIONS = frozenset({"label"})
+
+
+class NeedsSteps(Exception):
+    """The run cannot finish here; it goes through the step tasks."""
+
+
+async def classify_and_apply(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    parent: Event,
+    account: Account,
+    message_id: uuid.UUID,
+) -> bool:
+    """Run the message's classify-message run here; False when it must go through the steps."""
+    try:
+        async with session.begin_nested():
+            await _run(session, settings=settings, parent=parent, account=account, mid=message_id)
+    except NeedsSteps:
+        return False
+    except Exception as exc:  # the step tasks run it again and handle it as they always have
+        log.info("inline_run_fell_back", error=type(exc).__name__)
+        return False
+    return True
+
+
+async def _run(
+    session: AsyncSession, *, settings: Settings, parent: Event, account: Account, mid: uuid.UUID
+) -> None:
+    tenant = account.tenant_id
+    message = await classify_repo.get_message(session, tenant_id=tenant, message_id=mid)
+    if message is None:
+        raise NeedsSteps
+    # Read-only from here: the verdict and labels are written by statements of their own, so
+    # the ORM must not write them a second time when the transaction flushes.
+    session.expunge(message)
+    found = await verdict(session, tenant_id=tenant, doc=await doc_for(session, message))
+    await classify_repo.save_verdict(
+        session,
+        message_id=mid,
+        is_spam=found["is_spam"],
+        spam_score=found["spam_score"],
+        indicators=found["indicators"],
+        category=found["category"],
+    )
+    # What apply_rules would read back from the row, without marking the object dirty.
+    for key, column in (
+        ("is_spam", "is_spam"),
+        ("spam_score", "spam_score"),
+        ("indicators", "spam_indicators"),
+        ("category", "category"),
+    ):
+        set_committed_value(message, column, found[key])
+    enabled = await rules_repo.list_for_account(
+        session, tenant_id=tenant, account_id=account.id, enabled_only=True
+    )
+    matching = [r for r in enabled if rules.matches(r.condition, message)]
+    if any(r.action.get("type") not in LOCAL_ACTIONS for r in matching):
+        raise NeedsSteps
+    applied = []
+    for rule in matching:
+        done = await rules.apply_action(
+            session,
+            settings=settings,
+            nylas=None,
+            account=account,
+            message=message,
+            action=rule.action,
+        )
+        if done:
+            applied.append(done)
+    outcome = {
+        "status": "success",
+        "message_id": str(mid),
+        "matched": [str(r.id) for r in matching],
+        "applied": applied,
+    }
+    await _insert_finished(
+        session, parent=parent, account=account, mid=mid, classified=found, outcome=outcome
+    )
+
+
+async def _insert_finished(
+    session: AsyncSession,
+    *,
+    parent: Event,
+    account: Account,
+    mid: uuid.UUID,
+    classified: dict[str, Any],
+    outcome: dict[str, Any],
+) -> None:
+    """The run's event row as its two step tasks would have left it: succeeded, both steps."""
+    event_id = uuid.uuid4()
+    classify_id = str(uuid.uuid4())
+    rules_id = f"{event_id}.apply_rules.{uuid.uuid4().hex[:8]}"
+    kwargs = {
+        "message_id": str(mid),
+        "tenant_id": str(account.tenant_id),
+        "user_id": str(account.user_id),
+        "workflow": "classify-message",
+    }
+    steps = [
+        {
+            "name": "classify",
+            "task": "postroom.mail.classify",
+            "state": "succeeded",
+            "attempts": 1,
+            "task_id": classify_id,
+            "error": None,
+            "result": classified,
+        },
+        {
+            "name": "apply_rules",
+            "task": "postroom.mail.apply_rules",
+            "state": "succeeded",
+            "attempts": 1,
+            "task_id": rules_id,
+            "error": None,
+            "result": outcome,
+        },
+    ]
+    states = {s["name"]: s["state"] for s in steps}
+    at = datetime.now(UTC).isoformat()
+    history = [
+        {
+            "task_id": tid,
+            "started_at": at,
+            "finished_at": at,
+            "duration_ms": None,
+            "outcome": EventStatus.succeeded.value,
+            "error": None,
+        }
+        for tid in (classify_id, rules_id)
+    ]
+    now = sa.func.now()
+    stmt = (
+        insert(_t)
+        .values(
+            id=event_id,
+            tenant_id=account.tenant_id,
+            user_id=account.user_id,
+            account_id=account.id,
+            source=parent.source,
+            type="workflow.classify-message",
+            external_id=f"{parent.id}:classify:{mid}",
+            task_name="postroom.mail.apply_rules",
+            task_kwargs=kwargs,
+            payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
+            status=EventStatus.succeeded,
+            attempts=2,
+            task_ids=[classify_id, rules_id],
+            current_task_id=rules_id,
+            history=history,
+            steps=steps,
+            result={**outcome, "steps": states},
+            request_id=parent.request_id,
+            publish_count=0,
+            received_at=now,
+            started_at=now,
+            finished_at=now,
+            updated_at=now,
+        )
+        # A redelivered notification's second run finds the first's row and starts nothing.
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    )
+    await session.execute(stmt)
