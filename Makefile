@@ -19,7 +19,7 @@ dev: export POSTROOM_LOG_JSON ?= false
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,train]'
+	$(PY) -m pip install -q -e '.[test,train,bench]'
 	@touch $@
 
 .env:
@@ -97,7 +97,7 @@ format: install
 	$(VENV)/bin/ruff format api worker database services tests bench scripts settings.py
 	$(VENV)/bin/ruff check --fix api worker database services tests bench scripts settings.py
 
-bench: migrate ## throughput and latency figures, side by side with a floor
+bench: migrate ## throughput and latency figures, side by side with a floor; PNG plots into docs/
 	$(PY) -m bench $(BENCH)
 
 .PHONY: train eval

@@ -18,6 +18,7 @@ import asyncpg
 
 from bench.common import database_url, scratch_database
 from bench.loadgen import Result, build_request, run_closed, run_open
+from bench.plots import line_chart
 from services.webhooks import sign
 from tests.peers import Process, RedisServer, free_port, wait_port
 
@@ -72,6 +73,8 @@ def env_for(redis: RedisServer, db: str) -> dict[str, str]:
         "POSTROOM_NYLAS_WEBHOOK_SECRET": SECRET,
         "POSTROOM_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
+        # `make bench` checked the install already; the servers it starts need not check again.
+        "SKIP_INSTALL": "1",
     }
 
 
@@ -161,7 +164,7 @@ def main() -> None:
     fpeak, ppeak = results["floor"][2], results["postroom"][2]
     print(
         f"peak: floor {fpeak:.0f} req/s, postroom {ppeak:.0f} req/s, ratio {ppeak / fpeak:.2f} "
-        "(goal >= 0.70)"
+        "(goal >= 0.80)"
     )
     for name in ("floor", "postroom"):
         o = results[name][1]
@@ -172,3 +175,26 @@ def main() -> None:
         )
     errors = sum(r.errors for name in results for _, r in results[name][0])
     print(f"non-200 answers: {errors}; event rows stored: {stored}")
+    plot(results)
+
+
+def plot(results: dict[str, Measured]) -> None:
+    """docs/bench-ingest.png: throughput, and p50/p99 latency, against concurrency."""
+    levels = {name: results[name][0] for name in ("floor", "postroom")}
+    throughput = {
+        name: ([c for c, _ in rows], [r.rps for _, r in rows]) for name, rows in levels.items()
+    }
+    latency = {
+        f"{name} {label}": ([c for c, _ in rows], [get(r) for _, r in rows])
+        for name, rows in levels.items()
+        for label, get in (("p50", lambda r: r.p50), ("p99", lambda r: r.pct(99)))
+    }
+    line_chart(
+        "bench-ingest",
+        [
+            ("Webhook ingest throughput", "concurrent connections", "requests/s", throughput),
+            ("Webhook ingest latency", "concurrent connections", "ms", latency),
+        ],
+        logx=True,
+        note="floor: bare Starlette + asyncpg INSERT + Redis LPUSH (bench/floor_app.py)",
+    )
