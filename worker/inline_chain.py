@@ -4,15 +4,15 @@ The run (worker.workflows, plan "classify-message": classify, then apply_rules) 
 two more tasks, each with its own claim, step bookkeeping and commit: about two thirds of the
 statements and most of the transactions of a webhook's message (docs/benchmarks.md "Event
 drain"). When every rule that matches is local (a label), nothing in the run talks to the
-outside world, so it can run in the same transaction as the message itself, under a
-savepoint: the message, its verdict, its labels and the finished run's event row commit
+outside world, so it can run in the same transaction as the message itself, in a
+single commit: the message, its verdict, its labels and the finished run's event row commit
 together or not at all.
 
 Anything else keeps the general path: a matching rule that moves mail (a Nylas call that may
-fail, retry or dead-letter per step), or any error in here. The savepoint is rolled back and
-the caller starts the run as before (worker.workflows.start_message_chains), which classifies
-again from scratch: classification is deterministic and nothing outside the database was
-touched, so the run's steps, attempts, retries and dead letters are exactly what they were.
+fail, retry or dead-letter per step), or an error while reading and deciding. Nothing has been
+written by then, and the caller starts the run as before (worker.workflows.
+start_message_chains), which classifies again from scratch: classification is deterministic,
+so the run's steps, attempts, retries and dead letters are exactly what they were.
 """
 
 from __future__ import annotations
@@ -40,10 +40,6 @@ _t = Event.__table__  # type: ignore[attr-defined]
 LOCAL_ACTIONS = frozenset({"label"})
 
 
-class NeedsSteps(Exception):
-    """The run cannot finish here; it goes through the step tasks."""
-
-
 async def classify_and_apply(
     session: AsyncSession,
     *,
@@ -52,51 +48,46 @@ async def classify_and_apply(
     account: Account,
     message_id: uuid.UUID,
 ) -> bool:
-    """Run the message's classify-message run here; False when it must go through the steps."""
+    """Run the message's classify-message run here; False when it must go through the steps.
+
+    Everything is read and decided before the first write, so falling back leaves nothing to
+    undo and needs no savepoint (two round trips per message saved). An error in a write
+    fails the whole transaction, message included, and the process task retries it.
+    """
+    tenant = account.tenant_id
     try:
-        async with session.begin_nested():
-            await _run(session, settings=settings, parent=parent, account=account, mid=message_id)
-    except NeedsSteps:
-        return False
+        message = await classify_repo.get_message(session, tenant_id=tenant, message_id=message_id)
+        if message is None:
+            return False
+        # Read-only: the verdict and labels are written by statements of their own below, so
+        # the ORM must not write them a second time when the transaction flushes.
+        session.expunge(message)
+        found = await verdict(session, tenant_id=tenant, doc=await doc_for(session, message))
+        # What apply_rules would read back from the row, set without marking anything dirty.
+        for key, column in (
+            ("is_spam", "is_spam"),
+            ("spam_score", "spam_score"),
+            ("indicators", "spam_indicators"),
+            ("category", "category"),
+        ):
+            set_committed_value(message, column, found[key])
+        enabled = await rules_repo.list_for_account(
+            session, tenant_id=tenant, account_id=account.id, enabled_only=True
+        )
+        matching = [r for r in enabled if rules.matches(r.condition, message)]
     except Exception as exc:  # the step tasks run it again and handle it as they always have
         log.info("inline_run_fell_back", error=type(exc).__name__)
         return False
-    return True
-
-
-async def _run(
-    session: AsyncSession, *, settings: Settings, parent: Event, account: Account, mid: uuid.UUID
-) -> None:
-    tenant = account.tenant_id
-    message = await classify_repo.get_message(session, tenant_id=tenant, message_id=mid)
-    if message is None:
-        raise NeedsSteps
-    # Read-only from here: the verdict and labels are written by statements of their own, so
-    # the ORM must not write them a second time when the transaction flushes.
-    session.expunge(message)
-    found = await verdict(session, tenant_id=tenant, doc=await doc_for(session, message))
+    if any(r.action.get("type") not in LOCAL_ACTIONS for r in matching):
+        return False
     await classify_repo.save_verdict(
         session,
-        message_id=mid,
+        message_id=message_id,
         is_spam=found["is_spam"],
         spam_score=found["spam_score"],
         indicators=found["indicators"],
         category=found["category"],
     )
-    # What apply_rules would read back from the row, without marking the object dirty.
-    for key, column in (
-        ("is_spam", "is_spam"),
-        ("spam_score", "spam_score"),
-        ("indicators", "spam_indicators"),
-        ("category", "category"),
-    ):
-        set_committed_value(message, column, found[key])
-    enabled = await rules_repo.list_for_account(
-        session, tenant_id=tenant, account_id=account.id, enabled_only=True
-    )
-    matching = [r for r in enabled if rules.matches(r.condition, message)]
-    if any(r.action.get("type") not in LOCAL_ACTIONS for r in matching):
-        raise NeedsSteps
     applied = []
     for rule in matching:
         done = await rules.apply_action(
@@ -111,13 +102,14 @@ async def _run(
             applied.append(done)
     outcome = {
         "status": "success",
-        "message_id": str(mid),
+        "message_id": str(message_id),
         "matched": [str(r.id) for r in matching],
         "applied": applied,
     }
     await _insert_finished(
-        session, parent=parent, account=account, mid=mid, classified=found, outcome=outcome
+        session, parent=parent, account=account, mid=message_id, classified=found, outcome=outcome
     )
+    return True
 
 
 async def _insert_finished(
