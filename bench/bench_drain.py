@@ -35,6 +35,7 @@ SECRET = "bench-" + uuid.uuid4().hex[:8]
 EVENTS = int(os.environ.get("BENCH_DRAIN_EVENTS", "10000"))
 CONCURRENCY = 32
 SAMPLE_S = 0.25
+TIMEOUT_S = float(os.environ.get("BENCH_DRAIN_TIMEOUT_S", "1800"))
 
 
 @dataclass
@@ -168,14 +169,14 @@ async def watch(
             done = int(await conn.fetchval(query, *args))
             now = time.perf_counter() - start
             run.curve.append((now, done))
-            if done >= next_rss:
+            if done >= next_rss or done >= EVENTS:
                 run.rss.append((done, [round(rss_mb(p)) for p in worker_children(workers)]))
-                next_rss += 2000
+                next_rss = (done // 2000 + 1) * 2000
             if done >= EVENTS:
                 run.seconds = now
                 return
-            if now > 900:
-                raise TimeoutError(f"{run.name}: {done} of {EVENTS} done after 900 s")
+            if now > TIMEOUT_S:
+                raise TimeoutError(f"{run.name}: {done} of {EVENTS} done after {now:.0f} s")
             await asyncio.sleep(SAMPLE_S)
     finally:
         await conn.close()
