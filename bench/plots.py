@@ -28,6 +28,7 @@ def line_chart(
     """
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")  # no display on a server; also keeps a stray $DISPLAY out of it
         import matplotlib.pyplot as plt
@@ -42,7 +43,10 @@ def line_chart(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logx:
+            # Concurrency levels: log-spaced, but labelled with the levels themselves.
             ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({float(x) for xs, _ in series.values() for x in xs}))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     if note:
