@@ -88,7 +88,7 @@ async def event_rows(db: Database, ids: list[str]) -> list[Any]:
             sa.text(
                 "SELECT id::text, status, current_task_id, task_ids, "
                 " (SELECT count(*) FROM jsonb_array_elements(history) h"
-                "  WHERE h->>'outcome' = 'succeeded') AS wins FROM event"
+                "  WHERE h->>'outcome' IN ('succeeded', 'ignored')) AS wins FROM event"
                 " WHERE id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"ids": ids},
@@ -167,7 +167,10 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
         recovered_s = time.monotonic() - cut_at
 
         assert answers == {200: TENANTS * MESSAGES_PER_GRANT, 202: TENANTS}, answers
-        assert Counter(r.status for r in rows) == {"succeeded": len(accepted)}
+        # `ignored`: a webhook whose message the account's sync had already stored.
+        statuses = Counter(r.status for r in rows)
+        assert set(statuses) <= {"succeeded", "ignored"}, statuses
+        assert statuses["succeeded"] >= TENANTS, statuses
         assert [r.id for r in rows if r.wins != 1] == [], "an event's work was applied twice"
         survivor_log = cluster.workers[survivor.role].log()
         by_id = {r.id: r for r in rows}
