@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -46,9 +47,7 @@ class HostPg(PgCluster):
         super().__init__()
         self.host, self.subnet, self.port = host, subnet, PG_PORT
 
-    def _run(self, *argv: str, check: bool = True) -> object:
-        import subprocess
-
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         cmd = [str(PG_BIN / argv[0]), *argv[1:]]
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
@@ -76,9 +75,8 @@ class HostPg(PgCluster):
             f"-p {self.port} -k {self.dir} -c listen_addresses={self.host.addr} "
             "-c fsync=off -c max_connections=300"
         )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "pg.log"), "-w", "start"
-        )
+        log = str(self.dir / "pg.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", log, "-w", "start")
         return self
 
 
@@ -117,30 +115,20 @@ class Cluster:
         self.nylas_host = net.add_host("nylas")
 
         self.pg = HostPg(self.db_host, net.subnet).init()
-        redis = Process(
-            "redis",
-            self.db_host.wrap(
-                [
-                    shutil.which("redis-server") or "/usr/bin/redis-server",
-                    "--port", str(REDIS_PORT),
-                    "--bind", self.db_host.addr,
-                    "--protected-mode", "no",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(self.tmp),
-                ]
-            ),  # fmt: skip
-            dict(os.environ),
-        )
+        redis_argv = [shutil.which("redis-server") or "/usr/bin/redis-server"]
+        redis_argv += f"--port {REDIS_PORT} --bind {self.db_host.addr} --protected-mode no".split()
+        redis_argv += ["--appendonly", "no", "--save", "", "--dir", str(self.tmp)]
+        redis = Process("redis", self.db_host.wrap(redis_argv), dict(os.environ))
         self.procs.append(redis.start())
-        self.nylas = HostNylas(self.nylas_host, NYLAS_API_KEY).start()
+        self.nylas = nylas = HostNylas(self.nylas_host, NYLAS_API_KEY)
+        nylas.start()
 
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(
             {
                 "POSTROOM_DATABASE_URL": self.pg.url,
                 "POSTROOM_REDIS_URL": f"redis://{self.db_host.addr}:{REDIS_PORT}/0",
-                "POSTROOM_NYLAS_API_URI": self.nylas.url,
+                "POSTROOM_NYLAS_API_URI": nylas.url,
                 "POSTROOM_NYLAS_API_KEY": NYLAS_API_KEY,
                 "POSTROOM_NYLAS_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 **overrides,
@@ -151,27 +139,13 @@ class Cluster:
         migrate(env)  # from the test's own namespace, over the bridge
 
         api = self.api_host
-        self.api = Process(
-            "api",
-            api.wrap(
-                [
-                    str(VENV_BIN / "uvicorn"), "api.main:app",
-                    "--host", api.addr, "--port", str(API_PORT),
-                    "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                ]
-            ),  # fmt: skip
-            env,
-        )
-        self.beat = Process(
-            "beat",
-            api.wrap(
-                [
-                    str(VENV_BIN / "celery"), "-A", "worker.app", "beat", "-l", "INFO",
-                    "--schedule", str(self.tmp / "beat-schedule"),
-                ]
-            ),  # fmt: skip
-            env,
-        )
+        # Procfile's `api` (one uvicorn process) and `beat`, on the API host's address.
+        uvicorn = [str(VENV_BIN / "uvicorn"), "api.main:app", "--host", api.addr]
+        uvicorn += f"--port {API_PORT} --loop uvloop --http httptools --no-access-log".split()
+        self.api = Process("api", api.wrap(uvicorn), env)
+        beat = [str(VENV_BIN / "celery"), "-A", "worker.app", "beat", "-l", "INFO"]
+        beat += ["--schedule", str(self.tmp / "beat-schedule")]
+        self.beat = Process("beat", api.wrap(beat), env)
         self.procs += [self.api.start(), self.beat.start()]
         for host in self.worker_hosts:
             workers = Workers(env, name=host.role)
