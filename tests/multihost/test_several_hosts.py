@@ -53,9 +53,11 @@ SETTINGS = {
 TENANTS = 4
 MESSAGES_PER_GRANT = 20  # each announced by its own webhook, and listed by the account's sync
 FETCH_DELAY_S = 0.8  # every message fetch takes this long: work is in flight at the cut
-LIST_DELAY_S = 2.0  # every page of a sync job too
+LIST_DELAY_S = 5.0  # every page of a sync job too
 FINISHED = ("succeeded", "ignored", "dead")
 PARTITION_S = 20
+SYNC_TASK = "postroom.mail.sync_account"
+EVENT_TASK = "postroom.events.process"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ async def event_rows(db: Database, ids: list[str]) -> list[Any]:
     async with db.sessionmaker() as s:
         result = await s.execute(
             sa.text(
-                "SELECT id::text, status, current_task_id, task_ids, finished_at, "
+                "SELECT id::text, task_name, status, current_task_id, started_at, finished_at, "
                 " (SELECT count(*) FROM jsonb_array_elements(history) h"
                 "  WHERE h->>'outcome' IN ('succeeded', 'ignored')) AS wins FROM event"
                 " WHERE id = ANY(CAST(:ids AS uuid[]))"
@@ -166,7 +168,19 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
         cut_at = time.monotonic()
         async with db.sessionmaker() as s:
             cut_db = (await s.execute(sa.text("SELECT now()"))).scalar_one()
-        await webhooks(range(half, MESSAGES_PER_GRANT))  # the rest arrives after the cut
+        republished: list[float] = []
+
+        async def watch_republish() -> None:
+            """Until the sweeper has handed every held event to a new task id."""
+            while not republished and time.monotonic() - cut_at < 90:
+                rows = await event_rows(db, list(held))
+                if all(r.current_task_id != held[r.id] for r in rows):
+                    republished.append(time.monotonic() - cut_at)
+                await asyncio.sleep(0.2)
+
+        # The rest of the webhooks arrive after the cut, while the sweeper finds the dead claims.
+        await asyncio.gather(webhooks(range(half, MESSAGES_PER_GRANT)), watch_republish())
+        assert republished, "the dead host's claims were never published again"
         rows = await settle(db, accepted, timeout=120)
         recovered_s = time.monotonic() - cut_at
 
@@ -184,6 +198,7 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
             row = by_id[event_id]
             assert row.current_task_id != task_id, (event_id, "finished by the dead host?")
             assert finished_by(survivor_log, row.current_task_id), (event_id, row)
+        restarted_s = max((by_id[e].started_at - cut_db).total_seconds() for e in held)
         taken_over_s = max((by_id[e].finished_at - cut_db).total_seconds() for e in held)
         # The dead host's unacknowledged messages are still in Redis; when the visibility
         # timeout restores them their claim finds the event finished and they do nothing.
@@ -262,7 +277,8 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
     assert cluster.beat.proc is not None and cluster.beat.proc.poll() is None, "beat stopped"
     print(
         f"\nHOSTS held_at_cut={len(held)} killed_pids={len(killed)} accepted={len(accepted)} "
-        f"held_taken_over_s={taken_over_s:.1f} unacked_left={unacked} "
+        f"held_republished_s={republished[0]:.1f} held_restarted_s={restarted_s:.1f} "
+        f"held_finished_s={taken_over_s:.1f} unacked_left={unacked} "
         f"all_done_s={recovered_s:.1f} partition_answers={dict(during)} "
         f"slowest_answer_s={slowest} back_after_heal_s={back_s:.1f} "
         f"total_s={time.monotonic() - started:.1f}",
@@ -289,16 +305,18 @@ async def _wait_held_by(
     cluster: Cluster, db: Database, role: str, ids: list[str], timeout: float = 60
 ) -> dict[str, str]:
     """Events the host `role` is working on right now: claimed (`processing`) by a task id
-    its workers logged as received. Event id -> that task id."""
+    its workers logged as received, once they include a job and a webhook. Event id -> task id."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         log = cluster.workers[role].log()
-        held = {
-            r.id: r.current_task_id
+        rows = [
+            r
             for r in await event_rows(db, ids)
             if r.status == "processing" and f"[{r.current_task_id}] received" in log
-        }
-        if held:
-            return held
+        ]
+        # Both classes: a sync job (bulk worker) and a webhook's event (short worker).
+        if {r.task_name for r in rows} >= {SYNC_TASK, EVENT_TASK}:
+            return {r.id: r.current_task_id for r in rows}
         await asyncio.sleep(0.1)
-    raise AssertionError(f"host {role} never took any work:\n{cluster.workers[role].log()[-3000:]}")
+    log = cluster.workers[role].log()[-3000:]
+    raise AssertionError(f"host {role} never held a job and a webhook at once:\n{log}")
