@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 # are seconds, so the test is quick. The Redis visibility timeout plays no part.
 SETTINGS = {
     "POSTROOM_CLAIM_LEASE_S": "4",
-    "POSTROOM_OUTBOX_STALE_AFTER_S": "4",
+    "POSTROOM_OUTBOX_STALE_AFTER_S": "10",
     "POSTROOM_OUTBOX_SWEEP_INTERVAL_S": "1",
     "POSTROOM_TASK_SOFT_TIME_LIMIT_S": "30",
     "POSTROOM_TASK_TIME_LIMIT_S": "40",
@@ -180,7 +180,9 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
 
         # The rest of the webhooks arrive after the cut, while the sweeper finds the dead claims.
         await asyncio.gather(webhooks(range(half, MESSAGES_PER_GRANT)), watch_republish())
-        assert republished, "the dead host's claims were never published again"
+        # A liveness bound, not a speed figure: lease (4 s) + a sweep, with a wide margin. It
+        # failed at 36 s while beat's ticks went out at the default priority (worker/app.py).
+        assert republished and republished[0] < 30, f"dead claims republished after {republished}"
         rows = await settle(db, accepted, timeout=120)
         recovered_s = time.monotonic() - cut_at
 
