@@ -107,9 +107,9 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
         },
     )
     # Beat's ticks at their route's priority. Without it a tick took the tasks' default
-    # (task_default_priority, 5), which the Redis transport serves after every urgent task of
-    # the worker's queues: while the short class had a backlog the outbox sweeper's ticks
-    # expired unserved, and a dead worker's claims waited for the backlog (tests/multihost).
+    # (task_default_priority, 5), which the Redis transport serves only after every more urgent
+    # message of the queues the same worker consumes (the periodic worker has a slot of its
+    # own too: docs/operations.md "Worker layout").
     for entry in app.conf.beat_schedule.values():
         entry["options"]["priority"] = ROUTES[entry["task"]].priority
     if publisher_only:

@@ -202,6 +202,15 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
             assert finished_by(survivor_log, row.current_task_id), (event_id, row)
         restarted_s = max((by_id[e].started_at - cut_db).total_seconds() for e in held)
         taken_over_s = max((by_id[e].finished_at - cut_db).total_seconds() for e in held)
+        # The dead host's database sessions: no FIN ever reached PostgreSQL, so they stay open
+        # (idle) until TCP keepalive gives up on them; none held a lock the survivor needed.
+        async with db.sessionmaker() as s:
+            orphans = (
+                await s.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE client_addr = :addr"),
+                    {"addr": victim.addr},
+                )
+            ).scalar_one()
         # The dead host's unacknowledged messages are still in Redis; when the visibility
         # timeout restores them their claim finds the event finished and they do nothing.
         broker = aioredis.Redis.from_url(cluster.env["POSTROOM_REDIS_URL"])
@@ -280,7 +289,7 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
     print(
         f"\nHOSTS held_at_cut={len(held)} killed_pids={len(killed)} accepted={len(accepted)} "
         f"held_republished_s={republished[0]:.1f} held_restarted_s={restarted_s:.1f} "
-        f"held_finished_s={taken_over_s:.1f} unacked_left={unacked} "
+        f"held_finished_s={taken_over_s:.1f} unacked_left={unacked} orphan_sessions={orphans} "
         f"all_done_s={recovered_s:.1f} partition_answers={dict(during)} "
         f"slowest_answer_s={slowest} back_after_heal_s={back_s:.1f} "
         f"total_s={time.monotonic() - started:.1f}",
