@@ -205,12 +205,17 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
         # The dead host's database sessions: no FIN ever reached PostgreSQL, so they stay open
         # (idle) until TCP keepalive gives up on them; none held a lock the survivor needed.
         async with db.sessionmaker() as s:
-            orphans = (
-                await s.execute(
-                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE client_addr = :addr"),
-                    {"addr": victim.addr},
-                )
-            ).scalar_one()
+            orphans = dict(
+                (
+                    await s.execute(
+                        sa.text(
+                            "SELECT state, count(*) FROM pg_stat_activity"
+                            " WHERE client_addr = :addr GROUP BY state"
+                        ),
+                        {"addr": victim.addr},
+                    )
+                ).all()
+            )
         # The dead host's unacknowledged messages are still in Redis; when the visibility
         # timeout restores them their claim finds the event finished and they do nothing.
         broker = aioredis.Redis.from_url(cluster.env["POSTROOM_REDIS_URL"])
