@@ -2,8 +2,9 @@
 database host. Slow: `make test-all` and CI run it (docs/operations.md "More than one host").
 
 Hosts are network namespaces on a bridge (tests/multihost/netns.py): `db` (PostgreSQL and
-Redis), `api` (uvicorn and beat), `w1` and `w2` (each `make worker`: a short and a bulk Celery
-worker) and `nylas` (the fake Nylas). The test runs outside all of them, like a client.
+Redis), `api` (uvicorn and beat), `w1` and `w2` (each `make worker`: a short, a bulk and a
+periodic Celery worker) and `nylas` (the fake Nylas). The test runs outside all of them, like
+a client.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 # The recovery of a vanished worker is the claim lease: a running task renews its event's
 # lease every quarter of POSTROOM_CLAIM_LEASE_S; once nobody has renewed it for that long, the
-# outbox sweeper (beat, every POSTROOM_OUTBOX_SWEEP_INTERVAL_S) publishes the event again and a
-# live worker takes it. Events still waiting in the dead host's prefetch are published again
-# after POSTROOM_OUTBOX_STALE_AFTER_S. Production keeps the defaults (60 s and 30 s); here they
-# are seconds, so the test is quick. The Redis visibility timeout plays no part.
+# outbox sweeper (beat's tick every POSTROOM_OUTBOX_SWEEP_INTERVAL_S, on a periodic worker)
+# publishes the event again and a live worker takes it. Events still waiting in the dead host's
+# prefetch are published again after POSTROOM_OUTBOX_STALE_AFTER_S. Production keeps the
+# defaults (60 s and 30 s); here they are seconds, so the test is quick. The Redis visibility
+# timeout plays no part.
 SETTINGS = {
     "POSTROOM_CLAIM_LEASE_S": "4",
     "POSTROOM_OUTBOX_STALE_AFTER_S": "10",
@@ -203,19 +205,16 @@ async def test_a_worker_host_vanishes_then_the_api_host_loses_the_database(
         restarted_s = max((by_id[e].started_at - cut_db).total_seconds() for e in held)
         taken_over_s = max((by_id[e].finished_at - cut_db).total_seconds() for e in held)
         # The dead host's database sessions: no FIN ever reached PostgreSQL, so they stay open
-        # (idle) until TCP keepalive gives up on them; none held a lock the survivor needed.
+        # until TCP keepalive gives up on them (printed below, by state).
         async with db.sessionmaker() as s:
-            orphans = dict(
-                (
-                    await s.execute(
-                        sa.text(
-                            "SELECT state, count(*) FROM pg_stat_activity"
-                            " WHERE client_addr = :addr GROUP BY state"
-                        ),
-                        {"addr": victim.addr},
-                    )
-                ).all()
+            states = await s.execute(
+                sa.text(
+                    "SELECT state, count(*) FROM pg_stat_activity"
+                    " WHERE client_addr = :addr GROUP BY state"
+                ),
+                {"addr": victim.addr},
             )
+            orphans: dict[str, int] = {str(state): n for state, n in states.all()}
         # The dead host's unacknowledged messages are still in Redis; when the visibility
         # timeout restores them their claim finds the event finished and they do nothing.
         broker = aioredis.Redis.from_url(cluster.env["POSTROOM_REDIS_URL"])
