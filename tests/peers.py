@@ -183,7 +183,7 @@ def celery_worker(
 class Workers:
     """`make worker`'s layout: a short, a bulk and a periodic worker, used as one.
 
-    Both write one log file (appending), so an offset into `log()` stays valid as it grows.
+    All three write one log file (appending), so an offset into `log()` stays valid as it grows.
     """
 
     def __init__(self, env: dict[str, str], *, name: str, concurrency: int = 2) -> None:
