@@ -106,6 +106,12 @@ def make_celery(settings: Settings, *, publisher_only: bool = False) -> Celery:
             },
         },
     )
+    # Beat's ticks at their route's priority. Without it a tick took the tasks' default
+    # (task_default_priority, 5), which the Redis transport serves only after every more urgent
+    # message of the queues the same worker consumes (the periodic worker has a slot of its
+    # own too: docs/operations.md "Worker layout").
+    for entry in app.conf.beat_schedule.values():
+        entry["options"]["priority"] = ROUTES[entry["task"]].priority
     if publisher_only:
         # A publish that cannot reach Redis at once gives up: the event is committed and the
         # outbox sweeper publishes it later. Without this kombu reconnects for seconds.

@@ -196,6 +196,10 @@ async def test_a_sync_in_parts_is_one_job_and_ends_like_an_uncut_sync(
     event = await event_row(db, event_id)
     assert event.status == EventStatus.succeeded, event.last_error
 
+    # The job may finish between a sample's event read and its GET: the sample before the
+    # last then reads `processing` and rightly gets SUCCESS (the state is read from the event).
+    if len(seen) >= 2 and seen[-2][1] == "SUCCESS" and seen[-1][0] == EventStatus.succeeded:
+        del seen[-2]
     # Between parts the job was STARTED (processing), never PENDING again or finished early.
     between = [s for s in seen if s[3]]
     assert between, f"no moment between parts was seen: {seen[:5]}..."
