@@ -1,0 +1,201 @@
+"""The transaction part of an SMTP session (MAIL, RCPT, DATA, RSET, QUIT) on the transport that
+aiosmtplib opened, greeted, secured and authenticated.
+
+aiosmtplib reads one reply per command it wrote and drops whatever arrives while it is not
+waiting, so it cannot PIPELINE (RFC 2920): replies to a group of commands written at once would
+be lost. This protocol queues every reply the server sends, in order, and hands them out by
+count, so a client can write MAIL, all RCPTs and DATA in one go and then read their replies.
+
+It is also lean on purpose: bench_smtp showed aiosmtplib's per-command lock, timer and re-parsing
+cost more CPU per message than the rest of the send path together.
+
+What the server sends is bounded and checked: a line longer than `MAX_LINE`, a reply longer
+than `MAX_REPLY`, or a line that is not `ddd`, `ddd text` or `ddd-text` (with one code for all
+lines of a reply) breaks the session with `WireError`; its text never quotes the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import NamedTuple
+
+# RFC 5321 4.5.3.1.5 allows 512 octets per reply line; real servers stay far below this.
+MAX_LINE = 8192
+# Every line of one multi-line reply together (an EHLO answer is a few hundred bytes).
+MAX_REPLY = 65536
+
+
+class Reply(NamedTuple):
+    code: int
+    # The text without the codes, lines joined by "\n"; kept as bytes until someone needs it
+    # (only the final answer and refusals are ever decoded).
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", "replace")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+class WireError(Exception):
+    """The session cannot go on; the message says why in our words, never the server's."""
+
+
+class ConnectionClosed(WireError):
+    pass
+
+
+class WireTimeout(WireError):
+    pass
+
+
+class Wire(asyncio.BufferedProtocol):
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        # Read into one buffer kept for the session: a plain Protocol's recv() allocates 256
+        # KiB per read, which glibc serves with mmap/mremap/munmap, three system calls per
+        # read (strace); that was a third of the kernel time a message cost.
+        self._buffer = bytearray(4 * MAX_LINE)
+        self._view = memoryview(self._buffer)
+        self._filled = 0  # bytes of an unfinished line at the start of the buffer
+        self._lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self._pending = 0  # their length together
+        self._replies: deque[Reply] = deque()
+        self._want = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: WireError | None = None
+        self._loop = asyncio.get_running_loop()
+        # One lazy timer instead of one per read (a timer per read was a tenth of the CPU a
+        # message costs): a read only moves `_deadline` on; when the timer fires early it
+        # re-arms itself for the deadline in force.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        transport.set_protocol(self)
+
+    @property
+    def usable(self) -> bool:
+        """Connected, nothing broken, and no reply waiting that nobody asked for."""
+        return self._failure is None and not self._replies and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self.transport.is_closing():
+            raise ConnectionClosed("the server closed the connection")
+        self.transport.write(data)
+
+    def deadline(self, seconds: float) -> float:
+        """The loop time `seconds` from now, for `read`."""
+        return self._loop.time() + seconds
+
+    async def read(self, count: int, deadline: float) -> list[Reply]:
+        """The next `count` replies, in the order the server sent them; `WireTimeout` (and a
+        broken session) if they are not all in by `deadline`."""
+        replies = self._replies
+        if len(replies) < count:
+            if self._failure is not None:
+                raise self._failure
+            self._want = count
+            self._deadline = deadline
+            if self._timer is None:
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
+            self._waiter = waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return [replies.popleft() for _ in range(count)]
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._waiter is None or self._failure is not None:
+            return  # the next read arms it again
+        if self._loop.time() >= self._deadline:
+            self._fail(WireTimeout("timed out"))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    def close(self) -> None:
+        """Close after what was written has gone out (after QUIT)."""
+        self._fail(ConnectionClosed("the connection was closed"), abort=False)
+        self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (mid-DATA this makes the server discard the transaction)."""
+        self._fail(ConnectionClosed("the connection was closed"))
+        self.transport.abort()
+
+    # asyncio.BufferedProtocol
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._failure is not None:
+            return
+        end = self._filled + nbytes
+        data = bytes(self._view[:end])
+        last = data.rfind(b"\n")
+        rest = end - last - 1  # after the last line end (all of it if there is none)
+        if rest > MAX_LINE:
+            self._fail(WireError(f"the server sent a line longer than {MAX_LINE} bytes"))
+            return
+        self._buffer[:rest] = data[last + 1 :]
+        self._filled = rest
+        if last < 0:
+            return
+        for line in data[:last].split(b"\n"):
+            if not self._line(line):
+                return
+        waiter = self._waiter
+        if waiter is not None and len(self._replies) >= self._want and not waiter.done():
+            waiter.set_result(None)
+
+    def _line(self, line: bytes) -> bool:
+        if len(line) > MAX_LINE:
+            self._fail(WireError(f"the server sent a line longer than {MAX_LINE} bytes"))
+            return False
+        code, mark = line[:3], line[3:4]
+        if not (code.isdigit() and mark in (b" ", b"-", b"", b"\r")) or (
+            self._lines and self._lines[0][:3] != code
+        ):
+            self._fail(WireError("the server sent a line that is not an SMTP reply"))
+            return False
+        self._pending += len(line)
+        if self._pending > MAX_REPLY:
+            self._fail(WireError(f"the server sent a reply longer than {MAX_REPLY} bytes"))
+            return False
+        if mark == b"-":
+            self._lines.append(line)
+            return True
+        if self._lines:
+            self._lines.append(line)
+            raw = b"\n".join(part[4:].strip() for part in self._lines)
+            self._lines = []
+        else:
+            raw = line[4:].strip()
+        self._pending = 0
+        self._replies.append(Reply(int(code), raw))
+        return True
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionClosed("the server closed the connection"))
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionClosed("the server closed the connection"))
+
+    def _fail(self, failure: WireError, *, abort: bool = True) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._failure is None:
+            self._failure = failure
+            if abort and not self.transport.is_closing():
+                self.transport.abort()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._failure)
