@@ -380,6 +380,13 @@ class SmtpConnection:
         except (WireError, OSError) as exc:
             self._drop()
             raise SmtpTemporaryError(f"The SMTP session broke before DATA: {_why(exc)}.") from None
+        if wire.surplus:
+            # Paired with the wrong commands, these replies could pass for the answer to
+            # content the server never took: this session cannot be trusted.
+            self._drop()
+            raise SmtpTemporaryError(
+                "The SMTP session broke before DATA: the server sent more replies than commands."
+            )
         mail, n = replies[0], len(recipients)
         ready = replies[n + 1] if len(replies) > n + 1 else None  # the answer to DATA
         if ready is not None and ready.code == 354 and mail.code != 250:

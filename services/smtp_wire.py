@@ -80,6 +80,11 @@ class Wire(asyncio.BufferedProtocol):
         """Connected, nothing broken, and no reply waiting that nobody asked for."""
         return self._failure is None and not self._replies and not self.transport.is_closing()
 
+    @property
+    def surplus(self) -> bool:
+        """Replies in that no command asked for (a server out of step with us)."""
+        return bool(self._replies)
+
     def write(self, data: bytes) -> None:
         if self._failure is not None:
             raise self._failure
