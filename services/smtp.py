@@ -34,6 +34,7 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
 # RFC 5321 2.3.8 / 4.5.2: content goes out with CRLF line ends and leading dots doubled.
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_UNSAFE_IN_PATH = re.compile(r"[<>\s\x00-\x1f\x7f]")
 
 
 class SmtpTemporaryError(TransientError):
@@ -122,7 +123,7 @@ class Delivery:
 
 def _path(address: str) -> bytes:
     """`<address>` for MAIL/RCPT; anything that could break the command line is refused."""
-    if not address or any(c in address for c in "<>\r\n \x00") or not address.isascii():
+    if not address or not address.isascii() or _UNSAFE_IN_PATH.search(address):
         raise ValidationFailed(f"{address!r} cannot be used as an SMTP envelope address.")
     return b"<" + address.encode("ascii") + b">"
 

@@ -24,6 +24,9 @@ from typing import NamedTuple
 MAX_LINE = 8192
 # Every line of one multi-line reply together (an EHLO answer is a few hundred bytes).
 MAX_REPLY = 65536
+# Replies beyond those a read asked for that are kept before the session is given up: room
+# for an unsolicited 421, not for a server streaming replies into our memory.
+MAX_SURPLUS = 16
 
 
 class Reply(NamedTuple):
@@ -64,7 +67,7 @@ class Wire(asyncio.BufferedProtocol):
         self._lines: list[bytes] = []  # the lines so far of a multi-line reply
         self._pending = 0  # their length together
         self._replies: deque[Reply] = deque()
-        self._want = 0
+        self._want = 0  # replies the pending read asks for (0 between reads)
         self._waiter: asyncio.Future[None] | None = None
         self._failure: WireError | None = None
         self._loop = asyncio.get_running_loop()
@@ -112,6 +115,9 @@ class Wire(asyncio.BufferedProtocol):
                 await waiter
             finally:
                 self._waiter = None
+                self._want = 0
+        if count == 1:
+            return [replies.popleft()]
         return [replies.popleft() for _ in range(count)]
 
     def _check_deadline(self) -> None:
@@ -153,8 +159,17 @@ class Wire(asyncio.BufferedProtocol):
         if last < 0:
             return
         for line in data[:last].split(b"\n"):
-            if not self._line(line):
+            # The common case inline: a one-line reply, "250 2.1.0 Ok\r".
+            if line[3:4] == b" " and not self._lines and line[:3].isdigit():
+                if len(line) > MAX_LINE:
+                    self._fail(WireError(f"the server sent a line longer than {MAX_LINE} bytes"))
+                    return
+                self._replies.append(Reply(int(line[:3]), line[4:].strip()))
+            elif not self._line(line):
                 return
+        if len(self._replies) > self._want + MAX_SURPLUS:
+            self._fail(WireError("the server sent more replies than commands"))
+            return
         waiter = self._waiter
         if waiter is not None and len(self._replies) >= self._want and not waiter.done():
             waiter.set_result(None)

@@ -5,6 +5,7 @@ send ledger stays exact when the server hangs up around a pipelined DATA."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ from database.repositories import events as events_repo
 from services.errors import PostroomError
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpConnection, SmtpRejected, SmtpTemporaryError
-from services.smtp_wire import MAX_LINE
+from services.smtp_wire import MAX_LINE, Wire, WireError
+from tests.hostile.cost import assert_linear
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 from tests.smtp_scripted import DROP, HANG, SECRET, ScriptedSmtp
 
@@ -141,6 +143,7 @@ HOSTILE = [
     ("MAIL", b"250 " + b"x" * (4 * MAX_LINE), BEFORE, f"longer than {MAX_LINE} bytes"),
     ("MAIL", b"250-" + S + b"\r\n" * 1 + b"250-x\r\n" * 20000, BEFORE, "reply longer than"),
     ("DATA", b"354 go on\r\n250 " + S + b"\r\n", BEFORE, "more replies than commands"),
+    ("DATA", b"354 go on\r\n" + b"250 ok\r\n" * 5000, BEFORE, "more replies than commands"),
     ("DATA", DROP, BEFORE, "closed the connection"),
     ("RCPT", HANG, BEFORE, "timed out"),
     (".", S + b" garbage\r\n", DeliveryUnknown, "not an SMTP reply"),
@@ -265,3 +268,56 @@ async def test_ledger_records_only_the_recipients_taken(db, settings, scripted, 
     assert len(envelope) == 5 and len(server.contents) == 1
     if not pipelining:
         assert all(len(read) <= 1 for read in server.reads), server.reads
+
+
+class _Loopback(asyncio.Transport):
+    """Just enough transport for feeding a Wire by hand."""
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
+
+
+def _replies_read(stream: bytes, chunk: int = 7) -> int:
+    """Feed `stream` to a Wire `chunk` bytes at a time (lines cut anywhere); replies parsed."""
+    wire = Wire(_Loopback())
+    wire._want = stream.count(b" ")  # as while reading the replies to a group that long
+    for start in range(0, len(stream), chunk):
+        part = stream[start : start + chunk]
+        wire.get_buffer(-1)[: len(part)] = part
+        wire.buffer_updated(len(part))
+    assert wire.surplus
+    return len(wire._replies)
+
+
+def _many_replies(n: int) -> bytes:
+    return b"250 2.1.5 Ok\r\n" * n
+
+
+def _multiline_replies(n: int) -> bytes:
+    return b"250-first\r\n250-second\r\n250 last\r\n" * n
+
+
+def _long_multiline(n: int) -> bytes:
+    return b"250-x\r\n" * n + b"250 end\r\n"
+
+
+async def test_reading_replies_costs_linear_time() -> None:
+    # Cut into 7-byte reads, so most lines arrive in pieces; multi-line replies, as these keep
+    # the most state between reads.
+    assert_linear(_replies_read, _multiline_replies, 1_000)
+    assert _replies_read(_many_replies(10)) == _replies_read(_multiline_replies(10)) == 10
+    # One multi-line reply past the limit (MAX_REPLY) is refused, not accumulated.
+    wire = Wire(_Loopback())
+    data = _long_multiline(20_000)
+    for start in range(0, len(data), 4096):
+        part = data[start : start + 4096]
+        wire.get_buffer(-1)[: len(part)] = part
+        wire.buffer_updated(len(part))
+    with pytest.raises(WireError, match="reply longer than"):
+        await wire.read(1, wire.deadline(1))
