@@ -14,7 +14,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 
@@ -247,8 +247,9 @@ class SmtpConnection:
                 await self._greet(client)
             stage = "AUTH"
             await self._authenticate(client)
+            # (uvloop's transports do not subclass asyncio.Transport: no isinstance here.)
             transport = client.protocol.transport if client.protocol is not None else None
-            if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            if transport is None or transport.is_closing():
                 raise aiosmtplib.SMTPServerDisconnected("gone after AUTH")
         except BaseException as exc:
             client.close()
@@ -260,7 +261,7 @@ class SmtpConnection:
             raise
         # The EHLO answer that counts is the last one (after STARTTLS, RFC 3207).
         self.pipelining = client.supports_extension("pipelining")
-        self._wire = Wire(transport)  # aiosmtplib's part ends here
+        self._wire = Wire(cast(asyncio.Transport, transport))  # aiosmtplib's part ends here
 
     async def _greet(self, client: aiosmtplib.SMTP) -> None:
         # Greet now (plain sessions skip it in connect): a late EHLO would reset a transaction.

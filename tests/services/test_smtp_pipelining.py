@@ -6,6 +6,7 @@ send ledger stays exact when the server hangs up around a pipelined DATA."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,10 +19,13 @@ from services.errors import PostroomError
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpConnection, SmtpRejected, SmtpTemporaryError
 from services.smtp_wire import MAX_LINE, Wire, WireError
+from tests import smtp_fixtures
 from tests.hostile.cost import assert_linear
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 from tests.smtp_scripted import DROP, HANG, SECRET, ScriptedSmtp
 
+certificate = smtp_fixtures.certificate
+smtp_server = smtp_fixtures.smtp_server
 S = SECRET.encode()
 MESSAGE = b"Subject: hi\r\n\r\nline one\r\n.leading dot\r\n"
 ENVELOPE = ["MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>"]
@@ -321,3 +325,28 @@ async def test_reading_replies_costs_linear_time() -> None:
         wire.buffer_updated(len(part))
     with pytest.raises(WireError, match="reply longer than"):
         await wire.read(1, wire.deadline(1))
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+def test_sessions_work_on_uvloop(smtp_server, security: str) -> None:
+    # The API serves on uvloop (make api) and verifies accounts with SmtpConnection there;
+    # uvloop's transports are not asyncio.Transport subclasses and read differently.
+    import uvloop
+
+    from services.smtp import SmtpConfig
+
+    peer = smtp_server(security=security)
+    config = SmtpConfig.from_credential(peer.credential())
+
+    async def go() -> list[str]:
+        cfg = dataclasses.replace(config, allowed_private_hosts="127.0.0.0/8")
+        async with SmtpConnection(cfg) as conn:
+            replies = [
+                (await conn.send(sender="a@example.com", recipients=[r], data=MESSAGE)).reply
+                for r in ("b@example.org", "c@example.org")
+            ]
+            assert conn.pipelining
+        return replies
+
+    assert uvloop.run(go()) == ["250 2.0.0 Ok: queued"] * 2
+    assert [r.rcpt_tos for r in peer.received] == [["b@example.org"], ["c@example.org"]]
