@@ -10,7 +10,6 @@ queued it. That is reported as `DeliveryUnknown`, never as something to retry.
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,52 +18,32 @@ from typing import Any, cast
 import aiosmtplib
 
 from services import destination
-from services.errors import (
-    BadCredentials,
-    PostroomError,
-    ProviderPermanentError,
-    TransientError,
-    ValidationFailed,
+from services.errors import BadCredentials, ProviderPermanentError, ValidationFailed
+from services.smtp_errors import (
+    DeliveryUnknown,
+    SmtpAuthUnavailable,
+    SmtpRejected,
+    SmtpTemporaryError,
+    all_refused,
+    broken,
+    from_response,
+    refusal,
+    why,
 )
-from services.smtp_wire import Reply, Wire, WireError
+from services.smtp_wire import Reply, Wire, WireError, dot_stuffed, envelope_path
+
+# The errors live in smtp_errors; callers import them from here, with the connection.
+__all__ = [
+    "Delivery",
+    "DeliveryUnknown",
+    "SmtpAuthUnavailable",
+    "SmtpConfig",
+    "SmtpConnection",
+    "SmtpRejected",
+    "SmtpTemporaryError",
+]
 
 SECURITY_MODES = ("none", "starttls", "tls")
-# RFC 3463 enhanced status code at the start of a reply's text ("5.7.1 ...").
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
-# RFC 5321 2.3.8 / 4.5.2: content goes out with CRLF line ends and leading dots doubled.
-_LINE_ENDS = re.compile(rb"\r\n|\n|\r")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-_UNSAFE_IN_PATH = re.compile(r"[<>\s\x00-\x1f\x7f]")
-
-
-class SmtpTemporaryError(TransientError):
-    """The SMTP server failed temporarily (4xx, connection trouble): retry later."""
-
-    code = "smtp_temporary_error"
-
-
-class SmtpRejected(ProviderPermanentError):
-    """The SMTP server refused the message for good (5xx)."""
-
-    code = "smtp_rejected"
-
-    def __init__(self, message: str, *, smtp_code: int | None = None, reply: str = "") -> None:
-        super().__init__(message)
-        self.smtp_code = smtp_code
-        self.reply = reply
-
-
-class SmtpAuthUnavailable(ProviderPermanentError):
-    """The account has SMTP credentials but the server offers no AUTH to use them with."""
-
-    code = "smtp_auth_unavailable"
-
-
-class DeliveryUnknown(PostroomError):
-    """The message content reached the server but its final answer did not reach us."""
-
-    status_code = 502
-    code = "delivery_unknown"
 
 
 @dataclass(frozen=True)
@@ -121,76 +100,6 @@ class Delivery:
     refused: dict[str, str]
 
 
-def _path(address: str) -> bytes:
-    """`<address>` for MAIL/RCPT; anything that could break the command line is refused."""
-    if not address or not address.isascii() or _UNSAFE_IN_PATH.search(address):
-        raise ValidationFailed(f"{address!r} cannot be used as an SMTP envelope address.")
-    return b"<" + address.encode("ascii") + b">"
-
-
-def _shown_code(code: int, message: str) -> str:
-    """What a tenant is shown of a reply: its code and enhanced status code, not its text.
-
-    The text is the peer's own words (a banner, an echo of what it was sent); the full reply
-    stays in the send ledger for operators.
-    """
-    enhanced = _ENHANCED.match(message or "")
-    return f"{code} {enhanced.group(1)}" if enhanced else str(code)
-
-
-def _from_response(exc: aiosmtplib.SMTPResponseException, stage: str) -> PostroomError:
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and 500 <= exc.code < 600:
-        return BadCredentials(f"The SMTP server refused the login ({exc.code}).")
-    return _refusal(Reply(exc.code, exc.message.encode()), stage)
-
-
-def _refusal(reply: Reply, stage: str) -> PostroomError:
-    """The error for a reply that is not the one wanted: its codes are shown, its text goes
-    to the ledger only. 4xx is worth a retry; anything else from an SMTP server is not."""
-    if not 200 <= reply.code < 600:
-        return SmtpTemporaryError(f"The SMTP server sent a reply that is not SMTP to {stage}.")
-    text = f"The SMTP server answered {_shown_code(reply.code, reply.text)} to {stage}."
-    if 400 <= reply.code < 500:
-        return SmtpTemporaryError(text)
-    return SmtpRejected(text, smtp_code=reply.code, reply=str(reply))
-
-
-def _all_refused(replies: list[Reply]) -> PostroomError:
-    first = replies[0]
-    shown = _shown_code(first.code, first.text)
-    if all(400 <= r.code < 500 for r in replies):
-        return SmtpTemporaryError(f"The SMTP server deferred every recipient ({shown}).")
-    return SmtpRejected(
-        f"The SMTP server refused every recipient ({shown}).",
-        smtp_code=first.code,
-        reply=str(first),
-    )
-
-
-def _dot_stuffed(data: bytes) -> bytes:
-    """The content as DATA carries it, ended by the lone dot (checks first: compose already
-    writes CRLF, and a regex pass over every message would cost more than the rest)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        data = _LINE_ENDS.sub(b"\r\n", data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT.sub(b"..", data)
-    return data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n"
-
-
-def _broken(exc: BaseException, what: str) -> SmtpTemporaryError:
-    """A failure of the connection itself, in words (never the peer's or the exception's)."""
-    return SmtpTemporaryError(f"{what}: {_why(exc)}.")
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return "the server closed the connection"
-    if isinstance(exc, WireError):
-        return str(exc)  # our own words, see smtp_wire
-    return destination.failure_kind(exc)
-
-
 class SmtpConnection:
     """One SMTP session, opened on first use and reused for every message of a batch.
 
@@ -222,7 +131,7 @@ class SmtpConnection:
         try:
             sock = await destination.connect_socket(dest, cfg.timeout)
         except (OSError, TimeoutError) as exc:
-            raise _broken(exc, "Could not connect to the SMTP server") from None
+            raise broken(exc, "Could not connect to the SMTP server") from None
         client = aiosmtplib.SMTP(
             hostname=dest.host,
             sock=sock,
@@ -255,9 +164,9 @@ class SmtpConnection:
             client.close()
             sock.close()  # the transport's socket, or ours if no transport was made
             if isinstance(exc, aiosmtplib.SMTPResponseException):
-                raise _from_response(exc, stage) from None
+                raise from_response(exc, stage) from None
             if isinstance(exc, (aiosmtplib.SMTPException, OSError, TimeoutError)):
-                raise _broken(exc, "Could not open an SMTP session") from None
+                raise broken(exc, "Could not open an SMTP session") from None
             raise
         # The EHLO answer that counts is the last one (after STARTTLS, RFC 3207).
         self.pipelining = client.supports_extension("pipelining")
@@ -369,8 +278,8 @@ class SmtpConnection:
             raise ValidationFailed("A message needs at least one recipient.")
         # MAIL and RCPT as plain commands: the addresses were checked when the message was
         # composed; _path only refuses what could break the command line.
-        commands = [b"MAIL FROM:" + _path(sender) + b"\r\n"]
-        commands += [b"RCPT TO:" + _path(r) + b"\r\n" for r in recipients]
+        commands = [b"MAIL FROM:" + envelope_path(sender) + b"\r\n"]
+        commands += [b"RCPT TO:" + envelope_path(r) + b"\r\n" for r in recipients]
         if self._wire is None or not self._wire.usable:
             # A session the server ended or broke since the last message (an unsolicited 421).
             await self.close()
@@ -381,7 +290,7 @@ class SmtpConnection:
             replies = await self._envelope(wire, commands)
         except (WireError, OSError) as exc:
             self._drop()
-            raise SmtpTemporaryError(f"The SMTP session broke before DATA: {_why(exc)}.") from None
+            raise SmtpTemporaryError(f"The SMTP session broke before DATA: {why(exc)}.") from None
         if wire.surplus:
             # Paired with the wrong commands, these replies could pass for the answer to
             # content the server never took: this session cannot be trusted.
@@ -394,10 +303,10 @@ class SmtpConnection:
         if ready is not None and ready.code == 354 and mail.code != 250:
             # A server in DATA mode without a transaction: nothing sane to send it.
             self._drop()
-            raise _refusal(mail, "the envelope")
+            raise refusal(mail, "the envelope")
         if mail.code != 250:
             await self._reset()
-            raise _refusal(mail, "the envelope")
+            raise refusal(mail, "the envelope")
         answers = replies[1 : n + 1]
         refused = {
             r: str(a) for r, a in zip(recipients, answers, strict=True) if a.code not in (250, 251)
@@ -405,11 +314,11 @@ class SmtpConnection:
         accepted = [r for r in recipients if r not in refused]
         if not accepted:
             await self._abandon(ready)
-            raise _all_refused(answers)
+            raise all_refused(answers)
         assert ready is not None  # DATA was sent, as a recipient was accepted
         if ready.code != 354:
             await self._reset()
-            raise _refusal(ready, "DATA")
+            raise refusal(ready, "DATA")
         if before_data is not None:
             try:
                 await before_data()
@@ -437,26 +346,26 @@ class SmtpConnection:
         self, wire: Wire, data: bytes, accepted: list[str], refused: dict[str, str]
     ) -> Delivery:
         try:
-            wire.write(_dot_stuffed(data))
+            wire.write(dot_stuffed(data))
         except (WireError, OSError) as exc:
             # write() refuses before writing anything on a session already gone.
             self._drop()
             raise SmtpTemporaryError(
-                f"The SMTP session broke before the message was sent: {_why(exc)}."
+                f"The SMTP session broke before the message was sent: {why(exc)}."
             ) from None
         try:
             [final] = await wire.read(1, self._deadline(wire, len(data)))
         except (WireError, OSError) as exc:
             self._drop()
             raise DeliveryUnknown(
-                f"The connection to the SMTP server failed during DATA ({_why(exc)}); "
+                f"The connection to the SMTP server failed during DATA ({why(exc)}); "
                 "the server may or may not have accepted the message."
             ) from None
         if 200 <= final.code < 300:
             return Delivery(reply=str(final), accepted=accepted, refused=refused)
         if 400 <= final.code < 600:
             # An explicit refusal of the content: the server did not take the message.
-            raise _refusal(final, "DATA")
+            raise refusal(final, "DATA")
         self._drop()
         raise DeliveryUnknown(
             "The SMTP server answered the message with a reply that is not SMTP; "

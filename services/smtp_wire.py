@@ -17,8 +17,11 @@ lines of a reply) breaks the session with `WireError`; its text never quotes the
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import NamedTuple
+
+from services.errors import ValidationFailed
 
 # RFC 5321 4.5.3.1.5 allows 512 octets per reply line; real servers stay far below this.
 MAX_LINE = 8192
@@ -27,6 +30,30 @@ MAX_REPLY = 65536
 # Replies beyond those a read asked for that are kept before the session is given up: room
 # for an unsolicited 421, not for a server streaming replies into our memory.
 MAX_SURPLUS = 16
+
+
+# RFC 5321 2.3.8 / 4.5.2: content goes out with CRLF line ends and leading dots doubled.
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_UNSAFE_IN_PATH = re.compile(r"[<>\s\x00-\x1f\x7f]")
+
+
+def envelope_path(address: str) -> bytes:
+    """`<address>` for MAIL/RCPT; anything that could break the command line is refused."""
+    if not address or not address.isascii() or _UNSAFE_IN_PATH.search(address):
+        raise ValidationFailed(f"{address!r} cannot be used as an SMTP envelope address.")
+    return b"<" + address.encode("ascii") + b">"
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """The content as DATA carries it, ended by the lone dot (checks first: compose already
+    writes CRLF, and a regex pass over every message would cost more than the rest)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = _LINE_ENDS.sub(b"\r\n", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data + b".\r\n" if data.endswith(b"\r\n") else data + b"\r\n.\r\n"
 
 
 class Reply(NamedTuple):
@@ -108,7 +135,10 @@ class Wire(asyncio.BufferedProtocol):
                 raise self._failure
             self._want = count
             self._deadline = deadline
-            if self._timer is None:
+            timer = self._timer
+            if timer is None or timer.when() > deadline:  # (later: a big message's deadline)
+                if timer is not None:
+                    timer.cancel()
                 self._timer = self._loop.call_at(deadline, self._check_deadline)
             self._waiter = waiter = self._loop.create_future()
             try:
