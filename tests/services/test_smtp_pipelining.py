@@ -350,3 +350,17 @@ def test_sessions_work_on_uvloop(smtp_server, security: str) -> None:
 
     assert uvloop.run(go()) == ["250 2.0.0 Ok: queued"] * 2
     assert [r.rcpt_tos for r in peer.received] == [["b@example.org"], ["c@example.org"]]
+
+
+async def test_sessions_turn_nagle_off(scripted) -> None:
+    # destination.connect_socket makes the socket; asyncio sets TCP_NODELAY only on sockets
+    # created with proto IPPROTO_TCP. With Nagle on, the content waited for the ACK of the
+    # envelope whenever the server delayed it.
+    import socket
+
+    server = await scripted()
+    async with SmtpConnection(server.config()) as conn:
+        await conn.connect()
+        assert conn._wire is not None
+        sock = conn._wire.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
