@@ -32,7 +32,7 @@ SESSIONS = [int(s) for s in os.environ.get("BENCH_SMTP_SESSIONS", "1,4").split("
 LOAD = int(os.environ.get("BENCH_SMTP_LOAD", "2"))  # busy processes in the loaded phase
 PNG = Path(os.environ.get("BENCH_SMTP_PNG", Path(__file__).parent.parent / "docs/bench_smtp.png"))
 BODY_BYTES = 2000
-ROUNDS = 5
+ROUNDS = int(os.environ.get("BENCH_SMTP_ROUNDS", "7"))
 SENDER, RECIPIENT = "bench@example.com", "sink@example.org"
 GOAL_RATE, GOAL_CPU = 0.8, 1.5  # issue 15: >= 0.8x smtp-source's rate, <= 1.5x its CPU
 
