@@ -186,7 +186,7 @@ async def test_a_reply_nobody_asked_for_between_messages_opens_a_new_session(scr
 
 # The ledger (docs/sending.md) with a pipelined DATA.
 
-REQUEST = dict(
+REQUEST: dict[str, Any] = dict(
     to=["bob@example.org", "carol@example.org"],
     bcc=["hidden@example.net"],
     subject="Pipelined",
@@ -197,6 +197,7 @@ REQUEST = dict(
 async def _service_send(db, settings, account, event_id) -> Any:
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
+        assert event is not None
         return await send_message(
             s,
             db=db,
