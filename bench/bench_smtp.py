@@ -16,6 +16,7 @@ import contextlib
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ class Row:
     lockstep: float
     source_cpu: float  # us/msg
     ours_cpu: float
+    paired: float  # median over rounds of (postroom's rate / smtp-source's just before)
 
 
 def _tool(name: str) -> str:
@@ -135,14 +137,19 @@ def _phase(name: str, port: int, messages: list[bytes], size: int) -> list[Row]:
         _smtp_source(port, sessions, size)  # warm-up
         # Interleaved rounds, best of each: a busy machine slows every side alike.
         best = {k: float("inf") for k in ("source", "ours", "lockstep", "source_cpu", "ours_cpu")}
+        paired = []
         for _ in range(ROUNDS):
             wall, cpu = _smtp_source(port, sessions, size)
             best["source"], best["source_cpu"] = (
                 min(best["source"], wall),
                 min(best["source_cpu"], cpu),
             )
+            source_wall = wall
             wall, cpu = asyncio.run(_postroom(port, messages, sessions))
             best["ours"], best["ours_cpu"] = min(best["ours"], wall), min(best["ours_cpu"], cpu)
+            # Each round's own ratio too: neighbours' load comes in bursts longer than a
+            # round, so one side can miss every quiet moment of a row.
+            paired.append(source_wall / wall)
             wall, _ = asyncio.run(_postroom(port, messages, sessions, pipelining=False))
             best["lockstep"] = min(best["lockstep"], wall)
         row = Row(
@@ -154,10 +161,11 @@ def _phase(name: str, port: int, messages: list[bytes], size: int) -> list[Row]:
             lockstep=MESSAGES / best["lockstep"],
             source_cpu=best["source_cpu"] / MESSAGES * 1e6,
             ours_cpu=best["ours_cpu"] / MESSAGES * 1e6,
+            paired=statistics.median(paired),
         )
         print(
             f"{name:>7} {row.load:>5.1f} {sessions:>8} {row.source:>11,.0f} {row.ours:>9,.0f}"
-            f" {row.ours / row.source:>6.2f} {row.lockstep:>9,.0f}"
+            f" {row.ours / row.source:>6.2f} {row.paired:>7.2f} {row.lockstep:>9,.0f}"
             f" {row.source_cpu:>11,.0f} {row.ours_cpu:>9,.0f}"
             f" {row.ours_cpu / row.source_cpu:>6.2f}",
             flush=True,
@@ -224,6 +232,10 @@ def plot(rows: list[Row], path: Path) -> None:
     print(f"wrote {path}")
 
 
+def _yes(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def main() -> None:
     port = free_port()
     sink = subprocess.Popen(
@@ -251,7 +263,8 @@ def main() -> None:
         )
         print(
             f"{'phase':>7} {'load':>5} {'sessions':>8} {'source/s':>11} {'postroom':>9}"
-            f" {'ratio':>6} {'lockstep':>9} {'CPU us src':>11} {'postroom':>9} {'x':>6}"
+            f" {'ratio':>6} {'paired':>7} {'lockstep':>9}"
+            f" {'CPU us src':>11} {'postroom':>9} {'x':>6}"
         )
         rows = _phase("quiet", port, messages, size)
         with _busy(LOAD):
@@ -260,12 +273,13 @@ def main() -> None:
         asyncio.run(_postroom(port, _messages(MESSAGES), 1))  # composing counted here
         whole = MESSAGES / (time.perf_counter() - start)
         print(f"postroom composing each message too, 1 session: {whole:,.0f} msg/s")
-        met = all(
-            r.ours / r.source >= GOAL_RATE and r.ours_cpu / r.source_cpu <= GOAL_CPU for r in rows
-        )
+        cpu_met = all(r.ours_cpu / r.source_cpu <= GOAL_CPU for r in rows)
+        best_met = all(r.ours / r.source >= GOAL_RATE for r in rows)
+        paired_met = all(r.paired >= GOAL_RATE for r in rows)
         print(
-            f"goal: ratio >= {GOAL_RATE} and CPU <= {GOAL_CPU}x smtp-source's in every row: "
-            f"{'met' if met else 'NOT met'}; best of {ROUNDS} interleaved runs each"
+            f"goal: CPU <= {GOAL_CPU}x smtp-source's in every row: {_yes(cpu_met)}; "
+            f"rate >= {GOAL_RATE}x in every row, best of {ROUNDS} interleaved rounds: "
+            f"{_yes(best_met)}, median of the rounds' own ratios: {_yes(paired_met)}"
         )
         plot(rows, PNG)
     finally:
