@@ -184,7 +184,9 @@ def plot(rows: list[Row], path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no PNG written")
         return
-    labels = [f"{r.phase}\n{r.sessions} session{'s' * (r.sessions > 1)}" for r in rows]
+    labels = [
+        f"{r.phase} (load {r.load:.0f})\n{r.sessions} session{'s' * (r.sessions > 1)}" for r in rows
+    ]
     x = range(len(rows))
     fig, (rate, cpu) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.27
@@ -202,13 +204,13 @@ def plot(rows: list[Row], path: Path) -> None:
         if key == "ours":
             for bar, r in zip(bars, rows, strict=True):
                 rate.annotate(
-                    f"{r.ours / r.source:.2f}x",
+                    f"{r.ours / r.source:.2f}x\n(paired {r.paired:.2f}x)",
                     (bar.get_x() + width / 2, bar.get_height()),
                     ha="center",
                     va="bottom",
                     fontsize=8,
                 )
-    rate.set_ylim(top=1.25 * max(max(r.source, r.ours, r.lockstep) for r in rows))
+    rate.set_ylim(top=1.35 * max(max(r.source, r.ours, r.lockstep) for r in rows))
     rate.set_xticks(list(x), labels, fontsize=8)
     rate.set_ylabel("messages/s into smtp-sink")
     rate.set_title(f"SMTP rate ({MESSAGES} messages, best of {ROUNDS})", fontsize=10)
