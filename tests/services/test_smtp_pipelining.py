@@ -289,15 +289,19 @@ class _Loopback(asyncio.Transport):
 
 
 def _replies_read(stream: bytes, chunk: int = 7) -> int:
-    """Feed `stream` to a Wire `chunk` bytes at a time (lines cut anywhere); replies parsed."""
+    """Feed `stream` to a Wire `chunk` bytes at a time (lines cut anywhere), taking the replies
+    out as they complete, as reads do; how many replies were parsed."""
     wire = Wire(_Loopback())
-    wire._want = stream.count(b" ")  # as while reading the replies to a group that long
+    replies = wire._replies
+    taken = 0
     for start in range(0, len(stream), chunk):
         part = stream[start : start + chunk]
         wire.get_buffer(-1)[: len(part)] = part
         wire.buffer_updated(len(part))
-    assert wire.surplus
-    return len(wire._replies)
+        taken += len(replies)
+        replies.clear()
+    assert wire.usable
+    return taken
 
 
 def _many_replies(n: int) -> bytes:
