@@ -266,7 +266,10 @@ async def connect_socket(dest: Destination, timeout: float) -> socket.socket:  #
     loop = asyncio.get_running_loop()
     last: BaseException = TimeoutError()
     for address in dest.addresses:
-        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
+        # say so. With Nagle on, a small write waits for the ACK of the previous one, and the
+        # peer's delayed ACK stalled SMTP sessions (bench_smtp).
+        sock = socket.socket(_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (address, dest.port)), timeout)

@@ -44,12 +44,23 @@ class Received:
 class Handler:
     """mode: ok | 4xx_then_2xx | 5xx | drop_after_data | hang_after_data, and for RCPT:
     rcpt_4xx_then_2xx (each address deferred once) | rcpt_5xx (each refused); the RCPT
-    answers quote the address, as real servers do."""
+    answers quote the address, as real servers do. `pipelining`: offer PIPELINING in EHLO,
+    as most servers do (aiosmtpd reads commands one line at a time, so a pipelined group
+    is served like any other)."""
 
     mode: str = "ok"
+    pipelining: bool = True
     received: list[Received] = field(default_factory=list)
     data_calls: int = 0
     deferred: set[str] = field(default_factory=set)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -165,9 +176,14 @@ class SmtpPeer:
 
 
 def start_smtp(
-    *, mode: str = "ok", security: str = "none", auth: bool = False, cert: Certificate | None = None
+    *,
+    mode: str = "ok",
+    security: str = "none",
+    auth: bool = False,
+    cert: Certificate | None = None,
+    pipelining: bool = True,
 ) -> SmtpPeer:
-    handler = Handler(mode=mode)
+    handler = Handler(mode=mode, pipelining=pipelining)
     port = free_port()
     kwargs: dict[str, Any] = {}
     if auth:
