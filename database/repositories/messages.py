@@ -111,6 +111,19 @@ async def ensure_folders(
     return out
 
 
+async def folder_by_role(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
+) -> Folder | None:
+    """The tenant's account's folder with this role (sent, junk, trash...), if it has one."""
+    stmt = (
+        sa.select(Folder)
+        .where(_f.c.tenant_id == tenant_id, _f.c.account_id == account_id, _f.c.role == role)
+        .order_by(_f.c.name)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def replace_attachments(
     session: AsyncSession,
     *,

@@ -213,24 +213,22 @@ async def test_permanent_delete_removes_from_the_maildrop_soft_delete_only_hides
     rows = sorted(await _rows(db, account), key=lambda r: r.provider_id)
     hard, soft = rows[:2], rows[2:4]
 
-    async with db.transaction() as s:
-        n_hard = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in hard],
-            permanent=True,
-            nylas=None,
-        )
-    async with db.transaction() as s:
-        n_soft = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in soft],
-            permanent=False,
-            nylas=None,
-        )
+    n_hard = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in hard],
+        permanent=True,
+        nylas=None,
+    )
+    n_soft = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in soft],
+        permanent=False,
+        nylas=None,
+    )
 
     assert (n_hard, n_soft) == (2, 2)
     on_server = await _server_uidls(dovecot, mailbox_user)
