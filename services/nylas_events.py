@@ -165,13 +165,13 @@ async def store_message(
     if folder_names:
         values["folder_id"] = folder_ids[folder_names[0]]
     values["thread_id"] = await threads_repo.provider_thread(session, values)
-    saved = await messages_repo.upsert(session, values)
+    saved = (await messages_repo.upsert_many(session, [values])).get(values["provider_id"])
     if saved is not None:
         await messages_repo.replace_attachments(
             session,
             tenant_id=account.tenant_id,
-            message_id=saved[0],
-            attachments=attachment_values(obj),
+            message_ids=[saved[0]],
+            rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
     return saved
 

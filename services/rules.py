@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, Folder, Message, Provider, Rule
 from database.repositories import classify as classify_repo
+from database.repositories import messages as messages_repo
 from database.repositories import rules as repo
 from services import mail_accounts
 from services.errors import NotFound, PermissionDenied, ValidationFailed
@@ -72,7 +73,7 @@ def matches(condition: dict[str, Any], message: Message) -> bool:
 
 async def _target(session: AsyncSession, account: Account, action: dict[str, Any]) -> Folder:
     if action.get("folder_role"):
-        folder = await classify_repo.folder_by_role(
+        folder = await messages_repo.folder_by_role(
             session, tenant_id=account.tenant_id, account_id=account.id, role=action["folder_role"]
         )
     else:

@@ -157,7 +157,7 @@ async def record_sent(
     )
     # A reply we send joins the thread of what it answers (In-Reply-To / References).
     await threads_repo.assign_by_headers(session, [values])
-    saved = await messages_repo.upsert(session, values)
+    saved = (await messages_repo.upsert_many(session, [values])).get(provider_id)
     if saved is None:
         existing = await messages_repo.get_by_provider_id(
             session, account_id=account.id, provider_id=provider_id
@@ -168,9 +168,10 @@ async def record_sent(
     await messages_repo.replace_attachments(
         session,
         tenant_id=account.tenant_id,
-        message_id=message_id,
-        attachments=[
+        message_ids=[message_id],
+        rows=[
             {
+                "message_id": message_id,
                 "filename": a.filename,
                 "content_type": a.content_type,
                 "size": len(a.content),

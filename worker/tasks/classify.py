@@ -9,7 +9,7 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import classify as classify_repo
+from database.repositories import messages as messages_repo
 from database.repositories import rules as rules_repo
 from services import mail_accounts, rules
 from services.classify.service import classify_message
@@ -100,7 +100,7 @@ async def _rules(
     account = await mail_accounts.account_for_tenant(
         session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
     )
-    junk = await classify_repo.folder_by_role(
+    junk = await messages_repo.folder_by_role(
         session, tenant_id=tenant, account_id=account.id, role="junk"
     )
     if junk is None:
