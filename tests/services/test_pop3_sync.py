@@ -299,11 +299,10 @@ async def test_a_pop3_message_cannot_be_moved_to_another_folder(
     [row] = await _rows(db, account)
     junk = Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk", role="junk")
 
-    async with db.transaction() as s:
-        with pytest.raises(ValidationFailed, match="one folder, INBOX"):
-            await move_message(
-                s, settings=settings, nylas=None, account=account, message=row, target=junk
-            )
+    with pytest.raises(ValidationFailed, match="one folder, INBOX"):
+        await move_message(
+            db, settings=settings, nylas=None, account=account, message=row, target=junk
+        )
     assert await _server_uidls(dovecot, mailbox_user) == [row.provider_id]
 
 

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from database.models import Event, EventSource, EventStatus, Message
+from database.models import Event, EventSource, EventStatus, Folder, Message, Rule
 from database.repositories import events as events_repo
 from tests import imap_support, smtp_fixtures
 from tests.conftest import wait_for
@@ -217,15 +217,30 @@ def _assert_no_long_idle(watch: Watch, conversation_s: float) -> None:
     )
 
 
-async def test_imap_sync_and_delete_leave_no_transaction_open_while_the_server_answers(
+async def test_imap_sync_rules_move_and_delete_leave_no_transaction_open_while_the_server_answers(
     db: Any, settings: Any, publisher: Any, dovecot: Dovecot, mailbox_user: str, slow: Any
 ) -> None:
-    await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 12)})
+    ruled = (
+        b"From: Ann <ann@rules.example>\r\nSubject: for the rule\r\nMessage-ID: <r@x>\r\n\r\nhi\r\n"
+    )
+    await append_corpus(
+        dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 11)}, extra={"INBOX": [ruled]}
+    )
     proxy = await slow(dovecot.port)
     imap = {**dovecot.credentials(mailbox_user)["imap"], "port": proxy.port}  # type: ignore[dict-item]
     account = await create_smtp_account(
         db, settings, smtp={"host": "127.0.0.1", "port": 1}, imap=imap, email=mailbox_user
     )
+    async with db.transaction() as s:  # the sync's classify -> apply_rules chain moves it
+        s.add(
+            Rule(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                name="to junk",
+                condition={"from_domain": "rules.example"},
+                action={"type": "move", "folder_role": "junk"},
+            )
+        )
 
     async with idle_transactions(settings) as watch:
         sync_id = await _queue(
@@ -239,6 +254,19 @@ async def test_imap_sync_and_delete_leave_no_transaction_open_while_the_server_a
         synced = await _finished(db, sync_id)
         assert synced.status == EventStatus.succeeded, synced.last_error
         assert (synced.result or {})["new"] == 12
+
+        async def moved_to_junk() -> Any:
+            async with db.transaction() as s:
+                stmt = (
+                    sa.select(Folder)
+                    .join(Message, Message.folder_id == Folder.id)  # type: ignore[arg-type]
+                    .where(Message.account_id == account.id)  # type: ignore[arg-type]
+                    .where(Message.message_id_header == "<r@x>")  # type: ignore[arg-type]
+                )
+                folder = (await s.execute(stmt)).scalar_one_or_none()
+            return folder is not None and folder.name == "Junk"
+
+        await wait_for(moved_to_junk, timeout=90, message="the rule's IMAP move")
         async with db.transaction() as s:
             stmt = sa.select(Message).where(Message.account_id == account.id)  # type: ignore[arg-type]
             rows = [m.id for m in (await s.execute(stmt)).scalars()]
