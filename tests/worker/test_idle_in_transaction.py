@@ -398,3 +398,27 @@ async def test_nylas_sync_leaves_no_transaction_open_while_nylas_answers(
     assert event.status == EventStatus.succeeded, event.last_error
     assert (event.result or {})["created"] == 1
     _assert_no_long_idle(watch, time.monotonic() - started)
+
+
+async def test_truncated_webhook_leaves_no_transaction_open_while_nylas_answers(
+    db: Any, settings: Any, client: Any, fake_nylas: Any
+) -> None:
+    from tests.conftest import notification, post_webhook
+    from tests.factories import create_nylas_account
+
+    account = await create_nylas_account(db)
+    grant = str(account.grant_id)
+    fake_nylas.put_message(grant, make_message(grant, "big", body="<p>the whole body</p>"))
+    # The fetch of the whole message takes its time (and answers 503: the task retries).
+    fake_nylas.fail(r"/messages/big$", 503, times=1, delay=MIN_CONVERSATION_S + 0.5)
+
+    async with idle_transactions(settings) as watch:
+        started = time.monotonic()
+        answer = await post_webhook(
+            client, notification("message.created.truncated", {"id": "big", "grant_id": grant})
+        )
+        assert answer.status_code == 200, answer.text
+        event = await _finished(db, uuid.UUID(answer.json()["event_id"]))
+
+    assert event.status == EventStatus.succeeded, event.last_error
+    _assert_no_long_idle(watch, time.monotonic() - started)
