@@ -209,17 +209,6 @@ async def resolve(host: str, port: int, *, role: str, allowed: str | None = None
     return check_addresses(host, port, _addresses(infos), allow, role=role)
 
 
-def resolve_sync(host: str, port: int, *, role: str, allowed: str | None = None) -> Destination:
-    """`resolve` for code that already runs in a thread (imaplib)."""
-    allow = _allow_list(allowed)
-    _check_port(port, role)
-    try:
-        infos = socket.getaddrinfo(_normal_name(host), port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise ProviderTemporaryError(f"The {role} host name could not be resolved.") from None
-    return check_addresses(host, port, _addresses(infos), allow, role=role)
-
-
 async def check_configured_host(host: str, port: int, *, role: str, allowed: str) -> None:
     """The check made when an account is created or changed (422 MailHostNotAllowed).
 
@@ -312,23 +301,6 @@ def tls_context(*, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def connect_socket_sync(dest: Destination, timeout: float) -> socket.socket:
-    """`connect_socket` for code in a thread: a blocking socket with `timeout` set."""
-    last: BaseException = TimeoutError()
-    for address in dest.addresses:
-        # A socket of our own, not create_connection: nothing between the check and the
-        # connect may look the address up again.
-        sock = socket.socket(_family(address), socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect((address, dest.port))
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last
 
 
 def _family(address: str) -> socket.AddressFamily:

@@ -13,8 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from database.engine import Database
 from database.models import Account, Event, OutboundMessage
 from database.repositories import messages as messages_repo
@@ -72,21 +70,22 @@ async def _move(
         )
 
 
-async def _store(session: AsyncSession, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
-    saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
-    if saved is not None:
-        return saved[0]
-    existing = await messages_repo.get_by_provider_id(
-        session, account_id=account.id, provider_id=obj["id"]
-    )
+async def _store(db: Database, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
+    """The sent message's row, in a short transaction after Nylas answered."""
+    async with db.transaction() as session:
+        saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
+        if saved is not None:
+            return saved[0]
+        existing = await messages_repo.get_by_provider_id(
+            session, account_id=account.id, provider_id=obj["id"]
+        )
     assert existing is not None
     return existing.id
 
 
 async def send_via_nylas(
-    session: AsyncSession,
-    *,
     db: Database,
+    *,
     account: Account,
     event: Event,
     prepared: Prepared,
@@ -94,7 +93,11 @@ async def send_via_nylas(
     nylas: NylasGateway | None,
     sender: Person,
 ) -> Outcome:
-    """Send through Nylas at most once for this event; record the sent message."""
+    """Send through Nylas at most once for this event; record the sent message.
+
+    Owns its transactions: the ledger moves and the message row commit on their own, and no
+    transaction is open while Nylas answers.
+    """
     if nylas is None or not account.grant_id:
         raise ValidationFailed("Nylas is not configured for this account.")
     body = send_body(prepared=prepared, request=request, sender=sender)
@@ -112,7 +115,7 @@ async def send_via_nylas(
     if sent_id:
         # Already sent: only the bookkeeping of the first attempt may be missing.
         obj = await nylas.find_message(account.grant_id, sent_id)
-        return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
+        return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
     started = row.sending_at or datetime.now(UTC)
     if row.status == "sending" and datetime.now(UTC) - started > IDEMPOTENCY_WINDOW:
         raise DeliveryUnknown(
@@ -131,7 +134,7 @@ async def send_via_nylas(
         await _move(db, row, ("sending",), "failed", server_reply=exc.message[:1000])
         raise
     await _move(db, row, ("sending", "sent"), "sent", server_reply=f"nylas:{obj.get('id')}")
-    return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
+    return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
 
 
 def _outcome(

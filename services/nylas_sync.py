@@ -56,14 +56,20 @@ async def _upsert(
 
 
 async def sync_nylas_account(
-    session: AsyncSession,
+    db: Database,
     *,
     account: Account,
     nylas: MessageLister | None,
     full: bool,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """List the account's messages (all, or received since the cursor) and upsert each."""
+    """List the account's messages (all, or received since the cursor) and upsert each.
+
+    Owns its transactions: each page is fetched with no transaction open, then stored in one
+    short transaction, so a slow Nylas never keeps a connection idle in transaction. A sync
+    that dies between pages has stored those pages (upserts: a rerun changes nothing) and
+    not moved the cursor.
+    """
     if nylas is None or not account.grant_id:
         raise ValidationFailed("Nylas is not configured for this account.")
     started = int(time.time())
@@ -81,18 +87,19 @@ async def sync_nylas_account(
             account.grant_id, query={**query, "page_token": token} if token else query
         )
         counts.pages += 1
-        for obj in items:
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-                continue
+        page = [o for o in items if isinstance(o, dict) and isinstance(o.get("id"), str)]
+        async with db.transaction() as s:
             # The list is the state at `started`: a webhook stamped later still wins.
-            action = await _upsert(session, account, obj, started)
+            actions = [await _upsert(s, account, obj, started) for obj in page]
+        for action in actions:  # counted once committed
             setattr(counts, action, getattr(counts, action) + 1)
-            counts.fetched += 1
+        counts.fetched += len(page)
         if progress is not None:
             await progress(counts.fetched, counts.fetched + (PAGE_SIZE if token else 0))
         if not token:
             break
-    await state_repo.mark_synced(session, account.id, cursor=str(started))
+    async with db.transaction() as s:
+        await state_repo.mark_synced(s, account.id, cursor=str(started))
     return {
         "status": "success",
         "provider": "nylas",
@@ -111,7 +118,7 @@ sync_account = sync_nylas_account
 
 
 async def reconcile(db: Database, *, nylas: MessageLister | None) -> dict[str, Any]:
-    """Backfill every live Nylas account from its cursor, one transaction per account."""
+    """Backfill every live Nylas account from its cursor (short transactions per page)."""
     if nylas is None:
         return {"status": "skipped", "reason": "Nylas is not configured"}
     async with db.transaction() as s:
@@ -120,12 +127,15 @@ async def reconcile(db: Database, *, nylas: MessageLister | None) -> dict[str, A
     for account_id in account_ids:
         try:
             async with db.transaction() as s:
-                # Row lock (SKIP LOCKED): a sync of the same account running now is left alone.
+                # SKIP LOCKED: an account row another transaction is changing right now is
+                # left for the next sweep. The lock ends with this read: no transaction stays
+                # open while Nylas answers. Accounts with a sync job unfinished were already
+                # left out above; a sync queued meanwhile only repeats idempotent upserts.
                 account = await state_repo.lock_account(s, account_id)
-                if account is None:
-                    busy += 1
-                    continue
-                result = await sync_nylas_account(s, account=account, nylas=nylas, full=False)
+            if account is None:
+                busy += 1
+                continue
+            result = await sync_nylas_account(db, account=account, nylas=nylas, full=False)
             done += 1
             created += result["created"]
             if result["created"]:

@@ -21,6 +21,7 @@ import structlog
 from database.engine import Database
 from database.models import Account, Folder
 from database.repositories import imap_state as repo
+from database.repositories import messages as messages_repo
 from database.repositories import pop3_state
 from services.errors import ValidationFailed
 from services.imap_sync import SyncResult
@@ -163,8 +164,8 @@ class _Pop3Syncer:
                 new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
             self.result.new += len(saved) - len(refreshed)
             self.result.updated += len(refreshed)
-            await repo.replace_attachments(
-                s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
+            await messages_repo.replace_attachments(
+                s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
             )
 
     async def _headers_only(self, number: int) -> bytes | None:

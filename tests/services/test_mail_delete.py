@@ -65,10 +65,9 @@ async def test_soft_delete_moves_to_trash_with_one_command_per_folder(
     targets = inbox + junk
     ids = [r.id for r in targets]
 
-    async with db.transaction() as s:
-        count = await delete_messages(
-            s, settings, tenant_id=account.tenant_id, message_ids=ids, permanent=False, nylas=None
-        )
+    count = await delete_messages(
+        db, settings, tenant_id=account.tenant_id, message_ids=ids, permanent=False, nylas=None
+    )
 
     assert count == 5 and await _deleted_rows(db, ids) == 5
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {r.imap_uid for r in inbox}
@@ -85,15 +84,14 @@ async def test_permanent_delete_expunges_and_leaves_no_copy(
     account, rows = await _synced(db, settings, dovecot, mailbox_user)
     targets = [r for r in rows if r.labels == ["INBOX"]][5:9]
 
-    async with db.transaction() as s:
-        count = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in targets],
-            permanent=True,
-            nylas=None,
-        )
+    count = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in targets],
+        permanent=True,
+        nylas=None,
+    )
 
     assert count == 4
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {6, 7, 8, 9}
@@ -110,15 +108,14 @@ async def test_messages_of_another_tenant_are_refused_before_the_server_is_touch
     intruder = await create_nylas_account(db)
 
     with pytest.raises(PermissionDenied):
-        async with db.transaction() as s:
-            await delete_messages(
-                s,
-                settings,
-                tenant_id=intruder.tenant_id,
-                message_ids=[rows[0].id],
-                permanent=True,
-                nylas=None,
-            )
+        await delete_messages(
+            db,
+            settings,
+            tenant_id=intruder.tenant_id,
+            message_ids=[rows[0].id],
+            permanent=True,
+            nylas=None,
+        )
 
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13))
     assert await _deleted_rows(db, [rows[0].id]) == 0
@@ -146,14 +143,14 @@ async def test_nylas_messages_are_destroyed_through_the_api(
                 await s.execute(sa.select(Message.id).where(Message.account_id == account.id))
             ).scalars()
         )
-        count = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=ids,
-            permanent=False,
-            nylas=gateway,
-        )
+    count = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=ids,
+        permanent=False,
+        nylas=gateway,
+    )
 
     assert count == 2
     assert len(fake_nylas.requests_to(r"/messages/msg-\d")) == 2

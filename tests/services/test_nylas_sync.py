@@ -39,10 +39,9 @@ async def _account(db, account_id: uuid.UUID) -> Account:
 
 
 async def _sync(db, account: Account, gateway: NylasGateway, *, full: bool, progress=None):
-    async with db.transaction() as s:
-        return await sync_nylas_account(
-            s, account=account, nylas=gateway, full=full, progress=progress
-        )
+    return await sync_nylas_account(
+        db, account=account, nylas=gateway, full=full, progress=progress
+    )
 
 
 async def test_full_sync_pages_through_every_message(db, fake_nylas, gateway) -> None:
@@ -135,20 +134,19 @@ async def test_reconcile_goes_on_when_one_account_fails(db, fake_nylas, gateway)
 async def _send(db, settings, account, gateway, event_id) -> Any:
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        return await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            nylas=gateway,
-            request=SendRequest(
-                to=[{"email": "bob@example.org", "name": "Bob"}],
-                bcc=["hidden@example.net"],
-                subject="Via Nylas",
-                body_html="<p>Hi</p>",
-            ),
-        )
+    return await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        nylas=gateway,
+        request=SendRequest(
+            to=[{"email": "bob@example.org", "name": "Bob"}],
+            bcc=["hidden@example.net"],
+            subject="Via Nylas",
+            body_html="<p>Hi</p>",
+        ),
+    )
 
 
 async def test_nylas_send_carries_the_idempotency_key_and_sends_once(

@@ -213,24 +213,22 @@ async def test_permanent_delete_removes_from_the_maildrop_soft_delete_only_hides
     rows = sorted(await _rows(db, account), key=lambda r: r.provider_id)
     hard, soft = rows[:2], rows[2:4]
 
-    async with db.transaction() as s:
-        n_hard = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in hard],
-            permanent=True,
-            nylas=None,
-        )
-    async with db.transaction() as s:
-        n_soft = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in soft],
-            permanent=False,
-            nylas=None,
-        )
+    n_hard = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in hard],
+        permanent=True,
+        nylas=None,
+    )
+    n_soft = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in soft],
+        permanent=False,
+        nylas=None,
+    )
 
     assert (n_hard, n_soft) == (2, 2)
     on_server = await _server_uidls(dovecot, mailbox_user)
@@ -301,11 +299,10 @@ async def test_a_pop3_message_cannot_be_moved_to_another_folder(
     [row] = await _rows(db, account)
     junk = Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk", role="junk")
 
-    async with db.transaction() as s:
-        with pytest.raises(ValidationFailed, match="one folder, INBOX"):
-            await move_message(
-                s, settings=settings, nylas=None, account=account, message=row, target=junk
-            )
+    with pytest.raises(ValidationFailed, match="one folder, INBOX"):
+        await move_message(
+            db, settings=settings, nylas=None, account=account, message=row, target=junk
+        )
     assert await _server_uidls(dovecot, mailbox_user) == [row.provider_id]
 
 

@@ -38,15 +38,14 @@ async def _send(db: Any, settings: Any, account: Any) -> Any:
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        return await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(to=["bob@example.org"], subject="Relay", body_text="Via relay."),
-            nylas=None,
-        )
+    return await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(to=["bob@example.org"], subject="Relay", body_text="Via relay."),
+        nylas=None,
+    )
 
 
 async def test_an_account_without_smtp_credentials_sends_through_a_relay_without_auth(

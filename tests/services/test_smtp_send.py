@@ -44,15 +44,14 @@ async def _send(db, settings, account, *, event_id=None, **overrides: Any):
         event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        outcome = await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(**{**REQUEST, **overrides}),
-            nylas=None,
-        )
+    outcome = await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(**{**REQUEST, **overrides}),
+        nylas=None,
+    )
     return event_id, outcome
 
 

@@ -379,11 +379,9 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
     gateway = NylasGateway(
         api_key=settings.nylas_api_key.get_secret_value(), api_uri=settings.nylas_api_uri, timeout=5
     )
-    async with db.transaction() as s:
-        await sync_nylas_account(s, account=account, nylas=gateway, full=True)
+    await sync_nylas_account(db, account=account, nylas=gateway, full=True)
     # Again: upserts keep every message in the same thread.
-    async with db.transaction() as s:
-        await sync_nylas_account(s, account=account, nylas=gateway, full=True)
+    await sync_nylas_account(db, account=account, nylas=gateway, full=True)
 
     threads = await _threads(client, caller, account_id=str(account.id))
     assert [(t["subject"], t["message_count"], t["unread_count"]) for t in threads] == [
@@ -423,20 +421,19 @@ async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_se
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(
-                to=[{"email": "ann@example.org"}],
-                subject="Re: question",
-                body_text="answer",
-                reply_to_message_id=str(parent["id"]),
-            ),
-            nylas=None,
-        )
+    await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(
+            to=[{"email": "ann@example.org"}],
+            subject="Re: question",
+            body_text="answer",
+            reply_to_message_id=str(parent["id"]),
+        ),
+        nylas=None,
+    )
     async with db.sessionmaker() as s:
         rows = (
             await s.execute(sa.select(Message).where(Message.account_id == account.id))

@@ -9,7 +9,7 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import classify as classify_repo
+from database.repositories import messages as messages_repo
 from database.repositories import rules as rules_repo
 from services import mail_accounts, rules
 from services.classify.service import classify_message
@@ -67,7 +67,7 @@ async def _rules(
     rt = runtime()
     if step == "apply_rules" and kwargs.get("message_id"):
         result = await rules.apply_rules(
-            session,
+            rt.db,
             settings=rt.settings,
             nylas=rt.nylas,
             tenant_id=tenant,
@@ -82,7 +82,7 @@ async def _rules(
         applied = 0
         for message_id in previous.get("message_ids", []):
             result = await rules.apply_rules(
-                session,
+                rt.db,
                 settings=rt.settings,
                 nylas=rt.nylas,
                 tenant_id=tenant,
@@ -97,20 +97,24 @@ async def _rules(
         )
     if step != "move_spam_to_junk":
         raise ValidationFailed(f"Unknown step {step!r}.")
-    account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
-    )
-    junk = await classify_repo.folder_by_role(
-        session, tenant_id=tenant, account_id=account.id, role="junk"
-    )
-    if junk is None:
-        raise ValidationFailed("The account has no Junk folder to move spam to.")
+    # Rules moves talk to the mail server: the step reads in a short transaction of its own
+    # and `session` (the engine's, which records the step) stays unused until they are done.
+    async with rt.db.transaction() as s:
+        account = await mail_accounts.account_for_tenant(
+            s, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
+        )
+        junk = await messages_repo.folder_by_role(
+            s, tenant_id=tenant, account_id=account.id, role="junk"
+        )
+        if junk is None:
+            raise ValidationFailed("The account has no Junk folder to move spam to.")
+        spam = await rules_repo.spam_messages_outside(
+            s, tenant_id=tenant, account_id=account.id, folder_id=junk.id
+        )
     moved = 0
-    for message_id in await rules_repo.spam_messages_outside(
-        session, tenant_id=tenant, account_id=account.id, folder_id=junk.id
-    ):
+    for message_id in spam:
         result = await rules.apply_rules(
-            session,
+            rt.db,
             settings=rt.settings,
             nylas=rt.nylas,
             tenant_id=tenant,

@@ -8,7 +8,7 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from services.nylas_events import Outcome, process_notification
+from services.nylas_events import Outcome, fetch_truncated, process_notification
 from worker.app import celery_app
 from worker.runtime import runtime
 from worker.tasks.base import run_event_task
@@ -20,7 +20,13 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
     chains: list[dict[str, Any]] = []
 
     async def work(session: AsyncSession, event: Event) -> Outcome:
-        outcome = await process_notification(session, event=event, nylas=runtime().nylas)
+        rt = runtime()
+        # A truncated message is fetched from Nylas before `session` is first used, so no
+        # transaction is open while Nylas answers; everything else commits with the event.
+        fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)
+        outcome = await process_notification(
+            session, event=event, nylas_configured=rt.nylas is not None, fetched=fetched
+        )
         # A new message gets classify -> apply_rules, committed with it. Not an update: a user
         # who moved a message out of Junk must not see a rule move it straight back.
         new = outcome.message_ids if outcome.result.get("action") == "created" else []

@@ -14,6 +14,7 @@ from services.imap_sync import Budget, SyncResult, run_sync
 from services.mail_accounts import account_for_tenant
 from services.mail_delete import delete_messages
 from services.nylas_events import Outcome
+from services.nylas_sync import sync_nylas_account
 from services.pop3_sync import run_pop3_sync
 from worker.app import celery_app
 from worker.execution import CONTINUED
@@ -38,7 +39,11 @@ def sync_account(
     async def work(session: AsyncSession, event: Event) -> Outcome:
         rt = runtime()
         # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
-        account = await account_for_tenant(session, tenant_id=tenant, account_id=account_uuid)
+        # Read in a transaction of its own that commits before any mail server is talked to:
+        # `session` (the engine's, which finishes the event) is first used only after the
+        # conversation, so no connection sits idle in transaction while the server answers.
+        async with rt.db.transaction() as s:
+            account = await account_for_tenant(s, tenant_id=tenant, account_id=account_uuid)
         # An IMAP sync runs in bounded parts; `before` is where the earlier parts stopped.
         before = earlier_parts(event)
         synced_before = int(before.get("synced", 0))
@@ -57,7 +62,9 @@ def sync_account(
                 )
 
         if account.provider == Provider.nylas:
-            result = await _nylas_sync(session, account=account, full=full, progress=progress)
+            result = await sync_nylas_account(
+                rt.db, account=account, nylas=rt.nylas, full=full, progress=progress
+            )
         elif account.provider == Provider.pop3:
             result = (
                 await run_pop3_sync(
@@ -144,17 +151,6 @@ def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], 
     return state, result
 
 
-async def _nylas_sync(
-    session: AsyncSession, *, account: Any, full: bool, progress: Any
-) -> dict[str, Any]:
-    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync)."""
-    from services.nylas_sync import sync_nylas_account
-
-    return await sync_nylas_account(
-        session, account=account, nylas=runtime().nylas, full=full, progress=progress
-    )
-
-
 @celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
 def delete(
     self: Task,
@@ -168,8 +164,10 @@ def delete(
 
     async def work(session: AsyncSession, event: Event) -> Outcome:
         rt = runtime()
+        # The service owns its short transactions around each server conversation; the
+        # engine's `session` is left for the event's final state only.
         count = await delete_messages(
-            session,
+            rt.db,
             rt.settings,
             tenant_id=tenant,
             message_ids=[uuid.UUID(m) for m in message_ids],

@@ -47,15 +47,18 @@ def send(
     async def work(session: AsyncSession, event: Event) -> Outcome:
         rt = runtime()
         tenant = uuid.UUID(tenant_id)
-        # Tenant-scoped load first: an account of another tenant is never touched.
-        account = await accounts_repo.get_for_tenant(session, tenant, uuid.UUID(account_id))
-        if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
-            raise PermissionDenied("The account does not belong to this tenant.")
-        request = await load_request(session, tenant_id=tenant, event_id=event.id)
+        # Read in a transaction of its own, committed before any server is talked to; the
+        # engine's `session` (which finishes the event) is not used before the send is over,
+        # so it holds no connection during the SMTP conversation (docs/sending.md).
+        async with rt.db.transaction() as s:
+            # Tenant-scoped load first: an account of another tenant is never touched.
+            account = await accounts_repo.get_for_tenant(s, tenant, uuid.UUID(account_id))
+            if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
+                raise PermissionDenied("The account does not belong to this tenant.")
+            request = await load_request(s, tenant_id=tenant, event_id=event.id)
         try:
             return await send_message(
-                session,
-                db=rt.db,
+                rt.db,
                 settings=rt.settings,
                 account=account,
                 event=event,
