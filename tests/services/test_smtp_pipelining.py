@@ -198,15 +198,14 @@ async def _service_send(db, settings, account, event_id) -> Any:
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
         assert event is not None
-        return await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(**REQUEST),
-            nylas=None,
-        )
+    return await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(**REQUEST),
+        nylas=None,
+    )
 
 
 async def _row(db) -> OutboundMessage:
