@@ -84,6 +84,18 @@ TASK_FAILURES = Counter(
 TASK_DURATION = Histogram(
     "postroom_task_duration_seconds", "Task run time, by task.", ["task"], buckets=_TASK_BUCKETS
 )
+EVENTS_COALESCED = Counter(
+    "postroom_events_coalesced",
+    "message.updated notifications ended `coalesced` into another event's work.",
+)
+# Publish to start: seconds under normal load, minutes in a storm or behind a backlog.
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+TASK_WAIT = Histogram(
+    "postroom_task_wait_seconds",
+    "Time from publish to the start of a task run, by latency class (short, bulk, periodic).",
+    ["class"],
+    buckets=_WAIT_BUCKETS,
+)
 IMAP_PROBLEMS = Counter(
     "postroom_imap_message_problems",
     "IMAP messages stored incomplete so the folder's sync could move on, by reason.",

@@ -13,6 +13,7 @@ from database.models import Account, AccountStatus, Event, Provider
 from database.repositories import accounts as accounts_repo
 from database.repositories import messages as messages_repo
 from database.repositories import threads as threads_repo
+from services.coalesce import Notification
 from services.errors import ValidationFailed
 from services.html_text import html_to_text
 from services.webhooks import base_type, type_suffixes
@@ -201,9 +202,12 @@ async def _upsert_message(
 
 
 async def process_notification(
-    session: AsyncSession, *, event: Event, nylas: MessageFetcher | None
+    session: AsyncSession, *, event: Event | Notification, nylas: MessageFetcher | None
 ) -> Outcome:
-    """Route one stored notification by its base type and apply it."""
+    """Route one stored notification by its base type and apply it.
+
+    `event` may be a coalesced group's newest Notification (services/coalesce.py).
+    """
     body = event.payload
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     assert isinstance(data, dict)

@@ -8,6 +8,7 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
+from services import coalesce, metrics
 from services.nylas_events import Outcome, process_notification
 from worker.app import celery_app
 from worker.runtime import runtime
@@ -20,7 +21,20 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
     chains: list[dict[str, Any]] = []
 
     async def work(session: AsyncSession, event: Event) -> Outcome:
-        outcome = await process_notification(session, event=event, nylas=runtime().nylas)
+        # Waiting message.updated siblings: apply the newest state once, for all of them.
+        group = await coalesce.take_group(session, event)
+        applied = group.applied
+        try:
+            outcome = await process_notification(session, event=applied, nylas=runtime().nylas)
+        finally:  # the tenant is known even when the work fails (its dead letter is theirs)
+            event.tenant_id = applied.tenant_id or event.tenant_id
+            event.account_id = applied.account_id or event.account_id
+        await coalesce.finish_group(
+            session, group, event=event, tenant_id=outcome.tenant_id, account_id=outcome.account_id
+        )
+        outcome.result = coalesce.annotate(outcome.result, group)
+        if group.coalesced:
+            metrics.EVENTS_COALESCED.inc(len(group.coalesced))
         # A new message gets classify -> apply_rules, committed with it. Not an update: a user
         # who moved a message out of Junk must not see a rule move it straight back.
         new = outcome.message_ids if outcome.result.get("action") == "created" else []
