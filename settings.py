@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     nylas_budget_wait_s: float = 5.0
     # /metrics and /health/detailed serve figures at most this old (one refresh per process).
     metrics_cache_s: float = 5.0
+    # Tenants named in the per-tenant queue gauges (the deepest ones); the rest are 'other'.
+    metrics_top_tenants: int = 10
     ops_token: SecretStr | None = None
     # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
     webhook_max_age_s: int = 3 * 24 * 3600

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from services import metrics
 from services.errors import ProviderTemporaryError
 
 log = structlog.get_logger(__name__)
@@ -151,7 +152,9 @@ class NylasBudget:
         """Nylas answered 429: every worker holds off `grant` (None: the application)."""
         hold_s = min(max(seconds if seconds and seconds > 0 else DEFAULT_HOLD_S, 0.0), MAX_HOLD_S)
         key = self._keys(grant)[1]
-        log.warning("nylas_rate_limited", scope="grant" if grant else "application", hold_s=hold_s)
+        scope = "grant" if grant else "application"
+        log.warning("nylas_rate_limited", scope=scope, hold_s=hold_s)
+        metrics.NYLAS_HOLDS.labels(scope=scope).inc()
         try:
             await self._hold(keys=[key], args=[hold_s])
         except (RedisError, OSError, TimeoutError) as exc:
