@@ -12,6 +12,8 @@ budgets or from neither. A call that would wait longer than `POSTROOM_NYLAS_BUDG
 raises NylasHeldOff, which the worker turns into a retry at that time without spending one of
 the task's attempts (worker.execution). Redis being away does not stop Nylas work: the call
 goes out unbudgeted (logged), as the other budgets do.
+
+The API's own calls (the grant check when an account is added) spend from the same budgets.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from services import metrics
 from services.errors import ProviderTemporaryError
+from settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +107,24 @@ def _interval_us(rate: float) -> int:
 
 
 class NylasBudget:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NylasBudget:
+        """The shared budgets, on a Redis client of its own (made on first use, in the
+        event loop of the process that calls)."""
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        return cls(
+            client,
+            Rates(
+                app_per_s=settings.nylas_app_rate_per_s,
+                app_burst=settings.nylas_app_burst,
+                grant_per_s=settings.nylas_grant_rate_per_s,
+                grant_burst=settings.nylas_grant_burst,
+                max_wait_s=settings.nylas_budget_wait_s,
+            ),
+        )
+
     def __init__(self, redis: Any, rates: Rates) -> None:
         self.redis = redis
         self.rates = rates

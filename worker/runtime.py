@@ -11,13 +11,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
-from services.nylas_budget import NylasBudget, Rates
+from services.nylas_budget import NylasBudget
 from settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -37,29 +36,12 @@ class Runtime:
                 api_key=self.settings.nylas_api_key.get_secret_value(),
                 api_uri=self.settings.nylas_api_uri,
                 timeout=self.settings.nylas_timeout_s,
-                budget=nylas_budget(self.settings),
+                budget=NylasBudget.from_settings(self.settings),
             )
         return self._nylas
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
-
-
-def nylas_budget(settings: Settings) -> NylasBudget:
-    """The shared Nylas budgets, on a Redis client of this process's loop."""
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-    )
-    return NylasBudget(
-        client,
-        Rates(
-            app_per_s=settings.nylas_app_rate_per_s,
-            app_burst=settings.nylas_app_burst,
-            grant_per_s=settings.nylas_grant_rate_per_s,
-            grant_burst=settings.nylas_grant_burst,
-            max_wait_s=settings.nylas_budget_wait_s,
-        ),
-    )
 
 
 _runtime: Runtime | None = None
