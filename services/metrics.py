@@ -325,7 +325,8 @@ async def snapshot(
                 snap.dead_letters = await stats.dead_letter_counts(
                     session, timeout_ms=int(timeout_s * 1000)
                 )
-                rows = await stats.waiting_work(session, timeout_ms=int(timeout_s * 1000))
+                # Same transaction: the statement timeout set above still holds.
+                rows = await stats.waiting_work(session, timeout_ms=None)
                 snap.waiting = top_tenants(rows, top=top)
 
         await asyncio.wait_for(counts(), timeout_s)
