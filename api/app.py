@@ -31,6 +31,7 @@ from api.routes import threads as thread_routes
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
+from services.nylas_budget import NylasBudget
 from settings import Settings, get_settings
 from worker.dispatch import AsyncPublisher
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 api_key=settings.nylas_api_key.get_secret_value(),
                 api_uri=settings.nylas_api_uri,
                 timeout=settings.nylas_timeout_s,
+                budget=NylasBudget.from_settings(settings),
             )
             if settings.nylas_api_key is not None
             else None
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.publisher.close()
             await app.state.redis.aclose()
+            if app.state.nylas is not None and app.state.nylas.budget is not None:
+                await app.state.nylas.budget.redis.aclose()
             await app.state.db.dispose()
 
     configure_logging(level=settings.log_level, json=settings.log_json)

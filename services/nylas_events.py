@@ -14,6 +14,7 @@ from database.models import Account, AccountStatus, Event, Provider
 from database.repositories import accounts as accounts_repo
 from database.repositories import messages as messages_repo
 from database.repositories import threads as threads_repo
+from services.coalesce import Notification
 from services.errors import ProviderTemporaryError, ValidationFailed
 from services.html_text import html_to_text
 from services.webhooks import base_type, type_suffixes
@@ -201,14 +202,14 @@ async def _upsert_message(
     )
 
 
-def _truncated(event: Event, obj: dict[str, Any] | None) -> bool:
+def _truncated(event: Event | Notification, obj: dict[str, Any] | None) -> bool:
     """A message notification without its body: the message must be fetched from Nylas."""
     return obj is not None and (
         "truncated" in type_suffixes(event.type) or not isinstance(obj.get("body"), str)
     )
 
 
-def _parts(event: Event) -> tuple[str | None, dict[str, Any] | None]:
+def _parts(event: Event | Notification) -> tuple[str | None, dict[str, Any] | None]:
     """(the grant id, data.object) of a stored notification."""
     body = event.payload
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
@@ -218,7 +219,7 @@ def _parts(event: Event) -> tuple[str | None, dict[str, Any] | None]:
 
 
 async def fetch_truncated(
-    db: Database, *, event: Event, nylas: MessageFetcher | None
+    db: Database, *, event: Event | Notification, nylas: MessageFetcher | None
 ) -> dict[str, Any] | None:
     """The whole Message a truncated `message.*` notification left out, else None.
 
@@ -246,7 +247,7 @@ async def fetch_truncated(
 async def process_notification(
     session: AsyncSession,
     *,
-    event: Event,
+    event: Event | Notification,
     nylas_configured: bool,
     fetched: dict[str, Any] | None = None,
 ) -> Outcome:

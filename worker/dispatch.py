@@ -236,7 +236,11 @@ def publish(
             task_id=task_id,
             queue=queue,
             priority=route.priority,
-            headers={"request_id": request_id} if request_id else None,
+            # published_at: the wait metric (worker.observability.observe_wait).
+            headers={
+                "published_at": time.time(),
+                **({"request_id": request_id} if request_id else {}),
+            },
             retry=False,
         )
     except Exception as exc:  # the broker is down or slow: the outbox will deliver later
@@ -325,6 +329,7 @@ class AsyncPublisher:
         )
         if request_id:
             headers["request_id"] = request_id
+        headers["published_at"] = time.time()  # the wait metric (worker.observability)
         properties.update(
             {
                 "delivery_mode": 2,

@@ -22,6 +22,7 @@ from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from services.errors import PermissionDenied, PostroomError
 from services.imap_slots import AccountBusy
+from services.nylas_budget import NylasHeldOff
 from services.nylas_events import Outcome
 from worker import policy
 from worker.lease import kept_claim
@@ -240,11 +241,14 @@ async def _fail(
     exc: BaseException,
 ) -> Decision:
     message = shown_message(exc)
-    if isinstance(exc, AccountBusy):
-        # Every connection of the account stayed in use while this run waited: try again
-        # shortly, and not as an attempt (the retry budget is for failures).
+    if isinstance(exc, (AccountBusy, NylasHeldOff)):
+        # Every connection of the account stayed in use while this run waited, or Nylas's
+        # budget for it has no room before a 429's Retry-After: try again then, and not as an
+        # attempt (the retry budget is for failures).
         countdown = slot_wait_s()
-        log.info("imap_slot_busy", countdown=countdown)
+        if isinstance(exc, NylasHeldOff) and exc.retry_after is not None:
+            countdown = round(exc.retry_after + random.uniform(0.0, 1.0), 3)
+        log.info("provider_budget_wait", kind=type(exc).__name__, countdown=countdown)
         async with rt.db.transaction() as session:
             await events_repo.finish(
                 session,

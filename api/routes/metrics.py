@@ -27,6 +27,7 @@ def gauges(request: Request, timeout_s: float = 1.0) -> metrics.Cached[metrics.S
                 queues=QUEUES,
                 priority_steps=PRIORITY_STEPS,
                 timeout_s=timeout_s,
+                top=state.settings.metrics_top_tenants,
             )
 
         cache = state.gauges = metrics.Cached(load, max_age_s=state.settings.metrics_cache_s)

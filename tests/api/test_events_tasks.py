@@ -103,7 +103,10 @@ async def test_events_list_filter_paginate_and_get(client, db) -> None:
         "finished_at",
         # Added with scheduled sends (API.md "Additions"): the time, or null.
         "send_at",
+        # Added with coalescing (issue 12): the event that did a coalesced one's work, or null.
+        "coalesced_into",
     }
+    assert event["coalesced_into"] is None
     assert event["last_error"] == "boom" and event["attempts"] == 3 and event["source"] == "api"
     got = await client.get(f"/v1/events/{jobs[1]['event_id']}", headers=caller.headers)
     assert got.status_code == 200 and got.json()["task_ids"] == [jobs[1]["task_id"]]

@@ -117,8 +117,9 @@ async def test_parallel_scrapes_share_one_refresh_and_leave_the_pool_free(
     )
     assert {r.json()["events"]["succeeded"] for r in detailed_answers} == {20_000}
     assert ready_codes == [200] * 5
-    # One refresh for all forty: one count of events, one of dead letters, one worker ping.
-    assert log.touching("event") == 1
+    # One refresh for all forty: events counted by status and the waiting ones by tenant and
+    # task (the per-tenant queue gauges), one count of dead letters, one worker ping.
+    assert log.touching("event") == 2
     assert log.touching("dead_letter") == 1
     assert app.state.gauges.loads == 1
     assert app.state.detailed_checks.loads == 1
@@ -144,7 +145,9 @@ async def test_scrape_cost_does_not_grow_with_the_number_of_rows(
         text = (await c.get("/metrics")).text
     assert sample(text, "postroom_events", status="succeeded") == 20_000
     assert small == large
-    assert large <= 4  # two SET LOCAL statement_timeout + two counts, for twenty scrapes
+    # Two SET LOCAL statement_timeout + events by status, dead letters and waiting work by
+    # tenant, for twenty scrapes.
+    assert large <= 5
 
 
 async def test_gauges_are_at_most_metrics_cache_s_old(ops_client: OpsFactory, db: Any) -> None:

@@ -149,6 +149,9 @@ async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
         == 1
     )
     assert sample(text, "postroom_task_duration_seconds_count", task="postroom.events.process") == 1
+    # Publish-to-start waits of the webhook's task and its classify chain, all short work.
+    assert sample(text, "postroom_task_wait_seconds_count", **{"class": "short"}) >= 1
+    assert sample(text, "postroom_task_wait_seconds_count", **{"class": "bulk"}) == 0
     assert sample(text, "postroom_events", status="succeeded") == 1
 
     logs = stack.api.log() + worker.log()

@@ -8,6 +8,7 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
+from services import coalesce, metrics
 from services.nylas_events import Outcome, fetch_truncated, process_notification
 from worker.app import celery_app
 from worker.runtime import runtime
@@ -24,9 +25,27 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         # A truncated message is fetched from Nylas before `session` is first used, so no
         # transaction is open while Nylas answers; everything else commits with the event.
         fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)
-        outcome = await process_notification(
-            session, event=event, nylas_configured=rt.nylas is not None, fetched=fetched
+        # Waiting message.updated siblings: apply the newest state once, for all of them.
+        group = await coalesce.take_group(session, event)
+        applied = group.applied
+        if fetched is None and applied.id != event.id:
+            # Rare: a newer sibling left its body out where this one did not. Fetched by the
+            # message's id, Nylas answers its current state, newer than every sibling; this one
+            # fetch runs inside the transaction that holds the siblings.
+            fetched = await fetch_truncated(rt.db, event=applied, nylas=rt.nylas)
+        try:
+            outcome = await process_notification(
+                session, event=applied, nylas_configured=rt.nylas is not None, fetched=fetched
+            )
+        finally:  # the tenant is known even when the work fails (its dead letter is theirs)
+            event.tenant_id = applied.tenant_id or event.tenant_id
+            event.account_id = applied.account_id or event.account_id
+        await coalesce.finish_group(
+            session, group, event=event, tenant_id=outcome.tenant_id, account_id=outcome.account_id
         )
+        outcome.result = coalesce.annotate(outcome.result, group)
+        if group.coalesced:
+            metrics.EVENTS_COALESCED.inc(len(group.coalesced))
         # A new message gets classify -> apply_rules, committed with it. Not an update: a user
         # who moved a message out of Junk must not see a rule move it straight back.
         new = outcome.message_ids if outcome.result.get("action") == "created" else []
