@@ -23,9 +23,10 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.classify_data import headerless, quality
 from scripts.corpus_fetch import HELD_OUT, TRAIN, folder_paths
+from scripts.eval_generalize import HEADER, generalization_rows, per_message_ms, row
 from services.classify import features, mail
-from scripts.eval_generalize import HEADER, generalization_rows, per_message_ms
 from services.classify.model import default_model
 
 SA_CHECK = r"""
@@ -92,7 +93,40 @@ def run_postroom(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float]]:
     return np.array(scores), (time.perf_counter() - started, time.process_time() - cpu)
 
 
-def run_spamassassin(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float]]:
+def _sa_check(paths: list[Path], env: dict[str, str]) -> tuple[np.ndarray, tuple[float, float]]:
+    done = subprocess.run(
+        ["taskset", "-c", "0", "perl", "-e", SA_CHECK],
+        input="\n".join(str(p) for p in paths) + "\n",
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    by_file = dict(line.split("\t") for line in done.stdout.splitlines())
+    timings = dict(
+        line.split("\t") for line in done.stderr.splitlines() if line.startswith(("elapsed", "cpu"))
+    )
+    seconds = (float(timings["elapsed"]), float(timings["cpu"]))
+    return np.array([float(by_file[str(p)]) for p in paths]), seconds
+
+
+def write_headerless(paths: list[Path], target: Path) -> list[Path]:
+    """Each mail as Subject + visible body only (what the headerless checks score), for SA."""
+    target.mkdir(parents=True)
+    out = []
+    for i, path in enumerate(paths):
+        bare = headerless(mail.from_raw(path.read_bytes()))
+        subject = " ".join(bare.subject.split())
+        text = f"Subject: {subject}\nContent-Type: text/plain; charset=utf-8\n\n{bare.text}\n"
+        out.append(target / f"{i:05d}.eml")
+        out[-1].write_bytes(text.encode("utf-8", errors="replace"))
+    return out
+
+
+def run_spamassassin(
+    paths: list[Path],
+) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    """SpamAssassin's scores and time on the mails, and its scores on their headerless views."""
     home = Path(tempfile.mkdtemp(prefix="sa-eval-"))
     env = {**os.environ, "HOME": str(home)}
     try:
@@ -116,22 +150,11 @@ def run_spamassassin(paths: list[Path]) -> tuple[np.ndarray, tuple[float, float]
             check=True,
             capture_output=True,
         )
-        done = subprocess.run(
-            ["taskset", "-c", "0", "perl", "-e", SA_CHECK],
-            input="\n".join(str(p) for p in paths) + "\n",
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        scores, seconds = _sa_check(paths, env)
+        bare_scores, _ = _sa_check(write_headerless(paths, home / "headerless"), env)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    by_file = dict(line.split("\t") for line in done.stdout.splitlines())
-    timings = dict(
-        line.split("\t") for line in done.stderr.splitlines() if line.startswith(("elapsed", "cpu"))
-    )
-    seconds = (float(timings["elapsed"]), float(timings["cpu"]))
-    return np.array([float(by_file[str(p)]) for p in paths]), seconds
+    return scores, seconds, bare_scores
 
 
 def generalization(paths: list[Path], y: np.ndarray, *, views: bool = True) -> None:
@@ -164,7 +187,7 @@ def main() -> None:
     if shutil.which("spamassassin") is None or shutil.which("sa-learn") is None:
         sys.exit("SpamAssassin is needed for the comparison: apt-get install spamassassin.")
     ours, our_s = run_postroom(paths)
-    theirs, their_s = run_spamassassin(paths)
+    theirs, their_s, their_bare = run_spamassassin(paths)
     rows = {
         "postroom": figures(y, ours, default_model().threshold, our_s),
         "SpamAssassin 4 (local rules + Bayes)": figures(y, theirs, 5.0, their_s),
@@ -183,6 +206,9 @@ def main() -> None:
     wall = ours["msgs_per_s"] / theirs["msgs_per_s"]
     cpu = ours["msgs_per_cpu_s"] / theirs["msgs_per_cpu_s"]
     print(f"\nspeed ratio postroom / SpamAssassin: {wall:.1f}x wall, {cpu:.1f}x CPU")
+    sa_bare = quality(y, their_bare, 5.0)
+    print(f"\nSpamAssassin on the headerless held-out: {row('SpamAssassin 4', sa_bare)}")
+    generalization(paths, y)
 
 
 if __name__ == "__main__":

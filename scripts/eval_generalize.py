@@ -86,7 +86,10 @@ def generalization_rows(
     rows.append(row("held-out, headerless", quality(held_y, scores, shipped.threshold)))
     taught, rest_y = taught_scores(shipped, bare, held_y)
     rows.append(
-        row(f"held-out, headerless, after {N_TAUGHT} labels", quality(rest_y, taught, shipped.threshold))
+        row(
+            f"held-out, headerless, after {N_TAUGHT} labels",
+            quality(rest_y, taught, shipped.threshold),
+        )
     )
 
     train_docs, train_y = load_folders(UNSEEN_TRAIN)
@@ -105,6 +108,4 @@ def generalization_rows(
     return rows
 
 
-HEADER = (
-    "| check | accuracy | AUC | spam recall @1% FPR | @0.1% FPR |\n|---|---|---|---|---|"
-)
+HEADER = "| check | accuracy | AUC | spam recall @1% FPR | @0.1% FPR |\n|---|---|---|---|---|"

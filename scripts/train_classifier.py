@@ -85,7 +85,10 @@ def train_model(
     for cand in (c,) if c is not None else C_GRID:
         cv = np.zeros(2 * n)
         for train_idx, test_idx in folds:
-            tr, te = np.concatenate([train_idx, train_idx + n]), np.concatenate([test_idx, test_idx + n])
+            tr, te = (
+                np.concatenate([train_idx, train_idx + n]),
+                np.concatenate([test_idx, test_idx + n]),
+            )
             cv[te] = fit(x[tr], yy[tr], cand).decision_function(x[te])
         cv += priors
         whole, bare = recall_at_fpr(y, cv[:n], 0.01), recall_at_fpr(y, cv[n:], 0.01)
@@ -130,7 +133,9 @@ def _train_whole(docs: list[mail.MailDoc], y: np.ndarray, c: float | None) -> Sp
     assert best is not None
     _, chosen, cv = best
     candidates = np.unique(cv)
-    threshold_logit = float(candidates[int(np.argmax([((cv >= t) == y).mean() for t in candidates]))])
+    threshold_logit = float(
+        candidates[int(np.argmax([((cv >= t) == y).mean() for t in candidates]))]
+    )
     model = fit(x, y, chosen)
     return SpamModel(
         weights=model.coef_[0].astype(np.float32),
