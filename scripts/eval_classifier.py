@@ -162,8 +162,8 @@ def generalization(paths: list[Path], y: np.ndarray, *, views: bool = True) -> N
     raws = [p.read_bytes() for p in paths]
     mean, median, p99 = per_message_ms(model, raws)
     print(
-        f"\none verdict from raw bytes, CPU time on one core: mean {mean:.2f} ms, median {median:.2f} ms, "
-        f"p99 {p99:.2f} ms"
+        f"\none verdict from raw bytes, CPU time on one core: mean {mean:.2f} ms, "
+        f"median {median:.2f} ms, p99 {p99:.2f} ms"
     )
     print("\nGeneralization (scripts/eval_generalize.py):\n")
     print(HEADER)
