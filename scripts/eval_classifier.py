@@ -4,6 +4,9 @@ Both are scored on easy-ham-2 + spam-2 only. SpamAssassin (Debian package) runs 
 tests only (no network), its Bayes trained by `sa-learn` on the same training folders in a
 throw-away home dir, auto-learning off so it cannot learn from the held-out mails. Both run
 single-process pinned to one core; messages/s covers parsing and scoring of the raw mail.
+SpamAssassin also scores the held-out mails headerless (Subject + visible body), and then
+scripts/eval_generalize.py runs the headerless, unseen-source and 500-label tenant checks.
+`--no-spamassassin` prints postroom's figures and those checks only (no SpamAssassin needed).
 """
 
 from __future__ import annotations
