@@ -109,7 +109,7 @@ bench: migrate ## throughput and latency figures, side by side with a floor
 train: install ## fit the spam model on the corpus TRAINING folders -> services/classify/spam_model.npz
 	$(PY) scripts/train_classifier.py
 
-eval: install ## classifier vs SpamAssassin on the HELD-OUT corpus folders, in the same run
+eval: install ## classifier vs SpamAssassin on the HELD-OUT folders (whole + headerless), then generalization checks
 	$(PY) scripts/eval_classifier.py
 
 up: ## the whole stack in Docker (needs a Docker engine)
