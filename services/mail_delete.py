@@ -4,6 +4,11 @@ IMAP: one command per folder with a UID set. Not permanent: UID MOVE to the Tras
 (COPY + \\Deleted + UID EXPUNGE without MOVE); permanent, or already in Trash: \\Deleted +
 UID EXPUNGE. Nylas: messages.destroy per message (Nylas has no batch delete). POP3 has no
 Trash: not permanent only hides the message here; permanent is DELE (services.pop3_delete).
+
+A mass delete runs in bounded parts (`delete_part` with a `Budget`): every part checks that
+all the ids are the tenant's, then deletes the next slice of them in chunks until the budget
+is spent. The next part goes on from the offset this one reached; a chunk done again after a
+crash is harmless (gone UIDs, a 404 at Nylas and unlisted UIDLs are all skipped).
 """
 
 from __future__ import annotations
@@ -24,14 +29,61 @@ from services.errors import PermissionDenied, ProviderNotFound, ValidationFailed
 from services.imap import ImapClient, ImapConfig
 from services.imap_protocol import uid_set
 from services.imap_slots import imap_slot
+from services.imap_sync import Budget
 from services.mail_accounts import account_for_tenant, imap_config, pop3_config
 from services.pop3 import Pop3Config
 from services.pop3_delete import delete_pop3
 from settings import Settings
 
+# The ids one chunk deletes (one UID command per folder, or this many Nylas calls) before the
+# budget is looked at again.
+CHUNK = 250
+
 
 class MessageDestroyer(Protocol):
     async def destroy_message(self, grant_id: str, message_id: str) -> None: ...
+
+
+async def delete_part(
+    db: Database,
+    settings: Settings,
+    *,
+    tenant_id: uuid.UUID,
+    message_ids: list[uuid.UUID],
+    permanent: bool,
+    nylas: MessageDestroyer | None,
+    budget: Budget,
+    start: int = 0,
+) -> tuple[int, int]:
+    """(rows marked deleted, the offset in the de-duplicated ids where the next part starts).
+
+    The offset is their count when the delete is over. Any id that is not the tenant's
+    refuses the whole delete, in every part, before a server is touched.
+    """
+    wanted = list(dict.fromkeys(message_ids))
+    async with db.transaction() as session:
+        await _check_tenant(session, tenant_id, wanted)
+    deleted, offset = 0, start
+    while offset < len(wanted):
+        chunk = wanted[offset : offset + min(CHUNK, max(budget.messages, 1))]
+        deleted += await delete_messages(
+            db,
+            settings,
+            tenant_id=tenant_id,
+            message_ids=chunk,
+            permanent=permanent,
+            nylas=nylas,
+        )
+        offset += len(chunk)
+        if budget.spent(offset - start):
+            break
+    return deleted, offset
+
+
+async def _check_tenant(session: AsyncSession, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    found = await messages_repo.count_for_tenant(session, tenant_id=tenant_id, message_ids=ids)
+    if found != len(ids):
+        raise PermissionDenied("Some messages do not belong to this tenant.")
 
 
 @dataclass

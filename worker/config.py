@@ -123,7 +123,7 @@ ROUTES: dict[str, TaskRoute] = {
         # bounded (POSTROOM_BULK_PART_S), so an incremental one waits a part at most.
         TaskRoute("postroom.mail.sync_account", Queue.bulk, Importance.high, 5),
         TaskRoute("postroom.mail.send", Queue.short, Importance.send, 3),
-        # A delete of more than POSTROOM_BULK_DELETE_MIN messages goes to bulk (route_queue).
+        # A delete of more than BULK_DELETE_MIN messages goes to bulk (route_queue), in parts.
         TaskRoute("postroom.mail.delete", Queue.short, Importance.delete, 5),
         TaskRoute("postroom.mail.classify", Queue.short, Importance.low, 3),
         TaskRoute("postroom.mail.apply_rules", Queue.short, Importance.low, 3),

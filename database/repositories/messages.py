@@ -170,6 +170,16 @@ async def get_many_for_tenant(
     return list((await session.execute(stmt)).scalars())
 
 
+async def count_for_tenant(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> int:
+    """How many of these ids are the tenant's messages (no rows loaded)."""
+    if not message_ids:
+        return 0
+    stmt = sa.select(sa.func.count()).where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    return int((await session.execute(stmt)).scalar_one())
+
+
 async def mark_many_deleted(
     session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
 ) -> int:
