@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event, Message
-from tests.conftest import ENV, notification, sign, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import ENV, notification, sign, wait_for
 from tests.peers import Process, RedisServer, free_port, uvicorn_api, wait_port
 
 

@@ -21,13 +21,10 @@ import sqlalchemy as sa
 from database.models import Account, Credential, Event, EventSource, EventStatus, Provider
 from database.repositories import push_leases
 from services.crypto import encrypt_json
-from tests import imap_support
 from tests.api.keys import Caller, make_caller
-from tests.conftest import ENV, wait_for
+from tests.helpers import ENV, wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.peers import Process
-
-dovecot = imap_support.dovecot
 
 # Short intervals so every mechanism runs within a test; the policy is the one production uses.
 PUSH_ENV = {

@@ -15,7 +15,6 @@ from aiosmtpd.controller import Controller
 
 from database.models import Account, Credential
 from services.crypto import decrypt_json
-from tests import imap_support
 from tests.api.keys import make_caller
 from tests.banner_server import BANNER, assert_no_peer_words, banner_server
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
@@ -24,8 +23,6 @@ from tests.smtp_fixtures import PASSWORD as SMTP_PASSWORD
 from tests.smtp_fixtures import USERNAME as SMTP_USERNAME
 from tests.smtp_fixtures import Handler, _authenticator
 
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 banner_server = banner_server
 SMTP_BANNER = "smtp-ident-4b2d91"
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from database.models import Credential
 from services.crypto import decrypt_json
 from tests.api.keys import imap_account
-from tests.conftest import ENV
+from tests.helpers import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTROOM = str(ROOT / ".venv" / "bin" / "postroom")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from database.models import DeadLetter
-from tests.conftest import notification, post_webhook
+from tests.helpers import notification, post_webhook
 from tests.peers import RedisServer, free_port
 from worker.config import Queue, all_queues, lane_names
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from database.models import Event
 from settings import WEBHOOK_CLOCK_SKEW_S, Settings
-from tests.conftest import notification, post_webhook
+from tests.helpers import notification, post_webhook
 
 DAY = 86400
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from database.models import Event
-from tests.conftest import notification, post_webhook, wait_for
+from tests.helpers import notification, post_webhook, wait_for
 
 
 async def event_rows(db) -> list[Event]:
@@ -106,7 +106,7 @@ async def test_forged_or_missing_signature_is_401_and_stores_nothing(client, db,
 async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     body = json.dumps(payload, indent=2).encode()
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     r = await client.post(
         "/webhooks/nylas",
@@ -119,7 +119,7 @@ async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
 
 async def test_uppercase_hex_signature_is_accepted(client, db) -> None:
     payload = json.dumps(notification("message.created", {"id": "m1"})).encode()
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     r = await post_webhook(client, payload, signature=sign(payload).upper())
     assert r.status_code == 200
@@ -182,7 +182,7 @@ async def test_gzip_body_is_verified_over_compressed_bytes(client, db) -> None:
 async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db) -> None:
     import gzip as gz
 
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     raw = json.dumps(notification("message.created", {"id": "m1"})).encode()
     r = await client.post(

@@ -14,8 +14,8 @@ from database.repositories import dead_letters as dl_repo
 from database.repositories import events as events_repo
 from services import dead_letters as dlq
 from services.errors import BadRequest, Conflict, NotFound
-from tests.conftest import ENV
 from tests.factories import create_tenant
+from tests.helpers import ENV
 from tests.peers import ROOT, VENV_BIN
 from worker import dispatch
 from worker.app import make_celery

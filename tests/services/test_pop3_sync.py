@@ -16,12 +16,8 @@ from services.mail_accounts import pop3_config
 from services.mail_delete import delete_messages
 from services.pop3 import Pop3Client, Pop3Config, unstuff
 from services.pop3_sync import sync_maildrop
-from tests import imap_support
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
 from tests.imap_support import create_imap_account, create_pop3_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def _corpus(count: int) -> list[bytes]:

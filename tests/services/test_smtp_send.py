@@ -4,7 +4,6 @@ each server received are parsed and checked, and the ledger decides what is sent
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,12 +14,7 @@ from database.repositories import events as events_repo
 from services.errors import BadCredentials, ValidationFailed
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpRejected, SmtpTemporaryError
-from tests import smtp_fixtures
-from tests.imap_fixtures import Dovecot
 from tests.smtp_fixtures import create_send_event, create_smtp_account
-
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 
 REQUEST = dict(
     to=[{"email": "bob@example.org", "name": "Bøb Öster"}],
@@ -30,13 +24,6 @@ REQUEST = dict(
     body_text="Hello Bob,\nthe numbers are in.",
     body_html="<p>Hello Bob,</p><p>the numbers are <b>in</b>.</p>",
 )
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot(users=("sender@example.com",)).start()
-    yield server
-    server.stop()
 
 
 async def _send(db, settings, account, *, event_id=None, **overrides: Any):
@@ -243,15 +230,16 @@ async def test_uploaded_attachment_is_sent(db, settings, smtp_server) -> None:
     assert att.get_filename() == "report.pdf" and att.get_content() == b"%PDF\x00\x01"
 
 
-async def test_copy_is_appended_to_the_imap_sent_folder(db, settings, smtp_server, dovecot) -> None:
+async def test_copy_is_appended_to_the_imap_sent_folder(
+    db, settings, smtp_server, dovecot, mailbox_user
+) -> None:
     peer = smtp_server()
-    dovecot.reset("sender@example.com")
-    imap = dovecot.credentials("sender@example.com")["imap"]
+    imap = dovecot.credentials(mailbox_user)["imap"]
     account = await create_smtp_account(db, settings, smtp=peer.credential(), imap=imap)
     _, outcome = await _send(db, settings, account)
     assert outcome.result["sent_copy"] == "appended"
 
-    conn = dovecot.client("sender@example.com")
+    conn = dovecot.client(mailbox_user)
     try:
         typ, _ = conn.select("Sent", readonly=True)
         assert typ == "OK"

@@ -21,15 +21,11 @@ from database.thread_refs import (
     normalize_ids,
 )
 from services.imap_sync import run_sync
-from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account, create_tenant
 from tests.imap_fixtures import Dovecot, append_many
 from tests.imap_support import create_imap_account
 from tests.smtp_fixtures import create_send_event, create_smtp_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def mail(
@@ -397,9 +393,6 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
 
 
 # -- what we send ------------------------------------------------------------------------------
-
-smtp_server = smtp_fixtures.smtp_server
-certificate = smtp_fixtures.certificate
 
 
 async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_server) -> None:

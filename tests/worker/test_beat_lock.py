@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.peers import VENV_BIN, Process, RedisServer
 
 

@@ -10,14 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import DeadLetter, Event
-from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_tenant
 from tests.imap_support import append_corpus, create_imap_account
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 SEND = dict(to=["bob@example.org"], subject="Cancelled", body_text="Never sent.")
@@ -179,9 +176,6 @@ async def _raw_event(db: Any, tenant_id: uuid.UUID, status: str) -> uuid.UUID:
 
 
 # -- a workflow step claims through worker/workflows.py: the same refusal ----------------------
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def test_cancelled_workflow_sync_stores_nothing(

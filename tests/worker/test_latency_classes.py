@@ -17,16 +17,12 @@ import sqlalchemy as sa
 
 from database.models import Event, EventSource, EventStatus, Folder, Message
 from database.repositories import events as events_repo
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 from database.models import Event, Message
 from tests.api.test_health_metrics import sample
-from tests.conftest import ENV, NYLAS_API_KEY, WEBHOOK_SECRET, notification, sign, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import ENV, NYLAS_API_KEY, WEBHOOK_SECRET, notification, sign, wait_for
 from tests.peers import Process, RedisServer, celery_worker, free_port, uvicorn_api, wait_port
 
 BEARER = "Bearer pr_live_" + "9d1c" * 8

@@ -9,13 +9,9 @@ import sqlalchemy as sa
 
 from database.models import Account, Event, EventSource, EventStatus, Message
 from database.repositories import events as events_repo
-from tests import imap_support
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _queue(

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from tests.conftest import WEBHOOK_SECRET, notification, sign
+from tests.helpers import WEBHOOK_SECRET, notification, sign
 from tests.peers import Process
 from worker.observability import QuietHousekeeping
 

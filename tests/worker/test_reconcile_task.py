@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Message
-from tests.conftest import wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -17,14 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event
-from tests import smtp_fixtures
 from tests.api.keys import make_caller
-from tests.conftest import ENV, wait_for
+from tests.helpers import ENV, wait_for
 from tests.peers import VENV_BIN, Process
 from tests.smtp_fixtures import create_smtp_account
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 

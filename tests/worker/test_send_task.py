@@ -9,12 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import DeadLetter, Event, OutboundMessage, SendDraft
-from tests import smtp_fixtures
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 SEND = dict(

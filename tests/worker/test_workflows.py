@@ -12,11 +12,10 @@ import sqlalchemy as sa
 
 from database.models import Account, DeadLetter, Event, Folder, Message, Rule, Tenant
 from services import dead_letters
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from tests.imap_support import append_corpus, create_imap_account
 from worker import dispatch
 from worker.app import make_celery
@@ -161,8 +160,6 @@ async def test_a_step_failing_for_good_dead_letters_it_and_replay_resumes_from_t
 
 # -- workflows started through the API, on a real IMAP mailbox ------------------------------
 
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 PHISH_RAW = (
     b"From: PayPal Security <security@paypa1-alerts.com>\r\nTo: you@example.com\r\n"
