@@ -183,16 +183,20 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def unserved_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client whose jobs go to a broker (another Redis database) that no worker reads:
-    its events keep the states the test writes, whether or not the session's worker runs."""
+    """An API client on a private Redis that no worker reads: its events keep the states the
+    test writes, whether or not the session's worker runs, and what it publishes stays
+    countable in the queues."""
     from api.app import create_app
 
-    unserved = settings.model_copy(update={"redis_url": _redis.url.rsplit("/", 1)[0] + "/1"})
-    application = create_app(unserved)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as c:
-            yield c
+    redis = RedisServer().start()
+    application = create_app(settings.model_copy(update={"redis_url": redis.url}))
+    try:
+        async with application.router.lifespan_context(application):
+            transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as c:
+                yield c
+    finally:
+        redis.stop()
 
 
 _session_workers: list[Workers] = []

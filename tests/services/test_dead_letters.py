@@ -189,7 +189,8 @@ def postroom(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     )
 
 
-async def test_cli_list_show_replay_all_and_purge(db: Any) -> None:
+async def test_cli_list_show_replay_all_and_purge(empty_database: None, db: Any) -> None:
+    # The operator's CLI lists and purges the letters of every tenant (and tenant-less ones).
     tenant = await create_tenant(db)
     sends = [await make_dead(db, tenant, task_name="postroom.mail.send") for _ in range(3)]
     delete_dl, delete_event = await make_dead(db, None, task_name="postroom.mail.delete")

@@ -94,7 +94,8 @@ async def test_sync_stores_every_message_once_and_the_second_sync_retrieves_noth
     assert {tuple(r.labels) for r in rows} == {("INBOX",)}
     assert all(r.unread and not r.starred and r.deleted_at is None for r in rows)
     async with db.transaction() as s:
-        folders = list((await s.execute(sa.select(Folder))).scalars())
+        mine = sa.select(Folder).where(Folder.account_id == account.id)
+        folders = list((await s.execute(mine)).scalars())
     assert [(f.name, f.role) for f in folders] == [("INBOX", "inbox")]
     assert {r.folder_id for r in rows} == {folders[0].id}
 

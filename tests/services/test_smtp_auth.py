@@ -68,7 +68,8 @@ async def test_credentials_and_a_server_without_auth_fail_for_good_and_send_noth
     assert not info.value.transient  # permanent: the retry policy dead-letters it at once
     assert relay.received == [] and relay.handler.data_calls == 0
     async with db.sessionmaker() as s:
-        [row] = (await s.execute(sa.select(OutboundMessage))).scalars()
+        mine = sa.select(OutboundMessage).where(OutboundMessage.account_id == account.id)
+        [row] = (await s.execute(mine)).scalars()
     assert row.status == "pending"  # nothing was handed over
 
 

@@ -43,9 +43,10 @@ async def _send(db, settings, account, *, event_id=None, **overrides: Any):
     return event_id, outcome
 
 
-async def _ledger(db) -> list[OutboundMessage]:
+async def _ledger(db, account) -> list[OutboundMessage]:
+    query = sa.select(OutboundMessage).where(OutboundMessage.tenant_id == account.tenant_id)
     async with db.transaction() as s:
-        return list((await s.execute(sa.select(OutboundMessage))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
 
     assert outcome.result["status"] == "success"
     assert outcome.result["recipients_sent"] == len(got.rcpt_tos) == 3
-    [row] = await _ledger(db)
+    [row] = await _ledger(db, account)
     assert sorted(row.recipients) == sorted(got.rcpt_tos)
     assert row.status == "sent" and row.server_reply.startswith("250")
     async with db.transaction() as s:
@@ -114,7 +115,7 @@ async def test_5xx_is_permanent_with_the_server_answer(db, settings, smtp_server
     # The tenant sees the codes; the server's own words stay in the ledger for operators.
     assert "554 5.7.1" in info.value.message
     assert "policy violation" not in info.value.message
-    [row] = await _ledger(db)
+    [row] = await _ledger(db, account)
     assert row.status == "failed"
     assert row.server_reply == "554 5.7.1 Message rejected: policy violation"
 
@@ -128,7 +129,7 @@ async def test_4xx_leaves_the_message_pending_and_the_retry_sends_it(
     with pytest.raises(SmtpTemporaryError) as info:
         await _send(db, settings, account, event_id=event_id)
     assert info.value.transient and "451" in info.value.message
-    assert (await _ledger(db))[0].status == "pending"
+    assert (await _ledger(db, account))[0].status == "pending"
     _, outcome = await _send(db, settings, account, event_id=event_id)
     assert outcome.result["status"] == "success"
     assert len(peer.received) == 1 and peer.handler.data_calls == 2
@@ -141,7 +142,7 @@ async def test_lost_answer_after_data_is_never_sent_again(db, settings, smtp_ser
     with pytest.raises(DeliveryUnknown) as info:
         await _send(db, settings, account, event_id=event_id)
     assert not info.value.transient
-    assert (await _ledger(db))[0].status == "sending"
+    assert (await _ledger(db, account))[0].status == "sending"
     with pytest.raises(DeliveryUnknown):
         await _send(db, settings, account, event_id=event_id)
     assert len(peer.received) == 1
@@ -153,7 +154,7 @@ async def test_no_answer_after_data_times_out_as_unknown(db, settings, smtp_serv
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     with pytest.raises(DeliveryUnknown):
         await _send(db, settings, account, event_id=event_id)
-    assert (await _ledger(db))[0].status == "sending"
+    assert (await _ledger(db, account))[0].status == "sending"
     assert len(peer.received) == 1
 
 
@@ -171,7 +172,7 @@ async def test_header_injection_is_refused_before_anything_is_sent(
     account = await create_smtp_account(db, settings, smtp=peer.credential())
     with pytest.raises(ValidationFailed):
         await _send(db, settings, account, **{field_: value})
-    assert peer.received == [] and await _ledger(db) == []
+    assert peer.received == [] and await _ledger(db, account) == []
 
 
 async def test_reply_threads_and_other_tenants_message_is_refused(

@@ -35,9 +35,10 @@ async def _event(db: Any, event_id: uuid.UUID) -> Event:
     return event
 
 
-async def _dead_letters(db: Any) -> list[DeadLetter]:
+async def _dead_letters(db: Any, event_id: Any) -> list[DeadLetter]:
+    query = sa.select(DeadLetter).where(DeadLetter.event_id == event_id)
     async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(DeadLetter))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 def _publish(celery_app: Any, event: Event, task_id: str) -> Any:
@@ -81,7 +82,7 @@ async def test_cancelled_send_never_reaches_the_server(
     assert peer.received == []
     event = await _event(db, event_id)
     assert event.status == "cancelled" and event.attempts == 0
-    assert await _dead_letters(db) == []
+    assert await _dead_letters(db, event_id) == []
 
     task = await client.get(f"/v1/tasks/{task_id}", headers=caller.headers)
     assert task.status_code == 200
@@ -231,4 +232,4 @@ async def test_cancelled_workflow_sync_stores_nothing(
     assert stored == 0
     event = await _event(db, event_id)
     assert event.status == "cancelled" and event.attempts == 0 and event.steps == []
-    assert await _dead_letters(db) == []
+    assert await _dead_letters(db, event_id) == []

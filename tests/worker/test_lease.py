@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def test_a_task_longer_than_its_lease_is_not_taken_over(
-    client, db, fake_nylas, settings
+    empty_database, client, db, fake_nylas, settings
 ) -> None:
+    # The sweeper below takes due events of every tenant: only this test's may exist.
     assert settings.claim_lease_s == 2
     # Slower than two leases, quicker than the Nylas client's timeout.
     delay = settings.nylas_timeout_s - 0.5
@@ -57,7 +58,10 @@ async def test_a_task_longer_than_its_lease_is_not_taken_over(
     assert event.publish_count == 1
 
 
-async def test_a_claim_nobody_renews_becomes_due_after_the_lease(db, settings) -> None:
+async def test_a_claim_nobody_renews_becomes_due_after_the_lease(
+    empty_database, db, settings
+) -> None:
+    # The sweeper takes due events of every tenant: only this test's may exist.
     event_id = uuid.uuid4()
     async with db.transaction() as s:
         await events_repo.insert_once(

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def test_beat_reconcile_backfills_messages_no_webhook_announced(
-    db: Any, settings: Any, fake_nylas: Any
+    empty_database: None, db: Any, settings: Any, fake_nylas: Any
 ) -> None:
+    # Reconcile walks every tenant's Nylas accounts: this test's must be the only one.
     from worker.app import make_celery
     from worker.config import ROUTES, lane_names
 
