@@ -76,10 +76,13 @@ async def test_a_claim_nobody_renews_becomes_due_after_the_lease(
             stale_after_s=30,
         )
         await events_repo.claim(s, event_id=event_id, task_id="t", lease_s=1)
-    await asyncio.sleep(1.2)
-    async with db.transaction() as s:
-        due = await events_repo.take_due(s, limit=50, stale_after_s=30)
-    assert [e.id for e in due] == [event_id]
+
+    async def due() -> list[Event]:
+        async with db.transaction() as s:
+            return await events_repo.take_due(s, limit=50, stale_after_s=30)
+
+    taken = await wait_for(due, timeout=10, interval=0.05, message="the lease to run out")
+    assert [e.id for e in taken] == [event_id]
     async with db.sessionmaker() as s:
         status = (await s.execute(sa.select(Event.status).where(Event.id == event_id))).scalar()
     assert status == "queued"
