@@ -166,6 +166,16 @@ async def empty_database(database_name: str, worker_idle: None) -> None:
 
 
 @pytest.fixture
+async def started_at(db: Any) -> Any:
+    """The database's clock as the test starts: rows without a tenant (webhooks for grants
+    nobody owns) that a test stored are the ones received since."""
+    import sqlalchemy as sa
+
+    async with db.sessionmaker() as s:
+        return (await s.execute(sa.select(sa.func.now()))).scalar_one()
+
+
+@pytest.fixture
 async def app(settings: Any) -> AsyncIterator[Any]:
     from api.app import create_app
 

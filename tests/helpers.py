@@ -64,6 +64,18 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
 
 
+async def tenantless_events(db: Any, since: Any) -> list[Any]:
+    """Events without a tenant received since `since` (the `started_at` fixture), oldest first:
+    what this test's webhooks stored, told apart from other tests' by time."""
+    import sqlalchemy as sa
+
+    from database.models import Event
+
+    query = sa.select(Event).where(Event.tenant_id.is_(None), Event.received_at >= since)
+    async with db.sessionmaker() as s:
+        return list((await s.execute(query.order_by(Event.received_at))).scalars())
+
+
 def notification(
     type_: str,
     obj: dict[str, Any] | None = None,

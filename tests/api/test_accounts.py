@@ -175,7 +175,12 @@ async def test_secrets_never_reach_logs_answers_or_events(client, db, capfd) -> 
         assert secret not in text
     async with db.sessionmaker() as s:
         dumped = (
-            await s.execute(sa.text("SELECT payload::text || task_kwargs::text FROM event"))
+            await s.execute(
+                sa.text(
+                    "SELECT payload::text || task_kwargs::text FROM event WHERE tenant_id = :t"
+                ),
+                {"t": caller.tenant_id},
+            )
         ).scalar_one()
     assert secret not in dumped
 

@@ -160,8 +160,12 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
     stored = json.dumps(kw) + json.dumps(event.payload)
     assert "pw-never-in-events" not in stored and "bo@example.com" not in stored
     async with db.sessionmaker() as s:
-        [upload] = (await s.execute(sa.select(OutboundAttachment))).scalars()
-        [draft] = (await s.execute(sa.select(SendDraft))).scalars()
+        uploads = sa.select(OutboundAttachment).where(
+            OutboundAttachment.tenant_id == caller.tenant_id
+        )
+        [upload] = (await s.execute(uploads)).scalars()
+        drafts = sa.select(SendDraft).where(SendDraft.tenant_id == caller.tenant_id)
+        [draft] = (await s.execute(drafts)).scalars()
     assert draft.event_id == event.id and draft.tenant_id == caller.tenant_id
     assert draft.to_addrs == [{"email": "bo@example.com", "name": "Bo"}] and draft.text == "Hello"
     assert draft.subject == "Hi" and draft.cc_addrs == [] and draft.bcc_addrs == []

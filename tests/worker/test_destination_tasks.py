@@ -23,7 +23,7 @@ async def _send_and_finish(db: Any, publisher: Any, account: Any) -> tuple[Event
     event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
     await _publish(db, publisher, event_id, task_id)
     event = await _finished(db, event_id)
-    [dead] = [d for d in await _dead_letters(db) if d.event_id == event_id]
+    [dead] = await _dead_letters(db, event_id)
     return event, dead
 
 

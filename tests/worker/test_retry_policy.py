@@ -177,7 +177,15 @@ async def test_transient_provider_error_retries_then_succeeds(
     async with db.sessionmaker() as s:
         from sqlalchemy import text
 
-        subjects = (await s.execute(text("SELECT subject FROM message"))).scalars().all()
+        subjects = (
+            (
+                await s.execute(
+                    text("SELECT subject FROM message WHERE account_id = :a"), {"a": account.id}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert subjects == ["after the storm"]
 
 

@@ -258,7 +258,14 @@ async def test_an_update_of_a_known_message_starts_no_second_chain(
     await wait_for(processed, message="the update to be processed")
     async with db.sessionmaker() as s:
         chains = (
-            (await s.execute(sa.select(Event).where(Event.type == "workflow.classify-message")))
+            (
+                await s.execute(
+                    sa.select(Event).where(
+                        Event.tenant_id == account.tenant_id,
+                        Event.type == "workflow.classify-message",
+                    )
+                )
+            )
             .scalars()
             .all()
         )
