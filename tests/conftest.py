@@ -7,9 +7,9 @@ factories in tests/factories.py and tests/api/keys.py name a new one each call),
 every row belongs to a tenant, so a test never sees another's rows and nothing races the
 session's worker, which may still be finishing the previous test's task. Rows without a
 tenant (webhook events and dead letters for grants nobody owns) are told apart by their own
-random grant and notification ids. A test whose subject is the whole table (a sweep over all
-tenants, a count across tenants) asks for `empty_database`, which first waits until the worker
-has nothing queued or in hand."""
+random grant and notification ids, or by time (`started_at`, `helpers.tenantless_events`).
+A test whose subject is the whole table (a sweep over all tenants, a count across tenants)
+asks for `empty_database`, which first waits until the worker has nothing queued or in hand."""
 
 from __future__ import annotations
 
