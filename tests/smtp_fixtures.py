@@ -9,14 +9,12 @@ import ipaddress
 import ssl
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
@@ -197,26 +195,6 @@ def start_smtp(
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     return SmtpPeer(controller, handler, port, security, auth, cert.cert_pem if cert else None)
-
-
-@pytest.fixture(scope="session")
-def certificate() -> Certificate:
-    return make_certificate()
-
-
-@pytest.fixture
-def smtp_server(certificate: Certificate) -> Iterator[Any]:
-    """Start SMTP servers on demand: `smtp_server(mode=..., security=..., auth=...)`."""
-    peers: list[SmtpPeer] = []
-
-    def start(**kwargs: Any) -> SmtpPeer:
-        peer = start_smtp(cert=certificate, **kwargs)
-        peers.append(peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        peer.stop()
 
 
 async def create_smtp_account(

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.peers import VENV_BIN, Process, free_port
 
 API_PORT = 8000  # what the README promises

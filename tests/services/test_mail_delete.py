@@ -11,14 +11,10 @@ from database.models import Message
 from services.errors import PermissionDenied
 from services.imap_sync import run_sync
 from services.mail_delete import delete_messages
-from tests import imap_support
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _synced(db: Any, settings: Any, dovecot: Dovecot, user: str) -> tuple[Any, list[Message]]:

@@ -16,12 +16,8 @@ from services.mail_accounts import pop3_config
 from services.mail_delete import delete_messages
 from services.pop3 import Pop3Client, Pop3Config, unstuff
 from services.pop3_sync import sync_maildrop
-from tests import imap_support
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
 from tests.imap_support import create_imap_account, create_pop3_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def _corpus(count: int) -> list[bytes]:
@@ -98,7 +94,8 @@ async def test_sync_stores_every_message_once_and_the_second_sync_retrieves_noth
     assert {tuple(r.labels) for r in rows} == {("INBOX",)}
     assert all(r.unread and not r.starred and r.deleted_at is None for r in rows)
     async with db.transaction() as s:
-        folders = list((await s.execute(sa.select(Folder))).scalars())
+        mine = sa.select(Folder).where(Folder.account_id == account.id)
+        folders = list((await s.execute(mine)).scalars())
     assert [(f.name, f.role) for f in folders] == [("INBOX", "inbox")]
     assert {r.folder_id for r in rows} == {folders[0].id}
 

@@ -12,9 +12,9 @@ from database.models import Folder, Message, Rule
 from services import rules
 from services.errors import ValidationFailed
 from services.nylas_api import NylasGateway
-from tests.conftest import NYLAS_API_KEY
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import NYLAS_API_KEY
 
 
 def test_validate_refuses_rules_that_cannot_match_or_act() -> None:

@@ -17,16 +17,12 @@ import sqlalchemy as sa
 
 from database.models import Event, EventSource, EventStatus, Folder, Message
 from database.repositories import events as events_repo
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -359,7 +355,12 @@ async def test_a_task_that_waited_in_vain_for_a_connection_retries_without_spend
     # (POSTROOM_IMAP_SLOT_WAIT_S=3 in the session worker).
     async with imap_slot(settings, account.id), imap_slot(settings, account.id):
         delete_id = await queue_delete(db, settings, account, ids)
-        await asyncio.sleep(settings.imap_slot_wait_s + 4)
+
+        async def waited_and_retries() -> bool:
+            event = await event_row(db, delete_id)
+            return any("AccountBusy" in (h.get("error") or "") for h in event.history)
+
+        await wait_for(waited_and_retries, timeout=60, message="the delete to find them taken")
     done = await wait_for(
         lambda: _finished(db, delete_id), timeout=60, message="the delete to finish"
     )
