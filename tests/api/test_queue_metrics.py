@@ -10,8 +10,8 @@ from typing import Any
 
 from services import metrics
 from tests.api.test_health_metrics import idle_client, sample, scrape  # noqa: F401
-from tests.conftest import notification, post_webhook
 from tests.factories import create_nylas_account
+from tests.helpers import notification, post_webhook
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docker" / "grafana" / "postroom.json"
 

@@ -18,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import NYLAS_API_KEY, WEBHOOK_SECRET
 from tests.fakes.nylas_server import FakeNylas, FakeNylasState, _Handler, _Server
 from tests.faults.stack import PG_BIN, PgCluster
+from tests.helpers import NYLAS_API_KEY, WEBHOOK_SECRET
 from tests.multihost.netns import Host, Network, inside
 from tests.peers import VENV_BIN, Process, Workers, migrate
 

@@ -27,8 +27,8 @@ from database.engine import Database
 from database.models import Account, Provider
 from settings import Settings
 from tests.api.keys import Caller, make_caller
-from tests.conftest import notification, sign
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, sign
 from tests.multihost.cluster import Cluster
 from tests.multihost.netns import unavailable
 

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from services.errors import ProviderTemporaryError
 from services.nylas_api import NylasGateway
 from services.nylas_budget import NylasBudget, NylasHeldOff, Rates
-from tests.conftest import NYLAS_API_KEY
 from tests.fakes.nylas_server import make_message
+from tests.helpers import NYLAS_API_KEY
 
 
 @pytest.fixture

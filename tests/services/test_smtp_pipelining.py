@@ -19,13 +19,10 @@ from services.errors import PostroomError
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpConnection, SmtpRejected, SmtpTemporaryError
 from services.smtp_wire import MAX_LINE, Wire, WireError
-from tests import smtp_fixtures
 from tests.hostile.cost import assert_linear
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 from tests.smtp_scripted import DROP, HANG, SECRET, ScriptedSmtp
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 S = SECRET.encode()
 MESSAGE = b"Subject: hi\r\n\r\nline one\r\n.leading dot\r\n"
 ENVELOPE = ["MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>", "RCPT TO:<c@example.org>"]

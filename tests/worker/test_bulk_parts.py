@@ -16,16 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Event, EventStatus, Message
-from tests import imap_support
-from tests.conftest import wait_for
 from tests.factories import create_nylas_account, create_tenant
 from tests.fakes.nylas_server import make_message
+from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import append_corpus, create_imap_account, create_pop3_account
 from tests.worker.test_mail_tasks import _finished, _queue
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -24,17 +24,12 @@ import sqlalchemy as sa
 
 from database.models import Event, EventSource, EventStatus, Folder, Message, Rule
 from database.repositories import events as events_repo
-from tests import imap_support, smtp_fixtures
-from tests.conftest import wait_for
 from tests.fakes.nylas_server import make_message
+from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import append_corpus
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 # Every answer of a slowed server waits this long, so a conversation lasts seconds.
@@ -403,8 +398,8 @@ async def test_nylas_sync_leaves_no_transaction_open_while_nylas_answers(
 async def test_truncated_webhook_leaves_no_transaction_open_while_nylas_answers(
     db: Any, settings: Any, client: Any, fake_nylas: Any
 ) -> None:
-    from tests.conftest import notification, post_webhook
     from tests.factories import create_nylas_account
+    from tests.helpers import notification, post_webhook
 
     account = await create_nylas_account(db)
     grant = str(account.grant_id)

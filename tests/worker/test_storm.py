@@ -14,9 +14,9 @@ import sqlalchemy as sa
 
 from database.models import Event, Message, Tenant
 from tests.api.keys import make_caller
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from worker.config import Queue, lane_names
 
 pytestmark = pytest.mark.usefixtures("worker")
