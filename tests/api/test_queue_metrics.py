@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services import metrics
-from tests.api.test_health_metrics import idle_client, sample, scrape  # noqa: F401
+from tests.api.test_health_metrics import sample, scrape
 from tests.factories import create_nylas_account
 from tests.helpers import notification, post_webhook
 
@@ -62,10 +62,10 @@ def dashboard_queries() -> list[str]:
     return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
 
 
-async def test_every_dashboard_query_reads_metrics_that_exist(idle_client) -> None:  # noqa: F811
+async def test_every_dashboard_query_reads_metrics_that_exist(unserved_client) -> None:
     # One webhook, so the scrape-time gauges have something to show.
-    await post_webhook(idle_client, notification("message.created", {"id": "d1"}))
-    names = exposed_names(await scrape(idle_client))
+    await post_webhook(unserved_client, notification("message.created", {"id": "d1"}))
+    names = exposed_names(await scrape(unserved_client))
     queries = dashboard_queries()
     assert len(queries) >= 10
     used: set[str] = set()
@@ -95,16 +95,18 @@ def test_the_name_check_would_see_a_misspelt_metric() -> None:
     assert query_names('postroom_queue_depth{queue="short.1"}') == {"postroom_queue_depth"}
 
 
-async def test_tenant_depth_and_wait_by_class_at_scrape_time(idle_client, db) -> None:  # noqa: F811
+async def test_tenant_depth_and_wait_by_class_at_scrape_time(
+    unserved_client, db, empty_database
+) -> None:
     a = await create_nylas_account(db)
     b = await create_nylas_account(db)
     posts = [(f"a{i}", a.grant_id) for i in range(3)] + [("b", b.grant_id), ("x", "nobody")]
     for mid, grant in posts:
         r = await post_webhook(
-            idle_client, notification("message.created", {"id": mid, "grant_id": grant})
+            unserved_client, notification("message.created", {"id": mid, "grant_id": grant})
         )
         assert r.status_code == 200, r.text
-    text = await scrape(idle_client)
+    text = await scrape(unserved_client)
     depth = "postroom_tenant_queue_depth"
     assert sample(text, depth, tenant=str(a.tenant_id), **{"class": "short"}) == 3
     assert sample(text, depth, tenant=str(b.tenant_id), **{"class": "short"}) == 1
