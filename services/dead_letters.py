@@ -20,6 +20,7 @@ from database.models import DeadLetter
 from database.repositories import dead_letters as repo
 from database.repositories import events as events_repo
 from services.errors import BadRequest, Conflict, NotFound
+from services.unit_of_work import Job
 
 Publish = Callable[..., bool]
 MAX_LIMIT = 200
@@ -34,6 +35,10 @@ class ReplayJob:
     kwargs: dict[str, Any]
     request_id: str | None = None
     published: bool = False
+
+    @property
+    def job(self) -> Job:
+        return Job(self.task_name, self.event_id, self.task_id, self.kwargs, self.request_id)
 
 
 def public(dl: DeadLetter, *, detail: bool = False) -> dict[str, Any]:
@@ -125,13 +130,7 @@ async def prepare_replay(
 
 def publish_job(publish: Publish, job: ReplayJob) -> ReplayJob:
     """After the commit. A failed publish is fine: the event is queued and the sweeper has it."""
-    job.published = publish(
-        task_name=job.task_name,
-        event_id=job.event_id,
-        task_id=job.task_id,
-        kwargs=job.kwargs,
-        request_id=job.request_id,
-    )
+    job.published = publish(**job.job.fields())
     return job
 
 
