@@ -105,7 +105,8 @@ class Steps:
 
     def part_done(self) -> None:
         """A bounded part of the step ended (worker.execution CONTINUED): not an attempt."""
-        self.current.update(state="running", attempts=int(self.current["attempts"]) - 1)
+        if self.stored:
+            self.current.update(state="running", attempts=int(self.current["attempts"]) - 1)
 
     def ended(
         self, state: str, *, result: dict[str, Any] | None = None, error: str | None = None
