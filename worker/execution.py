@@ -15,8 +15,6 @@ mid-way leaves either nothing or everything. Failures go through `worker.policy`
 from __future__ import annotations
 
 import random
-import re
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,10 +25,11 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
-from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
 from database.repositories import workflows as workflows_repo
-from services.errors import PermissionDenied, PostroomError
+from services import dead_letters
+from services.dead_letters import shown_message
+from services.errors import PermissionDenied
 from services.imap_slots import AccountBusy
 from services.nylas_events import Outcome
 from services.unit_of_work import Job
@@ -73,60 +72,6 @@ class Decision:
     countdown: float | None = None
     error: BaseException | None = None
     publish: Job | None = None  # "next": the next part or step, published after the commit
-
-
-def shown_message(exc: BaseException) -> str:
-    """What people are shown of a failure (events, dead letters, logs).
-
-    Our own exceptions carry sentences written without secrets; anything else may quote its
-    input (a codec error quoting a password character, a driver echoing a DSN), so only its
-    type is shown. The full text stays in the dead letter's traceback, which no API returns.
-    """
-    if isinstance(exc, PostroomError):
-        return exc.message[:2000]
-    return type(exc).__name__
-
-
-_SECRET_KEY = re.compile(r"pass|secret|token|api[-_]?key|authorization|credential", re.I)
-
-
-def scrub(value: Any) -> Any:
-    """Task arguments as they may be shown to people: values under secret-looking keys masked."""
-    if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
-
-
-async def record_dead_letter(
-    session: AsyncSession,
-    *,
-    event: Event,
-    task_name: str,
-    task_id: str,
-    exc: BaseException,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    attempts: int,
-    step: str | None = None,
-) -> None:
-    """The dead letter of a failure, in the caller's transaction (which also marks the event)."""
-    await dead_letters_repo.record(
-        session,
-        tenant_id=event.tenant_id,
-        event_id=event.id,
-        task_name=task_name,
-        task_id=task_id,
-        step=step,
-        args=scrub(args),
-        kwargs=scrub(kwargs),
-        exception_type=type(exc).__name__,
-        exception_message=shown_message(exc),
-        # Full detail for operators: stored, never returned by the API.
-        traceback="".join(traceback.format_exception(exc))[-20000:],
-        attempts=attempts,
-    )
 
 
 def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
@@ -351,7 +296,7 @@ async def _fail(
     log.error("task_dead", error=type(exc).__name__, message=message, attempts=attempts)
     steps.ended("dead", error=error)
     async with rt.db.transaction() as session:
-        await record_dead_letter(
+        await dead_letters.record(
             session,
             event=event,
             task_name=task_name,
