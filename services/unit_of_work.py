@@ -131,5 +131,7 @@ class UnitOfWork:
         jobs, self.jobs = self.jobs, []
         for job in jobs:
             fields = job.fields()
-            fields["request_id"] = fields["request_id"] or self.request_id
+            # The request that queued (or replayed) the job is the one its logs follow.
+            if self.request_id is not None:
+                fields["request_id"] = self.request_id
             self.published.append(await self.publisher.publish(**fields))
