@@ -93,10 +93,12 @@ fuzz: install ## property tests over every parser of outside input, for FUZZ_SEC
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(VENV)/bin/pytest -q tests/fuzz \
 	  -p no:cacheprovider --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
+# The import rules between layers (services -> api, api -> worker.app, cycles): scripts/check_imports.py.
 lint: install
 	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py
 	$(VENV)/bin/ruff format --check api worker database services settings.py
 	$(VENV)/bin/mypy api worker database services settings.py
+	$(PY) scripts/check_imports.py
 
 format: install
 	$(VENV)/bin/ruff format api worker database services tests bench scripts settings.py

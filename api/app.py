@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from worker.app import make_celery
+        from worker.config import make_celery
 
         # No pre-ping on the API's pool: it costs a round trip per request on the ingest path;
         # a connection broken by a database restart fails one request with 503 and is dropped.

@@ -219,22 +219,24 @@ def _waiting_gauges(
 
 
 def top_tenants(
-    rows: Iterable[tuple[str, str, int, float]], *, top: int
+    rows: Iterable[tuple[str, str, int, float]],
+    *,
+    top: int,
+    class_of: Callable[[str], str],
 ) -> dict[tuple[str, str], tuple[int, float]]:
     """Waiting work by (tenant label, class): the `top` tenants by depth keep their id.
 
     Label values are what Prometheus pays for: one series per tenant would grow with the
     customer list. The deepest `top` tenants are the ones an operator looks for; everyone
     else is summed into 'other' (depth added, the oldest wait kept), so the series count is
-    at most (top + 2) x classes whatever the number of tenants.
+    at most (top + 2) x classes whatever the number of tenants. `class_of` names a task's
+    latency class (the worker's routing table, which services do not import).
     """
-    from worker.config import route_queue
-
     per: dict[tuple[str, str], tuple[int, float]] = {}
     totals: dict[str, int] = {}
     for tenant, task, n, age in rows:
         try:
-            cls = route_queue(task, {}).value
+            cls = class_of(task)
         except KeyError:
             cls = "unknown"
         name = tenant or "unknown"
@@ -305,6 +307,7 @@ async def snapshot(
     redis: Any,
     queues: Sequence[str],
     priority_steps: Sequence[int],
+    class_of: Callable[[str], str],
     timeout_s: float = 1.0,
     top: int = 10,
 ) -> Snapshot:
@@ -327,7 +330,7 @@ async def snapshot(
                 )
                 # Same transaction: the statement timeout set above still holds.
                 rows = await stats.waiting_work(session, timeout_ms=None)
-                snap.waiting = top_tenants(rows, top=top)
+                snap.waiting = top_tenants(rows, top=top, class_of=class_of)
 
         await asyncio.wait_for(counts(), timeout_s)
 

@@ -11,7 +11,7 @@ import base64
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from database.engine import Database
 from database.models import Account, Event, OutboundMessage
@@ -21,10 +21,8 @@ from services.compose import Person
 from services.errors import Conflict, PostroomError, ProviderTemporaryError, ValidationFailed
 from services.nylas_api import NylasGateway
 from services.nylas_events import Outcome, store_message
+from services.send_request import Prepared, SendRequest
 from services.smtp import DeliveryUnknown
-
-if TYPE_CHECKING:
-    from services.send import Prepared, SendRequest
 
 # Nylas keeps an Idempotency-Key for 1 hour; leave a margin for clocks and queues.
 IDEMPOTENCY_WINDOW = timedelta(minutes=50)

@@ -28,6 +28,7 @@ from celery.signals import (
     task_retry,
 )
 
+from database.task_names import HOUSEKEEPING_PREFIX
 from services import metrics
 from services.logs import configure_logging
 from settings import get_settings
@@ -43,7 +44,6 @@ CLASSES = frozenset(q.value for q in Queue)
 # per-run lines. Those go to DEBUG: beat's "Sending due task", the worker's "received", a run
 # discarded because it expired in the queue, and "succeeded" when the run reports nothing
 # done. A run that did something, or failed, stays at its level.
-HOUSEKEEPING_PREFIX = "postroom.maintenance."
 _PER_RUN_LOGGERS = (
     "celery.beat",
     "celery.worker.strategy",

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from api.routes.metrics import class_of
 from services import metrics
 from tests.api.test_health_metrics import sample, scrape
 from tests.factories import create_nylas_account
@@ -125,7 +126,7 @@ def test_only_the_deepest_tenants_keep_their_label() -> None:
         ("t29", "postroom.mail.sync_account", 5, 100.0),
         ("", "postroom.events.process", 2, 7.0),
     ]
-    out = metrics.top_tenants(rows, top=3)
+    out = metrics.top_tenants(rows, top=3, class_of=class_of)
     tenants = {t for t, _ in out}
     assert tenants == {"t29", "t28", "t27", "other", "unknown"}
     assert out[("t29", "short")] == (30, 29.0)

@@ -13,12 +13,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from database.models import Event
 from services import dead_letters as dlq
+from services.dead_letters import scrub
 from services.errors import ProviderNotFound, ProviderTemporaryError
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.helpers import notification, post_webhook, wait_for
 from worker import dispatch, policy
-from worker.execution import retries_used, scrub
+from worker.execution import retries_used
 
 pytestmark = pytest.mark.usefixtures("worker")
 

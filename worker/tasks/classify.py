@@ -1,4 +1,4 @@
-"""`postroom.mail.classify` and `postroom.mail.apply_rules`: thin steps of worker.workflows."""
+"""`postroom.mail.classify` and `postroom.mail.apply_rules`: workflow steps (worker.execution)."""
 
 from __future__ import annotations
 
@@ -11,22 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Event
 from database.repositories import messages as messages_repo
 from database.repositories import rules as rules_repo
+from database.task_names import TaskName
 from services import mail_accounts, rules
 from services.classify.service import classify_message
-from services.errors import PermissionDenied, ValidationFailed
+from services.errors import ValidationFailed
 from services.nylas_events import Outcome
 from worker.app import celery_app
+from worker.execution import run_task
 from worker.runtime import runtime
-from worker.workflows import run_step_task
-
-
-def _ids(event: Event, tenant_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
-    """The tenant the task claims, checked against the event it runs for."""
-    kwargs = dict(event.task_kwargs or {})
-    tenant = uuid.UUID(tenant_id)
-    if event.tenant_id is not None and event.tenant_id != tenant:
-        raise PermissionDenied("The task's tenant does not own this event.")
-    return tenant, kwargs
 
 
 async def _classify(
@@ -141,20 +133,22 @@ def _run_step(
     """Both tasks run whichever step the event says is next (classify or a rules step)."""
 
     async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
-        tenant, kwargs = _ids(event, tenant_id)
+        # The engine checked the task's tenant against its event before this runs.
+        tenant, kwargs = uuid.UUID(tenant_id), dict(event.task_kwargs or {})
         if step == "classify":
             return await _classify(session, event, tenant, kwargs)
         return await _rules(session, event, tenant, kwargs, step)
 
-    return run_step_task(
+    return run_task(
         task,
         event_id=event_id,
         work=work,
         kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
+        step=True,
     )
 
 
-@celery_app.task(name="postroom.mail.classify", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.classify.value, bind=True, max_retries=None)
 def classify(
     self: Task,
     tenant_id: str,
@@ -166,7 +160,7 @@ def classify(
     return _run_step(self, tenant_id, user_id, event_id, message_id, extra)
 
 
-@celery_app.task(name="postroom.mail.apply_rules", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.apply_rules.value, bind=True, max_retries=None)
 def apply_rules(
     self: Task,
     tenant_id: str,

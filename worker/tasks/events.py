@@ -8,19 +8,21 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
+from database.task_names import TaskName
 from services import coalesce, metrics
 from services.nylas_events import Outcome, fetch_truncated, process_notification
+from services.unit_of_work import Job
+from services.workflows import start_message_chains
 from worker.app import celery_app
+from worker.execution import publish_all, run_task
 from worker.runtime import runtime
-from worker.tasks.base import run_event_task
-from worker.workflows import publish_all, start_message_chains
 
 
-@celery_app.task(name="postroom.events.process", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.process_event.value, bind=True, max_retries=None)
 def process(self: Task, event_id: str) -> dict[str, Any]:
-    chains: list[dict[str, Any]] = []
+    chains: list[Job] = []
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         # A truncated message is fetched from Nylas before `session` is first used, so no
         # transaction is open while Nylas answers; everything else commits with the event.
@@ -59,6 +61,6 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         )
         return outcome
 
-    result = run_event_task(self, event_id=event_id, work=work)
+    result = run_task(self, event_id=event_id, work=work)
     publish_all(self.app, chains)
     return result

@@ -11,20 +11,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.engine import Database
 from database.models import Event, Provider
 from database.repositories import events as events_repo
+from database.task_names import TaskName
 from services.imap_sync import Budget, SyncResult, run_sync
 from services.mail_accounts import account_for_tenant
 from services.mail_delete import delete_part
 from services.nylas_events import Outcome
 from services.parts import add_counts
 from services.pop3_sync import run_pop3_sync
+from services.unit_of_work import Job
+from services.workflows import start_account_chain
 from worker.app import celery_app
-from worker.execution import CONTINUED
+from worker.execution import CONTINUED, publish_all, run_task
 from worker.runtime import runtime
-from worker.tasks.base import run_event_task
-from worker.workflows import publish_all, run_step_task, start_account_chain
 
 
-@celery_app.task(name="postroom.mail.sync_account", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.sync_account.value, bind=True, max_retries=None)
 def sync_account(
     self: Task,
     event_id: str,
@@ -37,7 +38,7 @@ def sync_account(
 ) -> dict[str, Any]:
     tenant, account_uuid = uuid.UUID(tenant_id), uuid.UUID(account_id)
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
         # Read in a transaction of its own that commits before any mail server is talked to:
@@ -111,10 +112,9 @@ def sync_account(
             )
         return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
 
-    chains: list[dict[str, Any]] = []
-    if workflow:  # the first step of a workflow chain: worker.workflows hands on to the next
-        return run_step_task(self, event_id=event_id, work=lambda s, e, _step: work(s, e))
-    outcome = run_event_task(self, event_id=event_id, work=work)
+    chains: list[Job] = []
+    # The first step of a workflow chain: the engine hands the event on to the next step.
+    outcome = run_task(self, event_id=event_id, work=work, step=bool(workflow))
     publish_all(self.app, chains)
     return outcome
 
@@ -186,7 +186,7 @@ async def _nylas_part(
     return state, {**part, **totals}, resume is not None
 
 
-@celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.delete.value, bind=True, max_retries=None)
 def delete(
     self: Task,
     event_id: str,
@@ -197,7 +197,7 @@ def delete(
 ) -> dict[str, Any]:
     tenant = uuid.UUID(tenant_id)
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         # A bounded part like a sync's: the ids stay in the task message, the progress says
         # how far into them the earlier parts got (services.parts, services.mail_delete).
@@ -229,4 +229,4 @@ def delete(
         result = {"status": "continued" if cut else "success", **totals}
         return Outcome(status=CONTINUED if cut else "succeeded", result=result, tenant_id=tenant)
 
-    return run_event_task(self, event_id=event_id, work=work)
+    return run_task(self, event_id=event_id, work=work)
