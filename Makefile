@@ -7,13 +7,13 @@ export PYTHONPATH := $(CURDIR)
 # API, workers and beat on this host share one prometheus-client multiprocess directory, so the
 # API's GET /metrics sums every process's counters (docs/operations.md).
 METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
-api worker worker-short worker-bulk beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
+api worker worker-short worker-bulk worker-periodic beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 # make dev: the API where the README says (honcho would hand it PORT=5000), and readable log
 # lines for a person at a terminal (JSON stays the default everywhere else).
 dev: export API_PORT ?= $(PORT)
 dev: export POSTROOM_LOG_JSON ?= false
 
-.PHONY: install migrate check-services api worker worker-short worker-bulk beat flower \
+.PHONY: install migrate check-services api worker worker-short worker-bulk worker-periodic beat flower \
 	      dev test test-all fuzz lint format bench up down clean
 
 $(VENV)/.installed: pyproject.toml
@@ -48,18 +48,23 @@ api: install ## serve the API on $PORT (uvloop + httptools, 2 workers)
 # The -Q list of a latency class: its lanes, as worker/config.py names them.
 queues = $$($(PY) -m worker.config $(1))
 
-# Two Celery workers, because Celery cannot reserve slots per queue inside one: short work
-# (webhooks, user jobs, classify, send) never waits for a slot that a sync holds.
-worker: install ## short and bulk workers side by side (docs/operations.md "Worker layout")
-	@$(MAKE) -j2 --no-print-directory SKIP_INSTALL=1 worker-short worker-bulk
+# Three Celery workers, because Celery cannot reserve slots per queue inside one: short work
+# (webhooks, user jobs, classify, send) never waits for a slot that a sync holds, and beat's
+# ticks (the outbox sweeper, which re-publishes a dead worker's claims) never wait behind either.
+worker: install ## short, bulk and periodic workers side by side (docs/operations.md "Worker layout")
+	@$(MAKE) -j3 --no-print-directory SKIP_INSTALL=1 worker-short worker-bulk worker-periodic
 
-worker-short: install ## webhooks, user jobs, classify, rules, send, small deletes, beat's ticks
-	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,short periodic) -l INFO \
+worker-short: install ## webhooks, user jobs, classify, rules, send, small deletes
+	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,short) -l INFO \
 	  -n short@%h --concurrency $${SHORT_CONCURRENCY:-2}
 
 worker-bulk: install ## syncs (in bounded parts), mass deletes, reconcile
 	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,bulk) -l INFO \
 	  -n bulk@%h --concurrency $${BULK_CONCURRENCY:-2}
+
+worker-periodic: install ## beat's ticks: outbox sweeper, periodic sync, cleanup (one slot)
+	$(VENV)/bin/celery -A worker.app worker -Q $(call queues,periodic) -l INFO \
+	  -n periodic@%h --concurrency 1
 
 beat: install ## the scheduler; a second one waits on standby (docs/operations.md)
 	$(VENV)/bin/celery -A worker.app beat -l INFO --schedule $${TMPDIR:-/tmp}/postroom-beat-schedule
@@ -88,10 +93,12 @@ fuzz: install ## property tests over every parser of outside input, for FUZZ_SEC
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(VENV)/bin/pytest -q tests/fuzz \
 	  -p no:cacheprovider --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
+# The import rules between layers (services -> api, api -> worker.app, cycles): scripts/check_imports.py.
 lint: install
 	$(VENV)/bin/ruff check api worker database services tests bench scripts settings.py
 	$(VENV)/bin/ruff format --check api worker database services settings.py
 	$(VENV)/bin/mypy api worker database services settings.py
+	$(PY) scripts/check_imports.py
 
 format: install
 	$(VENV)/bin/ruff format api worker database services tests bench scripts settings.py
@@ -104,7 +111,7 @@ bench: migrate ## throughput and latency figures, side by side with a floor; PNG
 train: install ## fit the spam model on the corpus TRAINING folders -> services/classify/spam_model.npz
 	$(PY) scripts/train_classifier.py
 
-eval: install ## classifier vs SpamAssassin on the HELD-OUT corpus folders, in the same run
+eval: install ## classifier vs SpamAssassin on the HELD-OUT folders (whole + headerless), then generalization checks
 	$(PY) scripts/eval_classifier.py
 
 up: ## the whole stack in Docker (needs a Docker engine)

@@ -94,8 +94,19 @@ class Settings(BaseSettings):
     # and how long a task waits for one before it is retried.
     imap_max_connections: int = 2
     imap_slot_wait_s: float = 20.0
+    # Nylas calls per second (and burst) per application and per grant, across every worker
+    # (services/nylas_budget.py; 0 = no budget). Nylas allows 200/s per grant for email and
+    # providers add their own limits; a 429's Retry-After holds every worker off on top.
+    nylas_app_rate_per_s: float = 100.0
+    nylas_app_burst: int = 100
+    nylas_grant_rate_per_s: float = 10.0
+    nylas_grant_burst: int = 20
+    # A call waits this long for room in-task; longer, and the task is retried at that time.
+    nylas_budget_wait_s: float = 5.0
     # /metrics and /health/detailed serve figures at most this old (one refresh per process).
     metrics_cache_s: float = 5.0
+    # Tenants named in the per-tenant queue gauges (the deepest ones); the rest are 'other'.
+    metrics_top_tenants: int = 10
     ops_token: SecretStr | None = None
     # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
     webhook_max_age_s: int = 3 * 24 * 3600

@@ -32,6 +32,7 @@ from api.webhook_path import WebhookPath
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
+from services.nylas_budget import NylasBudget
 from settings import Settings, get_settings
 from worker.dispatch import AsyncPublisher
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from worker.app import make_celery
+        from worker.config import make_celery
 
         # No pre-ping on the API's pool: it costs a round trip per request on the ingest path;
         # a connection broken by a database restart fails one request with 503 and is dropped.
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 api_key=settings.nylas_api_key.get_secret_value(),
                 api_uri=settings.nylas_api_uri,
                 timeout=settings.nylas_timeout_s,
+                budget=NylasBudget.from_settings(settings),
             )
             if settings.nylas_api_key is not None
             else None
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.publisher.close()
             await app.state.redis.aclose()
+            if app.state.nylas is not None and app.state.nylas.budget is not None:
+                await app.state.nylas.budget.redis.aclose()
             await app.state.db.dispose()
 
     configure_logging(level=settings.log_level, json=settings.log_json)

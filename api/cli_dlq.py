@@ -49,7 +49,7 @@ def _run(body: Callable[[Database], Awaitable[T]]) -> T:
 
 def _publisher() -> dlq.Publish:
     from worker import dispatch
-    from worker.app import make_celery
+    from worker.config import make_celery
 
     return partial(dispatch.publish, make_celery(get_settings(), publisher_only=True))
 

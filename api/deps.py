@@ -1,17 +1,16 @@
-"""FastAPI dependencies: settings, the unit of work (session + jobs to publish after commit)."""
+"""FastAPI dependencies: settings, the database, the publisher and the request's unit of work
+(services.unit_of_work: its session and the jobs to publish after it commits)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
+from services.unit_of_work import UnitOfWork
 from settings import Settings
 from worker.dispatch import AsyncPublisher
 
@@ -33,53 +32,6 @@ async def get_celery(request: Request) -> Celery:
 
 async def get_publisher(request: Request) -> AsyncPublisher:
     return request.app.state.publisher  # type: ignore[no-any-return]
-
-
-@dataclass
-class Job:
-    task_name: str
-    event_id: uuid.UUID
-    task_id: str
-    kwargs: dict[str, Any]
-
-
-@dataclass
-class UnitOfWork:
-    """The request's transaction and the jobs it wants published once that commits.
-
-    The route calls `commit()`: FastAPI runs a dependency's teardown after the response is
-    on its way, so a commit there could fail behind a 200 the client already has.
-    """
-
-    session: AsyncSession
-    publisher: AsyncPublisher
-    request_id: str | None
-    jobs: list[Job] = field(default_factory=list)
-    published: list[bool] = field(default_factory=list)
-
-    def publish_after_commit(
-        self,
-        *,
-        task_name: str,
-        event_id: uuid.UUID,
-        task_id: str,
-        kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        self.jobs.append(Job(task_name, event_id, task_id, kwargs or {}))
-
-    async def commit(self) -> None:
-        await self.session.commit()
-        jobs, self.jobs = self.jobs, []
-        for job in jobs:
-            self.published.append(
-                await self.publisher.publish(
-                    task_name=job.task_name,
-                    event_id=job.event_id,
-                    task_id=job.task_id,
-                    kwargs=job.kwargs,
-                    request_id=self.request_id,
-                )
-            )
 
 
 async def get_uow(

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.ingest import PROCESS_TASK, ingest_nylas
+from services.ingest import ingest_nylas
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -120,14 +120,8 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
             max_age_s=settings.webhook_max_age_s,
             request_id=request_id,
         )
-    if ingested.created and ingested.event_id is not None:
-        await state.publisher.publish(
-            task_name=PROCESS_TASK,
-            event_id=ingested.event_id,
-            task_id=ingested.task_id,
-            request_id=request_id,
-            lane=ingested.lane_key,
-        )
+    if ingested.job is not None:  # committed: the autocommit INSERT has returned
+        await state.publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
     # For the metrics, which count webhooks by type and outcome.
     scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status

@@ -42,13 +42,16 @@ class EventStatus(enum.StrEnum):
     retrying = "retrying"
     succeeded = "succeeded"
     ignored = "ignored"
+    # A message.updated whose newer sibling's work stored its state (services/coalesce.py);
+    # its result names that event (`coalesced_into`).
+    coalesced = "coalesced"
     dead = "dead"
     # Cancelled through the API before a worker took it: its effect never happens.
     cancelled = "cancelled"
 
     @classmethod
     def finished(cls) -> tuple[EventStatus, ...]:
-        return (cls.succeeded, cls.ignored, cls.dead, cls.cancelled)
+        return (cls.succeeded, cls.ignored, cls.coalesced, cls.dead, cls.cancelled)
 
     @classmethod
     def cancellable(cls) -> tuple[EventStatus, ...]:
@@ -311,6 +314,14 @@ class Event(SQLModel, table=True):
         ),
         sa.Index(
             "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
+        ),
+        # Coalescing (services/coalesce.py): the waiting notifications about one message.
+        sa.Index(
+            "ix_event_nylas_object_waiting",
+            sa.text("(payload #>> '{data,object,id}')"),
+            postgresql_where=sa.text(
+                "source = 'nylas' AND status IN ('received', 'queued', 'retrying')"
+            ),
         ),
     )
     id: uuid.UUID = id_field()

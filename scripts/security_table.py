@@ -27,6 +27,8 @@ ANSWERS = {
     "html_style_open": "classified; no hidden-text indicator",
     "text_domain_labels": "classified; no domain in the link text",
     "text_long_word": "classified",
+    "text_punctuation_runs": "classified",
+    "text_url_shapes": "classified; URL-shape tokens for the one link",
     "header_spaces": "stored; the header unfolded and trimmed",
     "header_continuations": "stored; the header unfolded",
     "header_message_id_lt": "stored; `message_id_header` is the value itself",

@@ -165,7 +165,9 @@ async def update_account(
                 f"This {account.provider.upper()} account has no {other.upper()} settings."
             )
         await _check_hosts(settings, servers)
-        stored = await repo.get_credential(session, tenant_id, account_id)
+        stored = await accounts_repo.credential_ciphertext(
+            session, tenant_id=tenant_id, account_id=account_id
+        )
         secrets = decrypt_json(settings, stored) if stored else {}
         secrets.update(servers)
         public = dict(account.settings or {})

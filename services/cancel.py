@@ -8,11 +8,11 @@ import uuid
 import structlog
 from celery import Celery
 
-from api.deps import UnitOfWork
 from database.models import Event
 from database.repositories import event_cancel
 from database.repositories import events as events_repo
 from services.errors import Conflict, NotFound
+from services.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 

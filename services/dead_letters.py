@@ -1,4 +1,5 @@
-"""Dead letters for people: list, show, replay and purge, shared by the API and the CLI.
+"""Dead letters: recorded by the worker's engine; listed, shown, replayed and purged for
+people, shared by the API and the CLI.
 
 `tenant_id=None` means every tenant (the operator's CLI); the API always passes the caller's.
 A replay turns the dead event back into a queued one (its history is kept and gets a
@@ -9,20 +10,79 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from database.engine import Database
-from database.models import DeadLetter
+from database.models import DeadLetter, Event
 from database.repositories import dead_letters as repo
 from database.repositories import events as events_repo
-from services.errors import BadRequest, Conflict, NotFound
+from services.errors import BadRequest, Conflict, NotFound, PostroomError
+from services.unit_of_work import Job
 
 Publish = Callable[..., bool]
 MAX_LIMIT = 200
+
+
+def shown_message(exc: BaseException) -> str:
+    """What people are shown of a failure (events, dead letters, logs).
+
+    Our own exceptions carry sentences written without secrets; anything else may quote its
+    input (a codec error quoting a password character, a driver echoing a DSN), so only its
+    type is shown. The full text stays in the dead letter's traceback, which no API returns.
+    """
+    if isinstance(exc, PostroomError):
+        return exc.message[:2000]
+    return type(exc).__name__
+
+
+_SECRET_KEY = re.compile(r"pass|secret|token|api[-_]?key|authorization|credential", re.I)
+
+
+def scrub(value: Any) -> Any:
+    """Task arguments as they may be shown to people: values under secret-looking keys masked."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    event: Event,
+    task_name: str,
+    task_id: str,
+    exc: BaseException,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    attempts: int,
+    step: str | None = None,
+) -> None:
+    """The dead letter of a failure, in the caller's transaction (which also marks the event)."""
+    await repo.record(
+        session,
+        tenant_id=event.tenant_id,
+        event_id=event.id,
+        task_name=task_name,
+        task_id=task_id,
+        step=step,
+        args=scrub(args),
+        kwargs=scrub(kwargs),
+        exception_type=type(exc).__name__,
+        exception_message=shown_message(exc),
+        # Full detail for operators: stored, never returned by the API.
+        traceback="".join(traceback.format_exception(exc))[-20000:],
+        attempts=attempts,
+    )
 
 
 @dataclass
@@ -34,6 +94,10 @@ class ReplayJob:
     kwargs: dict[str, Any]
     request_id: str | None = None
     published: bool = False
+
+    @property
+    def job(self) -> Job:
+        return Job(self.task_name, self.event_id, self.task_id, self.kwargs, self.request_id)
 
 
 def public(dl: DeadLetter, *, detail: bool = False) -> dict[str, Any]:
@@ -125,13 +189,7 @@ async def prepare_replay(
 
 def publish_job(publish: Publish, job: ReplayJob) -> ReplayJob:
     """After the commit. A failed publish is fine: the event is queued and the sweeper has it."""
-    job.published = publish(
-        task_name=job.task_name,
-        event_id=job.event_id,
-        task_id=job.task_id,
-        kwargs=job.kwargs,
-        request_id=job.request_id,
-    )
+    job.published = publish(**job.job.fields())
     return job
 
 

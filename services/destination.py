@@ -209,17 +209,6 @@ async def resolve(host: str, port: int, *, role: str, allowed: str | None = None
     return check_addresses(host, port, _addresses(infos), allow, role=role)
 
 
-def resolve_sync(host: str, port: int, *, role: str, allowed: str | None = None) -> Destination:
-    """`resolve` for code that already runs in a thread (imaplib)."""
-    allow = _allow_list(allowed)
-    _check_port(port, role)
-    try:
-        infos = socket.getaddrinfo(_normal_name(host), port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise ProviderTemporaryError(f"The {role} host name could not be resolved.") from None
-    return check_addresses(host, port, _addresses(infos), allow, role=role)
-
-
 async def check_configured_host(host: str, port: int, *, role: str, allowed: str) -> None:
     """The check made when an account is created or changed (422 MailHostNotAllowed).
 
@@ -266,7 +255,10 @@ async def connect_socket(dest: Destination, timeout: float) -> socket.socket:  #
     loop = asyncio.get_running_loop()
     last: BaseException = TimeoutError()
     for address in dest.addresses:
-        sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
+        # say so. With Nagle on, a small write waits for the ACK of the previous one, and the
+        # peer's delayed ACK stalled SMTP sessions (bench_smtp).
+        sock = socket.socket(_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (address, dest.port)), timeout)
@@ -309,23 +301,6 @@ def tls_context(*, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def connect_socket_sync(dest: Destination, timeout: float) -> socket.socket:
-    """`connect_socket` for code in a thread: a blocking socket with `timeout` set."""
-    last: BaseException = TimeoutError()
-    for address in dest.addresses:
-        # A socket of our own, not create_connection: nothing between the check and the
-        # connect may look the address up again.
-        sock = socket.socket(_family(address), socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect((address, dest.port))
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last
 
 
 def _family(address: str) -> socket.AddressFamily:

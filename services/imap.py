@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -58,6 +59,16 @@ log = structlog.get_logger(__name__)
 
 
 _ATOM = re.compile(r"[A-Z][A-Z0-9.-]{0,39}")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def internal_date(when: datetime) -> bytes:
+    """RFC 3501 date-time: `"26-Nov-2026 15:04:05 +0000"` (English months whatever the locale)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    offset = when.strftime("%z") or "+0000"
+    text = f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} {when:%H:%M:%S} {offset}"'
+    return text.encode("ascii")
 
 
 def _status_words(rest: bytes) -> str:
@@ -504,11 +515,31 @@ class ImapClient:
             line += prefix + b" {%d+}\r\n" % len(raw) + raw
         await self._run(line, name="APPEND")
 
-    async def _append_one(self, mailbox: str, raw: bytes, flags: str) -> None:
+    async def append_one(
+        self, mailbox: str, raw: bytes, *, flags: str = "", when: datetime | None = None
+    ) -> dict[str, str]:
+        """APPEND one message; the response codes of the server's OK (APPENDUID with UIDPLUS).
+
+        `when` is the INTERNALDATE to give it (the server's clock when None).
+        """
+        date = b" " + internal_date(when) if when is not None else b""
+        if self.has("LITERAL+"):
+            prefix = f" ({flags})".encode() if flags else b""
+            line = b"APPEND " + quote(mailbox) + prefix + date + b" {%d+}\r\n" % len(raw) + raw
+            _, status = await self._run(line, name="APPEND")
+        else:
+            status = await self._append_one(mailbox, raw, flags, date)
+        return response_codes(status)
+
+    async def create(self, mailbox: str) -> None:
+        await self._run(b"CREATE " + quote(mailbox), name="CREATE")
+
+    async def _append_one(self, mailbox: str, raw: bytes, flags: str, date: bytes = b"") -> bytes:
+        """APPEND with a synchronizing literal; the tagged OK line."""
         # A synchronizing literal: wait for the server's "+" before sending the message.
         self._command = "APPEND"
         prefix = f" ({flags})".encode() if flags else b""
-        tag = await self._send(b"APPEND " + quote(mailbox) + prefix + b" {%d}" % len(raw))
+        tag = await self._send(b"APPEND " + quote(mailbox) + prefix + date + b" {%d}" % len(raw))
         resp = await self._read_response()
         if not resp.startswith(b"+"):
             raise ImapCommandError("The IMAP server refused APPEND.")
@@ -520,7 +551,7 @@ class ImapClient:
             if resp.startswith(tag + b" "):
                 if resp[len(tag) + 1 :][:2].upper() != b"OK":
                     raise ImapCommandError("The IMAP server refused APPEND.")
-                return
+                return resp
 
     async def uid_expunge(self, uid_set: str) -> None:
         # Without UIDPLUS only a plain EXPUNGE exists; it also removes other \Deleted messages.

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.engine import Database
 from database.models import Account, Folder
 from database.repositories import imap_state as repo
+from database.repositories import messages as messages_repo
 from services.errors import ProviderTemporaryError, database_gone
 from services.imap import ImapClient, ImapProtocolViolation, MailboxInfo, SelectInfo
 from services.imap_protocol import UidSet, uid_set
@@ -333,8 +334,8 @@ class _Syncer:
             if not inserted:
                 refreshed.append(real_id)
             new_atts.extend({**a, "message_id": real_id} for a in atts)
-        await repo.replace_attachments(
-            s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
+        await messages_repo.replace_attachments(
+            s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
         )
         return len(saved) - len(refreshed), len(refreshed)
 

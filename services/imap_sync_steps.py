@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from database.models import Folder
+from database.engine import Database
+from database.models import Account, Folder
 from database.repositories import imap_state as repo
-from services.imap import SelectInfo
+from services.imap import ImapClient, SelectInfo
 from services.imap_protocol import UidSet, number, uid_set
 from services.mime import message_id_of_header_block
 
-if TYPE_CHECKING:
-    from services.imap_sync import _Syncer
+
+class Counts(Protocol):
+    updated: int
+    deleted: int
+
+
+class FolderSync(Protocol):
+    """What these steps use of the sync running them (services.imap_sync's syncer).
+
+    A Protocol rather than the syncer's class, so this module does not import imap_sync,
+    which imports it: the two stay separable (scripts/check_imports.py forbids the cycle).
+    """
+
+    db: Database
+    client: ImapClient
+    account: Account
+
+    @property
+    def result(self) -> Counts: ...
+
+    def provider_id(self, folder: Folder, uidvalidity: int, uid: int) -> str: ...
+
+    async def fetch_uids(
+        self, folder: Folder, info: SelectInfo, specs: list[str], *, floor: int = 1
+    ) -> UidSet: ...
+
 
 FLAG_BATCH = 1000
 # UIDs per UID FETCH command when they are listed one by one (a command line stays short).
@@ -34,7 +59,7 @@ def modseq_of(attrs: dict[str, Any]) -> int | None:
 
 
 async def _apply_flags(
-    syncer: _Syncer, folder: Folder, info: SelectInfo, changes: list[dict[str, Any]]
+    syncer: FolderSync, folder: Folder, info: SelectInfo, changes: list[dict[str, Any]]
 ) -> None:
     async with syncer.db.transaction() as s:
         syncer.result.updated += await repo.apply_flags(
@@ -46,7 +71,7 @@ async def _apply_flags(
         )
 
 
-async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo, uids: UidSet) -> None:
+async def _mark_deleted(syncer: FolderSync, folder: Folder, info: SelectInfo, uids: UidSet) -> None:
     if not uids:
         return
     async with syncer.db.transaction() as s:
@@ -60,7 +85,7 @@ async def _mark_deleted(syncer: _Syncer, folder: Folder, info: SelectInfo, uids:
 
 
 async def expunged_by_search(
-    syncer: _Syncer,
+    syncer: FolderSync,
     folder: Folder,
     info: SelectInfo,
     *,
@@ -81,7 +106,7 @@ async def expunged_by_search(
 
 
 async def changes_since(
-    syncer: _Syncer, folder: Folder, info: SelectInfo, *, known_next: int, uids: UidSet | None
+    syncer: FolderSync, folder: Folder, info: SelectInfo, *, known_next: int, uids: UidSet | None
 ) -> None:
     """Flag changes and expunges among the UIDs stored before this sync."""
     client = syncer.client
@@ -119,7 +144,7 @@ async def changes_since(
         await expunged_by_search(syncer, folder, info, server_uids=uids, below=known_next)
 
 
-async def resync_new_generation(syncer: _Syncer, folder: Folder, info: SelectInfo) -> None:
+async def resync_new_generation(syncer: FolderSync, folder: Folder, info: SelectInfo) -> None:
     """UIDVALIDITY changed: re-key rows found again by Message-ID, fetch the rest, drop the gone."""
     tenant_id = syncer.account.tenant_id
     async with syncer.db.transaction() as s:

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from database.models import EventSource
 from database.repositories import events as events_repo
+from database.task_names import TaskName
 from services.errors import BadRequest
+from services.unit_of_work import Job
 from services.webhooks import (
     check_time_window,
     decompress,
@@ -19,7 +21,6 @@ from services.webhooks import (
     verify_signature,
 )
 
-PROCESS_TASK = "postroom.events.process"
 UNTRANSLATABLE_CHARACTER = "22P05"
 
 
@@ -31,6 +32,20 @@ class Ingested:
     type: str
     # The grant the notification names: its lane until the worker learns the tenant.
     lane_key: str | None = None
+    request_id: str | None = None
+
+    @property
+    def job(self) -> Job | None:
+        """What to publish once stored: only a notification seen for the first time."""
+        if not self.created or self.event_id is None:
+            return None
+        return Job(
+            TaskName.process_event,
+            self.event_id,
+            self.task_id,
+            request_id=self.request_id,
+            lane=self.lane_key,
+        )
 
 
 async def ingest_nylas(
@@ -62,7 +77,7 @@ async def ingest_nylas(
             source=EventSource.nylas,
             type=notification.type,
             external_id=notification.id,
-            task_name=PROCESS_TASK,
+            task_name=TaskName.process_event,
             task_id=task_id,
             # parse_notification() decoded it as UTF-8 JSON already, so this cannot fail.
             payload_json=body.decode(),
@@ -83,6 +98,7 @@ async def ingest_nylas(
             created=True,
             type=notification.type,
             lane_key=grant if isinstance(grant, str) else None,
+            request_id=request_id,
         )
     existing = await events_repo.id_by_external_id(conn, EventSource.nylas, notification.id)
     return Ingested(event_id=existing, task_id=task_id, created=False, type=notification.type)

@@ -16,26 +16,11 @@ from typing import Any
 
 import orjson
 
-from api.deps import UnitOfWork
 from database.models import EventSource, EventStatus
 from database.repositories import events as events_repo
 from services.errors import Conflict, NotFound
-
-SYNC_TASK = "postroom.mail.sync_account"
-SEND_TASK = "postroom.mail.send"
-DELETE_TASK = "postroom.mail.delete"
-CLASSIFY_TASK = "postroom.mail.classify"
-
-WORKFLOWS: dict[str, tuple[str, list[str]]] = {
-    "sync-and-classify": (
-        "Sync the account, then classify the new messages.",
-        ["sync", "classify"],
-    ),
-    "triage": (
-        "Sync the account, classify the new messages, move spam to Junk.",
-        ["sync", "classify", "move_spam_to_junk"],
-    ),
-}
+from services.unit_of_work import Job, UnitOfWork, record_event
+from services.workflows import STEP_TASKS, public_plans
 
 
 @dataclass(frozen=True)
@@ -74,23 +59,19 @@ async def queue_job(
     With `not_before` the event is `scheduled` and nothing is published now: beat's outbox
     sweep releases it at that time (services/outbox.py).
     """
-    event_id = uuid.uuid4()
-    task_id = str(uuid.uuid4())
     digest = request_hash(kind, body)
     external_id = f"{caller.tenant_id}:{idempotency_key}" if idempotency_key else None
     kwargs = {**task_kwargs, "tenant_id": str(caller.tenant_id), "user_id": str(caller.user_id)}
-    created = await events_repo.insert_once(
+    job = await record_event(
         uow.session,
-        event_id=event_id,
+        task_name=task_name,
+        kwargs=kwargs,
         source=EventSource.api,
         type=kind,
         external_id=external_id,
-        task_name=task_name,
-        task_id=task_id,
         # The payload is what the caller asked for, minus anything secret (nothing here is).
         payload={"kind": kind, "kwargs": kwargs},
         stale_after_s=stale_after_s,
-        task_kwargs=kwargs,
         tenant_id=caller.tenant_id,
         user_id=caller.user_id,
         account_id=account_id,
@@ -98,12 +79,10 @@ async def queue_job(
         request_id=uow.request_id,
         not_before=not_before,
     )
-    if created:
+    if job is not None:
         if not_before is None:
-            uow.publish_after_commit(
-                task_name=task_name, event_id=event_id, task_id=task_id, kwargs=kwargs
-            )
-        return JobRef(event_id, task_id), True
+            uow.publish_after_commit(job)
+        return JobRef(job.event_id, job.task_id), True
     assert external_id is not None  # insert_once only skips on an existing external id
     existing = await events_repo.get_by_external_id(uow.session, EventSource.api, external_id)
     if existing is None or existing.request_hash != digest:
@@ -113,9 +92,10 @@ async def queue_job(
 
 def workflow_task(name: str, account_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
     """The first task a workflow publishes and its kwargs; the workflow chains the rest."""
-    if name not in WORKFLOWS:
+    plan = public_plans().get(name)
+    if plan is None:
         raise NotFound(f"No workflow named {name!r}.")
-    return SYNC_TASK, {
+    return STEP_TASKS[plan.steps[0]], {
         "account_id": str(account_id),
         "folder": None,
         "full": False,
@@ -133,10 +113,5 @@ async def replay_event(uow: UnitOfWork, *, tenant_id: uuid.UUID, event_id: uuid.
     task_id = str(uuid.uuid4())
     if not await events_repo.prepare_replay(uow.session, event_id=event.id, task_id=task_id):
         raise Conflict("The event is still in progress; only a finished event can be replayed.")
-    uow.publish_after_commit(
-        task_name=event.task_name,
-        event_id=event.id,
-        task_id=task_id,
-        kwargs=dict(event.task_kwargs),
-    )
+    uow.publish_after_commit(Job(event.task_name, event.id, task_id, dict(event.task_kwargs)))
     return JobRef(event.id, task_id)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, AccountStatus
 from database.repositories import accounts as accounts_repo
-from database.repositories import imap_state as state_repo
 from services.crypto import decrypt_json
 from services.errors import PermissionDenied, ValidationFailed
 from services.imap import ImapConfig
@@ -28,16 +28,21 @@ async def account_for_tenant(
     return account
 
 
-async def imap_config(session: AsyncSession, settings: Settings, account: Account) -> ImapConfig:
-    """Connection settings from the account's encrypted credential."""
+async def _secrets(session: AsyncSession, settings: Settings, account: Account) -> dict[str, Any]:
+    """The account's decrypted credential; refused for an inactive account or none stored."""
     if account.status != AccountStatus.active:
         raise ValidationFailed(f"The account is {account.status}; it cannot be synced.")
-    token = await state_repo.credential_token(
+    token = await accounts_repo.credential_ciphertext(
         session, tenant_id=account.tenant_id, account_id=account.id
     )
     if token is None:
         raise ValidationFailed("The account has no stored credentials.")
-    data = decrypt_json(settings, token)
+    return decrypt_json(settings, token)
+
+
+async def imap_config(session: AsyncSession, settings: Settings, account: Account) -> ImapConfig:
+    """Connection settings from the account's encrypted credential."""
+    data = await _secrets(session, settings, account)
     if not isinstance(data.get("imap"), dict):
         raise ValidationFailed("The account's credentials hold no IMAP settings.")
     return ImapConfig.from_credentials(
@@ -49,14 +54,7 @@ async def imap_config(session: AsyncSession, settings: Settings, account: Accoun
 
 async def pop3_config(session: AsyncSession, settings: Settings, account: Account) -> Pop3Config:
     """POP3 connection settings from the account's encrypted credential."""
-    if account.status != AccountStatus.active:
-        raise ValidationFailed(f"The account is {account.status}; it cannot be synced.")
-    token = await state_repo.credential_token(
-        session, tenant_id=account.tenant_id, account_id=account.id
-    )
-    if token is None:
-        raise ValidationFailed("The account has no stored credentials.")
-    data = decrypt_json(settings, token)
+    data = await _secrets(session, settings, account)
     if not isinstance(data.get("pop3"), dict):
         raise ValidationFailed("The account's credentials hold no POP3 settings.")
     config = Pop3Config.from_credentials(

@@ -12,16 +12,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import UnitOfWork
 from database.models import EventSource
 from database.repositories import events as events_repo
 from database.repositories import messages_query as repo
 from database.repositories import outbound_attachments, outbound_drafts
 from database.repositories import templates as templates_repo
+from database.task_names import TaskName
 from services import cursors, jobs
 from services import templates as templates_svc
 from services.accounts import get_account
 from services.errors import NotFound, ValidationFailed
+from services.unit_of_work import UnitOfWork
 from settings import Settings
 
 
@@ -183,7 +184,7 @@ async def queue_send(
         uow,
         caller=caller,
         kind="message.send",
-        task_name=jobs.SEND_TASK,
+        task_name=TaskName.send,
         # Ids only: the event row and the task message never hold the mail (docs/sending.md).
         task_kwargs={"account_id": str(account_id)},
         body=body,
@@ -224,7 +225,7 @@ async def queue_delete(
         uow,
         caller=caller,
         kind="message.delete",
-        task_name=jobs.DELETE_TASK,
+        task_name=TaskName.delete,
         task_kwargs=kwargs,
         body=body,
         idempotency_key=idempotency_key,
@@ -247,7 +248,7 @@ async def queue_classify(
         uow,
         caller=caller,
         kind="message.classify",
-        task_name=jobs.CLASSIFY_TASK,
+        task_name=TaskName.classify,
         task_kwargs={"message_id": str(message_id)},
         body={"message_id": str(message_id)},
         idempotency_key=idempotency_key,

@@ -84,6 +84,23 @@ TASK_FAILURES = Counter(
 TASK_DURATION = Histogram(
     "postroom_task_duration_seconds", "Task run time, by task.", ["task"], buckets=_TASK_BUCKETS
 )
+EVENTS_COALESCED = Counter(
+    "postroom_events_coalesced",
+    "message.updated notifications ended `coalesced` into another event's work.",
+)
+# Publish to start: seconds under normal load, minutes in a storm or behind a backlog.
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+TASK_WAIT = Histogram(
+    "postroom_task_wait_seconds",
+    "Time from publish to the start of a task run, by latency class (short, bulk, periodic).",
+    ["class"],
+    buckets=_WAIT_BUCKETS,
+)
+NYLAS_HOLDS = Counter(
+    "postroom_nylas_holds",
+    "Nylas 429 answers that held off a grant or the application, by scope.",
+    ["scope"],
+)
 IMAP_PROBLEMS = Counter(
     "postroom_imap_message_problems",
     "IMAP messages stored incomplete so the folder's sync could move on, by reason.",
@@ -115,6 +132,8 @@ class Snapshot:
     unacked: int | None = None
     dead_letters: Mapping[str, int] | None = None
     events_by_status: Mapping[str, int] | None = None
+    # (tenant label, class) -> (events waiting, seconds the oldest has waited), top tenants only
+    waiting: Mapping[tuple[str, str], tuple[int, float]] | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -156,6 +175,8 @@ class _SnapshotCollector(Collector):
             )
         if s.events_by_status is not None:
             yield _gauge("postroom_events", "Event rows by status.", "status", s.events_by_status)
+        if s.waiting is not None:
+            yield from _waiting_gauges(s.waiting)
         up = GaugeMetricFamily(
             "postroom_scrape_source_up",
             "1 when a scrape-time source answered, else 0.",
@@ -164,6 +185,72 @@ class _SnapshotCollector(Collector):
         for source in ("redis", "database"):
             up.add_metric([source], 0 if source in s.errors else 1)
         yield up
+
+
+def _waiting_gauges(
+    waiting: Mapping[tuple[str, str], tuple[int, float]],
+) -> Iterator[Metric]:
+    depth = GaugeMetricFamily(
+        "postroom_tenant_queue_depth",
+        "Events waiting for a worker, by tenant (the top POSTROOM_METRICS_TOP_TENANTS by "
+        "depth; the rest summed as 'other', not yet known as 'unknown') and latency class.",
+        labels=["tenant", "class"],
+    )
+    oldest = GaugeMetricFamily(
+        "postroom_tenant_oldest_wait_seconds",
+        "How long the oldest waiting event has waited, by tenant (as above) and class.",
+        labels=["tenant", "class"],
+    )
+    by_class: dict[str, float] = {}
+    for (tenant, cls), (n, age) in sorted(waiting.items()):
+        depth.add_metric([tenant, cls], n)
+        oldest.add_metric([tenant, cls], age)
+        by_class[cls] = max(by_class.get(cls, 0.0), age)
+    yield depth
+    yield oldest
+    g = GaugeMetricFamily(
+        "postroom_class_oldest_wait_seconds",
+        "How long the oldest event waiting for a worker has waited, by latency class.",
+        labels=["class"],
+    )
+    for cls, age in sorted(by_class.items()):
+        g.add_metric([cls], age)
+    yield g
+
+
+def top_tenants(
+    rows: Iterable[tuple[str, str, int, float]],
+    *,
+    top: int,
+    class_of: Callable[[str], str],
+) -> dict[tuple[str, str], tuple[int, float]]:
+    """Waiting work by (tenant label, class): the `top` tenants by depth keep their id.
+
+    Label values are what Prometheus pays for: one series per tenant would grow with the
+    customer list. The deepest `top` tenants are the ones an operator looks for; everyone
+    else is summed into 'other' (depth added, the oldest wait kept), so the series count is
+    at most (top + 2) x classes whatever the number of tenants. `class_of` names a task's
+    latency class (the worker's routing table, which services do not import).
+    """
+    per: dict[tuple[str, str], tuple[int, float]] = {}
+    totals: dict[str, int] = {}
+    for tenant, task, n, age in rows:
+        try:
+            cls = class_of(task)
+        except KeyError:
+            cls = "unknown"
+        name = tenant or "unknown"
+        old = per.get((name, cls), (0, 0.0))
+        per[(name, cls)] = (old[0] + n, max(old[1], age))
+        totals[name] = totals.get(name, 0) + n
+    keep = {t for t, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:top]}
+    keep.add("unknown")
+    out: dict[tuple[str, str], tuple[int, float]] = {}
+    for (name, cls), (n, age) in per.items():
+        key = (name if name in keep else "other", cls)
+        old = out.get(key, (0, 0.0))
+        out[key] = (old[0] + n, max(old[1], age))
+    return out
 
 
 def _gauge(name: str, doc: str, label: str, values: Mapping[str, int]) -> GaugeMetricFamily:
@@ -220,7 +307,9 @@ async def snapshot(
     redis: Any,
     queues: Sequence[str],
     priority_steps: Sequence[int],
+    class_of: Callable[[str], str],
     timeout_s: float = 1.0,
+    top: int = 10,
 ) -> Snapshot:
     """Read queue depths and event / dead-letter counts, each source bounded by `timeout_s`."""
     snap = Snapshot()
@@ -239,6 +328,9 @@ async def snapshot(
                 snap.dead_letters = await stats.dead_letter_counts(
                     session, timeout_ms=int(timeout_s * 1000)
                 )
+                # Same transaction: the statement timeout set above still holds.
+                rows = await stats.waiting_work(session, timeout_ms=None)
+                snap.waiting = top_tenants(rows, top=top, class_of=class_of)
 
         await asyncio.wait_for(counts(), timeout_s)
 

@@ -23,6 +23,7 @@ from services.errors import (
     ProviderTemporaryError,
     ValidationFailed,
 )
+from services.nylas_budget import NylasBudget
 
 T = TypeVar("T")
 _TEMPORARY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}
@@ -57,6 +58,11 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def policy_hint(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def map_error(exc: BaseException) -> Exception:
     """Nylas SDK / requests exception -> a postroom error the retry policy understands."""
     if isinstance(exc, NylasSdkTimeoutError):
@@ -82,37 +88,56 @@ def map_error(exc: BaseException) -> Exception:
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
 
 
+def _rate_limited(exc: BaseException) -> bool:
+    return isinstance(exc, NylasApiError) and getattr(exc, "status_code", None) == 429
+
+
 class NylasGateway:
-    """One SDK client per process; every call goes through `call` for error mapping."""
+    """One SDK client per process; every call goes through `call` for budgets and errors.
 
-    def __init__(self, *, api_key: str, api_uri: str, timeout: int) -> None:
+    With a `budget` (services/nylas_budget.py), a call waits for room in the application's and
+    its grant's budgets, and a 429 holds off the grant (or, for an application-wide call such
+    as a grant lookup, the application) for every worker until its Retry-After.
+    """
+
+    def __init__(
+        self, *, api_key: str, api_uri: str, timeout: int, budget: NylasBudget | None = None
+    ) -> None:
         self.client = Client(api_key=api_key, api_uri=api_uri, timeout=timeout)
+        self.budget = budget
 
-    async def call(self, fn: Callable[[], T]) -> T:
+    async def call(self, fn: Callable[[], T], *, grant: str | None = None) -> T:
+        if self.budget is not None:
+            await self.budget.acquire(grant)
         try:
             return await asyncio.to_thread(fn)
         except Exception as exc:
             mapped = map_error(exc)
+            if self.budget is not None and _rate_limited(exc):
+                await self.budget.hold(grant, policy_hint(mapped))
             if mapped is exc:
                 raise
             raise mapped from None
 
     async def find_grant(self, grant_id: str) -> dict[str, Any]:
         grant = grant_path(grant_id)
+        # An application-level endpoint: its 429 holds off the application, not one grant.
         response = await self.call(lambda: self.client.grants.find(grant_id=grant))
         return response.data.to_dict()  # type: ignore[no-any-return]
 
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]:
         grant, message = grant_path(grant_id), id_path(message_id)
         response = await self.call(
-            lambda: self.client.messages.find(identifier=grant, message_id=message)
+            lambda: self.client.messages.find(identifier=grant, message_id=message), grant=grant
         )
         return response.data.to_dict()  # type: ignore[no-any-return]
 
     async def destroy_message(self, grant_id: str, message_id: str) -> None:
         """`messages.destroy`: Nylas moves the message to the provider's trash."""
         grant, message = grant_path(grant_id), id_path(message_id)
-        await self.call(lambda: self.client.messages.destroy(identifier=grant, message_id=message))
+        await self.call(
+            lambda: self.client.messages.destroy(identifier=grant, message_id=message), grant=grant
+        )
 
     async def update_message_folders(
         self, grant_id: str, message_id: str, folders: list[str]
@@ -124,7 +149,8 @@ class NylasGateway:
                 identifier=grant,
                 message_id=message,
                 request_body={"folders": folders},
-            )
+            ),
+            grant=grant,
         )
         return response.data.to_dict()  # type: ignore[no-any-return]
 
@@ -133,7 +159,8 @@ class NylasGateway:
     ) -> tuple[list[dict[str, Any]], str | None]:
         grant = grant_path(grant_id)
         response = await self.call(
-            lambda: self.client.messages.list(identifier=grant, query_params=query)  # type: ignore[arg-type]
+            lambda: self.client.messages.list(identifier=grant, query_params=query),  # type: ignore[arg-type]
+            grant=grant,
         )
         return [m.to_dict() for m in response.data], response.next_cursor
 
@@ -147,6 +174,7 @@ class NylasGateway:
                 identifier=grant,
                 request_body=body,  # type: ignore[arg-type]
                 overrides={"headers": {"Idempotency-Key": idempotency_key}},
-            )
+            ),
+            grant=grant,
         )
         return response.data.to_dict()  # type: ignore[no-any-return]

@@ -9,11 +9,13 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database
 from database.models import Account, AccountStatus, Event, Provider
 from database.repositories import accounts as accounts_repo
 from database.repositories import messages as messages_repo
 from database.repositories import threads as threads_repo
-from services.errors import ValidationFailed
+from services.coalesce import Notification
+from services.errors import ProviderTemporaryError, ValidationFailed
 from services.html_text import html_to_text
 from services.webhooks import base_type, type_suffixes
 
@@ -165,13 +167,13 @@ async def store_message(
     if folder_names:
         values["folder_id"] = folder_ids[folder_names[0]]
     values["thread_id"] = await threads_repo.provider_thread(session, values)
-    saved = await messages_repo.upsert(session, values)
+    saved = (await messages_repo.upsert_many(session, [values])).get(values["provider_id"])
     if saved is not None:
         await messages_repo.replace_attachments(
             session,
             tenant_id=account.tenant_id,
-            message_id=saved[0],
-            attachments=attachment_values(obj),
+            message_ids=[saved[0]],
+            rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
     return saved
 
@@ -200,18 +202,61 @@ async def _upsert_message(
     )
 
 
-async def process_notification(
-    session: AsyncSession, *, event: Event, nylas: MessageFetcher | None
-) -> Outcome:
-    """Route one stored notification by its base type and apply it."""
+def _truncated(event: Event | Notification, obj: dict[str, Any] | None) -> bool:
+    """A message notification without its body: the message must be fetched from Nylas."""
+    return obj is not None and (
+        "truncated" in type_suffixes(event.type) or not isinstance(obj.get("body"), str)
+    )
+
+
+def _parts(event: Event | Notification) -> tuple[str | None, dict[str, Any] | None]:
+    """(the grant id, data.object) of a stored notification."""
     body = event.payload
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     assert isinstance(data, dict)
-    kind = base_type(event.type)
-    suffixes = type_suffixes(event.type)
-    version = body.get("time") if isinstance(body.get("time"), int) else None
-    grant_id = _grant_id(data)
     obj = data.get("object") if isinstance(data.get("object"), dict) else None
+    return _grant_id(data), obj
+
+
+async def fetch_truncated(
+    db: Database, *, event: Event | Notification, nylas: MessageFetcher | None
+) -> dict[str, Any] | None:
+    """The whole Message a truncated `message.*` notification left out, else None.
+
+    Fetched before the processing transaction begins, with no transaction open while Nylas
+    answers (docs/architecture.md, "Transactions"); the grant is looked up first in a short
+    read, so no unknown grant is ever asked about. Most notifications carry the body and
+    cost nothing here.
+    """
+    grant_id, obj = _parts(event)
+    if base_type(event.type) not in ("message.created", "message.updated") or grant_id is None:
+        return None
+    if obj is None or not isinstance(obj.get("id"), str) or not obj["id"]:
+        return None
+    if nylas is None or not _truncated(event, obj):
+        return None
+    async with db.transaction() as s:
+        account = await accounts_repo.get_live_by_grant(s, grant_id)
+    if account is None or account.provider != Provider.nylas:
+        return None
+    # Known from here on, even if the fetch fails: the dead letter must belong to the tenant.
+    event.tenant_id, event.account_id = account.tenant_id, account.id
+    return await nylas.find_message(grant_id, obj["id"])
+
+
+async def process_notification(
+    session: AsyncSession,
+    *,
+    event: Event | Notification,
+    nylas_configured: bool,
+    fetched: dict[str, Any] | None = None,
+) -> Outcome:
+    """Route one stored notification by its base type and apply it (one step of the
+    caller's transaction; a truncated message comes in `fetched`, see fetch_truncated)."""
+    body = event.payload
+    grant_id, obj = _parts(event)
+    kind = base_type(event.type)
+    version = body.get("time") if isinstance(body.get("time"), int) else None
 
     if kind not in HANDLED_TYPES:
         return Outcome.ignored(f"no handler for notification type {kind!r}")
@@ -255,12 +300,14 @@ async def process_notification(
         )
 
     # message.created / message.updated are both upserts (providers send either for both).
-    if "truncated" in suffixes or not isinstance(obj.get("body"), str):
-        if nylas is None:
+    if _truncated(event, obj):
+        if not nylas_configured:
             raise ValidationFailed(
                 "A truncated message needs the Nylas API, which is not configured."
             )
-        obj = await nylas.find_message(grant_id, obj["id"])
+        if fetched is None:  # the grant's account appeared between the fetch and now
+            raise ProviderTemporaryError("The account changed while its message was fetched.")
+        obj = fetched
     return await _upsert_message(session, account=account, obj=obj, version=version)
 
 

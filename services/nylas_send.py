@@ -11,9 +11,7 @@ import base64
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from database.engine import Database
 from database.models import Account, Event, OutboundMessage
@@ -23,10 +21,8 @@ from services.compose import Person
 from services.errors import Conflict, PostroomError, ProviderTemporaryError, ValidationFailed
 from services.nylas_api import NylasGateway
 from services.nylas_events import Outcome, store_message
+from services.send_request import Prepared, SendRequest
 from services.smtp import DeliveryUnknown
-
-if TYPE_CHECKING:
-    from services.send import Prepared, SendRequest
 
 # Nylas keeps an Idempotency-Key for 1 hour; leave a margin for clocks and queues.
 IDEMPOTENCY_WINDOW = timedelta(minutes=50)
@@ -72,21 +68,22 @@ async def _move(
         )
 
 
-async def _store(session: AsyncSession, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
-    saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
-    if saved is not None:
-        return saved[0]
-    existing = await messages_repo.get_by_provider_id(
-        session, account_id=account.id, provider_id=obj["id"]
-    )
+async def _store(db: Database, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
+    """The sent message's row, in a short transaction after Nylas answered."""
+    async with db.transaction() as session:
+        saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
+        if saved is not None:
+            return saved[0]
+        existing = await messages_repo.get_by_provider_id(
+            session, account_id=account.id, provider_id=obj["id"]
+        )
     assert existing is not None
     return existing.id
 
 
 async def send_via_nylas(
-    session: AsyncSession,
-    *,
     db: Database,
+    *,
     account: Account,
     event: Event,
     prepared: Prepared,
@@ -94,7 +91,11 @@ async def send_via_nylas(
     nylas: NylasGateway | None,
     sender: Person,
 ) -> Outcome:
-    """Send through Nylas at most once for this event; record the sent message."""
+    """Send through Nylas at most once for this event; record the sent message.
+
+    Owns its transactions: the ledger moves and the message row commit on their own, and no
+    transaction is open while Nylas answers.
+    """
     if nylas is None or not account.grant_id:
         raise ValidationFailed("Nylas is not configured for this account.")
     body = send_body(prepared=prepared, request=request, sender=sender)
@@ -112,7 +113,7 @@ async def send_via_nylas(
     if sent_id:
         # Already sent: only the bookkeeping of the first attempt may be missing.
         obj = await nylas.find_message(account.grant_id, sent_id)
-        return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
+        return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
     started = row.sending_at or datetime.now(UTC)
     if row.status == "sending" and datetime.now(UTC) - started > IDEMPOTENCY_WINDOW:
         raise DeliveryUnknown(
@@ -131,7 +132,7 @@ async def send_via_nylas(
         await _move(db, row, ("sending",), "failed", server_reply=exc.message[:1000])
         raise
     await _move(db, row, ("sending", "sent"), "sent", server_reply=f"nylas:{obj.get('id')}")
-    return _outcome(account, await _store(session, account=account, obj=obj), obj, recipients)
+    return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
 
 
 def _outcome(

@@ -3,6 +3,10 @@
 Webhooks are at-least-once but can be lost for good (a destination `failed` for 72 h is never
 replayed, NYLAS.md section 4), so `messages.list(received_after=...)` is the backstop. Both
 paths upsert exactly like a webhook does, so running them twice changes nothing.
+
+A sync job with a `Budget` lists in parts: it stops after the page that spends it and says
+where the next part goes on (`resume`: the next page token, the same received_after and the
+first part's start time, which becomes the cursor when the last part ends).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from database.engine import Database
 from database.models import Account
 from database.repositories import nylas_sync_state as state_repo
 from services.errors import PostroomError, ValidationFailed
+from services.imap_sync import Budget
 from services.nylas_events import store_message
 
 log = structlog.get_logger(__name__)
@@ -56,14 +61,25 @@ async def _upsert(
 
 
 async def sync_nylas_account(
-    session: AsyncSession,
+    db: Database,
     *,
     account: Account,
     nylas: MessageLister | None,
     full: bool,
     progress: Progress | None = None,
+    budget: Budget | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """List the account's messages (all, or received since the cursor) and upsert each."""
+    """List the account's messages (all, or received since the cursor) and upsert each.
+
+    Owns its transactions: each page is fetched with no transaction open, then stored in one
+    short transaction, so a slow Nylas never keeps a connection idle in transaction. A sync
+    that dies between pages has stored those pages (upserts: a rerun changes nothing) and
+    not moved the cursor.
+
+    A part cut by `budget` answers status "continued" with this part's counts and `resume`
+    (give it back to the next part); only the last part moves the cursor.
+    """
     if nylas is None or not account.grant_id:
         raise ValidationFailed("Nylas is not configured for this account.")
     started = int(time.time())
@@ -71,30 +87,36 @@ async def sync_nylas_account(
     cursor = account.sync_cursor
     if not full and cursor and cursor.isdigit():
         after = max(int(cursor) - OVERLAP_S, 1)
+    token: str | None = None
+    if resume:  # the same listing as the first part's, from the page it had not read
+        started, after, token = int(resume["started"]), resume["received_after"], resume["token"]
     query: dict[str, Any] = {"limit": PAGE_SIZE}
     if after is not None:
         query["received_after"] = after
     counts = SyncCounts()
-    token: str | None = None
     while True:
         items, token = await nylas.list_messages(
             account.grant_id, query={**query, "page_token": token} if token else query
         )
         counts.pages += 1
-        for obj in items:
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
-                continue
+        page = [o for o in items if isinstance(o, dict) and isinstance(o.get("id"), str)]
+        async with db.transaction() as s:
             # The list is the state at `started`: a webhook stamped later still wins.
-            action = await _upsert(session, account, obj, started)
+            actions = [await _upsert(s, account, obj, started) for obj in page]
+        for action in actions:  # counted once committed
             setattr(counts, action, getattr(counts, action) + 1)
-            counts.fetched += 1
+        counts.fetched += len(page)
         if progress is not None:
             await progress(counts.fetched, counts.fetched + (PAGE_SIZE if token else 0))
         if not token:
             break
-    await state_repo.mark_synced(session, account.id, cursor=str(started))
+        if budget is not None and budget.spent(counts.fetched):
+            break
+    if not token:
+        async with db.transaction() as s:
+            await state_repo.mark_synced(s, account.id, cursor=str(started))
     return {
-        "status": "success",
+        "status": "continued" if token else "success",
         "provider": "nylas",
         "full": full,
         "received_after": after,
@@ -103,6 +125,11 @@ async def sync_nylas_account(
         "updated": counts.updated,
         "unchanged": counts.unchanged,
         "pages": counts.pages,
+        **(
+            {"resume": {"token": token, "received_after": after, "started": started}}
+            if token
+            else {}
+        ),
     }
 
 
@@ -111,7 +138,7 @@ sync_account = sync_nylas_account
 
 
 async def reconcile(db: Database, *, nylas: MessageLister | None) -> dict[str, Any]:
-    """Backfill every live Nylas account from its cursor, one transaction per account."""
+    """Backfill every live Nylas account from its cursor (short transactions per page)."""
     if nylas is None:
         return {"status": "skipped", "reason": "Nylas is not configured"}
     async with db.transaction() as s:
@@ -120,12 +147,15 @@ async def reconcile(db: Database, *, nylas: MessageLister | None) -> dict[str, A
     for account_id in account_ids:
         try:
             async with db.transaction() as s:
-                # Row lock (SKIP LOCKED): a sync of the same account running now is left alone.
+                # SKIP LOCKED: an account row another transaction is changing right now is
+                # left for the next sweep. The lock ends with this read: no transaction stays
+                # open while Nylas answers. Accounts with a sync job unfinished were already
+                # left out above; a sync queued meanwhile only repeats idempotent upserts.
                 account = await state_repo.lock_account(s, account_id)
-                if account is None:
-                    busy += 1
-                    continue
-                result = await sync_nylas_account(s, account=account, nylas=nylas, full=False)
+            if account is None:
+                busy += 1
+                continue
+            result = await sync_nylas_account(db, account=account, nylas=nylas, full=False)
             done += 1
             created += result["created"]
             if result["created"]:

@@ -18,6 +18,7 @@ import structlog
 
 from database.engine import Database
 from database.repositories import events as events_repo
+from services.unit_of_work import Job
 
 Publish = Callable[..., bool]
 
@@ -35,14 +36,9 @@ def _publish_all(events: list[Any], publish: Publish) -> int:
     the same way). Those not published stay due for a later round."""
     published = 0
     for event in events:
-        kwargs: dict[str, Any] = dict(event.task_kwargs or {})
-        ok = publish(
-            task_name=event.task_name,
-            event_id=event.id,
-            task_id=event.current_task_id or str(uuid.uuid4()),
-            kwargs=kwargs,
-            request_id=event.request_id,
-        )
+        task_id = event.current_task_id or str(uuid.uuid4())
+        kwargs = dict(event.task_kwargs or {})
+        ok = publish(**Job(event.task_name, event.id, task_id, kwargs, event.request_id).fields())
         if not ok:
             break
         published += 1

@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from database.models import Account, Message
-from services.mail_accounts import pop3_config
-from services.pop3 import Pop3Client
-from settings import Settings
+from database.models import Message
+from services.pop3 import Pop3Client, Pop3Config
 
 
 async def delete_pop3(
-    session: AsyncSession,
-    settings: Settings,
-    account: Account,
-    messages: list[Message],
-    *,
-    permanent: bool,
+    config: Pop3Config | None, messages: list[Message], *, permanent: bool
 ) -> list[uuid.UUID]:
-    """The ids whose rows may be marked deleted (POP3 has no Trash to move to)."""
+    """The ids whose rows may be marked deleted (POP3 has no Trash to move to).
+
+    No database here: the caller read `config` (needed when permanent) and commits the marks.
+    """
     if not permanent:
         return [m.id for m in messages]
-    config = await pop3_config(session, settings, account)
+    assert config is not None
     client = await Pop3Client(config).connect()
     try:
         numbers = {uidl: n for n, uidl in await client.uidl()}

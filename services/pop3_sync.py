@@ -7,6 +7,10 @@ and marks deleted the stored ones that are no longer listed. Nothing is removed 
 server by a sync. Messages are stored exactly as IMAP ones are: the same MIME parse
 (services.mime) and the same batch upsert and attachment writes (imap_state repository),
 one transaction per batch, so a sync that dies half-way resumes where it stopped.
+
+With a `Budget` the sync is cut into parts like an IMAP one: it stops after the batch that
+spends it (`SyncResult.cut`). The next part needs no resume point: it lists UIDL again and
+skips what the earlier parts stored.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import structlog
 from database.engine import Database
 from database.models import Account, Folder
 from database.repositories import imap_state as repo
+from database.repositories import messages as messages_repo
 from database.repositories import pop3_state
 from services.errors import ValidationFailed
-from services.imap_sync import SyncResult
+from services.imap_sync import Budget, SyncResult
 from services.mail_accounts import account_for_tenant, pop3_config
 from services.mime import parse
 from services.pop3 import Pop3Client, Pop3CommandError
@@ -163,8 +168,8 @@ class _Pop3Syncer:
                 new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
             self.result.new += len(saved) - len(refreshed)
             self.result.updated += len(refreshed)
-            await repo.replace_attachments(
-                s, tenant_id=self.account.tenant_id, rows=new_atts, message_ids=refreshed
+            await messages_repo.replace_attachments(
+                s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
             )
 
     async def _headers_only(self, number: int) -> bytes | None:
@@ -200,8 +205,9 @@ async def sync_maildrop(
     account: Account,
     client: Pop3Client,
     progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> SyncResult:
-    """Bring INBOX up to date with a connected client's maildrop."""
+    """Bring INBOX up to date with a connected client's maildrop (or a budget's part of it)."""
     folder = await inbox_folder(db, account)
     listing = await client.uidl()
     sizes = await client.list_sizes()
@@ -223,11 +229,15 @@ async def sync_maildrop(
             s, tenant_id=account.tenant_id, folder_id=folder.id, provider_ids=gone
         )
     done = 0
-    for batch in plan(new, sizes, client.config.max_message_bytes):
+    batches = plan(new, sizes, client.config.max_message_bytes)
+    for i, batch in enumerate(batches, 1):
         await syncer.download(batch, ids, sizes)
         done += len(batch)
         if progress is not None:
             await progress(done, len(new))
+        if i < len(batches) and budget is not None and budget.spent(done):
+            syncer.result.cut = True  # each batch is committed: the next part lists UIDL anew
+            return syncer.result
     async with db.transaction() as s:
         await repo.save_folder_state(
             s,
@@ -248,15 +258,22 @@ async def run_pop3_sync(
     account_id: uuid.UUID,
     folder: str | None = None,
     progress: Progress | None = None,
+    budget: Budget | None = None,
 ) -> SyncResult:
-    """Load the tenant's POP3 account, connect with its credentials, sync, stamp last_sync_at."""
+    """Load the tenant's POP3 account, connect with its credentials, sync, stamp last_sync_at.
+
+    A part cut by `budget` does not stamp last_sync_at (the sync is not over).
+    """
     if folder is not None and folder != INBOX:
         raise ValidationFailed("A POP3 account has one folder, INBOX.")
     async with db.transaction() as s:
         account = await account_for_tenant(s, tenant_id=tenant_id, account_id=account_id)
         config = await pop3_config(s, settings, account)
     async with Pop3Client(config) as client:
-        result = await sync_maildrop(db, account=account, client=client, progress=progress)
-    async with db.transaction() as s:
-        await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
+        result = await sync_maildrop(
+            db, account=account, client=client, progress=progress, budget=budget
+        )
+    if not result.cut:
+        async with db.transaction() as s:
+            await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
     return result

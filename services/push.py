@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import structlog
@@ -34,17 +33,17 @@ import structlog
 from database.engine import Database
 from database.models import EventSource
 from database.repositories import accounts as accounts_repo
-from database.repositories import events as events_repo
 from database.repositories import push_leases
 from database.repositories.push_leases import Leased
+from database.task_names import TaskName
 from services.errors import ProviderPermanentError, ValidationFailed
 from services.imap import ImapClient, ImapCommandError, ImapConfig
 from services.mail_accounts import imap_config
+from services.unit_of_work import Publisher, record_event
 from settings import Settings
 
 log = structlog.get_logger(__name__)
 
-SYNC_TASK = "postroom.mail.sync_account"
 WATCHED_FOLDER = "INBOX"
 COALESCE_KEY = "postroom:push:sync:{account_id}:{folder}"
 # INBOX is selected (its changes come as EXISTS/EXPUNGE/FETCH); every other personal folder
@@ -52,14 +51,6 @@ COALESCE_KEY = "postroom:push:sync:{account_id}:{folder}"
 NOTIFY_EVENTS = (
     "(selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge))"
 )
-
-
-class Publisher(Protocol):
-    """worker.dispatch.AsyncPublisher as far as used here (services import nothing of worker)."""
-
-    async def publish(
-        self, *, task_name: str, event_id: uuid.UUID, task_id: str, kwargs: dict[str, Any]
-    ) -> bool: ...
 
 
 def backoff_s(
@@ -84,7 +75,6 @@ async def queue_sync(
 ) -> uuid.UUID:
     """Record a push sync event, commit, then publish it (the outbox covers a failed publish)."""
     event_id = uuid.uuid4()
-    task_id = str(event_id)
     kwargs = {
         "account_id": str(account.account_id),
         "tenant_id": str(account.tenant_id),
@@ -93,22 +83,21 @@ async def queue_sync(
         "full": False,
     }
     async with db.transaction() as s:
-        await events_repo.insert_once(
+        job = await record_event(
             s,
-            event_id=event_id,
+            task_name=TaskName.sync_account,
+            kwargs=kwargs,
             source=EventSource.push,
             type="account.sync",
-            external_id=None,
-            task_name=SYNC_TASK,
-            task_id=task_id,
-            payload={"kind": "account.sync", "kwargs": kwargs},
             stale_after_s=stale_after_s,
-            task_kwargs=kwargs,
             tenant_id=account.tenant_id,
             user_id=account.user_id,
             account_id=account.account_id,
+            event_id=event_id,
+            task_id=str(event_id),
         )
-    await publisher.publish(task_name=SYNC_TASK, event_id=event_id, task_id=task_id, kwargs=kwargs)
+    if job is not None:
+        await publisher.publish(**job.fields())
     return event_id
 
 

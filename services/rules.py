@@ -14,8 +14,10 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database
 from database.models import Account, Folder, Message, Provider, Rule
 from database.repositories import classify as classify_repo
+from database.repositories import messages as messages_repo
 from database.repositories import rules as repo
 from services import mail_accounts
 from services.errors import NotFound, PermissionDenied, ValidationFailed
@@ -72,7 +74,7 @@ def matches(condition: dict[str, Any], message: Message) -> bool:
 
 async def _target(session: AsyncSession, account: Account, action: dict[str, Any]) -> Folder:
     if action.get("folder_role"):
-        folder = await classify_repo.folder_by_role(
+        folder = await messages_repo.folder_by_role(
             session, tenant_id=account.tenant_id, account_id=account.id, role=action["folder_role"]
         )
     else:
@@ -94,7 +96,7 @@ async def imap_move(config: Any, *, source: str, uid: int, target: str) -> None:
 
 
 async def move_message(
-    session: AsyncSession,
+    db: Database,
     *,
     settings: Settings,
     nylas: FolderMover | None,
@@ -102,7 +104,11 @@ async def move_message(
     message: Message,
     target: Folder,
 ) -> bool:
-    """Move one message at the provider, then record it; False when it is there already."""
+    """Move one message at the provider, then record it; False when it is there already.
+
+    Owns its transactions: the IMAP source folder and credential are read and committed
+    before the server is talked to; the new place is recorded in a short one after it.
+    """
     if message.folder_id == target.id:
         return False
     if account.provider == Provider.pop3:
@@ -114,10 +120,13 @@ async def move_message(
             account.grant_id, message.provider_id, [target.provider_id or target.name]
         )
     else:
-        source = await classify_repo.folder_by_id(session, message.folder_id)
-        if source is None or message.imap_uid is None:
-            raise ValidationFailed("The message has no IMAP folder and UID; it cannot be moved.")
-        config = await mail_accounts.imap_config(session, settings, account)
+        async with db.transaction() as s:
+            source = await classify_repo.folder_by_id(s, message.folder_id)
+            if source is None or message.imap_uid is None:
+                raise ValidationFailed(
+                    "The message has no IMAP folder and UID; it cannot be moved."
+                )
+            config = await mail_accounts.imap_config(s, settings, account)
         async with imap_slot(settings, account.id):
             await imap_move(
                 config,
@@ -125,14 +134,27 @@ async def move_message(
                 uid=message.imap_uid,
                 target=target.provider_id or target.name,
             )
-    await classify_repo.set_message_place(
-        session, message_id=message.id, values={"folder_id": target.id}
-    )
+    async with db.transaction() as s:
+        await classify_repo.set_message_place(
+            s, message_id=message.id, values={"folder_id": target.id}
+        )
     return True
 
 
+async def apply_label(session: AsyncSession, *, message: Message, label: str) -> str | None:
+    """The one local action, as a step of the caller's transaction (also the inline run's,
+    worker.inline_chain); None when the message has the label already."""
+    if label in (message.labels or []):
+        return None
+    message.labels = [*(message.labels or []), label]
+    await classify_repo.set_message_place(
+        session, message_id=message.id, values={"labels": message.labels}
+    )
+    return f"label:{label}"
+
+
 async def apply_action(
-    session: AsyncSession,
+    db: Database,
     *,
     settings: Settings,
     nylas: FolderMover | None,
@@ -140,19 +162,18 @@ async def apply_action(
     message: Message,
     action: dict[str, Any],
 ) -> str | None:
-    """Do one action; a short description of what changed, or None when nothing did."""
+    """Do one action; a short description of what changed, or None when nothing did.
+
+    Each action commits on its own; applying is idempotent, so a retry after a later action
+    failed finds the earlier ones done and leaves them.
+    """
     if action["type"] == "label":
-        label = action["label"]
-        if label in (message.labels or []):
-            return None
-        message.labels = [*(message.labels or []), label]
-        await classify_repo.set_message_place(
-            session, message_id=message.id, values={"labels": message.labels}
-        )
-        return f"label:{label}"
-    target = await _target(session, account, action)
+        async with db.transaction() as s:
+            return await apply_label(s, message=message, label=action["label"])
+    async with db.transaction() as s:
+        target = await _target(s, account, action)
     moved = await move_message(
-        session, settings=settings, nylas=nylas, account=account, message=message, target=target
+        db, settings=settings, nylas=nylas, account=account, message=message, target=target
     )
     if moved:
         message.folder_id = target.id
@@ -160,7 +181,7 @@ async def apply_action(
 
 
 async def apply_rules(
-    session: AsyncSession,
+    db: Database,
     *,
     settings: Settings,
     nylas: FolderMover | None,
@@ -168,20 +189,24 @@ async def apply_rules(
     message_id: uuid.UUID,
     only: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Apply the account's enabled rules (or the given ad-hoc ones) to one message."""
-    message = await classify_repo.get_message(session, tenant_id=tenant_id, message_id=message_id)
-    if message is None:
-        raise PermissionDenied(f"Message {message_id} was not found for this tenant.")
-    account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant_id, account_id=message.account_id
-    )
-    rules: list[Any] = (
-        only
-        if only is not None
-        else await repo.list_for_account(
-            session, tenant_id=tenant_id, account_id=account.id, enabled_only=True
+    """Apply the account's enabled rules (or the given ad-hoc ones) to one message.
+
+    Owns its transactions (a move talks to the mail server with none open).
+    """
+    async with db.transaction() as s:
+        message = await classify_repo.get_message(s, tenant_id=tenant_id, message_id=message_id)
+        if message is None:
+            raise PermissionDenied(f"Message {message_id} was not found for this tenant.")
+        account = await mail_accounts.account_for_tenant(
+            s, tenant_id=tenant_id, account_id=message.account_id
         )
-    )
+        rules: list[Any] = (
+            only
+            if only is not None
+            else await repo.list_for_account(
+                s, tenant_id=tenant_id, account_id=account.id, enabled_only=True
+            )
+        )
     applied, matched = [], []
     for rule in rules:
         condition = rule["condition"] if isinstance(rule, dict) else rule.condition
@@ -190,7 +215,7 @@ async def apply_rules(
             continue
         matched.append(str(rule.get("name")) if isinstance(rule, dict) else str(rule.id))
         done = await apply_action(
-            session, settings=settings, nylas=nylas, account=account, message=message, action=action
+            db, settings=settings, nylas=nylas, account=account, message=message, action=action
         )
         if done:
             applied.append(done)

@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from database.engine import Database
 from database.models import EventSource
-from database.repositories import events as events_repo
 from database.repositories import sync_schedule as schedule_repo
+from database.task_names import TaskName
+from services.unit_of_work import Job, record_event
 
 Publish = Callable[..., bool]
 
@@ -31,44 +31,35 @@ async def enqueue_due_syncs(
     limit: int = 500,
 ) -> ScheduleResult:
     """Record a sync event for each due account, commit, then publish them."""
-    jobs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
+    jobs: list[Job] = []
     async with db.transaction() as s:
         accounts = await schedule_repo.lock_due_accounts(s, limit=limit)
         for account in accounts:
             event_id = uuid.uuid4()
-            task_id = str(event_id)
             # One event per account and interval slot: a second beat tick in the same slot
             # finds the external id taken even if the locks did not keep it out.
             slot = int(datetime.now(UTC).timestamp()) // max(account.sync_interval_s, 1)
-            kwargs = {
-                "account_id": str(account.id),
-                "tenant_id": str(account.tenant_id),
-                "user_id": str(account.user_id),
-                "folder": None,
-                "full": False,
-            }
-            created = await events_repo.insert_once(
+            job = await record_event(
                 s,
-                event_id=event_id,
+                task_name=TaskName.sync_account,
+                kwargs={
+                    "account_id": str(account.id),
+                    "tenant_id": str(account.tenant_id),
+                    "user_id": str(account.user_id),
+                    "folder": None,
+                    "full": False,
+                },
                 source=EventSource.schedule,
                 type="account.sync",
                 external_id=f"sync:{account.id}:{slot}",
-                task_name=schedule_repo.SYNC_TASK,
-                task_id=task_id,
-                payload={"kind": "account.sync", "kwargs": kwargs},
                 stale_after_s=stale_after_s,
-                task_kwargs=kwargs,
                 tenant_id=account.tenant_id,
                 user_id=account.user_id,
                 account_id=account.id,
+                event_id=event_id,
+                task_id=str(event_id),
             )
-            if created:
-                jobs.append((event_id, task_id, kwargs))
-    published = sum(
-        1
-        for event_id, task_id, kwargs in jobs
-        if publish(
-            task_name=schedule_repo.SYNC_TASK, event_id=event_id, task_id=task_id, kwargs=kwargs
-        )
-    )
+            if job is not None:
+                jobs.append(job)
+    published = sum(1 for job in jobs if publish(**job.fields()))
     return ScheduleResult(due=len(accounts), queued=len(jobs), published=published)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
-from database.models import Account, Event, OutboundMessage, Provider, SendDraft
+from database.models import Account, Event, OutboundMessage, Provider
+from database.repositories import accounts as accounts_repo
+from database.repositories import messages as messages_repo
 from database.repositories import outbound as outbound_repo
 from database.repositories import outbound_drafts as drafts_repo
 from services import nylas_send
@@ -31,50 +32,12 @@ from services.crypto import decrypt_json
 from services.errors import BadCredentials, Conflict, PostroomError, ValidationFailed
 from services.nylas_api import NylasGateway
 from services.nylas_events import Outcome
-from services.sent_record import record_sent_copy
+from services.send_request import Prepared, SendRequest
+from services.sent_record import append_copy, record_sent
 from services.smtp import DeliveryUnknown, SmtpConfig, SmtpConnection, SmtpRejected
 from settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class SendRequest:
-    to: list[Any]
-    cc: list[Any] = field(default_factory=list)
-    bcc: list[Any] = field(default_factory=list)
-    subject: str = ""
-    body_text: str | None = None
-    body_html: str | None = None
-    attachment_ids: list[str] = field(default_factory=list)
-    reply_to_message_id: str | None = None
-
-    @classmethod
-    def from_draft(cls, draft: SendDraft) -> SendRequest:
-        return cls(
-            to=list(draft.to_addrs or []),
-            cc=list(draft.cc_addrs or []),
-            bcc=list(draft.bcc_addrs or []),
-            subject=draft.subject or "",
-            body_text=draft.text or "",
-            body_html=draft.html,
-            attachment_ids=[str(a) for a in draft.attachment_ids or []],
-            reply_to_message_id=str(draft.reply_to_message_id)
-            if draft.reply_to_message_id
-            else None,
-        )
-
-    def private_strings(self) -> list[str]:
-        """What an error about this send must not quote: addresses, names, subject, bodies."""
-        found: list[str] = [self.subject, self.body_text or "", self.body_html or ""]
-        for value in (*self.to, *self.cc, *self.bcc):
-            if isinstance(value, str):
-                found.append(value)
-            elif isinstance(value, dict):
-                found += [v for k, v in value.items() if k in ("email", "name")]
-        # Longest first, so an address is replaced whole before a shorter name inside it.
-        usable = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 3}
-        return sorted(usable, key=len, reverse=True)
 
 
 async def load_request(
@@ -152,18 +115,6 @@ def redact_error(exc: BaseException, private: list[str], *, transient: bool) -> 
             retry_after=retry_after if isinstance(retry_after, (int, float)) else None,
         )
     return exc
-
-
-@dataclass
-class Prepared:
-    """A validated request: parsed recipients, loaded attachments and reply target."""
-
-    to: list[Person]
-    cc: list[Person]
-    bcc: list[Person]
-    attachments: list[AttachmentFile]
-    reply: ReplyTarget | None
-    reply_provider_id: str | None
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -248,21 +199,34 @@ async def _move(
 
 
 async def send_message(
-    session: AsyncSession,
-    *,
     db: Database,
+    *,
     settings: Settings,
     account: Account,
     event: Event,
     request: SendRequest,
     nylas: NylasGateway | None,
 ) -> Outcome:
-    """Send one message for an event, at most once; the result the task returns."""
-    prepared = await prepare(session, account=account, request=request)
+    """Send one message for an event, at most once; the result the task returns.
+
+    Owns its transactions (it takes the database, not a session): what the send needs is read
+    and committed first, the ledger moves in its own commits, and the SMTP (or Nylas) and
+    IMAP conversations run with no transaction open; the message row is written afterwards.
+    """
+    async with db.transaction() as s:
+        prepared = await prepare(s, account=account, request=request)
+        if account.provider == Provider.nylas:
+            ciphertext, sent_folder = None, None
+        else:
+            ciphertext = await accounts_repo.credential_ciphertext(
+                s, tenant_id=account.tenant_id, account_id=account.id
+            )
+            sent_folder = await messages_repo.folder_by_role(
+                s, tenant_id=account.tenant_id, account_id=account.id, role="sent"
+            )
     if account.provider == Provider.nylas:
         return await nylas_send.send_via_nylas(
-            session,
-            db=db,
+            db,
             account=account,
             event=event,
             prepared=prepared,
@@ -270,9 +234,6 @@ async def send_message(
             nylas=nylas,
             sender=sender_of(account),
         )
-    ciphertext = await outbound_repo.get_credential(
-        session, tenant_id=account.tenant_id, account_id=account.id
-    )
     if ciphertext is None:
         raise BadCredentials("The account has no stored credentials.")
     secrets = decrypt_json(settings, ciphertext)
@@ -314,17 +275,26 @@ async def send_message(
         if row.status == "failed":
             await _move(db, row, ("failed",), "pending")
         accepted = await _deliver(db, row=row, smtp=smtp, composed=composed)
-    message_row_id, copy = await record_sent_copy(
-        session,
+    appended, copy = await append_copy(
+        settings,
         account=account,
         imap=secrets.get("imap"),
-        composed=composed,
-        bcc=prepared.bcc,
-        body_text=request.body_text,
-        body_html=request.body_html,
-        attachments=prepared.attachments,
-        outbound_id=row.id,
+        sent_folder=sent_folder,
+        data=composed.data,
     )
+    async with db.transaction() as s:
+        message_row_id = await record_sent(
+            s,
+            account=account,
+            sent_folder=sent_folder,
+            appended=appended,
+            composed=composed,
+            bcc=prepared.bcc,
+            body_text=request.body_text,
+            body_html=request.body_html,
+            attachments=prepared.attachments,
+            outbound_id=row.id,
+        )
     return Outcome(
         status="succeeded",
         result={

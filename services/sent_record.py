@@ -1,4 +1,8 @@
-"""After a send: append the copy to the IMAP Sent folder and record it as a message row."""
+"""After a send: append the copy to the IMAP Sent folder, then record it as a message row.
+
+Two steps on purpose: the APPEND is a mail-server conversation and runs with no transaction
+open; the row is written afterwards in a short one (docs/architecture.md, "Transactions").
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Account
+from database.models import Account, Folder
 from database.repositories import messages as messages_repo
-from database.repositories import outbound as outbound_repo
 from database.repositories import threads as threads_repo
 from services.compose import AttachmentFile, Composed, Person
 from services.errors import PostroomError
 from services.html_text import html_to_text
 from services.imap_slots import imap_slot
 from services.sent_copy import Appended, append_sent_copy
-from settings import get_settings
+from settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -77,48 +80,62 @@ def sent_values(
     }
 
 
-async def record_sent_copy(
+async def append_copy(
+    settings: Settings, *, account: Account, imap: Any, sent_folder: Folder | None, data: bytes
+) -> tuple[Appended | None, str]:
+    """APPEND the Sent copy (no database: the caller holds no transaction while it runs).
+
+    (what was appended, "appended" | "failed" | "skipped"); a failed APPEND never fails the
+    send, which already happened.
+    """
+    if not (isinstance(imap, dict) and imap.get("host")):
+        return None, "skipped"
+    try:
+        # One of the account's IMAP connection slots (services.imap_slots).
+        async with imap_slot(settings, account.id):
+            appended = await append_sent_copy(
+                imap,
+                # The wire name (modified UTF-7) when the sync recorded one.
+                folder=(sent_folder.provider_id or sent_folder.name) if sent_folder else None,
+                data=data,
+                when=datetime.now(UTC),
+                allowed_private_hosts=settings.allowed_private_mail_hosts,
+            )
+    except Exception as exc:
+        # The mail is already on its way: a missing Sent copy is logged, not retried.
+        message = exc.message if isinstance(exc, PostroomError) else None
+        log.warning("sent_copy_failed", error=type(exc).__name__, message=message)
+        return None, "failed"
+    return appended, "appended"
+
+
+async def record_sent(
     session: AsyncSession,
     *,
     account: Account,
-    imap: Any,
+    sent_folder: Folder | None,
+    appended: Appended | None,
     composed: Composed,
     bcc: list[Person],
     body_text: str | None,
     body_html: str | None,
     attachments: list[AttachmentFile],
     outbound_id: uuid.UUID,
-) -> tuple[uuid.UUID, str]:
-    """(message row id, "appended" | "failed" | "skipped"); a failed APPEND never fails the send."""
-    sent_folder = await outbound_repo.get_folder_by_role(
-        session, account_id=account.id, role="sent"
-    )
-    appended: Appended | None = None
-    copy = "skipped"
-    if isinstance(imap, dict) and imap.get("host"):
-        try:
-            # One of the account's IMAP connection slots (services.imap_slots).
-            async with imap_slot(get_settings(), account.id):
-                appended = await append_sent_copy(
-                    imap,
-                    # The wire name (modified UTF-7) when the sync recorded one.
-                    folder=(sent_folder.provider_id or sent_folder.name) if sent_folder else None,
-                    data=composed.data,
-                    when=datetime.now(UTC),
-                )
-            copy = "appended"
-        except Exception as exc:
-            # The mail is already on its way: a missing Sent copy is logged, not retried.
-            message = exc.message if isinstance(exc, PostroomError) else None
-            log.warning("sent_copy_failed", error=type(exc).__name__, message=message)
-            copy = "failed"
+) -> uuid.UUID:
+    """The message row of our sent message (one step of the caller's transaction)."""
     folder_id = sent_folder.id if sent_folder else None
     if appended is not None and folder_id is None:
         ids = await messages_repo.ensure_folders(
             session,
             tenant_id=account.tenant_id,
             account_id=account.id,
-            folders=[{"name": appended.folder, "provider_id": appended.folder, "role": "sent"}],
+            folders=[
+                {
+                    "name": appended.folder,
+                    "provider_id": appended.wire_name or appended.folder,
+                    "role": "sent",
+                }
+            ],
         )
         folder_id = ids.get(appended.folder)
     if appended is not None and appended.uid is not None:
@@ -140,20 +157,21 @@ async def record_sent_copy(
     )
     # A reply we send joins the thread of what it answers (In-Reply-To / References).
     await threads_repo.assign_by_headers(session, [values])
-    saved = await messages_repo.upsert(session, values)
+    saved = (await messages_repo.upsert_many(session, [values])).get(provider_id)
     if saved is None:
         existing = await messages_repo.get_by_provider_id(
             session, account_id=account.id, provider_id=provider_id
         )
         assert existing is not None
-        return existing.id, copy
+        return existing.id
     message_id, _ = saved
     await messages_repo.replace_attachments(
         session,
         tenant_id=account.tenant_id,
-        message_id=message_id,
-        attachments=[
+        message_ids=[message_id],
+        rows=[
             {
+                "message_id": message_id,
                 "filename": a.filename,
                 "content_type": a.content_type,
                 "size": len(a.content),
@@ -162,4 +180,4 @@ async def record_sent_copy(
             for a in attachments
         ],
     )
-    return message_id, copy
+    return message_id

@@ -1,17 +1,22 @@
-"""Session-wide real peers (PostgreSQL database, Redis server, fake Nylas, Celery worker) and
-per-test clean slates. Settings reach the code and its subprocesses through the environment."""
+"""Session-wide real peers (PostgreSQL database, Redis server, fake Nylas, Celery worker,
+Dovecot, aiosmtpd) and the fixtures built on them. Settings reach the code and its
+subprocesses through the environment. Helpers that tests import are in tests/helpers.py.
+
+Isolation: no test empties the database by default. Every test makes its own tenant (the
+factories in tests/factories.py and tests/api/keys.py name a new one each call), and nearly
+every row belongs to a tenant, so a test never sees another's rows and nothing races the
+session's worker, which may still be finishing the previous test's task. Rows without a
+tenant (webhook events and dead letters for grants nobody owns) are told apart by their own
+random grant and notification ids, or by time (`started_at`, `helpers.tenantless_events`).
+A test whose subject is the whole table (a sweep over all tenants, a count across tenants)
+asks for `empty_database`, which first waits until the worker has nothing queued or in hand."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import os
-import secrets
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,14 +24,10 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.fakes.nylas_server import FakeNylas
+from tests.helpers import DB_NAME, ENV, NYLAS_API_KEY, PG_ADMIN, WEBHOOK_SECRET, wait_for
+from tests.imap_fixtures import Dovecot, add_user
 from tests.peers import RedisServer, Workers, migrate
-
-T = TypeVar("T")
-
-PG_ADMIN = os.environ.get("POSTROOM_TEST_PG", "postgres@127.0.0.1:5432")
-DB_NAME = f"postroom_test_{os.getpid()}_{secrets.token_hex(3)}"
-WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
-NYLAS_API_KEY = "nyk_" + secrets.token_hex(12)
+from tests.smtp_fixtures import Certificate, SmtpPeer, make_certificate, start_smtp
 
 _redis = RedisServer().start()
 _nylas = FakeNylas(api_key=NYLAS_API_KEY).start()
@@ -57,7 +58,7 @@ os.environ.update(
         "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
     }
 )
-ENV = dict(os.environ)
+ENV.update(os.environ)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -106,34 +107,72 @@ async def db(settings: Any) -> AsyncIterator[Any]:
     await database.dispose()
 
 
-TABLES = ("tenant", "event", "dead_letter")
-
-
 @pytest.fixture(autouse=True)
-async def clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Every test starts with empty tables and a fresh fake Nylas."""
-    if "database_name" in request.fixturenames or "settings" in request.fixturenames:
-        conn = await asyncpg.connect(f"postgresql://{PG_ADMIN}/{DB_NAME}")
-        try:
-            names = await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version'"
-            )
-            if names:
-                stmt = "TRUNCATE " + ", ".join(f'"{r["tablename"]}"' for r in names) + " CASCADE"
-                # The session's worker may still be finishing a task of the previous test.
-                for attempt in range(10):
-                    try:
-                        await conn.execute(stmt)
-                        break
-                    except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
-                        if attempt == 9:
-                            raise
-                        await asyncio.sleep(0.2)
-        finally:
-            await conn.close()
+def fresh_fake_nylas() -> None:
+    """Each test starts with an empty fake Nylas (its grants and request log are per test)."""
     _nylas.reset()
-    yield
+
+
+async def broker_busy() -> int:
+    """Messages the session's broker still holds: queued in a lane, or delivered to a worker
+    and not yet acknowledged (tasks ack late, so a task in hand or waiting for its countdown
+    is in `unacked` until it has finished, its follow-up tasks already published)."""
+    import redis.asyncio as aioredis
+
+    from worker.config import all_queues
+
+    lanes = set(all_queues())
+    client = aioredis.Redis.from_url(_redis.url)
+    try:
+        held = int(await client.hlen("unacked"))
+        # kombu keeps a list per queue and priority: `short.3`, `short.3\x06\x163`, ...
+        async for key in client.scan_iter(count=1000):
+            if key.decode(errors="replace").split("\x06", 1)[0] in lanes:
+                held += int(await client.llen(key))
+        return held
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def worker_idle() -> None:
+    """Wait until the session's worker has nothing queued or in hand (twice in a row, so a
+    task that was just publishing its follow-up is not missed). Without a running worker,
+    what the broker holds is inert until one starts, so there is nothing to wait for."""
+    if not _session_workers:
+        return
+
+    async def idle() -> bool:
+        return await broker_busy() == 0 and await broker_busy() == 0
+
+    await wait_for(idle, timeout=120, interval=0.1, message="the session's worker to be idle")
+
+
+@pytest.fixture
+async def empty_database(database_name: str, worker_idle: None) -> None:
+    """For the few tests whose subject is a whole table (sweeps over all tenants, counts of
+    tenant-less rows): empties every table once the worker is idle, so nothing races it."""
+    conn = await asyncpg.connect(f"postgresql://{PG_ADMIN}/{DB_NAME}")
+    try:
+        names = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+        await conn.execute(
+            "TRUNCATE " + ", ".join(f'"{r["tablename"]}"' for r in names) + " CASCADE"
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def started_at(db: Any) -> Any:
+    """The database's clock as the test starts: rows without a tenant (webhooks for grants
+    nobody owns) that a test stored are the ones received since."""
+    import sqlalchemy as sa
+
+    async with db.sessionmaker() as s:
+        return (await s.execute(sa.select(sa.func.now()))).scalar_one()
 
 
 @pytest.fixture
@@ -152,82 +191,75 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def unserved_client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client on a private Redis that no worker reads: its events keep the states the
+    test writes, whether or not the session's worker runs, and what it publishes stays
+    countable in the queues."""
+    from api.app import create_app
+
+    redis = RedisServer().start()
+    application = create_app(settings.model_copy(update={"redis_url": redis.url}))
+    try:
+        async with application.router.lifespan_context(application):
+            transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as c:
+                yield c
+    finally:
+        redis.stop()
+
+
+_session_workers: list[Workers] = []
+
+
 @pytest.fixture(scope="session")
 def worker(database_name: str) -> Iterator[Any]:
     """`make worker`'s layout for the whole session: a short and a bulk Celery worker (prefork,
     2 processes each), so every worker test also runs through the lanes and classes."""
     proc = Workers(ENV, name="test").start()
+    _session_workers.append(proc)
     try:
         proc.wait_ready(timeout=60)
         yield proc
     finally:
         proc.stop()
+        _session_workers.remove(proc)
 
 
-# -- helpers ------------------------------------------------------------------------------
+# -- mail peers -----------------------------------------------------------------------------
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[T]],
-    *,
-    timeout: float = 20.0,
-    interval: float = 0.1,
-    message: str = "condition",
-) -> T:
-    """Await `check()` until it returns something truthy; fail with `message` after timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """One Dovecot (IMAP and POP3, plain and TLS) for the session; tests take their own user."""
+    server = Dovecot(tls=True, spare_users=500).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-def notification(
-    type_: str,
-    obj: dict[str, Any] | None = None,
-    *,
-    grant_id: str | None = None,
-    nid: str | None = None,
-    time_: int | None = None,
-) -> dict[str, Any]:
-    data: dict[str, Any] = {"application_id": "app-1", "object": obj or {}}
-    if grant_id is not None:
-        data["grant_id"] = grant_id
-    return {
-        "specversion": "1.0",
-        "type": type_,
-        "source": "/google/emails/realtime",
-        "id": nid or uuid.uuid4().hex,
-        "time": time_ if time_ is not None else int(time.time()),
-        "webhook_delivery_attempt": 1,
-        "data": data,
-    }
+@pytest.fixture
+def mailbox_user(dovecot: Dovecot) -> str:
+    """A mailbox owner no other test has used: its folders start empty."""
+    return add_user(dovecot)
 
 
-def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
-    from services.webhooks import sign as _sign
+@pytest.fixture(scope="session")
+def certificate() -> Certificate:
+    return make_certificate()
 
-    return _sign(secret, body)
 
+@pytest.fixture
+def smtp_server(certificate: Certificate) -> Iterator[Any]:
+    """Start SMTP servers on demand: `smtp_server(mode=..., security=..., auth=...)`."""
+    peers: list[SmtpPeer] = []
 
-async def post_webhook(
-    client: httpx.AsyncClient,
-    payload: dict[str, Any] | bytes,
-    *,
-    signature: str | None = "auto",
-    gzip_body: bool = False,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    hdrs = {"content-type": "application/json", **(headers or {})}
-    if gzip_body:
-        body = gzip.compress(body)
-        hdrs["content-encoding"] = "gzip"
-    if signature == "auto":
-        hdrs["x-nylas-signature"] = sign(body)
-    elif signature is not None:
-        hdrs["x-nylas-signature"] = signature
-    return await client.post("/webhooks/nylas", content=body, headers=hdrs)
+    def start(**kwargs: Any) -> SmtpPeer:
+        peer = start_smtp(cert=certificate, **kwargs)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.stop()

@@ -1,33 +1,18 @@
-"""Pytest fixtures for IMAP tests: one Dovecot per session, a fresh mailbox user per test."""
+"""Helpers for IMAP tests: fill a user's folders from the corpus, create IMAP and POP3 accounts
+pointing at the session's Dovecot (the `dovecot` and `mailbox_user` fixtures are in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.imap_fixtures import Dovecot, add_user
+from tests.imap_fixtures import Dovecot
 
 CORPUS_PLAN_BIG = {
     "INBOX": ("easy-ham-1", 300),
     "Junk": ("spam-1", 150),
     "Archive": ("hard-ham-1", 70),
 }
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot(tls=True, spare_users=100).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def mailbox_user(dovecot: Dovecot) -> str:
-    return add_user(dovecot)
 
 
 async def append_corpus(

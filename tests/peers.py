@@ -181,19 +181,21 @@ def celery_worker(
 
 
 class Workers:
-    """`make worker`'s layout: a short worker and a bulk worker, used as one.
+    """`make worker`'s layout: a short, a bulk and a periodic worker, used as one.
 
-    Both write one log file (appending), so an offset into `log()` stays valid as it grows.
+    All three write one log file (appending), so an offset into `log()` stays valid as it grows.
     """
 
     def __init__(self, env: dict[str, str], *, name: str, concurrency: int = 2) -> None:
         self.procs = [
-            celery_worker(
-                env, name=f"{name}-short", queues=queues_of("short", "periodic"), concurrency=2
-            ),
+            celery_worker(env, name=f"{name}-short", queues=queues_of("short"), concurrency=2),
             celery_worker(env, name=f"{name}-bulk", queues=queues_of("bulk"), concurrency=2),
+            celery_worker(
+                env, name=f"{name}-periodic", queues=queues_of("periodic"), concurrency=1
+            ),
         ]
-        self.procs[1].log_path = self.procs[0].log_path
+        for proc in self.procs[1:]:
+            proc.log_path = self.procs[0].log_path
 
     def start(self) -> Workers:
         for proc in self.procs:

@@ -9,14 +9,12 @@ import ipaddress
 import ssl
 import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
@@ -44,12 +42,23 @@ class Received:
 class Handler:
     """mode: ok | 4xx_then_2xx | 5xx | drop_after_data | hang_after_data, and for RCPT:
     rcpt_4xx_then_2xx (each address deferred once) | rcpt_5xx (each refused); the RCPT
-    answers quote the address, as real servers do."""
+    answers quote the address, as real servers do. `pipelining`: offer PIPELINING in EHLO,
+    as most servers do (aiosmtpd reads commands one line at a time, so a pipelined group
+    is served like any other)."""
 
     mode: str = "ok"
+    pipelining: bool = True
     received: list[Received] = field(default_factory=list)
     data_calls: int = 0
     deferred: set[str] = field(default_factory=set)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -165,9 +174,14 @@ class SmtpPeer:
 
 
 def start_smtp(
-    *, mode: str = "ok", security: str = "none", auth: bool = False, cert: Certificate | None = None
+    *,
+    mode: str = "ok",
+    security: str = "none",
+    auth: bool = False,
+    cert: Certificate | None = None,
+    pipelining: bool = True,
 ) -> SmtpPeer:
-    handler = Handler(mode=mode)
+    handler = Handler(mode=mode, pipelining=pipelining)
     port = free_port()
     kwargs: dict[str, Any] = {}
     if auth:
@@ -181,26 +195,6 @@ def start_smtp(
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     return SmtpPeer(controller, handler, port, security, auth, cert.cert_pem if cert else None)
-
-
-@pytest.fixture(scope="session")
-def certificate() -> Certificate:
-    return make_certificate()
-
-
-@pytest.fixture
-def smtp_server(certificate: Certificate) -> Iterator[Any]:
-    """Start SMTP servers on demand: `smtp_server(mode=..., security=..., auth=...)`."""
-    peers: list[SmtpPeer] = []
-
-    def start(**kwargs: Any) -> SmtpPeer:
-        peer = start_smtp(cert=certificate, **kwargs)
-        peers.append(peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        peer.stop()
 
 
 async def create_smtp_account(

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ENV, notification, post_webhook, wait_for
+from tests.helpers import ENV, notification, post_webhook, wait_for
 from tests.peers import ROOT, VENV_BIN, Process, free_port, wait_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.peers import VENV_BIN, Process, free_port
 
 API_PORT = 8000  # what the README promises
@@ -92,7 +92,7 @@ def wait_live(proc: Process, timeout: float) -> dict[str, Any]:
     raise AssertionError(f"no API on :{API_PORT} after {timeout}s:\n{proc.log()[-4000:]}")
 
 
-@pytest.mark.slow  # six processes start: about 20 s to the first answer on 2 cores
+@pytest.mark.slow  # seven processes start: about 20 s to the first answer on 2 cores
 def test_make_dev_serves_the_api_on_8000_with_readable_logs_and_ctrl_c_stops_all(
     database_name: str, tmp_path: Path
 ) -> None:
@@ -113,7 +113,7 @@ def test_make_dev_serves_the_api_on_8000_with_readable_logs_and_ctrl_c_stops_all
         # Let beat tick the outbox sweep (every second in tests) a few times, idle.
         time.sleep(4)
         tree = process_tree(dev.proc.pid)
-        assert len(tree) >= 6, tree  # honcho, its six processes and their children
+        assert len(tree) >= 6, tree  # honcho, its seven processes and their children
         output = dev.log()
     finally:
         # Ctrl-C in a terminal: SIGINT to the foreground process group (make and honcho).

@@ -16,18 +16,21 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Credential, Event, EventSource, EventStatus, Provider
 from database.repositories import push_leases
 from services.crypto import encrypt_json
-from tests import imap_support
 from tests.api.keys import Caller, make_caller
-from tests.conftest import ENV, wait_for
+from tests.helpers import ENV, wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.peers import Process
 
-dovecot = imap_support.dovecot
+# A listener watches every active IMAP account of every tenant (and other tests' accounts point
+# at the session's Dovecot with good passwords): each test here needs its accounts to be the only
+# ones.
+pytestmark = pytest.mark.usefixtures("empty_database")
 
 # Short intervals so every mechanism runs within a test; the policy is the one production uses.
 PUSH_ENV = {

@@ -237,7 +237,11 @@ def publish(
             task_id=task_id,
             queue=queue,
             priority=route.priority,
-            headers={"request_id": request_id} if request_id else None,
+            # published_at: the wait metric (worker.observability.observe_wait).
+            headers={
+                "published_at": time.time(),
+                **({"request_id": request_id} if request_id else {}),
+            },
             countdown=countdown,
             retry=False,
         )
@@ -327,6 +331,7 @@ class AsyncPublisher:
         )
         if request_id:
             headers["request_id"] = request_id
+        headers["published_at"] = time.time()  # the wait metric (worker.observability)
         properties.update(
             {
                 "delivery_mode": 2,

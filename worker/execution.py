@@ -1,4 +1,12 @@
-"""Running one attempt of an event-backed task: claim, work, and record the outcome.
+"""The one execution engine: claim -> work -> finish | hand on | retry | dead-letter.
+
+Every event-backed task runs through `execute`, a single task as much as a workflow step:
+a single task is a plan of one step that is not stored (worker.workflows.Steps), a workflow
+step is one step of the plan in the event's `steps` column. So both get the same answer to
+a database outage during the claim (retry the message soon), the same tenant check (the
+task message's tenant must own its event), the same retry budget (attempts of the step
+since it last started afresh or was replayed, against the task's route) and the same
+redelivery rule for a retry (see `run_task`).
 
 The work and the event's final state commit in one transaction, so a worker that dies
 mid-way leaves either nothing or everything. Failures go through `worker.policy`.
@@ -7,29 +15,37 @@ mid-way leaves either nothing or everything. Failures go through `worker.policy`
 from __future__ import annotations
 
 import random
-import re
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
-from database.repositories import dead_letters as dead_letters_repo
 from database.repositories import events as events_repo
-from services.errors import PermissionDenied, PostroomError
+from database.repositories import workflows as workflows_repo
+from services import dead_letters
+from services.dead_letters import shown_message
+from services.errors import PermissionDenied
 from services.imap_slots import AccountBusy
+from services.nylas_budget import NylasHeldOff
 from services.nylas_events import Outcome
-from worker import policy
+from services.unit_of_work import Job
+from worker import dispatch, policy
+from worker.config import route_for
 from worker.lease import kept_claim
-from worker.runtime import Runtime
+from worker.observability import request_id_of
+from worker.runtime import Runtime, runtime
+from worker.workflows import Steps
 
 log = structlog.get_logger(__name__)
 
-Work = Callable[[AsyncSession, Event], Awaitable[Outcome]]
+# The work of one attempt, in the transaction that also records its outcome. The third
+# argument is the workflow step being run ("" for a task that is not a workflow step).
+Work = Callable[[AsyncSession, Event, str], Awaitable[Outcome]]
 
 # The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
 # its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
@@ -46,69 +62,17 @@ class LostClaim(Exception):
     """Another run took the event over while this one was working."""
 
 
+class TaskDead(Exception):
+    """The task failed for good; its dead letter holds the details."""
+
+
 @dataclass
 class Decision:
-    kind: str  # "done" | "continued" | "retry" | "skip" | "dead"
+    kind: str  # "done" | "next" | "retry" | "skip" | "dead"
     result: dict[str, Any]
     countdown: float | None = None
     error: BaseException | None = None
-    outcome: Outcome | None = None
-    event: Event | None = None
-    next_task_id: str | None = None  # "continued": publish this part after the commit
-
-
-def shown_message(exc: BaseException) -> str:
-    """What people are shown of a failure (events, dead letters, logs).
-
-    Our own exceptions carry sentences written without secrets; anything else may quote its
-    input (a codec error quoting a password character, a driver echoing a DSN), so only its
-    type is shown. The full text stays in the dead letter's traceback, which no API returns.
-    """
-    if isinstance(exc, PostroomError):
-        return exc.message[:2000]
-    return type(exc).__name__
-
-
-_SECRET_KEY = re.compile(r"pass|secret|token|api[-_]?key|authorization|credential", re.I)
-
-
-def scrub(value: Any) -> Any:
-    """Task arguments as they may be shown to people: values under secret-looking keys masked."""
-    if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
-
-
-async def record_dead_letter(
-    session: AsyncSession,
-    *,
-    event: Event,
-    task_name: str,
-    task_id: str,
-    exc: BaseException,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    attempts: int,
-    step: str | None = None,
-) -> None:
-    """The dead letter of a failure, in the caller's transaction (which also marks the event)."""
-    await dead_letters_repo.record(
-        session,
-        tenant_id=event.tenant_id,
-        event_id=event.id,
-        task_name=task_name,
-        task_id=task_id,
-        step=step,
-        args=scrub(args),
-        kwargs=scrub(kwargs),
-        exception_type=type(exc).__name__,
-        exception_message=shown_message(exc),
-        # Full detail for operators: stored, never returned by the API.
-        traceback="".join(traceback.format_exception(exc))[-20000:],
-        attempts=attempts,
-    )
+    publish: Job | None = None  # "next": the next part or step, published after the commit
 
 
 def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
@@ -137,12 +101,13 @@ async def execute(
     task_name: str,
     task_id: str,
     event_id: uuid.UUID,
-    max_retries: int,
     redelivered: bool,
     args: list[Any],
     kwargs: dict[str, Any],
     work: Work,
+    stored: bool,
 ) -> Decision:
+    """One attempt of a task (`stored`: a step of the plan in the event's `steps`)."""
     settings = rt.settings
     # Short, and renewed while the work runs (worker.lease): a dead worker's claim runs out
     # within a minute instead of after the task's hard time limit.
@@ -152,6 +117,13 @@ async def execute(
             event = await events_repo.claim(
                 session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
             )
+            steps = (
+                await Steps.begin(
+                    session, event=event, task_name=task_name, task_id=task_id, stored=stored
+                )
+                if event is not None
+                else None
+            )
     except Exception as exc:
         if not policy.is_transient(exc):
             raise
@@ -160,13 +132,14 @@ async def execute(
         countdown = policy.backoff_s(1, settings)
         log.warning("claim_failed", error=type(exc).__name__, countdown=countdown)
         return Decision("retry", {}, countdown=countdown, error=exc)
-    if event is None:
+    if event is None or steps is None:
         log.info("event_not_claimed", event_id=str(event_id), task_id=task_id)
         return Decision("skip", {"status": "skipped", "reason": "already taken or finished"})
     structlog.contextvars.bind_contextvars(
         event_id=str(event.id),
         task_id=task_id,
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
+        **({"step": steps.name} if stored else {}),
     )
     try:
         check_tenant(event, kwargs)
@@ -174,52 +147,92 @@ async def execute(
             kept_claim(rt, event_id=event.id, task_id=task_id),
             rt.db.transaction() as session,
         ):
-            outcome = await work(session, event)
+            outcome = await work(session, event, steps.name)
             if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
                 structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
-            if outcome.status == CONTINUED:  # a bounded part: hand the event to the next one
-                next_id = continuation_id(event.id)
-                owned = await events_repo.continue_with(
-                    session,
-                    event=event,
-                    task_id=task_id,
-                    next_task_id=next_id,
-                    result=outcome.result,
-                    stale_after_s=settings.outbox_stale_after_s,
-                )
-                if not owned:
-                    raise LostClaim(f"event {event.id} was taken over by another run")
-                log.info("event_continued", next_task_id=next_id)
-                return Decision(
-                    "continued", outcome.result, outcome=outcome, event=event, next_task_id=next_id
-                )
-            owned = await events_repo.finish(
-                session,
-                event=event,
-                task_id=task_id,
-                status=EventStatus(outcome.status),
-                result=outcome.result,
-                error=outcome.reason,
-                tenant_id=outcome.tenant_id,
-                account_id=outcome.account_id,
-            )
-            if not owned:
-                raise LostClaim(f"event {event.id} was taken over by another run")
-        log.info("event_finished", status=outcome.status, reason=outcome.reason)
-        return Decision("done", outcome.result, outcome=outcome, event=event)
+            decision = await _record(rt, session, event, steps, task_name, task_id, outcome)
+        log.info("event_finished", status=outcome.status, reason=outcome.reason, kind=decision.kind)
+        return decision
     except LostClaim:
         return Decision("skip", {"status": "skipped", "reason": "taken over"})
     except Exception as exc:
         return await _fail(
             rt,
             event=event,
+            steps=steps,
             task_name=task_name,
             task_id=task_id,
-            max_retries=max_retries,
             args=args,
             kwargs=kwargs,
             exc=exc,
         )
+
+
+async def _record(
+    rt: Runtime,
+    session: AsyncSession,
+    event: Event,
+    steps: Steps,
+    task_name: str,
+    task_id: str,
+    outcome: Outcome,
+) -> Decision:
+    """In the work's transaction: the event's next state (a part, the next step, or final)."""
+    stale_after_s = rt.settings.outbox_stale_after_s
+    kwargs = dict(event.task_kwargs or {})
+    if outcome.status == CONTINUED:
+        # A bounded part (bulk work: a sync that spent its POSTROOM_BULK_PART_S): the step
+        # stays running and the event goes on to the next part's task id; not an attempt.
+        steps.part_done()
+        next_id = continuation_id(event.id)
+        owned = await steps.save(
+            session, event=event, task_id=task_id
+        ) and await events_repo.continue_with(
+            session,
+            event=event,
+            task_id=task_id,
+            next_task_id=next_id,
+            result=outcome.result,
+            stale_after_s=stale_after_s,
+        )
+        if not owned:
+            raise LostClaim(f"event {event.id} was taken over by another run")
+        log.info("event_continued", next_task_id=next_id)
+        job = Job(task_name, event.id, next_id, kwargs, event.request_id)
+        return Decision("next", outcome.result, publish=job)
+    steps.ended(outcome.status, result=outcome.result)
+    following = steps.next if outcome.status == EventStatus.succeeded else None
+    if following is not None:  # hand the event on to the next step's task
+        next_id = f"{event.id}.{following['name']}.{uuid.uuid4().hex[:8]}"
+        owned = await workflows_repo.hand_on(
+            session,
+            event=event,
+            task_id=task_id,
+            steps=steps.steps,
+            next_task_name=following["task"],
+            next_task_id=next_id,
+            result=outcome.result,
+            stale_after_s=stale_after_s,
+        )
+        if not owned:
+            raise LostClaim(f"event {event.id} was taken over by another run")
+        job = Job(following["task"], event.id, next_id, kwargs, event.request_id)
+        return Decision("next", outcome.result, publish=job)
+    steps.finish_all()
+    result = steps.summary(outcome.result)
+    owned = await steps.save(session, event=event, task_id=task_id) and await events_repo.finish(
+        session,
+        event=event,
+        task_id=task_id,
+        status=EventStatus(outcome.status),
+        result=result,
+        error=outcome.reason,
+        tenant_id=outcome.tenant_id,
+        account_id=outcome.account_id,
+    )
+    if not owned:
+        raise LostClaim(f"event {event.id} was taken over by another run")
+    return Decision("done", result)
 
 
 def slot_wait_s() -> float:
@@ -232,60 +245,62 @@ async def _fail(
     rt: Runtime,
     *,
     event: Event,
+    steps: Steps,
     task_name: str,
     task_id: str,
-    max_retries: int,
     args: list[Any],
     kwargs: dict[str, Any],
     exc: BaseException,
 ) -> Decision:
     message = shown_message(exc)
-    if isinstance(exc, AccountBusy):
-        # Every connection of the account stayed in use while this run waited: try again
-        # shortly, and not as an attempt (the retry budget is for failures).
-        countdown = slot_wait_s()
-        log.info("imap_slot_busy", countdown=countdown)
-        async with rt.db.transaction() as session:
-            await events_repo.finish(
-                session,
-                event=event,
-                task_id=task_id,
-                status=EventStatus.retrying,
-                error=f"{type(exc).__name__}: {message}",
-                retry_in_s=countdown,
-                tenant_id=event.tenant_id,
-                account_id=event.account_id,
+    error = f"{type(exc).__name__}: {message}"
+    # Every connection of the account stayed in use while this run waited, or Nylas's budget
+    # for it has no room before a 429's Retry-After: try again then, and not as an attempt
+    # (the retry budget is for failures).
+    busy = isinstance(exc, (AccountBusy, NylasHeldOff))
+    if busy:
+        steps.uncount()
+    used = steps.retries_used(event, retries_used(event))
+    if busy or (policy.is_transient(exc) and used < route_for(task_name).max_retries):
+        if busy:
+            countdown = slot_wait_s()
+            if isinstance(exc, NylasHeldOff) and exc.retry_after is not None:
+                countdown = round(exc.retry_after + random.uniform(0.0, 1.0), 3)
+            log.info("provider_budget_wait", kind=type(exc).__name__, countdown=countdown)
+        else:
+            countdown = policy.backoff_s(used + 1, rt.settings, hint=policy.retry_after(exc))
+            log.warning(
+                "task_retry",
+                error=type(exc).__name__,
+                message=message,
+                countdown=countdown,
+                attempt=steps.attempts(event),
             )
-            await events_repo.uncount_attempt(session, event_id=event.id)
-        return Decision("retry", {}, countdown=countdown, error=exc, event=event)
-    if policy.is_transient(exc) and retries_used(event) < max_retries:
-        countdown = policy.backoff_s(event.attempts, rt.settings, hint=policy.retry_after(exc))
-        log.warning(
-            "task_retry",
-            error=type(exc).__name__,
-            message=message,
-            countdown=countdown,
-            attempt=event.attempts,
-        )
+        steps.ended("retrying", error=error)
         try:
             async with rt.db.transaction() as session:
+                await steps.save(session, event=event, task_id=task_id)
                 await events_repo.finish(
                     session,
                     event=event,
                     task_id=task_id,
                     status=EventStatus.retrying,
-                    error=f"{type(exc).__name__}: {message}",
+                    error=error,
                     retry_in_s=countdown,
                     tenant_id=event.tenant_id,
                     account_id=event.account_id,
                 )
+                if busy:
+                    await events_repo.uncount_attempt(session, event_id=event.id)
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
-        return Decision("retry", {}, countdown=countdown, error=exc, event=event)
+        return Decision("retry", {}, countdown=countdown, error=exc)
 
-    log.error("task_dead", error=type(exc).__name__, message=message, attempts=event.attempts)
+    attempts = steps.attempts(event)
+    log.error("task_dead", error=type(exc).__name__, message=message, attempts=attempts)
+    steps.ended("dead", error=error)
     async with rt.db.transaction() as session:
-        await record_dead_letter(
+        await dead_letters.record(
             session,
             event=event,
             task_name=task_name,
@@ -293,15 +308,68 @@ async def _fail(
             exc=exc,
             args=args,
             kwargs=kwargs,
-            attempts=event.attempts,
+            attempts=attempts,
+            step=steps.name if steps.stored else None,
         )
+        await steps.save(session, event=event, task_id=task_id)
         await events_repo.finish(
             session,
             event=event,
             task_id=task_id,
             status=EventStatus.dead,
-            error=f"{type(exc).__name__}: {message}",
+            error=error,
             tenant_id=event.tenant_id,
             account_id=event.account_id,
         )
-    return Decision("dead", {"status": "dead", "error": message}, error=exc, event=event)
+    return Decision("dead", {"status": "dead", "error": message}, error=exc)
+
+
+def publish_all(app: Any, jobs: list[Job]) -> None:
+    """After the commit; a lost publish is picked up by the outbox sweeper."""
+    for job in jobs:
+        dispatch.publish(app, **job.fields())
+
+
+def run_task(
+    task: Task,
+    *,
+    event_id: str,
+    work: Work,
+    kwargs: dict[str, Any] | None = None,
+    step: bool = False,
+) -> dict[str, Any]:
+    """What an event-backed task calls: one attempt, then return, hand on, retry or fail.
+
+    `step`: the task runs a step of its event's stored plan (a workflow, or classify and
+    apply_rules, whose one-step plan is shown on the event too).
+    """
+    rt = runtime()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        request_id=request_id_of(task), task_id=task.request.id, task=task.name, event_id=event_id
+    )
+    delivery = task.request.delivery_info or {}
+    decision = rt.run(
+        execute(
+            rt,
+            task_name=task.name,
+            task_id=task.request.id,
+            event_id=uuid.UUID(event_id),
+            # A Celery retry of this task id comes from the run that held the claim and gave it
+            # up; when that run could not record `retrying` (database away), the event still
+            # says `processing` under this id, and the retry may take it like a redelivery.
+            redelivered=bool(delivery.get("redelivered")) or bool(task.request.retries),
+            args=list(task.request.args or []),
+            kwargs={**(task.request.kwargs or {}), **(kwargs or {}), "event_id": event_id},
+            work=work,
+            stored=step,
+        )
+    )
+    if decision.publish is not None:  # after the commit; a lost publish: the outbox sweeper
+        publish_all(task.app, [decision.publish])
+    if decision.kind == "retry":
+        raise task.retry(countdown=decision.countdown, exc=decision.error, max_retries=None)
+    if decision.kind == "dead":
+        err = decision.error
+        raise TaskDead(f"{type(err).__name__}: {decision.result.get('error')}") from None
+    return decision.result

@@ -30,6 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from database.models import Account, Event, EventStatus
 from database.repositories import classify as classify_repo
 from database.repositories import rules as rules_repo
+from database.task_names import TaskName
 from services import rules
 from services.classify.service import doc_for, verdict
 from settings import Settings
@@ -90,14 +91,7 @@ async def classify_and_apply(
     )
     applied = []
     for rule in matching:
-        done = await rules.apply_action(
-            session,
-            settings=settings,
-            nylas=None,
-            account=account,
-            message=message,
-            action=rule.action,
-        )
+        done = await rules.apply_label(session, message=message, label=rule.action["label"])
         if done:
             applied.append(done)
     outcome = {
@@ -134,7 +128,7 @@ async def _insert_finished(
     steps = [
         {
             "name": "classify",
-            "task": "postroom.mail.classify",
+            "task": TaskName.classify.value,
             "state": "succeeded",
             "attempts": 1,
             "task_id": classify_id,
@@ -143,7 +137,7 @@ async def _insert_finished(
         },
         {
             "name": "apply_rules",
-            "task": "postroom.mail.apply_rules",
+            "task": TaskName.apply_rules.value,
             "state": "succeeded",
             "attempts": 1,
             "task_id": rules_id,
@@ -175,7 +169,7 @@ async def _insert_finished(
             source=parent.source,
             type="workflow.classify-message",
             external_id=f"{parent.id}:classify:{mid}",
-            task_name="postroom.mail.apply_rules",
+            task_name=TaskName.apply_rules.value,
             task_kwargs=kwargs,
             payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
             status=EventStatus.succeeded,

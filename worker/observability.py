@@ -28,19 +28,22 @@ from celery.signals import (
     task_retry,
 )
 
+from database.task_names import HOUSEKEEPING_PREFIX
 from services import metrics
 from services.logs import configure_logging
 from settings import get_settings
 from worker import beat_lock  # noqa: F401  (beat_init receiver: exactly one beat)
+from worker.config import Queue
 
 _started: dict[str, float] = {}
+log = structlog.get_logger(__name__)
+CLASSES = frozenset(q.value for q in Queue)
 
 
 # Beat's housekeeping tasks (the outbox sweep runs every 5 s) would fill the log with Celery's
 # per-run lines. Those go to DEBUG: beat's "Sending due task", the worker's "received", a run
 # discarded because it expired in the queue, and "succeeded" when the run reports nothing
 # done. A run that did something, or failed, stays at its level.
-HOUSEKEEPING_PREFIX = "postroom.maintenance."
 _PER_RUN_LOGGERS = (
     "celery.beat",
     "celery.worker.strategy",
@@ -108,11 +111,35 @@ def request_id_of(task: Task) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def observe_wait(task: Task) -> None:
+    """Publish-to-start time of a first run, by the class of the lane it came from.
+
+    `published_at` is a custom header worker.dispatch sets (wall clock: publisher and worker
+    may be different hosts, so this is as good as their clocks agree). Retries and delayed
+    runs (a countdown, an eta) are left out: their wait is on purpose.
+    """
+    request = task.request
+    published = getattr(request, "published_at", None)
+    headers = getattr(request, "headers", None)
+    if published is None and isinstance(headers, dict):
+        published = headers.get("published_at")
+    if not isinstance(published, (int, float)) or request.retries or request.eta:
+        return
+    queue = ((request.delivery_info or {}).get("routing_key") or "").split(".", 1)[0]
+    if queue not in CLASSES:
+        return
+    metrics.TASK_WAIT.labels(**{"class": queue}).observe(max(0.0, time.time() - published))
+
+
 @task_prerun.connect
 def _on_prerun(task_id: str | None = None, task: Task | None = None, **_: Any) -> None:
     if task_id is None or task is None:
         return
     _started[task_id] = time.perf_counter()
+    try:
+        observe_wait(task)
+    except Exception as exc:  # a metric must never stop a task
+        log.debug("wait_metric_failed", error=type(exc).__name__)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
         request_id=request_id_of(task), task_id=task_id, task=task.name

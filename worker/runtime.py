@@ -16,6 +16,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from database.engine import Database
 from services.logs import configure_logging
 from services.nylas_api import NylasGateway
+from services.nylas_budget import NylasBudget
 from settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -35,6 +36,7 @@ class Runtime:
                 api_key=self.settings.nylas_api_key.get_secret_value(),
                 api_uri=self.settings.nylas_api_uri,
                 timeout=self.settings.nylas_timeout_s,
+                budget=NylasBudget.from_settings(self.settings),
             )
         return self._nylas
 

@@ -77,9 +77,7 @@ async def replay_dead_letter(
 ) -> JobAccepted:
     """Run the failed event again as a new attempt; the event keeps its history."""
     job = await dlq.prepare_replay(uow.session, dead_letter_id, tenant_id=principal.tenant_id)
-    uow.publish_after_commit(
-        task_name=job.task_name, event_id=job.event_id, task_id=job.task_id, kwargs=job.kwargs
-    )
+    uow.publish_after_commit(job.job)
     await uow.commit()
     return JobAccepted(event_id=str(job.event_id), task_id=job.task_id)
 

@@ -12,7 +12,7 @@ from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep, get_celery
 from api.schemas.common import error_responses
 from api.schemas.events import EventPage, EventPublic
-from database.models import Event
+from database.models import Event, EventStatus
 from database.repositories import events as events_repo
 from database.repositories import events_query
 from services import cancel, cursors
@@ -27,6 +27,7 @@ Status = Literal[
     "retrying",
     "succeeded",
     "ignored",
+    "coalesced",
     "dead",
     "cancelled",
 ]
@@ -45,6 +46,9 @@ def event_public(e: Event) -> EventPublic:
         received_at=e.received_at,
         finished_at=e.finished_at,
         send_at=e.not_before,
+        coalesced_into=(e.result or {}).get("coalesced_into")
+        if e.status == EventStatus.coalesced
+        else None,
     )
 
 

@@ -13,9 +13,11 @@ from api.schemas.accounts import SyncRequest
 from api.schemas.common import JobAccepted, error_responses
 from api.schemas.events import WorkflowList, WorkflowPublic, WorkflowRun
 from api.schemas.messages import MessageDelete, MessageSend
+from database.task_names import TaskName
 from services import jobs, messages
 from services.accounts import get_account
 from services.errors import ValidationFailed
+from services.workflows import public_plans
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 409, 413, 422))
 IdempotencyKey = Annotated[
@@ -54,7 +56,7 @@ async def sync_account(
         uow,
         caller=_caller(principal),
         kind="account.sync",
-        task_name=jobs.SYNC_TASK,
+        task_name=TaskName.sync_account,
         task_kwargs={"account_id": str(account_id), **request},
         body={"account_id": str(account_id), **request},
         idempotency_key=idempotency_key,
@@ -137,7 +139,8 @@ async def list_workflows(principal: PrincipalDep) -> WorkflowList:
     """The workflow names and their steps."""
     return WorkflowList(
         data=[
-            WorkflowPublic(name=n, description=d, steps=s) for n, (d, s) in jobs.WORKFLOWS.items()
+            WorkflowPublic(name=n, description=p.description or "", steps=list(p.steps))
+            for n, p in public_plans().items()
         ]
     )
 

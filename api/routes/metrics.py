@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.auth import OpsTokenDep
 from services import metrics
-from worker.config import PRIORITY_STEPS, all_queues
+from worker.config import PRIORITY_STEPS, all_queues, route_queue
 
 router = APIRouter(tags=["operations"])
 
@@ -26,11 +26,18 @@ def gauges(request: Request, timeout_s: float = 1.0) -> metrics.Cached[metrics.S
                 redis=redis,
                 queues=QUEUES,
                 priority_steps=PRIORITY_STEPS,
+                class_of=class_of,
                 timeout_s=timeout_s,
+                top=state.settings.metrics_top_tenants,
             )
 
         cache = state.gauges = metrics.Cached(load, max_age_s=state.settings.metrics_cache_s)
     return cache  # type: ignore[no-any-return]
+
+
+def class_of(task_name: str) -> str:
+    """A task's latency class, from the worker's routing table (KeyError if unknown)."""
+    return route_queue(task_name, {}).value
 
 
 async def read_snapshot(request: Request) -> metrics.Snapshot:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from api.deps import DatabaseDep, PublisherDep, SettingsDep
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.ingest import PROCESS_TASK, ingest_nylas
+from services.ingest import ingest_nylas
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = structlog.get_logger(__name__)
@@ -82,14 +82,8 @@ async def nylas_notification(
             max_age_s=settings.webhook_max_age_s,
             request_id=request.state.request_id,
         )
-    if ingested.created and ingested.event_id is not None:
-        await publisher.publish(
-            task_name=PROCESS_TASK,
-            event_id=ingested.event_id,
-            task_id=ingested.task_id,
-            request_id=request.state.request_id,
-            lane=ingested.lane_key,
-        )
+    if ingested.job is not None:  # committed: the autocommit INSERT has returned
+        await publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
     # For the metrics middleware, which counts webhooks by type and outcome.
     request.state.webhook_type, request.state.webhook_outcome = ingested.type, status

@@ -25,6 +25,11 @@ class EventPublic(BaseModel):
     send_at: datetime | None = Field(
         default=None, description="A scheduled send's time (`send_at`); null for other jobs."
     )
+    coalesced_into: str | None = Field(
+        default=None,
+        description="A `coalesced` notification: the event whose work stored its message's "
+        "newest state; null otherwise.",
+    )
 
 
 class EventPage(BaseModel):

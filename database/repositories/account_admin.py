@@ -72,15 +72,6 @@ async def put_credential(
     await session.execute(stmt)
 
 
-async def get_credential(
-    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID
-) -> str | None:
-    stmt = sa.select(_c.c.ciphertext).where(
-        _c.c.account_id == account_id, _c.c.tenant_id == tenant_id
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def all_credentials(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
     """Every credential (id, ciphertext), locked for a re-encryption pass."""
     stmt = sa.select(_c.c.id, _c.c.ciphertext).order_by(_c.c.id).with_for_update()

@@ -7,9 +7,10 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Account, AccountStatus, Provider
+from database.models import Account, AccountStatus, Credential, Provider
 
 _a = Account.__table__  # type: ignore[attr-defined]
+_c = Credential.__table__  # type: ignore[attr-defined]
 
 
 async def get_live_by_grant(session: AsyncSession, grant_id: str) -> Account | None:
@@ -30,6 +31,18 @@ async def get_for_tenant(
         _a.c.deleted_at.is_(None),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def credential_ciphertext(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> str | None:
+    """The encrypted credential blob of the tenant's account (decrypted by services.crypto
+    only). The one read of it: sync, send, delete, push and account changes all come here."""
+    stmt = sa.select(_c.c.ciphertext).where(
+        _c.c.account_id == account_id, _c.c.tenant_id == tenant_id
+    )
+    token = (await session.execute(stmt)).scalar_one_or_none()
+    return str(token) if token is not None else None
 
 
 async def set_status(

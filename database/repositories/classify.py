@@ -136,21 +136,6 @@ async def put_feedback(
     await session.execute(stmt)
 
 
-async def folder_by_role(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
-) -> Folder | None:
-    stmt = (
-        sa.select(Folder)
-        .where(
-            col(Folder.tenant_id) == tenant_id,
-            col(Folder.account_id) == account_id,
-            col(Folder.role) == role,
-        )
-        .limit(1)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def folder_by_name(
     session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, name: str
 ) -> Folder | None:

@@ -12,13 +12,11 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Attachment, Folder, Message
-from database.repositories import threads
-from database.repositories.chunks import chunked, width
+from database.models import Folder, Message
+from database.repositories import messages, threads
 
 _m = Message.__table__  # type: ignore[attr-defined]
 _f = Folder.__table__  # type: ignore[attr-defined]
-_a = Attachment.__table__  # type: ignore[attr-defined]
 
 # What a re-fetch of a known message may change; classification and deletion stay.
 _REFRESH = (
@@ -119,39 +117,13 @@ async def save_folder_state(
 async def upsert_messages(
     session: AsyncSession, rows: Sequence[dict[str, Any]]
 ) -> dict[str, tuple[uuid.UUID, bool]]:
-    """Insert or refresh messages by (account_id, provider_id): provider_id -> (id, inserted).
-
-    A row marked deleted is not brought back (and is absent from the answer).
+    """Sync rows (IMAP, POP3) into their threads, then through the one message upsert; a
+    known message gets only what a re-fetch may change (_REFRESH): provider_id -> (id, inserted).
     """
     if not rows:
         return {}
     await threads.assign_by_headers(session, rows)
-    out: dict[str, tuple[uuid.UUID, bool]] = {}
-    for part in chunked(rows, width(rows)):
-        ins = insert(_m).values(list(part))
-        stmt = ins.on_conflict_do_update(
-            index_elements=["account_id", "provider_id"],
-            set_={**{c: ins.excluded[c] for c in _REFRESH}, "updated_at": sa.func.now()},
-            where=_m.c.deleted_at.is_(None),
-        ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
-        result = await session.execute(stmt)
-        out.update({r.provider_id: (r.id, bool(r.inserted)) for r in result})
-    return out
-
-
-async def replace_attachments(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    rows: Sequence[dict[str, Any]],
-    message_ids: Sequence[uuid.UUID],
-) -> None:
-    for ids in chunked(message_ids, 1):
-        await session.execute(
-            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(list(ids)))
-        )
-    for part in chunked(rows, width(rows)):
-        await session.execute(insert(_a).values(list(part)))
+    return await messages.upsert_many(session, rows, refresh=_REFRESH)
 
 
 async def apply_flags(
@@ -303,20 +275,6 @@ async def delete_stale_generation(
     )
     result = await session.execute(stmt)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def credential_token(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
-) -> str | None:
-    """The encrypted credential blob of an account (decrypted by services.crypto only)."""
-    from database.models import Credential
-
-    cred = Credential.__table__  # type: ignore[attr-defined]
-    stmt = sa.select(cred.c.ciphertext).where(
-        cred.c.tenant_id == tenant_id, cred.c.account_id == account_id
-    )
-    token = (await session.execute(stmt)).scalar_one_or_none()
-    return str(token) if token is not None else None
 
 
 async def mark_synced(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,30 +32,40 @@ _KEEP_ON_UPDATE = {
 }
 
 
-async def upsert(session: AsyncSession, values: dict[str, Any]) -> tuple[uuid.UUID, bool] | None:
-    """Insert or update by (account_id, provider_id); (id, inserted) or None when refused.
+async def upsert_many(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, refresh: Iterable[str] | None = None
+) -> dict[str, tuple[uuid.UUID, bool]]:
+    """Insert or update by (account_id, provider_id): provider_id -> (id, inserted).
 
-    A deleted message is never brought back, and a notification older than the stored
-    state (provider_version) does not overwrite it: Nylas does not order deliveries.
+    The one message upsert (webhooks, Nylas sync, IMAP and POP3 sync, our sent copies). On
+    conflict it sets the columns in `refresh` (None: every given column but those in
+    _KEEP_ON_UPDATE). A deleted message is never brought back, and a state older than the
+    stored one (provider_version) does not overwrite it: Nylas does not order deliveries.
+    Refused rows are absent from the answer. All rows must have the same keys.
     """
-    base = insert(_m).values(**values)
-    excluded = base.excluded
-    update_cols: dict[str, Any] = {k: excluded[k] for k in values if k not in _KEEP_ON_UPDATE}
-    update_cols["updated_at"] = sa.func.now()
-    stmt = base.on_conflict_do_update(
-        index_elements=["account_id", "provider_id"],
-        set_=update_cols,
-        where=sa.and_(
-            _m.c.deleted_at.is_(None),
-            sa.or_(
-                _m.c.provider_version.is_(None),
-                excluded.provider_version.is_(None),
-                _m.c.provider_version <= excluded.provider_version,
+    if not rows:
+        return {}
+    keys = rows[0].keys()
+    columns = [k for k in (keys if refresh is None else refresh) if k not in _KEEP_ON_UPDATE]
+    out: dict[str, tuple[uuid.UUID, bool]] = {}
+    for part in chunked(rows, width(rows)):
+        base = insert(_m).values(list(part))
+        excluded = base.excluded
+        stmt = base.on_conflict_do_update(
+            index_elements=["account_id", "provider_id"],
+            set_={**{k: excluded[k] for k in columns}, "updated_at": sa.func.now()},
+            where=sa.and_(
+                _m.c.deleted_at.is_(None),
+                sa.or_(
+                    _m.c.provider_version.is_(None),
+                    excluded.provider_version.is_(None),
+                    _m.c.provider_version <= excluded.provider_version,
+                ),
             ),
-        ),
-    ).returning(_m.c.id, sa.literal_column("(xmax = 0)").label("inserted"))
-    row = (await session.execute(stmt)).one_or_none()
-    return (row.id, bool(row.inserted)) if row is not None else None
+        ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
+        result = await session.execute(stmt)
+        out.update({r.provider_id: (r.id, bool(r.inserted)) for r in result})
+    return out
 
 
 async def mark_deleted(
@@ -111,16 +122,34 @@ async def ensure_folders(
     return out
 
 
+async def folder_by_role(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, role: str
+) -> Folder | None:
+    """The tenant's account's folder with this role (sent, junk, trash...), if it has one."""
+    stmt = (
+        sa.select(Folder)
+        .where(_f.c.tenant_id == tenant_id, _f.c.account_id == account_id, _f.c.role == role)
+        .order_by(_f.c.name)
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def replace_attachments(
     session: AsyncSession,
     *,
     tenant_id: uuid.UUID,
-    message_id: uuid.UUID,
-    attachments: list[dict[str, Any]],
+    message_ids: Sequence[uuid.UUID],
+    rows: Sequence[dict[str, Any]],
 ) -> None:
-    await session.execute(sa.delete(_a).where(_a.c.message_id == message_id))
-    rows = [{"tenant_id": tenant_id, "message_id": message_id, **a} for a in attachments]
-    for part in chunked(rows, width(rows)):
+    """Drop the attachment rows of `message_ids` (the tenant's), then insert `rows` (each
+    with its `message_id`). A message stored for the first time has nothing to drop."""
+    for ids in chunked(message_ids, 1):
+        await session.execute(
+            sa.delete(_a).where(_a.c.tenant_id == tenant_id, _a.c.message_id.in_(list(ids)))
+        )
+    values = [{**r, "tenant_id": tenant_id} for r in rows]
+    for part in chunked(values, width(values)):
         await session.execute(insert(_a).values(list(part)))
 
 
@@ -139,6 +168,16 @@ async def get_many_for_tenant(
         return []
     stmt = sa.select(Message).where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
     return list((await session.execute(stmt)).scalars())
+
+
+async def count_for_tenant(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> int:
+    """How many of these ids are the tenant's messages (no rows loaded)."""
+    if not message_ids:
+        return 0
+    stmt = sa.select(sa.func.count()).where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def mark_many_deleted(

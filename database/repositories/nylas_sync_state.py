@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, AccountStatus, Event, Provider
 from database.repositories.events import UNFINISHED
+from database.task_names import TaskName
 
-SYNC_TASK = "postroom.mail.sync_account"
 _acc = Account.__table__  # type: ignore[attr-defined]
 _ev = Event.__table__  # type: ignore[attr-defined]
 
@@ -18,7 +18,9 @@ _ev = Event.__table__  # type: ignore[attr-defined]
 async def live_nylas_account_ids(session: AsyncSession) -> list[uuid.UUID]:
     """Active, undeleted Nylas accounts with no sync job still unfinished."""
     busy = sa.exists().where(
-        _ev.c.account_id == _acc.c.id, _ev.c.task_name == SYNC_TASK, _ev.c.status.in_(UNFINISHED)
+        _ev.c.account_id == _acc.c.id,
+        _ev.c.task_name == TaskName.sync_account,
+        _ev.c.status.in_(UNFINISHED),
     )
     stmt = (
         sa.select(_acc.c.id)

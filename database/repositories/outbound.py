@@ -11,18 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import (
     Attachment,
-    Credential,
-    Folder,
     Message,
     OutboundAttachment,
     OutboundMessage,
 )
 
 _o = OutboundMessage.__table__  # type: ignore[attr-defined]
-_c = Credential.__table__  # type: ignore[attr-defined]
 _m = Message.__table__  # type: ignore[attr-defined]
 _a = Attachment.__table__  # type: ignore[attr-defined]
-_f = Folder.__table__  # type: ignore[attr-defined]
 _u = OutboundAttachment.__table__  # type: ignore[attr-defined]
 
 
@@ -74,15 +70,6 @@ async def transition(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def get_credential(
-    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID
-) -> str | None:
-    stmt = sa.select(_c.c.ciphertext).where(
-        _c.c.account_id == account_id, _c.c.tenant_id == tenant_id
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 async def get_message(
     session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
 ) -> Message | None:
@@ -108,10 +95,3 @@ async def get_attachments(
         stored = sa.select(Attachment).where(_a.c.id.in_(rest), _a.c.tenant_id == tenant_id)
         found.update({a.id: a for a in (await session.execute(stored)).scalars()})
     return [found[i] for i in attachment_ids if i in found]
-
-
-async def get_folder_by_role(
-    session: AsyncSession, *, account_id: uuid.UUID, role: str
-) -> Folder | None:
-    stmt = sa.select(Folder).where(_f.c.account_id == account_id, _f.c.role == role).limit(1)
-    return (await session.execute(stmt)).scalar_one_or_none()

@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, AccountStatus, Event
 from database.repositories.events import UNFINISHED
+from database.task_names import TaskName
 
-SYNC_TASK = "postroom.mail.sync_account"
 _acc = Account.__table__  # type: ignore[attr-defined]
 _ev = Event.__table__  # type: ignore[attr-defined]
 
@@ -17,7 +17,9 @@ async def lock_due_accounts(session: AsyncSession, *, limit: int) -> list[Accoun
     """Lock the due accounts (SKIP LOCKED: a second scheduler running at once takes others)."""
     interval = sa.func.make_interval(0, 0, 0, 0, 0, 0, _acc.c.sync_interval_s)
     busy = sa.exists().where(
-        _ev.c.account_id == _acc.c.id, _ev.c.task_name == SYNC_TASK, _ev.c.status.in_(UNFINISHED)
+        _ev.c.account_id == _acc.c.id,
+        _ev.c.task_name == TaskName.sync_account,
+        _ev.c.status.in_(UNFINISHED),
     )
     stmt = (
         sa.select(_acc)

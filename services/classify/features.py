@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from services.classify.content import char_grams, url_shape
 from services.classify.mail import MailDoc
 
 BRANDS = {
@@ -339,8 +340,11 @@ def tokens(doc: MailDoc, found: list[str]) -> list[str]:
         out.add(f"h:{key}")
         if key in ("x-mailer", "user-agent", "content-type", "mime-version"):
             out.update(f"{key}:{w}" for w in WORD.findall(value.lower())[:8])
-    for url in URL.findall(doc.html or doc.text)[:50]:
+    urls = URL.findall(doc.html or doc.text)[:50]
+    for url in urls:
         out.add(f"u:{registrable(_host(url))}")
+    out |= url_shape(urls)
+    out |= char_grams(doc.subject, doc.visible_text)
     if doc.html:
         out.add("html")
         out.update(f"tag:{t}" for t in re.findall(r"<([a-z]+)", doc.html[:20000].lower()))

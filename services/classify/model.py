@@ -48,6 +48,26 @@ def bucket_indices(tokens: list[str], n_buckets: int = N_BUCKETS) -> np.ndarray:
     return np.unique(np.fromiter((zlib.crc32(t.encode()) & mask for t in tokens), dtype=np.int64))
 
 
+# Character n-grams ("c:...") are many per mail; words, URLs and layout are few. Each group is
+# scaled by 1/sqrt(its own count), so thousands of n-grams cannot drown the other evidence.
+CHAR_GRAM_PREFIX = "c:"
+
+
+def feature_vector(tokens: list[str], n_buckets: int = N_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket indices, values) of a mail: binary per group, scaled by 1/sqrt(group size).
+
+    An index may appear twice (a crc32 collision across groups); callers sum the values.
+    """
+    grams = [t for t in tokens if t.startswith(CHAR_GRAM_PREFIX)]
+    rest = [t for t in tokens if not t.startswith(CHAR_GRAM_PREFIX)]
+    parts = [bucket_indices(g, n_buckets) for g in (rest, grams) if g]
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    idx = np.concatenate(parts)
+    values = np.concatenate([np.full(len(p), 1.0 / math.sqrt(len(p))) for p in parts])
+    return idx, values
+
+
 @dataclass(frozen=True)
 class SpamModel:
     weights: np.ndarray
@@ -60,11 +80,9 @@ class SpamModel:
         return int(self.weights.shape[0])
 
     def text_logit(self, tokens: list[str]) -> float:
-        """Log-odds from the learned weights; features are binary, scaled by 1/sqrt(count)."""
-        if not tokens:
-            return self.bias
-        idx = bucket_indices(tokens, self.n_buckets)
-        return self.bias + float(self.weights[idx].sum(dtype=np.float64)) / math.sqrt(len(idx))
+        """Log-odds from the learned weights over the mail's feature vector."""
+        idx, values = feature_vector(tokens, self.n_buckets)
+        return self.bias + float(np.dot(self.weights[idx].astype(np.float64), values))
 
     def score(self, features: Features, *, tenant_adjustment: float = 0.0) -> float:
         """Spam probability 0..1: text model + indicator priors + the tenant's own learning."""

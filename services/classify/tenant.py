@@ -1,9 +1,13 @@
 """A tenant's own learning: token counts from its feedback shift its verdicts, nobody else's.
 
-Counts live in `token_stat (tenant_id, token, spam, ham)`; the adjustment is a small
-Bayesian log-odds term added to the shipped model's score (Robinson's smoothing, the
-strongest tokens only, as in Graham's "A Plan for Spam"), so a few labels move a verdict
-without one tenant's mail ever reaching another tenant's scores.
+Counts live in `token_stat (tenant_id, token, spam, ham)`; the adjustment is a Bayesian
+log-odds term added to the shipped model's score (Robinson's smoothing), so a few labels move a
+verdict without one tenant's mail ever reaching another tenant's scores. A tenant with few
+labels, or labels of one kind only, gets the strongest tokens only, capped low (Graham's "A
+Plan for Spam"): a tenant that only ever reports spam must not push every mail sharing its
+common words over the line. Once it has taught both kinds (MATURE labels of each), every token
+of the mail counts, with a higher cap: its own mail then knows more than the shipped model
+(`make eval`, "after 500 labels": recall at 1% FPR on mail unlike the training corpus).
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ STRONGEST = 15
 STRENGTH = 1.0
 # Enough for a few consistent labels to flip a confident verdict of the shipped model.
 CAP = 10.0
+# The evidence of n labels is scaled by n / (n + SHRINK): three labels count half, fifty
+# nearly fully, so a handful of reports cannot flip mail that only shares common words.
+SHRINK = 3.0
+# Labels of each kind after which every token counts, up to MATURE_CAP.
+MATURE = 20
+MATURE_CAP = 30.0
 
 
 def learnable(tokens: list[str]) -> list[str]:
@@ -46,8 +56,11 @@ def adjustment_from_counts(counts: dict[str, tuple[int, int]]) -> float:
         n = spam + ham
         f = (STRENGTH * 0.5 + n * p) / (STRENGTH + n)
         contributions.append(math.log(f / (1.0 - f)))
+    trust = (n_spam + n_ham) / (n_spam + n_ham + SHRINK)
+    if min(n_spam, n_ham) >= MATURE:
+        return max(-MATURE_CAP, min(MATURE_CAP, trust * sum(contributions)))
     contributions.sort(key=abs, reverse=True)
-    total = sum(contributions[:STRONGEST])
+    total = trust * sum(contributions[:STRONGEST])
     return max(-CAP, min(CAP, total))
 
 

@@ -53,10 +53,13 @@ def _refused(r: httpx.Response, host: str, port: int) -> None:
     assert host not in error["message"] and str(port) not in error["message"]
 
 
-async def _stored(db: Any) -> tuple[list[Account], list[Credential]]:
+async def _stored(db: Any, tenant_id: Any) -> tuple[list[Account], list[Credential]]:
+    """The accounts and credentials of the test's tenant."""
+    accounts_of = sa.select(Account).where(Account.tenant_id == tenant_id)
+    credentials_of = sa.select(Credential).where(Credential.tenant_id == tenant_id)
     async with db.sessionmaker() as s:
-        accounts = list((await s.execute(sa.select(Account))).scalars())
-        credentials = list((await s.execute(sa.select(Credential))).scalars())
+        accounts = list((await s.execute(accounts_of)).scalars())
+        credentials = list((await s.execute(credentials_of)).scalars())
     return accounts, credentials
 
 
@@ -70,7 +73,7 @@ async def test_create_refuses_inward_hosts(
         "/v1/accounts", json=_with(role, host, port), headers=caller.headers
     )
     _refused(r, host, port)
-    assert await _stored(db) == ([], [])
+    assert await _stored(db, caller.tenant_id) == ([], [])
 
 
 @pytest.mark.parametrize("role", ["imap", "smtp"])
@@ -86,7 +89,7 @@ async def test_patch_refuses_inward_hosts_and_keeps_the_old_settings(
         f"/v1/accounts/{created.json()['id']}", json={role: server}, headers=caller.headers
     )
     _refused(r, host, port)
-    [account], [credential] = await _stored(db)
+    [account], [credential] = await _stored(db, caller.tenant_id)
     assert account.settings[role]["host"] == "mail.example.com"
     assert decrypt_json(settings, credential.ciphertext)[role]["host"] == "mail.example.com"
 
@@ -134,7 +137,7 @@ async def test_grant_ids_that_are_not_plain_ids_are_422(
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "validation_error"
     assert fake_nylas.requests_to(r"/v3/grants") == []
-    assert await _stored(db) == ([], [])
+    assert await _stored(db, caller.tenant_id) == ([], [])
 
 
 async def test_a_200_character_grant_id_is_accepted(client, db, fake_nylas) -> None:
@@ -155,7 +158,7 @@ async def test_a_grant_answered_under_another_id_is_not_attached(client, db, fak
     body = {"provider": "nylas", "email": "victim@example.com", "nylas": {"grant_id": "alias-1"}}
     r = await client.post("/v1/accounts", json=body, headers=caller.headers)
     assert r.status_code == 404, r.text
-    assert await _stored(db) == ([], [])
+    assert await _stored(db, caller.tenant_id) == ([], [])
 
 
 # -- SMTP credentials, optional together ----------------------------------------------------
@@ -183,7 +186,7 @@ async def test_smtp_without_credentials_is_a_relay_account(client, db, settings)
         del body["smtp"][key]
     r = await client.post("/v1/accounts", json=body, headers=caller.headers)
     assert r.status_code == 201, r.text
-    [account], [credential] = await _stored(db)
+    [account], [credential] = await _stored(db, caller.tenant_id)
     assert account.settings["smtp"] == {
         "host": "mail.example.com",
         "port": 587,
@@ -198,5 +201,5 @@ async def test_smtp_without_credentials_is_a_relay_account(client, db, settings)
         f"/v1/accounts/{account.id}", json={"smtp": with_auth}, headers=caller.headers
     )
     assert r.status_code == 200, r.text
-    [credential] = (await _stored(db))[1]
+    [credential] = (await _stored(db, caller.tenant_id))[1]
     assert decrypt_json(settings, credential.ciphertext)["smtp"]["password"] == "smtp-pass-2"

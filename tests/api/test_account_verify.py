@@ -15,7 +15,6 @@ from aiosmtpd.controller import Controller
 
 from database.models import Account, Credential
 from services.crypto import decrypt_json
-from tests import imap_support
 from tests.api.keys import make_caller
 from tests.banner_server import BANNER, assert_no_peer_words, banner_server
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
@@ -24,8 +23,6 @@ from tests.smtp_fixtures import PASSWORD as SMTP_PASSWORD
 from tests.smtp_fixtures import USERNAME as SMTP_USERNAME
 from tests.smtp_fixtures import Handler, _authenticator
 
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 banner_server = banner_server
 SMTP_BANNER = "smtp-ident-4b2d91"
 
@@ -92,9 +89,10 @@ def _quiet(text: str) -> None:
         assert word not in text, text
 
 
-async def _accounts(db: Any) -> list[Account]:
+async def _accounts(db: Any, tenant_id: Any) -> list[Account]:
+    query = sa.select(Account).where(Account.tenant_id == tenant_id)
     async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(Account))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 async def test_create_pop3_account_stores_its_secrets_encrypted(
@@ -110,8 +108,12 @@ async def test_create_pop3_account_stores_its_secrets_encrypted(
     got = await client.get(f"/v1/accounts/{r.json()['id']}", headers=caller.headers)
     assert got.json()["provider"] == "pop3"
     async with db.sessionmaker() as s:
-        cred = (await s.execute(sa.select(Credential))).scalar_one()
-        account = (await s.execute(sa.select(Account))).scalar_one()
+        cred = (
+            await s.execute(sa.select(Credential).where(Credential.tenant_id == caller.tenant_id))
+        ).scalar_one()
+        account = (
+            await s.execute(sa.select(Account).where(Account.tenant_id == caller.tenant_id))
+        ).scalar_one()
     secrets = decrypt_json(settings, cred.ciphertext)
     assert secrets["pop3"]["password"] == PASSWORD and PASSWORD not in cred.ciphertext
     assert secrets["smtp"]["username"] == SMTP_USERNAME
@@ -141,7 +143,9 @@ async def test_pop3_account_takes_pop3_settings_on_patch_but_not_imap(
     assert ok.status_code == 200, ok.text
     assert wrong.status_code == 409 and "no IMAP settings" in wrong.json()["error"]["message"]
     async with db.sessionmaker() as s:
-        cred = (await s.execute(sa.select(Credential))).scalar_one()
+        cred = (
+            await s.execute(sa.select(Credential).where(Credential.tenant_id == caller.tenant_id))
+        ).scalar_one()
     assert decrypt_json(settings, cred.ciphertext)["pop3"]["password"] == "new-pass"
 
 
@@ -166,7 +170,7 @@ async def test_verify_with_good_credentials_is_ok_and_saves_nothing(
             "smtp": {"ok": True, "message": "Logged in to the SMTP server."},
         },
     }
-    assert await _accounts(db) == []
+    assert await _accounts(db, caller.tenant_id) == []
 
 
 @pytest.mark.parametrize("provider", ["pop3", "imap"])
@@ -329,7 +333,7 @@ async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(
         {"server": "smtp", "ok": True, "message": "Logged in to the SMTP server."},
     ]
     _quiet(r.text)
-    assert await _accounts(db) == []
+    assert await _accounts(db, caller.tenant_id) == []
 
     good = await client.post(
         "/v1/accounts?verify=true",
@@ -337,7 +341,7 @@ async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(
         headers=caller.headers,
     )
     assert good.status_code == 201, good.text
-    assert [a.provider for a in await _accounts(db)] == ["pop3"]
+    assert [a.provider for a in await _accounts(db, caller.tenant_id)] == ["pop3"]
 
 
 async def test_verify_applies_the_destination_rule_before_connecting(
@@ -353,7 +357,7 @@ async def test_verify_applies_the_destination_rule_before_connecting(
         assert r.json()["error"]["code"] == "mail_host_not_allowed"
         assert "POP3 host is not allowed" in r.json()["error"]["message"]
     assert peer.connections == 0
-    assert await _accounts(db) == []
+    assert await _accounts(db, caller.tenant_id) == []
 
 
 async def test_verify_of_a_nylas_account_checks_the_grant(

@@ -33,7 +33,9 @@ async def test_create_imap_account_returns_it_without_secrets(client, db, settin
     assert body["sync_interval_s"] == 300 and body["last_sync_at"] is None
     assert "hunter2-secret" not in r.text
     async with db.sessionmaker() as s:
-        cred = (await s.execute(sa.select(Credential))).scalar_one()
+        cred = (
+            await s.execute(sa.select(Credential).where(Credential.tenant_id == caller.tenant_id))
+        ).scalar_one()
     assert str(cred.account_id) == body["id"]
     assert "hunter2-secret" not in cred.ciphertext
     assert decrypt_json(settings, cred.ciphertext)["imap"]["password"] == "hunter2-secret"
@@ -41,8 +43,9 @@ async def test_create_imap_account_returns_it_without_secrets(client, db, settin
 
 async def test_create_nylas_account_and_duplicate_grant_is_409(client, db, fake_nylas) -> None:
     caller = await make_caller(db)
-    fake_nylas.put_grant("grant-1", "N@example.com")
-    body = {"provider": "nylas", "email": "n@example.com", "nylas": {"grant_id": "grant-1"}}
+    grant = f"grant-{uuid.uuid4().hex[:12]}"  # a live grant id is unique across tenants
+    fake_nylas.put_grant(grant, "N@example.com")
+    body = {"provider": "nylas", "email": "n@example.com", "nylas": {"grant_id": grant}}
     r = await client.post("/v1/accounts", json=body, headers=caller.headers)
     assert r.status_code == 201, r.text
     assert r.json()["provider"] == "nylas"
@@ -115,7 +118,9 @@ async def test_patch_replaces_encrypted_password(client, db, settings) -> None:
     )
     assert r.status_code == 200 and "new-pass-42" not in r.text
     async with db.sessionmaker() as s:
-        cred = (await s.execute(sa.select(Credential))).scalar_one()
+        cred = (
+            await s.execute(sa.select(Credential).where(Credential.tenant_id == caller.tenant_id))
+        ).scalar_one()
     assert decrypt_json(settings, cred.ciphertext)["imap"]["password"] == "new-pass-42"
 
 
@@ -170,7 +175,12 @@ async def test_secrets_never_reach_logs_answers_or_events(client, db, capfd) -> 
         assert secret not in text
     async with db.sessionmaker() as s:
         dumped = (
-            await s.execute(sa.text("SELECT payload::text || task_kwargs::text FROM event"))
+            await s.execute(
+                sa.text(
+                    "SELECT payload::text || task_kwargs::text FROM event WHERE tenant_id = :t"
+                ),
+                {"t": caller.tenant_id},
+            )
         ).scalar_one()
     assert secret not in dumped
 

@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from database.models import Account
 from tests.api.keys import imap_account, make_account, make_caller
-from tests.conftest import notification, post_webhook
+from tests.helpers import notification, post_webhook
 from tests.peers import RedisServer, free_port
 
 AppFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

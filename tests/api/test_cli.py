@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from database.models import Credential
 from services.crypto import decrypt_json
 from tests.api.keys import imap_account
-from tests.conftest import ENV
+from tests.helpers import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTROOM = str(ROOT / ".venv" / "bin" / "postroom")
@@ -75,7 +75,11 @@ async def test_errors_exit_non_zero_with_one_sentence(settings) -> None:
         assert "Traceback" not in out.stderr
 
 
-async def test_rotate_credentials_re_encrypts_with_the_first_key(client, db, settings) -> None:
+async def test_rotate_credentials_re_encrypts_with_the_first_key(
+    empty_database, client, db, settings
+) -> None:
+    # The rotation re-encrypts every tenant's credentials with a key only this test knows:
+    # other tests' accounts must not be there to lose theirs.
     tenant = f"rot-{uuid.uuid4().hex[:6]}"
     run("create-tenant", tenant)
     run("create-user", "--tenant", tenant, "r@x.test")
@@ -94,7 +98,8 @@ async def test_rotate_credentials_re_encrypts_with_the_first_key(client, db, set
     out = run("rotate-credentials", env=env)
     assert out.returncode == 0, out.stderr
     async with db.sessionmaker() as s:
-        token = (await s.execute(sa.select(Credential.ciphertext))).scalar_one()
+        mine = sa.select(Credential.ciphertext).where(Credential.account_id == r.json()["id"])
+        token = (await s.execute(mine)).scalar_one()
     assert Fernet(new_key.encode()).decrypt(token.encode())
     only_new = settings.model_copy(update={"credential_keys": SecretStr(new_key)})
     assert decrypt_json(only_new, token)["imap"]["password"] == "rotate-me"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.peers import Process, free_port, uvicorn_api, wait_port
 from tests.test_flower import CHROMIUM, OFFLINE, chromium
 

@@ -1,4 +1,8 @@
-"""GET /v1/events[/{id}], POST /v1/events/{id}/replay and GET /v1/tasks/{task_id}."""
+"""GET /v1/events[/{id}], POST /v1/events/{id}/replay and GET /v1/tasks/{task_id}.
+
+The tests that write an event's states themselves queue their jobs through `unserved_client`:
+a worker that ran the job would change the states under them (these tests used to pass only
+when they ran before the session's worker started)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ async def _set(db, event_id: str, **values) -> None:
         await s.execute(sa.update(Event).where(Event.id == uuid.UUID(event_id)).values(**values))
 
 
-async def test_task_states_follow_the_event(client, db) -> None:
+async def test_task_states_follow_the_event(unserved_client, db) -> None:
+    client = unserved_client
     caller = await make_caller(db)
     account = await make_account(db, caller)
     job = await _queue_sync(client, caller, account)
@@ -64,7 +69,8 @@ async def test_task_states_follow_the_event(client, db) -> None:
             assert body["progress"] == {"done": 3, "total": 10}
 
 
-async def test_unknown_or_foreign_task_is_404(client, db) -> None:
+async def test_unknown_or_foreign_task_is_404(unserved_client, db) -> None:
+    client = unserved_client
     owner, other = await make_caller(db), await make_caller(db)
     job = await _queue_sync(client, owner, await make_account(db, owner))
     assert (
@@ -73,7 +79,8 @@ async def test_unknown_or_foreign_task_is_404(client, db) -> None:
     assert (await client.get("/v1/tasks/nope", headers=owner.headers)).status_code == 404
 
 
-async def test_events_list_filter_paginate_and_get(client, db) -> None:
+async def test_events_list_filter_paginate_and_get(unserved_client, db) -> None:
+    client = unserved_client
     caller = await make_caller(db)
     account = await make_account(db, caller)
     jobs = [await _queue_sync(client, caller, account) for _ in range(3)]
@@ -103,7 +110,10 @@ async def test_events_list_filter_paginate_and_get(client, db) -> None:
         "finished_at",
         # Added with scheduled sends (API.md "Additions"): the time, or null.
         "send_at",
+        # Added with coalescing (issue 12): the event that did a coalesced one's work, or null.
+        "coalesced_into",
     }
+    assert event["coalesced_into"] is None
     assert event["last_error"] == "boom" and event["attempts"] == 3 and event["source"] == "api"
     got = await client.get(f"/v1/events/{jobs[1]['event_id']}", headers=caller.headers)
     assert got.status_code == 200 and got.json()["task_ids"] == [jobs[1]["task_id"]]
@@ -120,7 +130,8 @@ async def test_events_list_filter_paginate_and_get(client, db) -> None:
     assert wrong.status_code == 400
 
 
-async def test_replay_finished_event_only(client, db) -> None:
+async def test_replay_finished_event_only(unserved_client, db) -> None:
+    client = unserved_client
     caller = await make_caller(db)
     job = await _queue_sync(client, caller, await make_account(db, caller))
     busy = await client.post(f"/v1/events/{job['event_id']}/replay", headers=caller.headers)
@@ -136,7 +147,7 @@ async def test_replay_finished_event_only(client, db) -> None:
 
 async def test_classify_job_runs_on_a_real_worker_and_reports_success(client, db, worker) -> None:
     from tests.api.keys import make_message
-    from tests.conftest import wait_for
+    from tests.helpers import wait_for
 
     caller = await make_caller(db)
     account = await make_account(db, caller)

@@ -7,11 +7,10 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 
 from database.models import DeadLetter
-from tests.conftest import notification, post_webhook
-from tests.peers import RedisServer, free_port
+from tests.helpers import notification, post_webhook
+from tests.peers import free_port
 from worker.config import Queue, all_queues, lane_names
 
 
@@ -65,7 +64,10 @@ async def test_ready_is_503_quickly_when_the_broker_is_gone(settings: Any) -> No
     assert detailed.json()["queues"] is None
 
 
-async def test_detailed_lists_workers_queues_and_dead_letters(client, worker, db) -> None:
+async def test_detailed_lists_workers_queues_and_dead_letters(
+    empty_database: None, client, worker, db
+) -> None:
+    # The dead-letter counts are over every tenant: this letter must be the only one.
     async with db.transaction() as s:
         s.add(
             DeadLetter(
@@ -111,23 +113,11 @@ async def test_webhook_counters_latency_and_jobs_by_endpoint(client: httpx.Async
     )
 
 
-@pytest.fixture
-async def idle_client(settings: Any):
-    """An app on a private Redis no worker reads, so published messages stay countable."""
-    from api.app import create_app
-
-    redis = RedisServer().start()
-    app = create_app(settings.model_copy(update={"redis_url": redis.url}))
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                yield c
-    finally:
-        redis.stop()
-
-
-async def test_queue_depths_and_events_by_status_are_read_at_scrape_time(idle_client) -> None:
+async def test_queue_depths_and_events_by_status_are_read_at_scrape_time(
+    empty_database: None, unserved_client: httpx.AsyncClient
+) -> None:
+    # The gauges count every tenant's rows: these three events must be the only ones.
+    idle_client = unserved_client
     for i in range(3):
         r = await post_webhook(idle_client, notification("message.created", {"id": f"q{i}"}))
         assert r.json()["status"] == "queued"

@@ -32,9 +32,11 @@ async def app(settings, quiet_broker):
         yield application
 
 
-async def events(db) -> list[Event]:
+async def events(db, *tenant_ids) -> list[Event]:
+    """The events of the test's tenants, oldest first."""
+    query = sa.select(Event).where(Event.tenant_id.in_(tenant_ids)).order_by(Event.received_at)
     async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(Event).order_by(Event.received_at))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 async def published(redis_url: str, queue: str) -> list[dict]:
@@ -66,7 +68,7 @@ async def test_sync_records_event_and_publishes(client, db, quiet_broker) -> Non
     assert r.status_code == 202, r.text
     job = r.json()
     assert set(job) == {"event_id", "task_id"}
-    [event] = await events(db)
+    [event] = await events(db, caller.tenant_id)
     assert str(event.id) == job["event_id"] and event.task_ids == [job["task_id"]]
     assert event.source == "api" and event.task_name == "postroom.mail.sync_account"
     assert event.task_kwargs == {
@@ -96,7 +98,7 @@ async def test_idempotency_key_returns_same_job_and_conflicts_on_other_body(
     again = await client.post(f"/v1/accounts/{account}/sync", json={"full": False}, headers=headers)
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
-    assert len(await events(db)) == 1
+    assert len(await events(db, caller.tenant_id)) == 1
     assert (
         len(
             [
@@ -145,7 +147,7 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
     }
     r = await client.post("/v1/messages/send", json=body, headers=caller.headers)
     assert r.status_code == 202, r.text
-    [event] = await events(db)
+    [event] = await events(db, caller.tenant_id)
     kw = event.task_kwargs
     assert event.task_name == "postroom.mail.send"
     # Ids only on the event and in the task message; the mail is the event's draft row.
@@ -158,8 +160,12 @@ async def test_send_stores_uploads_and_keeps_secrets_out_of_the_event(
     stored = json.dumps(kw) + json.dumps(event.payload)
     assert "pw-never-in-events" not in stored and "bo@example.com" not in stored
     async with db.sessionmaker() as s:
-        [upload] = (await s.execute(sa.select(OutboundAttachment))).scalars()
-        [draft] = (await s.execute(sa.select(SendDraft))).scalars()
+        uploads = sa.select(OutboundAttachment).where(
+            OutboundAttachment.tenant_id == caller.tenant_id
+        )
+        [upload] = (await s.execute(uploads)).scalars()
+        drafts = sa.select(SendDraft).where(SendDraft.tenant_id == caller.tenant_id)
+        [draft] = (await s.execute(drafts)).scalars()
     assert draft.event_id == event.id and draft.tenant_id == caller.tenant_id
     assert draft.to_addrs == [{"email": "bo@example.com", "name": "Bo"}] and draft.text == "Hello"
     assert draft.subject == "Hi" and draft.cc_addrs == [] and draft.bcc_addrs == []
@@ -191,7 +197,7 @@ async def test_send_rejects_bad_base64_and_bad_recipients(client, db) -> None:
     for to in ([], [{"email": "not-an-address"}]):
         r = await client.post("/v1/messages/send", json={**base, "to": to}, headers=caller.headers)
         assert r.status_code == 422
-    assert await events(db) == []
+    assert await events(db, caller.tenant_id) == []
 
 
 async def test_delete_and_classify(client, db, settings) -> None:
@@ -206,7 +212,7 @@ async def test_delete_and_classify(client, db, settings) -> None:
     assert r.status_code == 202, r.text
     c = await client.post(f"/v1/messages/{m1}/classify", headers=caller.headers)
     assert c.status_code == 202, c.text
-    deleted, classified = await events(db)
+    deleted, classified = await events(db, caller.tenant_id)
     assert deleted.task_name == "postroom.mail.delete"
     assert (
         deleted.task_kwargs["message_ids"] == [str(m1), str(m2)]
@@ -227,7 +233,7 @@ async def test_workflows(client, db) -> None:
         "/v1/workflows/triage", json={"account_id": str(account)}, headers=caller.headers
     )
     assert r.status_code == 202, r.text
-    [event] = await events(db)
+    [event] = await events(db, caller.tenant_id)
     assert event.task_kwargs["workflow"] == "triage"
     unknown = await client.post(
         "/v1/workflows/nope", json={"account_id": str(account)}, headers=caller.headers
@@ -253,7 +259,7 @@ async def test_other_tenants_targets_are_404_and_record_nothing(client, db) -> N
     for path, body in attempts:
         r = await client.post(path, json=body, headers=other.headers)
         assert r.status_code == 404, (path, r.text)
-    assert await events(db) == []
+    assert await events(db, owner.tenant_id, other.tenant_id) == []
 
 
 async def test_both_publish_paths_show_only_id_like_kwargs(settings, quiet_broker) -> None:

@@ -240,4 +240,6 @@ async def test_other_tenant_sees_nothing(client, db) -> None:
     r = await client.get("/v1/messages", params={"account_id": str(account)}, headers=other.headers)
     assert r.status_code == 404
     async with db.sessionmaker() as s:
-        assert (await s.execute(sa.select(sa.func.count()).select_from(Account))).scalar_one() == 1
+        both = Account.tenant_id.in_([owner.tenant_id, other.tenant_id])
+        count = sa.select(sa.func.count()).select_from(Account).where(both)
+        assert (await s.execute(count)).scalar_one() == 1

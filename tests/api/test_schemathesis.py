@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.keys import make_account, make_caller, make_message
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.peers import free_port, uvicorn_api, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -40,9 +40,10 @@ async def app(settings, quiet_broker):
         yield application
 
 
-async def _events(db) -> list[Event]:
+async def _events(db, tenant_id) -> list[Event]:
+    query = sa.select(Event).where(Event.tenant_id == tenant_id)
     async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(Event))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 def _send(account: uuid.UUID, **extra) -> dict:
@@ -180,7 +181,7 @@ async def test_escape_attempts_at_send_time_render_nothing(client, db, source, v
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] in ("template_invalid", "template_variable_missing")
     assert "class" not in r.json()["error"]["message"].replace("__class__", "")
-    assert await _events(db) == []
+    assert await _events(db, caller.tenant_id) == []
 
 
 async def test_send_with_template_renders_into_the_draft(client, db, quiet_broker) -> None:
@@ -199,7 +200,7 @@ async def test_send_with_template_renders_into_the_draft(client, db, quiet_broke
     assert draft.subject == "Welcome, <Ana & Bo>"
     assert draft.text == "Hi <Ana & Bo>,\ncode 42."
     assert draft.html == "<p>Hi &lt;Ana &amp; Bo&gt;, code <b>42</b></p>"
-    [event] = await _events(db)
+    [event] = await _events(db, caller.tenant_id)
     # Ids only in what travels: neither the template's output nor the variables.
     assert "Ana" not in str(event.task_kwargs) and "Ana" not in str(event.payload)
     assert r.json()["task_id"] in task_ids(await published(quiet_broker.url, "short."))
@@ -239,7 +240,7 @@ async def test_template_send_errors_are_422_at_request_time(client, db) -> None:
         headers=h,
     )
     assert header.status_code == 422 and "line break" in header.json()["error"]["message"]
-    assert await _events(db) == []
+    assert await _events(db, caller.tenant_id) == []
 
 
 @pytest.mark.parametrize(
@@ -295,7 +296,7 @@ async def test_scheduled_send_is_accepted_and_waits_unpublished(client, db, quie
     # The same key and body: the same job, still one event.
     again = await client.post("/v1/messages/send", json=body, headers=headers)
     assert again.status_code == 202 and again.json() == job
-    assert len(await _events(db)) == 1
+    assert len(await _events(db, caller.tenant_id)) == 1
     # An unscheduled event has no send_at.
     now = await client.post(
         "/v1/messages/send", json=_send(account, subject="Now"), headers=caller.headers

@@ -13,14 +13,14 @@ import sqlalchemy as sa
 
 from database.models import Event
 from settings import WEBHOOK_CLOCK_SKEW_S, Settings
-from tests.conftest import notification, post_webhook
+from tests.helpers import notification, post_webhook, tenantless_events
 
 DAY = 86400
 
 
-async def stored(db: Any) -> list[str]:
-    async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(Event.external_id))).scalars())
+async def stored(db: Any, since: Any) -> list[str]:
+    """External ids of the webhook events this test stored."""
+    return [e.external_id for e in await tenantless_events(db, since)]
 
 
 def assert_out_of_window(r: httpx.Response, *words: str) -> None:
@@ -32,32 +32,32 @@ def assert_out_of_window(r: httpx.Response, *words: str) -> None:
 
 
 async def test_an_old_signed_notification_is_refused_and_stores_nothing(
-    client: httpx.AsyncClient, db: Any, settings: Any
+    client: httpx.AsyncClient, db: Any, settings: Any, started_at: Any
 ) -> None:
     assert settings.webhook_max_age_s == 3 * DAY  # the documented default
     old = notification(
         "message.created", {"id": "m-old"}, nid="n-old", time_=int(time.time()) - 3 * DAY - 60
     )
     assert_out_of_window(await post_webhook(client, old), "older than", "replay")
-    assert await stored(db) == []
+    assert await stored(db, started_at) == []
     # Nothing was recorded under its id either: the same id with a current time is new.
     fresh = {**old, "time": int(time.time())}
     r = await post_webhook(client, fresh)
     assert r.status_code == 200 and r.json()["status"] == "queued"
-    assert await stored(db) == ["n-old"]
+    assert await stored(db, started_at) == ["n-old"]
 
 
 async def test_a_notification_at_the_edge_of_the_window_is_accepted(
-    client: httpx.AsyncClient, db: Any, settings: Any
+    client: httpx.AsyncClient, db: Any, settings: Any, started_at: Any
 ) -> None:
     edge = int(time.time()) - settings.webhook_max_age_s + 30
     r = await post_webhook(client, notification("message.created", {"id": "m-edge"}, time_=edge))
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "queued"
-    assert len(await stored(db)) == 1
+    assert len(await stored(db, started_at)) == 1
 
 
-async def test_the_window_follows_its_setting(settings: Any, db: Any) -> None:
+async def test_the_window_follows_its_setting(settings: Any, db: Any, started_at: Any) -> None:
     from api.app import create_app
 
     app = create_app(settings.model_copy(update={"webhook_max_age_s": 60}))
@@ -69,11 +69,11 @@ async def test_the_window_follows_its_setting(settings: Any, db: Any) -> None:
             outside = await post_webhook(c, notification("message.updated", time_=now - 70))
     assert inside.status_code == 200
     assert_out_of_window(outside, "60 s")
-    assert len(await stored(db)) == 1
+    assert len(await stored(db, started_at)) == 1
 
 
 async def test_a_notification_from_the_future_is_refused_beyond_the_clock_skew(
-    client: httpx.AsyncClient, db: Any
+    client: httpx.AsyncClient, db: Any, started_at: Any
 ) -> None:
     now = int(time.time())
     ahead = await post_webhook(
@@ -83,11 +83,11 @@ async def test_a_notification_from_the_future_is_refused_beyond_the_clock_skew(
     # Clocks differ a little: a minute ahead is fine.
     r = await post_webhook(client, notification("message.updated", time_=now + 60))
     assert r.status_code == 200
-    assert len(await stored(db)) == 1
+    assert len(await stored(db, started_at)) == 1
 
 
 async def test_time_must_be_unix_seconds_and_may_be_absent(
-    client: httpx.AsyncClient, db: Any
+    client: httpx.AsyncClient, db: Any, started_at: Any
 ) -> None:
     for bad in ("yesterday", True, [1], "1700000000"):
         payload = {**notification("message.updated"), "time": bad}
@@ -97,7 +97,7 @@ async def test_time_must_be_unix_seconds_and_may_be_absent(
     untimed = notification("grant.expired")
     del untimed["time"]
     assert (await post_webhook(client, untimed)).status_code == 200
-    assert len(await stored(db)) == 1
+    assert len(await stored(db, started_at)) == 1
 
 
 async def test_an_unsigned_old_notification_is_still_a_401(client: httpx.AsyncClient) -> None:
@@ -118,9 +118,16 @@ def test_event_retention_must_outlive_the_replay_window() -> None:
     assert Settings(event_retention_days=1, webhook_max_age_s=3600).webhook_max_age_s == 3600
 
 
+async def purged_kept(db: Any) -> int:
+    count = sa.select(sa.func.count()).select_from(Event).where(Event.external_id == "n-purged")
+    async with db.sessionmaker() as s:
+        return int((await s.execute(count)).scalar_one())
+
+
 async def test_a_replay_after_the_cleanup_purged_its_event_is_refused(
-    client: httpx.AsyncClient, db: Any, settings: Any
+    empty_database: None, client: httpx.AsyncClient, db: Any, settings: Any
 ) -> None:
+    # The cleanup purges old events of every tenant: it must find only this test's.
     """End to end: an event finished longer ago than the retention is purged by the cleanup;
     its notification, replayed byte for byte, is then at least that old and is refused."""
     from services import outbox
@@ -141,6 +148,6 @@ async def test_a_replay_after_the_cleanup_purged_its_event_is_refused(
             )
         )
     assert await outbox.cleanup(db, retention_days=settings.event_retention_days) == 1
-    assert await stored(db) == []
+    assert await purged_kept(db) == 0
     assert_out_of_window(await post_webhook(client, old), "replay")
-    assert await stored(db) == []
+    assert await purged_kept(db) == 0

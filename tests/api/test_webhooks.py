@@ -9,15 +9,9 @@ import uuid
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import sqlalchemy as sa
 
 from database.models import Event
-from tests.conftest import notification, post_webhook, wait_for
-
-
-async def event_rows(db) -> list[Event]:
-    async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(Event))).scalars())
+from tests.helpers import notification, post_webhook, tenantless_events, wait_for
 
 
 async def copies_in_queue(redis_url: str, event_id: str) -> int:
@@ -58,13 +52,15 @@ async def test_missing_challenge_is_400(client: httpx.AsyncClient) -> None:
     assert r.json()["error"]["code"] == "bad_request"
 
 
-async def test_signed_notification_is_stored_and_published(client, db, settings) -> None:
+async def test_signed_notification_is_stored_and_published(
+    client, db, settings, started_at
+) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     r = await post_webhook(client, payload)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "queued"
-    rows = await event_rows(db)
+    rows = await tenantless_events(db, started_at)
     assert [str(e.id) for e in rows] == [body["event_id"]]
     assert rows[0].external_id == payload["id"]
     assert rows[0].type == "message.created"
@@ -78,13 +74,13 @@ async def test_signed_notification_is_stored_and_published(client, db, settings)
     )
 
 
-async def test_duplicate_delivery_enqueues_nothing(client, db, settings) -> None:
+async def test_duplicate_delivery_enqueues_nothing(client, db, settings, started_at) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     first = await post_webhook(client, payload)
     second = await post_webhook(client, payload)
     assert second.status_code == 200
     assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
-    [event] = await event_rows(db)
+    [event] = await tenantless_events(db, started_at)
     # One task id was ever minted and published for the event.
     assert len(event.task_ids) == 1 and event.publish_count == 1
     assert await copies_in_queue(settings.redis_url, str(event.id)) <= 1
@@ -95,18 +91,20 @@ async def test_duplicate_delivery_enqueues_nothing(client, db, settings) -> None
     [None, "", "deadbeef", "0" * 64, "not hex at all", "Zm9yZ2Vk"],
     ids=["missing", "empty", "short", "wrong", "garbage", "base64"],
 )
-async def test_forged_or_missing_signature_is_401_and_stores_nothing(client, db, signature) -> None:
+async def test_forged_or_missing_signature_is_401_and_stores_nothing(
+    client, db, signature, started_at
+) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     r = await post_webhook(client, payload, signature=signature)
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "invalid_signature"
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
-async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
+async def test_signature_over_reserialised_json_is_refused(client, db, started_at) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     body = json.dumps(payload, indent=2).encode()
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     r = await client.post(
         "/webhooks/nylas",
@@ -114,18 +112,18 @@ async def test_signature_over_reserialised_json_is_refused(client, db) -> None:
         headers={"x-nylas-signature": sign(json.dumps(payload, separators=(",", ":")).encode())},
     )
     assert r.status_code == 401
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
 async def test_uppercase_hex_signature_is_accepted(client, db) -> None:
     payload = json.dumps(notification("message.created", {"id": "m1"})).encode()
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     r = await post_webhook(client, payload, signature=sign(payload).upper())
     assert r.status_code == 200
 
 
-async def test_oversized_body_is_413_and_stores_nothing(client, db, settings) -> None:
+async def test_oversized_body_is_413_and_stores_nothing(client, db, settings, started_at) -> None:
     big = (
         b'{"id": "x", "type": "message.created", "pad": "'
         + b"a" * settings.webhook_max_body_bytes
@@ -134,10 +132,12 @@ async def test_oversized_body_is_413_and_stores_nothing(client, db, settings) ->
     r = await post_webhook(client, big)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
-async def test_oversized_chunked_body_without_length_is_413(client, db, settings) -> None:
+async def test_oversized_chunked_body_without_length_is_413(
+    client, db, settings, started_at
+) -> None:
     chunk = b"a" * 65536
     count = settings.webhook_max_body_bytes // len(chunk) + 2
 
@@ -147,7 +147,7 @@ async def test_oversized_chunked_body_without_length_is_413(client, db, settings
 
     r = await client.post("/webhooks/nylas", content=body(), headers={"x-nylas-signature": "00"})
     assert r.status_code == 413
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
 @pytest.mark.parametrize(
@@ -164,25 +164,25 @@ async def test_oversized_chunked_body_without_length_is_413(client, db, settings
     ],
     ids=["broken", "array", "string", "no-id", "no-type", "id-not-string", "empty-type", "binary"],
 )
-async def test_malformed_signed_body_is_400_and_stores_nothing(client, db, raw) -> None:
+async def test_malformed_signed_body_is_400_and_stores_nothing(client, db, raw, started_at) -> None:
     r = await post_webhook(client, raw)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
-async def test_gzip_body_is_verified_over_compressed_bytes(client, db) -> None:
+async def test_gzip_body_is_verified_over_compressed_bytes(client, db, started_at) -> None:
     payload = notification("message.created", {"id": "m1", "grant_id": "g1"})
     r = await post_webhook(client, payload, gzip_body=True)
     assert r.status_code == 200, r.text
-    rows = await event_rows(db)
+    rows = await tenantless_events(db, started_at)
     assert rows[0].payload == payload
 
 
-async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db) -> None:
+async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db, started_at) -> None:
     import gzip as gz
 
-    from tests.conftest import sign
+    from tests.helpers import sign
 
     raw = json.dumps(notification("message.created", {"id": "m1"})).encode()
     r = await client.post(
@@ -191,22 +191,22 @@ async def test_gzip_signed_over_decompressed_bytes_is_refused(client, db) -> Non
         headers={"content-encoding": "gzip", "x-nylas-signature": sign(raw)},
     )
     assert r.status_code == 401
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
-async def test_gzip_bomb_is_413(client, db) -> None:
+async def test_gzip_bomb_is_413(client, db, started_at) -> None:
     import gzip as gz
 
     bomb = gz.compress(b"{" + b" " * (50 * 1024 * 1024) + b"}")
     r = await post_webhook(client, bomb, headers={"content-encoding": "gzip"})
     assert r.status_code == 413
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
-async def test_broken_gzip_is_400(client, db) -> None:
+async def test_broken_gzip_is_400(client, db, started_at) -> None:
     r = await post_webhook(client, b"this is not gzip", headers={"content-encoding": "gzip"})
     assert r.status_code == 400
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []
 
 
 async def test_missing_webhook_secret_answers_503(settings) -> None:
@@ -240,7 +240,7 @@ async def test_database_down_answers_503_quickly(settings) -> None:
     assert elapsed < 2.5
 
 
-async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db) -> None:
+async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db, started_at) -> None:
     from api.app import create_app
     from tests.peers import free_port
 
@@ -255,15 +255,17 @@ async def test_broker_down_still_acknowledges_and_keeps_the_event(settings, db) 
     assert r.status_code == 200
     assert r.json()["status"] == "queued"
     assert elapsed < 2.5
-    rows = await event_rows(db)
+    rows = await tenantless_events(db, started_at)
     assert len(rows) == 1 and rows[0].status == "received"
 
 
-async def test_nul_escape_that_jsonb_cannot_hold_is_400_and_stores_nothing(client, db) -> None:
+async def test_nul_escape_that_jsonb_cannot_hold_is_400_and_stores_nothing(
+    client, db, started_at
+) -> None:
     raw = (
         b'{"id": "nul-1", "type": "message.created", "data": {"object": {"subject": "a\\u0000b"}}}'
     )
     r = await post_webhook(client, raw)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
-    assert await event_rows(db) == []
+    assert await tenantless_events(db, started_at) == []

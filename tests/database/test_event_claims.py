@@ -83,7 +83,8 @@ async def test_retrying_event_waits_for_its_own_retry(db) -> None:
     assert [h["outcome"] for h in again.history] == ["retrying"]
 
 
-async def test_sweeper_takes_due_events_once(db) -> None:
+async def test_sweeper_takes_due_events_once(empty_database, db) -> None:
+    # The sweeper takes due events of every tenant: this test's must be the only ones.
     event_id = await new_event(db)
     async with db.transaction() as s:
         await s.execute(sa.update(Event).where(Event.id == event_id).values(due_at=sa.func.now()))
@@ -122,7 +123,10 @@ async def test_a_continued_event_stays_processing_and_only_its_next_part_takes_i
     assert await claim(db, event_id, "part-2") is None  # a duplicate of the same message
 
 
-async def test_a_next_part_whose_publish_was_lost_is_republished_still_processing(db) -> None:
+async def test_a_next_part_whose_publish_was_lost_is_republished_still_processing(
+    empty_database, db
+) -> None:
+    # The sweeper takes due events of every tenant: this test's must be the only ones.
     event_id = await new_event(db)
     first = await claim(db, event_id, "part-1")
     async with db.transaction() as s:

@@ -37,6 +37,8 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
+    # When it arrived (time.time()), for tests of how far apart calls are (429 hold-off).
+    at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import httpx
 import sqlalchemy as sa
 
 from database.engine import Database
-from tests.conftest import sign
+from tests.helpers import sign
 
 FINISHED = ("succeeded", "ignored", "dead")
 

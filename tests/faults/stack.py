@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import NYLAS_API_KEY, WEBHOOK_SECRET
 from tests.fakes.nylas_server import FakeNylas
+from tests.helpers import NYLAS_API_KEY, WEBHOOK_SECRET
 from tests.peers import (
     Process,
     RedisServer,

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from database.engine import Database
 from database.models import Event
 from settings import Settings
-from tests.conftest import notification
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.faults.ledger import Ledger
 from tests.faults.stack import Stack, child_pids, kill9, kill_redis, start_redis_again
+from tests.helpers import notification
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

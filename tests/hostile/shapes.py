@@ -71,6 +71,16 @@ def text_long_word(n: int) -> str:
     return "x" * (10 * n)
 
 
+def text_punctuation_runs(n: int) -> str:
+    """Letters between runs of punctuation and underscores, 10n characters."""
+    return "a_-!._,?;:" * n
+
+
+def text_url_shapes(n: int) -> str:
+    """One link whose host has n hyphenated labels and whose path has n segments."""
+    return "http://user@" + "a-1." * n + "com:8080/" + "x/" * n + "?q=1"
+
+
 # Mail (services/mime.py) ----------------------------------------------------------------------
 def header_spaces(n: int) -> bytes:
     """A Subject of n spaces ending in a line break with nothing folded after it."""

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.keys import make_account, make_caller, make_message
-from tests.conftest import ENV
+from tests.helpers import ENV
 from tests.hostile import shapes
 from tests.peers import free_port, uvicorn_api, wait_port
 

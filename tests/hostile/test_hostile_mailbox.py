@@ -15,15 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event, Message, Tenant
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.imap_support import append_corpus, create_imap_account
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def _mail(subject: bytes, content_type: bytes, body: bytes, n: int) -> bytes:

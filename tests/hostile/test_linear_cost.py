@@ -41,6 +41,8 @@ CASES: list[tuple[Callable[[Any], object], Callable[[int], Any], int]] = [
     (classify_html, shapes.html_style_open, 3_000),
     (classify_html, shapes.text_domain_labels, 4_000),
     (classify_text, shapes.text_long_word, 3_000),
+    (classify_text, shapes.text_punctuation_runs, 3_000),
+    (classify_text, shapes.text_url_shapes, 5_000),
     (parse, shapes.header_spaces, 500_000),
     (parse, shapes.header_continuations, 5_000),
     (parse, shapes.header_message_id_lt, 50_000),

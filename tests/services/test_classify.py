@@ -6,10 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from database.models import Message
-from services.classify import features, mail
+from database.repositories.classify import TOTALS
+from services.classify import content, features, mail, tenant
 from services.classify.model import MODEL_PATH, default_model, load
 from services.classify.service import classify_message, record_feedback, verdict
 from tests.factories import create_nylas_account
@@ -135,6 +137,55 @@ def test_shipped_model_is_small_loads_without_pickle_and_separates_spam_from_ham
     )
     assert model.score(features.extract(spam)) > 0.9
     assert model.score(features.extract(ham)) < 0.1
+
+
+def test_shipped_model_separates_spam_from_ham_without_headers() -> None:
+    # Subject and body only, as a corpus of "subject + body" records (or a mail whose headers
+    # were lost) reaches the classifier: no sender, no Content-Type, no HTML.
+    model = load(MODEL_PATH)
+    spam = mail.MailDoc(
+        subject="Lowest prices on meds - order today",
+        headers=[("Subject", "Lowest prices on meds - order today")],
+        text="Buy cheap meds online, no prescription needed! Save 80% today. Click here to "
+        "order: http://213.41.7.19/shop?id=77 To be removed from our mailing list reply REMOVE.",
+    )
+    ham = mail.MailDoc(
+        subject="Re: meeting notes",
+        headers=[("Subject", "Re: meeting notes")],
+        text="Hi Tom, I went through the notes from Tuesday and added the two open questions "
+        "about the release schedule. Can we go over them after lunch tomorrow? Thanks, Ann",
+    )
+    assert model.score(features.extract(spam)) > model.threshold
+    assert model.score(features.extract(ham)) < model.threshold
+
+
+def test_character_grams_survive_respelling_and_punctuation() -> None:
+    plain = content.char_grams("", "free offer")
+    spaced = content.char_grams("", "FREE!!! -- offer")
+    assert "c:free" in plain and plain == spaced
+    numbers = " ".join(str(i) for i in range(100_000))  # ~80,000 distinct 4-grams
+    assert len(content.char_grams("", numbers)) <= content.GRAM_CHARS  # only the start is read
+
+
+def test_url_shape_tokens_describe_the_link_not_its_name() -> None:
+    found = content.url_shape(
+        ["http://203.0.113.9:8080/a/b/c/d/e?id=1", "https://bit.ly/x", "http://[bad"]
+    )
+    assert {"us:ip_host", "us:port", "us:deep_path", "us:query", "us:shortener"} <= found
+    assert {"us:https", "us:malformed", "us:tld:9", "us:tld:ly"} <= found
+    assert content.url_shape(["http://www.example.org/about"]) == {"us:tld:org"}
+
+
+def test_a_tenant_that_taught_both_kinds_counts_every_token() -> None:
+    # 30 spam and 30 ham labels: 40 tokens each seen in 2 spam mails and no ham.
+    counts = {f"w:t{i}": (2, 0) for i in range(40)}
+    mature = tenant.adjustment_from_counts({**counts, TOTALS: (30, 30)})
+    # The same evidence from a tenant that only ever reported spam: 15 strongest, capped.
+    one_sided = tenant.adjustment_from_counts({**counts, TOTALS: (30, 0)})
+    per_token = tenant.adjustment_from_counts({"w:t0": (2, 0), TOTALS: (30, 30)})
+    assert one_sided == pytest.approx(min(tenant.CAP, 15 * per_token))
+    assert mature == pytest.approx(min(tenant.MATURE_CAP, 40 * per_token))
+    assert mature > one_sided
 
 
 async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:

@@ -14,8 +14,8 @@ from database.repositories import dead_letters as dl_repo
 from database.repositories import events as events_repo
 from services import dead_letters as dlq
 from services.errors import BadRequest, Conflict, NotFound
-from tests.conftest import ENV
 from tests.factories import create_tenant
+from tests.helpers import ENV
 from tests.peers import ROOT, VENV_BIN
 from worker import dispatch
 from worker.app import make_celery
@@ -189,7 +189,8 @@ def postroom(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     )
 
 
-async def test_cli_list_show_replay_all_and_purge(db: Any) -> None:
+async def test_cli_list_show_replay_all_and_purge(empty_database: None, db: Any) -> None:
+    # The operator's CLI lists and purges the letters of every tenant (and tenant-less ones).
     tenant = await create_tenant(db)
     sends = [await make_dead(db, tenant, task_name="postroom.mail.send") for _ in range(3)]
     delete_dl, delete_event = await make_dead(db, None, task_name="postroom.mail.delete")

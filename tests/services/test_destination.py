@@ -18,14 +18,11 @@ from services.imap import ImapClient, ImapConfig
 from services.sent_copy import append_sent_copy
 from services.smtp import SmtpConfig, SmtpConnection
 from tests import banner_server as banners
-from tests import smtp_fixtures
 from tests.banner_server import BANNER, BannerServer, assert_no_peer_words
 from tests.imap_fixtures import PASSWORD, Dovecot
 from tests.peers import free_port
 
 banner_server = banners.banner_server
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 LOOPBACK = "127.0.0.0/8,::1"
 
 ADDRESSES = [
@@ -168,18 +165,13 @@ class Spy:
         monkeypatch.setattr(socket, "getaddrinfo", spy)
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Any:
-    server = Dovecot(users=("dest@example.com",)).start()
-    yield server
-    server.stop()
-
-
-def _imap(port: int, allowed: str | None, host: str = "127.0.0.1") -> ImapConfig:
+def _imap(
+    port: int, allowed: str | None, host: str = "127.0.0.1", user: str = "dest@example.com"
+) -> ImapConfig:
     return ImapConfig(
         host=host,
         port=port,
-        username="dest@example.com",
+        username=user,
         password=PASSWORD,
         security="none",
         timeout=5,
@@ -196,10 +188,11 @@ async def test_imap_connect_refuses_before_connecting(banner_server) -> None:
 
 
 async def test_imap_connects_to_the_checked_address_with_one_lookup(
-    dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+    dovecot: Dovecot, mailbox_user: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = Spy(monkeypatch)
-    async with ImapClient(_imap(dovecot.port, LOOPBACK, host="localhost")) as client:
+    imap = _imap(dovecot.port, LOOPBACK, host="localhost", user=mailbox_user)
+    async with ImapClient(imap) as client:
         boxes = await client.list_mailboxes()
     assert "INBOX" in {b.name for b in boxes}
     assert spy.hosts == ["localhost"]
@@ -240,10 +233,10 @@ async def test_sent_copy_refuses_before_connecting(banner_server) -> None:
 
 
 async def test_sent_copy_appends_through_the_checked_address(
-    dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+    dovecot: Dovecot, mailbox_user: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = Spy(monkeypatch)
-    imap = dovecot.credentials("dest@example.com")["imap"]
+    imap = dovecot.credentials(mailbox_user)["imap"]
     assert isinstance(imap, dict)
     appended = await append_sent_copy(
         {**imap, "host": "localhost"},

@@ -11,12 +11,8 @@ import sqlalchemy as sa
 from database.models import Folder, Message
 from services.errors import BadCredentials, ProviderTemporaryError
 from services.imap_sync import run_sync
-from tests import imap_support
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import CORPUS_PLAN_BIG, append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _rows(db: Any, account: Any) -> list[Message]:

@@ -11,14 +11,10 @@ from database.models import Message
 from services.errors import PermissionDenied
 from services.imap_sync import run_sync
 from services.mail_delete import delete_messages
-from tests import imap_support
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _synced(db: Any, settings: Any, dovecot: Dovecot, user: str) -> tuple[Any, list[Message]]:
@@ -65,10 +61,9 @@ async def test_soft_delete_moves_to_trash_with_one_command_per_folder(
     targets = inbox + junk
     ids = [r.id for r in targets]
 
-    async with db.transaction() as s:
-        count = await delete_messages(
-            s, settings, tenant_id=account.tenant_id, message_ids=ids, permanent=False, nylas=None
-        )
+    count = await delete_messages(
+        db, settings, tenant_id=account.tenant_id, message_ids=ids, permanent=False, nylas=None
+    )
 
     assert count == 5 and await _deleted_rows(db, ids) == 5
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {r.imap_uid for r in inbox}
@@ -85,15 +80,14 @@ async def test_permanent_delete_expunges_and_leaves_no_copy(
     account, rows = await _synced(db, settings, dovecot, mailbox_user)
     targets = [r for r in rows if r.labels == ["INBOX"]][5:9]
 
-    async with db.transaction() as s:
-        count = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in targets],
-            permanent=True,
-            nylas=None,
-        )
+    count = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in targets],
+        permanent=True,
+        nylas=None,
+    )
 
     assert count == 4
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {6, 7, 8, 9}
@@ -110,15 +104,14 @@ async def test_messages_of_another_tenant_are_refused_before_the_server_is_touch
     intruder = await create_nylas_account(db)
 
     with pytest.raises(PermissionDenied):
-        async with db.transaction() as s:
-            await delete_messages(
-                s,
-                settings,
-                tenant_id=intruder.tenant_id,
-                message_ids=[rows[0].id],
-                permanent=True,
-                nylas=None,
-            )
+        await delete_messages(
+            db,
+            settings,
+            tenant_id=intruder.tenant_id,
+            message_ids=[rows[0].id],
+            permanent=True,
+            nylas=None,
+        )
 
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13))
     assert await _deleted_rows(db, [rows[0].id]) == 0
@@ -146,14 +139,14 @@ async def test_nylas_messages_are_destroyed_through_the_api(
                 await s.execute(sa.select(Message.id).where(Message.account_id == account.id))
             ).scalars()
         )
-        count = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=ids,
-            permanent=False,
-            nylas=gateway,
-        )
+    count = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=ids,
+        permanent=False,
+        nylas=gateway,
+    )
 
     assert count == 2
     assert len(fake_nylas.requests_to(r"/messages/msg-\d")) == 2

@@ -8,7 +8,7 @@ import pytest
 
 from services.errors import ValidationFailed
 from services.nylas_api import NylasGateway
-from tests.conftest import NYLAS_API_KEY
+from tests.helpers import NYLAS_API_KEY
 
 
 def _gateway(fake_nylas) -> NylasGateway:

@@ -39,10 +39,9 @@ async def _account(db, account_id: uuid.UUID) -> Account:
 
 
 async def _sync(db, account: Account, gateway: NylasGateway, *, full: bool, progress=None):
-    async with db.transaction() as s:
-        return await sync_nylas_account(
-            s, account=account, nylas=gateway, full=full, progress=progress
-        )
+    return await sync_nylas_account(
+        db, account=account, nylas=gateway, full=full, progress=progress
+    )
 
 
 async def test_full_sync_pages_through_every_message(db, fake_nylas, gateway) -> None:
@@ -88,7 +87,10 @@ async def test_incremental_sync_asks_only_since_the_cursor(db, fake_nylas, gatew
     assert {r.provider_id for r in await _rows(db, account)} == {"old", "new"}
 
 
-async def test_reconcile_backfills_a_message_no_webhook_announced(db, fake_nylas, gateway) -> None:
+async def test_reconcile_backfills_a_message_no_webhook_announced(
+    empty_database, db, fake_nylas, gateway
+) -> None:
+    # Reconcile walks every tenant's Nylas accounts: this test's must be the only ones.
     account = await create_nylas_account(db)
     other = await create_nylas_account(db, status="reauth_required")
     await _sync(db, account, gateway, full=True)
@@ -123,7 +125,10 @@ async def test_reconcile_backfills_a_message_no_webhook_announced(db, fake_nylas
     assert len(await _rows(db, account)) == 2
 
 
-async def test_reconcile_goes_on_when_one_account_fails(db, fake_nylas, gateway) -> None:
+async def test_reconcile_goes_on_when_one_account_fails(
+    empty_database, db, fake_nylas, gateway
+) -> None:
+    # Reconcile walks every tenant's Nylas accounts: this test's must be the only ones.
     broken = await create_nylas_account(db)
     fine = await create_nylas_account(db)
     fake_nylas.put_message(fine.grant_id, make_message(fine.grant_id, "x"))
@@ -135,20 +140,19 @@ async def test_reconcile_goes_on_when_one_account_fails(db, fake_nylas, gateway)
 async def _send(db, settings, account, gateway, event_id) -> Any:
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        return await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            nylas=gateway,
-            request=SendRequest(
-                to=[{"email": "bob@example.org", "name": "Bob"}],
-                bcc=["hidden@example.net"],
-                subject="Via Nylas",
-                body_html="<p>Hi</p>",
-            ),
-        )
+    return await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        nylas=gateway,
+        request=SendRequest(
+            to=[{"email": "bob@example.org", "name": "Bob"}],
+            bcc=["hidden@example.net"],
+            subject="Via Nylas",
+            body_html="<p>Hi</p>",
+        ),
+    )
 
 
 async def test_nylas_send_carries_the_idempotency_key_and_sends_once(
@@ -176,6 +180,7 @@ async def test_nylas_send_carries_the_idempotency_key_and_sends_once(
     [row] = await _rows(db, account)
     assert row.provider_id == sent_box[0]["id"] and row.subject == "Via Nylas"
     async with db.sessionmaker() as s:
-        [ledger] = (await s.execute(sa.select(OutboundMessage))).scalars().all()
+        mine = sa.select(OutboundMessage).where(OutboundMessage.account_id == account.id)
+        [ledger] = (await s.execute(mine)).scalars().all()
     assert ledger.status == "sent"
     assert ledger.recipients == ["bob@example.org", "hidden@example.net"]

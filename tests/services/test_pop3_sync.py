@@ -16,12 +16,8 @@ from services.mail_accounts import pop3_config
 from services.mail_delete import delete_messages
 from services.pop3 import Pop3Client, Pop3Config, unstuff
 from services.pop3_sync import sync_maildrop
-from tests import imap_support
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
 from tests.imap_support import create_imap_account, create_pop3_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def _corpus(count: int) -> list[bytes]:
@@ -98,7 +94,8 @@ async def test_sync_stores_every_message_once_and_the_second_sync_retrieves_noth
     assert {tuple(r.labels) for r in rows} == {("INBOX",)}
     assert all(r.unread and not r.starred and r.deleted_at is None for r in rows)
     async with db.transaction() as s:
-        folders = list((await s.execute(sa.select(Folder))).scalars())
+        mine = sa.select(Folder).where(Folder.account_id == account.id)
+        folders = list((await s.execute(mine)).scalars())
     assert [(f.name, f.role) for f in folders] == [("INBOX", "inbox")]
     assert {r.folder_id for r in rows} == {folders[0].id}
 
@@ -213,24 +210,22 @@ async def test_permanent_delete_removes_from_the_maildrop_soft_delete_only_hides
     rows = sorted(await _rows(db, account), key=lambda r: r.provider_id)
     hard, soft = rows[:2], rows[2:4]
 
-    async with db.transaction() as s:
-        n_hard = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in hard],
-            permanent=True,
-            nylas=None,
-        )
-    async with db.transaction() as s:
-        n_soft = await delete_messages(
-            s,
-            settings,
-            tenant_id=account.tenant_id,
-            message_ids=[r.id for r in soft],
-            permanent=False,
-            nylas=None,
-        )
+    n_hard = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in hard],
+        permanent=True,
+        nylas=None,
+    )
+    n_soft = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[r.id for r in soft],
+        permanent=False,
+        nylas=None,
+    )
 
     assert (n_hard, n_soft) == (2, 2)
     on_server = await _server_uidls(dovecot, mailbox_user)
@@ -301,11 +296,10 @@ async def test_a_pop3_message_cannot_be_moved_to_another_folder(
     [row] = await _rows(db, account)
     junk = Folder(tenant_id=account.tenant_id, account_id=account.id, name="Junk", role="junk")
 
-    async with db.transaction() as s:
-        with pytest.raises(ValidationFailed, match="one folder, INBOX"):
-            await move_message(
-                s, settings=settings, nylas=None, account=account, message=row, target=junk
-            )
+    with pytest.raises(ValidationFailed, match="one folder, INBOX"):
+        await move_message(
+            db, settings=settings, nylas=None, account=account, message=row, target=junk
+        )
     assert await _server_uidls(dovecot, mailbox_user) == [row.provider_id]
 
 

@@ -12,9 +12,9 @@ from database.models import Folder, Message, Rule
 from services import rules
 from services.errors import ValidationFailed
 from services.nylas_api import NylasGateway
-from tests.conftest import NYLAS_API_KEY
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import NYLAS_API_KEY
 
 
 def test_validate_refuses_rules_that_cannot_match_or_act() -> None:
@@ -103,14 +103,13 @@ async def test_spam_is_moved_to_junk_once_however_often_rules_run(
             )
         )
     for expected in (["move:Junk"], []):
-        async with db.transaction() as s:
-            result = await rules.apply_rules(
-                s,
-                settings=settings,
-                nylas=gateway(fake_nylas),
-                tenant_id=account.tenant_id,
-                message_id=msg.id,
-            )
+        result = await rules.apply_rules(
+            db,
+            settings=settings,
+            nylas=gateway(fake_nylas),
+            tenant_id=account.tenant_id,
+            message_id=msg.id,
+        )
         assert result["applied"] == expected
     path = f"/v3/grants/{account.grant_id}/messages/{nylas_msg['id']}"
     assert [r.body for r in fake_nylas.requests_to(path) if r.method == "PUT"] == [
@@ -155,14 +154,13 @@ async def test_category_label_and_sender_folder_rules(
                 action={"type": "move", "folder_role": "junk"},
             )
         )
-    async with db.transaction() as s:
-        result = await rules.apply_rules(
-            s,
-            settings=settings,
-            nylas=gateway(fake_nylas),
-            tenant_id=account.tenant_id,
-            message_id=msg.id,
-        )
+    result = await rules.apply_rules(
+        db,
+        settings=settings,
+        nylas=gateway(fake_nylas),
+        tenant_id=account.tenant_id,
+        message_id=msg.id,
+    )
     assert result["applied"] == ["label:promos", "move:Shopping"]
     async with db.transaction() as s:
         stored = await s.get(Message, msg.id)
@@ -176,13 +174,12 @@ async def test_rules_of_another_tenant_cannot_touch_the_message(
 ) -> None:
     _, msg, _ = await _setup(db, fake_nylas, is_spam=True)
     stranger = await create_nylas_account(db)
-    async with db.transaction() as s:
-        with pytest.raises(Exception) as err:
-            await rules.apply_rules(
-                s,
-                settings=settings,
-                nylas=gateway(fake_nylas),
-                tenant_id=stranger.tenant_id,
-                message_id=msg.id,
-            )
+    with pytest.raises(Exception) as err:
+        await rules.apply_rules(
+            db,
+            settings=settings,
+            nylas=gateway(fake_nylas),
+            tenant_id=stranger.tenant_id,
+            message_id=msg.id,
+        )
     assert type(err.value).__name__ == "PermissionDenied"

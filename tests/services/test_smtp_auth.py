@@ -3,7 +3,6 @@ them sends without AUTH through a relay; an account with them never sends unauth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,12 +13,7 @@ from database.repositories import events as events_repo
 from services.errors import BadCredentials
 from services.send import SendRequest, send_message
 from services.smtp import SmtpAuthUnavailable, SmtpConfig
-from tests import smtp_fixtures
-from tests.imap_fixtures import Dovecot
 from tests.smtp_fixtures import USERNAME, create_send_event, create_smtp_account
-
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 
 NO_AUTH_SENTENCE = (
     "The SMTP server does not offer AUTH, but the account has SMTP credentials; "
@@ -27,36 +21,27 @@ NO_AUTH_SENTENCE = (
 )
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot(users=(USERNAME,)).start()
-    yield server
-    server.stop()
-
-
 async def _send(db: Any, settings: Any, account: Any) -> Any:
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        return await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(to=["bob@example.org"], subject="Relay", body_text="Via relay."),
-            nylas=None,
-        )
+    return await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(to=["bob@example.org"], subject="Relay", body_text="Via relay."),
+        nylas=None,
+    )
 
 
 async def test_an_account_without_smtp_credentials_sends_through_a_relay_without_auth(
-    db, settings, smtp_server, dovecot
+    db, settings, smtp_server, dovecot, mailbox_user
 ) -> None:
     relay = smtp_server(auth=False)
     smtp = relay.credential()
     assert "username" not in smtp and "password" not in smtp
-    dovecot.reset(USERNAME)
-    imap = dovecot.credentials(USERNAME)["imap"]
+    imap = dovecot.credentials(mailbox_user)["imap"]
     account = await create_smtp_account(db, settings, smtp=smtp, imap=imap)
     outcome = await _send(db, settings, account)
 
@@ -82,7 +67,8 @@ async def test_credentials_and_a_server_without_auth_fail_for_good_and_send_noth
     assert not info.value.transient  # permanent: the retry policy dead-letters it at once
     assert relay.received == [] and relay.handler.data_calls == 0
     async with db.sessionmaker() as s:
-        [row] = (await s.execute(sa.select(OutboundMessage))).scalars()
+        mine = sa.select(OutboundMessage).where(OutboundMessage.account_id == account.id)
+        [row] = (await s.execute(mine)).scalars()
     assert row.status == "pending"  # nothing was handed over
 
 

@@ -4,7 +4,6 @@ each server received are parsed and checked, and the ledger decides what is sent
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,12 +14,7 @@ from database.repositories import events as events_repo
 from services.errors import BadCredentials, ValidationFailed
 from services.send import SendRequest, send_message
 from services.smtp import DeliveryUnknown, SmtpRejected, SmtpTemporaryError
-from tests import smtp_fixtures
-from tests.imap_fixtures import Dovecot
 from tests.smtp_fixtures import create_send_event, create_smtp_account
-
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 
 REQUEST = dict(
     to=[{"email": "bob@example.org", "name": "Bøb Öster"}],
@@ -32,33 +26,26 @@ REQUEST = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot(users=("sender@example.com",)).start()
-    yield server
-    server.stop()
-
-
 async def _send(db, settings, account, *, event_id=None, **overrides: Any):
     if event_id is None:
         event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        outcome = await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(**{**REQUEST, **overrides}),
-            nylas=None,
-        )
+    outcome = await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(**{**REQUEST, **overrides}),
+        nylas=None,
+    )
     return event_id, outcome
 
 
-async def _ledger(db) -> list[OutboundMessage]:
+async def _ledger(db, account) -> list[OutboundMessage]:
+    query = sa.select(OutboundMessage).where(OutboundMessage.tenant_id == account.tenant_id)
     async with db.transaction() as s:
-        return list((await s.execute(sa.select(OutboundMessage))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 @pytest.mark.parametrize(
@@ -90,7 +77,7 @@ async def test_send_in_each_security_mode_delivers_a_correct_message(
 
     assert outcome.result["status"] == "success"
     assert outcome.result["recipients_sent"] == len(got.rcpt_tos) == 3
-    [row] = await _ledger(db)
+    [row] = await _ledger(db, account)
     assert sorted(row.recipients) == sorted(got.rcpt_tos)
     assert row.status == "sent" and row.server_reply.startswith("250")
     async with db.transaction() as s:
@@ -127,7 +114,7 @@ async def test_5xx_is_permanent_with_the_server_answer(db, settings, smtp_server
     # The tenant sees the codes; the server's own words stay in the ledger for operators.
     assert "554 5.7.1" in info.value.message
     assert "policy violation" not in info.value.message
-    [row] = await _ledger(db)
+    [row] = await _ledger(db, account)
     assert row.status == "failed"
     assert row.server_reply == "554 5.7.1 Message rejected: policy violation"
 
@@ -141,7 +128,7 @@ async def test_4xx_leaves_the_message_pending_and_the_retry_sends_it(
     with pytest.raises(SmtpTemporaryError) as info:
         await _send(db, settings, account, event_id=event_id)
     assert info.value.transient and "451" in info.value.message
-    assert (await _ledger(db))[0].status == "pending"
+    assert (await _ledger(db, account))[0].status == "pending"
     _, outcome = await _send(db, settings, account, event_id=event_id)
     assert outcome.result["status"] == "success"
     assert len(peer.received) == 1 and peer.handler.data_calls == 2
@@ -154,7 +141,7 @@ async def test_lost_answer_after_data_is_never_sent_again(db, settings, smtp_ser
     with pytest.raises(DeliveryUnknown) as info:
         await _send(db, settings, account, event_id=event_id)
     assert not info.value.transient
-    assert (await _ledger(db))[0].status == "sending"
+    assert (await _ledger(db, account))[0].status == "sending"
     with pytest.raises(DeliveryUnknown):
         await _send(db, settings, account, event_id=event_id)
     assert len(peer.received) == 1
@@ -166,7 +153,7 @@ async def test_no_answer_after_data_times_out_as_unknown(db, settings, smtp_serv
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     with pytest.raises(DeliveryUnknown):
         await _send(db, settings, account, event_id=event_id)
-    assert (await _ledger(db))[0].status == "sending"
+    assert (await _ledger(db, account))[0].status == "sending"
     assert len(peer.received) == 1
 
 
@@ -184,7 +171,7 @@ async def test_header_injection_is_refused_before_anything_is_sent(
     account = await create_smtp_account(db, settings, smtp=peer.credential())
     with pytest.raises(ValidationFailed):
         await _send(db, settings, account, **{field_: value})
-    assert peer.received == [] and await _ledger(db) == []
+    assert peer.received == [] and await _ledger(db, account) == []
 
 
 async def test_reply_threads_and_other_tenants_message_is_refused(
@@ -243,15 +230,16 @@ async def test_uploaded_attachment_is_sent(db, settings, smtp_server) -> None:
     assert att.get_filename() == "report.pdf" and att.get_content() == b"%PDF\x00\x01"
 
 
-async def test_copy_is_appended_to_the_imap_sent_folder(db, settings, smtp_server, dovecot) -> None:
+async def test_copy_is_appended_to_the_imap_sent_folder(
+    db, settings, smtp_server, dovecot, mailbox_user
+) -> None:
     peer = smtp_server()
-    dovecot.reset("sender@example.com")
-    imap = dovecot.credentials("sender@example.com")["imap"]
+    imap = dovecot.credentials(mailbox_user)["imap"]
     account = await create_smtp_account(db, settings, smtp=peer.credential(), imap=imap)
     _, outcome = await _send(db, settings, account)
     assert outcome.result["sent_copy"] == "appended"
 
-    conn = dovecot.client("sender@example.com")
+    conn = dovecot.client(mailbox_user)
     try:
         typ, _ = conn.select("Sent", readonly=True)
         assert typ == "OK"

@@ -21,15 +21,11 @@ from database.thread_refs import (
     normalize_ids,
 )
 from services.imap_sync import run_sync
-from tests import imap_support, smtp_fixtures
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account, create_tenant
 from tests.imap_fixtures import Dovecot, append_many
 from tests.imap_support import create_imap_account
 from tests.smtp_fixtures import create_send_event, create_smtp_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 def mail(
@@ -153,8 +149,8 @@ async def _subjects_of(client: Any, caller: Any, thread_id: str) -> list[str]:
     return [m["subject"] for m in r.json()["data"]]
 
 
-async def _counts_match_messages(db: Any) -> None:
-    """What the trigger keeps equals a recount from the messages."""
+async def _counts_match_messages(db: Any, tenant_id: Any) -> None:
+    """What the trigger keeps equals a recount from the messages (of the test's tenant)."""
     async with db.sessionmaker() as s:
         live = Message.deleted_at.is_(None)  # type: ignore[union-attr]
         recount = (
@@ -165,11 +161,12 @@ async def _counts_match_messages(db: Any) -> None:
                     sa.func.count().filter(Message.unread),  # type: ignore[arg-type]
                     sa.func.max(Message.sort_at),
                 )
-                .where(live)
+                .where(live, Message.tenant_id == tenant_id)
                 .group_by(Message.thread_id)
             )
         ).all()
-        kept = (await s.execute(sa.select(Thread).where(Thread.message_count > 0))).scalars()
+        mine = sa.select(Thread).where(Thread.tenant_id == tenant_id, Thread.message_count > 0)
+        kept = (await s.execute(mine)).scalars()
         assert {str(t.id): (t.message_count, t.unread_count, t.last_message_at) for t in kept} == {
             r[0]: (r[1], r[2], r[3]) for r in recount
         }
@@ -250,7 +247,7 @@ async def test_replies_join_threads_in_any_order_and_a_late_link_merges(
         "plan",
     ]
     assert await _subjects_of(client, caller, a_thread) == []
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)
 
     # A flag change seen by the next sync moves the unread count.
     conn = dovecot.client(mailbox_user)
@@ -264,7 +261,7 @@ async def test_replies_join_threads_in_any_order_and_a_late_link_merges(
     await _sync(db, settings, account)
     plan = (await _threads(client, caller, account_id=str(account.id)))[0]
     assert plan["message_count"] == 3 and plan["unread_count"] == 1
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)
 
     # Pages: newest first with a cursor, the same threads once each.
     first = await client.get("/v1/threads", params={"limit": 2}, headers=caller.headers)
@@ -289,9 +286,10 @@ async def test_a_message_without_ids_has_its_own_thread_and_refresh_keeps_it(
     threads = await _threads(client, caller, account_id=str(account.id))
     assert [t["message_count"] for t in threads] == [1, 1]
     async with db.sessionmaker() as s:
-        stored = (await s.execute(sa.select(sa.func.count()).select_from(Thread))).scalar_one()
+        count = sa.select(sa.func.count()).select_from(Thread)
+        stored = (await s.execute(count.where(Thread.tenant_id == tenant.id))).scalar_one()
     assert stored == 2  # a refresh finds the same thread instead of making another
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)
 
 
 async def test_threads_are_tenant_scoped(
@@ -345,9 +343,13 @@ async def test_concurrent_batches_of_one_account_end_in_one_thread(
     for i in range(5):
         await asyncio.gather(store(row(f"p{i}", None)), store(row(f"r{i}", f"p{i}")))
     async with db.sessionmaker() as s:
-        threads = (await s.execute(sa.select(Thread).where(Thread.message_count > 0))).scalars()
+        mine = sa.select(Thread).where(Thread.tenant_id == account.tenant_id)
+        threads = (await s.execute(mine.where(Thread.message_count > 0))).scalars()
         assert sorted(t.message_count for t in threads) == [2] * 5
-        refs = (await s.execute(sa.select(sa.func.count()).select_from(ThreadRef))).scalar_one()
+        refs_of = sa.select(sa.func.count()).select_from(ThreadRef)
+        refs = (
+            await s.execute(refs_of.where(ThreadRef.tenant_id == account.tenant_id))
+        ).scalar_one()
         assert refs == 10
 
 
@@ -379,11 +381,9 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
     gateway = NylasGateway(
         api_key=settings.nylas_api_key.get_secret_value(), api_uri=settings.nylas_api_uri, timeout=5
     )
-    async with db.transaction() as s:
-        await sync_nylas_account(s, account=account, nylas=gateway, full=True)
+    await sync_nylas_account(db, account=account, nylas=gateway, full=True)
     # Again: upserts keep every message in the same thread.
-    async with db.transaction() as s:
-        await sync_nylas_account(s, account=account, nylas=gateway, full=True)
+    await sync_nylas_account(db, account=account, nylas=gateway, full=True)
 
     threads = await _threads(client, caller, account_id=str(account.id))
     assert [(t["subject"], t["message_count"], t["unread_count"]) for t in threads] == [
@@ -393,13 +393,10 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
     uuid.UUID(threads[0]["id"])
     assert sorted(await _subjects_of(client, caller, threads[0]["id"])) == ["Re: hi", "hi"]
     assert threads[0]["participants"][0] == {"name": "Ann Sender", "email": "ann@example.org"}
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)
 
 
 # -- what we send ------------------------------------------------------------------------------
-
-smtp_server = smtp_fixtures.smtp_server
-certificate = smtp_fixtures.certificate
 
 
 async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_server) -> None:
@@ -423,20 +420,19 @@ async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_se
     event_id, _, _ = await create_send_event(db, account=account, kwargs={})
     async with db.transaction() as s:
         event = await events_repo.get(s, event_id)
-        await send_message(
-            s,
-            db=db,
-            settings=settings,
-            account=account,
-            event=event,
-            request=SendRequest(
-                to=[{"email": "ann@example.org"}],
-                subject="Re: question",
-                body_text="answer",
-                reply_to_message_id=str(parent["id"]),
-            ),
-            nylas=None,
-        )
+    await send_message(
+        db,
+        settings=settings,
+        account=account,
+        event=event,
+        request=SendRequest(
+            to=[{"email": "ann@example.org"}],
+            subject="Re: question",
+            body_text="answer",
+            reply_to_message_id=str(parent["id"]),
+        ),
+        nylas=None,
+    )
     async with db.sessionmaker() as s:
         rows = (
             await s.execute(sa.select(Message).where(Message.account_id == account.id))
@@ -444,7 +440,7 @@ async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_se
         by_subject = {m.subject: m for m in rows}
     assert set(by_subject) == {"question", "Re: question"}
     assert by_subject["Re: question"].thread_id == by_subject["question"].thread_id
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)
 
 
 async def test_a_deadlock_over_thread_rows_is_retried_not_dead_lettered(
@@ -528,12 +524,21 @@ async def test_a_batch_with_thousands_of_references_and_a_wide_merge(
         await imap_state.upsert_messages(s, [linker])
     async with db.sessionmaker() as s:
         sizes = sorted(
-            (await s.execute(sa.select(Thread.message_count).where(Thread.message_count > 0)))
+            (
+                await s.execute(
+                    sa.select(Thread.message_count).where(
+                        Thread.tenant_id == account.tenant_id, Thread.message_count > 0
+                    )
+                )
+            )
             .scalars()
             .all()
         )
-        refs = (await s.execute(sa.select(sa.func.count()).select_from(ThreadRef))).scalar_one()
+        refs_of = sa.select(sa.func.count()).select_from(ThreadRef)
+        refs = (
+            await s.execute(refs_of.where(ThreadRef.tenant_id == account.tenant_id))
+        ).scalar_one()
     # The linker's References keep the root and the 49 nearest: 50 of the 100 threads merge.
     assert sizes == [1] * 200 + [51]
     assert refs == 250 * 51 + 1
-    await _counts_match_messages(db)
+    await _counts_match_messages(db, account.tenant_id)

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import ENV
+from tests.helpers import ENV, wait_until
 from tests.peers import VENV_BIN, Process, RedisServer
 
 
@@ -42,8 +42,9 @@ def test_a_second_beat_stands_by_until_the_first_stops() -> None:
         first.wait_log('"beat_leader"', timeout=30)
         second = beat(env, "beat-b").start()
         second.wait_log('"beat_standby"', timeout=30)
-        time.sleep(3)
-        assert sent(first) >= 2
+        # The leader ticks twice more while the second stands by, and the second sends nothing.
+        standing_by = sent(first)
+        wait_until(lambda: sent(first) >= standing_by + 2, timeout=15, message="two more ticks")
         assert sent(second) == 0
         first.stop(signal.SIGTERM)
         started = time.monotonic()
@@ -72,12 +73,15 @@ def test_the_leader_keeps_its_lease_when_redis_comes_back_empty() -> None:
     try:
         leader.wait_log('"beat_leader"', timeout=30)
         client.flushall()
-        time.sleep(RENEW_EVERY_S + 2)
+        assert client.get(LOCK_KEY) is None
+        # Its next renewal finds the key gone and writes it again, and it goes on ticking.
+        wait_until(
+            lambda: client.get(LOCK_KEY), timeout=RENEW_EVERY_S + 10, message="the lease again"
+        )
         assert leader.proc is not None and leader.proc.poll() is None, leader.log()[-2000:]
-        assert client.get(LOCK_KEY) is not None
         before = sent(leader)
-        time.sleep(2.5)
-        assert sent(leader) > before
+        wait_until(lambda: sent(leader) > before, timeout=15, message="a tick after the flush")
+        assert leader.proc.poll() is None, leader.log()[-2000:]
     finally:
         leader.stop()
         client.close()

@@ -9,7 +9,7 @@ import pytest
 
 from database.models import Event, Message
 from tests.api.keys import make_account, make_caller, make_message
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -9,15 +9,12 @@ import pytest
 
 from database.models import DeadLetter, Event
 from tests import banner_server as banners
-from tests import smtp_fixtures
 from tests.banner_server import BANNER, assert_no_peer_words
 from tests.smtp_fixtures import USERNAME, create_send_event, create_smtp_account
 from tests.worker.test_mail_tasks import _queue
 from tests.worker.test_send_task import SEND, _dead_letters, _finished, _publish
 from tests.worker.test_send_task import publisher as publisher
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 banner_server = banners.banner_server
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -26,7 +23,7 @@ async def _send_and_finish(db: Any, publisher: Any, account: Any) -> tuple[Event
     event_id, task_id, _ = await create_send_event(db, account=account, kwargs=SEND)
     await _publish(db, publisher, event_id, task_id)
     event = await _finished(db, event_id)
-    [dead] = [d for d in await _dead_letters(db) if d.event_id == event_id]
+    [dead] = await _dead_letters(db, event_id)
     return event, dead
 
 

@@ -7,9 +7,10 @@ import uuid
 import pytest
 
 from database.models import Event
+from services.dead_letters import scrub, shown_message
 from services.errors import PermissionDenied, ProviderTemporaryError
 from services.nylas_events import message_values
-from worker.execution import check_tenant, scrub, shown_message
+from worker.execution import check_tenant
 
 
 def test_only_our_own_exception_messages_are_shown() -> None:

@@ -12,8 +12,8 @@ import redis
 import sqlalchemy as sa
 
 from database.models import Tenant
-from tests.conftest import ENV
 from tests.factories import create_tenant
+from tests.helpers import ENV
 from worker.config import (
     LANES,
     PRIORITY_STEPS,

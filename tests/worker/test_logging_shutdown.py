@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 from database.models import Event, Message
 from tests.api.test_health_metrics import sample
-from tests.conftest import ENV, NYLAS_API_KEY, WEBHOOK_SECRET, notification, sign, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import ENV, NYLAS_API_KEY, WEBHOOK_SECRET, notification, sign, wait_for
 from tests.peers import Process, RedisServer, celery_worker, free_port, uvicorn_api, wait_port
 
 BEARER = "Bearer pr_live_" + "9d1c" * 8
@@ -87,8 +87,9 @@ async def event_of(db: Any, event_id: str) -> Event:
 
 
 async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
-    stack: Stack, db: Any, fake_nylas: Any
+    empty_database: None, stack: Stack, db: Any, fake_nylas: Any
 ) -> None:
+    # `postroom_events` counts the rows of every tenant: this event must be the only one.
     account = await create_nylas_account(db)
     fake_nylas.put_message(account.grant_id, make_message(account.grant_id, "m-log-1"))
     worker = stack.worker("obs")
@@ -149,6 +150,9 @@ async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
         == 1
     )
     assert sample(text, "postroom_task_duration_seconds_count", task="postroom.events.process") == 1
+    # Publish-to-start waits of the webhook's task and its classify chain, all short work.
+    assert sample(text, "postroom_task_wait_seconds_count", **{"class": "short"}) >= 1
+    assert sample(text, "postroom_task_wait_seconds_count", **{"class": "bulk"}) == 0
     assert sample(text, "postroom_events", status="succeeded") == 1
 
     logs = stack.api.log() + worker.log()
@@ -202,18 +206,31 @@ async def test_sigterm_lets_the_running_task_finish_and_the_queued_one_survives(
         await wait_for(second_done, timeout=30, message="the queued task after restart")
     finally:
         second_worker.stop()
+    mine = sa.select(sa.func.count()).select_from(Message).where(Message.account_id == account.id)
     async with db.sessionmaker() as s:
-        stored = (await s.execute(sa.select(sa.func.count()).select_from(Message))).scalar_one()
+        stored = (await s.execute(mine)).scalar_one()
     assert stored == 2
 
 
 async def test_sigterm_to_the_api_finishes_the_request_in_flight(stack: Stack) -> None:
-    # No worker answers on this broker, so /health/detailed waits its full 1 s ping.
-    async with httpx.AsyncClient(timeout=10) as http:
-        request = asyncio.create_task(http.get(f"{stack.base}/health/detailed"))
-        await asyncio.sleep(0.3)
-        os.kill(stack.api.proc.pid, signal.SIGTERM)
-        r = await request
+    import redis.asyncio as aioredis
+
+    # No worker answers on this broker, so /health/detailed waits its full 1 s ping. The
+    # ping's reply queue appearing in Redis shows the request is in the API's hands.
+    broker = aioredis.Redis.from_url(stack.redis.url)
+
+    async def pinging() -> bool:
+        return bool(await broker.exists("_kombu.binding.reply.celery.pidbox"))
+
+    try:
+        assert not await pinging()
+        async with httpx.AsyncClient(timeout=10) as http:
+            request = asyncio.create_task(http.get(f"{stack.base}/health/detailed"))
+            await wait_for(pinging, timeout=10, interval=0.02, message="the worker ping")
+            os.kill(stack.api.proc.pid, signal.SIGTERM)
+            r = await request
+    finally:
+        await broker.aclose()
     assert r.status_code == 503
     assert r.json()["checks"]["database"]["ok"] is True
     await asyncio.to_thread(stack.api.proc.wait, 10)

@@ -9,13 +9,9 @@ import sqlalchemy as sa
 
 from database.models import Account, Event, EventSource, EventStatus, Message
 from database.repositories import events as events_repo
-from tests import imap_support
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.imap_support import append_corpus, create_imap_account
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _queue(
@@ -152,14 +148,16 @@ async def test_sync_of_another_tenants_account_is_dead_without_retries(
     event = await wait_for(lambda: _finished(db, event_id), timeout=60, message="dead event")
 
     assert event.status == EventStatus.dead and event.attempts == 1
+    stored = sa.select(sa.func.count()).select_from(Message).where(Message.account_id == account.id)
     async with db.transaction() as s:
-        count = (await s.execute(sa.select(sa.func.count()).select_from(Message))).scalar_one()
+        count = (await s.execute(stored)).scalar_one()
     assert count == 0
 
 
 async def test_periodic_sync_enqueues_due_accounts_once(
-    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+    empty_database: None, db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
+    # The scheduler's subject is every account of every tenant: it needs the only ones.
     from services.scheduling import enqueue_due_syncs
 
     due = await create_imap_account(db, settings, dovecot, mailbox_user)

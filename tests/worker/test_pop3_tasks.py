@@ -6,13 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.pop3 import Pop3Client, Pop3Config
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.imap_fixtures import PASSWORD, Dovecot
-
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 
 async def _uidls(dovecot: Dovecot, user: str) -> list[str]:

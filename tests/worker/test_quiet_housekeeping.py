@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from tests.conftest import WEBHOOK_SECRET, notification, sign
+from tests.helpers import WEBHOOK_SECRET, notification, sign
 from tests.peers import Process
 from worker.observability import QuietHousekeeping
 
@@ -41,8 +41,9 @@ async def wait_log(worker: Process, needle: str, timeout: float = 20) -> None:
 
 
 async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
-    worker: Process, settings: Any, db: Any
+    empty_database: None, worker: Process, settings: Any, db: Any
 ) -> None:
+    # The sweep looks at every tenant's events: idle means no other test's event is due.
     from services.ingest import ingest_nylas
     from worker.app import make_celery
 

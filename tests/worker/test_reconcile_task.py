@@ -9,16 +9,17 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Message
-from tests.conftest import wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 async def test_beat_reconcile_backfills_messages_no_webhook_announced(
-    db: Any, settings: Any, fake_nylas: Any
+    empty_database: None, db: Any, settings: Any, fake_nylas: Any
 ) -> None:
+    # Reconcile walks every tenant's Nylas accounts: this test's must be the only one.
     from worker.app import make_celery
     from worker.config import ROUTES, lane_names
 

@@ -13,12 +13,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from database.models import Event
 from services import dead_letters as dlq
+from services.dead_letters import scrub
 from services.errors import ProviderNotFound, ProviderTemporaryError
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from worker import dispatch, policy
-from worker.execution import retries_used, scrub
+from worker.execution import retries_used
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -177,7 +178,15 @@ async def test_transient_provider_error_retries_then_succeeds(
     async with db.sessionmaker() as s:
         from sqlalchemy import text
 
-        subjects = (await s.execute(text("SELECT subject FROM message"))).scalars().all()
+        subjects = (
+            (
+                await s.execute(
+                    text("SELECT subject FROM message WHERE account_id = :a"), {"a": account.id}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert subjects == ["after the storm"]
 
 

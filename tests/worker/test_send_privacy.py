@@ -30,11 +30,9 @@ import sqlalchemy as sa
 from database.models import Event
 from tests import smtp_fixtures
 from tests.api.keys import make_caller
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.smtp_fixtures import create_smtp_account
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")

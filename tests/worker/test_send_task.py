@@ -9,12 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import DeadLetter, Event, OutboundMessage, SendDraft
-from tests import smtp_fixtures
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
-certificate = smtp_fixtures.certificate
-smtp_server = smtp_fixtures.smtp_server
 pytestmark = pytest.mark.usefixtures("worker")
 
 SEND = dict(
@@ -55,9 +52,10 @@ async def _finished(db: Any, event_id: uuid.UUID, timeout: float = 30.0) -> Even
     return await wait_for(check, timeout=timeout, message=f"event {event_id} to finish")
 
 
-async def _dead_letters(db: Any) -> list[DeadLetter]:
+async def _dead_letters(db: Any, event_id: Any) -> list[DeadLetter]:
+    query = sa.select(DeadLetter).where(DeadLetter.event_id == event_id)
     async with db.sessionmaker() as s:
-        return list((await s.execute(sa.select(DeadLetter))).scalars())
+        return list((await s.execute(query)).scalars())
 
 
 async def test_send_task_delivers_once_and_succeeds(db, settings, publisher, smtp_server) -> None:
@@ -78,7 +76,8 @@ async def test_send_task_delivers_once_and_succeeds(db, settings, publisher, smt
     # A count (API.md "Sending"); the accepted addresses are in the ledger row only.
     assert event.result["recipients_sent"] == 2
     async with db.sessionmaker() as s:
-        [ledger] = (await s.execute(sa.select(OutboundMessage))).scalars().all()
+        mine = sa.select(OutboundMessage).where(OutboundMessage.account_id == account.id)
+        [ledger] = (await s.execute(mine)).scalars().all()
     assert sorted(ledger.recipients) == ["bob@example.org", "hidden@example.net"]
     await wait_for(lambda: _received(peer, 1), timeout=5, message="one message at the server")
     assert len(peer.received) == 1
@@ -101,7 +100,7 @@ async def test_5xx_ends_in_a_dead_letter_with_the_server_answer(
     event = await _finished(db, event_id)
     assert event.status == "dead"
     assert event.attempts == 1, "a 5xx is permanent: no retries"
-    [dead] = await _dead_letters(db)
+    [dead] = await _dead_letters(db, event_id)
     assert dead.event_id == event_id and dead.exception_type == "SmtpRejected"
     assert "554 5.7.1" in dead.exception_message
     assert "policy violation" not in dead.exception_message  # the codes, not the peer's words
@@ -128,7 +127,7 @@ async def test_lost_answer_after_data_is_dead_lettered_not_resent(
     await _publish(db, publisher, event_id, task_id)
     event = await _finished(db, event_id)
     assert event.status == "dead"
-    [dead] = await _dead_letters(db)
+    [dead] = await _dead_letters(db, event_id)
     assert dead.exception_type == "DeliveryUnknown"
     assert len(peer.received) == 1
 
@@ -143,7 +142,7 @@ async def test_account_of_another_tenant_is_refused(db, settings, publisher, smt
     await _publish(db, publisher, event_id, task_id)
     event = await _finished(db, event_id)
     assert event.status == "dead" and event.attempts == 1
-    [dead] = await _dead_letters(db)
+    [dead] = await _dead_letters(db, event_id)
     assert dead.exception_type == "PermissionDenied"
     assert peer.received == []
 
@@ -199,6 +198,6 @@ async def test_send_without_a_draft_is_dead_and_sends_nothing(
     await _publish(db, publisher, event_id, task_id)
     event = await _finished(db, event_id)
     assert event.status == "dead" and event.attempts == 1
-    [dead] = await _dead_letters(db)
+    [dead] = await _dead_letters(db, event_id)
     assert dead.exception_type == "ValidationFailed" and "no draft" in dead.exception_message
     assert peer.received == []

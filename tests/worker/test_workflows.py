@@ -12,11 +12,10 @@ import sqlalchemy as sa
 
 from database.models import Account, DeadLetter, Event, Folder, Message, Rule, Tenant
 from services import dead_letters
-from tests import imap_support
 from tests.api.keys import make_caller
-from tests.conftest import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 from tests.imap_support import append_corpus, create_imap_account
 from worker import dispatch
 from worker.app import make_celery
@@ -161,8 +160,6 @@ async def test_a_step_failing_for_good_dead_letters_it_and_replay_resumes_from_t
 
 # -- workflows started through the API, on a real IMAP mailbox ------------------------------
 
-dovecot = imap_support.dovecot
-mailbox_user = imap_support.mailbox_user
 
 PHISH_RAW = (
     b"From: PayPal Security <security@paypa1-alerts.com>\r\nTo: you@example.com\r\n"
@@ -239,7 +236,8 @@ async def test_a_transient_provider_error_retries_only_that_step(
     ]
     assert fake_nylas.state.messages[account.grant_id][msg["id"]]["folders"] == ["JUNK"]
     async with db.sessionmaker() as s:
-        letters = (await s.execute(sa.select(DeadLetter))).scalars().all()
+        mine = sa.select(DeadLetter).where(DeadLetter.event_id == event.id)
+        letters = (await s.execute(mine)).scalars().all()
     assert letters == []
 
 
@@ -260,7 +258,14 @@ async def test_an_update_of_a_known_message_starts_no_second_chain(
     await wait_for(processed, message="the update to be processed")
     async with db.sessionmaker() as s:
         chains = (
-            (await s.execute(sa.select(Event).where(Event.type == "workflow.classify-message")))
+            (
+                await s.execute(
+                    sa.select(Event).where(
+                        Event.tenant_id == account.tenant_id,
+                        Event.type == "workflow.classify-message",
+                    )
+                )
+            )
             .scalars()
             .all()
         )

@@ -1,4 +1,4 @@
-"""`postroom.mail.classify` and `postroom.mail.apply_rules`: thin steps of worker.workflows."""
+"""`postroom.mail.classify` and `postroom.mail.apply_rules`: workflow steps (worker.execution)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,16 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import classify as classify_repo
+from database.repositories import messages as messages_repo
 from database.repositories import rules as rules_repo
+from database.task_names import TaskName
 from services import mail_accounts, rules
 from services.classify.service import classify_message
-from services.errors import PermissionDenied, ValidationFailed
+from services.errors import ValidationFailed
 from services.nylas_events import Outcome
 from worker.app import celery_app
+from worker.execution import run_task
 from worker.runtime import runtime
-from worker.workflows import StepWork, run_step_task
-
-
-def _ids(event: Event, tenant_id: str) -> tuple[uuid.UUID, dict[str, Any]]:
-    """The tenant the task claims, checked against the event it runs for."""
-    kwargs = dict(event.task_kwargs or {})
-    tenant = uuid.UUID(tenant_id)
-    if event.tenant_id is not None and event.tenant_id != tenant:
-        raise PermissionDenied("The task's tenant does not own this event.")
-    return tenant, kwargs
 
 
 async def _classify(
@@ -67,7 +59,7 @@ async def _rules(
     rt = runtime()
     if step == "apply_rules" and kwargs.get("message_id"):
         result = await rules.apply_rules(
-            session,
+            rt.db,
             settings=rt.settings,
             nylas=rt.nylas,
             tenant_id=tenant,
@@ -82,7 +74,7 @@ async def _rules(
         applied = 0
         for message_id in previous.get("message_ids", []):
             result = await rules.apply_rules(
-                session,
+                rt.db,
                 settings=rt.settings,
                 nylas=rt.nylas,
                 tenant_id=tenant,
@@ -97,20 +89,24 @@ async def _rules(
         )
     if step != "move_spam_to_junk":
         raise ValidationFailed(f"Unknown step {step!r}.")
-    account = await mail_accounts.account_for_tenant(
-        session, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
-    )
-    junk = await classify_repo.folder_by_role(
-        session, tenant_id=tenant, account_id=account.id, role="junk"
-    )
-    if junk is None:
-        raise ValidationFailed("The account has no Junk folder to move spam to.")
+    # Rules moves talk to the mail server: the step reads in a short transaction of its own
+    # and `session` (the engine's, which records the step) stays unused until they are done.
+    async with rt.db.transaction() as s:
+        account = await mail_accounts.account_for_tenant(
+            s, tenant_id=tenant, account_id=uuid.UUID(kwargs["account_id"])
+        )
+        junk = await messages_repo.folder_by_role(
+            s, tenant_id=tenant, account_id=account.id, role="junk"
+        )
+        if junk is None:
+            raise ValidationFailed("The account has no Junk folder to move spam to.")
+        spam = await rules_repo.spam_messages_outside(
+            s, tenant_id=tenant, account_id=account.id, folder_id=junk.id
+        )
     moved = 0
-    for message_id in await rules_repo.spam_messages_outside(
-        session, tenant_id=tenant, account_id=account.id, folder_id=junk.id
-    ):
+    for message_id in spam:
         result = await rules.apply_rules(
-            session,
+            rt.db,
             settings=rt.settings,
             nylas=rt.nylas,
             tenant_id=tenant,
@@ -126,19 +122,6 @@ async def _rules(
     )
 
 
-def step_work(tenant_id: str) -> StepWork:
-    """The work of either step task for the tenant a message names; the events task runs it
-    inline for a new message (worker.tasks.events), the step tasks run it from the broker."""
-
-    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
-        tenant, kwargs = _ids(event, tenant_id)
-        if step == "classify":
-            return await _classify(session, event, tenant, kwargs)
-        return await _rules(session, event, tenant, kwargs, step)
-
-    return work
-
-
 def _run_step(
     task: Task,
     tenant_id: str,
@@ -148,15 +131,24 @@ def _run_step(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """Both tasks run whichever step the event says is next (classify or a rules step)."""
-    return run_step_task(
+
+    async def work(session: AsyncSession, event: Event, step: str) -> Outcome:
+        # The engine checked the task's tenant against its event before this runs.
+        tenant, kwargs = uuid.UUID(tenant_id), dict(event.task_kwargs or {})
+        if step == "classify":
+            return await _classify(session, event, tenant, kwargs)
+        return await _rules(session, event, tenant, kwargs, step)
+
+    return run_task(
         task,
         event_id=event_id,
-        work=step_work(tenant_id),
+        work=work,
         kwargs={"message_id": message_id, "tenant_id": tenant_id, "user_id": user_id, **extra},
+        step=True,
     )
 
 
-@celery_app.task(name="postroom.mail.classify", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.classify.value, bind=True, max_retries=None)
 def classify(
     self: Task,
     tenant_id: str,
@@ -168,7 +160,7 @@ def classify(
     return _run_step(self, tenant_id, user_id, event_id, message_id, extra)
 
 
-@celery_app.task(name="postroom.mail.apply_rules", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.apply_rules.value, bind=True, max_retries=None)
 def apply_rules(
     self: Task,
     tenant_id: str,

@@ -8,21 +8,24 @@ from typing import Any
 from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database
 from database.models import Event, Provider
 from database.repositories import events as events_repo
+from database.task_names import TaskName
 from services.imap_sync import Budget, SyncResult, run_sync
 from services.mail_accounts import account_for_tenant
-from services.mail_delete import delete_messages
+from services.mail_delete import delete_part
 from services.nylas_events import Outcome
+from services.parts import add_counts
 from services.pop3_sync import run_pop3_sync
+from services.unit_of_work import Job
+from services.workflows import start_account_chain
 from worker.app import celery_app
-from worker.execution import CONTINUED
+from worker.execution import CONTINUED, publish_all, run_task
 from worker.runtime import runtime
-from worker.tasks.base import run_event_task
-from worker.workflows import publish_all, run_step_task, start_account_chain
 
 
-@celery_app.task(name="postroom.mail.sync_account", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.sync_account.value, bind=True, max_retries=None)
 def sync_account(
     self: Task,
     event_id: str,
@@ -35,10 +38,14 @@ def sync_account(
 ) -> dict[str, Any]:
     tenant, account_uuid = uuid.UUID(tenant_id), uuid.UUID(account_id)
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
-        account = await account_for_tenant(session, tenant_id=tenant, account_id=account_uuid)
+        # Read in a transaction of its own that commits before any mail server is talked to:
+        # `session` (the engine's, which finishes the event) is first used only after the
+        # conversation, so no connection sits idle in transaction while the server answers.
+        async with rt.db.transaction() as s:
+            account = await account_for_tenant(s, tenant_id=tenant, account_id=account_uuid)
         # An IMAP sync runs in bounded parts; `before` is where the earlier parts stopped.
         before = earlier_parts(event)
         synced_before = int(before.get("synced", 0))
@@ -56,41 +63,44 @@ def sync_account(
                     s, event_id=event.id, progress=meta, lease_s=rt.settings.claim_lease_s
                 )
 
+        # Every provider's sync is a bounded part (services.parts): the same budget and the same
+        # progress shape; a cut part hands the job on to the next (worker.execution CONTINUED).
+        budget = Budget(messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s)
         if account.provider == Provider.nylas:
-            result = await _nylas_sync(session, account=account, full=full, progress=progress)
-        elif account.provider == Provider.pop3:
-            result = (
-                await run_pop3_sync(
+            state, result, cut = await _nylas_part(
+                rt.db, account=account, full=full, progress=progress, budget=budget, before=before
+            )
+        else:
+            if account.provider == Provider.pop3:  # resumes by itself: stored UIDLs are skipped
+                part = await run_pop3_sync(
                     rt.db,
                     rt.settings,
                     tenant_id=tenant,
                     account_id=account_uuid,
                     folder=folder,
                     progress=progress,
+                    budget=budget,
                 )
-            ).as_dict()
-        else:
-            part = await run_sync(
-                rt.db,
-                rt.settings,
-                tenant_id=tenant,
-                account_id=account_uuid,
-                folder=folder,
-                full=full,
-                progress=progress,
-                budget=Budget(
-                    messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s
-                ),
-                resume=before.get("resume"),
-            )
-            state, result = add_part(before, part)
-            await events_repo.set_progress(
-                session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
-            )
-            if part.cut:  # the next part goes on where this one stopped (worker.execution)
-                return Outcome(
-                    status=CONTINUED, result=result, tenant_id=tenant, account_id=account_uuid
+            else:
+                part = await run_sync(
+                    rt.db,
+                    rt.settings,
+                    tenant_id=tenant,
+                    account_id=account_uuid,
+                    folder=folder,
+                    full=full,
+                    progress=progress,
+                    budget=budget,
+                    resume=before.get("resume"),
                 )
+            (state, result), cut = add_part(before, part), part.cut
+        await events_repo.set_progress(
+            session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
+        )
+        if cut:  # the next part goes on where this one stopped (worker.execution)
+            return Outcome(
+                status=CONTINUED, result=result, tenant_id=tenant, account_id=account_uuid
+            )
         if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
             chains[:] = await start_account_chain(
                 session,
@@ -102,10 +112,9 @@ def sync_account(
             )
         return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
 
-    chains: list[dict[str, Any]] = []
-    if workflow:  # the first step of a workflow chain: worker.workflows hands on to the next
-        return run_step_task(self, event_id=event_id, work=lambda s, e, _step: work(s, e))
-    outcome = run_event_task(self, event_id=event_id, work=work)
+    chains: list[Job] = []
+    # The first step of a workflow chain: the engine hands the event on to the next step.
+    outcome = run_task(self, event_id=event_id, work=work, step=bool(workflow))
     publish_all(self.app, chains)
     return outcome
 
@@ -125,17 +134,13 @@ def earlier_parts(event: Event) -> dict[str, Any]:
 
 def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the event's new progress, the job's result so far): counts summed over all parts."""
-    earlier = before.get("totals") or {}
-    totals = {k: int(earlier.get(k, 0)) + getattr(part, k) for k in COUNTS}
-    parts = int(before.get("parts", 0)) + 1
-    synced = int(before.get("synced", 0)) + part.new + part.updated
-    state: dict[str, Any] = {"current": synced, "total": synced}
-    if parts > 1:
-        state["parts"] = parts
-    if part.cut:  # what the next part needs: where to go on, and the counts so far
-        state.update(
-            continues=True, parts=parts, synced=synced, totals=totals, resume=part.resume()
-        )
+    state, totals = add_counts(
+        before,
+        {k: getattr(part, k) for k in COUNTS},
+        done=part.new + part.updated,
+        cut=part.cut,
+        resume=part.resume(),
+    )
     result = {
         "status": "continued" if part.cut else "success",
         "folders": part.folders,
@@ -144,18 +149,44 @@ def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], 
     return state, result
 
 
-async def _nylas_sync(
-    session: AsyncSession, *, account: Any, full: bool, progress: Any
-) -> dict[str, Any]:
-    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync)."""
+NYLAS_COUNTS = ("fetched", "created", "updated", "unchanged", "pages")
+
+
+async def _nylas_part(
+    db: Database,
+    *,
+    account: Any,
+    full: bool,
+    progress: Any,
+    budget: Budget,
+    before: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync),
+    one budget's worth of pages; the next part goes on from the page token in `resume`.
+    Answers (the event's new progress, the job's result so far, whether this part was cut)."""
     from services.nylas_sync import sync_nylas_account
 
-    return await sync_nylas_account(
-        session, account=account, nylas=runtime().nylas, full=full, progress=progress
+    part = await sync_nylas_account(
+        db,
+        account=account,
+        nylas=runtime().nylas,
+        full=full,
+        progress=progress,
+        budget=budget,
+        resume=before.get("resume"),
     )
+    resume = part.pop("resume", None)
+    state, totals = add_counts(
+        before,
+        {k: part[k] for k in NYLAS_COUNTS},
+        done=part["fetched"],
+        cut=resume is not None,
+        resume=resume,
+    )
+    return state, {**part, **totals}, resume is not None
 
 
-@celery_app.task(name="postroom.mail.delete", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.delete.value, bind=True, max_retries=None)
 def delete(
     self: Task,
     event_id: str,
@@ -166,20 +197,36 @@ def delete(
 ) -> dict[str, Any]:
     tenant = uuid.UUID(tenant_id)
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
-        count = await delete_messages(
-            session,
+        # A bounded part like a sync's: the ids stay in the task message, the progress says
+        # how far into them the earlier parts got (services.parts, services.mail_delete).
+        before = earlier_parts(event)
+        ids = list(dict.fromkeys(uuid.UUID(m) for m in message_ids))
+        start = int((before.get("resume") or {}).get("offset", 0))
+        count, offset = await delete_part(
+            rt.db,
             rt.settings,
             tenant_id=tenant,
-            message_ids=[uuid.UUID(m) for m in message_ids],
+            message_ids=ids,
             permanent=permanent,
             nylas=rt.nylas,
+            budget=Budget(messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s),
+            start=start,
         )
-        return Outcome(
-            status="succeeded",
-            result={"status": "success", "deleted_count": count},
-            tenant_id=tenant,
+        cut = offset < len(ids)
+        state, totals = add_counts(
+            before,
+            {"deleted_count": count},
+            done=offset - start,
+            cut=cut,
+            resume={"offset": offset},
+            total=len(ids),
         )
+        await events_repo.set_progress(
+            session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
+        )
+        result = {"status": "continued" if cut else "success", **totals}
+        return Outcome(status=CONTINUED if cut else "succeeded", result=result, tenant_id=tenant)
 
-    return run_event_task(self, event_id=event_id, work=work)
+    return run_task(self, event_id=event_id, work=work)

@@ -7,13 +7,14 @@ from typing import Any
 
 from celery import Task
 
+from database.task_names import TaskName
 from services import outbox
 from worker import dispatch
 from worker.app import celery_app
 from worker.runtime import runtime
 
 
-@celery_app.task(name="postroom.maintenance.sweep_outbox", bind=True, max_retries=0)
+@celery_app.task(name=TaskName.sweep_outbox.value, bind=True, max_retries=0)
 def sweep_outbox(self: Task) -> dict[str, Any]:
     rt = runtime()
     result = rt.run(
@@ -26,14 +27,14 @@ def sweep_outbox(self: Task) -> dict[str, Any]:
     return {"found": result.found, "published": result.published}
 
 
-@celery_app.task(name="postroom.maintenance.cleanup", bind=True, max_retries=0)
+@celery_app.task(name=TaskName.cleanup.value, bind=True, max_retries=0)
 def cleanup(self: Task) -> dict[str, Any]:
     rt = runtime()
     deleted = rt.run(outbox.cleanup(rt.db, retention_days=rt.settings.event_retention_days))
     return {"deleted_events": deleted}
 
 
-@celery_app.task(name="postroom.maintenance.periodic_sync", bind=True, max_retries=0)
+@celery_app.task(name=TaskName.periodic_sync.value, bind=True, max_retries=0)
 def periodic_sync(self: Task) -> dict[str, Any]:
     from services.scheduling import enqueue_due_syncs
 
@@ -48,7 +49,7 @@ def periodic_sync(self: Task) -> dict[str, Any]:
     return {"due": result.due, "queued": result.queued, "published": result.published}
 
 
-@celery_app.task(name="postroom.maintenance.reconcile", bind=True, max_retries=0)
+@celery_app.task(name=TaskName.reconcile.value, bind=True, max_retries=0)
 def reconcile(self: Task) -> dict[str, Any]:
     """Backfill Nylas messages that a lost webhook never announced (NYLAS.md section 4)."""
     from services.nylas_sync import reconcile as reconcile_accounts

@@ -16,18 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
 from database.repositories import accounts as accounts_repo
+from database.task_names import TaskName
 from services.errors import PermissionDenied
 from services.nylas_events import Outcome
 from services.send import load_request, redact_error, send_message
 from worker import policy
 from worker.app import celery_app
+from worker.execution import run_task
 from worker.runtime import runtime
-from worker.tasks.base import run_event_task
 
 ID_KWARGS = ("event_id", "account_id", "tenant_id", "user_id")
 
 
-@celery_app.task(name="postroom.mail.send", bind=True, max_retries=None)
+@celery_app.task(name=TaskName.send.value, bind=True, max_retries=None)
 def send(
     self: Task,
     event_id: str,
@@ -44,18 +45,21 @@ def send(
             if key not in ID_KWARGS:
                 del self.request.kwargs[key]
 
-    async def work(session: AsyncSession, event: Event) -> Outcome:
+    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         tenant = uuid.UUID(tenant_id)
-        # Tenant-scoped load first: an account of another tenant is never touched.
-        account = await accounts_repo.get_for_tenant(session, tenant, uuid.UUID(account_id))
-        if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
-            raise PermissionDenied("The account does not belong to this tenant.")
-        request = await load_request(session, tenant_id=tenant, event_id=event.id)
+        # Read in a transaction of its own, committed before any server is talked to; the
+        # engine's `session` (which finishes the event) is not used before the send is over,
+        # so it holds no connection during the SMTP conversation (docs/sending.md).
+        async with rt.db.transaction() as s:
+            # Tenant-scoped load first: an account of another tenant is never touched.
+            account = await accounts_repo.get_for_tenant(s, tenant, uuid.UUID(account_id))
+            if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
+                raise PermissionDenied("The account does not belong to this tenant.")
+            request = await load_request(s, tenant_id=tenant, event_id=event.id)
         try:
             return await send_message(
-                session,
-                db=rt.db,
+                rt.db,
                 settings=rt.settings,
                 account=account,
                 event=event,
@@ -69,7 +73,7 @@ def send(
                 raise
             raise redacted from None  # the original quoted the mail: not even as context
 
-    return run_event_task(
+    return run_task(
         self,
         event_id=event_id,
         work=work,
