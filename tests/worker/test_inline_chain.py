@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Event, Message, Rule
-from tests.conftest import notification, post_webhook, wait_for
+from tests.helpers import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 
