@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     imap_max_connections: int = 2
     imap_slot_wait_s: float = 20.0
     # Nylas calls per second (and burst) per application and per grant, across every worker
-    # (services/nylas_budget.py; 0 = no budget). Nylas allows 200/s per grant for email and
+    # (services/nylas/budget.py; 0 = no budget). Nylas allows 200/s per grant for email and
     # providers add their own limits; a 429's Retry-After holds every worker off on top.
     nylas_app_rate_per_s: float = 100.0
     nylas_app_burst: int = 100

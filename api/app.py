@@ -31,8 +31,8 @@ from api.routes import threads as thread_routes
 from api.webhook_path import WebhookPath
 from database.engine import Database
 from services.logs import configure_logging
-from services.nylas_api import NylasGateway
-from services.nylas_budget import NylasBudget
+from services.nylas.budget import NylasBudget
+from services.nylas.gateway import NylasGateway
 from settings import Settings, get_settings
 from worker.dispatch import AsyncPublisher
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # every burst (a TCP + TLS handshake each); requests now queue for a pooled one.
         app.state.db = Database.from_settings(settings, pre_ping=False, max_overflow=0)
         app.state.celery = make_celery(settings, publisher_only=True)
-        # For checking a Nylas grant before an account may use it (services.accounts).
+        # For checking a Nylas grant before an account may use it (services.accounts.admin).
         app.state.nylas = (
             NylasGateway(
                 api_key=settings.nylas_api_key.get_secret_value(),

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.deps import SettingsDep, get_database
 from api.ratelimit import spend_key_budget, spend_send_budget
 from database.engine import Database
-from database.repositories import api_keys as keys_repo
+from database.repositories import keys as keys_repo
 from services.errors import Unauthorized
 
 KEY_PREFIX = "pr"

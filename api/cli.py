@@ -18,9 +18,9 @@ from api import cli_dlq
 from api.auth import generate_key
 from api.errors import is_database_unavailable
 from database.engine import Database
-from database.repositories import api_keys as keys_repo
+from database.repositories import keys as keys_repo
 from database.repositories import tenants as tenants_repo
-from services.accounts import rotate_all_credentials
+from services.accounts.admin import rotate_all_credentials
 from services.errors import PostroomError
 from settings import get_settings
 from worker.config import LANES

@@ -14,8 +14,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from database.engine import Database
-from services import dead_letters as dlq
 from services.errors import PostroomError
+from services.events import dead_letters as dlq
 from settings import get_settings
 
 T = TypeVar("T")

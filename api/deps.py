@@ -1,5 +1,5 @@
 """FastAPI dependencies: settings, the database, the publisher and the request's unit of work
-(services.unit_of_work: its session and the jobs to publish after it commits)."""
+(services.events.unit_of_work: its session and the jobs to publish after it commits)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from database.engine import Database
-from services.unit_of_work import UnitOfWork
+from services.events.unit_of_work import UnitOfWork
 from settings import Settings
 from worker.dispatch import AsyncPublisher
 

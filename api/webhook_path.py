@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.ingest import ingest_nylas
+from services.events.ingest import ingest_nylas
 
 _JSON = [(b"content-type", b"application/json")]
 

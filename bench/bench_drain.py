@@ -27,7 +27,7 @@ import asyncpg
 from bench.common import database_url, scratch_database
 from bench.loadgen import Result, build_request, run_closed
 from bench.plots import line_chart
-from services.webhooks import sign
+from services.events.webhooks import sign
 from tests.peers import Process, RedisServer, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent

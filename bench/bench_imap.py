@@ -67,7 +67,7 @@ async def _fill(dovecot: Dovecot) -> int:
 
 async def _warm(dovecot: Dovecot) -> None:
     """Read every body once so neither side pays for Dovecot building its caches."""
-    from services.imap import ImapClient, ImapConfig
+    from services.imap.client import ImapClient, ImapConfig
 
     config = ImapConfig.from_credentials(dovecot.credentials(USER), allowed_private_hosts=LOOPBACK)
     async with ImapClient(config) as client:
@@ -90,7 +90,7 @@ async def _postroom(env: dict[str, str], dovecot: Dovecot) -> tuple[float, list[
     from database.engine import Database
     from database.models import Account, Credential, Provider, Tenant, User
     from services.crypto import encrypt_json
-    from services.imap_sync import run_sync
+    from services.imap.sync import run_sync
     from settings import Settings
 
     settings = Settings(

@@ -126,7 +126,7 @@ async def _seed(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
 
 async def _run(db: str) -> None:
     from database.engine import Database
-    from database.repositories.messages_query import MessageFilter, list_page, list_query
+    from database.repositories.messages.query import MessageFilter, list_page, list_query
     from settings import Settings
 
     dsn = f"postgresql://postgres@127.0.0.1:5432/{db}"

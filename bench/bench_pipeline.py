@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 
 from bench.common import database_url, scratch_database
-from services.webhooks import sign
+from services.events.webhooks import sign
 from tests.peers import (
     Process,
     RedisServer,

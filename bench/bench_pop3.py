@@ -38,7 +38,7 @@ def _fill(dovecot: Dovecot) -> int:
 
 async def _warm(dovecot: Dovecot) -> None:
     """Read every body once so neither protocol pays for Dovecot building its caches."""
-    from services.pop3 import Pop3Client, Pop3Config
+    from services.pop3.client import Pop3Client, Pop3Config
 
     config = Pop3Config.from_credentials(
         dovecot.pop3_credentials(USER), allowed_private_hosts=LOOPBACK
@@ -86,8 +86,8 @@ async def _timed(sync: Callable[[], Awaitable[Any]]) -> tuple[float, list[float]
 
 async def _measure(env: dict[str, str], dovecot: Dovecot) -> dict[str, tuple[float, float, int]]:
     from database.engine import Database
-    from services.imap_sync import run_sync
-    from services.pop3_sync import run_pop3_sync
+    from services.imap.sync import run_sync
+    from services.pop3.sync import run_pop3_sync
     from settings import Settings
 
     settings = Settings(

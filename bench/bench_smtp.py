@@ -1,4 +1,4 @@
-"""SMTP sending: postroom's SMTP client (services.smtp, one reused connection per session)
+"""SMTP sending: postroom's SMTP client (services.outbound.smtp, one reused connection per session)
 against Postfix's `smtp-source`, both sending the same number of same-sized messages into
 Postfix's `smtp-sink`, in the same run. Figures: messages/s, the ratio, and each sender's own
 CPU time per message; once as the machine is ("quiet") and once with BENCH_SMTP_LOAD busy
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.compose import Person, compose
-from services.smtp import SmtpConfig, SmtpConnection
+from services.outbound.compose import Person, compose
+from services.outbound.smtp import SmtpConfig, SmtpConnection
 from tests.peers import free_port, wait_port
 
 MESSAGES = int(os.environ.get("BENCH_SMTP_MESSAGES", "2000"))

@@ -29,7 +29,7 @@ import redis
 from bench.bench_pipeline import GRANT, seed
 from bench.common import database_url, scratch_database
 from bench.loadgen import build_request, run_closed
-from services.webhooks import sign
+from services.events.webhooks import sign
 from tests.peers import Process, RedisServer, Workers, free_port, queues_of, uvicorn_api, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ class EventSource(enum.StrEnum):
     nylas = "nylas"
     api = "api"
     schedule = "schedule"
-    push = "push"  # the IMAP push listener saw a mailbox change (services/push.py)
+    push = "push"  # the IMAP push listener saw a mailbox change (services/imap/push.py)
 
 
 class EventStatus(enum.StrEnum):
@@ -42,7 +42,7 @@ class EventStatus(enum.StrEnum):
     retrying = "retrying"
     succeeded = "succeeded"
     ignored = "ignored"
-    # A message.updated whose newer sibling's work stored its state (services/coalesce.py);
+    # A message.updated whose newer sibling's work stored its state (services/nylas/coalesce.py);
     # its result names that event (`coalesced_into`).
     coalesced = "coalesced"
     dead = "dead"
@@ -306,7 +306,7 @@ class Event(SQLModel, table=True):
             postgresql_where=sa.text("status IN ('received', 'queued', 'processing', 'retrying')"),
         ),
         sa.Index("ix_event_status", "status"),
-        # The release of scheduled sends (services/outbox.py): those whose time has come.
+        # The release of scheduled sends (services/events/outbox.py): those whose time has come.
         sa.Index(
             "ix_event_scheduled_not_before",
             "not_before",
@@ -315,7 +315,7 @@ class Event(SQLModel, table=True):
         sa.Index(
             "ix_event_tenant_received", "tenant_id", sa.text("received_at DESC"), sa.text("id DESC")
         ),
-        # Coalescing (services/coalesce.py): the waiting notifications about one message.
+        # Coalescing (services/nylas/coalesce.py): the waiting notifications about one message.
         sa.Index(
             "ix_event_nylas_object_waiting",
             sa.text("(payload #>> '{data,object,id}')"),
@@ -540,7 +540,7 @@ class Template(SQLModel, table=True):
 
 
 class PushLease(SQLModel, table=True):
-    """Which push listener holds IDLE for an account, until when (services/push.py).
+    """Which push listener holds IDLE for an account, until when (services/imap/push.py).
 
     A listener renews its rows well before `expires_at`; a row past it belongs to a listener
     that died, and another one takes the account over.

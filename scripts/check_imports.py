@@ -110,7 +110,7 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> list[Import]:
                 package = name.split(".") if is_package else name.split(".")[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, *([base] if base else [])])
-            # `from services import jobs` depends on services.jobs, not on services/__init__.
+            # `from services import jobs` depends on services.events.jobs, not on services/__init__.
             subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
             targets = subs or [base]
         for target in targets:

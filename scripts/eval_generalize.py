@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from database.repositories.classify import TOTALS
+from database.repositories.classifier import TOTALS
 from scripts.classify_data import headerless, load_folders, quality
 from services.classify import features, mail, tenant
 from services.classify.model import SpamModel

@@ -99,7 +99,7 @@ def notification(
 
 
 def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
-    from services.webhooks import sign as _sign
+    from services.events.webhooks import sign as _sign
 
     return _sign(secret, body)
 

@@ -24,7 +24,7 @@ async def append_corpus(
 ) -> dict[str, int]:
     """Fill `user`'s folders from the corpus (MULTIAPPEND in chunks) -> {folder: count}."""
     from scripts.corpus import messages, raw_message
-    from services.imap import ImapClient, ImapConfig
+    from services.imap.client import ImapClient, ImapConfig
 
     out: dict[str, int] = {}
     config = ImapConfig.from_credentials(dovecot.credentials(user))

@@ -245,8 +245,8 @@ async def create_send_event(
     `kwargs` may override the ids and give the mail (to, cc, bcc, subject, body_text,
     body_html, attachment_ids, reply_to_message_id): the mail goes into the event's
     `send_draft` row, the ids into its task kwargs."""
-    from database.repositories import events as events_repo
-    from database.repositories import outbound_drafts
+    from database.repositories.events import rows as events_repo
+    from database.repositories.outbound import drafts as outbound_drafts
 
     event_id, task_id = uuid.uuid4(), str(uuid.uuid4())
     mail = {k: v for k, v in kwargs.items() if k not in ("account_id", "tenant_id", "user_id")}

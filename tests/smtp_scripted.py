@@ -56,7 +56,7 @@ class ScriptedSmtp:
         return {"host": "127.0.0.1", "port": self.port, "security": "none", **more}
 
     def config(self, timeout: float = 5.0) -> Any:
-        from services.smtp import SmtpConfig
+        from services.outbound.smtp import SmtpConfig
 
         return SmtpConfig(
             host="127.0.0.1",

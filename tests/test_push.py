@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Credential, Event, EventSource, EventStatus, Provider
-from database.repositories import push_leases
+from database.repositories.accounts import push_leases
 from services.crypto import encrypt_json
 from tests.api.keys import Caller, make_caller
 from tests.helpers import ENV, wait_for
@@ -380,7 +380,7 @@ async def test_refused_login_waits_for_new_credentials(
 async def test_idle_ends_on_append_from_another_client(dovecot: Dovecot) -> None:
     """ImapClient.idle(): quiet -> 0 after max_s; APPEND elsewhere -> a change, promptly."""
 
-    from services.imap import ImapClient, ImapConfig
+    from services.imap.client import ImapClient, ImapConfig
 
     user = add_user(dovecot)
     config = ImapConfig.from_credentials(
@@ -416,7 +416,7 @@ async def test_idle_ends_on_append_from_another_client(dovecot: Dovecot) -> None
 
 
 def test_backoff_is_capped_exponential_with_jitter() -> None:
-    from services.push import backoff_s
+    from services.imap.push import backoff_s
 
     top = [backoff_s(n, base=1.0, cap=300.0, rand=lambda: 1.0) for n in range(12)]
     assert top[:4] == [1.0, 2.0, 4.0, 8.0] and top[-1] == 300.0

@@ -25,15 +25,15 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
-from database.repositories import events as events_repo
-from database.repositories import workflows as workflows_repo
-from services import dead_letters
-from services.dead_letters import shown_message
+from database.repositories.events import rows as events_repo
+from database.repositories.events import workflows as workflows_repo
 from services.errors import PermissionDenied
-from services.imap_slots import AccountBusy
-from services.nylas_budget import NylasHeldOff
-from services.nylas_events import Outcome
-from services.unit_of_work import Job
+from services.events import dead_letters
+from services.events.dead_letters import shown_message
+from services.events.unit_of_work import Job
+from services.imap.slots import AccountBusy
+from services.nylas.budget import NylasHeldOff
+from services.nylas.notifications import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
 from worker.lease import kept_claim

@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from database.models import Account, Event, EventStatus
-from database.repositories import classify as classify_repo
+from database.repositories import classifier as classify_repo
 from database.repositories import rules as rules_repo
 from database.task_names import TaskName
-from services import rules
+from services.classify import rules
 from services.classify.service import doc_for, verdict
 from settings import Settings
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)

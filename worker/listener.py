@@ -1,4 +1,4 @@
-"""`make watch`: the IMAP push listener process (services/push.py).
+"""`make watch`: the IMAP push listener process (services/imap/push.py).
 
 SIGTERM or SIGINT closes every IDLE connection and releases the leases, so another listener
 takes the accounts over at once instead of after the lease runs out.
@@ -13,8 +13,8 @@ import signal
 import redis.asyncio as aioredis
 
 from database.engine import Database
+from services.imap.push import Listener
 from services.logs import configure_logging
-from services.push import Listener
 from settings import Settings, get_settings
 from worker.app import make_celery
 from worker.dispatch import AsyncPublisher

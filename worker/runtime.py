@@ -15,8 +15,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from database.engine import Database
 from services.logs import configure_logging
-from services.nylas_api import NylasGateway
-from services.nylas_budget import NylasBudget
+from services.nylas.budget import NylasBudget
+from services.nylas.gateway import NylasGateway
 from settings import Settings, get_settings
 
 T = TypeVar("T")

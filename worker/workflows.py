@@ -4,7 +4,7 @@ Why not Celery's `chain()`: its plan travels inside the message, so a step that 
 loses the rest of the chain with it; replaying "from the failed step" then means rebuilding a
 signature by hand, and error callbacks on nested or joined chains have been lost (Celery
 issues 4232, 4763) while retries inside a chain duplicated links (2759). Here the plan is the
-event's `steps` column (plans: services.workflows.PLANS). A step runs through the same engine
+event's `steps` column (plans: services.events.workflows.PLANS). A step runs through the same engine
 as any event-backed task (worker.execution); when it succeeds, the same transaction marks it
 done and re-queues the event under the next step's task name, and the new task is published
 after the commit (the outbox sweeper re-publishes it if that publish is lost). A step that
@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import workflows as repo
-from services.workflows import STEP_TASKS, steps_of
+from database.repositories.events import workflows as repo
+from services.events.workflows import STEP_TASKS, steps_of
 
 # A step found in one of these states when its run is claimed was replayed by a person: its
 # retry budget starts again from there (as an event's does from its `replayed` history entry).

@@ -134,7 +134,7 @@ $$
 
 # A safety net for any writer that does not thread (code that predates threads, a script):
 # a live message stored without a thread UUID gets a thread of its own, so every message
-# has one. The id is the one database.repositories.threads.derived_id("msg", ...) computes.
+# has one. The id is the one database.repositories.messages.threads.derived_id("msg", ...) computes.
 _DEFAULT_FN = r"""
 CREATE FUNCTION message_thread_default() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -234,7 +234,7 @@ def _create_tables() -> None:
 
 def _backfill() -> None:
     # Nylas messages: their thread's UUID is derived from the Nylas thread id (as
-    # database.repositories.threads.provider_thread_id does); any other message gets the
+    # database.repositories.messages.threads.provider_thread_id does); any other message gets the
     # thread of its own Message-ID, or one of its own.
     op.execute(
         f"""

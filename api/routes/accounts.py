@@ -21,7 +21,8 @@ from api.schemas.accounts import (
 )
 from api.schemas.common import error_responses
 from database.models import Account
-from services import account_verify, accounts
+from services.accounts import admin as accounts
+from services.accounts import verify as account_verify
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=error_responses(401, 422))
 

@@ -15,8 +15,8 @@ from api.schemas.common import Strict, error_responses
 from api.schemas.messages import Feedback
 from database.models import Rule
 from database.repositories import rules as rules_repo
-from services import rules
-from services.accounts import get_account
+from services.accounts.admin import get_account
+from services.classify import rules
 from services.classify.service import record_feedback
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422))

@@ -13,7 +13,7 @@ from api.auth import PrincipalDep
 from api.deps import UowDep, get_database
 from api.schemas.common import JobAccepted, error_responses
 from database.engine import Database
-from services import dead_letters as dlq
+from services.events import dead_letters as dlq
 
 router = APIRouter(
     prefix="/v1/dead-letters", tags=["dead letters"], responses=error_responses(401, 422)

@@ -13,10 +13,11 @@ from api.deps import SettingsDep, UowDep, get_celery
 from api.schemas.common import error_responses
 from api.schemas.events import EventPage, EventPublic
 from database.models import Event, EventStatus
-from database.repositories import events as events_repo
-from database.repositories import events_query
-from services import cancel, cursors
+from database.repositories.events import query as events_query
+from database.repositories.events import rows as events_repo
+from services import cursors
 from services.errors import NotFound
+from services.events import cancel
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 422))
 Status = Literal[

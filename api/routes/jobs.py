@@ -14,10 +14,11 @@ from api.schemas.common import JobAccepted, error_responses
 from api.schemas.events import WorkflowList, WorkflowPublic, WorkflowRun
 from api.schemas.messages import MessageDelete, MessageSend
 from database.task_names import TaskName
-from services import jobs, messages
-from services.accounts import get_account
+from services.accounts.admin import get_account
 from services.errors import ValidationFailed
-from services.workflows import public_plans
+from services.events import jobs
+from services.events.workflows import public_plans
+from services.messages import service as messages
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 409, 413, 422))
 IdempotencyKey = Annotated[

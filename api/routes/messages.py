@@ -20,8 +20,8 @@ from api.schemas.messages import (
     MessagePublic,
     SpamVerdict,
 )
-from database.repositories.messages_query import MessageFilter
-from services import messages
+from database.repositories.messages.query import MessageFilter
+from services.messages import service as messages
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
 

@@ -11,7 +11,7 @@ from api.deps import UowDep
 from api.schemas.common import error_responses
 from api.schemas.events import TaskStatus
 from database.models import Event, EventStatus
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/tasks", tags=["jobs"], responses=error_responses(401, 404, 422))

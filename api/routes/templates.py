@@ -11,10 +11,10 @@ from api.deps import SettingsDep, UowDep
 from api.schemas.common import error_responses
 from api.schemas.templates import TemplateIn, TemplatePage, TemplatePublic
 from database.models import Template
-from database.repositories import templates as templates_repo
+from database.repositories.outbound import templates as templates_repo
 from services import cursors
-from services import templates as templates_svc
 from services.errors import NotFound
+from services.outbound import templates as templates_svc
 
 router = APIRouter(
     prefix="/v1/templates", tags=["templates"], responses=error_responses(401, 404, 422)

@@ -11,7 +11,7 @@ from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
 from api.schemas.common import Address, error_responses
 from api.schemas.threads import ThreadPage, ThreadPublic
-from services import thread_listing
+from services.messages import threads as thread_listing
 
 router = APIRouter(prefix="/v1/threads", tags=["messages"], responses=error_responses(401, 422))
 

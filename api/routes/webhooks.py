@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from api.deps import DatabaseDep, PublisherDep, SettingsDep
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.ingest import ingest_nylas
+from services.events.ingest import ingest_nylas
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = structlog.get_logger(__name__)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
 from api.schemas.common import Address, AddressIn, Strict
-from services.templates import NAME_PATTERN
+from services.outbound.templates import NAME_PATTERN
 
 
 class SpamVerdict(BaseModel):

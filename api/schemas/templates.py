@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.common import Strict
-from services.templates import MAX_SOURCE_CHARS
+from services.outbound.templates import MAX_SOURCE_CHARS
 
 _SOURCE = "Jinja2 syntax, rendered in a sandbox with the send's `variables` only."
 

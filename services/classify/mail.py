@@ -10,7 +10,7 @@ from email.utils import getaddresses, parseaddr
 from functools import cached_property
 from typing import Any
 
-from services.html_text import html_to_text
+from services.messages.html_text import html_to_text
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Message
-from database.repositories import classify as repo
+from database.repositories import classifier as repo
 from services.classify import features, mail, tenant
 from services.classify.model import SpamModel, default_model
 from services.errors import NotFound, PermissionDenied, ValidationFailed

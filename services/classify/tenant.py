@@ -17,7 +17,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.repositories import classify as repo
+from database.repositories import classifier as repo
 
 # Only content tokens are taught: header structure says little about what a tenant disliked.
 LEARNED_PREFIXES = ("w:", "s:", "fd:", "u:")

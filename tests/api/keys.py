@@ -10,7 +10,7 @@ from typing import Any
 from api.auth import generate_key
 from database.engine import Database
 from database.models import Account, Folder, Message
-from database.repositories import api_keys as keys_repo
+from database.repositories import keys as keys_repo
 from database.repositories import tenants as tenants_repo
 
 

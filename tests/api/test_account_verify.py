@@ -287,7 +287,7 @@ async def test_verify_never_quotes_a_hostile_pop3_server(
 async def test_verify_gives_up_on_a_silent_server_within_its_timeout(
     client: Any, db: Any, dovecot: Dovecot, smtp_port: int
 ) -> None:
-    from services.account_verify import VERIFY_TIMEOUT_S
+    from services.accounts.verify import VERIFY_TIMEOUT_S
 
     caller = await make_caller(db)
     # Listening, never accepting: the kernel completes the handshake and nothing is said.

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import ApiKey
-from database.repositories import api_keys as keys_repo
+from database.repositories import keys as keys_repo
 from tests.api.keys import make_caller
 
 

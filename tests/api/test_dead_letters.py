@@ -9,7 +9,7 @@ import httpx
 
 from api.auth import generate_key
 from database.models import Event, Tenant
-from database.repositories import api_keys as keys_repo
+from database.repositories import keys as keys_repo
 from tests.factories import create_tenant, create_user
 from tests.services.test_dead_letters import make_dead
 

@@ -130,7 +130,7 @@ async def test_a_replay_after_the_cleanup_purged_its_event_is_refused(
     # The cleanup purges old events of every tenant: it must find only this test's.
     """End to end: an event finished longer ago than the retention is purged by the cleanup;
     its notification, replayed byte for byte, is then at least that old and is refused."""
-    from services import outbox
+    from services.events import outbox
 
     sent_at = int(time.time()) - settings.event_retention_days * DAY - 60
     old = notification("message.created", {"id": "m-purged"}, nid="n-purged", time_=sent_at)

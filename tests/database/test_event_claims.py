@@ -8,7 +8,7 @@ import uuid
 import sqlalchemy as sa
 
 from database.models import Event, EventStatus
-from database.repositories import events as repo
+from database.repositories.events import rows as repo
 
 
 async def new_event(db) -> uuid.UUID:

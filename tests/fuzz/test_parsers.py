@@ -17,12 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.limits import MAX_DEPTH, json_depth_exceeds
-from services import imap_protocol
 from services.classify import features, mail
 from services.errors import BadRequest, InvalidSignature, PayloadTooLarge
-from services.html_text import html_to_text
-from services.mime import ParsedMessage, message_id_value, parse
-from services.webhooks import decompress, parse_notification, sign, verify_signature
+from services.events.webhooks import decompress, parse_notification, sign, verify_signature
+from services.imap import protocol as imap_protocol
+from services.messages.html_text import html_to_text
+from services.messages.mime import ParsedMessage, message_id_value, parse
 from tests.fuzz.conftest import fuzz_share, keep_fuzzing
 
 SECRET = "whsec_fuzz"

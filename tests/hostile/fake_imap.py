@@ -56,7 +56,7 @@ class FakeImap:
             self._server.close()
 
     def config(self, **kw: Any) -> Any:
-        from services.imap import ImapConfig
+        from services.imap.client import ImapConfig
 
         return ImapConfig(
             host="127.0.0.1", port=self.port, username="u", password="p", security="none", **kw

@@ -35,7 +35,7 @@ def json_many_strings(n: int) -> bytes:
     return b"[" + b'["a"],' * n + b"[" * 32
 
 
-# HTML (services/html_text.py, services/classify/features.py) --------------------------------
+# HTML (services/messages/html_text.py, services/classify/features.py) ---------------
 def html_lt(n: int) -> str:
     """n `<` characters and nothing else."""
     return "<" * n
@@ -81,7 +81,7 @@ def text_url_shapes(n: int) -> str:
     return "http://user@" + "a-1." * n + "com:8080/" + "x/" * n + "?q=1"
 
 
-# Mail (services/mime.py) ----------------------------------------------------------------------
+# Mail (services/messages/mime.py) ---------------------------------------------------------
 def header_spaces(n: int) -> bytes:
     """A Subject of n spaces ending in a line break with nothing folded after it."""
     return _MAIL_HEAD + b"Subject: a" + b" " * n + b"\r\n\r\nbody\r\n"

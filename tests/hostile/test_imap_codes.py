@@ -7,7 +7,7 @@ repeats took 2.5 s, 40,000 took 116 s). A code's text now stops at the next `[` 
 
 from __future__ import annotations
 
-from services.imap_protocol import response_codes
+from services.imap.protocol import response_codes
 from tests.hostile.cost import assert_linear
 
 

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from database.models import Account, Attachment, Folder, Message, Provider
 from services.errors import ProviderTemporaryError
-from services.imap import ImapClient, ImapProtocolViolation
-from services.imap_protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
-from services.imap_responses import fetch_attrs, search_ranges
-from services.imap_sync import plan, sync_account
+from services.imap.client import ImapClient, ImapProtocolViolation
+from services.imap.protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
+from services.imap.responses import fetch_attrs, search_ranges
+from services.imap.sync import plan, sync_account
 from tests.factories import create_tenant, create_user
 from tests.hostile.fake_imap import HANGUP, FakeImap
 
@@ -179,7 +179,7 @@ def test_declared_100_mb_sizes_plan_header_fetches_at_linear_cost() -> None:
 
 
 def test_a_part_explosion_past_the_parser_cap_is_read_as_header_only_at_linear_cost() -> None:
-    from services.imap_rows import MAX_MIME_PARTS, build
+    from services.imap.rows import MAX_MIME_PARTS, build
 
     account = Account(id=uuid.uuid4(), tenant_id=uuid.uuid4(), provider=Provider.imap, email="x")
     folder = Folder(id=uuid.uuid4(), tenant_id=account.tenant_id, name="INBOX")

@@ -11,8 +11,8 @@ import pytest
 
 from api.limits import json_depth_exceeds
 from services.classify import features, mail
-from services.html_text import html_to_text
-from services.mime import parse
+from services.messages.html_text import html_to_text
+from services.messages.mime import parse
 from tests.hostile import shapes
 from tests.hostile.cost import assert_linear
 

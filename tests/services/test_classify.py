@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Message
-from database.repositories.classify import TOTALS
+from database.repositories.classifier import TOTALS
 from services.classify import content, features, mail, tenant
 from services.classify.model import MODEL_PATH, default_model, load
 from services.classify.service import classify_message, record_feedback, verdict

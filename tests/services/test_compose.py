@@ -6,8 +6,8 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from services.compose import AttachmentFile, Person, ReplyTarget, compose, people, person
 from services.errors import ValidationFailed
+from services.outbound.compose import AttachmentFile, Person, ReplyTarget, compose, people, person
 
 
 def _build(**overrides):

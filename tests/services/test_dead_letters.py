@@ -1,4 +1,4 @@
-"""services.dead_letters and `postroom dlq` against the real database and Redis."""
+"""services.events.dead_letters and `postroom dlq` against the real database and Redis."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from database.models import Event, EventStatus, Tenant
-from database.repositories import dead_letters as dl_repo
-from database.repositories import events as events_repo
-from services import dead_letters as dlq
+from database.repositories.events import dead_letters as dl_repo
+from database.repositories.events import rows as events_repo
 from services.errors import BadRequest, Conflict, NotFound
+from services.events import dead_letters as dlq
 from tests.factories import create_tenant
 from tests.helpers import ENV
 from tests.peers import ROOT, VENV_BIN

@@ -14,9 +14,9 @@ import pytest
 from services import destination
 from services.destination import AllowList, MailHostNotAllowed, check_addresses
 from services.errors import PostroomError, ProviderTemporaryError
-from services.imap import ImapClient, ImapConfig
-from services.sent_copy import append_sent_copy
-from services.smtp import SmtpConfig, SmtpConnection
+from services.imap.client import ImapClient, ImapConfig
+from services.outbound.sent_copy import append_sent_copy
+from services.outbound.smtp import SmtpConfig, SmtpConnection
 from tests import banner_server as banners
 from tests.banner_server import BANNER, BannerServer, assert_no_peer_words
 from tests.imap_fixtures import PASSWORD, Dovecot

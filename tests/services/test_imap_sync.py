@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from database.models import Folder, Message
 from services.errors import BadCredentials, ProviderTemporaryError
-from services.imap_sync import run_sync
+from services.imap.sync import run_sync
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import CORPUS_PLAN_BIG, append_corpus, create_imap_account
 
@@ -132,8 +132,8 @@ async def test_flags_changed_and_messages_expunged_by_another_client_are_applied
 async def test_expunges_without_qresync_are_found_by_uid_search(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap import ImapClient, ImapConfig
-    from services.imap_sync import sync_account
+    from services.imap.client import ImapClient, ImapConfig
+    from services.imap.sync import sync_account
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 20)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
@@ -203,7 +203,7 @@ async def test_malformed_messages_are_stored_with_parse_warnings(
 async def test_wrong_password_is_bad_credentials(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap import ImapClient, ImapConfig
+    from services.imap.client import ImapClient, ImapConfig
 
     creds = dovecot.credentials(mailbox_user)
     creds["imap"]["password"] = "wrong"  # type: ignore[index]
@@ -259,7 +259,7 @@ async def test_server_hanging_up_mid_fetch_is_transient_and_the_next_sync_resume
 async def test_server_going_silent_mid_command_times_out_as_transient(
     dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap import ImapClient, ImapConfig
+    from services.imap.client import ImapClient, ImapConfig
     from tests.imap_fixtures import FaultyProxy
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("spam-1", 5)})

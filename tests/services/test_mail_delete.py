@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from database.models import Message
 from services.errors import PermissionDenied
-from services.imap_sync import run_sync
-from services.mail_delete import delete_messages
+from services.imap.sync import run_sync
+from services.messages.delete import delete_messages
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.imap_fixtures import Dovecot
@@ -120,7 +120,7 @@ async def test_messages_of_another_tenant_are_refused_before_the_server_is_touch
 async def test_nylas_messages_are_destroyed_through_the_api(
     db: Any, settings: Any, fake_nylas: Any
 ) -> None:
-    from services.nylas_api import NylasGateway
+    from services.nylas.gateway import NylasGateway
 
     account = await create_nylas_account(db)
     async with db.transaction() as s:
@@ -159,9 +159,9 @@ async def test_nylas_messages_are_destroyed_through_the_api(
 async def test_without_move_the_delete_copies_flags_and_expunges_only_those_uids(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from database.repositories import imap_state
-    from services.imap import ImapClient, ImapConfig
-    from services.mail_delete import _delete_in_folder
+    from database.repositories.folders import imap_state
+    from services.imap.client import ImapClient, ImapConfig
+    from services.messages.delete import _delete_in_folder
 
     account, rows = await _synced(db, settings, dovecot, mailbox_user)
     other = dovecot.client(mailbox_user)  # someone else's \Deleted mark must survive

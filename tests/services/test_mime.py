@@ -6,7 +6,7 @@ import base64
 import hashlib
 
 from scripts.corpus import messages, raw_message
-from services.mime import MAX_MESSAGE_ID_CHARS, message_id_of_header_block, parse
+from services.messages.mime import MAX_MESSAGE_ID_CHARS, message_id_of_header_block, parse
 
 PDF = b"%PDF-1.4 fake pdf bytes \x00\x01\x02" * 10
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40

@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.errors import ProviderTemporaryError
-from services.nylas_api import NylasGateway
-from services.nylas_budget import NylasBudget, NylasHeldOff, Rates
+from services.nylas.budget import NylasBudget, NylasHeldOff, Rates
+from services.nylas.gateway import NylasGateway
 from tests.fakes.nylas_server import make_message
 from tests.helpers import NYLAS_API_KEY
 

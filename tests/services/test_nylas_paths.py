@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from services.errors import ValidationFailed
-from services.nylas_api import NylasGateway
+from services.nylas.gateway import NylasGateway
 from tests.helpers import NYLAS_API_KEY
 
 

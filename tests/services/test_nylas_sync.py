@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Message, OutboundMessage
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from services.errors import ProviderTemporaryError
-from services.nylas_api import NylasGateway
-from services.nylas_sync import OVERLAP_S, reconcile, sync_nylas_account
-from services.send import SendRequest, send_message
+from services.nylas.gateway import NylasGateway
+from services.nylas.sync import OVERLAP_S, reconcile, sync_nylas_account
+from services.outbound.send import SendRequest, send_message
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.smtp_fixtures import create_send_event
@@ -102,7 +102,7 @@ async def test_reconcile_backfills_a_message_no_webhook_announced(
     )
     # Deleted here already: reconcile must not bring it back.
     fake_nylas.put_message(account.grant_id, make_message(account.grant_id, "gone", date=now))
-    from database.repositories import messages as messages_repo
+    from database.repositories.messages import rows as messages_repo
 
     async with db.transaction() as s:
         await messages_repo.mark_deleted(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.errors import ProviderPermanentError, ProviderTemporaryError
-from services.pop3 import MAX_LINE_BYTES, Pop3Client, Pop3Config
+from services.pop3.client import MAX_LINE_BYTES, Pop3Client, Pop3Config
 
 SECRET = b"HOSTILE-WORDS-91c2"
 Replies = dict[bytes, Callable[[bytes], bytes]]
@@ -200,7 +200,7 @@ async def test_a_message_the_server_refuses_is_skipped_and_the_rest_stored(
 
     from database.models import Account, Credential, Message, Provider
     from services.crypto import encrypt_json
-    from services.pop3_sync import sync_maildrop
+    from services.pop3.sync import sync_maildrop
     from tests.factories import create_tenant, create_user
 
     good = {1: b"Subject: one\r\n\r\nfirst\r\n", 3: b"Subject: three\r\n\r\nthird\r\n"}

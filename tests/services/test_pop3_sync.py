@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Attachment, Folder, Message
+from services.accounts.access import pop3_config
 from services.errors import BadCredentials, ValidationFailed
-from services.imap_sync import run_sync
-from services.mail_accounts import pop3_config
-from services.mail_delete import delete_messages
-from services.pop3 import Pop3Client, Pop3Config, unstuff
-from services.pop3_sync import sync_maildrop
+from services.imap.sync import run_sync
+from services.messages.delete import delete_messages
+from services.pop3.client import Pop3Client, Pop3Config, unstuff
+from services.pop3.sync import sync_maildrop
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
 from tests.imap_support import create_imap_account, create_pop3_account
 
@@ -288,7 +288,7 @@ async def test_a_wrong_password_is_bad_credentials_without_the_servers_words(
 async def test_a_pop3_message_cannot_be_moved_to_another_folder(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.rules import move_message
+    from services.classify.rules import move_message
 
     dovecot.deliver(mailbox_user, _with_attachment())
     account = await create_pop3_account(db, settings, dovecot, mailbox_user)

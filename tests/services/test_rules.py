@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from database.models import Folder, Message, Rule
-from services import rules
+from services.classify import rules
 from services.errors import ValidationFailed
-from services.nylas_api import NylasGateway
+from services.nylas.gateway import NylasGateway
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.helpers import NYLAS_API_KEY

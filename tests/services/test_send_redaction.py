@@ -7,10 +7,10 @@ import traceback
 
 import sqlalchemy.exc as sa_exc
 
-from services.compose import people
 from services.errors import PostroomError, ValidationFailed
-from services.send import REDACTED, SendFailed, SendRequest, redact_error
-from services.smtp import SmtpRejected
+from services.outbound.compose import people
+from services.outbound.send import REDACTED, SendFailed, SendRequest, redact_error
+from services.outbound.smtp import SmtpRejected
 
 REQUEST = SendRequest(
     to=[{"email": "Bob.Smith@example.org", "name": "Bob Smith"}],

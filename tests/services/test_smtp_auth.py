@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import OutboundMessage
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from services.errors import BadCredentials
-from services.send import SendRequest, send_message
-from services.smtp import SmtpAuthUnavailable, SmtpConfig
+from services.outbound.send import SendRequest, send_message
+from services.outbound.smtp import SmtpAuthUnavailable, SmtpConfig
 from tests.smtp_fixtures import USERNAME, create_send_event, create_smtp_account
 
 NO_AUTH_SENTENCE = (

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import OutboundMessage
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from services.errors import PostroomError
-from services.send import SendRequest, send_message
-from services.smtp import DeliveryUnknown, SmtpConnection, SmtpRejected, SmtpTemporaryError
-from services.smtp_wire import MAX_LINE, Wire, WireError
+from services.outbound.send import SendRequest, send_message
+from services.outbound.smtp import DeliveryUnknown, SmtpConnection, SmtpRejected, SmtpTemporaryError
+from services.outbound.smtp_wire import MAX_LINE, Wire, WireError
 from tests.hostile.cost import assert_linear
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 from tests.smtp_scripted import DROP, HANG, SECRET, ScriptedSmtp
@@ -334,7 +334,7 @@ def test_sessions_work_on_uvloop(smtp_server, security: str) -> None:
     # uvloop's transports are not asyncio.Transport subclasses and read differently.
     import uvloop
 
-    from services.smtp import SmtpConfig
+    from services.outbound.smtp import SmtpConfig
 
     peer = smtp_server(security=security)
     config = SmtpConfig.from_credential(peer.credential())

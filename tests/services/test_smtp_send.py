@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Message, OutboundMessage
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from services.errors import BadCredentials, ValidationFailed
-from services.send import SendRequest, send_message
-from services.smtp import DeliveryUnknown, SmtpRejected, SmtpTemporaryError
+from services.outbound.send import SendRequest, send_message
+from services.outbound.smtp import DeliveryUnknown, SmtpRejected, SmtpTemporaryError
 from tests.smtp_fixtures import create_send_event, create_smtp_account
 
 REQUEST = dict(
@@ -261,7 +261,7 @@ async def test_copy_is_appended_to_the_imap_sent_folder(
     )
 
     # The IMAP sync then sees the same message in Sent: it updates our row, adds none.
-    from services.imap_sync import run_sync
+    from services.imap.sync import run_sync
 
     await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id, folder="Sent")
     async with db.sessionmaker() as s:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from services import templates
-from services.templates import Parts, TemplateInvalid, TemplateVariableMissing
+from services.outbound import templates
+from services.outbound.templates import Parts, TemplateInvalid, TemplateVariableMissing
 
 
 def text(source: str, **variables: Any) -> str:

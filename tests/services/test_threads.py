@@ -20,7 +20,7 @@ from database.thread_refs import (
     message_refs,
     normalize_ids,
 )
-from services.imap_sync import run_sync
+from services.imap.sync import run_sync
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account, create_tenant
 from tests.imap_fixtures import Dovecot, append_many
@@ -317,12 +317,12 @@ async def test_concurrent_batches_of_one_account_end_in_one_thread(
 ) -> None:
     """Two transactions store a parent and its reply at the same time: the per-account lock
     makes the second see the first's thread instead of both creating one."""
-    from database.repositories import imap_state
+    from database.repositories.folders import imap_state
 
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
 
     def row(msgid: str, reply: str | None) -> dict[str, Any]:
-        from services.mime import parse
+        from services.messages.mime import parse
 
         raw = mail(f"<{msgid}@x>", msgid, day=1, in_reply_to=f"<{reply}@x>" if reply else None)
         values = parse(raw).columns()
@@ -359,8 +359,8 @@ async def test_concurrent_batches_of_one_account_end_in_one_thread(
 async def test_nylas_messages_get_threads_from_their_thread_id(
     db: Any, settings: Any, client: Any, fake_nylas: Any
 ) -> None:
-    from services.nylas_api import NylasGateway
-    from services.nylas_sync import sync_nylas_account
+    from services.nylas.gateway import NylasGateway
+    from services.nylas.sync import sync_nylas_account
     from tests.fakes.nylas_server import make_message
 
     tenant = await create_tenant(db)
@@ -400,10 +400,10 @@ async def test_nylas_messages_get_threads_from_their_thread_id(
 
 
 async def test_a_reply_we_send_joins_the_thread_it_answers(db, settings, smtp_server) -> None:
-    from database.repositories import events as events_repo
-    from database.repositories import imap_state
-    from services.mime import parse
-    from services.send import SendRequest, send_message
+    from database.repositories.events import rows as events_repo
+    from database.repositories.folders import imap_state
+    from services.messages.mime import parse
+    from services.outbound.send import SendRequest, send_message
 
     peer = smtp_server()
     account = await create_smtp_account(db, settings, smtp=peer.credential())
@@ -451,8 +451,8 @@ async def test_a_deadlock_over_thread_rows_is_retried_not_dead_lettered(
     worker's policy treats that as transient (a retry), not as a dead letter."""
     from sqlalchemy.exc import DBAPIError
 
-    from database.repositories import imap_state
-    from services.mime import parse
+    from database.repositories.folders import imap_state
+    from services.messages.mime import parse
     from worker import policy
 
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
@@ -499,8 +499,8 @@ async def test_a_batch_with_thousands_of_references_and_a_wide_merge(
 ) -> None:
     """250 messages naming 50 ids each (12,500+ ids in one batch: more than one statement
     may bind), then one message that links 100 of their threads into one."""
-    from database.repositories import imap_state
-    from services.mime import parse
+    from database.repositories.folders import imap_state
+    from services.messages.mime import parse
 
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
 

@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from services.errors import BadRequest, InvalidSignature, PayloadTooLarge
-from services.webhooks import (
+from services.events.webhooks import (
     base_type,
     decompress,
     parse_notification,

@@ -71,7 +71,7 @@ async def _stored(db: Any, account_id: uuid.UUID) -> set[tuple[Any, ...]]:
 async def test_a_pop3_sync_in_parts_ends_like_an_uncut_one(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.pop3_sync import run_pop3_sync
+    from services.pop3.sync import run_pop3_sync
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 700)})
     tenant = await create_tenant(db)
@@ -108,8 +108,8 @@ async def test_a_pop3_sync_in_parts_ends_like_an_uncut_one(
 async def test_a_nylas_sync_in_parts_ends_like_an_uncut_one(
     db: Any, settings: Any, fake_nylas: Any
 ) -> None:
-    from services.nylas_api import NylasGateway
-    from services.nylas_sync import sync_nylas_account
+    from services.nylas.gateway import NylasGateway
+    from services.nylas.sync import sync_nylas_account
 
     tenant = await create_tenant(db)
     cut = await create_nylas_account(db, tenant=tenant)
@@ -153,7 +153,7 @@ async def test_a_nylas_sync_in_parts_ends_like_an_uncut_one(
 async def test_a_mass_delete_in_parts_deletes_every_message_once(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap_sync import run_sync
+    from services.imap.sync import run_sync
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-2", 600)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)

@@ -144,7 +144,7 @@ async def test_another_tenants_event_is_404_and_untouched(db, client) -> None:
 
 
 async def test_the_sweeper_does_not_publish_a_cancelled_event(db, client) -> None:
-    from database.repositories import events as events_repo
+    from database.repositories.events import rows as events_repo
 
     caller = await make_caller(db)
     event_id = await _raw_event(db, caller.tenant_id, "queued")
@@ -184,7 +184,7 @@ async def test_cancelled_workflow_sync_stores_nothing(
     db, settings, client, celery_app, dovecot, mailbox_user
 ) -> None:
     from database.models import Message
-    from database.repositories import events as events_repo
+    from database.repositories.events import rows as events_repo
 
     tenant = await create_tenant(db)
     caller = await make_caller(db, tenant=tenant.name)

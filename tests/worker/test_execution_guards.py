@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from database.models import Event
-from services.dead_letters import scrub, shown_message
 from services.errors import PermissionDenied, ProviderTemporaryError
-from services.nylas_events import message_values
+from services.events.dead_letters import scrub, shown_message
+from services.nylas.notifications import message_values
 from worker.execution import check_tenant
 
 

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event, EventSource, EventStatus, Folder, Message, Rule
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from tests.fakes.nylas_server import make_message
 from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot

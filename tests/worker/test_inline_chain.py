@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, Event, Message, Rule
-from tests.helpers import notification, post_webhook, wait_for
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
+from tests.helpers import notification, post_webhook, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event, EventSource, EventStatus, Folder, Message
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
@@ -153,7 +153,7 @@ async def _finished(db: Any, event_id: uuid.UUID) -> Event | None:
 async def test_a_sync_in_parts_is_one_job_and_ends_like_an_uncut_sync(
     db: Any, settings: Any, client: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap_sync import run_sync
+    from services.imap.sync import run_sync
 
     await append_corpus(
         dovecot,
@@ -319,7 +319,7 @@ async def _processing(db: Any, event_id: uuid.UUID) -> bool:
 
 
 async def test_a_slot_waits_then_gives_up_and_is_freed_on_exit(settings: Any) -> None:
-    from services.imap_slots import AccountBusy, holders, imap_slot
+    from services.imap.slots import AccountBusy, holders, imap_slot
 
     quick = settings.model_copy(update={"imap_max_connections": 2, "imap_slot_wait_s": 0.3})
     account = uuid.uuid4()
@@ -338,7 +338,7 @@ async def test_a_slot_waits_then_gives_up_and_is_freed_on_exit(settings: Any) ->
 async def test_a_task_that_waited_in_vain_for_a_connection_retries_without_spending_attempts(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap_slots import imap_slot
+    from services.imap.slots import imap_slot
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 5)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Event
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.helpers import notification, post_webhook, wait_for

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from database.models import Account, Event, EventSource, EventStatus, Message
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from tests.helpers import wait_for
 from tests.imap_fixtures import Dovecot, add_user
 from tests.imap_support import append_corpus, create_imap_account
@@ -158,7 +158,7 @@ async def test_periodic_sync_enqueues_due_accounts_once(
     empty_database: None, db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
     # The scheduler's subject is every account of every tenant: it needs the only ones.
-    from services.scheduling import enqueue_due_syncs
+    from services.events.schedule import enqueue_due_syncs
 
     due = await create_imap_account(db, settings, dovecot, mailbox_user)
     fresh = await create_imap_account(db, settings, dovecot, add_user(dovecot))

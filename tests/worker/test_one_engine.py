@@ -16,11 +16,11 @@ import sqlalchemy as sa
 
 from database.engine import Database
 from database.models import DeadLetter, Event, EventSource, EventStatus
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from database.task_names import TaskName
 from services.errors import ProviderTemporaryError
-from services.nylas_events import Outcome
-from services.unit_of_work import record_event
+from services.events.unit_of_work import record_event
+from services.nylas.notifications import Outcome
 from tests.factories import create_tenant
 from worker.config import route_for
 from worker.execution import Decision, execute

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.pop3 import Pop3Client, Pop3Config
+from services.pop3.client import Pop3Client, Pop3Config
 from tests.api.keys import make_caller
 from tests.helpers import wait_for
 from tests.imap_fixtures import PASSWORD, Dovecot

@@ -44,7 +44,7 @@ async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
     empty_database: None, worker: Process, settings: Any, db: Any
 ) -> None:
     # The sweep looks at every tenant's events: idle means no other test's event is due.
-    from services.ingest import ingest_nylas
+    from services.events.ingest import ingest_nylas
     from worker.app import make_celery
 
     app = make_celery(settings)  # with the result backend: wait for each run

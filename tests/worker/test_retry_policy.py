@@ -12,9 +12,9 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from database.models import Event
-from services import dead_letters as dlq
-from services.dead_letters import scrub
 from services.errors import ProviderNotFound, ProviderTemporaryError
+from services.events import dead_letters as dlq
+from services.events.dead_letters import scrub
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.helpers import notification, post_webhook, wait_for

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Account, DeadLetter, Event, Folder, Message, Rule, Tenant
-from services import dead_letters
+from services.events import dead_letters
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message

@@ -9,13 +9,14 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import messages as messages_repo
 from database.repositories import rules as rules_repo
+from database.repositories.messages import rows as messages_repo
 from database.task_names import TaskName
-from services import mail_accounts, rules
+from services.accounts import access as mail_accounts
+from services.classify import rules
 from services.classify.service import classify_message
 from services.errors import ValidationFailed
-from services.nylas_events import Outcome
+from services.nylas.notifications import Outcome
 from worker.app import celery_app
 from worker.execution import run_task
 from worker.runtime import runtime

@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, Event
 from database.task_names import TaskName
-from services import coalesce, metrics
-from services.nylas_events import Outcome, fetch_truncated, process_notification
-from services.unit_of_work import Job
-from services.workflows import start_message_chains
+from services import metrics
+from services.events.unit_of_work import Job
+from services.events.workflows import start_message_chains
+from services.nylas import coalesce
+from services.nylas.notifications import Outcome, fetch_truncated, process_notification
 from worker.app import celery_app
 from worker.execution import publish_all, run_task
 from worker.inline_chain import classify_and_apply

@@ -10,16 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
 from database.models import Event, Provider
-from database.repositories import events as events_repo
+from database.repositories.events import rows as events_repo
 from database.task_names import TaskName
-from services.imap_sync import Budget, SyncResult, run_sync
-from services.mail_accounts import account_for_tenant
-from services.mail_delete import delete_part
-from services.nylas_events import Outcome
+from services.accounts.access import account_for_tenant
+from services.events.unit_of_work import Job
+from services.events.workflows import start_account_chain
+from services.imap.sync import Budget, SyncResult, run_sync
+from services.messages.delete import delete_part
+from services.nylas.notifications import Outcome
 from services.parts import add_counts
-from services.pop3_sync import run_pop3_sync
-from services.unit_of_work import Job
-from services.workflows import start_account_chain
+from services.pop3.sync import run_pop3_sync
 from worker.app import celery_app
 from worker.execution import CONTINUED, publish_all, run_task
 from worker.runtime import runtime
@@ -161,10 +161,10 @@ async def _nylas_part(
     budget: Budget,
     before: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas_sync),
+    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas.sync),
     one budget's worth of pages; the next part goes on from the page token in `resume`.
     Answers (the event's new progress, the job's result so far, whether this part was cut)."""
-    from services.nylas_sync import sync_nylas_account
+    from services.nylas.sync import sync_nylas_account
 
     part = await sync_nylas_account(
         db,
@@ -200,7 +200,7 @@ def delete(
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
         # A bounded part like a sync's: the ids stay in the task message, the progress says
-        # how far into them the earlier parts got (services.parts, services.mail_delete).
+        # how far into them the earlier parts got (services.parts, services.messages.delete).
         before = earlier_parts(event)
         ids = list(dict.fromkeys(uuid.UUID(m) for m in message_ids))
         start = int((before.get("resume") or {}).get("offset", 0))

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from database.task_names import TaskName
-from services import outbox
+from services.events import outbox
 from worker import dispatch
 from worker.app import celery_app
 from worker.runtime import runtime
@@ -36,7 +36,7 @@ def cleanup(self: Task) -> dict[str, Any]:
 
 @celery_app.task(name=TaskName.periodic_sync.value, bind=True, max_retries=0)
 def periodic_sync(self: Task) -> dict[str, Any]:
-    from services.scheduling import enqueue_due_syncs
+    from services.events.schedule import enqueue_due_syncs
 
     rt = runtime()
     result = rt.run(
@@ -52,7 +52,7 @@ def periodic_sync(self: Task) -> dict[str, Any]:
 @celery_app.task(name=TaskName.reconcile.value, bind=True, max_retries=0)
 def reconcile(self: Task) -> dict[str, Any]:
     """Backfill Nylas messages that a lost webhook never announced (NYLAS.md section 4)."""
-    from services.nylas_sync import reconcile as reconcile_accounts
+    from services.nylas.sync import reconcile as reconcile_accounts
 
     rt = runtime()
     return rt.run(reconcile_accounts(rt.db, nylas=rt.nylas))

@@ -15,11 +15,11 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories import accounts as accounts_repo
+from database.repositories.accounts import access as accounts_repo
 from database.task_names import TaskName
 from services.errors import PermissionDenied
-from services.nylas_events import Outcome
-from services.send import load_request, redact_error, send_message
+from services.nylas.notifications import Outcome
+from services.outbound.send import load_request, redact_error, send_message
 from worker import policy
 from worker.app import celery_app
 from worker.execution import run_task

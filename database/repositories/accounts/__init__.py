@@ -1,0 +1,1 @@
+"""Accounts: rows, credentials, sync bookkeeping, push leases and quotas."""

@@ -1,0 +1,1 @@
+"""Events: rows and claims, API reads, cancel, workflow steps and dead letters."""

@@ -1,0 +1,1 @@
+"""Folders: IMAP and POP3 sync state per folder."""

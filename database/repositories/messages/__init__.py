@@ -1,0 +1,1 @@
+"""Messages: upserts, API reads and threads."""

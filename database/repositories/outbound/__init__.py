@@ -1,0 +1,1 @@
+"""Outbound: the send ledger, drafts, attachments and templates."""

@@ -1,0 +1,1 @@
+"""Mail accounts: what the API manages, what tasks load, verification and quotas."""

@@ -1,0 +1,1 @@
+"""Events: webhook ingest and signatures, jobs, the outbox, schedules, cancel and dead letters."""

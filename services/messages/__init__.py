@@ -1,0 +1,1 @@
+"""Messages: API reads and jobs, deletes, MIME parsing, HTML text and threads."""

@@ -1,0 +1,1 @@
+"""Nylas: SDK calls, what a notification does, and the sync and reconcile sweep."""

@@ -1,0 +1,157 @@
+"""Coalescing repeated `message.updated` notifications about one message (issue 12, storms).
+
+Nylas may send many `message.updated` notifications for one message within seconds (a user
+flagging, moving, reading). Each is stored on arrival as its own event, so each is
+acknowledged and accounted for. The work is coalesced at processing time: the worker that
+claims one of them also locks the other notifications about the same grant and message that
+no worker has taken yet, applies the newest stored state (the highest Nylas `time`, then the
+latest arrival) and ends the others `coalesced`, naming the event that did the work, in the
+same transaction as that work. Their task messages then find them finished and do nothing.
+
+Why at processing time and not with a Redis key at ingest: the window is then exactly "while
+the notification waits in the queue", which is long in a storm (where coalescing pays) and
+zero when the queue is empty (where it would only add latency); nothing is lost if a key
+expires or Redis restarts; the outbox sweeper and replays need no special case; and the
+webhook route keeps its one INSERT. The cost is that a coalesced notification still goes
+through the broker and one claim UPDATE that matches nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Event, EventSource
+from services.events.webhooks import base_type
+
+COALESCED_TYPES = frozenset({"message.updated"})
+
+# Waiting notifications about the same object and grant, locked so no worker claims them
+# meanwhile; SKIP LOCKED leaves any that another coalescing worker holds to that worker.
+# The first condition is what ix_event_nylas_object_waiting indexes.
+_SIBLINGS = sa.text(
+    """
+SELECT id, type, payload, received_at FROM event
+WHERE (payload #>> '{data,object,id}') = :object_id
+  AND source = 'nylas' AND status IN ('received', 'queued', 'retrying')
+  AND id <> :event_id
+  AND (type = 'message.updated' OR type LIKE 'message.updated.%')
+  AND coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}') = :grant_id
+ORDER BY received_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+_MARK = sa.text(
+    """
+UPDATE event SET
+  status = 'coalesced',
+  result = jsonb_build_object('status', 'coalesced', 'coalesced_into', CAST(:into AS text)),
+  tenant_id = coalesce(CAST(:tenant_id AS uuid), tenant_id),
+  account_id = coalesce(CAST(:account_id AS uuid), account_id),
+  history = history || jsonb_build_array(jsonb_build_object(
+      'task_id', NULL, 'started_at', NULL, 'finished_at', now(), 'duration_ms', NULL,
+      'outcome', 'coalesced', 'error', NULL)),
+  due_at = NULL, finished_at = now(), updated_at = now()
+WHERE id = ANY(:ids) AND status IN ('received', 'queued', 'retrying')
+"""
+)
+
+# One claim locks at most this many siblings: a pathological flood on one message is then
+# worked off in groups instead of one huge lock set.
+MAX_SIBLINGS = 1000
+
+
+@dataclass
+class Notification:
+    """The stored notification a worker applies: its own, or a newer sibling's."""
+
+    id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    tenant_id: uuid.UUID | None = None
+    account_id: uuid.UUID | None = None
+
+
+@dataclass
+class Group:
+    applied: Notification
+    coalesced: list[uuid.UUID]
+
+
+def _key(payload: dict[str, Any]) -> tuple[str, str] | None:
+    data = payload.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return None
+    obj = data["object"]
+    grant = data.get("grant_id") or obj.get("grant_id")
+    object_id = obj.get("id")
+    if isinstance(grant, str) and grant and isinstance(object_id, str) and object_id:
+        return grant, object_id
+    return None
+
+
+def _version(payload: dict[str, Any]) -> int:
+    t = payload.get("time")
+    return t if isinstance(t, int) and not isinstance(t, bool) else -1
+
+
+async def take_group(session: AsyncSession, event: Event) -> Group:
+    """The notification to apply for `event` and the waiting siblings it stands for."""
+    own = Notification(id=event.id, type=event.type, payload=event.payload)
+    key = _key(event.payload) if event.source == EventSource.nylas else None
+    if key is None or base_type(event.type) not in COALESCED_TYPES:
+        return Group(applied=own, coalesced=[])
+    rows = (
+        await session.execute(
+            _SIBLINGS,
+            {"object_id": key[1], "grant_id": key[0], "event_id": event.id, "limit": MAX_SIBLINGS},
+        )
+    ).all()
+    if not rows:
+        return Group(applied=own, coalesced=[])
+    # Newest state: Nylas `time` first (it is the message's version), then arrival order.
+    candidates = [(_version(event.payload), event.received_at, own)] + [
+        (_version(r.payload), r.received_at, Notification(id=r.id, type=r.type, payload=r.payload))
+        for r in rows
+    ]
+    newest = max(candidates, key=lambda c: (c[0], c[1]))[2]
+    return Group(applied=newest, coalesced=[r.id for r in rows])
+
+
+async def finish_group(
+    session: AsyncSession,
+    group: Group,
+    *,
+    event: Event,
+    tenant_id: uuid.UUID | None,
+    account_id: uuid.UUID | None,
+) -> None:
+    """End the siblings `coalesced` into `event`, in the transaction of the work it did."""
+    if not group.coalesced:
+        return
+    await session.execute(
+        _MARK,
+        {
+            "ids": group.coalesced,
+            "into": str(event.id),
+            "tenant_id": str(tenant_id) if tenant_id else None,
+            "account_id": str(account_id) if account_id else None,
+        },
+    )
+
+
+def annotate(result: dict[str, Any], group: Group) -> dict[str, Any]:
+    """The worker's result says how many notifications its work stood for, and whose state."""
+    if not group.coalesced:
+        return result
+    return {
+        **result,
+        "coalesced": len(group.coalesced),
+        "applied_event_id": str(group.applied.id),
+    }

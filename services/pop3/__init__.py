@@ -1,0 +1,1 @@
+"""POP3: the client, sync of the one INBOX, and deletes."""
