@@ -185,8 +185,8 @@ def publisher(settings: Any) -> Any:
 async def slow() -> AsyncIterator[Any]:
     proxies: list[SlowProxy] = []
 
-    async def start(port: int) -> SlowProxy:
-        proxy = await SlowProxy(port, SERVER_DELAY_S).start()
+    async def start(port: int, delay: float = SERVER_DELAY_S) -> SlowProxy:
+        proxy = await SlowProxy(port, delay).start()
         proxies.append(proxy)
         return proxy
 
@@ -294,7 +294,8 @@ async def test_smtp_send_with_sent_copy_leaves_no_transaction_open_while_the_ser
     slow: Any,
 ) -> None:
     peer = smtp_server()
-    smtp_proxy = await slow(peer.port)
+    # Slower than the others: PIPELINING takes a message in two round trips, not four.
+    smtp_proxy = await slow(peer.port, 2 * SERVER_DELAY_S)
     imap_proxy = await slow(dovecot.port)
     imap = {**dovecot.credentials(mailbox_user)["imap"], "port": imap_proxy.port}  # type: ignore[dict-item]
     account = await create_smtp_account(

@@ -122,7 +122,7 @@ def _short_consumers(celery_app: Any, *, on: bool) -> None:
 
 
 async def test_repeated_updates_are_coalesced_and_keep_the_newest_state(
-    client, db, celery_app
+    client, db, celery_app, empty_database
 ) -> None:
     caller = await make_caller(db)
     async with db.sessionmaker() as s:
@@ -179,7 +179,7 @@ async def test_repeated_updates_are_coalesced_and_keep_the_newest_state(
 
 
 async def test_updates_of_different_messages_or_grants_are_not_coalesced(
-    client, db, celery_app
+    client, db, celery_app, empty_database
 ) -> None:
     a = await create_nylas_account(db)
     b = await create_nylas_account(db)
