@@ -42,16 +42,13 @@ class EventStatus(enum.StrEnum):
     retrying = "retrying"
     succeeded = "succeeded"
     ignored = "ignored"
-    # A message.updated whose newer sibling's work stored its state (services/nylas/coalesce.py);
-    # its result names that event (`coalesced_into`).
-    coalesced = "coalesced"
     dead = "dead"
     # Cancelled through the API before a worker took it: its effect never happens.
     cancelled = "cancelled"
 
     @classmethod
     def finished(cls) -> tuple[EventStatus, ...]:
-        return (cls.succeeded, cls.ignored, cls.coalesced, cls.dead, cls.cancelled)
+        return (cls.succeeded, cls.ignored, cls.dead, cls.cancelled)
 
     @classmethod
     def cancellable(cls) -> tuple[EventStatus, ...]:

@@ -86,7 +86,7 @@ TASK_DURATION = Histogram(
 )
 EVENTS_COALESCED = Counter(
     "postroom_events_coalesced",
-    "message.updated notifications ended `coalesced` into another event's work.",
+    "message.updated notifications whose work another event's did (result status `coalesced`).",
 )
 # Publish to start: seconds under normal load, minutes in a storm or behind a backlog.
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)

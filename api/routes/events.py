@@ -28,7 +28,6 @@ Status = Literal[
     "retrying",
     "succeeded",
     "ignored",
-    "coalesced",
     "dead",
     "cancelled",
 ]
@@ -48,7 +47,7 @@ def event_public(e: Event) -> EventPublic:
         finished_at=e.finished_at,
         send_at=e.not_before,
         coalesced_into=(e.result or {}).get("coalesced_into")
-        if e.status == EventStatus.coalesced
+        if e.status == EventStatus.succeeded
         else None,
     )
 

@@ -24,7 +24,6 @@ _STATE = {
     EventStatus.succeeded: "SUCCESS",
     EventStatus.ignored: "SUCCESS",
     # Its state was stored by the event its result names.
-    EventStatus.coalesced: "SUCCESS",
     EventStatus.dead: "FAILURE",
     EventStatus.scheduled: "PENDING",
     # Celery's REVOKED is not among the contract's states: a cancelled job is a FAILURE whose

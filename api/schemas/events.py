@@ -27,8 +27,9 @@ class EventPublic(BaseModel):
     )
     coalesced_into: str | None = Field(
         default=None,
-        description="A `coalesced` notification: the event whose work stored its message's "
-        "newest state; null otherwise.",
+        description="A coalesced `message.updated` notification (status `succeeded`, result "
+        "status `coalesced`): the event whose work stored its message's newest state; null "
+        "otherwise.",
     )
 
 

@@ -50,7 +50,7 @@ FOR UPDATE SKIP LOCKED
 _MARK = sa.text(
     """
 UPDATE event SET
-  status = 'coalesced',
+  status = 'succeeded',
   result = jsonb_build_object('status', 'coalesced', 'coalesced_into', CAST(:into AS text)),
   tenant_id = coalesce(CAST(:tenant_id AS uuid), tenant_id),
   account_id = coalesce(CAST(:account_id AS uuid), account_id),
