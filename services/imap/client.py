@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
 from services.imap.protocol import (
     ImapProtocolError,
@@ -38,6 +37,7 @@ from services.imap.responses import (
     search_ranges,
     select_info,
 )
+from services.mail_session import MailSession
 
 __all__ = ["SPECIAL_USE", "ImapClient", "ImapConfig", "MailboxInfo", "SelectInfo"]
 
@@ -133,7 +133,11 @@ class ImapConfig:
         )
 
 
-class ImapClient:
+class ImapClient(MailSession):
+    role = "IMAP"
+    refusal = ImapCommandError
+    read_limit = _READ_LIMIT
+
     def __init__(self, config: ImapConfig) -> None:
         self.config = config
         self.capabilities: set[str] = set()
@@ -145,52 +149,7 @@ class ImapClient:
         # A read's deadline while IDLE waits for news (None: the configured timeout).
         self._wait: float | None = None
 
-    # -- connection ---------------------------------------------------------------------
-    async def connect(self) -> ImapClient:
-        cfg = self.config
-        context = self._ssl_context() if cfg.security in ("tls", "starttls") else None
-        # Checked here, at every connection, and connected to the address that was checked.
-        dest = await destination.resolve(
-            cfg.host, cfg.port, role="IMAP", allowed=cfg.allowed_private_hosts
-        )
-        try:
-            self._reader, self._writer = await self._open(dest, context)
-        except (OSError, TimeoutError) as exc:
-            # Only what failed: never the address, the port or the peer's words.
-            raise ProviderTemporaryError(
-                f"Could not connect to the IMAP server: {destination.failure_kind(exc)}."
-            ) from None
-        try:
-            await self._handshake(context, dest.host)
-            await self._login()
-        except ImapCommandError:
-            self._drop()
-            # Before login the peer is not known to be the tenant's server: none of its words.
-            raise ProviderPermanentError(
-                f"The IMAP server refused {self._command} before login."
-            ) from None
-        except (OSError, TimeoutError) as exc:  # STARTTLS: the handshake or the socket
-            self._drop()
-            raise ProviderTemporaryError(
-                f"Could not connect to the IMAP server: {destination.failure_kind(exc)}."
-            ) from None
-        except BaseException:
-            self._drop()
-            raise
-        return self
-
-    def _drop(self) -> None:
-        """Close a connection that never got to LOGIN's end (no LOGOUT to a stranger)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    async def _open(
-        self, dest: destination.Destination, context: ssl.SSLContext | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        tls = context if self.config.security == "tls" else None  # STARTTLS upgrades later
-        return await destination.open_stream(dest, self.config.timeout, tls=tls, limit=_READ_LIMIT)
-
+    # -- connection (connect, _open, _drop: services/mail_session.py) ---------------------
     async def _handshake(self, context: ssl.SSLContext | None, server_name: str) -> None:
         """Greeting, capabilities and STARTTLS: everything before LOGIN."""
         cfg = self.config
@@ -211,9 +170,6 @@ class ImapClient:
             assert self._writer is not None and context is not None
             await self._writer.start_tls(context, server_hostname=server_name)
             await self.refresh_capabilities()
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        return destination.tls_context(verify=self.config.verify_tls)
 
     async def _login(self) -> None:
         cfg = self.config

@@ -23,8 +23,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
+from services.mail_session import MailSession
 
 # No POSTROOM_MAX_MESSAGE_BYTES in this tree yet: the same default as the IMAP cap it will share.
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
@@ -35,7 +35,6 @@ _TIMESTAMP = re.compile(rb"<[!-;=?-~]+@[!-;=?-~]+>")  # RFC 1939 msg-id in the g
 _CODE = re.compile(rb"^-ERR \[([A-Z][A-Z0-9/-]{0,39})\]")
 _UIDL = re.compile(rb"[\x21-\x7e]{1,70}")
 _TEMPORARY_CODES = {"IN-USE", "LOGIN-DELAY", "SYS/TEMP"}
-SECURITY_MODES = ("none", "starttls", "tls")
 
 
 class Pop3CommandError(ProviderPermanentError):
@@ -100,7 +99,10 @@ def unstuff(body: bytes) -> bytes:
     return body.replace(b"\r\n..", b"\r\n.")
 
 
-class Pop3Client:
+class Pop3Client(MailSession):
+    role = "POP3"
+    refusal = Pop3CommandError
+
     def __init__(self, config: Pop3Config) -> None:
         self.config = config
         self.capabilities: set[str] = set()
@@ -112,60 +114,10 @@ class Pop3Client:
         self._buf = bytearray()
         self._command = "CONNECT"
 
-    # -- connection ---------------------------------------------------------------------
-    async def connect(self) -> Pop3Client:
-        cfg = self.config
-        if cfg.security not in SECURITY_MODES:
-            raise ProviderPermanentError("The POP3 security mode is not none, starttls or tls.")
-        context = self._ssl_context() if cfg.security in ("tls", "starttls") else None
-        # Checked here, at every connection, and connected to the address that was checked.
-        dest = await destination.resolve(
-            cfg.host, cfg.port, role="POP3", allowed=cfg.allowed_private_hosts
-        )
-        try:
-            self._reader, self._writer = await self._open(dest, context)
-        except (OSError, TimeoutError) as exc:
-            # Only what failed: never the address, the port or the peer's words.
-            raise ProviderTemporaryError(
-                f"Could not connect to the POP3 server: {destination.failure_kind(exc)}."
-            ) from None
-        try:
-            await self._handshake(context, dest.host)
-            await self._login()
-        except Pop3CommandError:
-            self._drop()
-            # Before login the peer is not known to be the tenant's server: none of its words.
-            raise ProviderPermanentError(
-                f"The POP3 server refused {self._command} before login."
-            ) from None
-        except (OSError, TimeoutError) as exc:  # STLS: the handshake or the socket
-            self._drop()
-            raise ProviderTemporaryError(
-                f"Could not connect to the POP3 server: {destination.failure_kind(exc)}."
-            ) from None
-        except BaseException:
-            self._drop()
-            raise
-        return self
-
+    # -- connection (connect, _open, _drop: services/mail_session.py) ---------------------
     def abort(self) -> None:
         """Close without QUIT: the server removes none of the messages marked with DELE."""
         self._drop()
-
-    def _drop(self) -> None:
-        """Close a connection without QUIT: nothing marked for deletion is committed."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    async def _open(
-        self, dest: destination.Destination, context: ssl.SSLContext | None
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        tls = context if self.config.security == "tls" else None  # STARTTLS upgrades later
-        return await destination.open_stream(dest, self.config.timeout, tls=tls)
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        return destination.tls_context(verify=self.config.verify_tls)
 
     async def _handshake(self, context: ssl.SSLContext | None, server_name: str) -> None:
         """Greeting, CAPA and STLS: everything before the login."""
