@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     webhook_max_body_bytes: int = 2 * 1024 * 1024
+    # The longest a webhook waits for PostgreSQL before answering 503 (Nylas retries a 503; it
+    # gives up on an answer slower than 10 s, and a pooled connection that a network partition
+    # silenced would otherwise hold the request for the driver's whole command timeout).
+    webhook_db_deadline_s: float = 3.0
     api_max_body_bytes: int = 16 * 1024 * 1024
     # An IMAP message larger than this is stored as its header only, flagged `too_large`.
     max_message_bytes: int = 50 * 1024 * 1024

@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
+from api.routes.webhooks import log, store_notification
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.events.ingest import ingest_nylas
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -100,26 +100,19 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
     """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
-        from api.routes.webhooks import log
-
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     raw = await _read_capped(scope, receive, settings.webhook_max_body_bytes)
     if raw is None:
         return None
-    request_id = scope["state"]["request_id"]
-    async with state.db.autocommit() as conn:
-        ingested = await ingest_nylas(
-            conn,
-            raw=raw,
-            signature=_header(scope, b"x-nylas-signature"),
-            content_encoding=_header(scope, b"content-encoding"),
-            secret=settings.nylas_webhook_secret.get_secret_value(),
-            max_bytes=settings.webhook_max_body_bytes,
-            stale_after_s=settings.outbox_stale_after_s,
-            max_age_s=settings.webhook_max_age_s,
-            request_id=request_id,
-        )
+    ingested = await store_notification(
+        state.db,
+        settings,
+        raw=raw,
+        signature=_header(scope, b"x-nylas-signature"),
+        content_encoding=_header(scope, b"content-encoding"),
+        request_id=scope["state"]["request_id"],
+    )
     if ingested.job is not None:  # committed: the autocommit INSERT has returned
         await state.publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from api.deps import DatabaseDep, PublisherDep, SettingsDep
+from database.engine import Database
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.events.ingest import ingest_nylas
+from services.events.ingest import Ingested, ingest_nylas
+from settings import Settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = structlog.get_logger(__name__)
@@ -47,6 +51,43 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def store_notification(
+    db: Database,
+    settings: Settings,
+    *,
+    raw: bytes,
+    signature: str | None,
+    content_encoding: str | None,
+    request_id: str,
+) -> Ingested:
+    """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
+
+    The store is one INSERT ... ON CONFLICT statement on an autocommit connection: committed
+    when it returns. If the deadline cuts it short after the commit, Nylas's retry of the 503
+    is answered `duplicate` and the outbox sweeper publishes the stored event: nothing is lost.
+    """
+    secret = settings.nylas_webhook_secret
+    if secret is None:
+        log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
+        raise ServiceUnavailable("Webhooks are not configured on this server yet.")
+    try:
+        async with asyncio.timeout(settings.webhook_db_deadline_s), db.autocommit() as conn:
+            return await ingest_nylas(
+                conn,
+                raw=raw,
+                signature=signature,
+                content_encoding=content_encoding,
+                secret=secret.get_secret_value(),
+                max_bytes=settings.webhook_max_body_bytes,
+                stale_after_s=settings.outbox_stale_after_s,
+                max_age_s=settings.webhook_max_age_s,
+                request_id=request_id,
+            )
+    except TimeoutError:
+        log.warning("webhook_db_deadline", deadline_s=settings.webhook_db_deadline_s)
+        raise ServiceUnavailable("The database did not answer in time; retry later.") from None
+
+
 @router.post(
     "/nylas",
     response_model=WebhookAck,
@@ -70,18 +111,14 @@ async def nylas_notification(
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     raw = await read_capped(request, settings.webhook_max_body_bytes)
-    async with db.autocommit() as conn:
-        ingested = await ingest_nylas(
-            conn,
-            raw=raw,
-            signature=request.headers.get("x-nylas-signature"),
-            content_encoding=request.headers.get("content-encoding"),
-            secret=settings.nylas_webhook_secret.get_secret_value(),
-            max_bytes=settings.webhook_max_body_bytes,
-            stale_after_s=settings.outbox_stale_after_s,
-            max_age_s=settings.webhook_max_age_s,
-            request_id=request.state.request_id,
-        )
+    ingested = await store_notification(
+        db,
+        settings,
+        raw=raw,
+        signature=request.headers.get("x-nylas-signature"),
+        content_encoding=request.headers.get("content-encoding"),
+        request_id=request.state.request_id,
+    )
     if ingested.job is not None:  # committed: the autocommit INSERT has returned
         await publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
