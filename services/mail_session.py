@@ -10,12 +10,51 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from services import destination
 from services.errors import ProviderPermanentError, ProviderTemporaryError
 
 SECURITY_MODES = ("none", "starttls", "tls")
+
+
+@dataclass
+class MailServerConfig:
+    """Where and how to log in to one IMAP or POP3 server (a subclass names which)."""
+
+    # The key of the account's decrypted credentials that holds this server: "imap" or "pop3".
+    section: ClassVar[str]
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    security: str = "tls"  # none | starttls | tls
+    timeout: float = 30.0
+    verify_tls: bool = True
+    # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
+    allowed_private_hosts: str | None = None
+
+    @classmethod
+    def from_credentials(
+        cls,
+        data: dict[str, Any],
+        *,
+        timeout: float = 30.0,
+        allowed_private_hosts: str | None = None,
+    ) -> Self:
+        server = data.get(cls.section) or {}
+        return cls(
+            host=server["host"],
+            port=int(server["port"]),
+            username=server["username"],
+            password=server["password"],
+            security=server.get("security", "tls"),
+            timeout=timeout,
+            verify_tls=bool(server.get("verify_tls", True)),
+            allowed_private_hosts=allowed_private_hosts,
+        )
 
 
 class MailSession:

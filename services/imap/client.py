@@ -15,7 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 
@@ -37,7 +37,7 @@ from services.imap.responses import (
     search_ranges,
     select_info,
 )
-from services.mail_session import MailSession
+from services.mail_session import MailServerConfig, MailSession
 
 __all__ = ["SPECIAL_USE", "ImapClient", "ImapConfig", "MailboxInfo", "SelectInfo"]
 
@@ -99,38 +99,10 @@ T = TypeVar("T")
 
 
 @dataclass
-class ImapConfig:
-    host: str
-    port: int
-    username: str
-    password: str
-    security: str = "tls"  # none | starttls | tls
-    timeout: float = 30.0
-    verify_tls: bool = True
-    # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
-    allowed_private_hosts: str | None = None
+class ImapConfig(MailServerConfig):
+    section: ClassVar[str] = "imap"
     # The largest message whose body is downloaded; literals past it (plus slack) are refused.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-
-    @classmethod
-    def from_credentials(
-        cls,
-        data: dict[str, Any],
-        *,
-        timeout: float = 30.0,
-        allowed_private_hosts: str | None = None,
-    ) -> ImapConfig:
-        imap = data.get("imap") or {}
-        return cls(
-            host=imap["host"],
-            port=int(imap["port"]),
-            username=imap["username"],
-            password=imap["password"],
-            security=imap.get("security", "tls"),
-            timeout=timeout,
-            verify_tls=bool(imap.get("verify_tls", True)),
-            allowed_private_hosts=allowed_private_hosts,
-        )
 
 
 class ImapClient(MailSession):

@@ -20,11 +20,11 @@ import contextlib
 import hashlib
 import re
 import ssl
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
-from services.mail_session import MailSession
+from services.mail_session import MailServerConfig, MailSession
 
 # No POSTROOM_MAX_MESSAGE_BYTES in this tree yet: the same default as the IMAP cap it will share.
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
@@ -45,37 +45,9 @@ class Pop3CommandError(ProviderPermanentError):
 
 
 @dataclass
-class Pop3Config:
-    host: str
-    port: int
-    username: str
-    password: str = field(repr=False)
-    security: str = "tls"  # none | starttls | tls
-    timeout: float = 30.0
-    verify_tls: bool = True
+class Pop3Config(MailServerConfig):
+    section: ClassVar[str] = "pop3"
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
-    allowed_private_hosts: str | None = None
-
-    @classmethod
-    def from_credentials(
-        cls,
-        data: dict[str, Any],
-        *,
-        timeout: float = 30.0,
-        allowed_private_hosts: str | None = None,
-    ) -> Pop3Config:
-        pop3 = data.get("pop3") or {}
-        return cls(
-            host=pop3["host"],
-            port=int(pop3["port"]),
-            username=pop3["username"],
-            password=pop3["password"],
-            security=pop3.get("security", "tls"),
-            timeout=timeout,
-            verify_tls=bool(pop3.get("verify_tls", True)),
-            allowed_private_hosts=allowed_private_hosts,
-        )
 
 
 def _refusal(line: bytes) -> str:
