@@ -22,6 +22,7 @@ from database.repositories.messages import rows as messages_repo
 from services.accounts import access as mail_accounts
 from services.errors import NotFound, PermissionDenied, ValidationFailed
 from services.imap.client import ImapClient
+from services.imap.rows import provider_id
 from services.imap.slots import imap_slot
 from settings import Settings
 
@@ -87,12 +88,34 @@ async def _target(session: AsyncSession, account: Account, action: dict[str, Any
     return folder
 
 
-async def imap_move(config: Any, *, source: str, uid: int, target: str) -> None:
+async def imap_move(
+    config: Any, *, source: str, uid: int, target: str
+) -> tuple[int, dict[int, int]] | None:
     """UID MOVE one message over the mail-ops IMAP client (their client has no account-level
     move helper; this is the smallest one)."""
     async with ImapClient(config) as client:
         await client.select(source)
-        await client.uid_move(str(uid), target)
+        if client.has("MOVE"):
+            return await client.uid_move(str(uid), target)
+        # RFC 3501 alone: COPY, then flag and expunge the original (UIDPLUS for one UID).
+        copied = await client.uid_copy(str(uid), target)
+        await client.uid_store(str(uid), "+FLAGS.SILENT (\\Deleted)")
+        await client.uid_expunge(str(uid))
+        return copied
+
+
+def _new_uid(moved: tuple[int, dict[int, int]] | None, uid: int, target: Folder) -> dict[str, Any]:
+    """The moved message's UID in its new folder (UIDPLUS COPYUID). Without one the old UID is
+    dropped, never kept: in the target folder it may name another message, and a delete by it
+    would remove that one. The target's next sync finds the message again."""
+    if moved is None or uid not in moved[1]:
+        return {"imap_uid": None}
+    uidvalidity, new = moved[0], moved[1][uid]
+    return {
+        "imap_uid": new,
+        "uidvalidity": uidvalidity,
+        "provider_id": provider_id(target.name, uidvalidity, new),
+    }
 
 
 async def move_message(
@@ -111,6 +134,7 @@ async def move_message(
     """
     if message.folder_id == target.id:
         return False
+    place: dict[str, Any] = {"folder_id": target.id}
     if account.provider == Provider.pop3:
         raise ValidationFailed("A POP3 account has one folder, INBOX: its messages cannot move.")
     if account.provider == Provider.nylas:
@@ -128,16 +152,15 @@ async def move_message(
                 )
             config = await mail_accounts.imap_config(s, settings, account)
         async with imap_slot(settings, account.id):
-            await imap_move(
+            moved = await imap_move(
                 config,
                 source=source.provider_id or source.name,
                 uid=message.imap_uid,
                 target=target.provider_id or target.name,
             )
+        place.update(_new_uid(moved, message.imap_uid, target))
     async with db.transaction() as s:
-        await classify_repo.set_message_place(
-            s, message_id=message.id, values={"folder_id": target.id}
-        )
+        await classify_repo.set_message_place(s, message_id=message.id, values=place)
     return True
 
 

@@ -23,6 +23,7 @@ from services.errors import BadCredentials, ProviderPermanentError, ProviderTemp
 from services.imap.protocol import (
     ImapProtocolError,
     UidSet,
+    copy_uids,
     literal_size,
     parse_items,
     quote,
@@ -423,11 +424,22 @@ class ImapClient(MailSession):
     async def uid_store(self, uid_set: str, change: str) -> None:
         await self.simple(f"UID STORE {uid_set} {change}")
 
-    async def uid_move(self, uid_set: str, target: str) -> None:
-        await self._run(f"UID MOVE {uid_set} ".encode() + self._astring(target), name="UID MOVE")
+    async def uid_move(self, uid_set: str, target: str) -> tuple[int, dict[int, int]] | None:
+        """UID MOVE; with UIDPLUS, (the target's UIDVALIDITY, old UID -> new UID), else None.
 
-    async def uid_copy(self, uid_set: str, target: str) -> None:
-        await self._run(f"UID COPY {uid_set} ".encode() + self._astring(target), name="UID COPY")
+        RFC 6851 puts the COPYUID in an untagged OK before the EXPUNGEs; some servers put it in
+        the tagged answer, as for COPY: both are read.
+        """
+        untagged, status = await self._run(
+            f"UID MOVE {uid_set} ".encode() + self._astring(target), name="UID MOVE"
+        )
+        return copy_uids([*untagged, status], limit=UidSet.parse(uid_set).count)
+
+    async def uid_copy(self, uid_set: str, target: str) -> tuple[int, dict[int, int]] | None:
+        untagged, status = await self._run(
+            f"UID COPY {uid_set} ".encode() + self._astring(target), name="UID COPY"
+        )
+        return copy_uids([*untagged, status], limit=UidSet.parse(uid_set).count)
 
     async def append(self, mailbox: str, messages: list[bytes], flags: str = "") -> None:
         """APPEND messages in one command (MULTIAPPEND + LITERAL+), else one by one."""

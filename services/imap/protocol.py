@@ -153,6 +153,48 @@ def response_codes(line: bytes) -> dict[str, str]:
     }
 
 
+def copy_uids(lines: Iterable[bytes], *, limit: int) -> tuple[int, dict[int, int]] | None:
+    """The RFC 4315 COPYUID of a COPY or MOVE answer: (the target's UIDVALIDITY, source UID ->
+    its UID in the target). None when no line has one, or when it does not pair up or names
+    more than `limit` UIDs (a hostile answer is never expanded: the caller asked for `limit`).
+
+    The two sets are paired in the order the server wrote them (RFC 4315 section 3).
+    """
+    for line in lines:
+        value = response_codes(line).get("COPYUID")
+        if value is None:
+            continue
+        fields = value.split()
+        if len(fields) != 3:
+            return None
+        try:
+            uidvalidity = _nonzero(number(fields[0], limit=MAX_UID))
+            sources = _in_order(fields[1], limit)
+            targets = _in_order(fields[2], limit)
+        except ImapProtocolError:
+            return None
+        if sources is None or targets is None or len(sources) != len(targets):
+            return None
+        return uidvalidity, dict(zip(sources, targets, strict=True))
+    return None
+
+
+def _in_order(text: str, limit: int) -> list[int] | None:
+    """A sequence-set as written (`304,319:320`), or None past `limit` UIDs or with `*`."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, colon, b = part.partition(":")
+        if "*" in (a, b):
+            return None
+        lo = _uid(a)
+        hi = _uid(b) if colon else lo
+        step = 1 if hi >= lo else -1
+        if len(out) + abs(hi - lo) + 1 > limit:
+            return None
+        out.extend(range(lo, hi + step, step))
+    return out
+
+
 def parse_items(data: bytes, pos: int = 0) -> list[Item]:
     """Every item from `pos` to the end of one response (CRLF excluded).
 

@@ -37,6 +37,12 @@ class Problem:
     text: str  # the sentence stored on the message
 
 
+def provider_id(folder_name: str, uidvalidity: int, uid: int) -> str:
+    """A stored IMAP message's key in its account: a UID means something in one folder
+    generation only."""
+    return f"{folder_name}:{uidvalidity}:{uid}"
+
+
 def _internaldate(value: Any) -> datetime | None:
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
     try:
@@ -136,7 +142,7 @@ def build(
         tenant_id=account.tenant_id,
         account_id=account.id,
         folder_id=folder.id,
-        provider_id=f"{folder.name}:{uidvalidity}:{uid}",
+        provider_id=provider_id(folder.name, uidvalidity, uid),
         imap_uid=uid,
         uidvalidity=uidvalidity,
         modseq=modseq_of(attrs),

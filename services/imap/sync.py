@@ -33,6 +33,7 @@ from database.repositories.folders import imap_state as repo
 from database.repositories.messages import rows as messages_repo
 from services.accounts.access import account_for_tenant, imap_config
 from services.errors import ProviderTemporaryError, database_gone
+from services.imap import rows
 from services.imap.client import ImapClient, ImapProtocolViolation, MailboxInfo, SelectInfo
 from services.imap.protocol import UidSet, uid_set
 from services.imap.rows import build, declared_size, record, unstorable
@@ -156,7 +157,7 @@ class _Syncer:
         return self.budget is not None and self.budget.spent(self.done)
 
     def provider_id(self, folder: Folder, uidvalidity: int, uid: int) -> str:
-        return f"{folder.name}:{uidvalidity}:{uid}"
+        return rows.provider_id(folder.name, uidvalidity, uid)
 
     async def _report(self, n: int) -> None:
         self.done += n

@@ -19,7 +19,14 @@ import sqlalchemy as sa
 from database.models import Account, Attachment, Folder, Message, Provider
 from services.errors import ProviderTemporaryError
 from services.imap.client import ImapClient, ImapProtocolViolation
-from services.imap.protocol import MAX_UID, ImapProtocolError, UidSet, literal_size, parse_items
+from services.imap.protocol import (
+    MAX_UID,
+    ImapProtocolError,
+    UidSet,
+    copy_uids,
+    literal_size,
+    parse_items,
+)
 from services.imap.responses import fetch_attrs, search_ranges
 from services.imap.sync import plan, sync_account
 from tests.factories import create_tenant, create_user
@@ -92,6 +99,29 @@ def test_uid_set_parse_and_membership_cost_grows_linearly() -> None:
 def test_uid_set_out_of_range_or_garbage_is_a_protocol_error(bad: str) -> None:
     with pytest.raises(ImapProtocolError):
         UidSet.parse(bad)
+
+
+def test_copyuid_pairs_uids_in_the_order_written() -> None:
+    answer = [b"* OK [COPYUID 38505 304,319:320 3956:3958] Moved", b"A1 OK done"]
+    assert copy_uids(answer, limit=3) == (38505, {304: 3956, 319: 3957, 320: 3958})
+    assert copy_uids([b"* 3 EXPUNGE", b"A1 OK [COPYUID 7 9 2] Done"], limit=1) == (7, {9: 2})
+    assert copy_uids([b"A1 OK Moved"], limit=1) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"* OK [COPYUID 1 1:4294967295 1:4294967295] every UID, for one asked",
+        b"* OK [COPYUID 1 1:2 5] the sets do not pair up",
+        b"* OK [COPYUID 0 1 5] UIDVALIDITY 0",
+        b"* OK [COPYUID 1 * 5] a star",
+        b"* OK [COPYUID 1 x 5] garbage",
+        b"* OK [COPYUID 99999999999999999999 1 5] out of range",
+        b"* OK [COPYUID 1 1] too few fields",
+    ],
+)
+def test_a_copyuid_that_is_hostile_or_broken_is_ignored_never_expanded(line: bytes) -> None:
+    assert copy_uids([line], limit=1) is None
 
 
 def test_search_answer_cost_grows_linearly_and_gaps_make_ranges() -> None:

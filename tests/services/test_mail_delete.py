@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from database.models import Message
+from database.models import Folder, Message
+from services.classify.rules import move_message
 from services.errors import PermissionDenied
 from services.imap.sync import run_sync
 from services.messages.delete import delete_messages
@@ -187,3 +188,48 @@ async def test_without_move_the_delete_copies_flags_and_expunges_only_those_uids
     assert done == [r.id for r in targets]
     assert _uids(dovecot, mailbox_user, "INBOX") == set(range(3, 13))
     assert len(_uids(dovecot, mailbox_user, "Trash")) == 2
+
+
+async def test_a_message_moved_by_a_rule_is_deleted_by_its_new_uid_and_no_other(
+    db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
+) -> None:
+    """After a move the row holds the UID the target folder gave it (UIDPLUS COPYUID). It used
+    to keep its INBOX UID: a delete then missed it or, where both folders shared a
+    UIDVALIDITY, expunged whichever Junk message had that number."""
+    account, rows = await _synced(db, settings, dovecot, mailbox_user)
+    moved = next(r for r in rows if r.labels == ["INBOX"] and r.imap_uid == 3)
+    async with db.transaction() as s:
+        junk = (
+            await s.execute(
+                sa.select(Folder).where(Folder.account_id == account.id, Folder.role == "junk")
+            )
+        ).scalar_one()
+    assert await move_message(
+        db, settings=settings, nylas=None, account=account, message=moved, target=junk
+    )
+
+    async with db.transaction() as s:
+        row = await s.get(Message, moved.id)
+    assert row is not None
+    assert (row.folder_id, row.imap_uid, row.uidvalidity) == (junk.id, 5, junk.uidvalidity)
+    assert row.provider_id == f"Junk:{junk.uidvalidity}:5"
+    # The Junk folder's next sync finds the row it already has: no second copy.
+    result = await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id)
+    assert result.new == 0
+
+    count = await delete_messages(
+        db,
+        settings,
+        tenant_id=account.tenant_id,
+        message_ids=[moved.id],
+        permanent=True,
+        nylas=None,
+    )
+
+    assert count == 1
+    assert _uids(dovecot, mailbox_user, "Junk") == {1, 2, 3, 4}
+    assert _uids(dovecot, mailbox_user, "INBOX") == set(range(1, 13)) - {3}
+    junk_ids = {
+        s.decode().split(":", 1)[1].strip() for s in _subjects(dovecot, mailbox_user, "Junk")
+    }
+    assert moved.message_id_header not in junk_ids and len(junk_ids) == 4
