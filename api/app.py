@@ -29,7 +29,7 @@ from api.routes import dead_letters as dead_letter_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
 from api.webhook_path import WebhookPath
-from database.engine import Database
+from database.engine import Database, driver_pool
 from services.logs import configure_logging
 from services.nylas.budget import NylasBudget
 from services.nylas.gateway import NylasGateway
@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No overflow either: under load, overflow connections were opened and closed for
         # every burst (a TCP + TLS handshake each); requests now queue for a pooled one.
         app.state.db = Database.from_settings(settings, pre_ping=False, max_overflow=0)
+        # The webhook's INSERT runs on plain asyncpg connections of its own (api/webhook_path.py);
+        # none is opened until the first webhook, so the API starts while PostgreSQL is down.
+        app.state.ingest_pool = await driver_pool(settings, max_size=settings.webhook_db_pool_size)
         app.state.celery = make_celery(settings, publisher_only=True)
         # For checking a Nylas grant before an account may use it (services.accounts.admin).
         app.state.nylas = (
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
             if app.state.nylas is not None and app.state.nylas.budget is not None:
                 await app.state.nylas.budget.redis.aclose()
+            await app.state.ingest_pool.close()
             await app.state.db.dispose()
 
     configure_logging(level=settings.log_level, json=settings.log_json)

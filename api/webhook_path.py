@@ -27,6 +27,7 @@ from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from api.routes.webhooks import log, store_notification
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.events.unit_of_work import Job
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -79,7 +80,7 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     state = scope["app"].state
     try:
-        body = await _ingest(scope, receive, state)
+        answer = await _ingest(scope, receive, state)
     except Exception as exc:
         # The same answer the FastAPI route would give: api.errors' handler for the class.
         handlers = scope["app"].exception_handlers
@@ -89,14 +90,21 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         response = await handler(Request(scope, receive), exc)
         await response(scope, receive, send)
         return
-    if body is None:
+    if answer is None:
         return
+    body, job = answer
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    if job is not None:
+        # After the answer: the event is committed, so Nylas has its 200 one Redis round trip
+        # sooner, and a publish that fails or never happens (the process dies here) is the
+        # outbox sweeper's, exactly as when the publish came first and failed. The server
+        # reads the connection's next request meanwhile.
+        await state.publisher.publish(**job.fields())
 
 
-async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
+async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Job | None] | None:
     """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
@@ -106,17 +114,16 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
     if raw is None:
         return None
     ingested = await store_notification(
-        state.db,
+        state.ingest_pool,
         settings,
         raw=raw,
         signature=_header(scope, b"x-nylas-signature"),
         content_encoding=_header(scope, b"content-encoding"),
         request_id=scope["state"]["request_id"],
     )
-    if ingested.job is not None:  # committed: the autocommit INSERT has returned
-        await state.publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
     # For the metrics, which count webhooks by type and outcome.
     scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status
     event_id = str(ingested.event_id) if ingested.event_id else None
-    return orjson.dumps({"status": status, "event_id": event_id})
+    # The job, if any, is published once the answer is out (committed: the INSERT returned).
+    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job

@@ -380,7 +380,9 @@ class AsyncPublisher:
             lane=lane,
         )
         try:
-            await asyncio.wait_for(self.push(lanes, priority, payload), self.timeout)
+            # asyncio.timeout, not wait_for: no task of its own per message.
+            async with asyncio.timeout(self.timeout):
+                await self.push(lanes, priority, payload)
         except Exception as exc:  # down or slow: the outbox sweeper delivers it later
             log.warning(
                 "publish_failed", task=task_name, event_id=str(event_id), error=type(exc).__name__
