@@ -1,5 +1,8 @@
 """The lean path for POST /webhooks/nylas: the busiest route, served ahead of FastAPI.
 
+The app (api.app.PostroomAPI) hands such a request to `serve_webhook` before anything of
+FastAPI or Starlette runs: no routing, no middleware stack, no telemetry check.
+
 Every notification Nylas sends lands here, so the route's per-request cost is what caps
 ingest. Through FastAPI it paid for routing, dependency resolution and response validation
 on top of the handler: about twice the CPU of a bare Starlette app doing the same work
@@ -32,18 +35,9 @@ from services.events.unit_of_work import Job
 _JSON = [(b"content-type", b"application/json")]
 
 
-class WebhookPath:
-    """Route POST /webhooks/nylas to the lean handler, anything else to `app`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.lean = RequestIdMiddleware(ObservabilityMiddleware(_handle))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
-            await self.lean(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+def is_webhook(scope: Scope) -> bool:
+    """POST /webhooks/nylas: the request the lean path answers."""
+    return scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST"
 
 
 async def _read_capped(scope: Scope, receive: Receive, limit: int) -> bytes | None:
@@ -127,3 +121,7 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     event_id = str(ingested.event_id) if ingested.event_id else None
     # The job, if any, is published once the answer is out (committed: the INSERT returned).
     return orjson.dumps({"status": status, "event_id": event_id}), ingested.job
+
+
+# Request id outermost, so the access log line carries it; scope["app"] must be the app.
+serve_webhook: ASGIApp = RequestIdMiddleware(ObservabilityMiddleware(_handle))
