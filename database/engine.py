@@ -48,8 +48,14 @@ async def driver_pool(settings: Settings, *, max_size: int) -> asyncpg.Pool:
     still rolled back by asyncpg itself.
     """
     url = make_url(settings.database_url)
-    # The URL's parts as SQLAlchemy's asyncpg dialect hands them to asyncpg.connect.
-    params: dict[str, Any] = {**url.translate_connect_args(username="user"), **url.query}
+    # The URL's parts as SQLAlchemy's asyncpg dialect hands them to asyncpg.connect; its own
+    # statement cache option (0 behind a transaction-mode pgbouncer) is asyncpg's here.
+    query = dict(url.query)
+    params: dict[str, Any] = {**url.translate_connect_args(username="user")}
+    if "prepared_statement_cache_size" in query:
+        params["statement_cache_size"] = int(str(query.pop("prepared_statement_cache_size")))
+    query.pop("prepared_statement_name_func", None)
+    params.update(query)
     pool = asyncpg.create_pool(
         min_size=0,
         max_size=max_size,
