@@ -390,7 +390,9 @@ class AsyncPublisher:
         loop = asyncio.get_running_loop()
         pending = _Pending(lanes, priority, head, tail, loop.create_future())
         self._pending.append(pending)
-        if self._flusher is None:
+        flusher = self._flusher
+        # None, or (its loop torn down without cancelling it) a task that will never run again.
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
         return await pending.chosen
 
@@ -422,7 +424,8 @@ class AsyncPublisher:
                     if not p.chosen.done():
                         p.chosen.set_result(p.lanes[int(index)])
         finally:
-            self._flusher = None
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     async def publish(
         self,
