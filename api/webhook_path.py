@@ -15,7 +15,7 @@ what the general stack gives every request:
 - the error envelope, produced by the very exception handlers api.errors installs.
 
 The FastAPI route in api/routes/webhooks.py stays registered: it describes the endpoint in
-/openapi.json, and serves it when the app is built without this path.
+/openapi.json, and answers the route in a plain FastAPI app without PostroomAPI's shortcut.
 """
 
 from __future__ import annotations
