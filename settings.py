@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = 1.5
     db_statement_timeout_ms: int = 5000
     db_pool_size: int = 20
+    # The webhook's own pool of plain driver connections per API process (its one INSERT).
+    webhook_db_pool_size: int = 10
     # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
     publish_timeout_s: float = 0.5
     nylas_timeout_s: int = 20

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
@@ -28,13 +29,29 @@ from api.routes import (
 from api.routes import dead_letters as dead_letter_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
-from api.webhook_path import WebhookPath
-from database.engine import Database
+from api.webhook_path import is_webhook, serve_webhook
+from database.engine import Database, driver_pool
 from services.logs import configure_logging
 from services.nylas.budget import NylasBudget
 from services.nylas.gateway import NylasGateway
 from settings import Settings, get_settings
 from worker.dispatch import AsyncPublisher
+
+
+class PostroomAPI(FastAPI):
+    """FastAPI, except that POST /webhooks/nylas is answered before any of it runs.
+
+    The webhook is the busiest route by far: api/webhook_path.py serves it with its own
+    request id, log line, metrics, body cap and error envelope, without the walk through
+    FastAPI's telemetry check, Starlette's middleware stack and the router.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if is_webhook(scope):
+            scope["app"] = self
+            await serve_webhook(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No overflow either: under load, overflow connections were opened and closed for
         # every burst (a TCP + TLS handshake each); requests now queue for a pooled one.
         app.state.db = Database.from_settings(settings, pre_ping=False, max_overflow=0)
+        # The webhook's INSERT runs on plain asyncpg connections of its own (api/webhook_path.py);
+        # none is opened until the first webhook, so the API starts while PostgreSQL is down.
+        app.state.ingest_pool = await driver_pool(settings, max_size=settings.webhook_db_pool_size)
         app.state.celery = make_celery(settings, publisher_only=True)
         # For checking a Nylas grant before an account may use it (services.accounts.admin).
         app.state.nylas = (
@@ -77,10 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
             if app.state.nylas is not None and app.state.nylas.budget is not None:
                 await app.state.nylas.budget.redis.aclose()
+            await app.state.ingest_pool.close()
             await app.state.db.dispose()
 
     configure_logging(level=settings.log_level, json=settings.log_json)
-    app = FastAPI(
+    app = PostroomAPI(
         title="postroom",
         version="1.0.0",
         description="Mail-processing backend: Nylas webhooks in, IMAP/SMTP/Nylas work on Celery.",
@@ -92,9 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ObservabilityMiddleware)  # inside RequestIdMiddleware: logs carry the id
     app.add_middleware(RequestIdMiddleware)
-    # Outermost: POST /webhooks/nylas is answered here, with its own request id, log line and
-    # metrics, and never walks the stack above (api/webhook_path.py says why).
-    app.add_middleware(WebhookPath)
+    # POST /webhooks/nylas never reaches this stack: PostroomAPI answers it first.
     install_error_handlers(app)
     install_openapi(app)
     install_docs(app)

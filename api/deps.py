@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import asyncpg
 from celery import Celery
 from fastapi import Depends, Request
 
@@ -24,6 +25,10 @@ async def get_settings_dep(request: Request) -> Settings:
 
 async def get_database(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
+
+
+async def get_ingest_pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.ingest_pool
 
 
 async def get_celery(request: Request) -> Celery:
@@ -53,4 +58,5 @@ async def get_uow(
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PublisherDep = Annotated[AsyncPublisher, Depends(get_publisher)]
+IngestPoolDep = Annotated[asyncpg.Pool, Depends(get_ingest_pool)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,8 +50,19 @@ def is_database_unavailable(exc: BaseException) -> bool:
         return True  # database_gone: e.g. 57P03 "not yet accepting connections" while restarting
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return True
+    # The driver's own errors, unwrapped (the webhook's driver pool, database.engine):
+    # connection trouble, a restart in progress, or no connection slot left on the server.
+    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)) or (
+        isinstance(exc, asyncpg.PostgresError) and database_gone(exc)
+    ):
+        return True
     name = type(exc).__name__
-    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "AdminShutdownError"}
+    return name in {
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "AdminShutdownError",
+        "TooManyConnectionsError",
+    }
 
 
 def is_unstorable_text(exc: BaseException) -> bool:
@@ -144,5 +156,11 @@ def install_error_handlers(app: FastAPI) -> None:
     # Also registered for the connection-level classes: Starlette answers through a catch-all
     # `Exception` handler and then re-raises, so uvicorn closes the keep-alive connection and
     # the client's next request on it fails with a reset instead of its 503 (fault test 4).
-    for cls in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError):
+    for cls in (
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ):
         app.add_exception_handler(cls, _unexpected)

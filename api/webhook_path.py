@@ -1,5 +1,8 @@
 """The lean path for POST /webhooks/nylas: the busiest route, served ahead of FastAPI.
 
+The app (api.app.PostroomAPI) hands such a request to `serve_webhook` before anything of
+FastAPI or Starlette runs: no routing, no middleware stack, no telemetry check.
+
 Every notification Nylas sends lands here, so the route's per-request cost is what caps
 ingest. Through FastAPI it paid for routing, dependency resolution and response validation
 on top of the handler: about twice the CPU of a bare Starlette app doing the same work
@@ -12,7 +15,7 @@ what the general stack gives every request:
 - the error envelope, produced by the very exception handlers api.errors installs.
 
 The FastAPI route in api/routes/webhooks.py stays registered: it describes the endpoint in
-/openapi.json, and serves it when the app is built without this path.
+/openapi.json, and answers the route in a plain FastAPI app without PostroomAPI's shortcut.
 """
 
 from __future__ import annotations
@@ -27,22 +30,14 @@ from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from api.routes.webhooks import log, store_notification
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.events.unit_of_work import Job
 
 _JSON = [(b"content-type", b"application/json")]
 
 
-class WebhookPath:
-    """Route POST /webhooks/nylas to the lean handler, anything else to `app`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.lean = RequestIdMiddleware(ObservabilityMiddleware(_handle))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
-            await self.lean(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+def is_webhook(scope: Scope) -> bool:
+    """POST /webhooks/nylas: the request the lean path answers."""
+    return scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST"
 
 
 async def _read_capped(scope: Scope, receive: Receive, limit: int) -> bytes | None:
@@ -79,7 +74,7 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     state = scope["app"].state
     try:
-        body = await _ingest(scope, receive, state)
+        answer = await _ingest(scope, receive, state)
     except Exception as exc:
         # The same answer the FastAPI route would give: api.errors' handler for the class.
         handlers = scope["app"].exception_handlers
@@ -89,14 +84,21 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         response = await handler(Request(scope, receive), exc)
         await response(scope, receive, send)
         return
-    if body is None:
+    if answer is None:
         return
+    body, job = answer
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    if job is not None:
+        # After the answer: the event is committed, so Nylas has its 200 one Redis round trip
+        # sooner, and a publish that fails or never happens (the process dies here) is the
+        # outbox sweeper's, exactly as when the publish came first and failed. The server
+        # reads the connection's next request meanwhile.
+        await state.publisher.publish(**job.fields())
 
 
-async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
+async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Job | None] | None:
     """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
@@ -106,17 +108,20 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> bytes | None:
     if raw is None:
         return None
     ingested = await store_notification(
-        state.db,
+        state.ingest_pool,
         settings,
         raw=raw,
         signature=_header(scope, b"x-nylas-signature"),
         content_encoding=_header(scope, b"content-encoding"),
         request_id=scope["state"]["request_id"],
     )
-    if ingested.job is not None:  # committed: the autocommit INSERT has returned
-        await state.publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
     # For the metrics, which count webhooks by type and outcome.
     scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status
     event_id = str(ingested.event_id) if ingested.event_id else None
-    return orjson.dumps({"status": status, "event_id": event_id})
+    # The job, if any, is published once the answer is out (committed: the INSERT returned).
+    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job
+
+
+# Request id outermost, so the access log line carries it; scope["app"] must be the app.
+serve_webhook: ASGIApp = RequestIdMiddleware(ObservabilityMiddleware(_handle))

@@ -10,6 +10,7 @@ importance (10 = most urgent, as ARCHITECTURE.md does) and convert once, here.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,13 @@ def lanes_for(key: str, weight: int = 1) -> list[int]:
     Lane i of a key is picked by sha256(key:i), skipping lanes already taken, so two tenants
     of weight 2 rarely share both their lanes. Weight 1 is plain hashing.
     """
-    weight = max(1, min(weight, LANES))
+    return list(_lanes_for(key, max(1, min(weight, LANES))))
+
+
+# Every message hashes its tenant's (or grant's) lanes twice: the same few keys again and
+# again on a busy API, so the answers are kept.
+@functools.lru_cache(maxsize=4096)
+def _lanes_for(key: str, weight: int) -> tuple[int, ...]:
     out: list[int] = []
     i = 0
     while len(out) < weight:
@@ -69,7 +76,7 @@ def lanes_for(key: str, weight: int = 1) -> list[int]:
         if lane not in out:
             out.append(lane)
         i += 1
-    return out
+    return tuple(out)
 
 
 def lane_queue(queue: Queue, key: str | None, *, spread: str = "", weight: int = 1) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -137,24 +138,36 @@ def ahead_keys(queue: str, priority: int) -> list[str]:
     return [queue_key(queue, p) for p in range(priority + 1)]
 
 
-# Push one message to the shortest of its candidate lanes, in the same round trip as the LLENs.
-# KEYS: each candidate's ahead_keys (ARGV[1] per lane, its own priority's list last). ARGV[2]
-# and ARGV[3]: the envelope around its delivery_info, which names the chosen lane (kombu puts
-# an unacked message back by it). ARGV[4..]: the candidate lanes. Ties go to the first (home).
-# Returns the chosen lane's index.
+# Push messages, each to the shortest of its candidate lanes, in one round trip with their
+# LLENs. ARGV[1]: the number of messages; then per message ARGV holds its priority steps, its
+# number of candidate lanes, the envelope before and after its delivery_info (which names the
+# chosen lane: kombu puts an unacked message back by it) and its candidate lanes; KEYS holds
+# each candidate's ahead_keys in the same order (its own priority's list last). Ties go to
+# the first candidate (home). A message pushed here counts in the LLENs of the ones after it,
+# exactly as if each had been pushed by a script call of its own. Returns the chosen lanes'
+# indexes.
 PUSH_SHORTEST = """
-local steps = tonumber(ARGV[1])
-local best, least = 1, nil
-for c = 1, #KEYS / steps do
-  local depth = 0
-  for p = 1, steps do depth = depth + redis.call('LLEN', KEYS[(c - 1) * steps + p]) end
-  if least == nil or depth < least then best, least = c, depth end
+local k, a = 0, 2
+local chosen = {}
+for m = 1, tonumber(ARGV[1]) do
+  local steps, lanes = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local best, least = 1, nil
+  for c = 1, lanes do
+    local depth = 0
+    for p = 1, steps do depth = depth + redis.call('LLEN', KEYS[k + (c - 1) * steps + p]) end
+    if least == nil or depth < least then best, least = c, depth end
+  end
+  local q = ARGV[a + 3 + best]
+  local info = '{"exchange":"' .. q .. '","routing_key":"' .. q .. '"}'
+  redis.call('LPUSH', KEYS[k + best * steps], ARGV[a + 2] .. info .. ARGV[a + 3])
+  chosen[m] = best - 1
+  k = k + lanes * steps
+  a = a + 4 + lanes
 end
-local q = ARGV[3 + best]
-local info = '{"exchange":"' .. q .. '","routing_key":"' .. q .. '"}'
-redis.call('LPUSH', KEYS[best * steps], ARGV[2] .. info .. ARGV[3])
-return best - 1
+return chosen
 """
+# At most this many messages per script call: Redis runs a script alone, keep it short.
+PUSH_BATCH = 64
 
 
 def delivery_info(queue: str) -> dict[str, str]:
@@ -266,6 +279,17 @@ def queue_key(queue: str, priority: int) -> str:
     return f"{queue}{PRIORITY_SEP}{priority}" if priority else queue
 
 
+@dataclass
+class _Pending:
+    """One message waiting for its script call; `chosen` gets the lane it went to."""
+
+    lanes: list[str]
+    priority: int
+    head: bytes
+    tail: bytes
+    chosen: asyncio.Future[str]
+
+
 class AsyncPublisher:
     """LPUSH Celery task messages from an asyncio loop, giving up after `timeout` seconds."""
 
@@ -277,6 +301,8 @@ class AsyncPublisher:
         )
         self.weights = Weights()
         self.push_shortest = self.redis.register_script(PUSH_SHORTEST)
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def refresh_weights(self) -> None:
         """At most once per WEIGHTS_TTL_S, bounded by the publish timeout."""
@@ -284,7 +310,8 @@ class AsyncPublisher:
             return
         self.weights.loaded_at = time.monotonic()  # one refresh at a time
         try:
-            raw = await asyncio.wait_for(self.redis.hgetall(WEIGHTS_KEY), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                raw = await self.redis.hgetall(WEIGHTS_KEY)
         except Exception as exc:  # weight 1 until Redis answers; never hold the webhook
             log.warning("lane_weights_unavailable", error=type(exc).__name__)
             raw = None
@@ -351,15 +378,54 @@ class AsyncPublisher:
         return lanes, route.priority, orjson.dumps(envelope)
 
     async def push(self, lanes: list[str], priority: int, payload: bytes) -> str:
-        """LPUSH to the shortest candidate lane; LLENs and push in one script, one round trip."""
+        """LPUSH to the shortest candidate lane (LLENs and push in one script); the lane chosen.
+
+        Messages pushed while a script call is on its way go together in the next one: under
+        load one round trip carries many, and a lone message goes at once.
+        """
         home = orjson.dumps(delivery_info(lanes[0]))
         head, found, tail = payload.partition(home)
         if not found:
             raise ValueError("message without its delivery_info")
-        keys = [k for q in lanes for k in ahead_keys(q, priority)]
-        args: list[Any] = [priority + 1, head, tail, *lanes]
-        chosen = await self.push_shortest(keys=keys, args=args)
-        return lanes[int(chosen)]
+        loop = asyncio.get_running_loop()
+        pending = _Pending(lanes, priority, head, tail, loop.create_future())
+        self._pending.append(pending)
+        flusher = self._flusher
+        # None, or (its loop torn down without cancelling it) a task that will never run again.
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
+        return await pending.chosen
+
+    async def _flush(self) -> None:
+        """Send what is pending, one script call at a time, until nothing is."""
+        try:
+            while self._pending:
+                batch = [p for p in self._pending[:PUSH_BATCH] if not p.chosen.done()]
+                del self._pending[:PUSH_BATCH]  # a done one's publish gave up: not sent
+                if not batch:
+                    continue
+                keys: list[str] = []
+                args: list[Any] = [len(batch)]
+                for p in batch:
+                    keys += [k for q in p.lanes for k in ahead_keys(q, p.priority)]
+                    args += [p.priority + 1, len(p.lanes), p.head, p.tail, *p.lanes]
+                try:
+                    chosen = await self.push_shortest(keys=keys, args=args)
+                except asyncio.CancelledError:
+                    for p in batch:
+                        p.chosen.cancel()
+                    raise
+                except Exception as exc:  # each publish logs it; the outbox sweeper delivers
+                    for p in batch:
+                        if not p.chosen.done():
+                            p.chosen.set_exception(exc)
+                    continue
+                for p, index in zip(batch, chosen, strict=True):
+                    if not p.chosen.done():
+                        p.chosen.set_result(p.lanes[int(index)])
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     async def publish(
         self,
@@ -380,7 +446,9 @@ class AsyncPublisher:
             lane=lane,
         )
         try:
-            await asyncio.wait_for(self.push(lanes, priority, payload), self.timeout)
+            # asyncio.timeout, not wait_for: no task of its own per message.
+            async with asyncio.timeout(self.timeout):
+                await self.push(lanes, priority, payload)
         except Exception as exc:  # down or slow: the outbox sweeper delivers it later
             log.warning(
                 "publish_failed", task=task_name, event_id=str(event_id), error=type(exc).__name__
@@ -391,4 +459,10 @@ class AsyncPublisher:
         return True
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        for p in self._pending:
+            p.chosen.cancel()
+        self._pending.clear()
         await self.redis.aclose()

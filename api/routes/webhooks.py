@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from api.deps import DatabaseDep, PublisherDep, SettingsDep
-from database.engine import Database
+from api.deps import IngestPoolDep, PublisherDep, SettingsDep
+from api.errors import is_database_unavailable
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
 from services.events.ingest import Ingested, ingest_nylas
 from settings import Settings
@@ -52,7 +53,7 @@ async def read_capped(request: Request, limit: int) -> bytes:
 
 
 async def store_notification(
-    db: Database,
+    pool: asyncpg.Pool,
     settings: Settings,
     *,
     raw: bytes,
@@ -62,18 +63,21 @@ async def store_notification(
 ) -> Ingested:
     """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
 
-    The store is one INSERT ... ON CONFLICT statement on an autocommit connection: committed
-    when it returns. If the deadline cuts it short after the commit, Nylas's retry of the 503
-    is answered `duplicate` and the outbox sweeper publishes the stored event: nothing is lost.
+    The store is one INSERT ... ON CONFLICT statement on the driver pool (autocommit):
+    committed when it returns. If the deadline cuts it short after the commit, Nylas's retry
+    of the 503 is answered `duplicate` and the outbox sweeper publishes the stored event:
+    nothing is lost. A connection-level error (PostgreSQL restarted or went away) retires
+    every pooled connection, as SQLAlchemy's pool does, so one request answers 503 for it and
+    the next ones get fresh connections.
     """
     secret = settings.nylas_webhook_secret
     if secret is None:
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     try:
-        async with asyncio.timeout(settings.webhook_db_deadline_s), db.autocommit() as conn:
+        async with asyncio.timeout(settings.webhook_db_deadline_s):
             return await ingest_nylas(
-                conn,
+                pool,
                 raw=raw,
                 signature=signature,
                 content_encoding=content_encoding,
@@ -86,6 +90,10 @@ async def store_notification(
     except TimeoutError:
         log.warning("webhook_db_deadline", deadline_s=settings.webhook_db_deadline_s)
         raise ServiceUnavailable("The database did not answer in time; retry later.") from None
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            await pool.expire_connections()
+        raise
 
 
 @router.post(
@@ -100,19 +108,20 @@ async def store_notification(
     },
 )
 async def nylas_notification(
-    request: Request, settings: SettingsDep, db: DatabaseDep, publisher: PublisherDep
+    request: Request, settings: SettingsDep, pool: IngestPoolDep, publisher: PublisherDep
 ) -> WebhookAck:
     """Verify, store once, publish `postroom.events.process`; never waits for the work.
 
     The store is one INSERT ... ON CONFLICT statement, so it runs on an autocommit
-    connection: committed when it returns, with no BEGIN/COMMIT round trips.
+    connection: committed when it returns, with no BEGIN/COMMIT round trips. (The app answers
+    this route on its lean path, api/webhook_path.py; this one describes it in OpenAPI.)
     """
     if settings.nylas_webhook_secret is None:
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     raw = await read_capped(request, settings.webhook_max_body_bytes)
     ingested = await store_notification(
-        db,
+        pool,
         settings,
         raw=raw,
         signature=request.headers.get("x-nylas-signature"),

@@ -6,8 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from database.models import EventSource
 from database.repositories.events import rows as events_repo
@@ -49,7 +48,7 @@ class Ingested:
 
 
 async def ingest_nylas(
-    conn: AsyncConnection,
+    pool: asyncpg.Pool,
     *,
     raw: bytes,
     signature: str | None,
@@ -62,7 +61,8 @@ async def ingest_nylas(
 ) -> Ingested:
     """Verify the signature over the exact bytes, then INSERT ... ON CONFLICT DO NOTHING.
 
-    Nothing is written unless the signature matches; `conn` autocommits. The caller publishes.
+    Nothing is written unless the signature matches; each statement on `pool` (the driver
+    pool, database.engine.driver_pool) commits by itself. The caller publishes.
     """
     verify_signature(secret, raw, signature)
     body = decompress(raw, content_encoding, limit=max_bytes)
@@ -72,7 +72,7 @@ async def ingest_nylas(
     task_id = str(uuid.uuid4())
     try:
         created = await events_repo.insert_webhook_event(
-            conn,
+            pool,
             event_id=event_id,
             source=EventSource.nylas,
             type=notification.type,
@@ -84,8 +84,8 @@ async def ingest_nylas(
             stale_after_s=stale_after_s,
             request_id=request_id,
         )
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != UNTRANSLATABLE_CHARACTER:
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) != UNTRANSLATABLE_CHARACTER:
             raise
         # \u0000 has no place in jsonb.
         raise BadRequest("The body contains a NUL character (\\u0000).") from None
@@ -100,5 +100,5 @@ async def ingest_nylas(
             lane_key=grant if isinstance(grant, str) else None,
             request_id=request_id,
         )
-    existing = await events_repo.id_by_external_id(conn, EventSource.nylas, notification.id)
+    existing = await events_repo.webhook_event_id(pool, EventSource.nylas, notification.id)
     return Ingested(event_id=existing, task_id=task_id, created=False, type=notification.type)

@@ -217,3 +217,87 @@ async def test_a_light_tenant_avoids_the_lane_a_heavy_one_fills(settings: Any) -
     finally:
         r.delete(*keys)
         await publisher.close()
+
+
+async def test_messages_published_together_share_a_script_call_and_count_each_other(
+    settings: Any,
+) -> None:
+    """Publishes made meanwhile go in one round trip, each still to the shorter of its lanes.
+
+    A private Redis: its command counts are this test's alone, and no worker takes a message.
+    """
+    import asyncio
+
+    from tests.peers import RedisServer
+    from worker.app import make_celery
+
+    server = RedisServer().start()
+    r = redis.Redis.from_url(server.url)
+    publisher = AsyncPublisher(make_celery(settings, publisher_only=True), server.url, timeout=5)
+    publisher.weights.loaded_at = float("inf")  # weight 1, no weights hash needed
+    tenant = str(uuid.uuid4())
+    lanes = lane_choices(Queue.short, f"tenant:{tenant}")
+    priority = route_for("postroom.mail.classify").priority
+    try:
+        task_ids = [uuid.uuid4().hex for _ in range(40)]
+        sent = await asyncio.gather(
+            *(
+                publisher.publish(
+                    task_name="postroom.mail.classify",
+                    event_id=uuid.uuid4(),
+                    task_id=task_id,
+                    kwargs={"tenant_id": tenant},
+                )
+                for task_id in task_ids
+            )
+        )
+        assert sent == [True] * 40
+        calls = r.info("commandstats")
+        script_calls = sum(
+            v["calls"] for k, v in calls.items() if k in ("cmdstat_evalsha", "cmdstat_eval")
+        )
+        assert 1 <= script_calls < 40, calls
+        # Each message saw the ones pushed before it in the same call: the two lanes alternate,
+        # home first on every tie, as forty separate publishes would have left them.
+        found: dict[str, str] = {}
+        for lane in lanes:
+            for raw in r.lrange(queue_key(lane, priority), 0, -1):
+                envelope = orjson.loads(raw)
+                info = envelope["properties"]["delivery_info"]
+                assert info == {"exchange": lane, "routing_key": lane}
+                found[envelope["headers"]["id"]] = lane
+        assert sorted(found) == sorted(task_ids)
+        assert [r.llen(queue_key(q, priority)) for q in lanes] == [20, 20]
+    finally:
+        await publisher.close()
+        r.close()
+        server.stop()
+
+
+async def test_publishes_made_together_each_fail_alone_when_redis_is_away(settings: Any) -> None:
+    import asyncio
+    import time
+
+    from tests.peers import free_port
+    from worker.app import make_celery
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    publisher = AsyncPublisher(make_celery(settings, publisher_only=True), url, timeout=0.5)
+    publisher.weights.loaded_at = float("inf")
+    started = time.monotonic()
+    try:
+        sent = await asyncio.gather(
+            *(
+                publisher.publish(
+                    task_name="postroom.events.process",
+                    event_id=uuid.uuid4(),
+                    task_id=uuid.uuid4().hex,
+                    lane="grant-1",
+                )
+                for _ in range(20)
+            )
+        )
+    finally:
+        await publisher.close()
+    assert sent == [False] * 20  # each left to the outbox sweeper, none raised
+    assert time.monotonic() - started < 2.5

@@ -44,6 +44,7 @@ async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
     empty_database: None, worker: Process, settings: Any, db: Any
 ) -> None:
     # The sweep looks at every tenant's events: idle means no other test's event is due.
+    from database.engine import driver_pool
     from services.events.ingest import ingest_nylas
     from worker.app import make_celery
 
@@ -55,9 +56,11 @@ async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
     # An event stored but never published (as when the broker was down): the next sweep
     # publishes it, and that run is worth a line.
     body = json.dumps(notification("message.created", {"id": "quiet-1"}, grant_id="g-x")).encode()
-    async with db.autocommit() as conn:
+    # On the webhook's own kind of pool (database.engine.driver_pool), as the API stores one.
+    pool = await driver_pool(settings, max_size=1)
+    try:
         ingested = await ingest_nylas(
-            conn,
+            pool,
             raw=body,
             signature=sign(body, WEBHOOK_SECRET),
             content_encoding=None,
@@ -66,6 +69,8 @@ async def test_an_idle_sweep_logs_nothing_at_info_and_a_republish_does(
             stale_after_s=0,
             max_age_s=settings.webhook_max_age_s,
         )
+    finally:
+        await pool.close()
     assert ingested.created
     busy_id, busy = await run_sweep(app)
     assert busy == {"found": 1, "published": 1}

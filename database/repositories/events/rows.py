@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -80,12 +81,11 @@ async def insert_once(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-# The webhook's one statement as plain SQL for the driver (exec_driver_sql, which asyncpg
-# prepares once per connection): the same row insert_once() writes, without SQLAlchemy
-# building and caching a statement per call (that was about half of the ingest path's
-# database time), but still through SQLAlchemy's error wrapping, so a connection broken by a
-# database restart is invalidated and the request answers 503. The body goes in as the JSON
-# text that was verified; PostgreSQL parses it into jsonb.
+# The webhook's one statement as plain SQL, run on the API's driver pool (asyncpg, which
+# prepares it once per connection): the same row insert_once() writes, without SQLAlchemy
+# building a statement and checking a connection out of its pool per call (together about
+# half of the ingest path's CPU, docs/benchmarks.md). The body goes in as the JSON text that
+# was verified; PostgreSQL parses it into jsonb.
 _INSERT_WEBHOOK = """
 INSERT INTO event (id, source, type, external_id, task_name, task_kwargs, payload, status,
                    attempts, task_ids, current_task_id, history, steps, publish_count,
@@ -96,10 +96,11 @@ VALUES ($1, $2, $3, $4, $5, '{}'::jsonb, CAST($6::text AS jsonb), 'received',
 ON CONFLICT (source, external_id) DO NOTHING
 RETURNING id
 """
+_WEBHOOK_EVENT_ID = "SELECT id FROM event WHERE source = $1 AND external_id = $2"
 
 
 async def insert_webhook_event(
-    conn: AsyncConnection,
+    pool: asyncpg.Pool,
     *,
     event_id: uuid.UUID,
     source: str,
@@ -111,22 +112,29 @@ async def insert_webhook_event(
     stale_after_s: float,
     request_id: str | None,
 ) -> bool:
-    """insert_once() for the ingest path, on an autocommit connection; True when new."""
-    result = await conn.exec_driver_sql(
+    """insert_once() for the ingest path, one autocommit statement; True when new.
+
+    `pool` is database.engine.driver_pool(): asyncpg's own errors come through unwrapped.
+    """
+    row_id = await pool.fetchval(
         _INSERT_WEBHOOK,
-        (
-            event_id,
-            str(source),
-            type,
-            external_id,
-            task_name,
-            payload_json,
-            task_id,
-            request_id,
-            float(stale_after_s),
-        ),
+        event_id,
+        str(source),
+        type,
+        external_id,
+        task_name,
+        payload_json,
+        task_id,
+        request_id,
+        float(stale_after_s),
     )
-    return result.scalar() is not None
+    return row_id is not None
+
+
+async def webhook_event_id(pool: asyncpg.Pool, source: str, external_id: str) -> uuid.UUID | None:
+    """The id of the event stored for (source, external_id), on the driver pool."""
+    found = await pool.fetchval(_WEBHOOK_EVENT_ID, str(source), external_id)
+    return found if isinstance(found, uuid.UUID) else None
 
 
 async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
