@@ -119,6 +119,21 @@ def mail_nul_bytes(n: int) -> bytes:
     return _MAIL_HEAD + b"Subject: \x00\x00\r\n\r\n" + b"\x00" * n
 
 
+def content_type_params(n: int) -> bytes:
+    """A multipart Content-Type with n `; a=b` parameters before its boundary."""
+    params = b"; a=b" * n
+    head = _MAIL_HEAD + b"Content-Type: multipart/mixed" + params + b"; boundary=X\r\n\r\n"
+    return head + b"--X\r\nContent-Type: text/plain\r\n\r\nhi\r\n--X--\r\n"
+
+
+def disposition_params(n: int) -> bytes:
+    """A part whose Content-Disposition has n empty parameters, folded over lines."""
+    params = b";\r\n ;" * n
+    head = _MAIL_HEAD + b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+    part = b"Content-Type: text/plain\r\nContent-Disposition: attachment" + params
+    return head + part + b'; filename="a.txt"\r\n\r\nhi\r\n--X--\r\n'
+
+
 def mail_long_line(n: int) -> bytes:
     """A body of one line without a space."""
     return _MAIL_HEAD + b"\r\n" + b"x" * n

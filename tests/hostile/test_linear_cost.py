@@ -52,6 +52,8 @@ CASES: list[tuple[Callable[[Any], object], Callable[[int], Any], int]] = [
     (parse, shapes.mime_parts, 1_250),
     (parse, shapes.mail_nul_bytes, 400_000),
     (parse, shapes.mail_long_line, 1_000_000),
+    (parse, shapes.content_type_params, 20_000),
+    (parse, shapes.disposition_params, 20_000),
     (parse, shapes.mail_html_lt_a, 5_000),
 ]
 
@@ -82,3 +84,10 @@ def test_the_shapes_still_mean_what_they_did() -> None:
     assert "more than 50 MIME boundaries; the rest read as text" in deep.parse_warnings
     assert parse(shapes.mail_nul_bytes(100)).text == ""
     assert parse(shapes.header_spaces(1000)).subject == "a"
+    # Past the cut the other parameters are gone; the boundary and filename are kept.
+    trimmed = parse(shapes.content_type_params(1000))
+    assert trimmed.text == "hi"
+    assert [a.filename for a in parse(shapes.disposition_params(1000)).attachments] == ["a.txt"]
+    assert "a Content-Type or Content-Disposition cut at 1000 bytes" in trimmed.parse_warnings
+    kept = parse(shapes.content_type_params(10))
+    assert kept.text == "hi" and not kept.parse_warnings
