@@ -122,4 +122,6 @@ def parse_notification(raw: bytes) -> Notification:
         raise BadRequest("The notification has no 'type'.")
     if len(nid) > 500 or len(ntype) > 200:
         raise BadRequest("The notification 'id' or 'type' is too long.")
+    if "\x00" in nid or "\x00" in ntype:  # PostgreSQL's text refuses NUL, as jsonb does
+        raise BadRequest("The notification 'id' or 'type' contains a NUL character (\\u0000).")
     return Notification(id=nid, type=ntype, body=body)

@@ -269,3 +269,16 @@ async def test_nul_escape_that_jsonb_cannot_hold_is_400_and_stores_nothing(
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_request"
     assert await tenantless_events(db, started_at) == []
+
+
+@pytest.mark.parametrize("field", ["id", "type"])
+async def test_nul_in_the_id_or_type_is_400_and_stores_nothing(
+    client, db, started_at, field
+) -> None:
+    # In jsonb a NUL is caught by PostgreSQL; in these text columns it was a 422 (issue 15 review).
+    payload = notification("message.created", {"id": "m-nul"})
+    payload[field] = payload[field] + "\u0000z"
+    r = await post_webhook(client, payload)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "bad_request"
+    assert await tenantless_events(db, started_at) == []

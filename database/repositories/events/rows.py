@@ -99,6 +99,25 @@ RETURNING id
 _WEBHOOK_EVENT_ID = "SELECT id FROM event WHERE source = $1 AND external_id = $2"
 
 
+async def _fetchval(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
+    """pool.fetchval, except that a statement cut short (the caller's deadline) or a broken
+    connection closes the connection at once. Handed back as it is, asyncpg would first wait
+    for the server to confirm the cancel, up to its command timeout (10 s): a silent host held
+    the webhook's 503 that long past the deadline, beyond Nylas's own 10 s."""
+    conn = await pool.acquire()
+    try:
+        value = await conn.fetchval(query, *args)
+    except asyncpg.PostgresError:  # the server answered: the connection is sound
+        await pool.release(conn)
+        raise
+    except BaseException:
+        conn.terminate()
+        await pool.release(conn)
+        raise
+    await pool.release(conn)
+    return value
+
+
 async def insert_webhook_event(
     pool: asyncpg.Pool,
     *,
@@ -116,7 +135,8 @@ async def insert_webhook_event(
 
     `pool` is database.engine.driver_pool(): asyncpg's own errors come through unwrapped.
     """
-    row_id = await pool.fetchval(
+    row_id = await _fetchval(
+        pool,
         _INSERT_WEBHOOK,
         event_id,
         str(source),
@@ -133,7 +153,7 @@ async def insert_webhook_event(
 
 async def webhook_event_id(pool: asyncpg.Pool, source: str, external_id: str) -> uuid.UUID | None:
     """The id of the event stored for (source, external_id), on the driver pool."""
-    found = await pool.fetchval(_WEBHOOK_EVENT_ID, str(source), external_id)
+    found = await _fetchval(pool, _WEBHOOK_EVENT_ID, str(source), external_id)
     return found if isinstance(found, uuid.UUID) else None
 
 
