@@ -399,9 +399,16 @@ class AsyncPublisher:
     async def _flush(self) -> None:
         """Send what is pending, one script call at a time, until nothing is."""
         try:
+            loop = asyncio.get_running_loop()
             while self._pending:
-                batch = [p for p in self._pending[:PUSH_BATCH] if not p.chosen.done()]
-                del self._pending[:PUSH_BATCH]  # a done one's publish gave up: not sent
+                # A done one's publish gave up; one of a loop torn down has no one waiting (and
+                # setting its result would raise): neither is sent, the outbox sweeper has them.
+                batch = [
+                    p
+                    for p in self._pending[:PUSH_BATCH]
+                    if not p.chosen.done() and p.chosen.get_loop() is loop
+                ]
+                del self._pending[:PUSH_BATCH]
                 if not batch:
                     continue
                 keys: list[str] = []
