@@ -15,6 +15,7 @@ from services.events.workflows import start_message_chains
 from services.nylas import coalesce
 from services.nylas.notifications import Outcome, fetch_truncated, process_notification
 from worker.app import celery_app
+from worker.batch import batchable, process_batch
 from worker.execution import publish_all, run_task
 from worker.inline_chain import classify_and_apply
 from worker.runtime import runtime
@@ -26,6 +27,13 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
 
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
+        if batchable(event):  # with the grant's other waiting message.created (worker.batch)
+            done = await process_batch(
+                session, leader=event, task_id=self.request.id, settings=rt.settings
+            )
+            if done is not None:
+                outcome, chains[:] = done
+                return outcome
         # A truncated message is fetched from Nylas before `session` is first used, so no
         # transaction is open while Nylas answers; everything else commits with the event.
         fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)

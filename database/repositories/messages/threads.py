@@ -73,6 +73,23 @@ async def provider_thread(session: AsyncSession, values: dict[str, Any]) -> str:
     return str(thread_id)
 
 
+async def provider_threads(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """provider_thread for many messages (their column values), with one INSERT."""
+    ids = []
+    for values in rows:
+        account_id = values["account_id"]
+        if values.get("thread_id"):
+            ids.append(derived_id("nylas", account_id, str(values["thread_id"])))
+        else:
+            ids.append(derived_id("msg", account_id, str(values["provider_id"])))
+    new = {
+        tid: {"id": tid, "tenant_id": v["tenant_id"], "account_id": v["account_id"]}
+        for tid, v in zip(ids, rows, strict=True)
+    }
+    await _create(session, sorted(new.values(), key=lambda r: r["id"]))
+    return [str(t) for t in ids]
+
+
 async def _lock_account(session: AsyncSession, account_id: uuid.UUID) -> None:
     """Two transactions threading mail of one account must not both create a thread for the
     same conversation: they take turns (the lock ends with the transaction)."""
