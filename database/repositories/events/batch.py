@@ -67,7 +67,8 @@ _FINISH = (
     sa.update(_t)
     .where(
         _t.c.id == sa.bindparam("b_id"),
-        _t.c.status.in_([EventStatus.received, EventStatus.queued]),
+        # Literal, not IN (...) with a parameter list, which executemany cannot expand.
+        sa.text("event.status IN ('received', 'queued')"),
     )
     .values(
         status=sa.bindparam("b_status"),
