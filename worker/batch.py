@@ -118,10 +118,11 @@ async def process_batch(
     leader: Event,
     task_id: str,
     settings: Settings,
-) -> tuple[Outcome, list[Job]] | None:
+) -> tuple[Outcome, list[Job], list[str]] | None:
     """Store, classify and rule `leader` with its grant's other waiting message.created
-    notifications, in the caller's transaction; None when the leader must take the usual
-    path (no account for the grant, a batch that failed: nothing of it was kept)."""
+    notifications, in the caller's transaction: (the leader's outcome, chains to publish
+    after the commit, the task ids of the others' messages). None when the leader must take
+    the usual path (no account for the grant, a batch that failed: nothing of it was kept)."""
     size = settings.created_batch
     grant = grant_of(leader.payload)
     if size <= 1 or grant is None:
@@ -142,14 +143,14 @@ async def process_batch(
     outcome, jobs, others = done
     leader.tenant_id, leader.account_id = account.tenant_id, account.id
     if others:
-        metrics.EVENTS_BATCHED.inc(others)
-        outcome.result = {**outcome.result, "batched": others}
-    return outcome, jobs
+        metrics.EVENTS_BATCHED.inc(len(others))
+        outcome.result = {**outcome.result, "batched": len(others)}
+    return outcome, jobs, [str(e.current_task_id) for e in others if e.current_task_id]
 
 
 async def _run(
     session: AsyncSession, *, leader: Event, task_id: str, account: Account, settings: Settings
-) -> tuple[Outcome, list[Job], int]:
+) -> tuple[Outcome, list[Job], list[Event]]:
     size = settings.created_batch
     grant = grant_of(leader.payload)
     assert grant is not None
@@ -210,7 +211,7 @@ async def _run(
         ],
     )
     assert first.outcome is not None
-    return first.outcome, jobs, len(others)
+    return first.outcome, jobs, [i.event for i in others]
 
 
 async def _store(session: AsyncSession, *, account: Account, items: list[_Item]) -> None:

@@ -178,7 +178,6 @@ def finished_run(
         }
         for tid in (classify_id, rules_id)
     ]
-    now = sa.func.now()
     return {
         "id": event_id,
         "tenant_id": account.tenant_id,
@@ -199,20 +198,20 @@ def finished_run(
         "result": {**outcome, "steps": states},
         "request_id": parent.request_id,
         "publish_count": 0,
-        "received_at": now,
-        "started_at": now,
-        "finished_at": now,
-        "updated_at": now,
     }
 
 
 async def insert_finished_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert finished runs (finished_run) in multi-row statements."""
-    for part in chunked(rows, width(rows)):
-        stmt = (
-            insert(_t)
-            .values(list(part))
-            # A redelivered notification's second run finds the first's row and starts nothing.
-            .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        )
-        await session.execute(stmt)
+    """Insert finished runs (finished_run): one statement, the rows as its executemany
+    parameters (sent as multi-row INSERTs from one cached compilation)."""
+    if not rows:
+        return
+    now = sa.func.now()
+    stmt = (
+        insert(_t)
+        .values(received_at=now, started_at=now, finished_at=now, updated_at=now)
+        # A redelivered notification's second run finds the first's row and starts nothing.
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    )
+    for part in chunked(rows, width(rows) + 4):
+        await session.execute(stmt, list(part))

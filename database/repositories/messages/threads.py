@@ -50,12 +50,13 @@ def derived_id(kind: str, account_id: uuid.UUID, key: str) -> uuid.UUID:
 async def _create(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Empty thread rows (the trigger fills them as their messages are stored)."""
     if rows:
-        empty = {"message_count": 0, "unread_count": 0, "participants": []}
-        await session.execute(
+        # Rows as executemany parameters: one cached statement whatever their number.
+        stmt = (
             insert(_t)
-            .values([{**empty, **r} for r in rows])
+            .values(message_count=0, unread_count=0, participants=[])
             .on_conflict_do_nothing(index_elements=["id"])
         )
+        await session.execute(stmt, [dict(r) for r in rows])
 
 
 async def provider_thread(session: AsyncSession, values: dict[str, Any]) -> str:
