@@ -55,7 +55,7 @@ async def take_created_peers(
             sa.text("jsonb_typeof(payload #> '{data,object,body}') = 'string'"),
             sa.text("jsonb_typeof(payload #> '{data,object,id}') = 'string'"),
         )
-        .order_by(_t.c.received_at)
+        .order_by(_t.c.received_at.desc())
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
