@@ -48,25 +48,27 @@ async def upsert_many(
     keys = rows[0].keys()
     columns = [k for k in (keys if refresh is None else refresh) if k not in _KEEP_ON_UPDATE]
     out: dict[str, tuple[uuid.UUID, bool]] = {}
-    # One statement with the rows as its executemany parameters: SQLAlchemy sends them as
-    # multi-row INSERTs ("insertmanyvalues") from one cached compilation, where a statement
-    # built with .values(rows) was compiled anew for every row count (most of a batch's CPU).
-    base = insert(_m)
-    excluded = base.excluded
-    stmt = base.on_conflict_do_update(
-        index_elements=["account_id", "provider_id"],
-        set_={**{k: excluded[k] for k in columns}, "updated_at": sa.func.now()},
-        where=sa.and_(
-            _m.c.deleted_at.is_(None),
-            sa.or_(
-                _m.c.provider_version.is_(None),
-                excluded.provider_version.is_(None),
-                _m.c.provider_version <= excluded.provider_version,
-            ),
-        ),
-    ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
+    # Plain values go as the executemany parameters of one statement: SQLAlchemy sends them
+    # as multi-row INSERTs ("insertmanyvalues") from one cached compilation, where a statement
+    # built with .values(rows) is compiled anew for every row count (most of a webhook
+    # batch's CPU, worker/batch.py). A row holding a SQL expression (now()) needs .values().
+    many = not any(isinstance(v, sa.ClauseElement) for r in rows for v in r.values())
     for part in chunked(rows, width(rows)):
-        result = await session.execute(stmt, list(part))
+        base = insert(_m) if many else insert(_m).values(list(part))
+        excluded = base.excluded
+        stmt = base.on_conflict_do_update(
+            index_elements=["account_id", "provider_id"],
+            set_={**{k: excluded[k] for k in columns}, "updated_at": sa.func.now()},
+            where=sa.and_(
+                _m.c.deleted_at.is_(None),
+                sa.or_(
+                    _m.c.provider_version.is_(None),
+                    excluded.provider_version.is_(None),
+                    _m.c.provider_version <= excluded.provider_version,
+                ),
+            ),
+        ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
+        result = await (session.execute(stmt, list(part)) if many else session.execute(stmt))
         out.update({r.provider_id: (r.id, bool(r.inserted)) for r in result})
     return out
 
