@@ -42,6 +42,7 @@ from database.repositories import classifier as classify_repo
 from database.repositories import rules as rules_repo
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.events import batch as batch_repo
+from database.repositories.events.batch import Waiting
 from database.repositories.messages import rows as messages_repo
 from database.repositories.messages import threads as threads_repo
 from services import metrics
@@ -69,7 +70,7 @@ class _LeaderAlone(Exception):
 
 @dataclass
 class _Item:
-    event: Event
+    event: Event | Waiting
     obj: dict[str, Any]
     values: dict[str, Any]
     attachments: list[dict[str, Any]]
@@ -101,7 +102,7 @@ def batchable(event: Event) -> bool:
     )
 
 
-def _item(event: Event, account: Account) -> _Item:
+def _item(event: Event | Waiting, account: Account) -> _Item:
     """Read one notification (CPU only); raises when it cannot be stored as it is."""
     body = event.payload
     obj = body["data"]["object"]
@@ -150,7 +151,7 @@ async def process_batch(
 
 async def _run(
     session: AsyncSession, *, leader: Event, task_id: str, account: Account, settings: Settings
-) -> tuple[Outcome, list[Job], list[Event]]:
+) -> tuple[Outcome, list[Job], list[Event | Waiting]]:
     size = settings.created_batch
     grant = grant_of(leader.payload)
     assert grant is not None
@@ -182,9 +183,10 @@ async def _run(
     jobs: list[Job] = []
     for item in items:
         if item.chains:
+            parent = item.event.event() if isinstance(item.event, Waiting) else item.event
             jobs += await start_message_chains(
                 session,
-                parent=item.event,
+                parent=parent,
                 tenant_id=account.tenant_id,
                 account_id=account.id,
                 message_ids=item.chains,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -127,9 +127,17 @@ async def _insert_finished(
     )
 
 
+class Parent(Protocol):
+    """What a run's row takes from the notification that started it."""
+
+    id: uuid.UUID
+    source: str
+    request_id: str | None
+
+
 def finished_run(
     *,
-    parent: Event,
+    parent: Parent,
     account: Account,
     mid: uuid.UUID,
     classified: dict[str, Any],

@@ -9,6 +9,7 @@ rollback (an error, a worker that dies) releases them untouched, for their own t
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,24 @@ _WAITING = sa.and_(
 )
 
 
+@dataclass
+class Waiting:
+    """A taken notification: the columns a batch reads (building an Event per row cost
+    about a sixth of a batch's CPU); `event()` builds one when a rare path needs it."""
+
+    id: uuid.UUID
+    source: str
+    type: str
+    payload: dict[str, Any]
+    request_id: str | None
+    current_task_id: str | None
+    tenant_id: uuid.UUID | None
+    row: Any
+
+    def event(self) -> Event:
+        return Event(**self.row)
+
+
 async def take_created_peers(
     session: AsyncSession,
     *,
@@ -37,7 +56,7 @@ async def take_created_peers(
     tenant_id: uuid.UUID,
     exclude: uuid.UUID,
     limit: int,
-) -> list[Event]:
+) -> list[Waiting]:
     """Lock up to `limit` of the grant's oldest waiting message.created notifications.
 
     Only ones whose body came with them (a truncated one needs a Nylas fetch outside the
@@ -60,7 +79,19 @@ async def take_created_peers(
         .with_for_update(skip_locked=True)
     )
     rows = (await session.execute(stmt)).mappings().all()
-    return [Event(**r) for r in rows]
+    return [
+        Waiting(
+            id=r["id"],
+            source=r["source"],
+            type=r["type"],
+            payload=r["payload"],
+            request_id=r["request_id"],
+            current_task_id=r["current_task_id"],
+            tenant_id=r["tenant_id"],
+            row=r,
+        )
+        for r in rows
+    ]
 
 
 _FINISH = (
