@@ -153,10 +153,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty when it has just exited (a child being replaced)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def worker_children(procs: list[Process]) -> list[int]:
     """Prefork children: celery processes whose parent is a celery process."""
     pids = [d for p in procs if p.proc for d in [p.proc.pid, *descendants(p.proc.pid)]]
-    celery = {p for p in pids if b"celery" in Path(f"/proc/{p}/cmdline").read_bytes()}
+    celery = {p for p in pids if b"celery" in _cmdline(p)}
     parents = {}
     for p in celery:
         try:
