@@ -122,8 +122,9 @@ async def process_batch(
 ) -> tuple[Outcome, list[Job], list[str]] | None:
     """Store, classify and rule `leader` with its grant's other waiting message.created
     notifications, in the caller's transaction: (the leader's outcome, chains to publish
-    after the commit, the task ids of the others' messages). None when the leader must take
-    the usual path (no account for the grant, a batch that failed: nothing of it was kept)."""
+    after the commit, the task ids of the others' messages). None when the leader takes the
+    usual path: nothing else waiting (a lone message costs what it did), no account for the
+    grant, or a batch that failed (nothing of it was kept)."""
     size = settings.created_batch
     grant = grant_of(leader.payload)
     if size <= 1 or grant is None:
@@ -141,6 +142,8 @@ async def process_batch(
     except Exception as exc:  # rolled back to the savepoint: the leader alone, as before
         log.warning("batch_fell_back", error=type(exc).__name__)
         return None
+    if done is None:  # nothing else waiting: the usual path (worker.inline_chain)
+        return None
     outcome, jobs, others = done
     leader.tenant_id, leader.account_id = account.tenant_id, account.id
     if others:
@@ -151,13 +154,15 @@ async def process_batch(
 
 async def _run(
     session: AsyncSession, *, leader: Event, task_id: str, account: Account, settings: Settings
-) -> tuple[Outcome, list[Job], list[Event | Waiting]]:
+) -> tuple[Outcome, list[Job], list[Event | Waiting]] | None:
     size = settings.created_batch
     grant = grant_of(leader.payload)
     assert grant is not None
     peers = await batch_repo.take_created_peers(
         session, grant_id=grant, tenant_id=account.tenant_id, exclude=leader.id, limit=size - 1
     )
+    if not peers:
+        return None
     try:
         first = _item(leader, account)
     except Exception as exc:
