@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A notification's `time` may run this far ahead of our clock (Nylas's and ours drift apart).
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = 600
     task_time_limit_s: int = 660
     worker_max_tasks_per_child: int = 1000
+    # A process task for a message.created also stores, classifies and rules up to this many
+    # minus one of its grant's other waiting ones, in its transaction (worker/batch.py); 1: off.
+    created_batch: int = Field(default=64, ge=1, le=1000)
     retry_base_s: float = 5.0
     retry_factor: float = 2.0
     retry_cap_s: float = 600.0

@@ -7,7 +7,10 @@ time while the workers drain it; the clock runs from the first POST to the last 
 `classify-message` run finishing (classified, the account's rules applied). The floor, in the
 same run: a bare Celery task (bench/drain_floor.py) doing one asyncpg INSERT of the message,
 with the same 2 children, fed the same notifications straight from the client.
-RSS of every worker child is sampled through the burst.
+RSS of every worker child is sampled through the burst. After the last message is done the
+bench also waits until the short lanes hold no task message (`queue empty s`): messages of
+events done in another's batch (worker/batch.py) are revoked and dropped as the workers reach
+them, and the next layout must not inherit them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import redis
 
 from bench.common import database_url, scratch_database
 from bench.loadgen import Result, build_request, run_closed
 from bench.plots import line_chart
 from services.events.webhooks import sign
 from tests.peers import Process, RedisServer, free_port, wait_port
+from worker.config import PRIORITY_STEPS, Queue, lane_names
+from worker.dispatch import queue_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-" + uuid.uuid4().hex[:8]
@@ -42,6 +48,9 @@ TIMEOUT_S = float(os.environ.get("BENCH_DRAIN_TIMEOUT_S", "1800"))
 class Drain:
     name: str
     seconds: float = 0.0
+    # Until the short lanes held no task message any more: the messages of events done in
+    # another's batch are revoked, and workers drop them as the queue reaches them.
+    empty_s: float | None = None
     acks: Result | None = None
     curve: list[tuple[float, int]] = field(default_factory=list)
     rss: list[tuple[int, list[float]]] = field(default_factory=list)
@@ -144,10 +153,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line; empty when it has just exited (a child being replaced)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def worker_children(procs: list[Process]) -> list[int]:
     """Prefork children: celery processes whose parent is a celery process."""
     pids = [d for p in procs if p.proc for d in [p.proc.pid, *descendants(p.proc.pid)]]
-    celery = {p for p in pids if b"celery" in Path(f"/proc/{p}/cmdline").read_bytes()}
+    celery = {p for p in pids if b"celery" in _cmdline(p)}
     parents = {}
     for p in celery:
         try:
@@ -187,7 +204,13 @@ def make(target: str, env: dict[str, str], *extra: str) -> Process:
 
 
 async def drive_postroom(
-    run: Drain, dsn: str, port: int, grant: str, account: str, workers: list[Process]
+    run: Drain,
+    dsn: str,
+    redis_url: str,
+    port: int,
+    grant: str,
+    account: str,
+    workers: list[Process],
 ) -> None:
     reqs = [
         build_request(
@@ -199,9 +222,31 @@ async def drive_postroom(
         "SELECT count(*) FROM event WHERE account_id = $1 AND type = 'workflow.classify-message'"
         " AND status = 'succeeded'"
     )
+    start = time.perf_counter()
     watcher = asyncio.create_task(watch(dsn, query, (uuid.UUID(account),), run, workers))
     run.acks = await run_closed("127.0.0.1", port, reqs, CONCURRENCY)
     await watcher
+    run.empty_s = await queue_empty(redis_url, start)
+
+
+async def queue_empty(redis_url: str, start: float) -> float:
+    """Seconds from `start` until no short lane holds a message (and none is in hand): the
+    next layout must not inherit this one's revoked messages."""
+    client = redis.Redis.from_url(redis_url)
+    keys = [queue_key(q, p) for q in lane_names(Queue.short) for p in PRIORITY_STEPS]
+    try:
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.llen(key)
+            pipe.hlen("unacked")
+            if sum(pipe.execute()) == 0:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > TIMEOUT_S:
+                raise TimeoutError("the short lanes did not empty")
+            await asyncio.sleep(SAMPLE_S)
+    finally:
+        client.close()
 
 
 def run_postroom(name: str, env: dict[str, str], dsn: str, dev: bool) -> Drain:
@@ -220,7 +265,8 @@ def run_postroom(name: str, env: dict[str, str], dsn: str, dev: bool) -> Drain:
         for w in workers:
             w.wait_log("ready.", 90)
         time.sleep(1.0)
-        asyncio.run(drive_postroom(run, dsn, port, grant, account, workers))
+        redis_url = env["POSTROOM_REDIS_URL"]
+        asyncio.run(drive_postroom(run, dsn, redis_url, port, grant, account, workers))
     finally:
         for p in procs:
             p.stop()
@@ -283,13 +329,14 @@ def report(runs: list[Drain]) -> None:
     floor = runs[0]
     print(
         f"{'run':<22} {'events':>7} {'seconds':>8} {'drained/s':>10} {'x floor':>8} "
-        f"{'acks/s during':>13}"
+        f"{'acks/s during':>13} {'queue empty s':>13}"
     )
     for r in runs:
         acks = f"{r.acks.rps:>13.0f}" if r.acks else f"{'-':>13}"
+        empty = f"{r.empty_s:>13.1f}" if r.empty_s is not None else f"{'-':>13}"
         print(
             f"{r.name:<22} {EVENTS:>7} {r.seconds:>8.1f} {r.rate:>10.0f} "
-            f"{r.rate / floor.rate:>8.2f} {acks}"
+            f"{r.rate / floor.rate:>8.2f} {acks} {empty}"
         )
     print("goal: >= 400 message.created/s end to end, and >= 0.5x the floor")
     for r in runs:

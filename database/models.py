@@ -320,6 +320,17 @@ class Event(SQLModel, table=True):
                 "source = 'nylas' AND status IN ('received', 'queued', 'retrying')"
             ),
         ),
+        # Batched drain (worker/batch.py): a grant's waiting message.created, oldest first.
+        sa.Index(
+            "ix_event_nylas_created_waiting",
+            sa.text(
+                "(coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}'))"
+            ),
+            "received_at",
+            postgresql_where=sa.text(
+                "source = 'nylas' AND type = 'message.created' AND status IN ('received', 'queued')"
+            ),
+        ),
     )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID | None = fk_field("tenant.id", nullable=True, index=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -30,6 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from database.models import Account, Event, EventStatus
 from database.repositories import classifier as classify_repo
 from database.repositories import rules as rules_repo
+from database.repositories.chunks import chunked, width
 from database.task_names import TaskName
 from services.classify import rules
 from services.classify.service import doc_for, verdict
@@ -116,6 +117,33 @@ async def _insert_finished(
     outcome: dict[str, Any],
 ) -> None:
     """The run's event row as its two step tasks would have left it: succeeded, both steps."""
+    await insert_finished_runs(
+        session,
+        [
+            finished_run(
+                parent=parent, account=account, mid=mid, classified=classified, outcome=outcome
+            )
+        ],
+    )
+
+
+class Parent(Protocol):
+    """What a run's row takes from the notification that started it."""
+
+    id: uuid.UUID
+    source: str
+    request_id: str | None
+
+
+def finished_run(
+    *,
+    parent: Parent,
+    account: Account,
+    mid: uuid.UUID,
+    classified: dict[str, Any],
+    outcome: dict[str, Any],
+) -> dict[str, Any]:
+    """The column values of a finished `classify-message` run (both steps succeeded)."""
     event_id = uuid.uuid4()
     classify_id = str(uuid.uuid4())
     rules_id = f"{event_id}.apply_rules.{uuid.uuid4().hex[:8]}"
@@ -158,35 +186,40 @@ async def _insert_finished(
         }
         for tid in (classify_id, rules_id)
     ]
+    return {
+        "id": event_id,
+        "tenant_id": account.tenant_id,
+        "user_id": account.user_id,
+        "account_id": account.id,
+        "source": parent.source,
+        "type": "workflow.classify-message",
+        "external_id": f"{parent.id}:classify:{mid}",
+        "task_name": TaskName.apply_rules.value,
+        "task_kwargs": kwargs,
+        "payload": {"parent_event_id": str(parent.id), "kwargs": kwargs},
+        "status": EventStatus.succeeded,
+        "attempts": 2,
+        "task_ids": [classify_id, rules_id],
+        "current_task_id": rules_id,
+        "history": history,
+        "steps": steps,
+        "result": {**outcome, "steps": states},
+        "request_id": parent.request_id,
+        "publish_count": 0,
+    }
+
+
+async def insert_finished_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert finished runs (finished_run): one statement, the rows as its executemany
+    parameters (sent as multi-row INSERTs from one cached compilation)."""
+    if not rows:
+        return
     now = sa.func.now()
     stmt = (
         insert(_t)
-        .values(
-            id=event_id,
-            tenant_id=account.tenant_id,
-            user_id=account.user_id,
-            account_id=account.id,
-            source=parent.source,
-            type="workflow.classify-message",
-            external_id=f"{parent.id}:classify:{mid}",
-            task_name=TaskName.apply_rules.value,
-            task_kwargs=kwargs,
-            payload={"parent_event_id": str(parent.id), "kwargs": kwargs},
-            status=EventStatus.succeeded,
-            attempts=2,
-            task_ids=[classify_id, rules_id],
-            current_task_id=rules_id,
-            history=history,
-            steps=steps,
-            result={**outcome, "steps": states},
-            request_id=parent.request_id,
-            publish_count=0,
-            received_at=now,
-            started_at=now,
-            finished_at=now,
-            updated_at=now,
-        )
+        .values(received_at=now, started_at=now, finished_at=now, updated_at=now)
         # A redelivered notification's second run finds the first's row and starts nothing.
         .on_conflict_do_nothing(index_elements=["source", "external_id"])
     )
-    await session.execute(stmt)
+    for part in chunked(rows, width(rows) + 4):
+        await session.execute(stmt, list(part))

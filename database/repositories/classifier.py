@@ -158,3 +158,68 @@ async def set_message_place(
     await session.execute(
         sa.update(_m).where(_m.c.id == message_id).values(**values, updated_at=sa.func.now())
     )
+
+
+async def get_messages(
+    session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Message]:
+    """get_message for many messages of one tenant, in one statement."""
+    if not message_ids:
+        return {}
+    stmt = sa.select(Message).where(
+        col(Message.id).in_(message_ids),
+        col(Message.tenant_id) == tenant_id,
+        col(Message.deleted_at).is_(None),
+    )
+    return {m.id: m for m in (await session.execute(stmt)).scalars()}
+
+
+async def attachment_names_many(
+    session: AsyncSession, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[str]]:
+    """attachment_names for many messages, in one statement (messages without any: absent)."""
+    if not message_ids:
+        return {}
+    stmt = sa.select(col(Attachment.message_id), col(Attachment.filename)).where(
+        col(Attachment.message_id).in_(message_ids),
+        col(Attachment.filename).is_not(None),
+    )
+    out: dict[uuid.UUID, list[str]] = {}
+    for message_id, filename in (await session.execute(stmt)).all():
+        out.setdefault(message_id, []).append(str(filename))
+    return out
+
+
+_VERDICT_MANY = (
+    sa.update(_m)
+    .where(_m.c.id == sa.bindparam("b_id"))
+    .values(
+        is_spam=sa.bindparam("b_is_spam"),
+        spam_score=sa.bindparam("b_spam_score"),
+        spam_indicators=sa.bindparam("b_indicators", type_=_m.c.spam_indicators.type),
+        category=sa.bindparam("b_category"),
+        labels=sa.bindparam("b_labels", type_=_m.c.labels.type),
+        updated_at=sa.func.now(),
+    )
+)
+
+
+async def save_verdicts_and_labels(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """save_verdict plus the labels local rules gave, for many messages in one executemany.
+
+    Each row: id, is_spam, spam_score, indicators, category, labels (the whole new list).
+    """
+    if not rows:
+        return
+    params = [
+        {
+            "b_id": r["id"],
+            "b_is_spam": r["is_spam"],
+            "b_spam_score": r["spam_score"],
+            "b_indicators": r["indicators"],
+            "b_category": r["category"],
+            "b_labels": r["labels"],
+        }
+        for r in rows
+    ]
+    await session.execute(_VERDICT_MANY, params)

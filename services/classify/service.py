@@ -49,6 +49,34 @@ async def verdict(
     }
 
 
+async def verdicts(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    docs: list[mail.MailDoc],
+    model: SpamModel | None = None,
+) -> list[dict[str, Any]]:
+    """verdict() for many mails of one tenant: the same figures, with the tenant's learning
+    read once for all of them (a batch of webhooks, worker/batch.py)."""
+    model = model or default_model()
+    found = [features.extract(d) for d in docs]
+    tokens = [f.tokens for f in found]
+    adjust = await tenant.adjustments(session, tenant_id=tenant_id, tokens=tokens)
+    out = []
+    for f, a in zip(found, adjust, strict=True):
+        score = model.score(f, tenant_adjustment=a)
+        out.append(
+            {
+                "status": "success",
+                "is_spam": score >= model.threshold,
+                "spam_score": round(score, 4),
+                "indicators": f.indicators,
+                "category": f.category,
+            }
+        )
+    return out
+
+
 async def classify_message(
     session: AsyncSession, *, tenant_id: uuid.UUID, message_id: uuid.UUID
 ) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,17 +16,28 @@ from services.events.workflows import start_message_chains
 from services.nylas import coalesce
 from services.nylas.notifications import Outcome, fetch_truncated, process_notification
 from worker.app import celery_app
+from worker.batch import batchable, process_batch
 from worker.execution import publish_all, run_task
 from worker.inline_chain import classify_and_apply
 from worker.runtime import runtime
+
+log = structlog.get_logger(__name__)
 
 
 @celery_app.task(name=TaskName.process_event.value, bind=True, max_retries=None)
 def process(self: Task, event_id: str) -> dict[str, Any]:
     chains: list[Job] = []
+    batched: list[str] = []  # the task ids of the messages of events done in this one's batch
 
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
+        if batchable(event):  # with the grant's other waiting message.created (worker.batch)
+            done = await process_batch(
+                session, leader=event, task_id=self.request.id, settings=rt.settings
+            )
+            if done is not None:
+                outcome, chains[:], batched[:] = done
+                return outcome
         # A truncated message is fetched from Nylas before `session` is first used, so no
         # transaction is open while Nylas answers; everything else commits with the event.
         fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)
@@ -82,4 +94,18 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
 
     result = run_task(self, event_id=event_id, work=work)
     publish_all(self.app, chains)
+    if batched and result.get("batched"):
+        revoke_batched(self.app, batched)
     return result
+
+
+def revoke_batched(app: Any, task_ids: list[str]) -> None:
+    """After the commit: the messages of the events done in this batch need not run. A
+    courtesy, never relied on, as for a cancel (services.events.cancel.revoke_tasks): each
+    worker drops those it has not started when they arrive, instead of handing each to a
+    child for a claim that finds its event finished. One broadcast per batch; a worker that
+    misses it runs the claim."""
+    try:
+        app.control.revoke(task_ids)
+    except Exception as exc:  # the broker being away must not fail a committed batch
+        log.warning("revoke_failed", error=type(exc).__name__, tasks=len(task_ids))

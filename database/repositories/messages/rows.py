@@ -48,8 +48,13 @@ async def upsert_many(
     keys = rows[0].keys()
     columns = [k for k in (keys if refresh is None else refresh) if k not in _KEEP_ON_UPDATE]
     out: dict[str, tuple[uuid.UUID, bool]] = {}
+    # Plain values go as the executemany parameters of one statement: SQLAlchemy sends them
+    # as multi-row INSERTs ("insertmanyvalues") from one cached compilation, where a statement
+    # built with .values(rows) is compiled anew for every row count (most of a webhook
+    # batch's CPU, worker/batch.py). A row holding a SQL expression (now()) needs .values().
+    many = not any(isinstance(v, sa.ClauseElement) for r in rows for v in r.values())
     for part in chunked(rows, width(rows)):
-        base = insert(_m).values(list(part))
+        base = insert(_m) if many else insert(_m).values(list(part))
         excluded = base.excluded
         stmt = base.on_conflict_do_update(
             index_elements=["account_id", "provider_id"],
@@ -63,7 +68,7 @@ async def upsert_many(
                 ),
             ),
         ).returning(_m.c.id, _m.c.provider_id, sa.literal_column("(xmax = 0)").label("inserted"))
-        result = await session.execute(stmt)
+        result = await (session.execute(stmt, list(part)) if many else session.execute(stmt))
         out.update({r.provider_id: (r.id, bool(r.inserted)) for r in result})
     return out
 

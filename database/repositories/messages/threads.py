@@ -50,12 +50,13 @@ def derived_id(kind: str, account_id: uuid.UUID, key: str) -> uuid.UUID:
 async def _create(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Empty thread rows (the trigger fills them as their messages are stored)."""
     if rows:
-        empty = {"message_count": 0, "unread_count": 0, "participants": []}
-        await session.execute(
+        # Rows as executemany parameters: one cached statement whatever their number.
+        stmt = (
             insert(_t)
-            .values([{**empty, **r} for r in rows])
+            .values(message_count=0, unread_count=0, participants=[])
             .on_conflict_do_nothing(index_elements=["id"])
         )
+        await session.execute(stmt, [dict(r) for r in rows])
 
 
 async def provider_thread(session: AsyncSession, values: dict[str, Any]) -> str:
@@ -71,6 +72,23 @@ async def provider_thread(session: AsyncSession, values: dict[str, Any]) -> str:
         session, [{"id": thread_id, "tenant_id": values["tenant_id"], "account_id": account_id}]
     )
     return str(thread_id)
+
+
+async def provider_threads(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """provider_thread for many messages (their column values), with one INSERT."""
+    ids = []
+    for values in rows:
+        account_id = values["account_id"]
+        if values.get("thread_id"):
+            ids.append(derived_id("nylas", account_id, str(values["thread_id"])))
+        else:
+            ids.append(derived_id("msg", account_id, str(values["provider_id"])))
+    new = {
+        tid: {"id": tid, "tenant_id": v["tenant_id"], "account_id": v["account_id"]}
+        for tid, v in zip(ids, rows, strict=True)
+    }
+    await _create(session, sorted(new.values(), key=lambda r: r["id"]))
+    return [str(t) for t in ids]
 
 
 async def _lock_account(session: AsyncSession, account_id: uuid.UUID) -> None:

@@ -1,0 +1,155 @@
+"""Waiting message.created notifications taken together by one process task (worker/batch.py).
+
+`take_created_peers` locks a grant's oldest waiting `message.created` notifications (those no
+worker has claimed: `received` or `queued`) with FOR UPDATE SKIP LOCKED, inside the
+transaction that then does their work; `finish_peers` ends them in that same transaction. A
+rollback (an error, a worker that dies) releases them untouched, for their own task messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import Event
+
+_t = Event.__table__  # type: ignore[attr-defined]
+
+# The expression ix_event_nylas_created_waiting indexes (migration 0014), and its predicate.
+GRANT = sa.literal_column(
+    "(coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}'))", sa.Text
+)
+# Literal, as the index's predicate is: a prepared statement's generic plan cannot prove
+# that `status IN ($1, $2)` implies it, and would scan the whole event table instead.
+_WAITING = sa.text(
+    "event.source = 'nylas' AND event.type = 'message.created'"
+    " AND event.status IN ('received', 'queued')"
+)
+
+
+@dataclass
+class Waiting:
+    """A taken notification: the columns a batch reads (building an Event per row cost
+    about a sixth of a batch's CPU); `event()` builds one when a rare path needs it."""
+
+    id: uuid.UUID
+    source: str
+    type: str
+    payload: dict[str, Any]
+    request_id: str | None
+    current_task_id: str | None
+    tenant_id: uuid.UUID | None
+    row: Any
+
+    def event(self) -> Event:
+        return Event(**self.row)
+
+
+async def take_created_peers(
+    session: AsyncSession,
+    *,
+    grant_id: str,
+    tenant_id: uuid.UUID,
+    exclude: uuid.UUID,
+    limit: int,
+) -> list[Waiting]:
+    """Lock up to `limit` of the grant's oldest waiting message.created notifications.
+
+    Only ones whose body came with them (a truncated one needs a Nylas fetch outside the
+    transaction: its own task does that), and none already tied to another tenant.
+    """
+    if limit <= 0:
+        return []
+    stmt = (
+        sa.select(_t)
+        .where(
+            GRANT.op("=")(sa.bindparam("grant_id", grant_id, type_=sa.Text)),
+            _WAITING,
+            _t.c.id != exclude,
+            sa.or_(_t.c.tenant_id.is_(None), _t.c.tenant_id == tenant_id),
+            sa.text("jsonb_typeof(payload #> '{data,object,body}') = 'string'"),
+            sa.text("jsonb_typeof(payload #> '{data,object,id}') = 'string'"),
+        )
+        .order_by(_t.c.received_at.desc())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (await session.execute(stmt)).mappings().all()
+    return [
+        Waiting(
+            id=r["id"],
+            source=r["source"],
+            type=r["type"],
+            payload=r["payload"],
+            request_id=r["request_id"],
+            current_task_id=r["current_task_id"],
+            tenant_id=r["tenant_id"],
+            row=r,
+        )
+        for r in rows
+    ]
+
+
+_FINISH = (
+    sa.update(_t)
+    .where(
+        _t.c.id == sa.bindparam("b_id"),
+        # Literal, not IN (...) with a parameter list, which executemany cannot expand.
+        sa.text("event.status IN ('received', 'queued')"),
+    )
+    .values(
+        status=sa.bindparam("b_status"),
+        result=sa.bindparam("b_result", type_=_t.c.result.type),
+        last_error=sa.bindparam("b_error"),
+        tenant_id=sa.bindparam("b_tenant_id"),
+        account_id=sa.bindparam("b_account_id"),
+        attempts=_t.c.attempts + 1,
+        history=_t.c.history.op("||")(
+            sa.func.jsonb_build_array(sa.bindparam("b_entry", type_=_t.c.history.type))
+        ),
+        started_at=sa.func.now(),
+        finished_at=sa.func.now(),
+        due_at=None,
+        updated_at=sa.func.now(),
+    )
+)
+
+
+async def finish_peers(
+    session: AsyncSession,
+    *,
+    leader_id: uuid.UUID,
+    leader_task_id: str,
+    outcomes: list[dict[str, Any]],
+) -> None:
+    """End the taken notifications (one executemany): each row has id, status, result, error,
+    tenant_id, account_id. Their history says which task did the work, in whose batch."""
+    if not outcomes:
+        return
+    at = datetime.now(UTC).isoformat()
+    params = [
+        {
+            "b_id": o["id"],
+            "b_status": o["status"],
+            "b_result": o["result"],
+            "b_error": o["error"],
+            "b_tenant_id": o["tenant_id"],
+            "b_account_id": o["account_id"],
+            "b_entry": {
+                "task_id": leader_task_id,
+                "started_at": at,
+                "finished_at": at,
+                "duration_ms": None,
+                "outcome": o["status"],
+                "error": o["error"],
+                "batched_into": str(leader_id),
+            },
+        }
+        for o in outcomes
+    ]
+    await session.execute(_FINISH, params)
