@@ -3,7 +3,7 @@
 Per message, the drain of a burst of webhooks was one task, two transactions and 15 SQL
 statements, each a round trip (docs/benchmarks.md "Event drain"). Here the task that claimed
 event E locks up to POSTROOM_CREATED_BATCH - 1 more `message.created` notifications of the
-same grant that no worker has taken yet (oldest first, FOR UPDATE SKIP LOCKED) and stores,
+same grant that no worker has taken yet (newest first, FOR UPDATE SKIP LOCKED) and stores,
 classifies and rules all of them in E's transaction with set-based statements: one folder
 upsert, one thread insert, one multi-row message upsert, one read of the tenant's token
 counts, one verdict-and-labels executemany, one insert of the finished `classify-message`
@@ -21,14 +21,20 @@ What stays as it was:
 - A bad notification. The batch runs in a savepoint: if one of its statements fails (a row
   PostgreSQL refuses), the savepoint is rolled back and E runs alone on the usual path; the
   others are released to their own task messages, where the bad one retries and dead-letters
-  on its own. One that fails while read (no id, an address list of the wrong shape) is left
-  out of the batch before anything is written.
+  on its own, and this worker process leaves all of them out of its later batches for a while
+  (`_Suspects`), so one bad row costs one failed batch, not one per leader. One that fails
+  while read (no id, an address list of the wrong shape) is left out before anything is
+  written. One that kills its worker (memory, the hard time limit) takes the batch's
+  transaction with it: only notifications never tried (attempts = 0) are taken as others, and
+  a leader on its second attempt or later runs alone, so a good notification spends at most
+  one extra attempt for a bad one, and the bad one, once tried, is never batched again.
 - Rules that move mail, truncated notifications (a Nylas fetch outside the transaction),
   `message.updated` (coalescing), `message.deleted` and grant events keep their own paths.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +51,6 @@ from database.repositories.events import batch as batch_repo
 from database.repositories.events.batch import Waiting
 from database.repositories.messages import rows as messages_repo
 from database.repositories.messages import threads as threads_repo
-from services import metrics
 from services.classify import mail, rules
 from services.classify.service import verdicts
 from services.events.unit_of_work import Job
@@ -62,6 +67,33 @@ from worker.inline_chain import LOCAL_ACTIONS, finished_run, insert_finished_run
 log = structlog.get_logger(__name__)
 
 BATCH_TYPE = "message.created"
+
+
+class _Suspects:
+    """Events of a batch that failed, left out of this process's later batches for `ttl_s`.
+
+    Which row of a failed batch was bad is not known; leaving all of them to their own task
+    messages for a while costs what those messages cost anyway. Bounded: at most `cap` ids.
+    """
+
+    def __init__(self, *, ttl_s: float = 600.0, cap: int = 2048) -> None:
+        self.ttl_s, self.cap = ttl_s, cap
+        self._until: dict[uuid.UUID, float] = {}
+
+    def add(self, ids: list[uuid.UUID]) -> None:
+        now = time.monotonic()
+        self._until = {k: t for k, t in self._until.items() if t > now}
+        for event_id in ids:
+            self._until[event_id] = now + self.ttl_s
+        while len(self._until) > self.cap:  # the oldest entries go first (insertion order)
+            del self._until[next(iter(self._until))]
+
+    def current(self) -> set[uuid.UUID]:
+        now = time.monotonic()
+        return {k for k, t in self._until.items() if t > now}
+
+
+SUSPECTS = _Suspects()
 
 
 class _LeaderAlone(Exception):
@@ -134,35 +166,54 @@ async def process_batch(
         return None
     if leader.tenant_id is not None and leader.tenant_id != account.tenant_id:
         return None
+    if leader.attempts > 1:  # tried before: a batch of its may be what failed (or killed) it
+        return None
+    taken: list[uuid.UUID] = []
     try:
         async with session.begin_nested():
             done = await _run(
-                session, leader=leader, task_id=task_id, account=account, settings=settings
+                session,
+                leader=leader,
+                task_id=task_id,
+                account=account,
+                settings=settings,
+                taken=taken,
             )
     except Exception as exc:  # rolled back to the savepoint: the leader alone, as before
-        log.warning("batch_fell_back", error=type(exc).__name__)
+        SUSPECTS.add(taken)
+        log.warning("batch_fell_back", error=type(exc).__name__, others=len(taken))
         return None
     if done is None:  # nothing else waiting: the usual path (worker.inline_chain)
         return None
     outcome, jobs, others = done
     leader.tenant_id, leader.account_id = account.tenant_id, account.id
-    if others:
-        metrics.EVENTS_BATCHED.inc(len(others))
+    if others:  # counted in postroom_events_batched_total after the commit (worker.tasks.events)
         outcome.result = {**outcome.result, "batched": len(others)}
     return outcome, jobs, [str(e.current_task_id) for e in others if e.current_task_id]
 
 
 async def _run(
-    session: AsyncSession, *, leader: Event, task_id: str, account: Account, settings: Settings
+    session: AsyncSession,
+    *,
+    leader: Event,
+    task_id: str,
+    account: Account,
+    settings: Settings,
+    taken: list[uuid.UUID],
 ) -> tuple[Outcome, list[Job], list[Event | Waiting]] | None:
     size = settings.created_batch
     grant = grant_of(leader.payload)
     assert grant is not None
     peers = await batch_repo.take_created_peers(
-        session, grant_id=grant, tenant_id=account.tenant_id, exclude=leader.id, limit=size - 1
+        session,
+        grant_id=grant,
+        tenant_id=account.tenant_id,
+        exclude={leader.id, *SUSPECTS.current()},
+        limit=size - 1,
     )
     if not peers:
         return None
+    taken += [p.id for p in peers]
     try:
         first = _item(leader, account)
     except Exception as exc:

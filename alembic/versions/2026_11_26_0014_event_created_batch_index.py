@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # Partial, like ix_event_nylas_object_waiting: only message.created notifications no worker
-    # has taken, so it is as small as the backlog. A process task takes its grant's oldest
+    # has taken, so it is as small as the backlog. A process task takes its grant's newest
     # ones from it to store, classify and rule them with its own (worker/batch.py).
     op.create_index(
         "ix_event_nylas_created_waiting",

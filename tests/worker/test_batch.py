@@ -189,7 +189,11 @@ async def test_a_bad_notification_in_a_batch_fails_alone_and_the_others_finish(
         if key != ids[4]:
             assert_done_once(e)  # none failed or spent an attempt because of the bad one
     # A batch did take the bad one, and gave way to its leader alone.
-    assert "batch_fell_back" in worker.log()[offset:]
+    tail = worker.log()[offset:]
+    assert "batch_fell_back" in tail, [  # what happened instead, should it ever fail
+        (e.attempts, (e.result or {}).get("batched"), [h.get("outcome") for h in e.history])
+        for e in events.values()
+    ]
     got = await stored(db, account)
     assert set(got) == {m["id"] for m in good}
     assert Counter(r.status for r in await runs(db, account)) == {"succeeded": len(good)}
@@ -263,3 +267,40 @@ async def test_a_worker_that_dies_mid_batch_loses_nothing(
     done = await runs(db, account)
     assert Counter(r.status for r in done) == {"succeeded": len(messages)}
     assert len({r.task_kwargs["message_id"] for r in done}) == len(messages)
+
+
+async def test_one_refused_row_costs_one_failed_batch_per_worker_process_not_one_per_leader(
+    client: Any, db: Any, celery_app: Any, worker: Any
+) -> None:
+    # Newest first, a bad row stays among the newest waiting ones until its own message comes
+    # up: every leader of the grant took it, failed and ran alone (11 thrown-away batches in
+    # the review). A process now leaves a failed batch's others out of its later batches.
+    account = await create_nylas_account(db)
+    good = [make_message(account.grant_id, f"pg-{i}", **HAM) for i in range(60)]
+    bad = make_message(
+        account.grant_id, "poison", **{"from": [{"email": "x" * 400 + "@example.org"}]}
+    )
+    offset = len(worker.log())
+    short_consumers(celery_app, on=False)
+    try:
+        ids = await post_all(client, [*good[:12], bad, *good[12:]])
+    finally:
+        short_consumers(celery_app, on=True)
+    events = await all_final(db, ids, timeout=120)
+    fell = worker.log()[offset:].count("batch_fell_back")
+    assert 1 <= fell <= 2, f"{fell} batches were thrown away because of one refused row"
+    assert all(events[i].status == "succeeded" for i in ids if i != ids[12])
+    assert events[ids[12]].status in ("failed", "dead")
+
+    # Only the failed batches' others were set aside: the grant's next burst batches again.
+    offset = len(worker.log())
+    more = [make_message(account.grant_id, f"pg-after-{i}", **HAM) for i in range(40)]
+    short_consumers(celery_app, on=False)
+    try:
+        later = await post_all(client, more)
+    finally:
+        short_consumers(celery_app, on=True)
+    after = await all_final(db, later, timeout=120)
+    assert all(e.status == "succeeded" for e in after.values())
+    assert sum((e.result or {}).get("batched", 0) for e in after.values()) >= 20
+    assert worker.log()[offset:].count("batch_fell_back") == 0

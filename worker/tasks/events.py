@@ -95,6 +95,7 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
     result = run_task(self, event_id=event_id, work=work)
     publish_all(self.app, chains)
     if batched and result.get("batched"):
+        metrics.EVENTS_BATCHED.inc(int(result["batched"]))
         revoke_batched(self.app, batched)
     return result
 

@@ -1,6 +1,6 @@
 """Waiting message.created notifications taken together by one process task (worker/batch.py).
 
-`take_created_peers` locks a grant's oldest waiting `message.created` notifications (those no
+`take_created_peers` locks a grant's newest waiting `message.created` notifications (those no
 worker has claimed: `received` or `queued`) with FOR UPDATE SKIP LOCKED, inside the
 transaction that then does their work; `finish_peers` ends them in that same transaction. A
 rollback (an error, a worker that dies) releases them untouched, for their own task messages.
@@ -9,6 +9,7 @@ rollback (an error, a worker that dies) releases them untouched, for their own t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,13 +56,16 @@ async def take_created_peers(
     *,
     grant_id: str,
     tenant_id: uuid.UUID,
-    exclude: uuid.UUID,
+    exclude: Collection[uuid.UUID],
     limit: int,
 ) -> list[Waiting]:
-    """Lock up to `limit` of the grant's oldest waiting message.created notifications.
+    """Lock up to `limit` of the grant's newest waiting message.created notifications (the
+    oldest are the next task messages in the queue, which other workers are about to claim).
 
     Only ones whose body came with them (a truncated one needs a Nylas fetch outside the
-    transaction: its own task does that), and none already tied to another tenant.
+    transaction: its own task does that), none already tied to another tenant, and none ever
+    tried (attempts = 0): one that was tried and is waiting again may be what killed a worker
+    or failed a statement, and goes through its own task, spending its own attempts only.
     """
     if limit <= 0:
         return []
@@ -70,7 +74,8 @@ async def take_created_peers(
         .where(
             GRANT.op("=")(sa.bindparam("grant_id", grant_id, type_=sa.Text)),
             _WAITING,
-            _t.c.id != exclude,
+            _t.c.id.not_in(list(exclude)),
+            _t.c.attempts == 0,
             sa.or_(_t.c.tenant_id.is_(None), _t.c.tenant_id == tenant_id),
             sa.text("jsonb_typeof(payload #> '{data,object,body}') = 'string'"),
             sa.text("jsonb_typeof(payload #> '{data,object,id}') = 'string'"),
