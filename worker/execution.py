@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Event, EventStatus
 from database.repositories.events import rows as events_repo
 from database.repositories.events import workflows as workflows_repo
-from services.errors import PermissionDenied
+from services.errors import PermissionDenied, PostroomError
 from services.events import dead_letters
 from services.events.dead_letters import shown_message
 from services.events.unit_of_work import Job
@@ -95,6 +95,12 @@ def retries_used(event: Event) -> int:
     return max(event.attempts - 1 - base, 0)
 
 
+class WorkerDied(PostroomError):
+    """Attempts past the retry budget that recorded no failure: their workers died."""
+
+    code = "worker_died"
+
+
 async def execute(
     rt: Runtime,
     *,
@@ -141,6 +147,24 @@ async def execute(
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
         **({"step": steps.name} if stored else {}),
     )
+    # Past the budget without a recorded failure: every attempt before this one died with its
+    # worker (killed, out of memory). Running it again would only kill the next worker.
+    died = steps.retries_used(event, retries_used(event)) - route_for(task_name).max_retries
+    if died > 0:
+        return await _fail(
+            rt,
+            event=event,
+            steps=steps,
+            task_name=task_name,
+            task_id=task_id,
+            args=args,
+            kwargs=kwargs,
+            exc=WorkerDied(
+                f"The worker running this task stopped before it finished, {died + 1} "
+                "attempts in a row (killed, out of memory or past its time limit); "
+                "it is not run again."
+            ),
+        )
     try:
         check_tenant(event, kwargs)
         async with (

@@ -174,3 +174,63 @@ async def test_a_replay_grants_a_fresh_retry_budget(
     if stored:  # the step's attempts still count every run; its budget restarted
         assert event.steps[0]["attempts"] == budget + 2
         assert event.steps[0]["attempts_before"] == budget + 1
+
+
+class _Died(BaseException):
+    """What a killed worker leaves behind, in-process: the work never ends, nothing is
+    recorded (not an Exception, so the engine's failure path does not see it)."""
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["workflow-step", "single-task"])
+async def test_a_task_whose_worker_dies_every_time_ends_as_a_dead_letter(
+    db: Database, settings: Any, stored: bool
+) -> None:
+    """Each death was redelivered and claimed again, past any budget (24 attempts in the
+    review of batches): the attempt after the budget now dead-letters without running."""
+    tenant = await create_tenant(db)
+    job = await new_event(db, tenant.id, workflow="classify-message" if stored else None)
+    rt = runtime_on(db, settings)
+    ran = 0
+
+    async def dies(*_: Any) -> Outcome:
+        nonlocal ran
+        ran += 1
+        raise _Died
+
+    budget = route_for(TaskName.classify).max_retries
+    for _ in range(budget + 1):
+        with pytest.raises(_Died):
+            await execute(
+                rt,
+                task_name=job.task_name,
+                task_id=job.task_id,
+                event_id=job.event_id,
+                redelivered=True,
+                args=[],
+                kwargs={**job.kwargs, "event_id": str(job.event_id)},
+                work=dies,
+                stored=stored,
+            )
+    assert ran == budget + 1
+    last = await execute(
+        rt,
+        task_name=job.task_name,
+        task_id=job.task_id,
+        event_id=job.event_id,
+        redelivered=True,
+        args=[],
+        kwargs={**job.kwargs, "event_id": str(job.event_id)},
+        work=dies,
+        stored=stored,
+    )
+    assert last.kind == "dead" and ran == budget + 1
+    event = await load(db, job.event_id)
+    assert event.status == EventStatus.dead
+    assert event.last_error is not None and "stopped before it finished" in event.last_error
+    async with db.sessionmaker() as s:
+        letters = (
+            (await s.execute(sa.select(DeadLetter).where(DeadLetter.event_id == job.event_id)))
+            .scalars()
+            .all()
+        )
+    assert len(letters) == 1
