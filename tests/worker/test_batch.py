@@ -288,9 +288,10 @@ async def test_one_refused_row_costs_one_failed_batch_per_worker_process_not_one
         short_consumers(celery_app, on=True)
     events = await all_final(db, ids, timeout=120)
     fell = worker.log()[offset:].count("batch_fell_back")
-    assert 1 <= fell <= 2, f"{fell} batches were thrown away because of one refused row"
+    # None, when the bad one's own message came up before any batch took it.
+    assert fell <= 2, f"{fell} batches were thrown away because of one refused row"
     assert all(events[i].status == "succeeded" for i in ids if i != ids[12])
-    assert events[ids[12]].status in ("failed", "dead")
+    assert events[ids[12]].status == "dead"
 
     # Only the failed batches' others were set aside: the grant's next burst batches again.
     offset = len(worker.log())
@@ -302,5 +303,6 @@ async def test_one_refused_row_costs_one_failed_batch_per_worker_process_not_one
         short_consumers(celery_app, on=True)
     after = await all_final(db, later, timeout=120)
     assert all(e.status == "succeeded" for e in after.values())
-    assert sum((e.result or {}).get("batched", 0) for e in after.values()) >= 20
+    batched = [(e.attempts, (e.result or {}).get("batched")) for e in after.values()]
+    assert sum(n or 0 for _, n in batched) >= 20, batched
     assert worker.log()[offset:].count("batch_fell_back") == 0
