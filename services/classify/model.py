@@ -56,6 +56,22 @@ def bucket_indices(tokens: list[str], n_buckets: int = N_BUCKETS) -> np.ndarray:
     return np.unique(np.fromiter((zlib.crc32(t.encode()) & mask for t in tokens), dtype=np.int64))
 
 
+def group_vector(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, values) from groups of distinct bucket indices, each scaled by 1/sqrt(size)."""
+    parts = [g for g in groups if len(g)]
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    idx = np.concatenate(parts).astype(np.int64)
+    values = np.concatenate([np.full(len(p), 1.0 / math.sqrt(len(p))) for p in parts])
+    return idx, values
+
+
+def feature_groups(found: Features, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
+    """The mail's distinct buckets per group: named tokens, then character 4-grams."""
+    grams = np.unique(found.grams.astype(np.int64) & (n_buckets - 1))
+    return [bucket_indices(found.tokens, n_buckets), grams]
+
+
 def feature_vector(found: Features, n_buckets: int = N_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
     """(bucket indices, values) of a mail: binary per group, scaled by 1/sqrt(group size).
 
@@ -64,13 +80,7 @@ def feature_vector(found: Features, n_buckets: int = N_BUCKETS) -> tuple[np.ndar
     own count) keeps thousands of n-grams from drowning the other evidence. An index may
     appear twice (a crc32 collision across groups); callers sum the values.
     """
-    grams = np.unique(found.grams.astype(np.int64) & (n_buckets - 1))
-    parts = [p for p in (bucket_indices(found.tokens, n_buckets), grams) if len(p)]
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    idx = np.concatenate(parts)
-    values = np.concatenate([np.full(len(p), 1.0 / math.sqrt(len(p))) for p in parts])
-    return idx, values
+    return group_vector(feature_groups(found, n_buckets))
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,9 @@ class SpamModel:
 
     def text_logit(self, found: Features) -> float:
         """Log-odds from the learned weights over the mail's feature vector."""
-        idx, values = feature_vector(found, self.n_buckets)
+        return self.vector_logit(*feature_vector(found, self.n_buckets))
+
+    def vector_logit(self, idx: np.ndarray, values: np.ndarray) -> float:
         return self.bias + float(np.dot(self.weights[idx].astype(np.float64), values))
 
     def logit(self, found: Features) -> float:

@@ -1,72 +1,220 @@
-"""A tenant's own learning: token counts from its feedback shift its verdicts, nobody else's.
+"""A tenant's own learning: its labels fit a correction to the shipped model, for it alone.
 
-Counts live in `token_stat (tenant_id, token, spam, ham)`; the adjustment is a Bayesian
-log-odds term added to the shipped model's score (Robinson's smoothing), so a few labels move a
-verdict without one tenant's mail ever reaching another tenant's scores. A tenant with few
-labels, or labels of one kind only, gets the strongest tokens only, capped low (Graham's "A
-Plan for Spam"): a tenant that only ever reports spam must not push every mail sharing its
-common words over the line. Once it has taught both kinds (MATURE labels of each), every token
-of the mail counts, with a higher cap: its own mail then knows more than the shipped model
-(`make eval`, "after 500 labels": recall at 1% FPR on mail unlike the training corpus).
+Each label (`POST /v1/messages/{id}/feedback`) stores the mail's hashed feature buckets
+(`pack_example`: integers, never the mail's text) and counts one change for the tenant. The
+first verdict for that tenant after enough changes (the worker's classify step, never the
+request path) refits a small logistic model on its newest MAX_EXAMPLES labels
+(services/classify/tenant_fit.py): bucket weights plus a scale and offset of the shipped model's
+log-odds, all pulled to zero, so with no labels the shipped model decides alone. The fit is
+stored as an `.npz` of plain arrays in `tenant_spam_model` (read with `allow_pickle=False`) and
+cached per worker process by its generation.
+
+While a tenant has fewer than MATURE labels of either kind, only its bucket weights are fitted
+and its correction is capped at +-CAP: a tenant that only ever reports spam must not shift
+every verdict. With MATURE of each, the scale and offset are fitted too, capped at
++-MATURE_CAP: its own mail then knows more than the shipped model.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import math
 import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.repositories import classifier as repo
+from services.classify import tenant_fit
+from services.classify.features import Features
+from services.classify.model import (
+    N_BUCKETS,
+    SpamModel,
+    feature_groups,
+    group_vector,
+    indicator_logit,
+)
 
-# Only content tokens are taught: header structure says little about what a tenant disliked.
-LEARNED_PREFIXES = ("w:", "s:", "fd:", "u:")
-MAX_TOKENS = 400
-STRONGEST = 15
-# Robinson's prior: a token seen once is pulled half-way to "unknown" (0.5).
-STRENGTH = 1.0
-# Enough for a few consistent labels to flip a confident verdict of the shipped model.
-CAP = 10.0
-# The evidence of n labels is scaled by n / (n + SHRINK): three labels count half, fifty
-# nearly fully, so a handful of reports cannot flip mail that only shares common words.
-SHRINK = 3.0
-# Labels of each kind after which every token counts, up to MATURE_CAP.
+# Version of the stored example and model layouts: a row of another version is skipped.
+FORMAT = 1
 MATURE = 20
+CAP = 10.0
 MATURE_CAP = 30.0
+# Refit when the changes since the last fit reach REFIT_SHARE of the labels it saw (at least
+# one), or when any change is older than REFIT_AFTER: bounded work under a stream of labels.
+REFIT_SHARE = 0.05
+REFIT_AFTER = timedelta(seconds=60)
+CACHED_TENANTS = 64
 
 
-def learnable(tokens: list[str]) -> list[str]:
-    """The tokens feedback counts, trimmed to the column size and a bounded number per mail."""
-    picked = sorted({t[:100] for t in tokens if t.startswith(LEARNED_PREFIXES)})
-    return picked[:MAX_TOKENS]
+def pack_example(found: Features) -> bytes:
+    """The mail's distinct buckets per group as little-endian int32: [FORMAT, n_tokens, ...]."""
+    tokens, grams = feature_groups(found)
+    head = np.array([FORMAT, len(tokens)], dtype=np.int64)
+    return np.concatenate([head, tokens, grams]).astype("<i4").tobytes()
 
 
-def adjustment_from_counts(counts: dict[str, tuple[int, int]]) -> float:
-    """Log-odds to add to the model's score, from this tenant's counts of the mail's tokens."""
-    n_spam, n_ham = counts.get(repo.TOTALS, (0, 0))
-    if n_spam + n_ham == 0:
-        return 0.0
-    per_spam, per_ham = 1.0 / max(n_spam, 1), 1.0 / max(n_ham, 1)
-    contributions = []
-    for token, (spam, ham) in counts.items():
-        if token == repo.TOTALS or spam + ham == 0:
-            continue
-        rate_s, rate_h = spam * per_spam, ham * per_ham
-        p = rate_s / (rate_s + rate_h)
-        n = spam + ham
-        f = (STRENGTH * 0.5 + n * p) / (STRENGTH + n)
-        contributions.append(math.log(f / (1.0 - f)))
-    trust = (n_spam + n_ham) / (n_spam + n_ham + SHRINK)
-    if min(n_spam, n_ham) >= MATURE:
-        return max(-MATURE_CAP, min(MATURE_CAP, trust * sum(contributions)))
-    contributions.sort(key=abs, reverse=True)
-    total = trust * sum(contributions[:STRONGEST])
-    return max(-CAP, min(CAP, total))
+def unpack_example(blob: bytes) -> list[np.ndarray] | None:
+    """The bucket groups of a stored example; None for another layout or a damaged row."""
+    data = np.frombuffer(blob, dtype="<i4")
+    if len(data) < 2 or int(data[0]) != FORMAT or not 0 <= int(data[1]) <= len(data) - 2:
+        return None
+    cut = 2 + int(data[1])
+    groups = [data[2:cut].astype(np.int64), data[cut:].astype(np.int64)]
+    if any(len(g) and (g.min() < 0 or g.max() >= N_BUCKETS) for g in groups):
+        return None
+    return groups
 
 
-async def adjustment(session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str]) -> float:
-    counts = await repo.token_counts(session, tenant_id=tenant_id, tokens=learnable(tokens))
-    return adjustment_from_counts(counts)
+@dataclass(frozen=True)
+class Fitted:
+    """A tenant's fitted correction and how far it may move a verdict."""
+
+    model: tenant_fit.TenantModel
+    cap: float
+
+    def adjustment(self, base: float, idx: np.ndarray, values: np.ndarray) -> float:
+        """Log-odds to add to the shipped model's `base` log-odds of the mail."""
+        delta = self.model.logit(base, idx, values) - base
+        return max(-self.cap, min(self.cap, delta))
+
+    def dumps(self) -> bytes:
+        out = io.BytesIO()
+        np.savez_compressed(
+            out,
+            format=np.array([FORMAT], dtype=np.int64),
+            buckets=np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
+            scale=np.array([self.model.scale], dtype=np.float64),
+            offset=np.array([self.model.offset], dtype=np.float64),
+            cap=np.array([self.cap], dtype=np.float64),
+            weights=self.model.weights.astype(np.float16),
+        )
+        return out.getvalue()
+
+
+def loads(blob: bytes) -> Fitted | None:
+    """A stored model, read without pickle; None for another layout (refitted on next label)."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        if int(data["format"][0]) != FORMAT or int(data["buckets"][0]) != tenant_fit.TENANT_BUCKETS:
+            return None
+        weights = data["weights"].astype(np.float32)
+        if weights.shape != (tenant_fit.TENANT_BUCKETS,):
+            return None
+        return Fitted(
+            model=tenant_fit.TenantModel(
+                scale=float(data["scale"][0]), offset=float(data["offset"][0]), weights=weights
+            ),
+            cap=float(data["cap"][0]),
+        )
+
+
+def fit_labels(
+    shipped: SpamModel,
+    examples: Sequence[tuple[str, list[np.ndarray], list[str]]],
+    *,
+    start: Fitted | None = None,
+) -> tuple[Fitted | None, int, int]:
+    """Fit on (label, bucket groups, indicator names) examples; (model, n_spam, n_ham).
+
+    Pure CPU work (no database): the worker runs it in a thread; `make eval` calls it too.
+    """
+    rows, base, y = [], [], []
+    for label, groups, indicators in examples[: tenant_fit.MAX_EXAMPLES]:
+        idx, values = group_vector(groups)
+        rows.append((idx, values))
+        base.append(shipped.vector_logit(idx, values) + indicator_logit(indicators))
+        y.append(1 if label == "spam" else 0)
+    n_spam = sum(y)
+    n_ham = len(y) - n_spam
+    if not y:
+        return None, 0, 0
+    mature = min(n_spam, n_ham) >= MATURE
+    model = tenant_fit.fit(
+        tenant_fit.Examples.build(rows, base, y),
+        fit_global=mature,
+        start=start.model if start is not None else None,
+    )
+    return Fitted(model=model, cap=MATURE_CAP if mature else CAP), n_spam, n_ham
+
+
+# tenant id -> (generation, fitted model or None): each worker process reads a tenant's model
+# once per generation, not once per verdict.
+_cache: OrderedDict[uuid.UUID, tuple[int, Fitted | None]] = OrderedDict()
+
+
+def _remember(tenant_id: uuid.UUID, generation: int, fitted: Fitted | None) -> None:
+    _cache[tenant_id] = (generation, fitted)
+    _cache.move_to_end(tenant_id)
+    while len(_cache) > CACHED_TENANTS:
+        _cache.popitem(last=False)
+
+
+def _due(state: Any) -> bool:
+    pending = state.changes - state.fitted_changes
+    if pending <= 0:
+        return False
+    if pending >= max(1, math.ceil(REFIT_SHARE * (state.n_spam + state.n_ham))):
+        return True
+    return state.fitted_at is None or datetime.now(UTC) - state.fitted_at >= REFIT_AFTER
+
+
+async def refit(
+    session: AsyncSession, *, tenant_id: uuid.UUID, changes: int, shipped: SpamModel
+) -> int:
+    """Fit the tenant's model on its newest labels and store it; returns the new generation."""
+    examples = []
+    for row in await repo.labelled_examples(
+        session, tenant_id=tenant_id, limit=tenant_fit.MAX_EXAMPLES
+    ):
+        groups = unpack_example(row.features)
+        if groups is not None:
+            examples.append((row.label, groups, list((row.tokens or {}).get("indicators", []))))
+    cached = _cache.get(tenant_id)
+    start = cached[1] if cached is not None else None
+    # Up to MAX_EXAMPLES rows and MAX_ITER iterations of numpy work: off the event loop.
+    fitted, n_spam, n_ham = await asyncio.to_thread(fit_labels, shipped, examples, start=start)
+    generation = await repo.save_fit(
+        session,
+        tenant_id=tenant_id,
+        fitted_changes=changes,
+        n_spam=n_spam,
+        n_ham=n_ham,
+        model=fitted.dumps() if fitted is not None else b"",
+    )
+    _remember(tenant_id, generation, fitted)
+    return generation
+
+
+async def fitted_for(
+    session: AsyncSession, *, tenant_id: uuid.UUID, shipped: SpamModel
+) -> Fitted | None:
+    """The tenant's current model, refitted first when its labels changed enough."""
+    state = await repo.model_state(session, tenant_id=tenant_id)
+    if state is None:
+        return None
+    generation = state.generation
+    if _due(state) and await repo.try_fit_lock(session, tenant_id=tenant_id):
+        # Read again under the lock: another worker may have refitted since.
+        state = await repo.model_state(session, tenant_id=tenant_id)
+        generation = state.generation
+        if _due(state):
+            generation = await refit(
+                session, tenant_id=tenant_id, changes=state.changes, shipped=shipped
+            )
+    cached = _cache.get(tenant_id)
+    if cached is not None and cached[0] == generation:
+        _cache.move_to_end(tenant_id)
+        return cached[1]
+    blob = await repo.model_blob(session, tenant_id=tenant_id, generation=generation)
+    fitted = loads(blob) if blob else None
+    _remember(tenant_id, generation, fitted)
+    return fitted
 
 
 async def learn(
@@ -76,29 +224,20 @@ async def learn(
     user_id: uuid.UUID | None,
     message_id: uuid.UUID,
     label: str,
-    tokens: list[str],
+    found: Features,
 ) -> bool:
-    """Record a label; relabelling takes the old counts back first. False when unchanged."""
-    taught = learnable(tokens)
+    """Record a label (a relabel replaces the old one); False when it was already so."""
     previous = await repo.get_feedback(session, tenant_id=tenant_id, message_id=message_id)
-    if previous is not None:
-        if previous.label == label:
-            return False
-        old = list((previous.tokens or {}).get("tokens", []))
-        undo = (-1, 0) if previous.label == "spam" else (0, -1)
-        await repo.add_token_counts(
-            session, tenant_id=tenant_id, tokens=[*old, repo.TOTALS], spam=undo[0], ham=undo[1]
-        )
-    add = (1, 0) if label == "spam" else (0, 1)
-    await repo.add_token_counts(
-        session, tenant_id=tenant_id, tokens=[*taught, repo.TOTALS], spam=add[0], ham=add[1]
-    )
+    if previous is not None and previous.label == label and previous.features is not None:
+        return False
     await repo.put_feedback(
         session,
         tenant_id=tenant_id,
         user_id=user_id,
         message_id=message_id,
         label=label,
-        tokens=taught,
+        indicators=found.indicators,
+        features=pack_example(found),
     )
+    await repo.count_change(session, tenant_id=tenant_id)
     return True

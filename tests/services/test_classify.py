@@ -10,9 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Message
-from database.repositories.classifier import TOTALS
 from services.classify import content, features, mail, tenant
-from services.classify.model import MODEL_PATH, default_model, load
+from services.classify.model import MODEL_PATH, default_model, feature_vector, group_vector, load
 from services.classify.service import classify_message, record_feedback, verdict
 from tests.factories import create_nylas_account
 
@@ -176,16 +175,45 @@ def test_url_shape_tokens_describe_the_link_not_its_name() -> None:
     assert content.url_shape(["http://www.example.org/about"]) == {"us:tld:org"}
 
 
-def test_a_tenant_that_taught_both_kinds_counts_every_token() -> None:
-    # 30 spam and 30 ham labels: 40 tokens each seen in 2 spam mails and no ham.
-    counts = {f"w:t{i}": (2, 0) for i in range(40)}
-    mature = tenant.adjustment_from_counts({**counts, TOTALS: (30, 30)})
-    # The same evidence from a tenant that only ever reported spam: 15 strongest, capped.
-    one_sided = tenant.adjustment_from_counts({**counts, TOTALS: (30, 0)})
-    per_token = tenant.adjustment_from_counts({"w:t0": (2, 0), TOTALS: (30, 30)})
-    assert one_sided == pytest.approx(min(tenant.CAP, 15 * per_token))
-    assert mature == pytest.approx(min(tenant.MATURE_CAP, 40 * per_token))
-    assert mature > one_sided
+def test_a_stored_example_is_hashed_buckets_that_unpack_to_the_same_vector() -> None:
+    found = features.extract(
+        mail.MailDoc(subject="Zorblax presale", text="Join the zorblax presale today, friend.")
+    )
+    blob = tenant.pack_example(found)
+    assert b"zorblax" not in blob.lower() and b"presale" not in blob.lower()
+    groups = tenant.unpack_example(blob)
+    assert groups is not None
+    want_idx, want_values = feature_vector(found)
+    got_idx, got_values = group_vector(groups)
+    assert got_idx.tolist() == want_idx.tolist() and got_values.tolist() == want_values.tolist()
+    assert tenant.unpack_example(b"\x02\x00\x00\x00" + blob[4:]) is None  # another layout
+
+
+def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
+    shipped = default_model()
+    spam = [
+        mail.MailDoc(subject="hello", text=f"Join the zorblax quantum presale number {i}.")
+        for i in range(30)
+    ]
+    ham = [mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap.") for i in range(30)]
+
+    def examples(docs: list[mail.MailDoc], label: str) -> list[Any]:
+        out = []
+        for d in docs:
+            f = features.extract(d)
+            out.append((label, tenant.unpack_example(tenant.pack_example(f)), f.indicators))
+        return out
+
+    one_sided, n_spam, n_ham = tenant.fit_labels(shipped, examples(spam, "spam"))
+    both, *_ = tenant.fit_labels(shipped, examples(spam, "spam") + examples(ham, "ham"))
+    assert (n_spam, n_ham) == (30, 0)
+    assert one_sided is not None and both is not None
+    assert one_sided.cap == tenant.CAP and both.cap == tenant.MATURE_CAP
+    # Only a tenant with MATURE labels of each kind rescales the shipped model's verdict.
+    assert one_sided.model.scale == 0.0 and one_sided.model.offset == 0.0
+    stored = tenant.loads(both.dumps())  # an .npz read with allow_pickle=False
+    assert stored is not None and stored.cap == both.cap
+    assert stored.model.scale == pytest.approx(both.model.scale)
 
 
 async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:
@@ -253,9 +281,22 @@ async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_on
     assert taught["is_spam"] is True and taught["spam_score"] > untaught["spam_score"] + 0.5
 
 
-async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(db: Any) -> None:
+async def test_feedback_is_idempotent_and_relabelling_replaces_the_old_label(db: Any) -> None:
     account = await create_nylas_account(db)
     msg = await _message(db, account, subject="hi", text="plumbus grumbo flarnish offer")
+
+    async def stored() -> Any:
+        async with db.transaction() as s:
+            return (
+                await s.execute(
+                    sa.text(
+                        "SELECT f.label, f.features, f.tokens, m.changes FROM classifier_feedback f"
+                        " JOIN tenant_spam_model m USING (tenant_id) WHERE f.tenant_id = :t"
+                    ),
+                    {"t": account.tenant_id},
+                )
+            ).all()
+
     async with db.transaction() as s:
         assert await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
@@ -263,15 +304,72 @@ async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(d
         assert not await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
         )
+    first = await stored()
+    assert [(r.label, r.changes) for r in first] == [("spam", 1)]
+    # Hashed buckets and indicator names only: the mail's words are stored nowhere for this.
+    assert b"plumbus" not in bytes(first[0].features) and "plumbus" not in str(first[0].tokens)
+    async with db.transaction() as s:
         assert await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="ham"
         )
+    assert [(r.label, r.changes) for r in await stored()] == [("ham", 2)]
+
+
+def _reversed_tenant_mail(kind: str, i: int) -> tuple[str, str]:
+    """Mail the shipped model gets wrong for a tenant that sees it the other way round: a
+    pharmacy's coupon mail (looks like spam, is this tenant's business) and meeting notes
+    (look like ham, are what this tenant reports)."""
+    drugs = ("atorvastatin", "metformin", "lisinopril", "amoxicillin", "sertraline", "omeprazole")
+    topics = ("quarterly roadmap", "team offsite", "budget review", "hiring plan", "design sync")
+    if kind == "coupon":
+        return (
+            f"Your order {1000 + i} ships today",
+            f"FREE shipping on your refill of {drugs[i % 6]}! Save 40% now with coupon RX{i}. "
+            f"Click here to claim your discount: http://pharma-{i % 7}.example.com/refill?id={i} "
+            "Limited time offer, act now!!! Lowest prices guaranteed.",
+        )
+    return (
+        f"Re: {topics[i % 5]}",
+        f"Hi all, notes from the {topics[(i + 2) % 5]} meeting are attached. Please review the "
+        f"action items before thursday and reply with comments. Thanks, Dana ({i})",
+    )
+
+
+async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any) -> None:
+    teacher, other = await create_nylas_account(db), await create_nylas_account(db)
+    probes = [
+        mail.MailDoc(subject=s, from_email="friend@example.org", text=t)
+        for s, t in (_reversed_tenant_mail("coupon", 9001), _reversed_tenant_mail("notes", 9002))
+    ]
+
+    async def verdicts(tenant_id: uuid.UUID) -> list[dict[str, Any]]:
+        async with db.transaction() as s:
+            return [await verdict(s, tenant_id=tenant_id, doc=p) for p in probes]
+
+    before_teacher, before_other = await verdicts(teacher.tenant_id), await verdicts(other.tenant_id)
+    # The shipped model's view: the coupon mail is spam, the meeting notes are ham.
+    assert [v["is_spam"] for v in before_teacher] == [True, False]
+    assert before_other == before_teacher
+    for i in range(250):
+        for kind, label in (("coupon", "ham"), ("notes", "spam")):
+            subject, text = _reversed_tenant_mail(kind, i)
+            msg = await _message(db, teacher, subject=subject, text=text)
+            async with db.transaction() as s:
+                assert await record_feedback(
+                    s, tenant_id=teacher.tenant_id, user_id=None, message_id=msg.id, label=label
+                )
+    after_teacher, after_other = await verdicts(teacher.tenant_id), await verdicts(other.tenant_id)
+    assert [v["is_spam"] for v in after_teacher] == [False, True]
+    # The other tenant's verdicts are the shipped model's, to the digit.
+    assert after_other == before_other
+    async with db.transaction() as s:
         rows = (
             await s.execute(
                 sa.text(
-                    "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"
+                    "SELECT tenant_id, changes, fitted_changes, n_spam, n_ham FROM tenant_spam_model"
+                    " WHERE tenant_id IN (:a, :b)"
                 ),
-                {"t": account.tenant_id},
+                {"a": teacher.tenant_id, "b": other.tenant_id},
             )
-        ).one()
-    assert (rows.spam, rows.ham) == (0, 1)
+        ).all()
+    assert [tuple(r) for r in rows] == [(teacher.tenant_id, 500, 500, 250, 250)]
