@@ -202,6 +202,7 @@ async def fitted_for(
     if _due(state) and await repo.try_fit_lock(session, tenant_id=tenant_id):
         # Read again under the lock: another worker may have refitted since.
         state = await repo.model_state(session, tenant_id=tenant_id)
+        assert state is not None  # rows are never deleted but with their tenant
         generation = state.generation
         if _due(state):
             generation = await refit(

@@ -132,7 +132,9 @@ def fit(
             q *= float(np.dot(s_hist[-1], y_hist[-1])) / float(np.dot(y_hist[-1], y_hist[-1]))
         else:
             q *= 1.0 / max(1.0, float(np.abs(g).max()))
-        for (s, yv), (rho, alpha) in zip(zip(s_hist, y_hist, strict=True), reversed(alphas), strict=True):
+        for (s, yv), (rho, alpha) in zip(
+            zip(s_hist, y_hist, strict=True), reversed(alphas), strict=True
+        ):
             beta = rho * float(np.dot(yv, q))
             q += (alpha - beta) * s
         direction = -q

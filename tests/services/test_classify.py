@@ -195,7 +195,10 @@ def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
         mail.MailDoc(subject="hello", text=f"Join the zorblax quantum presale number {i}.")
         for i in range(30)
     ]
-    ham = [mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap.") for i in range(30)]
+    ham = [
+        mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap.")
+        for i in range(30)
+    ]
 
     def examples(docs: list[mail.MailDoc], label: str) -> list[Any]:
         out = []
@@ -346,7 +349,10 @@ async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any
         async with db.transaction() as s:
             return [await verdict(s, tenant_id=tenant_id, doc=p) for p in probes]
 
-    before_teacher, before_other = await verdicts(teacher.tenant_id), await verdicts(other.tenant_id)
+    before_teacher, before_other = (
+        await verdicts(teacher.tenant_id),
+        await verdicts(other.tenant_id),
+    )
     # The shipped model's view: the coupon mail is spam, the meeting notes are ham.
     assert [v["is_spam"] for v in before_teacher] == [True, False]
     assert before_other == before_teacher
@@ -366,8 +372,8 @@ async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any
         rows = (
             await s.execute(
                 sa.text(
-                    "SELECT tenant_id, changes, fitted_changes, n_spam, n_ham FROM tenant_spam_model"
-                    " WHERE tenant_id IN (:a, :b)"
+                    "SELECT tenant_id, changes, fitted_changes, n_spam, n_ham"
+                    " FROM tenant_spam_model WHERE tenant_id IN (:a, :b)"
                 ),
                 {"a": teacher.tenant_id, "b": other.tenant_id},
             )
