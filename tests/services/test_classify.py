@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -217,6 +218,25 @@ def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
     stored = tenant.loads(both.dumps())  # an .npz read with allow_pickle=False
     assert stored is not None and stored.cap == both.cap
     assert stored.model.scale == pytest.approx(both.model.scale)
+
+
+def test_a_refit_waits_for_enough_new_labels_or_a_minute() -> None:
+    now = datetime.now(UTC)
+
+    def state(changes: int, fitted: int, n: int, age_s: float) -> Any:
+        return SimpleNamespace(
+            changes=changes,
+            fitted_changes=fitted,
+            n_spam=n // 2,
+            n_ham=n - n // 2,
+            fitted_at=now - timedelta(seconds=age_s),
+        )
+
+    assert tenant._due(state(1, 0, 0, 0))  # the first label
+    assert not tenant._due(state(500, 500, 500, 3600))  # nothing new
+    assert not tenant._due(state(501, 500, 500, 5))  # one more of 500, just refitted
+    assert tenant._due(state(525, 500, 500, 5))  # 5% more
+    assert tenant._due(state(501, 500, 500, 61))  # one more, a minute later
 
 
 async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:
