@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,8 +122,8 @@ async def save_fit(
     n_spam: int,
     n_ham: int,
     model: bytes,
-) -> int:
-    """Store a fitted model and return its generation (the cache key of every worker)."""
+) -> tuple[int, datetime]:
+    """Store a fitted model; its (generation, fitted_at) is what every worker caches it by."""
     stmt = (
         sa.update(_tm)
         .where(_tm.c.tenant_id == tenant_id)
@@ -134,9 +135,10 @@ async def save_fit(
             fitted_at=sa.func.now(),
             model=model,
         )
-        .returning(_tm.c.generation)
+        .returning(_tm.c.generation, _tm.c.fitted_at)
     )
-    return int((await session.execute(stmt)).scalar_one())
+    row = (await session.execute(stmt)).one()
+    return int(row.generation), row.fitted_at
 
 
 async def get_feedback(

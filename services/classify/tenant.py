@@ -143,13 +143,16 @@ def fit_labels(
     return Fitted(model=model, cap=MATURE_CAP if mature else CAP), n_spam, n_ham
 
 
-# tenant id -> (generation, fitted model or None): each worker process reads a tenant's model
-# once per generation, not once per verdict.
-_cache: OrderedDict[uuid.UUID, tuple[int, Fitted | None]] = OrderedDict()
+# tenant id -> ((generation, fitted_at), fitted model or None): each worker process reads a
+# tenant's model once per fit, not once per verdict. fitted_at (the fitting transaction's start)
+# is part of the key, so a fit whose transaction rolled back never passes for a later one that
+# took the same generation number.
+Version = tuple[int, datetime | None]
+_cache: OrderedDict[uuid.UUID, tuple[Version, Fitted | None]] = OrderedDict()
 
 
-def _remember(tenant_id: uuid.UUID, generation: int, fitted: Fitted | None) -> None:
-    _cache[tenant_id] = (generation, fitted)
+def _remember(tenant_id: uuid.UUID, version: Version, fitted: Fitted | None) -> None:
+    _cache[tenant_id] = (version, fitted)
     _cache.move_to_end(tenant_id)
     while len(_cache) > CACHED_TENANTS:
         _cache.popitem(last=False)
@@ -166,8 +169,8 @@ def _due(state: Any) -> bool:
 
 async def refit(
     session: AsyncSession, *, tenant_id: uuid.UUID, changes: int, shipped: SpamModel
-) -> int:
-    """Fit the tenant's model on its newest labels and store it; returns the new generation."""
+) -> Version:
+    """Fit the tenant's model on its newest labels and store it; returns its version."""
     examples = []
     for row in await repo.labelled_examples(
         session, tenant_id=tenant_id, limit=tenant_fit.MAX_EXAMPLES
@@ -179,7 +182,7 @@ async def refit(
     start = cached[1] if cached is not None else None
     # Up to MAX_EXAMPLES rows and MAX_ITER iterations of numpy work: off the event loop.
     fitted, n_spam, n_ham = await asyncio.to_thread(fit_labels, shipped, examples, start=start)
-    generation = await repo.save_fit(
+    version = await repo.save_fit(
         session,
         tenant_id=tenant_id,
         fitted_changes=changes,
@@ -187,8 +190,8 @@ async def refit(
         n_ham=n_ham,
         model=fitted.dumps() if fitted is not None else b"",
     )
-    _remember(tenant_id, generation, fitted)
-    return generation
+    _remember(tenant_id, version, fitted)
+    return version
 
 
 async def fitted_for(
@@ -198,23 +201,23 @@ async def fitted_for(
     state = await repo.model_state(session, tenant_id=tenant_id)
     if state is None:
         return None
-    generation = state.generation
+    version: Version = (state.generation, state.fitted_at)
     if _due(state) and await repo.try_fit_lock(session, tenant_id=tenant_id):
         # Read again under the lock: another worker may have refitted since.
         state = await repo.model_state(session, tenant_id=tenant_id)
         assert state is not None  # rows are never deleted but with their tenant
-        generation = state.generation
+        version = (state.generation, state.fitted_at)
         if _due(state):
-            generation = await refit(
+            version = await refit(
                 session, tenant_id=tenant_id, changes=state.changes, shipped=shipped
             )
     cached = _cache.get(tenant_id)
-    if cached is not None and cached[0] == generation:
+    if cached is not None and cached[0] == version:
         _cache.move_to_end(tenant_id)
         return cached[1]
-    blob = await repo.model_blob(session, tenant_id=tenant_id, generation=generation)
+    blob = await repo.model_blob(session, tenant_id=tenant_id, generation=version[0])
     fitted = loads(blob) if blob else None
-    _remember(tenant_id, generation, fitted)
+    _remember(tenant_id, version, fitted)
     return fitted
 
 
