@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.classify_data import headerless, load_folders, quality
 from services.classify import features, mail, tenant
-from services.classify.model import SpamModel, feature_vector, probability
+from services.classify.model import SpamModel, feature_groups, probability
 
 N_TAUGHT = 500
 UNSEEN_TRAIN = {"easy-ham-1": False, "spam-1": True}
@@ -52,12 +52,13 @@ def taught_scores(
         examples.append(("spam" if y[i] else "ham", groups, extracted[i].indicators))
     started = time.process_time()
     fitted, _, _ = tenant.fit_labels(model, examples)
+    print(f"tenant kind: {fitted.kind if fitted else None}", file=sys.stderr)
     fit_seconds = time.process_time() - started
     assert fitted is not None
     scores = []
     for i in rest:
         base = model.logit(extracted[i])
-        adjust = fitted.adjustment(base, *feature_vector(extracted[i], model.n_buckets))
+        adjust = fitted.adjustment(base, feature_groups(extracted[i], model.n_buckets))
         scores.append(probability(base + adjust))
     return np.array(scores), y[rest], fit_seconds
 

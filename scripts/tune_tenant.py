@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.classify_data import headerless, load_folders, quality
 from scripts.train_classifier import train_model
-from services.classify import features, tenant_fit
+from services.classify import features, tenant, tenant_fit
 from services.classify.features import Features
-from services.classify.model import SpamModel, feature_vector
+from services.classify.model import SpamModel, feature_groups, feature_vector
 
 
 def base_logit(model: SpamModel, f: Features) -> float:
@@ -52,12 +52,37 @@ def lr_scores_factory(**kw: float | bool) -> Callable[..., np.ndarray]:
     return run
 
 
+def kind_scores_factory(kinds: tuple[str, ...]) -> Callable[..., np.ndarray]:
+    """The tenant code's own fit (tenant.fit_labels): one kind, or the per-tenant choice."""
+
+    def run(
+        model: SpamModel, feats: list[Features], y: np.ndarray, taught: np.ndarray, rest: np.ndarray
+    ) -> np.ndarray:
+        examples = []
+        for i in taught:
+            groups = tenant.unpack_example(tenant.pack_example(feats[i]))
+            assert groups is not None
+            examples.append(("spam" if y[i] else "ham", groups, feats[i].indicators))
+        fitted, _, _ = tenant.fit_labels(model, examples, kinds=kinds)
+        assert fitted is not None
+        if len(kinds) > 1:
+            print(f"    chose {fitted.kind}", flush=True)
+        out = []
+        for i in rest:
+            base = model.logit(feats[i])
+            out.append(base + fitted.adjustment(base, feature_groups(feats[i], model.n_buckets)))
+        return np.array(out)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--taught", type=int, default=500)
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--lam", type=float, nargs="+", default=[tenant_fit.L2_WEIGHTS])
     parser.add_argument("--mu", type=float, nargs="+", default=[tenant_fit.L2_GLOBAL])
+    parser.add_argument("--kinds", action="store_true", help="logistic, nb, mean and the choice")
     parser.add_argument("--buckets", type=int, default=tenant_fit.TENANT_BUCKETS)
     args = parser.parse_args()
     tenant_fit.TENANT_BUCKETS = args.buckets
@@ -88,6 +113,10 @@ def main() -> None:
     methods: dict[str, Callable[..., np.ndarray]] = {
         "none": lambda m, f, y, t, r: np.array([m.score(f[i]) for i in r]),
     }
+    if args.kinds:
+        for kind in tenant_fit.KINDS:
+            methods[f"kind={kind}"] = kind_scores_factory((kind,))
+        methods["chosen by CV"] = kind_scores_factory(tenant_fit.KINDS)
     for lam in args.lam:
         for mu in args.mu:
             methods[f"logistic lam={lam} mu={mu}"] = lr_scores_factory(lam=lam, mu=mu)

@@ -14,7 +14,8 @@ from services.classify import features, mail, tenant
 from services.classify.model import (
     SpamModel,
     default_model,
-    feature_vector,
+    feature_groups,
+    group_vector,
     indicator_logit,
     probability,
 )
@@ -44,10 +45,11 @@ async def verdict(
     """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
     model = model or default_model()
     found = features.extract(doc)
-    idx, values = feature_vector(found, model.n_buckets)
+    groups = feature_groups(found, model.n_buckets)
+    idx, values = group_vector(groups)
     base = model.vector_logit(idx, values) + indicator_logit(found.indicators)
     fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
-    adjust = fitted.adjustment(base, idx, values) if fitted is not None else 0.0
+    adjust = fitted.adjustment(base, groups) if fitted is not None else 0.0
     score = probability(base + adjust)
     return {
         "status": "success",

@@ -74,44 +74,159 @@ def unpack_example(blob: bytes) -> list[np.ndarray] | None:
 
 @dataclass(frozen=True)
 class Fitted:
-    """A tenant's fitted correction and how far it may move a verdict."""
+    """A tenant's fitted correction, which kind it is, and how far it may move a verdict.
 
-    model: tenant_fit.TenantModel
+    kind "logistic" uses `model`, "nb" uses `nb`, "mean" the mean of both (each capped).
+    """
+
+    kind: str
     cap: float
+    model: tenant_fit.TenantModel | None = None
+    nb: tenant_fit.NaiveBayes | None = None
 
-    def adjustment(self, base: float, idx: np.ndarray, values: np.ndarray) -> float:
+    def adjustment(self, base: float, groups: list[np.ndarray]) -> float:
         """Log-odds to add to the shipped model's `base` log-odds of the mail."""
-        delta = self.model.logit(base, idx, values) - base
-        return max(-self.cap, min(self.cap, delta))
+        parts = []
+        if self.model is not None:
+            idx, values = group_vector(groups)
+            parts.append(self.model.logit(base, idx, values) - base)
+        if self.nb is not None:
+            parts.append(self.nb.delta(groups[0], every_term=self.cap == MATURE_CAP))
+        capped = [max(-self.cap, min(self.cap, d)) for d in parts]
+        return sum(capped) / len(capped) if capped else 0.0
 
     def dumps(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array([FORMAT], dtype=np.int64),
+            "buckets": np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
+            "kind": np.array([KIND_CODES.index(self.kind)], dtype=np.int64),
+            "cap": np.array([self.cap], dtype=np.float64),
+        }
+        if self.model is not None:
+            arrays["scale"] = np.array([self.model.scale], dtype=np.float64)
+            arrays["offset"] = np.array([self.model.offset], dtype=np.float64)
+            arrays["weights"] = self.model.weights.astype(np.float16)
+        if self.nb is not None:
+            arrays["nb_totals"] = np.array([self.nb.n_spam, self.nb.n_ham], dtype=np.int64)
+            arrays["nb_spam"] = self.nb.spam.astype(np.uint16)
+            arrays["nb_ham"] = self.nb.ham.astype(np.uint16)
         out = io.BytesIO()
-        np.savez_compressed(
-            out,
-            format=np.array([FORMAT], dtype=np.int64),
-            buckets=np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
-            scale=np.array([self.model.scale], dtype=np.float64),
-            offset=np.array([self.model.offset], dtype=np.float64),
-            cap=np.array([self.cap], dtype=np.float64),
-            weights=self.model.weights.astype(np.float16),
-        )
+        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
         return out.getvalue()
+
+
+# The stored kind is an index into this tuple (a plain integer array, no pickled string).
+KIND_CODES = ("logistic", "nb", "mean")
 
 
 def loads(blob: bytes) -> Fitted | None:
     """A stored model, read without pickle; None for another layout (refitted on next label)."""
+    shape = (tenant_fit.TENANT_BUCKETS,)
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         if int(data["format"][0]) != FORMAT or int(data["buckets"][0]) != tenant_fit.TENANT_BUCKETS:
             return None
-        weights = data["weights"].astype(np.float32)
-        if weights.shape != (tenant_fit.TENANT_BUCKETS,):
+        code = int(data["kind"][0]) if "kind" in data else 0
+        if not 0 <= code < len(KIND_CODES):
             return None
-        return Fitted(
-            model=tenant_fit.TenantModel(
+        kind = KIND_CODES[code]
+        model = nb = None
+        if kind in ("logistic", "mean"):
+            weights = data["weights"].astype(np.float32)
+            if weights.shape != shape:
+                return None
+            model = tenant_fit.TenantModel(
                 scale=float(data["scale"][0]), offset=float(data["offset"][0]), weights=weights
-            ),
-            cap=float(data["cap"][0]),
+            )
+        if kind in ("nb", "mean"):
+            spam, ham = data["nb_spam"].astype(np.int32), data["nb_ham"].astype(np.int32)
+            if spam.shape != shape or ham.shape != shape:
+                return None
+            totals = data["nb_totals"]
+            nb = tenant_fit.NaiveBayes.build(spam, ham, int(totals[0]), int(totals[1]))
+        return Fitted(kind=kind, cap=float(data["cap"][0]), model=model, nb=nb)
+
+
+def _fit_kind(
+    kind: str,
+    rows: list[tuple[np.ndarray, np.ndarray]],
+    tokens: list[np.ndarray],
+    base: np.ndarray,
+    y: np.ndarray,
+    *,
+    mature: bool,
+    start: Fitted | None,
+) -> Fitted:
+    model = nb = None
+    if kind in ("logistic", "mean"):
+        model = tenant_fit.fit(
+            tenant_fit.Examples.build(rows, list(base), list(y)),
+            fit_global=mature,
+            start=start.model if start is not None else None,
         )
+    if kind in ("nb", "mean"):
+        nb = tenant_fit.fit_nb(tokens, y)
+    return Fitted(kind=kind, cap=MATURE_CAP if mature else CAP, model=model, nb=nb)
+
+
+def choose_kind(
+    rows: list[tuple[np.ndarray, np.ndarray]],
+    tokens: list[np.ndarray],
+    base: np.ndarray,
+    y: np.ndarray,
+    kinds: Sequence[str] = tenant_fit.KINDS,
+) -> tuple[str, dict[str, float]]:
+    """The kind whose pooled out-of-fold scores rank best (tenant_fit.partial_auc).
+
+    FOLDS folds, each class dealt round-robin in a fixed shuffled order so every fold holds
+    both kinds of label; the logistic and the naive Bayes are fitted once per fold and "mean"
+    reuses both. Returns the kind and the criterion per kind.
+    """
+    n = len(y)
+    fold = np.empty(n, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(n)
+    for label in (0, 1):
+        members = order[y[order] == label]
+        fold[members] = np.arange(len(members)) % tenant_fit.FOLDS
+    oof = {k: np.zeros(n) for k in kinds}
+    for k_fold in range(tenant_fit.FOLDS):
+        train, test = np.flatnonzero(fold != k_fold), np.flatnonzero(fold == k_fold)
+        mature = min(int(y[train].sum()), int((1 - y[train]).sum())) >= MATURE
+        need = {"logistic", "nb"} if "mean" in kinds else set(kinds)
+        fitted = {
+            k: _fit_kind(
+                k,
+                [rows[i] for i in train],
+                [tokens[i] for i in train],
+                base[train],
+                y[train],
+                mature=mature,
+                start=None,
+            )
+            for k in need
+        }
+        for i in test:
+            b = float(base[i])
+            delta = {}
+            if "logistic" in fitted:
+                model = fitted["logistic"].model
+                assert model is not None
+                delta["logistic"] = model.logit(b, *rows[i]) - b
+            if "nb" in fitted:
+                nb = fitted["nb"].nb
+                assert nb is not None
+                delta["nb"] = nb.delta(tokens[i], every_term=mature)
+            cap = MATURE_CAP if mature else CAP
+            delta = {k: max(-cap, min(cap, d)) for k, d in delta.items()}
+            if "mean" in kinds:
+                delta["mean"] = 0.5 * (delta["logistic"] + delta["nb"])
+            for k in kinds:
+                oof[k][i] = b + delta[k]
+    got = {k: tenant_fit.partial_auc(y, oof[k]) for k in kinds}
+    best = kinds[0]
+    for k in kinds[1:]:
+        if got[k] > got[best]:
+            best = k
+    return best, got
 
 
 def fit_labels(
@@ -119,28 +234,34 @@ def fit_labels(
     examples: Sequence[tuple[str, list[np.ndarray], list[str]]],
     *,
     start: Fitted | None = None,
+    kinds: Sequence[str] = tenant_fit.KINDS,
 ) -> tuple[Fitted | None, int, int]:
     """Fit on (label, bucket groups, indicator names) examples; (model, n_spam, n_ham).
 
+    A tenant with MATURE labels of each kind gets the kind (of `kinds`) that cross-validation
+    on its own labels ranks best (choose_kind); one with fewer, the first of `kinds`.
     Pure CPU work (no database): the worker runs it in a thread; `make eval` calls it too.
     """
-    rows, base, y = [], [], []
+    rows, tokens, base_list, labels = [], [], [], []
     for label, groups, indicators in examples[: tenant_fit.MAX_EXAMPLES]:
         idx, values = group_vector(groups)
         rows.append((idx, values))
-        base.append(shipped.vector_logit(idx, values) + indicator_logit(indicators))
-        y.append(1 if label == "spam" else 0)
-    n_spam = sum(y)
-    n_ham = len(y) - n_spam
-    if not y:
+        tokens.append(groups[0])
+        base_list.append(shipped.vector_logit(idx, values) + indicator_logit(indicators))
+        labels.append(1 if label == "spam" else 0)
+    if not labels:
         return None, 0, 0
+    y = np.array(labels, dtype=np.int64)
+    base = np.array(base_list, dtype=np.float64)
+    n_spam = int(y.sum())
+    n_ham = len(y) - n_spam
     mature = min(n_spam, n_ham) >= MATURE
-    model = tenant_fit.fit(
-        tenant_fit.Examples.build(rows, base, y),
-        fit_global=mature,
-        start=start.model if start is not None else None,
-    )
-    return Fitted(model=model, cap=MATURE_CAP if mature else CAP), n_spam, n_ham
+    kind = kinds[0]
+    if mature and len(kinds) > 1:
+        kind, _ = choose_kind(rows, tokens, base, y, kinds)
+    warm = start if start is not None and start.model is not None else None
+    fitted = _fit_kind(kind, rows, tokens, base, y, mature=mature, start=warm)
+    return fitted, n_spam, n_ham
 
 
 # tenant id -> ((generation, fitted_at), fitted model or None): each worker process reads a

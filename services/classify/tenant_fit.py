@@ -17,6 +17,7 @@ arrays, bounded by MAX_EXAMPLES rows and MAX_ITER iterations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,3 +169,79 @@ def fit(
     return TenantModel(
         scale=float(theta[0]), offset=float(theta[1]), weights=theta[2:].astype(np.float32)
     )
+
+
+# The naive-Bayes correction over the same buckets (the token group only: words, subject,
+# URLs, sender; not the thousands of character 4-grams), with the shrinkage of the token
+# counts it came from: Robinson's prior STRENGTH, the evidence of n labels scaled by
+# n / (n + SHRINK), and only the STRONGEST buckets for a tenant that has not taught both kinds.
+NB_STRENGTH = 1.0
+NB_SHRINK = 3.0
+NB_STRONGEST = 15
+
+
+@dataclass(frozen=True)
+class NaiveBayes:
+    spam: np.ndarray  # int32 per bucket: the tenant's spam labels holding it
+    ham: np.ndarray  # int32 per bucket: its ham labels holding it
+    n_spam: int
+    n_ham: int
+    terms: np.ndarray  # float64 per bucket: the log-odds of Robinson's f (0 where unseen)
+
+    @staticmethod
+    def build(spam: np.ndarray, ham: np.ndarray, n_spam: int, n_ham: int) -> NaiveBayes:
+        s, h = spam.astype(np.float64), ham.astype(np.float64)
+        rate_s, rate_h = s / max(n_spam, 1), h / max(n_ham, 1)
+        seen = (s + h) > 0
+        p = np.where(seen, rate_s / np.where(seen, rate_s + rate_h, 1.0), 0.5)
+        n = s + h
+        f = (NB_STRENGTH * 0.5 + n * p) / (NB_STRENGTH + n)
+        terms = np.where(seen, np.log(f / (1.0 - f)), 0.0)
+        return NaiveBayes(spam=spam, ham=ham, n_spam=n_spam, n_ham=n_ham, terms=terms)
+
+    def delta(self, tokens: np.ndarray, *, every_term: bool) -> float:
+        """Log-odds from the mail's distinct token buckets (uncapped)."""
+        total = self.n_spam + self.n_ham
+        if total == 0 or not len(tokens):
+            return 0.0
+        t = self.terms[np.unique(tokens & (TENANT_BUCKETS - 1))]
+        if not every_term and len(t) > NB_STRONGEST:
+            t = t[np.argpartition(-np.abs(t), NB_STRONGEST)[:NB_STRONGEST]]
+        return float(t.sum()) * total / (total + NB_SHRINK)
+
+
+def fit_nb(tokens: list[np.ndarray], y: np.ndarray) -> NaiveBayes:
+    """Count, per bucket, the spam and ham labels that hold it (each mail once)."""
+    spam = np.zeros(TENANT_BUCKETS, dtype=np.int64)
+    ham = np.zeros(TENANT_BUCKETS, dtype=np.int64)
+    for t, label in zip(tokens, y, strict=True):
+        b = np.unique(t & (TENANT_BUCKETS - 1))
+        (spam if label else ham)[b] += 1
+    n_spam = int(np.sum(y))
+    return NaiveBayes.build(spam.astype(np.int32), ham.astype(np.int32), n_spam, len(y) - n_spam)
+
+
+# Choosing between the logistic, the naive Bayes and their mean per tenant: FOLDS-fold
+# cross-validation on its labels, out-of-fold scores pooled, ranked by the partial AUC up to
+# 1% FPR (the goal's operating point), widened to at least PAUC_MIN_HAM ham so that one odd
+# ham of a tenant with few does not decide alone. Ties keep the earlier kind in KINDS.
+KINDS = ("logistic", "mean", "nb")
+FOLDS = 3
+PAUC_FPR = 0.01
+PAUC_MIN_HAM = 5
+
+
+def partial_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve from FPR 0 to max(PAUC_FPR, PAUC_MIN_HAM / n_ham), normalised."""
+    pos, neg = scores[y == 1], np.sort(scores[y == 0])[::-1]
+    if not len(pos) or not len(neg):
+        return 0.0
+    k = max(1, min(len(neg), max(math.ceil(PAUC_FPR * len(neg)), PAUC_MIN_HAM)))
+    # Each of the k highest-scored ham is one FPR step; the TPR over it is the spam above it
+    # (ties half).
+    pos_sorted = np.sort(pos)
+    above = len(pos) - np.searchsorted(pos_sorted, neg[:k], side="right")
+    ties = np.searchsorted(pos_sorted, neg[:k], side="right") - np.searchsorted(
+        pos_sorted, neg[:k], side="left"
+    )
+    return float(np.mean((above + 0.5 * ties) / len(pos)))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -209,15 +210,89 @@ def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
         return out
 
     one_sided, n_spam, n_ham = tenant.fit_labels(shipped, examples(spam, "spam"))
-    both, *_ = tenant.fit_labels(shipped, examples(spam, "spam") + examples(ham, "ham"))
+    both, *_ = tenant.fit_labels(
+        shipped, examples(spam, "spam") + examples(ham, "ham"), kinds=("logistic",)
+    )
     assert (n_spam, n_ham) == (30, 0)
     assert one_sided is not None and both is not None
     assert one_sided.cap == tenant.CAP and both.cap == tenant.MATURE_CAP
     # Only a tenant with MATURE labels of each kind rescales the shipped model's verdict.
+    assert one_sided.kind == "logistic"  # too few of one kind to choose: the first kind
+    assert one_sided.model is not None and both.model is not None
     assert one_sided.model.scale == 0.0 and one_sided.model.offset == 0.0
     stored = tenant.loads(both.dumps())  # an .npz read with allow_pickle=False
     assert stored is not None and stored.cap == both.cap
+    assert stored.model is not None
     assert stored.model.scale == pytest.approx(both.model.scale)
+
+
+def _synthetic_tenant(kind: str, seed: int) -> tuple[list[Any], list[Any], Any, Any]:
+    """60 spam and 60 ham as bucket rows: where one learner should clearly win.
+
+    "nb": the shipped model's log-odds are noise (sd 15) and each label holds 30 of 1,000
+    words of its own kind, mostly seen once or twice: counting them beats a penalised fit.
+    "logistic": the shipped model separates the labels and the words are drawn from one
+    vocabulary for both: counting turns that noise into evidence, the logistic keeps the base.
+    """
+    rng = np.random.default_rng(seed)
+    rows, tokens, base, y = [], [], [], []
+    for i in range(120):
+        label = i % 2
+        if kind == "nb":
+            words = rng.choice(1000, 30, replace=False) + (1000 if label else 3000)
+            b = rng.normal(0, 15)
+        else:
+            words = rng.choice(300, 30, replace=False) + 5000
+            b = (3.0 if label else -3.0) + rng.normal(0, 1)
+        words = np.sort(words).astype(np.int64)
+        tokens.append(words)
+        rows.append(group_vector([words, np.zeros(0, dtype=np.int64)]))
+        base.append(b)
+        y.append(label)
+    return rows, tokens, np.array(base), np.array(y)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cross_validation_picks_the_learner_that_ranks_the_tenants_labels_better(
+    seed: int,
+) -> None:
+    kind, got = tenant.choose_kind(*_synthetic_tenant("nb", seed))
+    assert kind == "nb"
+    assert got["nb"] > got["logistic"] + 0.05
+
+    kind, got = tenant.choose_kind(*_synthetic_tenant("logistic", seed))
+    assert kind == "logistic"
+    assert got["logistic"] > got["nb"] + 0.3
+
+
+def test_each_kind_of_tenant_model_is_stored_and_read_back_without_pickle() -> None:
+    shipped = default_model()
+    docs = [
+        ("spam", mail.MailDoc(subject="offer", text=f"Cheap zorblax pills, order {i} now."))
+        for i in range(25)
+    ] + [
+        ("ham", mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap."))
+        for i in range(25)
+    ]
+    examples = []
+    for label, d in docs:
+        f = features.extract(d)
+        examples.append((label, tenant.unpack_example(tenant.pack_example(f)), f.indicators))
+    probe = features.extract(mail.MailDoc(subject="offer", text="Cheap zorblax pills today."))
+    groups = tenant.unpack_example(tenant.pack_example(probe))
+    assert groups is not None
+    base = shipped.logit(probe)
+    for kind in ("logistic", "nb", "mean"):
+        fitted, *_ = tenant.fit_labels(shipped, examples, kinds=(kind,))
+        assert fitted is not None and fitted.kind == kind
+        stored = tenant.loads(fitted.dumps())
+        assert stored is not None and stored.kind == kind
+        # Taught spam words push the probe towards spam, the same before and after storing
+        # (the logistic weights are kept as float16).
+        assert fitted.adjustment(base, groups) > 1.0
+        assert stored.adjustment(base, groups) == pytest.approx(
+            fitted.adjustment(base, groups), rel=0.01, abs=0.01
+        )
 
 
 def test_a_refit_waits_for_enough_new_labels_or_a_minute() -> None:
