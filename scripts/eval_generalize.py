@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.classify_data import headerless, load_folders, quality
 from services.classify import features, mail, tenant
-from services.classify.model import SpamModel, feature_groups, probability
+from services.classify.model import SpamModel, probability
 
 N_TAUGHT = 500
 UNSEEN_TRAIN = {"easy-ham-1": False, "spam-1": True}
@@ -58,7 +58,7 @@ def taught_scores(
     scores = []
     for i in rest:
         base = model.logit(extracted[i])
-        adjust = fitted.adjustment(base, feature_groups(extracted[i], model.n_buckets))
+        adjust = fitted.adjustment(base, tenant.example_groups(extracted[i], model.n_buckets))
         scores.append(probability(base + adjust))
     return np.array(scores), y[rest], fit_seconds
 

@@ -25,7 +25,7 @@ from scripts.classify_data import headerless, load_folders, quality
 from scripts.train_classifier import train_model
 from services.classify import features, tenant, tenant_fit
 from services.classify.features import Features
-from services.classify.model import SpamModel, feature_groups, feature_vector
+from services.classify.model import SpamModel, feature_vector
 
 
 def base_logit(model: SpamModel, f: Features) -> float:
@@ -70,7 +70,9 @@ def kind_scores_factory(kinds: tuple[str, ...]) -> Callable[..., np.ndarray]:
         out = []
         for i in rest:
             base = model.logit(feats[i])
-            out.append(base + fitted.adjustment(base, feature_groups(feats[i], model.n_buckets)))
+            out.append(
+                base + fitted.adjustment(base, tenant.example_groups(feats[i], model.n_buckets))
+            )
         return np.array(out)
 
     return run

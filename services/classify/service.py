@@ -14,7 +14,6 @@ from services.classify import features, mail, tenant
 from services.classify.model import (
     SpamModel,
     default_model,
-    feature_groups,
     group_vector,
     indicator_logit,
     probability,
@@ -45,8 +44,8 @@ async def verdict(
     """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
     model = model or default_model()
     found = features.extract(doc)
-    groups = feature_groups(found, model.n_buckets)
-    idx, values = group_vector(groups)
+    groups = tenant.example_groups(found, model.n_buckets)
+    idx, values = group_vector(groups[:2])
     base = model.vector_logit(idx, values) + indicator_logit(found.indicators)
     fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
     adjust = fitted.adjustment(base, groups) if fitted is not None else 0.0

@@ -36,13 +36,19 @@ from services.classify.features import Features
 from services.classify.model import (
     N_BUCKETS,
     SpamModel,
+    bucket_indices,
     feature_groups,
     group_vector,
     indicator_logit,
 )
 
-# Version of the stored example and model layouts: a row of another version is skipped.
-FORMAT = 1
+# Version of the stored example and model layouts: a row of another version is skipped (an
+# example of version 1, without its content buckets marked, is still read).
+FORMAT = 2
+# Version of the stored model's layout (a model without a "kind" is a logistic one).
+MODEL_FORMAT = 1
+# Tokens the naive-Bayes correction counts: words, subject words, sender domain, URLs.
+CONTENT_PREFIXES = ("w:", "s:", "fd:", "u:")
 MATURE = 20
 CAP = 10.0
 MATURE_CAP = 30.0
@@ -53,20 +59,50 @@ REFIT_AFTER = timedelta(seconds=60)
 CACHED_TENANTS = 64
 
 
+def content_buckets(found: Features, n_buckets: int = N_BUCKETS) -> np.ndarray:
+    """The buckets of the mail's content tokens (words, subject, sender domain, URLs): the ones
+    the naive-Bayes correction counts, as the per-tenant token counts it replaced did."""
+    picked = sorted({t for t in found.tokens if t.startswith(CONTENT_PREFIXES)})
+    return bucket_indices(picked, n_buckets)
+
+
+def example_groups(found: Features, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
+    """[token buckets, 4-gram buckets, content buckets]: what a stored example unpacks to.
+
+    The first two are the shipped model's groups (`group_vector(groups[:2])`); the third a
+    subset of the first.
+    """
+    return [*feature_groups(found, n_buckets), content_buckets(found, n_buckets)]
+
+
 def pack_example(found: Features) -> bytes:
-    """The mail's distinct buckets per group as little-endian int32: [FORMAT, n_tokens, ...]."""
+    """The mail's distinct buckets as little-endian int32.
+
+    [FORMAT, n_tokens, n_content, tokens (content ones first), grams]
+    """
     tokens, grams = feature_groups(found)
-    head = np.array([FORMAT, len(tokens)], dtype=np.int64)
-    return np.concatenate([head, tokens, grams]).astype("<i4").tobytes()
+    content = content_buckets(found)
+    rest = np.setdiff1d(tokens, content, assume_unique=True)
+    head = np.array([FORMAT, len(tokens), len(content)], dtype=np.int64)
+    return np.concatenate([head, content, rest, grams]).astype("<i4").tobytes()
 
 
 def unpack_example(blob: bytes) -> list[np.ndarray] | None:
-    """The bucket groups of a stored example; None for another layout or a damaged row."""
+    """The bucket groups of a stored example (`example_groups`); None for another layout or a
+    damaged row. A FORMAT 1 row (before content buckets were marked) counts all its tokens as
+    content."""
     data = np.frombuffer(blob, dtype="<i4")
-    if len(data) < 2 or int(data[0]) != FORMAT or not 0 <= int(data[1]) <= len(data) - 2:
+    if len(data) < 2 or int(data[0]) not in (1, FORMAT):
         return None
-    cut = 2 + int(data[1])
-    groups = [data[2:cut].astype(np.int64), data[cut:].astype(np.int64)]
+    skip = 2 if int(data[0]) == 1 else 3
+    if len(data) < skip or not 0 <= int(data[1]) <= len(data) - skip:
+        return None
+    cut = skip + int(data[1])
+    n_content = int(data[1]) if skip == 2 else int(data[2])
+    if not 0 <= n_content <= int(data[1]):
+        return None
+    tokens = np.sort(data[skip:cut].astype(np.int64))
+    groups = [tokens, data[cut:].astype(np.int64), data[skip : skip + n_content].astype(np.int64)]
     if any(len(g) and (g.min() < 0 or g.max() >= N_BUCKETS) for g in groups):
         return None
     return groups
@@ -85,19 +121,20 @@ class Fitted:
     nb: tenant_fit.NaiveBayes | None = None
 
     def adjustment(self, base: float, groups: list[np.ndarray]) -> float:
-        """Log-odds to add to the shipped model's `base` log-odds of the mail."""
+        """Log-odds to add to the shipped model's `base` log-odds of the mail (`groups` as
+        `example_groups`)."""
         parts = []
         if self.model is not None:
-            idx, values = group_vector(groups)
+            idx, values = group_vector(groups[:2])
             parts.append(self.model.logit(base, idx, values) - base)
         if self.nb is not None:
-            parts.append(self.nb.delta(groups[0], every_term=self.cap == MATURE_CAP))
+            parts.append(self.nb.delta(groups[2], every_term=self.cap == MATURE_CAP))
         capped = [max(-self.cap, min(self.cap, d)) for d in parts]
         return sum(capped) / len(capped) if capped else 0.0
 
     def dumps(self) -> bytes:
         arrays: dict[str, np.ndarray] = {
-            "format": np.array([FORMAT], dtype=np.int64),
+            "format": np.array([MODEL_FORMAT], dtype=np.int64),
             "buckets": np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
             "kind": np.array([KIND_CODES.index(self.kind)], dtype=np.int64),
             "cap": np.array([self.cap], dtype=np.float64),
@@ -123,7 +160,10 @@ def loads(blob: bytes) -> Fitted | None:
     """A stored model, read without pickle; None for another layout (refitted on next label)."""
     shape = (tenant_fit.TENANT_BUCKETS,)
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        if int(data["format"][0]) != FORMAT or int(data["buckets"][0]) != tenant_fit.TENANT_BUCKETS:
+        if (
+            int(data["format"][0]) != MODEL_FORMAT
+            or int(data["buckets"][0]) != tenant_fit.TENANT_BUCKETS
+        ):
             return None
         code = int(data["kind"][0]) if "kind" in data else 0
         if not 0 <= code < len(KIND_CODES):
@@ -244,9 +284,9 @@ def fit_labels(
     """
     rows, tokens, base_list, labels = [], [], [], []
     for label, groups, indicators in examples[: tenant_fit.MAX_EXAMPLES]:
-        idx, values = group_vector(groups)
+        idx, values = group_vector(groups[:2])
         rows.append((idx, values))
-        tokens.append(groups[0])
+        tokens.append(groups[2])
         base_list.append(shipped.vector_logit(idx, values) + indicator_logit(indicators))
         labels.append(1 if label == "spam" else 0)
     if not labels:

@@ -13,7 +13,14 @@ import sqlalchemy as sa
 
 from database.models import Message
 from services.classify import content, features, mail, tenant
-from services.classify.model import MODEL_PATH, default_model, feature_vector, group_vector, load
+from services.classify.model import (
+    MODEL_PATH,
+    bucket_indices,
+    default_model,
+    feature_vector,
+    group_vector,
+    load,
+)
 from services.classify.service import classify_message, record_feedback, verdict
 from tests.factories import create_nylas_account
 
@@ -186,9 +193,13 @@ def test_a_stored_example_is_hashed_buckets_that_unpack_to_the_same_vector() -> 
     groups = tenant.unpack_example(blob)
     assert groups is not None
     want_idx, want_values = feature_vector(found)
-    got_idx, got_values = group_vector(groups)
+    got_idx, got_values = group_vector(groups[:2])
     assert got_idx.tolist() == want_idx.tolist() and got_values.tolist() == want_values.tolist()
-    assert tenant.unpack_example(b"\x02\x00\x00\x00" + blob[4:]) is None  # another layout
+    # The third group is the content tokens' buckets only (what the naive Bayes counts).
+    assert [g.tolist() for g in groups] == [g.tolist() for g in tenant.example_groups(found)]
+    assert set(groups[2].tolist()) < set(groups[0].tolist())
+    assert bucket_indices(["w:zorblax"])[0] in groups[2]
+    assert tenant.unpack_example(b"\x03\x00\x00\x00" + blob[4:]) is None  # another layout
 
 
 def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
