@@ -49,6 +49,8 @@ FORMAT = 2
 MODEL_FORMAT = 1
 # Tokens the naive-Bayes correction counts: words, subject words, sender domain, URLs.
 CONTENT_PREFIXES = ("w:", "s:", "fd:", "u:")
+# At most this many per mail, the first in sorted order (as the token counts kept them).
+CONTENT_TOKENS = 400
 MATURE = 20
 CAP = 10.0
 MATURE_CAP = 30.0
@@ -62,8 +64,8 @@ CACHED_TENANTS = 64
 def content_buckets(found: Features, n_buckets: int = N_BUCKETS) -> np.ndarray:
     """The buckets of the mail's content tokens (words, subject, sender domain, URLs): the ones
     the naive-Bayes correction counts, as the per-tenant token counts it replaced did."""
-    picked = sorted({t for t in found.tokens if t.startswith(CONTENT_PREFIXES)})
-    return bucket_indices(picked, n_buckets)
+    picked = sorted({t[:100] for t in found.tokens if t.startswith(CONTENT_PREFIXES)})
+    return bucket_indices(picked[:CONTENT_TOKENS], n_buckets)
 
 
 def example_groups(found: Features, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
