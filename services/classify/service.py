@@ -14,6 +14,7 @@ from services.classify import features, mail, tenant
 from services.classify.model import (
     SpamModel,
     default_model,
+    feature_groups,
     group_vector,
     indicator_logit,
     probability,
@@ -44,11 +45,15 @@ async def verdict(
     """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
     model = model or default_model()
     found = features.extract(doc)
-    groups = tenant.example_groups(found, model.n_buckets)
-    idx, values = group_vector(groups[:2])
+    groups = feature_groups(found, model.n_buckets)
+    idx, values = group_vector(groups)
     base = model.vector_logit(idx, values) + indicator_logit(found.indicators)
     fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
-    adjust = fitted.adjustment(base, groups) if fitted is not None else 0.0
+    adjust = 0.0
+    if fitted is not None:
+        if fitted.nb is not None:  # the content buckets only when a naive Bayes counts them
+            groups = [*groups, tenant.content_buckets(found, model.n_buckets)]
+        adjust = fitted.adjustment(base, groups)
     score = probability(base + adjust)
     return {
         "status": "success",

@@ -5,7 +5,9 @@ Each label (`POST /v1/messages/{id}/feedback`) stores the mail's hashed feature 
 first verdict for that tenant after enough changes (the worker's classify step, never the
 request path) refits a small logistic model on its newest MAX_EXAMPLES labels
 (services/classify/tenant_fit.py): bucket weights plus a scale and offset of the shipped model's
-log-odds, all pulled to zero, so with no labels the shipped model decides alone. The fit is
+log-odds, all pulled to zero, so with no labels the shipped model decides alone. A tenant with
+MATURE labels of each kind may get a naive Bayes over its content buckets, or the mean of the
+two, instead: whichever ranks its own labels best in cross-validation (`choose_kind`). The fit is
 stored as an `.npz` of plain arrays in `tenant_spam_model` (read with `allow_pickle=False`) and
 cached per worker process by its generation.
 
@@ -124,7 +126,7 @@ class Fitted:
 
     def adjustment(self, base: float, groups: list[np.ndarray]) -> float:
         """Log-odds to add to the shipped model's `base` log-odds of the mail (`groups` as
-        `example_groups`)."""
+        `example_groups`; the third, content buckets, is read only when `nb` is set)."""
         parts = []
         if self.model is not None:
             idx, values = group_vector(groups[:2])
