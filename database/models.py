@@ -408,7 +408,10 @@ class ClassifierFeedback(SQLModel, table=True):
     user_id: uuid.UUID | None = fk_field("user.id", nullable=True, index=False, ondelete="SET NULL")
     message_id: uuid.UUID = fk_field("message.id")
     label: str = Field(sa_type=_enum_str())
+    # {"indicators": [...]}: the names of the indicators the mail showed (ours, not its text).
     tokens: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    # The mail's hashed feature buckets (services/classify/tenant.pack_example): never its text.
+    features: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     created_at: datetime = ts_field()
 
 
@@ -430,15 +433,25 @@ class Rule(SQLModel, table=True):
     updated_at: datetime = ts_field()
 
 
-class TokenStat(SQLModel, table=True):
-    """Per-tenant token counts learned from feedback; they adjust that tenant's verdicts only."""
+class TenantSpamModel(SQLModel, table=True):
+    """A tenant's correction to the shipped spam model, fitted on its own labels only.
 
-    __tablename__ = "token_stat"
-    __table_args__ = (sa.PrimaryKeyConstraint("tenant_id", "token"),)
-    tenant_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="tenant.id", ondelete="CASCADE")
-    token: str = Field(sa_type=sa.String(100))
-    spam: int = Field(default=0)
-    ham: int = Field(default=0)
+    `changes` counts label changes; a fit records the count it saw in `fitted_changes` and
+    bumps `generation` (what a worker's cache of the model is keyed on). `model` is an `.npz`
+    of plain arrays (services/classify/tenant.py), read without pickle.
+    """
+
+    __tablename__ = "tenant_spam_model"
+    tenant_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="tenant.id", ondelete="CASCADE", primary_key=True
+    )
+    changes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    fitted_changes: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    n_spam: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    n_ham: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    fitted_at: datetime | None = ts_field(nullable=True)
+    model: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
 
 
 class OutboundMessage(SQLModel, table=True):

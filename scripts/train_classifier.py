@@ -41,7 +41,7 @@ def featurize(docs: list[mail.MailDoc]) -> tuple[sparse.csr_matrix, np.ndarray]:
     rows, cols, vals, priors = [], [], [], []
     for i, doc in enumerate(docs):
         f = features.extract(doc)
-        idx, weight = feature_vector(f.tokens)
+        idx, weight = feature_vector(f)
         rows.append(np.full(len(idx), i))
         cols.append(idx)
         vals.append(weight)

@@ -1,8 +1,9 @@
-"""Verdicts on messages, per-tenant token counts and feedback: the classifier's SQL."""
+"""Verdicts on messages, feedback and each tenant's fitted model: the classifier's SQL."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,15 +11,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from database.models import Attachment, ClassifierFeedback, Folder, Message, TokenStat
+from database.models import Attachment, ClassifierFeedback, Folder, Message, TenantSpamModel
 
 _m = Message.__table__  # type: ignore[attr-defined]
-_ts = TokenStat.__table__  # type: ignore[attr-defined]
 _fb = ClassifierFeedback.__table__  # type: ignore[attr-defined]
-
-# Per-tenant message totals live in token_stat under a name no real token can take
-# (real tokens always start with a "prefix:").
-TOTALS = "#messages"
+_tm = TenantSpamModel.__table__  # type: ignore[attr-defined]
 
 
 async def get_message(
@@ -62,35 +59,86 @@ async def save_verdict(
     )
 
 
-async def token_counts(
-    session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str]
-) -> dict[str, tuple[int, int]]:
-    """(spam, ham) counts of the given tokens, and of TOTALS, for one tenant."""
-    stmt = sa.select(_ts.c.token, _ts.c.spam, _ts.c.ham).where(
-        _ts.c.tenant_id == tenant_id, _ts.c.token.in_([*tokens, TOTALS])
+async def model_state(session: AsyncSession, *, tenant_id: uuid.UUID) -> Any | None:
+    """(changes, fitted_changes, generation, n_spam, n_ham, fitted_at) of the tenant's model."""
+    stmt = sa.select(
+        _tm.c.changes,
+        _tm.c.fitted_changes,
+        _tm.c.generation,
+        _tm.c.n_spam,
+        _tm.c.n_ham,
+        _tm.c.fitted_at,
+    ).where(_tm.c.tenant_id == tenant_id)
+    return (await session.execute(stmt)).one_or_none()
+
+
+async def model_blob(
+    session: AsyncSession, *, tenant_id: uuid.UUID, generation: int
+) -> bytes | None:
+    """The fitted model of that generation, or None when it was refitted meanwhile."""
+    stmt = sa.select(_tm.c.model).where(
+        _tm.c.tenant_id == tenant_id, _tm.c.generation == generation
     )
-    return {r.token: (r.spam, r.ham) for r in (await session.execute(stmt)).all()}
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def add_token_counts(
-    session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str], spam: int, ham: int
-) -> None:
-    """Add (spam, ham) to each token's counts (negative to take a label back), never below 0."""
-    if not tokens:
-        return
-    rows = [
-        {"tenant_id": tenant_id, "token": t, "spam": max(spam, 0), "ham": max(ham, 0)}
-        for t in tokens
-    ]
-    stmt = insert(_ts).values(rows)
+async def count_change(session: AsyncSession, *, tenant_id: uuid.UUID) -> None:
+    """One more label change for the tenant: its model is stale until the next fit."""
+    stmt = insert(_tm).values(tenant_id=tenant_id, changes=1)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["tenant_id", "token"],
-        set_={
-            "spam": sa.func.greatest(_ts.c.spam + spam, 0),
-            "ham": sa.func.greatest(_ts.c.ham + ham, 0),
-        },
+        index_elements=["tenant_id"], set_={"changes": _tm.c.changes + 1}
     )
     await session.execute(stmt)
+
+
+async def try_fit_lock(session: AsyncSession, *, tenant_id: uuid.UUID) -> bool:
+    """A transaction-scoped advisory lock: one worker at a time refits a tenant's model."""
+    stmt = sa.select(
+        sa.func.pg_try_advisory_xact_lock(
+            sa.func.hashtextextended(sa.literal(f"tenant_spam_model:{tenant_id}"), 0)
+        )
+    )
+    return bool((await session.execute(stmt)).scalar_one())
+
+
+async def labelled_examples(
+    session: AsyncSession, *, tenant_id: uuid.UUID, limit: int
+) -> list[Any]:
+    """The tenant's newest labels that carry hashed features: (label, features, tokens)."""
+    stmt = (
+        sa.select(_fb.c.label, _fb.c.features, _fb.c.tokens)
+        .where(_fb.c.tenant_id == tenant_id, _fb.c.features.is_not(None))
+        .order_by(_fb.c.created_at.desc(), _fb.c.id)
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).all())
+
+
+async def save_fit(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    fitted_changes: int,
+    n_spam: int,
+    n_ham: int,
+    model: bytes,
+) -> tuple[int, datetime]:
+    """Store a fitted model; its (generation, fitted_at) is what every worker caches it by."""
+    stmt = (
+        sa.update(_tm)
+        .where(_tm.c.tenant_id == tenant_id)
+        .values(
+            fitted_changes=fitted_changes,
+            generation=_tm.c.generation + 1,
+            n_spam=n_spam,
+            n_ham=n_ham,
+            fitted_at=sa.func.now(),
+            model=model,
+        )
+        .returning(_tm.c.generation, _tm.c.fitted_at)
+    )
+    row = (await session.execute(stmt)).one()
+    return int(row.generation), row.fitted_at
 
 
 async def get_feedback(
@@ -114,7 +162,8 @@ async def put_feedback(
     user_id: uuid.UUID | None,
     message_id: uuid.UUID,
     label: str,
-    tokens: list[str],
+    indicators: list[str],
+    features: bytes,
 ) -> None:
     stmt = insert(_fb).values(
         id=uuid.uuid4(),
@@ -122,14 +171,16 @@ async def put_feedback(
         user_id=user_id,
         message_id=message_id,
         label=label,
-        tokens={"tokens": tokens},
+        tokens={"indicators": indicators},
+        features=features,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["tenant_id", "message_id"],
         set_={
             "label": label,
             "user_id": user_id,
-            "tokens": {"tokens": tokens},
+            "tokens": {"indicators": indicators},
+            "features": features,
             "created_at": sa.func.now(),
         },
     )

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from services.classify.content import char_grams, url_shape
+import numpy as np
+
+from services.classify.content import gram_hashes, url_shape
 from services.classify.mail import MailDoc
 
 BRANDS = {
@@ -76,6 +78,10 @@ CREDENTIALS = re.compile(
 # first. (The old `<[^>]+style...`, `<a\s[^>]*...(.*?)</a>` and `(?:[a-z0-9-]+\.)+` patterns
 # rescanned to the end of the input from every `<` or every label: quadratic.)
 MAX_SCAN_CHARS = 256 * 1024
+# Words and wording are read from the first WORD_CHARS of the visible text (and tags from the
+# first WORD_CHARS of the HTML): what a mail asks of its reader comes early, and the rest of a
+# long mail costs time, not evidence.
+WORD_CHARS = 20000
 # An opening tag whose attributes hide what follows it.
 _OPEN_TAG = re.compile(r"<([a-z][^\s<>/]*+)([^<>]*+)>", re.IGNORECASE)
 _HIDDEN_STYLE = re.compile(
@@ -121,11 +127,19 @@ UPDATE_SENDER = re.compile(
 )
 
 
+def _no_grams() -> np.ndarray:
+    return np.zeros(0, dtype=np.uint32)
+
+
 @dataclass
 class Features:
+    """What the model reads: named tokens, and the character 4-grams as their crc32 hashes
+    (`content.gram_hashes`: thousands per mail, so never built as strings)."""
+
     indicators: list[str]
     category: str
     tokens: list[str] = field(default_factory=list)
+    grams: np.ndarray = field(default_factory=_no_grams)
 
 
 def registrable(host: str) -> str:
@@ -260,7 +274,7 @@ def indicators(doc: MailDoc) -> list[str]:
     found |= _attachment_indicators(doc)
     if doc.html and hidden_html(doc.html):
         found.add("hidden_html_text")
-    words = f"{doc.subject}\n{doc.visible_text}".lower()
+    words = f"{doc.subject}\n{doc.visible_text[:WORD_CHARS]}".lower()
     if URGENCY.search(words):
         found.add("urgency_wording")
     if CREDENTIALS.search(words):
@@ -327,9 +341,10 @@ def shape_tokens(doc: MailDoc) -> set[str]:
 
 
 def tokens(doc: MailDoc, found: list[str]) -> list[str]:
-    """The distinct model tokens: words by where they occur, sender, structure, indicators."""
+    """The distinct named model tokens: words by where they occur, sender, structure,
+    indicators (the character 4-grams are hashed apart: `Features.grams`)."""
     doc = bounded(doc)
-    out: set[str] = {f"w:{w}" for w in WORD.findall(doc.visible_text[:20000].lower())}
+    out: set[str] = {f"w:{w}" for w in WORD.findall(doc.visible_text[:WORD_CHARS].lower())}
     out.update(f"s:{w}" for w in WORD.findall(doc.subject.lower()))
     if doc.from_domain:
         out.add(f"fd:{registrable(doc.from_domain)}")
@@ -344,10 +359,9 @@ def tokens(doc: MailDoc, found: list[str]) -> list[str]:
     for url in urls:
         out.add(f"u:{registrable(_host(url))}")
     out |= url_shape(urls)
-    out |= char_grams(doc.subject, doc.visible_text)
     if doc.html:
         out.add("html")
-        out.update(f"tag:{t}" for t in re.findall(r"<([a-z]+)", doc.html[:20000].lower()))
+        out.update(f"tag:{t}" for t in re.findall(r"<([a-z]+)", doc.html[:WORD_CHARS].lower()))
     out.update(f"i:{name}" for name in found)
     out |= shape_tokens(doc)
     return sorted(out)
@@ -356,4 +370,9 @@ def tokens(doc: MailDoc, found: list[str]) -> list[str]:
 def extract(doc: MailDoc) -> Features:
     doc = bounded(doc)
     found = indicators(doc)
-    return Features(indicators=found, category=category(doc), tokens=tokens(doc, found))
+    return Features(
+        indicators=found,
+        category=category(doc),
+        tokens=tokens(doc, found),
+        grams=gram_hashes(doc.subject, doc.visible_text),
+    )

@@ -42,30 +42,45 @@ INDICATOR_WEIGHTS: dict[str, float] = {
 }
 
 
+def indicator_logit(names: list[str]) -> float:
+    return sum(INDICATOR_WEIGHTS.get(name, 0.0) for name in names)
+
+
+def probability(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, logit))))
+
+
 def bucket_indices(tokens: list[str], n_buckets: int = N_BUCKETS) -> np.ndarray:
     """Token strings -> distinct hashed feature indices (crc32: stable across processes)."""
     mask = n_buckets - 1
     return np.unique(np.fromiter((zlib.crc32(t.encode()) & mask for t in tokens), dtype=np.int64))
 
 
-# Character n-grams ("c:...") are many per mail; words, URLs and layout are few. Each group is
-# scaled by 1/sqrt(its own count), so thousands of n-grams cannot drown the other evidence.
-CHAR_GRAM_PREFIX = "c:"
-
-
-def feature_vector(tokens: list[str], n_buckets: int = N_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket indices, values) of a mail: binary per group, scaled by 1/sqrt(group size).
-
-    An index may appear twice (a crc32 collision across groups); callers sum the values.
-    """
-    grams = [t for t in tokens if t.startswith(CHAR_GRAM_PREFIX)]
-    rest = [t for t in tokens if not t.startswith(CHAR_GRAM_PREFIX)]
-    parts = [bucket_indices(g, n_buckets) for g in (rest, grams) if g]
+def group_vector(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, values) from groups of distinct bucket indices, each scaled by 1/sqrt(size)."""
+    parts = [g for g in groups if len(g)]
     if not parts:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    idx = np.concatenate(parts)
+    idx = np.concatenate(parts).astype(np.int64)
     values = np.concatenate([np.full(len(p), 1.0 / math.sqrt(len(p))) for p in parts])
     return idx, values
+
+
+def feature_groups(found: Features, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
+    """The mail's distinct buckets per group: named tokens, then character 4-grams."""
+    grams = np.unique(found.grams.astype(np.int64) & (n_buckets - 1))
+    return [bucket_indices(found.tokens, n_buckets), grams]
+
+
+def feature_vector(found: Features, n_buckets: int = N_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket indices, values) of a mail: binary per group, scaled by 1/sqrt(group size).
+
+    Two groups: the named tokens, and the character 4-grams (already crc32-hashed). The
+    n-grams are many per mail, words, URLs and layout few: scaling each group by 1/sqrt(its
+    own count) keeps thousands of n-grams from drowning the other evidence. An index may
+    appear twice (a crc32 collision across groups); callers sum the values.
+    """
+    return group_vector(feature_groups(found, n_buckets))
 
 
 @dataclass(frozen=True)
@@ -79,16 +94,20 @@ class SpamModel:
     def n_buckets(self) -> int:
         return int(self.weights.shape[0])
 
-    def text_logit(self, tokens: list[str]) -> float:
+    def text_logit(self, found: Features) -> float:
         """Log-odds from the learned weights over the mail's feature vector."""
-        idx, values = feature_vector(tokens, self.n_buckets)
+        return self.vector_logit(*feature_vector(found, self.n_buckets))
+
+    def vector_logit(self, idx: np.ndarray, values: np.ndarray) -> float:
         return self.bias + float(np.dot(self.weights[idx].astype(np.float64), values))
+
+    def logit(self, found: Features) -> float:
+        """The shipped model's log-odds: learned text weights plus the indicator priors."""
+        return self.text_logit(found) + indicator_logit(found.indicators)
 
     def score(self, features: Features, *, tenant_adjustment: float = 0.0) -> float:
         """Spam probability 0..1: text model + indicator priors + the tenant's own learning."""
-        logit = self.text_logit(features.tokens) + tenant_adjustment
-        logit += sum(INDICATOR_WEIGHTS.get(name, 0.0) for name in features.indicators)
-        return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, logit))))
+        return probability(self.logit(features) + tenant_adjustment)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(

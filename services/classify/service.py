@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Message
 from database.repositories import classifier as repo
 from services.classify import features, mail, tenant
-from services.classify.model import SpamModel, default_model
+from services.classify.model import (
+    SpamModel,
+    default_model,
+    feature_groups,
+    group_vector,
+    indicator_logit,
+    probability,
+)
 from services.errors import NotFound, PermissionDenied, ValidationFailed
 
 LABELS = ("spam", "ham")
@@ -38,8 +45,16 @@ async def verdict(
     """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
     model = model or default_model()
     found = features.extract(doc)
-    adjust = await tenant.adjustment(session, tenant_id=tenant_id, tokens=found.tokens)
-    score = model.score(found, tenant_adjustment=adjust)
+    groups = feature_groups(found, model.n_buckets)
+    idx, values = group_vector(groups)
+    base = model.vector_logit(idx, values) + indicator_logit(found.indicators)
+    fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
+    adjust = 0.0
+    if fitted is not None:
+        if fitted.nb is not None:  # the content buckets only when a naive Bayes counts them
+            groups = [*groups, tenant.content_buckets(found, model.n_buckets)]
+        adjust = fitted.adjustment(base, groups)
+    score = probability(base + adjust)
     return {
         "status": "success",
         "is_spam": score >= model.threshold,
@@ -117,5 +132,5 @@ async def record_feedback(
         user_id=user_id,
         message_id=message_id,
         label=label,
-        tokens=found.tokens,
+        found=found,
     )

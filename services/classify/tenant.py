@@ -1,72 +1,389 @@
-"""A tenant's own learning: token counts from its feedback shift its verdicts, nobody else's.
+"""A tenant's own learning: its labels fit a correction to the shipped model, for it alone.
 
-Counts live in `token_stat (tenant_id, token, spam, ham)`; the adjustment is a Bayesian
-log-odds term added to the shipped model's score (Robinson's smoothing), so a few labels move a
-verdict without one tenant's mail ever reaching another tenant's scores. A tenant with few
-labels, or labels of one kind only, gets the strongest tokens only, capped low (Graham's "A
-Plan for Spam"): a tenant that only ever reports spam must not push every mail sharing its
-common words over the line. Once it has taught both kinds (MATURE labels of each), every token
-of the mail counts, with a higher cap: its own mail then knows more than the shipped model
-(`make eval`, "after 500 labels": recall at 1% FPR on mail unlike the training corpus).
+Each label (`POST /v1/messages/{id}/feedback`) stores the mail's hashed feature buckets
+(`pack_example`: integers, never the mail's text) and counts one change for the tenant. The
+first verdict for that tenant after enough changes (the worker's classify step, never the
+request path) refits a small logistic model on its newest MAX_EXAMPLES labels
+(services/classify/tenant_fit.py): bucket weights plus a scale and offset of the shipped model's
+log-odds, all pulled to zero, so with no labels the shipped model decides alone. A tenant with
+MATURE labels of each kind may get a naive Bayes over its content buckets, or the mean of the
+two, instead: whichever ranks its own labels best in cross-validation (`choose_kind`). The fit is
+stored as an `.npz` of plain arrays in `tenant_spam_model` (read with `allow_pickle=False`) and
+cached per worker process by its generation.
+
+While a tenant has fewer than MATURE labels of either kind, only its bucket weights are fitted
+and its correction is capped at +-CAP: a tenant that only ever reports spam must not shift
+every verdict. With MATURE of each, the scale and offset are fitted too, capped at
++-MATURE_CAP: its own mail then knows more than the shipped model.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import math
 import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.repositories import classifier as repo
+from services.classify import tenant_fit
+from services.classify.features import Features
+from services.classify.model import (
+    N_BUCKETS,
+    SpamModel,
+    bucket_indices,
+    feature_groups,
+    group_vector,
+    indicator_logit,
+)
 
-# Only content tokens are taught: header structure says little about what a tenant disliked.
-LEARNED_PREFIXES = ("w:", "s:", "fd:", "u:")
-MAX_TOKENS = 400
-STRONGEST = 15
-# Robinson's prior: a token seen once is pulled half-way to "unknown" (0.5).
-STRENGTH = 1.0
-# Enough for a few consistent labels to flip a confident verdict of the shipped model.
-CAP = 10.0
-# The evidence of n labels is scaled by n / (n + SHRINK): three labels count half, fifty
-# nearly fully, so a handful of reports cannot flip mail that only shares common words.
-SHRINK = 3.0
-# Labels of each kind after which every token counts, up to MATURE_CAP.
+# Version of the stored example and model layouts: a row of another version is skipped (an
+# example of version 1, without its content buckets marked, is still read).
+FORMAT = 2
+# Version of the stored model's layout (a model without a "kind" is a logistic one).
+MODEL_FORMAT = 1
+# Tokens the naive-Bayes correction counts: words, subject words, sender domain, URLs.
+CONTENT_PREFIXES = ("w:", "s:", "fd:", "u:")
+# At most this many per mail, the first in sorted order (as the token counts kept them).
+CONTENT_TOKENS = 400
 MATURE = 20
+CAP = 10.0
 MATURE_CAP = 30.0
+# Refit when the changes since the last fit reach REFIT_SHARE of the labels it saw (at least
+# one), or when any change is older than REFIT_AFTER: bounded work under a stream of labels.
+REFIT_SHARE = 0.05
+REFIT_AFTER = timedelta(seconds=60)
+CACHED_TENANTS = 64
 
 
-def learnable(tokens: list[str]) -> list[str]:
-    """The tokens feedback counts, trimmed to the column size and a bounded number per mail."""
-    picked = sorted({t[:100] for t in tokens if t.startswith(LEARNED_PREFIXES)})
-    return picked[:MAX_TOKENS]
+def content_buckets(found: Features, n_buckets: int = N_BUCKETS) -> np.ndarray:
+    """The buckets of the mail's content tokens (words, subject, sender domain, URLs): the ones
+    the naive-Bayes correction counts, as the per-tenant token counts it replaced did."""
+    picked = sorted({t[:100] for t in found.tokens if t.startswith(CONTENT_PREFIXES)})
+    return bucket_indices(picked[:CONTENT_TOKENS], n_buckets)
 
 
-def adjustment_from_counts(counts: dict[str, tuple[int, int]]) -> float:
-    """Log-odds to add to the model's score, from this tenant's counts of the mail's tokens."""
-    n_spam, n_ham = counts.get(repo.TOTALS, (0, 0))
-    if n_spam + n_ham == 0:
-        return 0.0
-    per_spam, per_ham = 1.0 / max(n_spam, 1), 1.0 / max(n_ham, 1)
-    contributions = []
-    for token, (spam, ham) in counts.items():
-        if token == repo.TOTALS or spam + ham == 0:
-            continue
-        rate_s, rate_h = spam * per_spam, ham * per_ham
-        p = rate_s / (rate_s + rate_h)
-        n = spam + ham
-        f = (STRENGTH * 0.5 + n * p) / (STRENGTH + n)
-        contributions.append(math.log(f / (1.0 - f)))
-    trust = (n_spam + n_ham) / (n_spam + n_ham + SHRINK)
-    if min(n_spam, n_ham) >= MATURE:
-        return max(-MATURE_CAP, min(MATURE_CAP, trust * sum(contributions)))
-    contributions.sort(key=abs, reverse=True)
-    total = trust * sum(contributions[:STRONGEST])
-    return max(-CAP, min(CAP, total))
+def example_groups(found: Features, n_buckets: int = N_BUCKETS) -> list[np.ndarray]:
+    """[token buckets, 4-gram buckets, content buckets]: what a stored example unpacks to.
+
+    The first two are the shipped model's groups (`group_vector(groups[:2])`); the third a
+    subset of the first.
+    """
+    return [*feature_groups(found, n_buckets), content_buckets(found, n_buckets)]
 
 
-async def adjustment(session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[str]) -> float:
-    counts = await repo.token_counts(session, tenant_id=tenant_id, tokens=learnable(tokens))
-    return adjustment_from_counts(counts)
+def pack_example(found: Features) -> bytes:
+    """The mail's distinct buckets as little-endian int32.
+
+    [FORMAT, n_tokens, n_content, tokens (content ones first), grams]
+    """
+    tokens, grams = feature_groups(found)
+    content = content_buckets(found)
+    rest = np.setdiff1d(tokens, content, assume_unique=True)
+    head = np.array([FORMAT, len(tokens), len(content)], dtype=np.int64)
+    return np.concatenate([head, content, rest, grams]).astype("<i4").tobytes()
+
+
+def unpack_example(blob: bytes) -> list[np.ndarray] | None:
+    """The bucket groups of a stored example (`example_groups`); None for another layout or a
+    damaged row. A FORMAT 1 row (before content buckets were marked) counts all its tokens as
+    content."""
+    data = np.frombuffer(blob, dtype="<i4")
+    if len(data) < 2 or int(data[0]) not in (1, FORMAT):
+        return None
+    skip = 2 if int(data[0]) == 1 else 3
+    if len(data) < skip or not 0 <= int(data[1]) <= len(data) - skip:
+        return None
+    cut = skip + int(data[1])
+    n_content = int(data[1]) if skip == 2 else int(data[2])
+    if not 0 <= n_content <= int(data[1]):
+        return None
+    tokens = np.sort(data[skip:cut].astype(np.int64))
+    groups = [tokens, data[cut:].astype(np.int64), data[skip : skip + n_content].astype(np.int64)]
+    if any(len(g) and (g.min() < 0 or g.max() >= N_BUCKETS) for g in groups):
+        return None
+    return groups
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A tenant's fitted correction, which kind it is, and how far it may move a verdict.
+
+    kind "logistic" uses `model`, "nb" uses `nb`, "mean" the mean of both (each capped).
+    """
+
+    kind: str
+    cap: float
+    model: tenant_fit.TenantModel | None = None
+    nb: tenant_fit.NaiveBayes | None = None
+
+    def adjustment(self, base: float, groups: list[np.ndarray]) -> float:
+        """Log-odds to add to the shipped model's `base` log-odds of the mail (`groups` as
+        `example_groups`; the third, content buckets, is read only when `nb` is set)."""
+        parts = []
+        if self.model is not None:
+            idx, values = group_vector(groups[:2])
+            parts.append(self.model.logit(base, idx, values) - base)
+        if self.nb is not None:
+            parts.append(self.nb.delta(groups[2], every_term=self.cap == MATURE_CAP))
+        capped = [max(-self.cap, min(self.cap, d)) for d in parts]
+        return sum(capped) / len(capped) if capped else 0.0
+
+    def dumps(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array([MODEL_FORMAT], dtype=np.int64),
+            "buckets": np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
+            "kind": np.array([KIND_CODES.index(self.kind)], dtype=np.int64),
+            "cap": np.array([self.cap], dtype=np.float64),
+        }
+        if self.model is not None:
+            arrays["scale"] = np.array([self.model.scale], dtype=np.float64)
+            arrays["offset"] = np.array([self.model.offset], dtype=np.float64)
+            arrays["weights"] = self.model.weights.astype(np.float16)
+        if self.nb is not None:
+            arrays["nb_totals"] = np.array([self.nb.n_spam, self.nb.n_ham], dtype=np.int64)
+            arrays["nb_spam"] = self.nb.spam.astype(np.uint16)
+            arrays["nb_ham"] = self.nb.ham.astype(np.uint16)
+        out = io.BytesIO()
+        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+        return out.getvalue()
+
+
+# The stored kind is an index into this tuple (a plain integer array, no pickled string).
+KIND_CODES = ("logistic", "nb", "mean")
+
+
+def loads(blob: bytes) -> Fitted | None:
+    """A stored model, read without pickle; None for another layout (refitted on next label)."""
+    shape = (tenant_fit.TENANT_BUCKETS,)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        if (
+            int(data["format"][0]) != MODEL_FORMAT
+            or int(data["buckets"][0]) != tenant_fit.TENANT_BUCKETS
+        ):
+            return None
+        code = int(data["kind"][0]) if "kind" in data else 0
+        if not 0 <= code < len(KIND_CODES):
+            return None
+        kind = KIND_CODES[code]
+        model = nb = None
+        if kind in ("logistic", "mean"):
+            weights = data["weights"].astype(np.float32)
+            if weights.shape != shape:
+                return None
+            model = tenant_fit.TenantModel(
+                scale=float(data["scale"][0]), offset=float(data["offset"][0]), weights=weights
+            )
+        if kind in ("nb", "mean"):
+            spam, ham = data["nb_spam"].astype(np.int32), data["nb_ham"].astype(np.int32)
+            if spam.shape != shape or ham.shape != shape:
+                return None
+            totals = data["nb_totals"]
+            nb = tenant_fit.NaiveBayes.build(spam, ham, int(totals[0]), int(totals[1]))
+        return Fitted(kind=kind, cap=float(data["cap"][0]), model=model, nb=nb)
+
+
+def _fit_kind(
+    kind: str,
+    rows: list[tuple[np.ndarray, np.ndarray]],
+    tokens: list[np.ndarray],
+    base: np.ndarray,
+    y: np.ndarray,
+    *,
+    mature: bool,
+    start: Fitted | None,
+) -> Fitted:
+    model = nb = None
+    if kind in ("logistic", "mean"):
+        model = tenant_fit.fit(
+            tenant_fit.Examples.build(rows, list(base), list(y)),
+            fit_global=mature,
+            start=start.model if start is not None else None,
+        )
+    if kind in ("nb", "mean"):
+        nb = tenant_fit.fit_nb(tokens, y)
+    return Fitted(kind=kind, cap=MATURE_CAP if mature else CAP, model=model, nb=nb)
+
+
+def choose_kind(
+    rows: list[tuple[np.ndarray, np.ndarray]],
+    tokens: list[np.ndarray],
+    base: np.ndarray,
+    y: np.ndarray,
+    kinds: Sequence[str] = tenant_fit.KINDS,
+) -> tuple[str, dict[str, float]]:
+    """The kind whose pooled out-of-fold scores rank best (tenant_fit.partial_auc).
+
+    FOLDS folds, each class dealt round-robin in a fixed shuffled order so every fold holds
+    both kinds of label; the logistic and the naive Bayes are fitted once per fold and "mean"
+    reuses both. Returns the kind and the criterion per kind.
+    """
+    n = len(y)
+    fold = np.empty(n, dtype=np.int64)
+    order = np.random.default_rng(0).permutation(n)
+    for label in (0, 1):
+        members = order[y[order] == label]
+        fold[members] = np.arange(len(members)) % tenant_fit.FOLDS
+    oof = {k: np.zeros(n) for k in kinds}
+    for k_fold in range(tenant_fit.FOLDS):
+        train, test = np.flatnonzero(fold != k_fold), np.flatnonzero(fold == k_fold)
+        mature = min(int(y[train].sum()), int((1 - y[train]).sum())) >= MATURE
+        need = {"logistic", "nb"} if "mean" in kinds else set(kinds)
+        fitted = {
+            k: _fit_kind(
+                k,
+                [rows[i] for i in train],
+                [tokens[i] for i in train],
+                base[train],
+                y[train],
+                mature=mature,
+                start=None,
+            )
+            for k in need
+        }
+        for i in test:
+            b = float(base[i])
+            delta = {}
+            if "logistic" in fitted:
+                model = fitted["logistic"].model
+                assert model is not None
+                delta["logistic"] = model.logit(b, *rows[i]) - b
+            if "nb" in fitted:
+                nb = fitted["nb"].nb
+                assert nb is not None
+                delta["nb"] = nb.delta(tokens[i], every_term=mature)
+            cap = MATURE_CAP if mature else CAP
+            delta = {k: max(-cap, min(cap, d)) for k, d in delta.items()}
+            if "mean" in kinds:
+                delta["mean"] = 0.5 * (delta["logistic"] + delta["nb"])
+            for k in kinds:
+                oof[k][i] = b + delta[k]
+    got = {k: tenant_fit.partial_auc(y, oof[k]) for k in kinds}
+    best = kinds[0]
+    for k in kinds[1:]:
+        if got[k] > got[best]:
+            best = k
+    return best, got
+
+
+def fit_labels(
+    shipped: SpamModel,
+    examples: Sequence[tuple[str, list[np.ndarray], list[str]]],
+    *,
+    start: Fitted | None = None,
+    kinds: Sequence[str] = tenant_fit.KINDS,
+) -> tuple[Fitted | None, int, int]:
+    """Fit on (label, bucket groups, indicator names) examples; (model, n_spam, n_ham).
+
+    A tenant with MATURE labels of each kind gets the kind (of `kinds`) that cross-validation
+    on its own labels ranks best (choose_kind); one with fewer, the first of `kinds`.
+    Pure CPU work (no database): the worker runs it in a thread; `make eval` calls it too.
+    """
+    rows, tokens, base_list, labels = [], [], [], []
+    for label, groups, indicators in examples[: tenant_fit.MAX_EXAMPLES]:
+        idx, values = group_vector(groups[:2])
+        rows.append((idx, values))
+        tokens.append(groups[2])
+        base_list.append(shipped.vector_logit(idx, values) + indicator_logit(indicators))
+        labels.append(1 if label == "spam" else 0)
+    if not labels:
+        return None, 0, 0
+    y = np.array(labels, dtype=np.int64)
+    base = np.array(base_list, dtype=np.float64)
+    n_spam = int(y.sum())
+    n_ham = len(y) - n_spam
+    mature = min(n_spam, n_ham) >= MATURE
+    kind = kinds[0]
+    if mature and len(kinds) > 1:
+        kind, _ = choose_kind(rows, tokens, base, y, kinds)
+    warm = start if start is not None and start.model is not None else None
+    fitted = _fit_kind(kind, rows, tokens, base, y, mature=mature, start=warm)
+    return fitted, n_spam, n_ham
+
+
+# tenant id -> ((generation, fitted_at), fitted model or None): each worker process reads a
+# tenant's model once per fit, not once per verdict. fitted_at (the fitting transaction's start)
+# is part of the key, so a fit whose transaction rolled back never passes for a later one that
+# took the same generation number.
+Version = tuple[int, datetime | None]
+_cache: OrderedDict[uuid.UUID, tuple[Version, Fitted | None]] = OrderedDict()
+
+
+def _remember(tenant_id: uuid.UUID, version: Version, fitted: Fitted | None) -> None:
+    _cache[tenant_id] = (version, fitted)
+    _cache.move_to_end(tenant_id)
+    while len(_cache) > CACHED_TENANTS:
+        _cache.popitem(last=False)
+
+
+def _due(state: Any) -> bool:
+    pending = state.changes - state.fitted_changes
+    if pending <= 0:
+        return False
+    if pending >= max(1, math.ceil(REFIT_SHARE * (state.n_spam + state.n_ham))):
+        return True
+    return state.fitted_at is None or datetime.now(UTC) - state.fitted_at >= REFIT_AFTER
+
+
+async def refit(
+    session: AsyncSession, *, tenant_id: uuid.UUID, changes: int, shipped: SpamModel
+) -> Version:
+    """Fit the tenant's model on its newest labels and store it; returns its version."""
+    examples = []
+    for row in await repo.labelled_examples(
+        session, tenant_id=tenant_id, limit=tenant_fit.MAX_EXAMPLES
+    ):
+        groups = unpack_example(row.features)
+        if groups is not None:
+            examples.append((row.label, groups, list((row.tokens or {}).get("indicators", []))))
+    cached = _cache.get(tenant_id)
+    start = cached[1] if cached is not None else None
+    # Up to MAX_EXAMPLES rows and MAX_ITER iterations of numpy work: off the event loop.
+    fitted, n_spam, n_ham = await asyncio.to_thread(fit_labels, shipped, examples, start=start)
+    version = await repo.save_fit(
+        session,
+        tenant_id=tenant_id,
+        fitted_changes=changes,
+        n_spam=n_spam,
+        n_ham=n_ham,
+        model=fitted.dumps() if fitted is not None else b"",
+    )
+    _remember(tenant_id, version, fitted)
+    return version
+
+
+async def fitted_for(
+    session: AsyncSession, *, tenant_id: uuid.UUID, shipped: SpamModel
+) -> Fitted | None:
+    """The tenant's current model, refitted first when its labels changed enough."""
+    state = await repo.model_state(session, tenant_id=tenant_id)
+    if state is None:
+        return None
+    version: Version = (state.generation, state.fitted_at)
+    if _due(state) and await repo.try_fit_lock(session, tenant_id=tenant_id):
+        # Read again under the lock: another worker may have refitted since.
+        state = await repo.model_state(session, tenant_id=tenant_id)
+        assert state is not None  # rows are never deleted but with their tenant
+        version = (state.generation, state.fitted_at)
+        if _due(state):
+            version = await refit(
+                session, tenant_id=tenant_id, changes=state.changes, shipped=shipped
+            )
+    cached = _cache.get(tenant_id)
+    if cached is not None and cached[0] == version:
+        _cache.move_to_end(tenant_id)
+        return cached[1]
+    blob = await repo.model_blob(session, tenant_id=tenant_id, generation=version[0])
+    fitted = loads(blob) if blob else None
+    _remember(tenant_id, version, fitted)
+    return fitted
 
 
 # Tokens per statement when many mails' counts are read at once (bind-parameter limit).
@@ -99,29 +416,20 @@ async def learn(
     user_id: uuid.UUID | None,
     message_id: uuid.UUID,
     label: str,
-    tokens: list[str],
+    found: Features,
 ) -> bool:
-    """Record a label; relabelling takes the old counts back first. False when unchanged."""
-    taught = learnable(tokens)
+    """Record a label (a relabel replaces the old one); False when it was already so."""
     previous = await repo.get_feedback(session, tenant_id=tenant_id, message_id=message_id)
-    if previous is not None:
-        if previous.label == label:
-            return False
-        old = list((previous.tokens or {}).get("tokens", []))
-        undo = (-1, 0) if previous.label == "spam" else (0, -1)
-        await repo.add_token_counts(
-            session, tenant_id=tenant_id, tokens=[*old, repo.TOTALS], spam=undo[0], ham=undo[1]
-        )
-    add = (1, 0) if label == "spam" else (0, 1)
-    await repo.add_token_counts(
-        session, tenant_id=tenant_id, tokens=[*taught, repo.TOTALS], spam=add[0], ham=add[1]
-    )
+    if previous is not None and previous.label == label and previous.features is not None:
+        return False
     await repo.put_feedback(
         session,
         tenant_id=tenant_id,
         user_id=user_id,
         message_id=message_id,
         label=label,
-        tokens=taught,
+        indicators=found.indicators,
+        features=pack_example(found),
     )
+    await repo.count_change(session, tenant_id=tenant_id)
     return True

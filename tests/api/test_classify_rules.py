@@ -22,10 +22,16 @@ async def test_feedback_answers_204_and_teaches_only_the_callers_tenant(
     async with db.sessionmaker() as s:
         rows = (
             await s.execute(
-                sa.text("SELECT tenant_id, spam, ham FROM token_stat WHERE token = 'w:grumbo'")
+                sa.text(
+                    "SELECT f.tenant_id, f.label, m.changes FROM classifier_feedback f"
+                    " JOIN tenant_spam_model m USING (tenant_id) WHERE f.message_id = :m"
+                ),
+                {"m": message},
             )
         ).all()
-    assert [(row.tenant_id, row.spam, row.ham) for row in rows] == [(caller.tenant_id, 1, 0)]
+    assert [(row.tenant_id, row.label, row.changes) for row in rows] == [
+        (caller.tenant_id, "spam", 1)
+    ]
     # Another tenant's key sees no such message.
     r = await client.post(
         f"/v1/messages/{message}/feedback", json={"label": "ham"}, headers=other.headers

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from database.models import Message
-from database.repositories.classifier import TOTALS
 from services.classify import content, features, mail, tenant
-from services.classify.model import MODEL_PATH, default_model, load
+from services.classify.model import (
+    MODEL_PATH,
+    bucket_indices,
+    default_model,
+    feature_vector,
+    group_vector,
+    load,
+)
 from services.classify.service import classify_message, record_feedback, verdict
 from tests.factories import create_nylas_account
 
@@ -176,16 +184,145 @@ def test_url_shape_tokens_describe_the_link_not_its_name() -> None:
     assert content.url_shape(["http://www.example.org/about"]) == {"us:tld:org"}
 
 
-def test_a_tenant_that_taught_both_kinds_counts_every_token() -> None:
-    # 30 spam and 30 ham labels: 40 tokens each seen in 2 spam mails and no ham.
-    counts = {f"w:t{i}": (2, 0) for i in range(40)}
-    mature = tenant.adjustment_from_counts({**counts, TOTALS: (30, 30)})
-    # The same evidence from a tenant that only ever reported spam: 15 strongest, capped.
-    one_sided = tenant.adjustment_from_counts({**counts, TOTALS: (30, 0)})
-    per_token = tenant.adjustment_from_counts({"w:t0": (2, 0), TOTALS: (30, 30)})
-    assert one_sided == pytest.approx(min(tenant.CAP, 15 * per_token))
-    assert mature == pytest.approx(min(tenant.MATURE_CAP, 40 * per_token))
-    assert mature > one_sided
+def test_a_stored_example_is_hashed_buckets_that_unpack_to_the_same_vector() -> None:
+    found = features.extract(
+        mail.MailDoc(subject="Zorblax presale", text="Join the zorblax presale today, friend.")
+    )
+    blob = tenant.pack_example(found)
+    assert b"zorblax" not in blob.lower() and b"presale" not in blob.lower()
+    groups = tenant.unpack_example(blob)
+    assert groups is not None
+    want_idx, want_values = feature_vector(found)
+    got_idx, got_values = group_vector(groups[:2])
+    assert got_idx.tolist() == want_idx.tolist() and got_values.tolist() == want_values.tolist()
+    # The third group is the content tokens' buckets only (what the naive Bayes counts).
+    assert [g.tolist() for g in groups] == [g.tolist() for g in tenant.example_groups(found)]
+    assert set(groups[2].tolist()) < set(groups[0].tolist())
+    assert bucket_indices(["w:zorblax"])[0] in groups[2]
+    assert tenant.unpack_example(b"\x03\x00\x00\x00" + blob[4:]) is None  # another layout
+
+
+def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
+    shipped = default_model()
+    spam = [
+        mail.MailDoc(subject="hello", text=f"Join the zorblax quantum presale number {i}.")
+        for i in range(30)
+    ]
+    ham = [
+        mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap.")
+        for i in range(30)
+    ]
+
+    def examples(docs: list[mail.MailDoc], label: str) -> list[Any]:
+        out = []
+        for d in docs:
+            f = features.extract(d)
+            out.append((label, tenant.unpack_example(tenant.pack_example(f)), f.indicators))
+        return out
+
+    one_sided, n_spam, n_ham = tenant.fit_labels(shipped, examples(spam, "spam"))
+    both, *_ = tenant.fit_labels(
+        shipped, examples(spam, "spam") + examples(ham, "ham"), kinds=("logistic",)
+    )
+    assert (n_spam, n_ham) == (30, 0)
+    assert one_sided is not None and both is not None
+    assert one_sided.cap == tenant.CAP and both.cap == tenant.MATURE_CAP
+    # Only a tenant with MATURE labels of each kind rescales the shipped model's verdict.
+    assert one_sided.kind == "logistic"  # too few of one kind to choose: the first kind
+    assert one_sided.model is not None and both.model is not None
+    assert one_sided.model.scale == 0.0 and one_sided.model.offset == 0.0
+    stored = tenant.loads(both.dumps())  # an .npz read with allow_pickle=False
+    assert stored is not None and stored.cap == both.cap
+    assert stored.model is not None
+    assert stored.model.scale == pytest.approx(both.model.scale)
+
+
+def _synthetic_tenant(kind: str, seed: int) -> tuple[list[Any], list[Any], Any, Any]:
+    """60 spam and 60 ham as bucket rows: where one learner should clearly win.
+
+    "nb": the shipped model's log-odds are noise (sd 15) and each label holds 30 of 1,000
+    words of its own kind, mostly seen once or twice: counting them beats a penalised fit.
+    "logistic": the shipped model separates the labels and the words are drawn from one
+    vocabulary for both: counting turns that noise into evidence, the logistic keeps the base.
+    """
+    rng = np.random.default_rng(seed)
+    rows, tokens, base, y = [], [], [], []
+    for i in range(120):
+        label = i % 2
+        if kind == "nb":
+            words = rng.choice(1000, 30, replace=False) + (1000 if label else 3000)
+            b = rng.normal(0, 15)
+        else:
+            words = rng.choice(300, 30, replace=False) + 5000
+            b = (3.0 if label else -3.0) + rng.normal(0, 1)
+        words = np.sort(words).astype(np.int64)
+        tokens.append(words)
+        rows.append(group_vector([words, np.zeros(0, dtype=np.int64)]))
+        base.append(b)
+        y.append(label)
+    return rows, tokens, np.array(base), np.array(y)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cross_validation_picks_the_learner_that_ranks_the_tenants_labels_better(
+    seed: int,
+) -> None:
+    kind, got = tenant.choose_kind(*_synthetic_tenant("nb", seed))
+    assert kind == "nb"
+    assert got["nb"] > got["logistic"] + 0.05
+
+    kind, got = tenant.choose_kind(*_synthetic_tenant("logistic", seed))
+    assert kind == "logistic"
+    assert got["logistic"] > got["nb"] + 0.3
+
+
+def test_each_kind_of_tenant_model_is_stored_and_read_back_without_pickle() -> None:
+    shipped = default_model()
+    docs = [
+        ("spam", mail.MailDoc(subject="offer", text=f"Cheap zorblax pills, order {i} now."))
+        for i in range(25)
+    ] + [
+        ("ham", mail.MailDoc(subject="notes", text=f"Minutes of meeting {i} on the roadmap."))
+        for i in range(25)
+    ]
+    examples = []
+    for label, d in docs:
+        f = features.extract(d)
+        examples.append((label, tenant.unpack_example(tenant.pack_example(f)), f.indicators))
+    probe = features.extract(mail.MailDoc(subject="offer", text="Cheap zorblax pills today."))
+    groups = tenant.unpack_example(tenant.pack_example(probe))
+    assert groups is not None
+    base = shipped.logit(probe)
+    for kind in ("logistic", "nb", "mean"):
+        fitted, *_ = tenant.fit_labels(shipped, examples, kinds=(kind,))
+        assert fitted is not None and fitted.kind == kind
+        stored = tenant.loads(fitted.dumps())
+        assert stored is not None and stored.kind == kind
+        # Taught spam words push the probe towards spam, the same before and after storing
+        # (the logistic weights are kept as float16).
+        assert fitted.adjustment(base, groups) > 1.0
+        assert stored.adjustment(base, groups) == pytest.approx(
+            fitted.adjustment(base, groups), rel=0.01, abs=0.01
+        )
+
+
+def test_a_refit_waits_for_enough_new_labels_or_a_minute() -> None:
+    now = datetime.now(UTC)
+
+    def state(changes: int, fitted: int, n: int, age_s: float) -> Any:
+        return SimpleNamespace(
+            changes=changes,
+            fitted_changes=fitted,
+            n_spam=n // 2,
+            n_ham=n - n // 2,
+            fitted_at=now - timedelta(seconds=age_s),
+        )
+
+    assert tenant._due(state(1, 0, 0, 0))  # the first label
+    assert not tenant._due(state(500, 500, 500, 3600))  # nothing new
+    assert not tenant._due(state(501, 500, 500, 5))  # one more of 500, just refitted
+    assert tenant._due(state(525, 500, 500, 5))  # 5% more
+    assert tenant._due(state(501, 500, 500, 61))  # one more, a minute later
 
 
 async def _message(db: Any, account: Any, *, subject: str, text: str) -> Message:
@@ -253,9 +390,22 @@ async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_on
     assert taught["is_spam"] is True and taught["spam_score"] > untaught["spam_score"] + 0.5
 
 
-async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(db: Any) -> None:
+async def test_feedback_is_idempotent_and_relabelling_replaces_the_old_label(db: Any) -> None:
     account = await create_nylas_account(db)
     msg = await _message(db, account, subject="hi", text="plumbus grumbo flarnish offer")
+
+    async def stored() -> Any:
+        async with db.transaction() as s:
+            return (
+                await s.execute(
+                    sa.text(
+                        "SELECT f.label, f.features, f.tokens, m.changes FROM classifier_feedback f"
+                        " JOIN tenant_spam_model m USING (tenant_id) WHERE f.tenant_id = :t"
+                    ),
+                    {"t": account.tenant_id},
+                )
+            ).all()
+
     async with db.transaction() as s:
         assert await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
@@ -263,15 +413,75 @@ async def test_feedback_is_idempotent_and_relabelling_takes_the_old_label_back(d
         assert not await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
         )
+    first = await stored()
+    assert [(r.label, r.changes) for r in first] == [("spam", 1)]
+    # Hashed buckets and indicator names only: the mail's words are stored nowhere for this.
+    assert b"plumbus" not in bytes(first[0].features) and "plumbus" not in str(first[0].tokens)
+    async with db.transaction() as s:
         assert await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="ham"
         )
+    assert [(r.label, r.changes) for r in await stored()] == [("ham", 2)]
+
+
+def _reversed_tenant_mail(kind: str, i: int) -> tuple[str, str]:
+    """Mail the shipped model gets wrong for a tenant that sees it the other way round: a
+    pharmacy's coupon mail (looks like spam, is this tenant's business) and meeting notes
+    (look like ham, are what this tenant reports)."""
+    drugs = ("atorvastatin", "metformin", "lisinopril", "amoxicillin", "sertraline", "omeprazole")
+    topics = ("quarterly roadmap", "team offsite", "budget review", "hiring plan", "design sync")
+    if kind == "coupon":
+        return (
+            f"Your order {1000 + i} ships today",
+            f"FREE shipping on your refill of {drugs[i % 6]}! Save 40% now with coupon RX{i}. "
+            f"Click here to claim your discount: http://pharma-{i % 7}.example.com/refill?id={i} "
+            "Limited time offer, act now!!! Lowest prices guaranteed.",
+        )
+    return (
+        f"Re: {topics[i % 5]}",
+        f"Hi all, notes from the {topics[(i + 2) % 5]} meeting are attached. Please review the "
+        f"action items before thursday and reply with comments. Thanks, Dana ({i})",
+    )
+
+
+async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any) -> None:
+    teacher, other = await create_nylas_account(db), await create_nylas_account(db)
+    probes = [
+        mail.MailDoc(subject=s, from_email="friend@example.org", text=t)
+        for s, t in (_reversed_tenant_mail("coupon", 9001), _reversed_tenant_mail("notes", 9002))
+    ]
+
+    async def verdicts(tenant_id: uuid.UUID) -> list[dict[str, Any]]:
+        async with db.transaction() as s:
+            return [await verdict(s, tenant_id=tenant_id, doc=p) for p in probes]
+
+    before_teacher, before_other = (
+        await verdicts(teacher.tenant_id),
+        await verdicts(other.tenant_id),
+    )
+    # The shipped model's view: the coupon mail is spam, the meeting notes are ham.
+    assert [v["is_spam"] for v in before_teacher] == [True, False]
+    assert before_other == before_teacher
+    for i in range(250):
+        for kind, label in (("coupon", "ham"), ("notes", "spam")):
+            subject, text = _reversed_tenant_mail(kind, i)
+            msg = await _message(db, teacher, subject=subject, text=text)
+            async with db.transaction() as s:
+                assert await record_feedback(
+                    s, tenant_id=teacher.tenant_id, user_id=None, message_id=msg.id, label=label
+                )
+    after_teacher, after_other = await verdicts(teacher.tenant_id), await verdicts(other.tenant_id)
+    assert [v["is_spam"] for v in after_teacher] == [False, True]
+    # The other tenant's verdicts are the shipped model's, to the digit.
+    assert after_other == before_other
+    async with db.transaction() as s:
         rows = (
             await s.execute(
                 sa.text(
-                    "SELECT spam, ham FROM token_stat WHERE tenant_id = :t AND token = 'w:plumbus'"
+                    "SELECT tenant_id, changes, fitted_changes, n_spam, n_ham"
+                    " FROM tenant_spam_model WHERE tenant_id IN (:a, :b)"
                 ),
-                {"t": account.tenant_id},
+                {"a": teacher.tenant_id, "b": other.tenant_id},
             )
-        ).one()
-    assert (rows.spam, rows.ham) == (0, 1)
+        ).all()
+    assert [tuple(r) for r in rows] == [(teacher.tenant_id, 500, 500, 250, 250)]
