@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from services.messages.html_text import html_to_text
+from services.messages.mime import trim_param_headers
 
 
 @dataclass
@@ -66,24 +67,11 @@ def _payload_text(part: email.message.Message) -> str:
         return payload.decode("latin-1", errors="replace")
 
 
-# The standard library parses a header's parameters (charset, name, filename) in time that grows
-# with the square of the header: it re-slices the rest of the value at every `;`, so a
-# Content-Type of 28 KB of empty `; ` parameters cost 60 ms. No parameter we read needs more
-# than the first MAX_PARAM_HEADER characters of its header.
-MAX_PARAM_HEADER = 1000
-_PARAM_HEADERS = ("content-type", "content-disposition")
-
-
-def _trim_param_headers(part: email.message.Message) -> None:
-    for name in _PARAM_HEADERS:
-        value = part.get(name)
-        if value is not None and len(str(value)) > MAX_PARAM_HEADER:
-            part.replace_header(name, str(value)[:MAX_PARAM_HEADER])
-
-
 def from_raw(raw: bytes) -> MailDoc:
     """Parse RFC 822 bytes (compat32 policy: several times faster than the modern one)."""
-    msg = email.message_from_bytes(raw)
+    # A Content-Type or Content-Disposition past 1,000 bytes is cut first: the standard library
+    # reads their parameters in quadratic time (services.messages.mime.trim_param_headers).
+    msg = email.message_from_bytes(trim_param_headers(raw, []))
     name, addr = parseaddr(_decoded(msg.get("From", "")))
     doc = MailDoc(
         subject=_decoded(msg.get("Subject", "")),
@@ -96,7 +84,6 @@ def from_raw(raw: bytes) -> MailDoc:
     for part in msg.walk():
         if part.is_multipart():
             continue
-        _trim_param_headers(part)
         filename = part.get_filename()
         if filename:
             doc.attachment_names.append(_decoded(filename))

@@ -35,20 +35,12 @@ async def doc_for(session: AsyncSession, message: Message) -> mail.MailDoc:
     return mail.from_message(message, await repo.attachment_names(session, message.id))
 
 
-async def verdict(
-    session: AsyncSession,
-    *,
-    tenant_id: uuid.UUID,
-    doc: mail.MailDoc,
-    model: SpamModel | None = None,
+def _verdict_of(
+    found: features.Features, model: SpamModel, fitted: tenant.Fitted | None
 ) -> dict[str, Any]:
-    """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
-    model = model or default_model()
-    found = features.extract(doc)
     groups = feature_groups(found, model.n_buckets)
     idx, values = group_vector(groups)
     base = model.vector_logit(idx, values) + indicator_logit(found.indicators)
-    fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
     adjust = 0.0
     if fitted is not None:
         if fitted.nb is not None:  # the content buckets only when a naive Bayes counts them
@@ -64,6 +56,20 @@ async def verdict(
     }
 
 
+async def verdict(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    doc: mail.MailDoc,
+    model: SpamModel | None = None,
+) -> dict[str, Any]:
+    """The verdict on a mail for one tenant (the shipped model plus the tenant's learning)."""
+    model = model or default_model()
+    found = features.extract(doc)
+    fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
+    return _verdict_of(found, model, fitted)
+
+
 async def verdicts(
     session: AsyncSession,
     *,
@@ -71,25 +77,11 @@ async def verdicts(
     docs: list[mail.MailDoc],
     model: SpamModel | None = None,
 ) -> list[dict[str, Any]]:
-    """verdict() for many mails of one tenant: the same figures, with the tenant's learning
-    read once for all of them (a batch of webhooks, worker/batch.py)."""
+    """verdict() for many mails of one tenant: the same figures, with the tenant's model
+    looked up once for all of them (a batch of webhooks, worker/batch.py)."""
     model = model or default_model()
-    found = [features.extract(d) for d in docs]
-    tokens = [f.tokens for f in found]
-    adjust = await tenant.adjustments(session, tenant_id=tenant_id, tokens=tokens)
-    out = []
-    for f, a in zip(found, adjust, strict=True):
-        score = model.score(f, tenant_adjustment=a)
-        out.append(
-            {
-                "status": "success",
-                "is_spam": score >= model.threshold,
-                "spam_score": round(score, 4),
-                "indicators": f.indicators,
-                "category": f.category,
-            }
-        )
-    return out
+    fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
+    return [_verdict_of(features.extract(d), model, fitted) for d in docs]
 
 
 async def classify_message(

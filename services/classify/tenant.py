@@ -386,29 +386,6 @@ async def fitted_for(
     return fitted
 
 
-# Tokens per statement when many mails' counts are read at once (bind-parameter limit).
-_READ_CHUNK = 5000
-
-
-async def adjustments(
-    session: AsyncSession, *, tenant_id: uuid.UUID, tokens: list[list[str]]
-) -> list[float]:
-    """adjustment() for many mails of one tenant, reading the counts of all in one statement
-    (per _READ_CHUNK tokens): each mail's figure is what adjustment() gives it alone."""
-    wanted = [learnable(t) for t in tokens]
-    union = sorted({t for w in wanted for t in w})
-    counts: dict[str, tuple[int, int]] = {}
-    for i in range(0, max(len(union), 1), _READ_CHUNK):
-        counts.update(
-            await repo.token_counts(session, tenant_id=tenant_id, tokens=union[i : i + _READ_CHUNK])
-        )
-    totals = {repo.TOTALS: counts[repo.TOTALS]} if repo.TOTALS in counts else {}
-    return [
-        adjustment_from_counts({**{t: counts[t] for t in w if t in counts}, **totals})
-        for w in wanted
-    ]
-
-
 async def learn(
     session: AsyncSession,
     *,

@@ -54,6 +54,8 @@ CASES: list[tuple[Callable[[Any], object], Callable[[int], Any], int]] = [
     (parse, shapes.mail_long_line, 1_000_000),
     (parse, shapes.content_type_params, 20_000),
     (parse, shapes.disposition_params, 20_000),
+    (mail.from_raw, shapes.content_type_params, 20_000),
+    (mail.from_raw, shapes.disposition_params, 20_000),
     (parse, shapes.mail_html_lt_a, 5_000),
 ]
 

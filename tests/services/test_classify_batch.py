@@ -1,5 +1,5 @@
 """verdicts() (a batch of webhooks, worker/batch.py) gives each mail exactly what verdict()
-gives it alone, with the tenant's learning read once for the batch: on real PostgreSQL."""
+gives it alone, with the tenant's model looked up once for the batch: on real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from database.models import Message
-from services.classify import mail, tenant
+from services.classify import mail
 from services.classify.service import record_feedback, verdict, verdicts
 from tests.factories import create_nylas_account
 
@@ -47,23 +45,20 @@ DOCS = [
 ]
 
 
-@pytest.mark.parametrize("chunk", [5000, 7])
-async def test_a_batch_gets_the_verdicts_each_mail_gets_alone(
-    db: Any, monkeypatch: pytest.MonkeyPatch, chunk: int
-) -> None:
-    # A small chunk splits the batch's token read into several statements.
-    monkeypatch.setattr(tenant, "_READ_CHUNK", chunk)
+async def test_a_batch_gets_the_verdicts_each_mail_gets_alone(db: Any) -> None:
     teacher, other = await create_nylas_account(db), await create_nylas_account(db)
-    for text in ("Join the %s today.", "Last seats: %s for members.", "%s opens tomorrow."):
-        await _teach(db, teacher, text % PHRASE, "spam")
-    await _teach(db, teacher, "Lunch on friday at the usual place, see you there", "ham")
+    spam = ("Join the %s today.", "Last seats: %s for members.", "%s opens tomorrow.")
+    ham = ("Lunch on friday at the usual place, see you there", "The minutes are attached.")
+    for i in range(10):
+        await _teach(db, teacher, f"{spam[i % 3] % PHRASE} ({i})", "spam")
+        await _teach(db, teacher, f"{ham[i % 2]} ({i})", "ham")
     for account in (teacher, other):
         async with db.transaction() as s:
             alone = [await verdict(s, tenant_id=account.tenant_id, doc=d) for d in DOCS]
             together = await verdicts(s, tenant_id=account.tenant_id, docs=DOCS)
         assert together == alone
-    # The teaching shows, so the comparison above covers learned counts, not only zeros.
+    # The teaching shows, so the comparison above covers a fitted tenant model, not only none.
     async with db.transaction() as s:
         taught = await verdicts(s, tenant_id=teacher.tenant_id, docs=DOCS[:1])
         untaught = await verdicts(s, tenant_id=other.tenant_id, docs=DOCS[:1])
-    assert taught[0]["spam_score"] > untaught[0]["spam_score"] + 0.5
+    assert taught[0]["spam_score"] > untaught[0]["spam_score"] + 0.1, (taught, untaught)
