@@ -311,18 +311,7 @@ async def _store(session: AsyncSession, *, account: Account, items: list[_Item])
                 "the message was deleted or a newer state is stored", account
             )
             continue
-        message_id, inserted = got
-        item.outcome = Outcome(
-            status="succeeded",
-            result={
-                "status": "success",
-                "message_id": str(message_id),
-                "action": "created" if inserted else "updated",
-            },
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            message_ids=[message_id],
-        )
+        item.outcome = Outcome.stored(*got, account)
 
 
 async def _classify_and_rule(

@@ -150,22 +150,13 @@ async def execute(
     # Past the budget without a recorded failure: every attempt before this one died with its
     # worker (killed, out of memory). Running it again would only kill the next worker.
     died = steps.retries_used(event, retries_used(event)) - route_for(task_name).max_retries
-    if died > 0:
-        return await _fail(
-            rt,
-            event=event,
-            steps=steps,
-            task_name=task_name,
-            task_id=task_id,
-            args=args,
-            kwargs=kwargs,
-            exc=WorkerDied(
+    try:
+        if died > 0:
+            raise WorkerDied(
                 f"The worker running this task stopped before it finished, {died + 1} "
                 "attempts in a row (killed, out of memory or past its time limit); "
                 "it is not run again."
-            ),
-        )
-    try:
+            )
         check_tenant(event, kwargs)
         async with (
             kept_claim(rt, event_id=event.id, task_id=task_id),

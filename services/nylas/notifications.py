@@ -46,6 +46,21 @@ class Outcome:
             account_id=account.id if account else None,
         )
 
+    @classmethod
+    def stored(cls, message_id: uuid.UUID, inserted: bool, account: Account) -> Outcome:
+        """A message stored from a notification: new, or an update of the row we had."""
+        return cls(
+            status="succeeded",
+            result={
+                "status": "success",
+                "message_id": str(message_id),
+                "action": "created" if inserted else "updated",
+            },
+            tenant_id=account.tenant_id,
+            account_id=account.id,
+            message_ids=[message_id],
+        )
+
 
 FOLDER_ROLES = {
     "inbox": "inbox",
@@ -188,18 +203,7 @@ async def _upsert_message(
     saved = await store_message(session, account=account, obj=obj, version=version)
     if saved is None:
         return Outcome.ignored("the message was deleted or a newer state is stored", account)
-    message_id, inserted = saved
-    return Outcome(
-        status="succeeded",
-        result={
-            "status": "success",
-            "message_id": str(message_id),
-            "action": "created" if inserted else "updated",
-        },
-        tenant_id=account.tenant_id,
-        account_id=account.id,
-        message_ids=[message_id],
-    )
+    return Outcome.stored(*saved, account)
 
 
 def _truncated(event: Event | Notification, obj: dict[str, Any] | None) -> bool:

@@ -50,14 +50,21 @@ async def new_event(db: Database, tenant_id: uuid.UUID, *, workflow: str | None)
 
 
 async def run(
-    rt: Runtime, job: Any, *, task_id: str, work: Any, stored: bool, **kwargs: Any
+    rt: Runtime,
+    job: Any,
+    *,
+    task_id: str,
+    work: Any,
+    stored: bool,
+    redelivered: bool = False,
+    **kwargs: Any,
 ) -> Decision:
     return await execute(
         rt,
         task_name=job.task_name,
         task_id=task_id,
         event_id=job.event_id,
-        redelivered=False,
+        redelivered=redelivered,
         args=[],
         kwargs={**job.kwargs, **kwargs, "event_id": str(job.event_id)},
         work=work,
@@ -197,32 +204,15 @@ async def test_a_task_whose_worker_dies_every_time_ends_as_a_dead_letter(
         ran += 1
         raise _Died
 
+    def attempt() -> Any:  # each one a redelivery of the message whose worker died
+        return run(rt, job, task_id=job.task_id, work=dies, stored=stored, redelivered=True)
+
     budget = route_for(TaskName.classify).max_retries
     for _ in range(budget + 1):
         with pytest.raises(_Died):
-            await execute(
-                rt,
-                task_name=job.task_name,
-                task_id=job.task_id,
-                event_id=job.event_id,
-                redelivered=True,
-                args=[],
-                kwargs={**job.kwargs, "event_id": str(job.event_id)},
-                work=dies,
-                stored=stored,
-            )
+            await attempt()
     assert ran == budget + 1
-    last = await execute(
-        rt,
-        task_name=job.task_name,
-        task_id=job.task_id,
-        event_id=job.event_id,
-        redelivered=True,
-        args=[],
-        kwargs={**job.kwargs, "event_id": str(job.event_id)},
-        work=dies,
-        stored=stored,
-    )
+    last = await attempt()
     assert last.kind == "dead" and ran == budget + 1
     event = await load(db, job.event_id)
     assert event.status == EventStatus.dead
