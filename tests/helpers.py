@@ -122,3 +122,15 @@ async def post_webhook(
     elif signature is not None:
         hdrs["x-nylas-signature"] = signature
     return await client.post("/webhooks/nylas", content=body, headers=hdrs)
+
+
+def short_consumers(celery_app: Any, *, on: bool) -> None:
+    """Stop (or resume) consuming every short lane, so notifications wait in the queue."""
+    from worker.config import Queue, lane_names
+
+    names = [n for r in celery_app.control.ping(timeout=2) for n in r if "-short-" in n]
+    assert names, "the short worker did not answer a ping"
+    control = celery_app.control.add_consumer if on else celery_app.control.cancel_consumer
+    for lane in lane_names(Queue.short):
+        # One reply expected per short worker: wait for those, not for a timeout.
+        assert control(lane, destination=names, reply=True, timeout=5, limit=len(names))

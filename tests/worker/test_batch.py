@@ -19,8 +19,7 @@ from services.nylas.notifications import store_message
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.faults.stack import child_pids
-from tests.helpers import notification, post_webhook, wait_for
-from worker.config import Queue, lane_names
+from tests.helpers import notification, post_webhook, short_consumers, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -36,15 +35,6 @@ def celery_app(settings: Any) -> Any:
     from worker.app import make_celery
 
     return make_celery(settings)
-
-
-def short_consumers(celery_app: Any, *, on: bool) -> None:
-    """Stop (or resume) consuming every short lane, so notifications wait in the queue."""
-    names = [n for r in celery_app.control.ping(timeout=2) for n in r if "-short-" in n]
-    assert names, "the short worker did not answer a ping"
-    control = celery_app.control.add_consumer if on else celery_app.control.cancel_consumer
-    for lane in lane_names(Queue.short):
-        assert control(lane, destination=names, reply=True, timeout=5, limit=len(names))
 
 
 async def label_rule(db: Any, account: Account) -> None:

@@ -16,8 +16,7 @@ from database.models import Event, Message, Tenant
 from tests.api.keys import make_caller
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
-from tests.helpers import notification, post_webhook, wait_for
-from worker.config import Queue, lane_names
+from tests.helpers import notification, post_webhook, short_consumers, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -111,16 +110,6 @@ async def test_a_storm_of_20000_webhooks_is_acknowledged_and_processed_exactly_o
     await _storm(client, db, 20_000, timeout=3300)
 
 
-def _short_consumers(celery_app: Any, *, on: bool) -> None:
-    """Stop (or resume) consuming every short lane, so notifications wait in the queue."""
-    names = [n for r in celery_app.control.ping(timeout=2) for n in r if "-short-" in n]
-    assert names, "the short worker did not answer a ping"
-    control = celery_app.control.add_consumer if on else celery_app.control.cancel_consumer
-    for lane in lane_names(Queue.short):
-        # One reply expected, from the one short worker: wait for it, not for a timeout.
-        assert control(lane, destination=names, reply=True, timeout=5, limit=len(names))
-
-
 async def test_repeated_updates_are_coalesced_and_keep_the_newest_state(
     client, db, celery_app, empty_database
 ) -> None:
@@ -135,7 +124,7 @@ async def test_repeated_updates_are_coalesced_and_keep_the_newest_state(
     ]
     # The newest state (highest `time`) is posted in the middle: arrival order is not version.
     order = [0, 1, 4, 2, 3]
-    _short_consumers(celery_app, on=False)
+    short_consumers(celery_app, on=False)
     try:
         ids = []
         for i in order:
@@ -144,7 +133,7 @@ async def test_repeated_updates_are_coalesced_and_keep_the_newest_state(
             assert r.status_code == 200 and r.json()["status"] == "queued"
             ids.append(r.json()["event_id"])
     finally:
-        _short_consumers(celery_app, on=True)
+        short_consumers(celery_app, on=True)
 
     events = {str(e.id): e for e in await _all_final(db, len(ids), timeout=30)}
 
@@ -189,14 +178,14 @@ async def test_updates_of_different_messages_or_grants_are_not_coalesced(
 ) -> None:
     a = await create_nylas_account(db)
     b = await create_nylas_account(db)
-    _short_consumers(celery_app, on=False)
+    short_consumers(celery_app, on=False)
     try:
         for account, mid in ((a, "m-1"), (a, "m-2"), (b, "m-1")):
             msg = make_message(account.grant_id, mid, subject=f"{mid}@{account.grant_id}")
             r = await post_webhook(client, notification("message.updated", msg))
             assert r.status_code == 200
     finally:
-        _short_consumers(celery_app, on=True)
+        short_consumers(celery_app, on=True)
     events = await _all_final(db, 3, timeout=30)
     assert Counter(e.status for e in events) == {"succeeded": 3}
     async with db.sessionmaker() as s:
