@@ -21,6 +21,11 @@ from sqlalchemy.ext.asyncio import (
 from settings import Settings
 
 
+def idle_in_transaction_ms(settings: Settings) -> int:
+    """The claim lease, at least 30 s: a dead worker's locks go when its claim would."""
+    return max(settings.claim_lease_s, 30) * 1000
+
+
 def connect_args(settings: Settings) -> dict[str, Any]:
     """What every connection is opened with: timeouts and the server settings."""
     return {
@@ -29,6 +34,10 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         "server_settings": {
             "application_name": "postroom",
             "statement_timeout": str(settings.db_statement_timeout_ms),
+            # A host that vanishes mid-transaction sends no FIN: PostgreSQL would keep its
+            # session, and the row locks it holds (a batch's waiting notifications), until
+            # TCP keepalive gives up. No postroom transaction waits on its client this long.
+            "idle_in_transaction_session_timeout": str(idle_in_transaction_ms(settings)),
         },
     }
 
