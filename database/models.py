@@ -574,3 +574,19 @@ class PushLease(SQLModel, table=True):
     holder: str = Field(sa_type=sa.String(200), index=True)
     expires_at: datetime = ts_field()
     claimed_at: datetime = ts_field()
+
+
+class TenantEvent(SQLModel, table=True):
+    """An event told to the tenant's application (API.md "Outbound events"): written in the
+    same transaction as the effect it reports (services/tenant_events/emit.py), then numbered
+    per tenant (`seq`) and delivered to the tenant's endpoints and the feed."""
+
+    __tablename__ = "tenant_event"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "seq"),)
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    type: str = Field(sa_type=sa.String(64))
+    data: dict[str, Any] = jsonb_field()
+    # Null until the sequencer numbers it; the feed and deliveries only see numbered rows.
+    seq: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
+    created_at: datetime = ts_field()

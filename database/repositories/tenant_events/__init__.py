@@ -1,0 +1,1 @@
+"""Events told to tenants: the rows the effects write, the sequencer, the feed."""

@@ -1,0 +1,1 @@
+"""Outbound events: what postroom tells a tenant's application (API.md "Outbound events")."""

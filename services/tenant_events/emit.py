@@ -1,0 +1,50 @@
+"""The one way an effect records the event it causes: in the effect's own transaction, so an
+effect that rolls back tells nobody, and one that commits cannot lose its event."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.repositories.tenant_events import rows
+
+
+class TenantEventType(enum.StrEnum):
+    message_created = "message.created"
+    message_updated = "message.updated"
+    message_deleted = "message.deleted"
+    message_classified = "message.classified"
+    message_sent = "message.sent"
+    message_send_failed = "message.send_failed"
+    message_bounced = "message.bounced"
+    message_complained = "message.complained"
+    account_sync_completed = "account.sync_completed"
+    account_auth_failed = "account.auth_failed"
+    job_failed = "job.failed"
+    webhook_test = "webhook.test"
+    webhook_disabled = "webhook.disabled"
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    type: TenantEventType,
+    data: dict[str, Any],
+) -> uuid.UUID:
+    """Record one event for the tenant; the caller's commit makes it real."""
+    (event_id,) = await rows.insert_events(session, tenant_id, [(type.value, data)])
+    return event_id
+
+
+async def emit_many(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    events: list[tuple[TenantEventType, dict[str, Any]]],
+) -> list[uuid.UUID]:
+    """Record several events of one tenant with one INSERT (a batch of stored messages)."""
+    return await rows.insert_events(session, tenant_id, [(t.value, d) for t, d in events])
