@@ -582,7 +582,13 @@ class TenantEvent(SQLModel, table=True):
     per tenant (`seq`) and delivered to the tenant's endpoints and the feed."""
 
     __tablename__ = "tenant_event"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "seq"),)
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "seq"),
+        # The sequencer's scan (database/repositories/tenant_events/sequence.py).
+        sa.Index(
+            "ix_tenant_event_unnumbered", "created_at", postgresql_where=sa.text("seq IS NULL")
+        ),
+    )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id")
     type: str = Field(sa_type=sa.String(64))

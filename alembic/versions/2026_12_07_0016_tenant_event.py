@@ -43,8 +43,20 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_tenant_event_tenant_id"), "tenant_event", ["tenant_id"], unique=False
     )
+    op.create_index(
+        "ix_tenant_event_unnumbered",
+        "tenant_event",
+        ["created_at"],
+        unique=False,
+        postgresql_where=sa.text("seq IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_tenant_event_unnumbered",
+        table_name="tenant_event",
+        postgresql_where=sa.text("seq IS NULL"),
+    )
     op.drop_index(op.f("ix_tenant_event_tenant_id"), table_name="tenant_event")
     op.drop_table("tenant_event")

@@ -19,9 +19,10 @@ async def insert_events(
     """Insert (type, data) pairs for one tenant; `seq` stays null until the sequencer runs."""
     if not events:
         return []
+    ids = [uuid.uuid4() for _ in events]
     rows = [
-        {"id": uuid.uuid4(), "tenant_id": tenant_id, "type": kind, "data": data}
-        for kind, data in events
+        {"id": i, "tenant_id": tenant_id, "type": kind, "data": data}
+        for i, (kind, data) in zip(ids, events, strict=True)
     ]
     await session.execute(sa.insert(_te), rows)
-    return [r["id"] for r in rows]
+    return ids

@@ -1,0 +1,49 @@
+"""The sequencer: numbers committed tenant events per tenant, one numbering at a time.
+
+Why not a serial column: a serial value is taken at INSERT, so a transaction that inserted
+seq 7 may commit after another's seq 8, and a feed reader who already passed 8 never sees 7.
+Here `seq` is given only to rows that are already committed (the sequencer's statement can
+see nothing else), under a transaction-scoped advisory lock held until the numbering commits.
+So numberings commit in the order of their numbers, and once a reader sees seq N, every seq
+below N is already visible: paging with `after` cannot skip a row (ARCHITECTURE.md "Next shape").
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# pg_advisory_xact_lock key of the one sequencer (an arbitrary constant, "tevseq").
+SEQUENCER_LOCK = 0x7465767365710000
+
+_NUMBER = sa.text(
+    """
+    WITH pending AS (
+        SELECT id, tenant_id, created_at FROM tenant_event
+        WHERE seq IS NULL
+        ORDER BY created_at, id
+        LIMIT :limit
+    ), numbered AS (
+        SELECT p.id,
+               coalesce((SELECT max(t.seq) FROM tenant_event t WHERE t.tenant_id = p.tenant_id), 0)
+               + row_number() OVER (PARTITION BY p.tenant_id ORDER BY p.created_at, p.id) AS seq
+        FROM pending p
+    )
+    UPDATE tenant_event t SET seq = n.seq
+    FROM numbered n WHERE t.id = n.id
+    RETURNING t.tenant_id, t.seq
+    """
+)
+
+
+async def number_pending(session: AsyncSession, *, limit: int = 5000) -> dict[uuid.UUID, int]:
+    """Number up to `limit` committed, unnumbered events; returns each touched tenant's
+    highest seq. The caller commits at once: the lock is held until then."""
+    await session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK})
+    top: dict[uuid.UUID, int] = {}
+    for tenant_id, seq in (await session.execute(_NUMBER, {"limit": limit})).all():
+        if seq > top.get(tenant_id, 0):
+            top[tenant_id] = seq
+    return top
