@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     # Tenants named in the per-tenant queue gauges (the deepest ones); the rest are 'other'.
     metrics_top_tenants: int = 10
     ops_token: SecretStr | None = None
+    # GET /v1/feed as a live stream (text/event-stream): how often it looks for new events,
+    # how long a quiet stream waits before a keep-alive comment, and how many streams one
+    # tenant may hold open at once across every API process (Redis).
+    feed_poll_s: float = 0.5
+    feed_heartbeat_s: float = 15.0
+    feed_max_streams: int = 10
     # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
     webhook_max_age_s: int = 3 * 24 * 3600
 

@@ -19,6 +19,7 @@ from api.routes import (
     accounts,
     classify_rules,
     events,
+    feed,
     health,
     jobs,
     messages,
@@ -121,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(dead_letter_routes.router)
-    for v1 in (accounts, jobs, messages, events, tasks):
+    for v1 in (accounts, jobs, messages, events, tasks, feed):
         app.include_router(v1.router)
     app.include_router(classify_rules.router)
     app.include_router(thread_routes.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
@@ -12,58 +12,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
-from api.schemas.common import Address, error_responses
+from api.schemas.common import error_responses
 from api.schemas.messages import (
     AttachmentPublic,
     MessageDetail,
     MessagePage,
     MessagePublic,
-    SpamVerdict,
 )
 from database.repositories.messages.query import MessageFilter
 from services.messages import service as messages
+from services.messages.fields import message_fields
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
-
-
-def _addresses(items: list[dict[str, Any]] | None) -> list[Address]:
-    return [
-        Address(name=i.get("name"), email=i.get("email"))
-        for i in items or []
-        if isinstance(i, dict)
-    ]
-
-
-def message_fields(r: Any) -> dict[str, Any]:
-    sender = None
-    if r["from_name"] is not None or r["from_email"] is not None:
-        sender = Address(name=r["from_name"], email=r["from_email"])
-    spam = None
-    if r["is_spam"] is not None:
-        spam = SpamVerdict(
-            is_spam=r["is_spam"], score=r["spam_score"], indicators=r["spam_indicators"] or []
-        )
-    return {
-        "id": str(r["id"]),
-        "account_id": str(r["account_id"]),
-        "folder": r["folder"],
-        "provider_id": r["provider_id"],
-        "message_id_header": r["message_id_header"],
-        "thread_id": r["thread_id"],
-        "from": sender,
-        "to": _addresses(r["to_addrs"]),
-        "cc": _addresses(r["cc_addrs"]),
-        "subject": r["subject"],
-        "date": r["date"],
-        "snippet": r["snippet"],
-        "unread": r["unread"],
-        "starred": r["starred"],
-        "has_attachments": r["has_attachments"],
-        "spam": spam,
-        "category": r["category"],
-        "deleted": False,
-        "too_large": r["too_large"],
-    }
 
 
 @router.get(

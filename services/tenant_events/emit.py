@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.repositories.tenant_events import rows
+from services.tenant_events import payloads
 
 
 class TenantEventType(enum.StrEnum):
@@ -48,3 +50,20 @@ async def emit_many(
 ) -> list[uuid.UUID]:
     """Record several events of one tenant with one INSERT (a batch of stored messages)."""
     return await rows.insert_events(session, tenant_id, [(t.value, d) for t, d in events])
+
+
+async def emit_messages(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    type: TenantEventType,
+    message_ids: Sequence[uuid.UUID],
+) -> int:
+    """One `message.*` event per message, its data the message as the list shows it (read
+    in this transaction, so after the effect); a batch costs one read and one INSERT per
+    payloads.PAYLOAD_CHUNK messages, never one statement per message. Returns the count."""
+    if not message_ids:
+        return 0
+    found = await payloads.message_payloads(session, tenant_id, list(dict.fromkeys(message_ids)))
+    await emit_many(session, tenant_id=tenant_id, events=[(type, {"message": p}) for p in found])
+    return len(found)

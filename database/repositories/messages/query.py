@@ -172,3 +172,18 @@ async def attachment_content(
         _att.c.id == attachment_id, _att.c.message_id == message_id, _att.c.tenant_id == tenant_id
     )
     return (await session.execute(stmt)).mappings().one_or_none()
+
+
+async def listed_rows(
+    session: AsyncSession, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[sa.RowMapping]:
+    """The tenant's messages among these ids with the list's columns, its folder name and
+    `deleted_at`, deleted ones included (a `message.deleted` event shows the message)."""
+    if not message_ids:
+        return []
+    stmt = (
+        sa.select(*LIST_COLUMNS, _m.c.deleted_at, _f.c.name.label("folder"))
+        .select_from(_m.outerjoin(_f, _f.c.id == _m.c.folder_id))
+        .where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    )
+    return list((await session.execute(stmt)).mappings())
