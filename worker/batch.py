@@ -61,6 +61,7 @@ from services.nylas.notifications import (
     folder_role,
     message_values,
 )
+from services.tenant_events.emit import TenantEventType, emit_messages, emit_stored
 from settings import Settings
 from worker.inline_chain import LOCAL_ACTIONS, finished_run, insert_finished_runs
 
@@ -249,6 +250,12 @@ async def _run(
                 stale_after_s=settings.outbox_stale_after_s,
             )
     await classify_repo.save_verdicts_and_labels(session, finished)
+    await emit_messages(
+        session,
+        tenant_id=account.tenant_id,
+        type=TenantEventType.message_classified,
+        message_ids=[f["id"] for f in finished],
+    )
     await insert_finished_runs(session, runs)
     others = items[1:]
     await batch_repo.finish_peers(
@@ -304,6 +311,7 @@ async def _store(session: AsyncSession, *, account: Account, items: list[_Item])
         message_ids=[mid for _, (mid, _) in stored],
         rows=[{**a, "message_id": mid} for i, (mid, _) in stored for a in i.attachments],
     )
+    await emit_stored(session, tenant_id=account.tenant_id, stored=[s for _, s in stored])
     for item in items:
         got = saved.get(item.values["provider_id"])
         if got is None:

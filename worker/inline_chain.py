@@ -34,6 +34,7 @@ from database.repositories.chunks import chunked, width
 from database.task_names import TaskName
 from services.classify import rules
 from services.classify.service import doc_for, verdict
+from services.tenant_events.emit import TenantEventType, emit_messages
 from settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,9 @@ async def classify_and_apply(
         spam_score=found["spam_score"],
         indicators=found["indicators"],
         category=found["category"],
+    )
+    await emit_messages(
+        session, tenant_id=tenant, type=TenantEventType.message_classified, message_ids=[message_id]
     )
     applied = []
     for rule in matching:

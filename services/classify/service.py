@@ -20,6 +20,7 @@ from services.classify.model import (
     probability,
 )
 from services.errors import NotFound, PermissionDenied, ValidationFailed
+from services.tenant_events.emit import TenantEventType, emit_messages
 
 LABELS = ("spam", "ham")
 
@@ -97,6 +98,12 @@ async def classify_message(
         spam_score=result["spam_score"],
         indicators=result["indicators"],
         category=result["category"],
+    )
+    await emit_messages(
+        session,
+        tenant_id=tenant_id,
+        type=TenantEventType.message_classified,
+        message_ids=[message.id],
     )
     return result
 

@@ -18,6 +18,7 @@ from services.errors import ProviderTemporaryError, ValidationFailed
 from services.events.webhooks import base_type, type_suffixes
 from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
+from services.tenant_events.emit import TenantEventType, emit_messages, emit_stored
 
 
 class MessageFetcher(Protocol):
@@ -190,6 +191,7 @@ async def store_message(
             message_ids=[saved[0]],
             rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
+        await emit_stored(session, tenant_id=account.tenant_id, stored=[saved])
     return saved
 
 
@@ -289,13 +291,20 @@ async def process_notification(
         return Outcome.ignored("the grant belongs to a non-Nylas account", account)
 
     if kind == "message.deleted":
-        message_id = await messages_repo.mark_deleted(
+        message_id, was_live = await messages_repo.mark_deleted(
             session,
             tenant_id=account.tenant_id,
             account_id=account.id,
             provider_id=obj["id"],
             provider_version=version,
         )
+        if was_live:  # a tombstone for a message the tenant never saw tells nothing
+            await emit_messages(
+                session,
+                tenant_id=account.tenant_id,
+                type=TenantEventType.message_deleted,
+                message_ids=[message_id],
+            )
         return Outcome(
             status="succeeded",
             result={"status": "success", "message_id": str(message_id), "action": "deleted"},

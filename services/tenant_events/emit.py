@@ -67,3 +67,22 @@ async def emit_messages(
     found = await payloads.message_payloads(session, tenant_id, list(dict.fromkeys(message_ids)))
     await emit_many(session, tenant_id=tenant_id, events=[(type, {"message": p}) for p in found])
     return len(found)
+
+
+async def emit_stored(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    stored: Sequence[tuple[uuid.UUID, bool]],
+) -> None:
+    """`message.created` for the rows an upsert inserted, `message.updated` for those it
+    changed: the (id, inserted) pairs the message upsert answers (one read and one INSERT
+    per kind for the whole batch)."""
+    created = [mid for mid, inserted in stored if inserted]
+    updated = [mid for mid, inserted in stored if not inserted]
+    await emit_messages(
+        session, tenant_id=tenant_id, type=TenantEventType.message_created, message_ids=created
+    )
+    await emit_messages(
+        session, tenant_id=tenant_id, type=TenantEventType.message_updated, message_ids=updated
+    )

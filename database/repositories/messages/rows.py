@@ -80,9 +80,20 @@ async def mark_deleted(
     account_id: uuid.UUID,
     provider_id: str,
     provider_version: int | None,
-) -> uuid.UUID:
+) -> tuple[uuid.UUID, bool]:
     """Mark deleted, or leave a tombstone when the message was never seen, so a late
-    `created` for it cannot resurrect it."""
+    `created` for it cannot resurrect it: (id, whether a live message was deleted now)."""
+    live = (
+        await session.execute(
+            sa.select(_m.c.id)
+            .where(
+                _m.c.account_id == account_id,
+                _m.c.provider_id == provider_id,
+                _m.c.deleted_at.is_(None),
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
     stmt = (
         insert(_m)
         .values(
@@ -102,7 +113,7 @@ async def mark_deleted(
         )
         .returning(_m.c.id)
     )
-    return (await session.execute(stmt)).scalar_one()  # type: ignore[no-any-return]
+    return (await session.execute(stmt)).scalar_one(), live is not None
 
 
 async def ensure_folders(
