@@ -39,6 +39,8 @@ from services.imap.protocol import UidSet, uid_set
 from services.imap.rows import build, declared_size, record, unstorable
 from services.imap.slots import imap_slot
 from services.imap.sync_steps import changes_since, expunged_by_search, resync_new_generation
+from services.tenant_events.emit import TenantEventType, emit_account, emit_stored
+from services.tenant_events.payloads import payloads_by_provider_id
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -324,6 +326,10 @@ class _Syncer:
         self, s: AsyncSession, built: list[tuple[dict[str, Any], list[dict[str, Any]]]]
     ) -> tuple[int, int]:
         """Upsert the rows and replace their attachments: (new, refreshed)."""
+        tenant_id = self.account.tenant_id
+        before = await payloads_by_provider_id(
+            s, tenant_id, self.account.id, [v["provider_id"] for v, _ in built]
+        )
         saved = await repo.upsert_messages(s, [v for v, _ in built])
         new_atts: list[dict[str, Any]] = []
         refreshed: list[uuid.UUID] = []
@@ -336,8 +342,9 @@ class _Syncer:
                 refreshed.append(real_id)
             new_atts.extend({**a, "message_id": real_id} for a in atts)
         await messages_repo.replace_attachments(
-            s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
+            s, tenant_id=tenant_id, message_ids=refreshed, rows=new_atts
         )
+        await emit_stored(s, tenant_id=tenant_id, stored=list(saved.values()), before=before)
         return len(saved) - len(refreshed), len(refreshed)
 
 
@@ -508,4 +515,10 @@ async def run_sync(
     if not result.cut:
         async with db.transaction() as s:
             await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
+            await emit_account(
+                s,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                type=TenantEventType.account_sync_completed,
+            )
     return result

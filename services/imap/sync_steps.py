@@ -10,6 +10,7 @@ from database.repositories.folders import imap_state as repo
 from services.imap.client import ImapClient, SelectInfo
 from services.imap.protocol import UidSet, number, uid_set
 from services.messages.mime import message_id_of_header_block
+from services.tenant_events.emit import TenantEventType, emit_messages
 
 
 class Counts(Protocol):
@@ -61,27 +62,39 @@ def modseq_of(attrs: dict[str, Any]) -> int | None:
 async def _apply_flags(
     syncer: FolderSync, folder: Folder, info: SelectInfo, changes: list[dict[str, Any]]
 ) -> None:
+    if not changes:
+        return
+    tenant_id = syncer.account.tenant_id
     async with syncer.db.transaction() as s:
-        syncer.result.updated += await repo.apply_flags(
+        changed = await repo.apply_flags(
             s,
-            tenant_id=syncer.account.tenant_id,
+            tenant_id=tenant_id,
             folder_id=folder.id,
             uidvalidity=info.uidvalidity,
             changes=changes,
         )
+        await emit_messages(
+            s, tenant_id=tenant_id, type=TenantEventType.message_updated, message_ids=changed
+        )
+    syncer.result.updated += len(changed)
 
 
 async def _mark_deleted(syncer: FolderSync, folder: Folder, info: SelectInfo, uids: UidSet) -> None:
     if not uids:
         return
+    tenant_id = syncer.account.tenant_id
     async with syncer.db.transaction() as s:
-        syncer.result.deleted += await repo.mark_uids_deleted(
+        gone = await repo.mark_uids_deleted(
             s,
-            tenant_id=syncer.account.tenant_id,
+            tenant_id=tenant_id,
             folder_id=folder.id,
             uidvalidity=info.uidvalidity,
             ranges=uids.ranges(),
         )
+        await emit_messages(
+            s, tenant_id=tenant_id, type=TenantEventType.message_deleted, message_ids=gone
+        )
+    syncer.result.deleted += len(gone)
 
 
 async def expunged_by_search(
@@ -179,10 +192,21 @@ async def resync_new_generation(syncer: FolderSync, folder: Folder, info: Select
         )
     async with syncer.db.transaction() as s:
         await repo.rekey(s, tenant_id=tenant_id, rows=rekeys)
-        syncer.result.updated += len(rekeys)
+        # A re-keyed message keeps its id; its provider_id (and maybe its flags) changed.
+        await emit_messages(
+            s,
+            tenant_id=tenant_id,
+            type=TenantEventType.message_updated,
+            message_ids=[r["id"] for r in rekeys],
+        )
+    syncer.result.updated += len(rekeys)
     specs = [uid_set(unknown[i : i + LISTED_UIDS]) for i in range(0, len(unknown), LISTED_UIDS)]
     await syncer.fetch_uids(folder, info, specs)
     async with syncer.db.transaction() as s:
-        syncer.result.deleted += await repo.delete_stale_generation(
+        gone = await repo.delete_stale_generation(
             s, tenant_id=tenant_id, folder_id=folder.id, uidvalidity=info.uidvalidity
         )
+        await emit_messages(
+            s, tenant_id=tenant_id, type=TenantEventType.message_deleted, message_ids=gone
+        )
+    syncer.result.deleted += len(gone)

@@ -33,6 +33,7 @@ from services.imap.slots import imap_slot
 from services.imap.sync import Budget
 from services.pop3.client import Pop3Config
 from services.pop3.delete import delete_pop3
+from services.tenant_events.emit import TenantEventType, emit_messages
 from settings import Settings
 
 # The ids one chunk deletes (one UID command per folder, or this many Nylas calls) before the
@@ -135,9 +136,11 @@ async def delete_messages(
         else:
             done = await _delete_imap(settings, plan, permanent=permanent)
         async with db.transaction() as s:
-            deleted += await messages_repo.mark_many_deleted(
-                s, tenant_id=tenant_id, message_ids=done
+            marked = await messages_repo.mark_many_deleted(s, tenant_id=tenant_id, message_ids=done)
+            await emit_messages(
+                s, tenant_id=tenant_id, type=TenantEventType.message_deleted, message_ids=marked
             )
+        deleted += len(marked)
     return deleted
 
 

@@ -165,12 +165,19 @@ def attachment_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def store_message(
-    session: AsyncSession, *, account: Account, obj: dict[str, Any], version: int | None
+    session: AsyncSession,
+    *,
+    account: Account,
+    obj: dict[str, Any],
+    version: int | None,
+    before: dict[uuid.UUID, dict[str, Any]] | None = None,
 ) -> tuple[uuid.UUID, bool] | None:
     """Upsert a Nylas Message object with its folders and attachment metadata.
 
     (id, inserted), or None when the message is deleted here or a newer state is stored.
-    Webhooks, sync and the Nylas send path all store messages through this one function.
+    Webhooks, sync and the Nylas send path all store messages through this one function,
+    and tell the tenant (`message.created` or `.updated`; with `before`, a sync's snapshot,
+    an update that changed nothing listed tells nothing).
     """
     values = message_values(obj, account=account, version=version)
     folder_names = values["labels"]
@@ -191,7 +198,7 @@ async def store_message(
             message_ids=[saved[0]],
             rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
-        await emit_stored(session, tenant_id=account.tenant_id, stored=[saved])
+        await emit_stored(session, tenant_id=account.tenant_id, stored=[saved], before=before)
     return saved
 
 

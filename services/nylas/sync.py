@@ -12,6 +12,7 @@ first part's start time, which becomes the cursor when the last part ends).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,8 @@ from database.repositories.accounts import nylas_state as state_repo
 from services.errors import PostroomError, ValidationFailed
 from services.imap.sync import Budget
 from services.nylas.notifications import store_message
+from services.tenant_events.emit import TenantEventType, emit_account
+from services.tenant_events.payloads import payloads_by_provider_id
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +55,13 @@ class SyncCounts:
 
 
 async def _upsert(
-    session: AsyncSession, account: Account, obj: dict[str, Any], version: int
+    session: AsyncSession,
+    account: Account,
+    obj: dict[str, Any],
+    version: int,
+    before: dict[uuid.UUID, dict[str, Any]],
 ) -> str:
-    saved = await store_message(session, account=account, obj=obj, version=version)
+    saved = await store_message(session, account=account, obj=obj, version=version, before=before)
     if saved is None:  # deleted here, or a newer notification already applied
         return "unchanged"
     return "created" if saved[1] else "updated"
@@ -101,8 +108,13 @@ async def sync_nylas_account(
         counts.pages += 1
         page = [o for o in items if isinstance(o, dict) and isinstance(o.get("id"), str)]
         async with db.transaction() as s:
+            # What the page's messages were: a re-read that changes nothing tells nothing
+            # (the overlap re-reads the last hour on every sync).
+            before = await payloads_by_provider_id(
+                s, account.tenant_id, account.id, [o["id"] for o in page]
+            )
             # The list is the state at `started`: a webhook stamped later still wins.
-            actions = [await _upsert(s, account, obj, started) for obj in page]
+            actions = [await _upsert(s, account, obj, started, before) for obj in page]
         for action in actions:  # counted once committed
             setattr(counts, action, getattr(counts, action) + 1)
         counts.fetched += len(page)
@@ -115,6 +127,12 @@ async def sync_nylas_account(
     if not token:
         async with db.transaction() as s:
             await state_repo.mark_synced(s, account.id, cursor=str(started))
+            await emit_account(
+                s,
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                type=TenantEventType.account_sync_completed,
+            )
     return {
         "status": "continued" if token else "success",
         "provider": "nylas",

@@ -32,6 +32,12 @@ from services.errors import ValidationFailed
 from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
+from services.tenant_events.emit import (
+    TenantEventType,
+    emit_account,
+    emit_messages,
+    emit_stored,
+)
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -171,6 +177,7 @@ class _Pop3Syncer:
             await messages_repo.replace_attachments(
                 s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
             )
+            await emit_stored(s, tenant_id=self.account.tenant_id, stored=list(saved.values()))
 
     async def _headers_only(self, number: int) -> bytes | None:
         if not self.client.has("TOP"):
@@ -225,9 +232,13 @@ async def sync_maildrop(
     syncer = _Pop3Syncer(db, client, account, folder)
     gone = [pid for pid, live in known.items() if live and pid not in on_server]
     async with db.transaction() as s:
-        syncer.result.deleted += await pop3_state.mark_gone(
+        marked = await pop3_state.mark_gone(
             s, tenant_id=account.tenant_id, folder_id=folder.id, provider_ids=gone
         )
+        await emit_messages(
+            s, tenant_id=account.tenant_id, type=TenantEventType.message_deleted, message_ids=marked
+        )
+    syncer.result.deleted += len(marked)
     done = 0
     batches = plan(new, sizes, client.config.max_message_bytes)
     for i, batch in enumerate(batches, 1):
@@ -276,4 +287,10 @@ async def run_pop3_sync(
     if not result.cut:
         async with db.transaction() as s:
             await repo.mark_synced(s, tenant_id=tenant_id, account_id=account_id)
+            await emit_account(
+                s,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                type=TenantEventType.account_sync_completed,
+            )
     return result

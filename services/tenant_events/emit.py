@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.repositories.accounts import access as accounts_repo
 from database.repositories.tenant_events import rows
 from services.tenant_events import payloads
 
@@ -65,8 +66,17 @@ async def emit_messages(
     if not message_ids:
         return 0
     found = await payloads.message_payloads(session, tenant_id, list(dict.fromkeys(message_ids)))
-    await emit_many(session, tenant_id=tenant_id, events=[(type, {"message": p}) for p in found])
-    return len(found)
+    return await _emit_payloads(session, tenant_id, type, found)
+
+
+async def _emit_payloads(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    type: TenantEventType,
+    messages: list[dict[str, Any]],
+) -> int:
+    await emit_many(session, tenant_id=tenant_id, events=[(type, {"message": m}) for m in messages])
+    return len(messages)
 
 
 async def emit_stored(
@@ -74,15 +84,44 @@ async def emit_stored(
     *,
     tenant_id: uuid.UUID,
     stored: Sequence[tuple[uuid.UUID, bool]],
+    before: dict[uuid.UUID, dict[str, Any]] | None = None,
 ) -> None:
     """`message.created` for the rows an upsert inserted, `message.updated` for those it
-    changed: the (id, inserted) pairs the message upsert answers (one read and one INSERT
-    per kind for the whole batch)."""
+    refreshed: the (id, inserted) pairs the message upsert answers, one read and one INSERT
+    per kind for the whole batch. With `before` (payloads.payloads_by_provider_id, read
+    before the upsert), a refresh that changed nothing the list shows tells nothing: a full
+    re-sync re-fetches every message and most of them are as they were."""
     created = [mid for mid, inserted in stored if inserted]
-    updated = [mid for mid, inserted in stored if not inserted]
+    refreshed = list(dict.fromkeys(mid for mid, inserted in stored if not inserted))
     await emit_messages(
         session, tenant_id=tenant_id, type=TenantEventType.message_created, message_ids=created
     )
-    await emit_messages(
-        session, tenant_id=tenant_id, type=TenantEventType.message_updated, message_ids=updated
+    if not refreshed:
+        return
+    now = await payloads.message_payloads(session, tenant_id, refreshed)
+    if before is not None:
+        now = [m for m in now if before.get(uuid.UUID(m["id"])) != m]
+    await _emit_payloads(session, tenant_id, TenantEventType.message_updated, now)
+
+
+async def emit_account(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    type: TenantEventType,
+) -> bool:
+    """An `account.*` event with the account as the API shows it, read in this transaction
+    (after the effect: a finished sync's `last_sync_at` is the new one). False when the
+    account is gone (deleted meanwhile): nothing to tell."""
+    account = await accounts_repo.get_for_tenant(session, tenant_id, account_id)
+    if account is None:
+        return False
+    await session.refresh(account)
+    await emit(
+        session,
+        tenant_id=tenant_id,
+        type=type,
+        data={"account": payloads.account_payload(account)},
     )
+    return True

@@ -56,3 +56,18 @@ async def message_payloads(
         found = {r["id"]: r for r in await messages_query.listed_rows(session, tenant_id, part)}
         out.extend(message_payload(found[m]) for m in part if m in found)
     return out
+
+
+async def payloads_by_provider_id(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID, provider_ids: list[str]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The account's stored messages among these provider ids, by message id, as the list
+    shows them: what a sync batch had before it wrote (emit.emit_stored's `before`)."""
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    for i in range(0, len(provider_ids), PAYLOAD_CHUNK):
+        part = provider_ids[i : i + PAYLOAD_CHUNK]
+        for r in await messages_query.listed_rows_by_provider_id(
+            session, tenant_id, account_id, part
+        ):
+            out[r["id"]] = message_payload(r)
+    return out

@@ -134,10 +134,11 @@ async def apply_flags(
     folder_id: uuid.UUID,
     uidvalidity: int,
     changes: Sequence[dict[str, Any]],
-) -> int:
-    """Set flags of known UIDs: changes = [{uid, flags, unread, starred, modseq}]; rows changed."""
+) -> list[uuid.UUID]:
+    """Set flags of known UIDs: changes = [{uid, flags, unread, starred, modseq}]; the ids of
+    the rows that changed."""
     if not changes:
-        return 0
+        return []
     data = sa.values(
         sa.column("uid", sa.BigInteger),
         sa.column("flags", _m.c.flags.type),
@@ -168,9 +169,9 @@ async def apply_flags(
             modseq=sa.func.coalesce(sa.cast(data.c.modseq, sa.BigInteger), _m.c.modseq),
             updated_at=sa.func.now(),
         )
+        .returning(_m.c.id)
     )
-    result = await session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return list((await session.execute(stmt)).scalars())
 
 
 async def mark_uids_deleted(
@@ -180,13 +181,13 @@ async def mark_uids_deleted(
     folder_id: uuid.UUID,
     uidvalidity: int,
     ranges: Sequence[tuple[int, int]],
-) -> int:
-    """Mark deleted the stored rows whose UID falls in one of the (lo, hi) ranges.
+) -> list[uuid.UUID]:
+    """Mark deleted the stored rows whose UID falls in one of the (lo, hi) ranges: their ids.
 
     The ranges are joined to the rows in PostgreSQL (an index range scan per range on
     ix_message_folder_uid), so `1:4294967295` costs the rows it hits, never 4 billion UIDs.
     """
-    total = 0
+    gone: list[uuid.UUID] = []
     for i in range(0, len(ranges), _RANGES_PER_STATEMENT):
         part = ranges[i : i + _RANGES_PER_STATEMENT]
         r = (
@@ -207,10 +208,10 @@ async def mark_uids_deleted(
                 _m.c.deleted_at.is_(None),
             )
             .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+            .returning(_m.c.id)
         )
-        result = await session.execute(stmt)
-        total += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    return total
+        gone.extend((await session.execute(stmt)).scalars())
+    return gone
 
 
 async def live_uids(
@@ -262,8 +263,8 @@ async def rekey(
 
 async def delete_stale_generation(
     session: AsyncSession, *, tenant_id: uuid.UUID, folder_id: uuid.UUID, uidvalidity: int
-) -> int:
-    """Mark deleted the live rows of a folder still keyed by an older UIDVALIDITY."""
+) -> list[uuid.UUID]:
+    """Mark deleted the live rows of a folder still keyed by an older UIDVALIDITY: their ids."""
     stmt = (
         sa.update(_m)
         .where(
@@ -273,9 +274,9 @@ async def delete_stale_generation(
             _m.c.deleted_at.is_(None),
         )
         .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+        .returning(_m.c.id)
     )
-    result = await session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return list((await session.execute(stmt)).scalars())
 
 
 async def mark_synced(

@@ -35,10 +35,10 @@ async def mark_gone(
     tenant_id: uuid.UUID,
     folder_id: uuid.UUID,
     provider_ids: Sequence[str],
-) -> int:
-    """Mark deleted the live rows whose message left the maildrop; the count marked."""
+) -> list[uuid.UUID]:
+    """Mark deleted the live rows whose message left the maildrop; the ids marked."""
     if not provider_ids:
-        return 0
+        return []
     stmt = (
         sa.update(_m)
         .where(
@@ -48,6 +48,6 @@ async def mark_gone(
             _m.c.deleted_at.is_(None),
         )
         .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+        .returning(_m.c.id)
     )
-    result = await session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return list((await session.execute(stmt)).scalars())

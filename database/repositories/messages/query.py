@@ -174,6 +174,12 @@ async def attachment_content(
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
+def _listed() -> sa.Select[Any]:
+    return sa.select(*LIST_COLUMNS, _m.c.deleted_at, _f.c.name.label("folder")).select_from(
+        _m.outerjoin(_f, _f.c.id == _m.c.folder_id)
+    )
+
+
 async def listed_rows(
     session: AsyncSession, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
 ) -> list[sa.RowMapping]:
@@ -181,9 +187,19 @@ async def listed_rows(
     `deleted_at`, deleted ones included (a `message.deleted` event shows the message)."""
     if not message_ids:
         return []
-    stmt = (
-        sa.select(*LIST_COLUMNS, _m.c.deleted_at, _f.c.name.label("folder"))
-        .select_from(_m.outerjoin(_f, _f.c.id == _m.c.folder_id))
-        .where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    stmt = _listed().where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    return list((await session.execute(stmt)).mappings())
+
+
+async def listed_rows_by_provider_id(
+    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID, provider_ids: list[str]
+) -> list[sa.RowMapping]:
+    """listed_rows for the account's messages with these provider ids (uq on both)."""
+    if not provider_ids:
+        return []
+    stmt = _listed().where(
+        _m.c.tenant_id == tenant_id,
+        _m.c.account_id == account_id,
+        _m.c.provider_id.in_(provider_ids),
     )
     return list((await session.execute(stmt)).mappings())

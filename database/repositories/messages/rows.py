@@ -198,13 +198,14 @@ async def count_for_tenant(
 
 async def mark_many_deleted(
     session: AsyncSession, *, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
-) -> int:
+) -> list[uuid.UUID]:
+    """Mark deleted those of the tenant's live messages among these ids: the ids marked."""
     if not message_ids:
-        return 0
+        return []
     stmt = (
         sa.update(_m)
         .where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids), _m.c.deleted_at.is_(None))
         .values(deleted_at=sa.func.now(), updated_at=sa.func.now())
+        .returning(_m.c.id)
     )
-    result = await session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return list((await session.execute(stmt)).scalars())
