@@ -20,6 +20,7 @@ from database.repositories.outbound import ledger as outbound_repo
 from services.errors import Conflict, PostroomError, ProviderTemporaryError, ValidationFailed
 from services.nylas.gateway import NylasGateway
 from services.nylas.notifications import Outcome, store_message
+from services.outbound import send_events
 from services.outbound.compose import Person
 from services.outbound.request import Prepared, SendRequest
 from services.outbound.smtp import DeliveryUnknown
@@ -68,17 +69,25 @@ async def _move(
         )
 
 
-async def _store(db: Database, *, account: Account, obj: dict[str, Any]) -> uuid.UUID:
-    """The sent message's row, in a short transaction after Nylas answered."""
+async def _store(
+    db: Database, *, account: Account, obj: dict[str, Any], row: OutboundMessage, recipients: int
+) -> uuid.UUID:
+    """The sent message's row and its message.sent, in a short transaction after Nylas
+    answered."""
     async with db.transaction() as session:
         saved = await store_message(session, account=account, obj=obj, version=int(time.time()))
         if saved is not None:
-            return saved[0]
-        existing = await messages_repo.get_by_provider_id(
-            session, account_id=account.id, provider_id=obj["id"]
+            message_id = saved[0]
+        else:
+            existing = await messages_repo.get_by_provider_id(
+                session, account_id=account.id, provider_id=obj["id"]
+            )
+            assert existing is not None
+            message_id = existing.id
+        await send_events.tell_sent(
+            session, row=row, message_id=message_id, recipients_sent=recipients
         )
-    assert existing is not None
-    return existing.id
+    return message_id
 
 
 async def send_via_nylas(
@@ -113,7 +122,8 @@ async def send_via_nylas(
     if sent_id:
         # Already sent: only the bookkeeping of the first attempt may be missing.
         obj = await nylas.find_message(account.grant_id, sent_id)
-        return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
+        stored = await _store(db, account=account, obj=obj, row=row, recipients=len(recipients))
+        return _outcome(account, stored, obj, recipients)
     started = row.sending_at or datetime.now(UTC)
     if row.status == "sending" and datetime.now(UTC) - started > IDEMPOTENCY_WINDOW:
         raise DeliveryUnknown(
@@ -129,10 +139,12 @@ async def send_via_nylas(
     except ProviderTemporaryError:
         raise  # the same key on the retry makes a second call harmless
     except PostroomError as exc:
-        await _move(db, row, ("sending",), "failed", server_reply=exc.message[:1000])
+        async with db.transaction() as s:  # with message.send_failed, in the same commit
+            await send_events.fail(s, row=row, server_reply=exc.message, error_code=exc.code)
         raise
     await _move(db, row, ("sending", "sent"), "sent", server_reply=f"nylas:{obj.get('id')}")
-    return _outcome(account, await _store(db, account=account, obj=obj), obj, recipients)
+    stored = await _store(db, account=account, obj=obj, row=row, recipients=len(recipients))
+    return _outcome(account, stored, obj, recipients)
 
 
 def _outcome(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ from services.errors import BadCredentials, Conflict, PostroomError, ValidationF
 from services.nylas.gateway import NylasGateway
 from services.nylas.notifications import Outcome
 from services.outbound import nylas_delivery as nylas_send
+from services.outbound import send_events
 from services.outbound.compose import AttachmentFile, Composed, Person, ReplyTarget, compose, people
 from services.outbound.request import Prepared, SendRequest
 from services.outbound.sent_record import append_copy, record_sent
@@ -181,21 +183,29 @@ async def _ledger(
         )
 
 
-async def _move(
-    db: Database, row: OutboundMessage, frm: tuple[str, ...], to: str, **values: Any
-) -> bool:
-    """A ledger transition in its own committed transaction (a few tries: it must land)."""
+async def _committed(db: Database, work: Callable[[AsyncSession], Awaitable[bool]]) -> bool:
+    """A ledger step in its own committed transaction (a few tries: it must land)."""
     for attempt in range(3):
         try:
             async with db.transaction() as s:
-                return await outbound_repo.transition(
-                    s, outbound_id=row.id, from_status=frm, to_status=to, **values
-                )
+                return await work(s)
         except Exception:
             if attempt == 2:
                 raise
             await asyncio.sleep(0.2 * (attempt + 1))
     return False
+
+
+async def _move(
+    db: Database, row: OutboundMessage, frm: tuple[str, ...], to: str, **values: Any
+) -> bool:
+    """A ledger transition in its own committed transaction."""
+    return await _committed(
+        db,
+        lambda s: outbound_repo.transition(
+            s, outbound_id=row.id, from_status=frm, to_status=to, **values
+        ),
+    )
 
 
 async def send_message(
@@ -295,6 +305,9 @@ async def send_message(
             attachments=prepared.attachments,
             outbound_id=row.id,
         )
+        await send_events.tell_sent(
+            s, row=row, message_id=message_row_id, recipients_sent=len(accepted)
+        )
     return Outcome(
         status="succeeded",
         result={
@@ -335,8 +348,20 @@ async def _deliver(
         await _move(db, row, ("sending",), "sending", server_reply=exc.message[:1000])
         raise
     except SmtpRejected as exc:
-        if marked:
-            await _move(db, row, ("sending",), "failed", server_reply=exc.reply[:1000])
+        # For good (5xx): message.send_failed, with the ledger's move to `failed` when DATA
+        # was reached, in the same commit.
+        refused = exc
+        await _committed(
+            db,
+            lambda s: send_events.fail(
+                s,
+                row=row,
+                server_reply=refused.reply,
+                error_code=refused.code,
+                smtp_code=refused.smtp_code,
+                in_ledger=marked,
+            ),
+        )
         raise
     except PostroomError:
         # A definite non-delivery (4xx, refused DATA, broken session before DATA): free to retry.

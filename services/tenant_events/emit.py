@@ -37,9 +37,13 @@ async def emit(
     tenant_id: uuid.UUID,
     type: TenantEventType,
     data: dict[str, Any],
+    event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Record one event for the tenant; the caller's commit makes it real."""
-    (event_id,) = await rows.insert_events(session, tenant_id, [(type.value, data)])
+    """Record one event for the tenant; the caller's commit makes it real. A stable
+    `event_id` (derived from the effect) makes a repeated emit of the same effect a no-op."""
+    (event_id,) = await rows.insert_events(
+        session, tenant_id, [(type.value, data)], ids=[event_id] if event_id else None
+    )
     return event_id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import TenantEvent
@@ -14,15 +14,22 @@ _te = TenantEvent.__table__  # type: ignore[attr-defined]
 
 
 async def insert_events(
-    session: AsyncSession, tenant_id: uuid.UUID, events: list[tuple[str, dict[str, Any]]]
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    ids: list[uuid.UUID] | None = None,
 ) -> list[uuid.UUID]:
-    """Insert (type, data) pairs for one tenant; `seq` stays null until the sequencer runs."""
+    """Insert (type, data) pairs for one tenant; `seq` stays null until the sequencer runs.
+
+    With `ids` (stable ids an effect derives from itself), an id already stored is left as it
+    is: an effect whose bookkeeping runs again tells its event once."""
     if not events:
         return []
-    ids = [uuid.uuid4() for _ in events]
+    ids = ids or [uuid.uuid4() for _ in events]
     rows = [
         {"id": i, "tenant_id": tenant_id, "type": kind, "data": data}
         for i, (kind, data) in zip(ids, events, strict=True)
     ]
-    await session.execute(sa.insert(_te), rows)
+    await session.execute(insert(_te).on_conflict_do_nothing(index_elements=["id"]), rows)
     return ids
