@@ -336,6 +336,7 @@ async def _fail(
             tenant_id=event.tenant_id,
             account_id=event.account_id,
         )
+        await dead_letters.tell_failed(session, event_id=event.id)
     return Decision("dead", {"status": "dead", "error": message}, error=exc)
 
 

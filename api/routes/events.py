@@ -12,12 +12,13 @@ from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep, get_celery
 from api.schemas.common import error_responses
 from api.schemas.events import EventPage, EventPublic
-from database.models import Event, EventStatus
+from database.models import Event
 from database.repositories.events import query as events_query
 from database.repositories.events import rows as events_repo
 from services import cursors
 from services.errors import NotFound
 from services.events import cancel
+from services.events.public import event_fields
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=error_responses(401, 422))
 Status = Literal[
@@ -34,22 +35,7 @@ Status = Literal[
 
 
 def event_public(e: Event) -> EventPublic:
-    return EventPublic(
-        id=str(e.id),
-        source=e.source,
-        type=e.type,
-        external_id=e.external_id,  # type: ignore[arg-type]
-        status=e.status,
-        attempts=e.attempts,
-        task_ids=list(e.task_ids or []),
-        last_error=e.last_error,
-        received_at=e.received_at,
-        finished_at=e.finished_at,
-        send_at=e.not_before,
-        coalesced_into=(e.result or {}).get("coalesced_into")
-        if e.status == EventStatus.succeeded
-        else None,
-    )
+    return EventPublic(**event_fields(e))
 
 
 @router.get("", response_model=EventPage, responses=error_responses(400))

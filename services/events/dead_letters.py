@@ -26,6 +26,8 @@ from database.repositories.events import dead_letters as repo
 from database.repositories.events import rows as events_repo
 from services.errors import BadRequest, Conflict, NotFound, PostroomError
 from services.events.unit_of_work import Job
+from services.tenant_events.emit import TenantEventType, emit
+from services.tenant_events.payloads import event_payload
 
 Publish = Callable[..., bool]
 MAX_LIMIT = 200
@@ -82,6 +84,21 @@ async def record(
         # Full detail for operators: stored, never returned by the API.
         traceback="".join(traceback.format_exception(exc))[-20000:],
         attempts=attempts,
+    )
+
+
+async def tell_failed(session: AsyncSession, *, event_id: uuid.UUID) -> None:
+    """`job.failed` for an event just dead-lettered, as GET /v1/events/{id} now shows it, in
+    the transaction that marks it dead (a replay that dies again tells again). An event of no
+    tenant (a webhook for a grant nobody owns) has nobody to tell."""
+    event = await events_repo.get(session, event_id)
+    if event is None or event.tenant_id is None:
+        return
+    await emit(
+        session,
+        tenant_id=event.tenant_id,
+        type=TenantEventType.job_failed,
+        data={"event": event_payload(event)},
     )
 
 

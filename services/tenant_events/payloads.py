@@ -3,14 +3,16 @@ credentials (API.md "Outbound events")."""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Account
+from database.models import Account, Event
 from database.repositories.messages import query as messages_query
+from services.events.public import event_fields
 from services.messages.fields import message_fields
 
 # Ids per payload read: one IN list of a bounded size, whatever a sync hands over.
@@ -70,4 +72,16 @@ async def payloads_by_provider_id(
             session, tenant_id, account_id, part
         ):
             out[r["id"]] = message_payload(r)
+    return out
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The event (a webhook's or a job's) as `GET /v1/events/{id}` shows it."""
+    out: dict[str, Any] = {}
+    for key, value in event_fields(event).items():
+        if isinstance(value, datetime):
+            value = json_time(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[key] = value
     return out

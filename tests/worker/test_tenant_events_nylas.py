@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from database.models import Event
+from database.models import Event, Tenant
+from tests.api.keys import make_caller
 from tests.factories import create_nylas_account
 from tests.fakes.nylas_server import make_message
 from tests.helpers import notification, post_webhook, short_consumers, wait_for
@@ -98,8 +99,13 @@ async def _n(db: Any, tenant_id: Any, n: int) -> bool:
     return len(await feed_of(db, tenant_id)) == n
 
 
-async def test_a_rolled_back_effect_tells_nothing(client, db) -> None:
-    account = await create_nylas_account(db)
+async def test_a_rolled_back_effect_tells_nothing_and_its_dead_letter_tells_job_failed(
+    client, db
+) -> None:
+    caller = await make_caller(db)
+    async with db.sessionmaker() as s:
+        tenant = await s.get(Tenant, caller.tenant_id)
+    account = await create_nylas_account(db, tenant=tenant)
     # PostgreSQL refuses this row (from_email is varchar(320)): the event dead-letters and
     # its message, had it been written, rolls back with its tenant event.
     bad = make_message(account.grant_id, "poison", **{"from": [{"email": "x" * 400 + "@e.org"}]})
@@ -112,4 +118,8 @@ async def test_a_rolled_back_effect_tells_nothing(client, db) -> None:
             return ev is not None and ev.status == "dead"
 
     await wait_for(dead, timeout=60, message="the poison event to dead-letter")
-    assert "message.created" not in kinds(await feed_of(db, account.tenant_id))
+    events = await feed_of(db, account.tenant_id)
+    assert kinds(events) == {"job.failed": 1}
+    shown = (await client.get(f"/v1/events/{event_id}", headers=caller.headers)).json()
+    assert events[0]["data"] == {"event": shown}
+    assert shown["status"] == "dead" and shown["last_error"]
