@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from api.errors import install_error_handlers
+from api.event_catalog import install_event_catalog
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
 from api.observability import ObservabilityMiddleware
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # POST /webhooks/nylas never reaches this stack: PostroomAPI answers it first.
     install_error_handlers(app)
     install_openapi(app)
+    install_event_catalog(app)
     install_docs(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
