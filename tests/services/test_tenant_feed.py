@@ -8,7 +8,7 @@ import asyncio
 import random
 import uuid
 
-from services.tenant_events.emit import TenantEventType, emit
+from services.tenant_events.emit import TenantEventType, emit, emit_many
 from services.tenant_events.feed import read_feed
 from tests.factories import create_tenant
 
@@ -99,3 +99,22 @@ async def test_the_feed_is_per_tenant(db) -> None:
     assert [i["seq"] for i in mine] == [1, 2]
     assert [i["data"]["who"] for i in theirs] == ["other"] and theirs[0]["seq"] == 1
     assert (await _page_all(db, uuid.uuid4(), 0))[0] == []
+
+
+async def test_a_bulk_of_ten_thousand_events_is_numbered_and_read_in_order(db) -> None:
+    tenant = await create_tenant(db)
+    n = 10_000
+    async with db.transaction() as s:  # as a bulk sync's batches write them: one statement
+        await emit_many(
+            s,
+            tenant_id=tenant.id,
+            events=[(TenantEventType.message_created, {"i": i}) for i in range(n)],
+        )
+    seen: list[dict] = []
+    after = 0
+    while len(seen) < n:
+        items, after = await _page_all(db, tenant.id, after)
+        assert items, f"the feed stopped after {len(seen)} of {n}"
+        seen.extend(items)
+    assert [e["seq"] for e in seen] == list(range(1, n + 1))
+    assert sorted(e["data"]["i"] for e in seen) == list(range(n))
