@@ -154,6 +154,9 @@ class _Syncer:
         self.budget = budget
         # Set around the new-message fetches only: the passes that must finish are never cut.
         self.may_cut = False
+        # A full re-sync fetches known messages again: only then can a batch refresh rows, and
+        # only then is what they were read first, so an unchanged one tells nothing.
+        self.refetch = False
 
     def spent(self) -> bool:
         return self.budget is not None and self.budget.spent(self.done)
@@ -327,8 +330,12 @@ class _Syncer:
     ) -> tuple[int, int]:
         """Upsert the rows and replace their attachments: (new, refreshed)."""
         tenant_id = self.account.tenant_id
-        before = await payloads_by_provider_id(
-            s, tenant_id, self.account.id, [v["provider_id"] for v, _ in built]
+        before = (
+            await payloads_by_provider_id(
+                s, tenant_id, self.account.id, [v["provider_id"] for v, _ in built]
+            )
+            if self.refetch
+            else None
         )
         saved = await repo.upsert_messages(s, [v for v, _ in built])
         new_atts: list[dict[str, Any]] = []
@@ -462,6 +469,7 @@ async def sync_account(
     syncer = _Syncer(
         db, client, account, progress, total=sum(_expected(r, b) for r, b in work), budget=budget
     )
+    syncer.refetch = full
     result = syncer.result
     result.done = done
     for row, box in work:

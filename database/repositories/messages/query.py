@@ -174,9 +174,22 @@ async def attachment_content(
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
-def _listed() -> sa.Select[Any]:
-    return sa.select(*LIST_COLUMNS, _m.c.deleted_at, _f.c.name.label("folder")).select_from(
-        _m.outerjoin(_f, _f.c.id == _m.c.folder_id)
+def _listed(tenant_id: uuid.UUID, *keys: Any) -> sa.Select[Any]:
+    """The list's columns of the rows `keys` pick, then kept only if they are the tenant's.
+
+    The keys are looked up in a MATERIALIZED CTE, on their own unique index: with the tenant
+    condition beside them, a tenant whose statistics are stale (its first, bulk sync: the
+    very case events are written in batches for) got a scan of ix_message_tenant_sort over
+    all its messages for every batch, 17 ms for 250 of 40,000 and growing with the mailbox
+    (1 ms by primary key).
+    """
+    wanted = (*LIST_COLUMNS, _m.c.tenant_id, _m.c.folder_id, _m.c.deleted_at)
+    hit = sa.select(*wanted).where(*keys).cte("hit").prefix_with("MATERIALIZED")
+    columns = [hit.c[c.name] for c in LIST_COLUMNS]
+    return (
+        sa.select(*columns, hit.c.deleted_at, _f.c.name.label("folder"))
+        .select_from(hit.outerjoin(_f, _f.c.id == hit.c.folder_id))
+        .where(hit.c.tenant_id == tenant_id)
     )
 
 
@@ -187,7 +200,7 @@ async def listed_rows(
     `deleted_at`, deleted ones included (a `message.deleted` event shows the message)."""
     if not message_ids:
         return []
-    stmt = _listed().where(_m.c.tenant_id == tenant_id, _m.c.id.in_(message_ids))
+    stmt = _listed(tenant_id, _m.c.id.in_(message_ids))
     return list((await session.execute(stmt)).mappings())
 
 
@@ -197,9 +210,5 @@ async def listed_rows_by_provider_id(
     """listed_rows for the account's messages with these provider ids (uq on both)."""
     if not provider_ids:
         return []
-    stmt = _listed().where(
-        _m.c.tenant_id == tenant_id,
-        _m.c.account_id == account_id,
-        _m.c.provider_id.in_(provider_ids),
-    )
+    stmt = _listed(tenant_id, _m.c.account_id == account_id, _m.c.provider_id.in_(provider_ids))
     return list((await session.execute(stmt)).mappings())
