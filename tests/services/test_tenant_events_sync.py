@@ -1,16 +1,22 @@
-"""IMAP and POP3 syncs against the session's Dovecot tell the tenant what changed: one
-message.created per new message, message.updated for a flag change (not for a re-fetch that
-changed nothing), message.deleted for an expunge or a user's delete, and one
-account.sync_completed when a sync has finished all its parts."""
+"""IMAP and POP3 syncs against the session's Dovecot, and the Nylas sync against the fake
+Nylas, tell the tenant what changed: one message.created per new message, message.updated for
+a change (not for a re-fetch that changed nothing), message.deleted for an expunge or a user's
+delete, and one account.sync_completed when a sync has finished all its parts."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+from database.models import Account
 from services.imap.sync import Budget, run_sync
 from services.messages.delete import delete_messages
+from services.nylas.gateway import NylasGateway
+from services.nylas.sync import sync_nylas_account
 from services.pop3.sync import run_pop3_sync
+from tests.factories import create_nylas_account
+from tests.fakes.nylas_server import make_message
 from tests.imap_fixtures import Dovecot
 from tests.imap_support import append_corpus, create_imap_account, create_pop3_account
 from tests.tenant_feed import about, feed_of, kinds
@@ -117,3 +123,40 @@ async def test_pop3_sync_tells_created_deleted_and_sync_completed(
     assert kinds(second) == {"message.deleted": 3, "account.sync_completed": 1}
     gone = {m["provider_id"] for m in about(second, "message.deleted")}
     assert gone <= {m["provider_id"] for m in about(first, "message.created")}
+
+
+async def test_nylas_sync_tells_new_and_changed_messages_and_not_its_overlap(
+    db: Any, settings: Any, fake_nylas: Any
+) -> None:
+    gateway = NylasGateway(
+        api_key=settings.nylas_api_key.get_secret_value(), api_uri=settings.nylas_api_uri, timeout=5
+    )
+    account = await create_nylas_account(db)
+    now = int(time.time())
+    for i in range(5):
+        fake_nylas.put_message(
+            account.grant_id,
+            make_message(account.grant_id, f"s{i}", subject=f"Message {i}", date=now - i * 60),
+        )
+    seen: list[dict[str, Any]] = []
+
+    async def sync() -> None:
+        async with db.sessionmaker() as s:
+            fresh = await s.get(Account, account.id)
+        await sync_nylas_account(db, account=fresh, nylas=gateway, full=False)
+
+    await sync()
+    first = await _new_events(db, account.tenant_id, seen)
+    assert kinds(first) == {"message.created": 5, "account.sync_completed": 1}
+    # The next sync reads the last hour again: the same messages, nothing to tell but the end.
+    await sync()
+    assert kinds(await _new_events(db, account.tenant_id, seen)) == {"account.sync_completed": 1}
+    # One changed at Nylas: one update.
+    fake_nylas.put_message(
+        account.grant_id,
+        make_message(account.grant_id, "s2", subject="Renamed", date=now - 120),
+    )
+    await sync()
+    changed = await _new_events(db, account.tenant_id, seen)
+    assert kinds(changed) == {"message.updated": 1, "account.sync_completed": 1}
+    assert about(changed, "message.updated")[0]["subject"] == "Renamed"
