@@ -4,12 +4,13 @@ the paged feed, polled from PostgreSQL, with keep-alive comments while nothing h
 Each event goes out as `id: <seq>`, `event: <type>`, `data: <the envelope's JSON>`; a client
 that reconnects sends `Last-Event-ID` and goes on after it. Open streams are counted per tenant
 in Redis (a sorted set of stream ids scored by expiry, refreshed while a stream lives), so the
-cap holds across API processes and a process that dies frees its streams within STREAM_TTL_S.
+cap holds across API processes and a process that dies frees its streams within MIN_STREAM_TTL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -17,9 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from database.engine import Database
-from services.errors import RateLimited
+from services.errors import RateLimited, ServiceUnavailable
 from services.tenant_events.feed import MAX_LIMIT, read_feed
 
 KEY_PREFIX = "postroom:feed:streams:"
@@ -44,12 +46,16 @@ class StreamSlot:
         """Take a slot or raise RateLimited (429): add first, then count, so two streams
         racing for the last slot cannot both get it."""
         now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(self.key, "-inf", now)
-            pipe.zadd(self.key, {self.member: now + self.ttl_s})
-            pipe.zcard(self.key)
-            pipe.expire(self.key, int(self.ttl_s) + 1)
-            _, _, count, _ = await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(self.key, "-inf", now)
+                pipe.zadd(self.key, {self.member: now + self.ttl_s})
+                pipe.zcard(self.key)
+                pipe.expire(self.key, int(self.ttl_s) + 1)
+                _, _, count, _ = await pipe.execute()
+        except RedisError:
+            # Without the count the cap cannot hold: no stream (the paged feed still works).
+            raise ServiceUnavailable("Live streams are unavailable; page the feed.") from None
         if count > max_streams:
             await self.release()
             raise RateLimited(
@@ -58,13 +64,15 @@ class StreamSlot:
             )
 
     async def refresh(self) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.key, {self.member: time.time() + self.ttl_s})
-            pipe.expire(self.key, int(self.ttl_s) + 1)
-            await pipe.execute()
+        with contextlib.suppress(RedisError):  # a blip: the slot outlives a missed refresh
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(self.key, {self.member: time.time() + self.ttl_s})
+                pipe.expire(self.key, int(self.ttl_s) + 1)
+                await pipe.execute()
 
     async def release(self) -> None:
-        await self.redis.zrem(self.key, self.member)
+        with contextlib.suppress(RedisError):  # it expires on its own
+            await self.redis.zrem(self.key, self.member)
 
 
 async def open_stream(
