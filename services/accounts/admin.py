@@ -12,6 +12,7 @@ from database.models import Account, AccountStatus, Provider
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.accounts import admin as repo
 from services import cursors, destination
+from services.accounts import oauth_connect
 from services.accounts.quotas import ensure_account_room
 from services.crypto import decrypt_json, encrypt_json, rotate
 from services.errors import Conflict, NotFound, ProviderNotFound, ServiceUnavailable
@@ -76,6 +77,10 @@ async def create_account(
     nylas: GrantLookup | None = None,
 ) -> Account:
     """Create an IMAP+SMTP, POP3+SMTP or Nylas account and store its secrets encrypted."""
+    if body.get("oauth2"):
+        return await oauth_connect.create_from_body(
+            session, settings=settings, tenant_id=tenant_id, user_id=user_id, body=body
+        )
     values: dict[str, Any] = {
         "tenant_id": tenant_id,
         "user_id": user_id,
