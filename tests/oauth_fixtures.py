@@ -116,3 +116,40 @@ def generic_app_body(
 
 def new_email() -> str:
     return f"o{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def create_app(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]
+) -> str:
+    r = await client.post("/v1/oauth/apps", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def create_oauth_account(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    server: OAuthServer,
+    app_id: str,
+    *,
+    provider: str = "imap",
+    email: str | None = None,
+    ttl_s: float = 3600.0,
+    with_access: bool = True,
+) -> tuple[str, str]:
+    """(account id, email) of an account made with direct tokens the server issued."""
+    import datetime as dt
+
+    email = email or new_email()
+    access, refresh, expires = server.issue(email, ttl_s=ttl_s)
+    oauth2: dict[str, Any] = {"app_id": app_id, "refresh_token": refresh}
+    if with_access:
+        oauth2["access_token"] = access
+        oauth2["expires_at"] = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat()
+    r = await client.post(
+        "/v1/accounts",
+        json={"provider": provider, "email": email, "oauth2": oauth2},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"]), email
