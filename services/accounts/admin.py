@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, AccountStatus, Provider
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.accounts import admin as repo
+from database.repositories.oauth import apps as oauth_apps_repo
+from database.repositories.oauth import tokens as oauth_tokens_repo
 from services import cursors, destination
 from services.accounts import oauth_connect
 from services.accounts.quotas import ensure_account_room
@@ -209,7 +211,14 @@ async def rotate_all_credentials(session: AsyncSession, *, settings: Settings) -
     rows = await repo.all_credentials(session)
     for credential_id, ciphertext in rows:
         await repo.set_ciphertext(session, credential_id, rotate(settings, ciphertext))
-    return len(rows)
+    # OAuth client secrets and grants are encrypted with the same keys.
+    apps = await oauth_apps_repo.all_secrets(session)
+    for app_id, ciphertext in apps:
+        await oauth_apps_repo.set_secret(session, app_id, rotate(settings, ciphertext))
+    grants = await oauth_tokens_repo.all_ciphertexts(session)
+    for grant_id, ciphertext in grants:
+        await oauth_tokens_repo.set_ciphertext(session, grant_id, rotate(settings, ciphertext))
+    return len(rows) + len(apps) + len(grants)
 
 
 # The checks create runs, for verification (services.accounts.verify) to run first.

@@ -60,3 +60,15 @@ async def soft_delete(session: AsyncSession, tenant_id: uuid.UUID, app_id: uuid.
         .returning(_t.c.id)
     )
     return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def all_secrets(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
+    """Every app's (id, secret ciphertext), locked for a re-encryption pass."""
+    stmt = sa.select(_t.c.id, _t.c.secret_ciphertext).order_by(_t.c.id).with_for_update()
+    return [(r.id, r.secret_ciphertext) for r in (await session.execute(stmt)).all()]
+
+
+async def set_secret(session: AsyncSession, app_id: uuid.UUID, ciphertext: str) -> None:
+    await session.execute(
+        sa.update(_t).where(_t.c.id == app_id).values(secret_ciphertext=ciphertext)
+    )

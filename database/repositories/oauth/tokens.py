@@ -114,3 +114,13 @@ async def release(session: AsyncSession, *, account_id: uuid.UUID, owner: uuid.U
         .where(_t.c.account_id == account_id, _t.c.lease_owner == owner)
         .values(lease_owner=None, lease_until=None)
     )
+
+
+async def all_ciphertexts(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
+    """Every grant's (id, ciphertext), locked for a re-encryption pass."""
+    stmt = sa.select(_t.c.id, _t.c.ciphertext).order_by(_t.c.id).with_for_update()
+    return [(r.id, r.ciphertext) for r in (await session.execute(stmt)).all()]
+
+
+async def set_ciphertext(session: AsyncSession, row_id: uuid.UUID, ciphertext: str) -> None:
+    await session.execute(sa.update(_t).where(_t.c.id == row_id).values(ciphertext=ciphertext))
