@@ -176,6 +176,8 @@ async def update_account(
             session, tenant_id=tenant_id, account_id=account_id
         )
         secrets = decrypt_json(settings, stored) if stored else {}
+        if "oauth2" in secrets:
+            raise Conflict("An OAuth2 account's servers come from its OAuth app.")
         secrets.update(servers)
         public = dict(account.settings or {})
         public.update({k: _server_settings(v) for k, v in servers.items()})

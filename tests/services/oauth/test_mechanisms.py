@@ -166,3 +166,22 @@ async def test_verify_logs_in_with_the_bodys_grant(
     r = await client.post("/v1/accounts/verify", json=body, headers=setup["caller"].headers)
     assert r.json()["ok"] is False
     assert refresh not in r.text
+
+
+async def test_an_oauth_accounts_servers_cannot_be_patched_to_a_password(
+    client: httpx.AsyncClient, setup: dict[str, Any]
+) -> None:
+    account_id, email = await create_oauth_account(
+        client, setup["caller"].headers, setup["server"], setup["app_id"]
+    )
+    server = {
+        "host": "127.0.0.1",
+        "port": 993,
+        "security": "tls",
+        "username": email,
+        "password": "p",
+    }
+    r = await client.patch(
+        f"/v1/accounts/{account_id}", json={"imap": server}, headers=setup["caller"].headers
+    )
+    assert r.status_code == 409
