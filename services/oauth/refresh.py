@@ -72,6 +72,7 @@ class GrantTokens:
             + random.uniform(0, self.settings.oauth_refresh_jitter_s)
         )
         give_up = time.monotonic() + self.lease_s + 5
+        waited = False
         while True:
             async with self.db.transaction() as s:
                 row = await repo.read(
@@ -83,9 +84,9 @@ class GrantTokens:
                 access, refresh_token = unseal(self.settings, row.ciphertext)
                 if access is not None and refused is None:
                     if row.expires_at is None or row.expires_at - now > margin:
-                        return access
+                        return self._answer(access, waited)
                 elif access is not None and access != refused:
-                    return access  # refreshed by someone else since the refusal
+                    return self._answer(access, waited)  # refreshed by another since
                 busy = row.lease_owner is not None and (row.lease_until or now) > now
                 if not busy:
                     owner = uuid.uuid4()
@@ -96,11 +97,17 @@ class GrantTokens:
                     break
             if time.monotonic() > give_up:
                 raise ProviderTemporaryError("Another worker is still refreshing the token.")
+            waited = True
             await asyncio.sleep(_POLL_S)
         if app is None:
             await self._release(owner)
             raise BadCredentials("The account's OAuth app no longer exists.")
         return await self._refresh(owner, client_of(self.settings, app), refresh_token)
+
+    def _answer(self, access: str, waited: bool) -> str:
+        if waited:  # another holder's refresh served this caller (single flight at work)
+            log.info("oauth_refresh_waited", account_id=str(self.account_id))
+        return access
 
     async def _refresh(self, owner: uuid.UUID, client: endpoint.Client, refresh_token: str) -> str:
         try:

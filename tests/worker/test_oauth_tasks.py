@@ -98,8 +98,9 @@ async def test_sync_and_send_go_on_when_the_provider_expires_the_token(
 
     access, refresh = await _secrets_of(db, settings, account_id)
     assert server.active_refresh_tokens(email) == [refresh], "the rotated token was kept"
-    log = "\n".join(worker.log()[log_from:])
-    for secret in (access, refresh, *server.tokens):
+    log = worker.log()[log_from:]
+    assert "oauth_token_refreshed" in log  # the log of this test's work is what is searched
+    for secret in (access, refresh, *server.tokens, *server.grants):
         assert secret not in log
 
 
@@ -154,3 +155,51 @@ async def test_a_token_endpoint_that_is_down_delays_the_sync_and_costs_no_reauth
     assert events == []
     account = (await client.get(f"/v1/accounts/{account_id}", headers=caller.headers)).json()
     assert account["status"] == "active"
+
+
+async def test_two_worker_processes_needing_a_refresh_at_once_send_one(
+    client: Any,
+    db: Database,
+    worker: Any,
+    fresh_oauth: Any,
+    oauth_dovecot: Any,
+    xoauth2_smtp: Any,
+) -> None:
+    """Two syncs of one account run in two worker processes; the endpoint takes 2 s, so the
+    second asks while the first holds the lease: it waits (its log says so) and uses the
+    first one's token."""
+    server = fresh_oauth
+    caller = await make_caller(db)
+    app_id = await create_app(
+        client, caller.headers, generic_app_body(server, oauth_dovecot, xoauth2_smtp)
+    )
+    account_id, email = await create_oauth_account(
+        client, caller.headers, server, app_id, ttl_s=120
+    )
+    _deliver(oauth_dovecot, email, 0)
+    server.refresh_delay_s = 2.0
+    log_from = len(worker.log())
+    before = server.refreshes
+    inbox = await _job_ids(client, caller, account_id, {"folder": "INBOX"})
+    sent = await _job_ids(client, caller, account_id, {"folder": "Sent"})
+    for task_id in (inbox, sent):
+        await _finished(client, caller, task_id)
+    assert server.refreshes == before + 1
+    lines = worker.log()[log_from:].splitlines()
+    waited = [line for line in lines if "oauth_refresh_waited" in line]
+    assert waited and account_id in waited[0], [line for line in lines if "oauth" in line]
+
+
+async def _job_ids(client: Any, caller: Any, account_id: str, body: dict[str, Any]) -> str:
+    r = await client.post(f"/v1/accounts/{account_id}/sync", json=body, headers=caller.headers)
+    assert r.status_code == 202, r.text
+    return str(r.json()["task_id"])
+
+
+async def _finished(client: Any, caller: Any, task_id: str) -> None:
+    async def done() -> dict[str, Any] | None:
+        t = (await client.get(f"/v1/tasks/{task_id}", headers=caller.headers)).json()
+        return t if t["state"] in ("SUCCESS", "FAILURE") else None
+
+    task = await wait_for(done, timeout=90, message="the sync")
+    assert task["state"] == "SUCCESS", task
