@@ -65,6 +65,7 @@ def fresh_oauth(oauth_server: OAuthServer) -> Iterator[OAuthServer]:
     oauth_server.rotate = False
     oauth_server.refresh_delay_s = 0.0
     oauth_server.access_ttl_s = 3600.0
+    oauth_server.token_size = 16
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ class OAuthServer:
     down: bool = False  # every token request answers 503
     refresh_delay_s: float = 0.0
     default_email: str = "owner@example.com"
+    token_size: int = 16  # random bytes per access token (Microsoft's are over 1,000 chars)
     refreshes: int = 0  # refresh requests that reached the endpoint (down or not)
     exchanges: int = 0
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,7 +93,7 @@ class OAuthServer:
 
     # -- protocol ---------------------------------------------------------------------------
     def _access(self, grant: Grant, ttl_s: float | None = None) -> tuple[str, float]:
-        token = "at-" + secrets.token_urlsafe(16)
+        token = "at-" + secrets.token_urlsafe(self.token_size)
         expires = time.time() + (self.access_ttl_s if ttl_s is None else ttl_s)
         self.tokens[token] = Access(grant.email, expires, grant)
         return token, expires

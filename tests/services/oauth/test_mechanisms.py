@@ -185,3 +185,20 @@ async def test_an_oauth_accounts_servers_cannot_be_patched_to_a_password(
         f"/v1/accounts/{account_id}", json={"imap": server}, headers=setup["caller"].headers
     )
     assert r.status_code == 409
+
+
+async def test_long_tokens_fit_imap_sasl_ir_and_pop3_after_the_challenge(
+    client: httpx.AsyncClient, db: Database, settings: Any, setup: dict[str, Any]
+) -> None:
+    """A Microsoft-sized token: too long for a POP3 AUTH line (255 octets, RFC 5034), so it
+    goes after the server's `+`; IMAP still sends it on the command line (SASL-IR)."""
+    setup["server"].token_size = 1200
+    caller, server, app_id = setup["caller"], setup["server"], setup["app_id"]
+    imap_id, _ = await create_oauth_account(client, caller.headers, server, app_id)
+    pop3_id, _ = await create_oauth_account(client, caller.headers, server, app_id, provider="pop3")
+    async with await _imap(db, settings, await _account(db, caller, imap_id)) as imap:
+        assert await imap.list_mailboxes()
+    async with db.transaction() as s:
+        config = await pop3_config(s, settings, await _account(db, caller, pop3_id))
+    async with Pop3Client(config) as pop:
+        assert await pop.uidl() == []
