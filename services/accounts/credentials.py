@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from database.engine import Database
 from database.models import Account, OAuthApp
 from services.crypto import decrypt_json
+from services.errors import ValidationFailed
 from services.oauth.refresh import GrantTokens
 from settings import Settings
 
@@ -65,8 +66,6 @@ def oauth_servers(app: OAuthApp, *, inbound: str, email: str) -> dict[str, dict[
     """An OAuth2 account's servers, from its app: the mailbox address is the SASL user."""
     config = app.config
     if not config.get(inbound):
-        from services.errors import ValidationFailed
-
         raise ValidationFailed(f"The OAuth app has no {inbound.upper()} server.")
     return {
         inbound: {**config[inbound], "username": email},

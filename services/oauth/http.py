@@ -48,11 +48,13 @@ def _parts(url: str, settings: Settings) -> httpx.URL:
 
 
 def _listed(host: str, settings: Settings) -> bool:
+    """The host itself (a name or an address) is on POSTROOM_ALLOWED_PRIVATE_OAUTH_HOSTS."""
     allow = destination.AllowList.parse(settings.allowed_private_oauth_hosts)
+    bare = host.strip().strip("[]").rstrip(".").lower()
     try:
-        return allow.allows(host, ipaddress.ip_address(host.strip("[]")))
+        return allow.allows(bare, ipaddress.ip_address(bare))
     except ValueError:
-        return destination._normal_name(host) in allow.names
+        return bare in allow.names
 
 
 async def resolve(url: str, settings: Settings) -> tuple[httpx.URL, destination.Destination]:

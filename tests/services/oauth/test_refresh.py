@@ -147,3 +147,23 @@ async def test_a_token_endpoint_that_is_down_costs_no_reauth(
     assert account is not None and account.status == "active"
     server.down = False
     assert server.valid(await _tokens(db, settings, grant).access_token()) == grant["email"]
+
+
+async def test_a_token_request_is_checked_against_the_destination_policy_when_it_is_made(
+    settings: Any, fresh_oauth: Any
+) -> None:
+    """An app accepted while its host was allowed is refused at call time once it is not:
+    no request leaves (a DNS answer that changed after the app was created is caught too)."""
+    from services.oauth import endpoint
+    from services.oauth.http import OAuthUrlNotAllowed
+    from tests.oauth_server import CLIENT_ID, CLIENT_SECRET
+
+    client = endpoint.Client(f"{fresh_oauth.url}/token", CLIENT_ID, CLIENT_SECRET)
+    _, refresh, _ = fresh_oauth.issue("policy@example.com")
+    strict = settings.model_copy(update={"allowed_private_oauth_hosts": ""})
+    before = fresh_oauth.refreshes
+    with pytest.raises(OAuthUrlNotAllowed):
+        await endpoint.refresh(client, refresh, strict)
+    assert fresh_oauth.refreshes == before
+    tokens = await endpoint.refresh(client, refresh, settings)
+    assert fresh_oauth.refreshes == before + 1 and fresh_oauth.valid(tokens.access_token)
