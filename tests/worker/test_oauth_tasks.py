@@ -203,3 +203,45 @@ async def _finished(client: Any, caller: Any, task_id: str) -> None:
 
     task = await wait_for(done, timeout=90, message="the sync")
     assert task["state"] == "SUCCESS", task
+
+
+async def test_a_grant_revoked_at_the_provider_stops_the_sync_and_tells_the_tenant(
+    client: Any,
+    db: Database,
+    worker: Any,
+    fresh_oauth: Any,
+    oauth_dovecot: Any,
+    xoauth2_smtp: Any,
+) -> None:
+    """The user removes the app's access: Dovecot refuses the token, the refresh answers
+    invalid_grant, and the account shows reauth_required with one account.auth_failed."""
+    server = fresh_oauth
+    caller = await make_caller(db)
+    app_id = await create_app(
+        client, caller.headers, generic_app_body(server, oauth_dovecot, xoauth2_smtp)
+    )
+    account_id, email = await create_oauth_account(client, caller.headers, server, app_id)
+    server.revoke(email)
+    r = await client.post(f"/v1/accounts/{account_id}/sync", json={}, headers=caller.headers)
+    task_id = r.json()["task_id"]
+
+    async def finished() -> dict[str, Any] | None:
+        t = (await client.get(f"/v1/tasks/{task_id}", headers=caller.headers)).json()
+        return t if t["state"] in ("SUCCESS", "FAILURE") else None
+
+    task = await wait_for(finished, timeout=90, message="the sync of a revoked grant")
+    assert task["state"] == "FAILURE"
+    account = (await client.get(f"/v1/accounts/{account_id}", headers=caller.headers)).json()
+    assert account["status"] == "reauth_required"
+    async with db.transaction() as s:
+        events = (
+            (
+                await s.execute(
+                    sa.select(TenantEvent).where(TenantEvent.tenant_id == caller.tenant_id)
+                )  # type: ignore[arg-type]
+            )
+            .scalars()
+            .all()
+        )
+    failed = [e for e in events if e.type == "account.auth_failed"]
+    assert len(failed) == 1 and failed[0].data["account"]["id"] == account_id
