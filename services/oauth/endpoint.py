@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 
 from services.errors import BadCredentials, ProviderPermanentError
-from services.oauth.http import OAuthEndpointUnavailable, request
+from services.oauth.http import RETRY_FLOOR_S, OAuthEndpointUnavailable, request
 from settings import Settings
 
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
@@ -73,12 +74,23 @@ def _parse(body: dict[str, Any]) -> TokenSet:
     )
 
 
+def _retry_after(response: httpx.Response) -> float:
+    """The endpoint's Retry-After in seconds (a date form counts as the floor), at least the
+    floor: the task's backoff waits at least this long."""
+    try:
+        given = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        given = 0.0
+    return max(given, RETRY_FLOOR_S)
+
+
 async def _token_call(client: Client, form: dict[str, str], settings: Settings) -> TokenSet:
     form = {**form, "client_id": client.client_id, "client_secret": client.client_secret}
     response = await request("POST", client.token_url, settings=settings, data=form)
     if response.status_code >= 500 or response.status_code == 429:
         raise OAuthEndpointUnavailable(
-            f"The OAuth token endpoint failed (HTTP {response.status_code}); it will be retried."
+            f"The OAuth token endpoint failed (HTTP {response.status_code}); it will be retried.",
+            retry_after=_retry_after(response),
         )
     try:
         body = orjson.loads(response.content)

@@ -20,6 +20,10 @@ from services.errors import ProviderTemporaryError, ValidationFailed
 from settings import Settings
 
 ROLE = "OAuth"
+# The least wait before a task retries after the token endpoint failed: with full-jitter
+# backoff alone, a sync's 5 retries can all fall inside one minute of a provider outage;
+# with this floor they span over a minute (the task policy caps it at POSTROOM_RETRY_CAP_S).
+RETRY_FLOOR_S = 15.0
 
 
 class OAuthUrlNotAllowed(ValidationFailed):
@@ -95,7 +99,9 @@ async def request(
     except OAuthUrlNotAllowed:
         raise
     except ProviderTemporaryError:
-        raise OAuthEndpointUnavailable("The OAuth provider's host name did not resolve.") from None
+        raise OAuthEndpointUnavailable(
+            "The OAuth provider's host name did not resolve.", retry_after=RETRY_FLOOR_S
+        ) from None
     sent = {"Host": parsed.netloc.decode("ascii"), "Accept": "application/json", **(headers or {})}
     extensions: dict[str, Any] = {}
     if parsed.scheme == "https":
@@ -112,4 +118,6 @@ async def request(
                 )
             except httpx.TransportError as exc:
                 last = destination.failure_kind(exc)
-    raise OAuthEndpointUnavailable(f"The OAuth provider could not be reached: {last}.")
+    raise OAuthEndpointUnavailable(
+        f"The OAuth provider could not be reached: {last}.", retry_after=RETRY_FLOOR_S
+    )

@@ -141,6 +141,14 @@ async def test_a_token_endpoint_that_is_down_costs_no_reauth(
     with pytest.raises(OAuthEndpointUnavailable) as failed:
         await _tokens(db, settings, grant).access_token()
     assert failed.value.transient
+    # With the production retry policy a sync's 5 retries span more than a minute of outage.
+    from worker.policy import backoff_s
+
+    prod = settings.model_copy(
+        update={"retry_base_s": 5.0, "retry_factor": 2.0, "retry_cap_s": 600.0}
+    )
+    waits = [backoff_s(n, prod, hint=failed.value.retry_after) for n in range(1, 6)]
+    assert sum(waits) >= 60
     assert (await _row(db, grant["account_id"])).lease_owner is None
     async with db.transaction() as s:
         account = await s.get(Account, grant["account_id"])
