@@ -75,6 +75,9 @@ class SmtpConfig:
         oauth = smtp.get("oauth")
         if oauth is None and bool(smtp.get("username")) != bool(smtp.get("password")):
             raise BadCredentials("The account's SMTP settings have a username or a password alone.")
+        if oauth is not None and not smtp.get("username"):
+            # Without a user the session would go out unauthenticated, not with the grant.
+            raise BadCredentials("The account's OAuth2 SMTP settings have no username.")
         return cls(
             host=str(smtp["host"]),
             port=int(smtp["port"]),
