@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     # Hosts and CIDRs that IMAP/SMTP settings may point at although they are not public
     # addresses (services/destination.py); empty refuses every loopback/private/reserved one.
     allowed_private_mail_hosts: str = ""
+    # The same for `generic` OAuth apps' authorize/token/userinfo URLs (services/oauth/).
+    allowed_private_oauth_hosts: str = ""
+    # What links postroom hands out start with (the OAuth redirect_uri): "https://host[:port]";
+    # unset, the scheme and host the request came to.
+    public_url: str | None = None
+    # OAuth2 access tokens are refreshed this long before they expire, plus up to the jitter.
+    oauth_refresh_margin_s: float = Field(default=300.0, ge=300.0)
+    oauth_refresh_jitter_s: float = 60.0
+    # Token endpoint calls (refresh, code exchange, userinfo): the whole request.
+    oauth_http_timeout_s: float = 15.0
 
     environment: str = "development"
     log_level: str = "INFO"

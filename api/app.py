@@ -29,6 +29,7 @@ from api.routes import (
     webhooks,
 )
 from api.routes import dead_letters as dead_letter_routes
+from api.routes import oauth as oauth_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
 from api.webhook_path import is_webhook, serve_webhook
@@ -129,4 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify_rules.router)
     app.include_router(thread_routes.router)
     app.include_router(template_routes.router)
+    app.include_router(oauth_routes.router)
+    app.include_router(oauth_routes.callback_router)
     return app

@@ -596,3 +596,61 @@ class TenantEvent(SQLModel, table=True):
     # Null until the sequencer numbers it; the feed and deliveries only see numbered rows.
     seq: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
     created_at: datetime = ts_field()
+
+
+class OAuthApp(SQLModel, table=True):
+    """A tenant's OAuth2 client at Google, Microsoft or another provider (docs/oauth.md).
+
+    `config` holds the endpoints, scopes, mail hosts and allowed redirect origins (presets
+    filled in at create); the client secret is only in `secret_ciphertext`.
+    """
+
+    __tablename__ = "oauth_app"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    provider: str = Field(sa_type=_enum_str())
+    client_id: str = Field(sa_type=sa.String(500))
+    secret_ciphertext: str = Field(sa_type=sa.Text)
+    config: dict[str, Any] = jsonb_field()
+    created_at: datetime = ts_field()
+    deleted_at: datetime | None = ts_field(nullable=True)
+
+
+class OAuthToken(SQLModel, table=True):
+    """An account's OAuth2 grant: tokens (encrypted), their expiry and the refresh lease.
+
+    `generation` counts refreshes: a login that failed with generation n asks for a token of
+    a later one. `lease_owner`/`lease_until` make one refresher per account across hosts
+    (services/oauth/refresh.py), taken and released in short transactions.
+    """
+
+    __tablename__ = "oauth_token"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    account_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="account.id", ondelete="CASCADE", unique=True
+    )
+    app_id: uuid.UUID = fk_field("oauth_app.id")
+    ciphertext: str = Field(sa_type=sa.Text)
+    expires_at: datetime | None = ts_field(nullable=True)
+    generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    lease_owner: uuid.UUID | None = Field(default=None, sa_type=sa.Uuid, nullable=True)
+    lease_until: datetime | None = ts_field(nullable=True)
+    refreshed_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
+class OAuthState(SQLModel, table=True):
+    """One hosted-flow authorization: its nonce is in the signed `state`; used once."""
+
+    __tablename__ = "oauth_state"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    app_id: uuid.UUID = fk_field("oauth_app.id")
+    user_id: uuid.UUID = fk_field("user.id", index=False)
+    redirect_to: str = Field(sa_type=sa.Text)
+    login_hint: str | None = Field(default=None, sa_type=sa.String(320))
+    expires_at: datetime = ts_field()
+    used_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Self
 
 from services import destination
 from services.errors import ProviderPermanentError, ProviderTemporaryError
+from services.oauth.sasl import TokenSource
 
 SECURITY_MODES = ("none", "starttls", "tls")
 
@@ -29,12 +30,15 @@ class MailServerConfig:
     host: str
     port: int
     username: str
-    password: str = field(repr=False)
+    # The login: a password, or `oauth` (an OAuth2 grant's tokens, services/oauth/refresh.py)
+    # that the client asks for a token when it logs in (services/accounts/credentials.py).
+    password: str = field(default="", repr=False)
     security: str = "tls"  # none | starttls | tls
     timeout: float = 30.0
     verify_tls: bool = True
     # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
     allowed_private_hosts: str | None = None
+    oauth: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_credentials(
@@ -49,11 +53,12 @@ class MailServerConfig:
             host=server["host"],
             port=int(server["port"]),
             username=server["username"],
-            password=server["password"],
+            password=server.get("password") or "",
             security=server.get("security", "tls"),
             timeout=timeout,
             verify_tls=bool(server.get("verify_tls", True)),
             allowed_private_hosts=allowed_private_hosts,
+            oauth=server.get("oauth"),
         )
 
 

@@ -26,6 +26,7 @@ from cryptography.fernet import Fernet
 from tests.fakes.nylas_server import FakeNylas
 from tests.helpers import DB_NAME, ENV, NYLAS_API_KEY, PG_ADMIN, WEBHOOK_SECRET, wait_for
 from tests.imap_fixtures import Dovecot, add_user
+from tests.oauth_fixtures import fresh_oauth, oauth_dovecot, oauth_server, xoauth2_smtp  # noqa: F401
 from tests.peers import RedisServer, Workers, migrate
 from tests.smtp_fixtures import Certificate, SmtpPeer, make_certificate, start_smtp
 
@@ -56,6 +57,8 @@ os.environ.update(
         "POSTROOM_LOG_LEVEL": "INFO",
         # Dovecot and aiosmtpd listen on loopback; tests of the refusal pass their own list.
         "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
+        # The tests' OAuth2 server (tests/oauth_server.py) listens on loopback too.
+        "POSTROOM_ALLOWED_PRIVATE_OAUTH_HOSTS": "127.0.0.0/8,::1",
     }
 )
 ENV.update(os.environ)

@@ -39,7 +39,7 @@ ssl = {ssl}
 {ssl_files}
 disable_plaintext_auth = no
 login_greeting = {greeting}
-auth_mechanisms = plain login apop
+auth_mechanisms = plain login apop{oauth_mechanisms}
 default_login_user = dovenull
 default_internal_user = dovecot
 mail_location = maildir:{base}/mail/%u
@@ -50,6 +50,7 @@ mail_plugins = $mail_plugins
 imap_capability = +SPECIAL-USE
 # POP3 UIDLs from the IMAP UID and UIDVALIDITY: the same message keeps its UIDL.
 pop3_uidl_format = %08Xu%08Xv
+{oauth_passdb}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {base}/passwd
@@ -102,6 +103,7 @@ class Dovecot:
         tls: bool = False,
         spare_users: int = 0,
         extra_conf: str = "",
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-dovecot-"))
         self.port = free_port()
@@ -114,6 +116,8 @@ class Dovecot:
         self._delivered = 0
         # Appended to the config: e.g. higher connection limits for many users (bench_push).
         self.extra_conf = extra_conf
+        # Dovecot's oauth2 passdb asks this URL about every XOAUTH2/OAUTHBEARER token.
+        self.oauth2_introspection_url = oauth2_introspection_url
 
     def start(self) -> Dovecot:
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -146,6 +150,7 @@ class Dovecot:
                 ssl_files=ssl_files,
                 imaps_ssl="ssl = yes" if self.tls else "",
                 extra=self.extra_conf,
+                **self._oauth_conf(),
             )
         )
         dovecot = pwd.getpwnam("dovecot")
@@ -156,6 +161,23 @@ class Dovecot:
         wait_port(self.port)
         wait_port(self.pop3_port)
         return self
+
+    def _oauth_conf(self) -> dict[str, str]:
+        """TESTING.md "OAuth2": a first passdb that introspects every token, uncached."""
+        if self.oauth2_introspection_url is None:
+            return {"oauth_mechanisms": "", "oauth_passdb": ""}
+        (self.base / "oauth2.conf.ext").write_text(
+            "introspection_mode = post\n"
+            f"introspection_url = {self.oauth2_introspection_url}\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+        )
+        passdb = (
+            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {self.base}/oauth2.conf.ext\n}}"
+        )
+        return {"oauth_mechanisms": " xoauth2 oauthbearer", "oauth_passdb": passdb}
 
     def _make_cert(self) -> None:
         subprocess.run(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
@@ -20,9 +20,11 @@ from api.schemas.accounts import (
     VerifyResult,
 )
 from api.schemas.common import error_responses
-from database.models import Account
+from database.models import Account, OAuthApp
 from services.accounts import admin as accounts
+from services.accounts import oauth_connect
 from services.accounts import verify as account_verify
+from services.events.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=error_responses(401, 422))
 
@@ -37,6 +39,18 @@ def account_public(a: Account) -> AccountPublic:
         last_sync_at=a.last_sync_at,
         created_at=a.created_at,
     )
+
+
+async def _oauth_app(
+    uow: UnitOfWork, tenant_id: uuid.UUID, data: dict[str, Any]
+) -> OAuthApp | None:
+    """The OAuth app an `oauth2` body names (404 when not the tenant's); the read is committed
+    so no transaction stays open while the servers are tried."""
+    if not data.get("oauth2"):
+        return None
+    app = await oauth_connect.app_for(uow.session, tenant_id, uuid.UUID(data["oauth2"]["app_id"]))
+    await uow.commit()
+    return app
 
 
 @router.post("", status_code=201, response_model=AccountPublic, responses=error_responses(404, 409))
@@ -59,7 +73,10 @@ async def create_account(
     """
     data = body.model_dump(mode="json")
     if verify:
-        checks = await account_verify.verify_account(settings, data, nylas=request.app.state.nylas)
+        app = await _oauth_app(uow, principal.tenant_id, data)
+        checks = await account_verify.verify_account(
+            settings, data, nylas=request.app.state.nylas, oauth_app=app
+        )
         if not account_verify.all_ok(checks):
             raise account_verify.AccountVerificationFailed(checks)
     account = await accounts.create_account(
@@ -80,13 +97,16 @@ async def verify_account(
     body: Annotated[AccountCreate, Body()],
     principal: PrincipalDep,
     settings: SettingsDep,
+    uow: UowDep,
 ) -> VerifyResult:
     """Log in to the account's servers without saving anything: per server, what worked.
 
     The same body as create. A host the destination rule refuses is 422
     `mail_host_not_allowed` before any connection. Nylas: the grant is looked up."""
+    data = body.model_dump(mode="json")
+    app = await _oauth_app(uow, principal.tenant_id, data)
     checks = await account_verify.verify_account(
-        settings, body.model_dump(mode="json"), nylas=request.app.state.nylas
+        settings, data, nylas=request.app.state.nylas, oauth_app=app
     )
     return VerifyResult(
         ok=account_verify.all_ok(checks),

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from api.schemas.common import EMAIL_PATTERN, Strict
 
@@ -45,6 +54,25 @@ class SmtpSettings(Strict):
         return self
 
 
+class OAuth2Grant(Strict):
+    """An OAuth2 grant in place of passwords: servers and scopes come from the app."""
+
+    app_id: uuid.UUID
+    refresh_token: str = Field(min_length=1, max_length=8000, json_schema_extra={"writeOnly": True})
+    access_token: str | None = Field(
+        default=None, min_length=1, max_length=8000, json_schema_extra={"writeOnly": True}
+    )
+    expires_at: AwareDatetime | None = None
+
+
+def _servers_or_grant(body: Any, inbound: str) -> None:
+    has_servers = getattr(body, inbound) is not None or body.smtp is not None
+    if body.oauth2 is not None and has_servers:
+        raise ValueError(f"Give `oauth2` or `{inbound}` and `smtp`, not both.")
+    if body.oauth2 is None and (getattr(body, inbound) is None or body.smtp is None):
+        raise ValueError(f"`{inbound}` and `smtp` are required (or `oauth2`).")
+
+
 class NylasGrant(Strict):
     # Grant ids go into Nylas URL paths: nothing that could add a path segment or a query.
     grant_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]{1,200}$")
@@ -79,9 +107,15 @@ class ImapAccountCreate(Strict):
     )
     provider: Literal["imap"]
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
-    imap: ServerSettings
-    smtp: SmtpSettings
+    imap: ServerSettings | None = None
+    smtp: SmtpSettings | None = None
+    oauth2: OAuth2Grant | None = None
     sync_interval_s: SyncInterval = 300
+
+    @model_validator(mode="after")
+    def _login(self) -> ImapAccountCreate:
+        _servers_or_grant(self, "imap")
+        return self
 
 
 class Pop3AccountCreate(Strict):
@@ -115,9 +149,15 @@ class Pop3AccountCreate(Strict):
     )
     provider: Literal["pop3"]
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
-    pop3: ServerSettings
-    smtp: SmtpSettings
+    pop3: ServerSettings | None = None
+    smtp: SmtpSettings | None = None
+    oauth2: OAuth2Grant | None = None
     sync_interval_s: SyncInterval = 300
+
+    @model_validator(mode="after")
+    def _login(self) -> Pop3AccountCreate:
+        _servers_or_grant(self, "pop3")
+        return self
 
 
 class NylasAccountCreate(Strict):

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Account, AccountStatus
 from database.repositories.accounts import access as accounts_repo
-from services.crypto import decrypt_json
+from services.accounts.credentials import decrypted
 from services.errors import PermissionDenied, ValidationFailed
 from services.imap.client import ImapConfig
 from services.pop3.client import Pop3Config
@@ -37,7 +37,7 @@ async def _secrets(session: AsyncSession, settings: Settings, account: Account) 
     )
     if token is None:
         raise ValidationFailed("The account has no stored credentials.")
-    return decrypt_json(settings, token)
+    return decrypted(session, settings, account, token)
 
 
 async def imap_config(session: AsyncSession, settings: Settings, account: Account) -> ImapConfig:

@@ -11,7 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, AccountStatus, Provider
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.accounts import admin as repo
+from database.repositories.oauth import apps as oauth_apps_repo
+from database.repositories.oauth import tokens as oauth_tokens_repo
 from services import cursors, destination
+from services.accounts import oauth_connect
 from services.accounts.quotas import ensure_account_room
 from services.crypto import decrypt_json, encrypt_json, rotate
 from services.errors import Conflict, NotFound, ProviderNotFound, ServiceUnavailable
@@ -76,6 +79,10 @@ async def create_account(
     nylas: GrantLookup | None = None,
 ) -> Account:
     """Create an IMAP+SMTP, POP3+SMTP or Nylas account and store its secrets encrypted."""
+    if body.get("oauth2"):
+        return await oauth_connect.create_from_body(
+            session, settings=settings, tenant_id=tenant_id, user_id=user_id, body=body
+        )
     values: dict[str, Any] = {
         "tenant_id": tenant_id,
         "user_id": user_id,
@@ -169,6 +176,8 @@ async def update_account(
             session, tenant_id=tenant_id, account_id=account_id
         )
         secrets = decrypt_json(settings, stored) if stored else {}
+        if "oauth2" in secrets:
+            raise Conflict("An OAuth2 account's servers come from its OAuth app.")
         secrets.update(servers)
         public = dict(account.settings or {})
         public.update({k: _server_settings(v) for k, v in servers.items()})
@@ -204,7 +213,14 @@ async def rotate_all_credentials(session: AsyncSession, *, settings: Settings) -
     rows = await repo.all_credentials(session)
     for credential_id, ciphertext in rows:
         await repo.set_ciphertext(session, credential_id, rotate(settings, ciphertext))
-    return len(rows)
+    # OAuth client secrets and grants are encrypted with the same keys.
+    apps = await oauth_apps_repo.all_secrets(session)
+    for app_id, ciphertext in apps:
+        await oauth_apps_repo.set_secret(session, app_id, rotate(settings, ciphertext))
+    grants = await oauth_tokens_repo.all_ciphertexts(session)
+    for grant_id, ciphertext in grants:
+        await oauth_tokens_repo.set_ciphertext(session, grant_id, rotate(settings, ciphertext))
+    return len(rows) + len(apps) + len(grants)
 
 
 # The checks create runs, for verification (services.accounts.verify) to run first.

@@ -16,11 +16,14 @@ from typing import Any
 
 import structlog
 
-from database.models import Provider
+from database.models import OAuthApp, Provider
 from services.accounts import admin as accounts
+from services.accounts.verify_oauth import servers_for
 from services.destination import MailHostNotAllowed
-from services.errors import BadCredentials, PostroomError, ValidationFailed
+from services.errors import BadCredentials, NotFound, PostroomError, ValidationFailed
 from services.imap.client import ImapClient, ImapConfig
+from services.oauth.endpoint import GrantRevoked
+from services.oauth.http import OAuthEndpointUnavailable
 from services.outbound.smtp import SmtpConfig, SmtpConnection
 from services.pop3.client import Pop3Client, Pop3Config
 from settings import Settings
@@ -61,7 +64,11 @@ async def _attempt(role: str, login: Any) -> Check:
         # The clients time out each step; this bounds the sum of steps of a slow server.
         async with asyncio.timeout(VERIFY_TIMEOUT_S):
             return Check(True, await login())
-    except BadCredentials:
+    except (GrantRevoked, OAuthEndpointUnavailable) as exc:
+        return Check(False, exc.message)
+    except BadCredentials as exc:
+        if "OAuth2" in exc.message:
+            return Check(False, exc.message)
         return Check(False, f"The {role} server refused the login: wrong username or password.")
     except MailHostNotAllowed as exc:
         return Check(False, exc.message)
@@ -105,7 +112,7 @@ async def _smtp(server: dict[str, Any], settings: Settings) -> str:
     )
     async with SmtpConnection(config) as conn:
         await conn.connect()
-    if config.username is None:
+    if config.username is None or (config.password is None and config.oauth is None):
         return "Connected to the SMTP server (no login: the account sends without AUTH)."
     return "Logged in to the SMTP server."
 
@@ -114,14 +121,26 @@ _INBOUND = {Provider.imap: ("IMAP", _imap), Provider.pop3: ("POP3", _pop3)}
 
 
 async def verify_account(
-    settings: Settings, body: dict[str, Any], *, nylas: accounts.GrantLookup | None
+    settings: Settings,
+    body: dict[str, Any],
+    *,
+    nylas: accounts.GrantLookup | None,
+    oauth_app: OAuthApp | None = None,
 ) -> dict[str, Check]:
-    """Per server name ("imap" or "pop3", "smtp"; "nylas" for a grant): what worked."""
+    """Per server name ("imap" or "pop3", "smtp"; "nylas" for a grant): what worked.
+
+    An `oauth2` body logs in with its grant, on the servers of `oauth_app` (its app)."""
     provider = body["provider"]
     if provider == Provider.nylas:
         return {"nylas": await _grant(body, nylas)}
-    inbound = {k: v for k, v in body[provider].items() if v is not None}
-    smtp = {k: v for k, v in body["smtp"].items() if v is not None}
+    if body.get("oauth2"):
+        if oauth_app is None:
+            raise NotFound("No such OAuth app.")
+        servers = servers_for(settings, oauth_app, body)
+        inbound, smtp = servers[provider], servers["smtp"]
+    else:
+        inbound = {k: v for k, v in body[provider].items() if v is not None}
+        smtp = {k: v for k, v in body["smtp"].items() if v is not None}
     # The destination rule first: a refused host is 422 and no connection is made at all.
     await accounts.check_hosts(settings, {provider: inbound, "smtp": smtp})
     role, login = _INBOUND[Provider(provider)]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
 from database.engine import Database
 from database.repositories.events import rows as events_repo
+from database.repositories.oauth import states as states_repo
 from services.events.unit_of_work import Job
 
 Publish = Callable[..., bool]
@@ -73,6 +75,8 @@ async def cleanup(db: Database, *, retention_days: int) -> int:
         deleted = await events_repo.delete_finished_before(
             session, before=events_repo.cutoff(retention_days)
         )
+        # Hosted OAuth flow states live 10 minutes; a day later they only take room.
+        await states_repo.purge_expired(session, before=datetime.now(UTC) - timedelta(days=1))
     if deleted:
         log.info("events_cleaned_up", deleted=deleted, retention_days=retention_days)
     return deleted

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
+from services.imap.authenticate import bearer_login
 from services.imap.protocol import (
     ImapProtocolError,
     UidSet,
@@ -146,14 +147,17 @@ class ImapClient(MailSession):
 
     async def _login(self) -> None:
         cfg = self.config
-        if "LOGINDISABLED" in self.capabilities:
-            raise ProviderPermanentError("The IMAP server disables LOGIN on this connection.")
-        # The command text is never logged or put in an error: it holds the password.
-        line = b"LOGIN " + self._astring(cfg.username) + b" " + self._astring(cfg.password)
-        try:
-            _, status = await self._run(line, name="LOGIN")
-        except ImapCommandError:
-            raise BadCredentials("The IMAP server refused the username or password.") from None
+        if cfg.oauth is not None:
+            status = await bearer_login(self, cfg.oauth)
+        else:
+            if "LOGINDISABLED" in self.capabilities:
+                raise ProviderPermanentError("The IMAP server disables LOGIN on this connection.")
+            # The command text is never logged or put in an error: it holds the password.
+            line = b"LOGIN " + self._astring(cfg.username) + b" " + self._astring(cfg.password)
+            try:
+                _, status = await self._run(line, name="LOGIN")
+            except ImapCommandError:
+                raise BadCredentials("The IMAP server refused the username or password.") from None
         codes = response_codes(status)
         if "CAPABILITY" in codes:
             self.capabilities = set(codes["CAPABILITY"].upper().split())

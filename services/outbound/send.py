@@ -27,7 +27,7 @@ from database.repositories.accounts import access as accounts_repo
 from database.repositories.messages import rows as messages_repo
 from database.repositories.outbound import drafts as drafts_repo
 from database.repositories.outbound import ledger as outbound_repo
-from services.crypto import decrypt_json
+from services.accounts.credentials import decrypted
 from services.errors import BadCredentials, Conflict, PostroomError, ValidationFailed
 from services.nylas.gateway import NylasGateway
 from services.nylas.notifications import Outcome
@@ -246,7 +246,7 @@ async def send_message(
         )
     if ciphertext is None:
         raise BadCredentials("The account has no stored credentials.")
-    secrets = decrypt_json(settings, ciphertext)
+    secrets = decrypted(db, settings, account, ciphertext)
     smtp = SmtpConfig.from_credential(secrets.get("smtp"))
 
     def build(message_id_header: str | None) -> Composed:

@@ -19,6 +19,7 @@ import aiosmtplib
 
 from services import destination
 from services.errors import BadCredentials, ProviderPermanentError, ValidationFailed
+from services.oauth.sasl import TokenSource
 from services.outbound.smtp_errors import (
     DeliveryUnknown,
     SmtpAuthUnavailable,
@@ -30,6 +31,7 @@ from services.outbound.smtp_errors import (
     refusal,
     why,
 )
+from services.outbound.smtp_oauth import bearer_login
 from services.outbound.smtp_wire import Reply, Wire, WireError, dot_stuffed, envelope_path
 
 # The errors live in smtp_errors; callers import them from here, with the connection.
@@ -59,6 +61,8 @@ class SmtpConfig:
     verify: bool = True
     # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
     allowed_private_hosts: str | None = None
+    # An OAuth2 grant's tokens (AUTH XOAUTH2) instead of a password.
+    oauth: TokenSource | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_credential(cls, smtp: Any) -> SmtpConfig:
@@ -68,8 +72,12 @@ class SmtpConfig:
         security = str(smtp.get("security") or "starttls").lower()
         if security not in SECURITY_MODES:
             raise BadCredentials("The account's SMTP security mode is not none, starttls or tls.")
-        if bool(smtp.get("username")) != bool(smtp.get("password")):
+        oauth = smtp.get("oauth")
+        if oauth is None and bool(smtp.get("username")) != bool(smtp.get("password")):
             raise BadCredentials("The account's SMTP settings have a username or a password alone.")
+        if oauth is not None and not smtp.get("username"):
+            # Without a user the session would go out unauthenticated, not with the grant.
+            raise BadCredentials("The account's OAuth2 SMTP settings have no username.")
         return cls(
             host=str(smtp["host"]),
             port=int(smtp["port"]),
@@ -79,6 +87,7 @@ class SmtpConfig:
             timeout=float(smtp.get("timeout") or 30.0),
             ca_pem=smtp.get("ca_pem") or None,
             verify=bool(smtp.get("verify", True)),
+            oauth=oauth,
         )
 
     def tls_context(self) -> ssl.SSLContext:
@@ -182,7 +191,7 @@ class SmtpConnection:
     async def _authenticate(self, client: aiosmtplib.SMTP) -> None:
         """AUTH when the account has credentials; none at all when it has none (a relay)."""
         cfg = self.config
-        if cfg.username is None or cfg.password is None:
+        if cfg.username is None or (cfg.password is None and cfg.oauth is None):
             return
         if not client.supports_extension("auth"):
             # Sending without AUTH would look like success to a relay that accepts anyone, and
@@ -191,6 +200,10 @@ class SmtpConnection:
                 "The SMTP server does not offer AUTH, but the account has SMTP credentials; "
                 "refusing to send them unauthenticated."
             )
+        if cfg.oauth is not None:
+            await bearer_login(client, cfg.username, cfg.oauth)
+            return
+        assert cfg.password is not None
         try:
             await client.login(cfg.username, cfg.password)
         except aiosmtplib.SMTPAuthenticationError as exc:

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from services.errors import BadCredentials, ProviderPermanentError, ProviderTemporaryError
 from services.mail_session import MailServerConfig, MailSession
+from services.pop3.authenticate import bearer_login
 
 # No POSTROOM_MAX_MESSAGE_BYTES in this tree yet: the same default as the IMAP cap it will share.
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
@@ -116,6 +117,10 @@ class Pop3Client(MailSession):
 
     async def _login(self) -> None:
         cfg = self.config
+        if cfg.oauth is not None:
+            await bearer_login(self, cfg.oauth)
+            await self.refresh_capabilities()
+            return
         user = _safe_argument(cfg.username, "username")
         password = _safe_argument(cfg.password, "password")
         try:
@@ -257,6 +262,11 @@ class Pop3Client(MailSession):
             return
         caps = await self._lines()
         self.capabilities = {c.split(b" ", 1)[0].decode("ascii", "replace").upper() for c in caps}
+        # RFC 5034 6: "SASL PLAIN XOAUTH2 ...": kept as AUTH=<mechanism>, the way IMAP says it.
+        for c in caps:
+            words = c.decode("ascii", "replace").upper().split()
+            if words and words[0] == "SASL":
+                self.capabilities.update(f"AUTH={w}" for w in words[1:])
 
     async def uidl(self) -> list[tuple[int, str]]:
         """(message number, unique id) of every message in the maildrop, in order."""

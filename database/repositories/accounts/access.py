@@ -53,3 +53,22 @@ async def set_status(
         .where(Account.id == account_id)  # type: ignore[arg-type]
         .values(status=status, status_reason=reason, updated_at=sa.func.now())
     )
+
+
+async def get_live_by_email(
+    session: AsyncSession, tenant_id: uuid.UUID, email: str, provider: str
+) -> Account | None:
+    """The tenant's live account of that provider and address (the hosted OAuth flow's
+    reconnect); the newest one when there are several."""
+    stmt = (
+        sa.select(Account)
+        .where(
+            _a.c.tenant_id == tenant_id,
+            sa.func.lower(_a.c.email) == email.lower(),
+            _a.c.provider == provider,
+            _a.c.deleted_at.is_(None),
+        )
+        .order_by(_a.c.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()

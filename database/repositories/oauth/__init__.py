@@ -1,0 +1,1 @@
+"""OAuth2 apps, grants and hosted-flow states (services/oauth/)."""

@@ -1,0 +1,1 @@
+"""OAuth2 mailboxes: apps per tenant, the hosted connect flow, tokens and their refresh."""
