@@ -164,12 +164,40 @@ async def download_attachment(
     )
 
 
-_MEDIA_TYPE = re.compile(r'^[\w.+-]+/[\w.+-]+(;\s*[\w.+-]+=("[^"\r\n]*"|[\w.+-]+))*$')
+# Types a browser shows without running anything: raster images, PDF, plain text. SVG is an
+# image that runs script; HTML, XML and everything else is served as opaque bytes, so a mail
+# attachment opened from our origin can never act as a page of it.
+SAFE_MEDIA_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/tiff",
+        "image/avif",
+        "image/heic",
+        "image/heif",
+        "application/pdf",
+        "text/plain",
+    }
+)
+_CHARSET = re.compile(r";\s*charset=\"?([A-Za-z0-9._:-]{1,40})\"?\s*(;|$)", re.IGNORECASE)
 
 
 def safe_media_type(value: str | None) -> str:
-    """The stored type when it is a plain type/subtype; a provider's odd value is not echoed."""
-    return value if value and _MEDIA_TYPE.match(value) else "application/octet-stream"
+    """The stored type when it is on the safe list (text/plain keeps a plain charset), else
+    application/octet-stream: a provider's or sender's type is never echoed as it came."""
+    if not value:
+        return "application/octet-stream"
+    essence = value.split(";", 1)[0].strip().lower()
+    if essence not in SAFE_MEDIA_TYPES:
+        return "application/octet-stream"
+    if essence == "text/plain":
+        charset = _CHARSET.search(value[:200])
+        if charset:
+            return f"text/plain; charset={charset.group(1)}"
+    return essence
 
 
 def content_disposition(name: str) -> str:
