@@ -256,6 +256,8 @@ class OutboundAttachment(SQLModel, table=True):
     """A file uploaded with POST /v1/messages/send, kept until the send task attaches it."""
 
     __tablename__ = "outbound_attachment"
+    # The tenant's storage quota sums `size` by tenant from this index alone.
+    __table_args__ = (sa.Index("ix_outbound_attachment_tenant_size", "tenant_id", "size"),)
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     # The send job's event; retention of events removes their uploads with them.
@@ -275,6 +277,7 @@ class SendDraft(SQLModel, table=True):
     """
 
     __tablename__ = "send_draft"
+    __table_args__ = (sa.Index("ix_send_draft_tenant_size", "tenant_id", "size"),)
     event_id: uuid.UUID = Field(
         sa_type=sa.Uuid, foreign_key="event.id", ondelete="CASCADE", primary_key=True
     )
@@ -289,6 +292,8 @@ class SendDraft(SQLModel, table=True):
     reply_to_message_id: uuid.UUID | None = Field(default=None, sa_type=sa.Uuid)
     # Ids of `outbound_attachment` uploads (or stored attachments), in the order given.
     attachment_ids: list[str] = jsonb_field(list)
+    # Bytes of its text (subject, bodies, addresses) counted against the tenant's storage quota.
+    size: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = ts_field()
 
 

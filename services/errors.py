@@ -75,6 +75,24 @@ class AccountLimitReached(ValidationFailed):
     code = "account_limit_reached"
 
 
+class RuleLimitReached(ValidationFailed):
+    """The account already has as many rules as it may have."""
+
+    code = "rule_limit_reached"
+
+
+class TemplateLimitReached(ValidationFailed):
+    """The tenant already has as many templates as it may have."""
+
+    code = "template_limit_reached"
+
+
+class StorageQuotaExceeded(ValidationFailed):
+    """The tenant's drafts, scheduled sends and uploads would pass its byte quota."""
+
+    code = "storage_quota_exceeded"
+
+
 class RateLimited(PostroomError):
     """Over a request or send budget; `retry_after` says when the next one fits."""
 
