@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
+from api.ratelimit import spend_verify_budget
 from api.schemas.accounts import (
     AccountCreate,
     AccountPage,
@@ -59,7 +60,13 @@ async def create_account(
     """
     data = body.model_dump(mode="json")
     if verify:
-        checks = await account_verify.verify_account(settings, data, nylas=request.app.state.nylas)
+        proved = await account_verify.proved_hosts(uow.session, settings, principal.tenant_id)
+        hosts = [h for h in account_verify.target_hosts(data) if h not in proved]
+        await spend_verify_budget(request, principal.tenant_id, hosts)
+        await uow.session.rollback()  # no transaction open while servers are talked to
+        checks = await account_verify.verify_account(
+            settings, data, nylas=request.app.state.nylas, proved=proved
+        )
         if not account_verify.all_ok(checks):
             raise account_verify.AccountVerificationFailed(checks)
     account = await accounts.create_account(
@@ -79,14 +86,22 @@ async def verify_account(
     request: Request,
     body: Annotated[AccountCreate, Body()],
     principal: PrincipalDep,
+    uow: UowDep,
     settings: SettingsDep,
 ) -> VerifyResult:
     """Log in to the account's servers without saving anything: per server, what worked.
 
     The same body as create. A host the destination rule refuses is 422
     `mail_host_not_allowed` before any connection. Nylas: the grant is looked up."""
+    data = body.model_dump(mode="json")
+    proved = await account_verify.proved_hosts(uow.session, settings, principal.tenant_id)
+    # Every check spends the tenant's budget; a host the tenant has proved spends no host budget.
+    hosts = [h for h in account_verify.target_hosts(data) if h not in proved]
+    await spend_verify_budget(request, principal.tenant_id, hosts)
+    # Nothing is written: the read transaction ends before any server is talked to.
+    await uow.session.rollback()
     checks = await account_verify.verify_account(
-        settings, body.model_dump(mode="json"), nylas=request.app.state.nylas
+        settings, data, nylas=request.app.state.nylas, proved=proved
     )
     return VerifyResult(
         ok=account_verify.all_ok(checks),

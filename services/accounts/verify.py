@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Provider
+from database.repositories.accounts import access as accounts_repo
 from services.accounts import admin as accounts
+from services.crypto import decrypt_json
 from services.destination import MailHostNotAllowed
 from services.errors import BadCredentials, PostroomError, ValidationFailed
 from services.imap.client import ImapClient, ImapConfig
@@ -102,6 +106,7 @@ async def _smtp(server: dict[str, Any], settings: Settings) -> str:
         SmtpConfig.from_credential(server),
         timeout=VERIFY_TIMEOUT_S,
         allowed_private_hosts=settings.allowed_private_mail_hosts,
+        allowed_relay_hosts=settings.allowed_relay_hosts,
     )
     async with SmtpConnection(config) as conn:
         await conn.connect()
@@ -113,10 +118,59 @@ async def _smtp(server: dict[str, Any], settings: Settings) -> str:
 _INBOUND = {Provider.imap: ("IMAP", _imap), Provider.pop3: ("POP3", _pop3)}
 
 
+def target_hosts(body: dict[str, Any]) -> list[str]:
+    """The hosts a verification of `body` would connect to, normalised (none for Nylas)."""
+    provider = body["provider"]
+    if provider == Provider.nylas:
+        return []
+    hosts = [normal_host(body[provider]["host"]), normal_host(body["smtp"]["host"])]
+    return list(dict.fromkeys(hosts))
+
+
+def normal_host(host: Any) -> str:
+    return str(host).strip().strip("[]").rstrip(".").lower()
+
+
+async def proved_hosts(session: AsyncSession, settings: Settings, tenant_id: uuid.UUID) -> set[str]:
+    """Inbound hosts of the tenant's accounts that have synced: a login there worked once, so
+    the tenant owns a mailbox on it and may read that server's failures in detail."""
+    hosts: set[str] = set()
+    for token in await accounts_repo.synced_credentials(session, tenant_id):
+        try:
+            data = decrypt_json(settings, token)
+        except Exception as exc:  # a credential under a retired key proves nothing
+            log.warning("proved_host_unreadable", error=type(exc).__name__)
+            continue
+        for role in ("imap", "pop3"):
+            server = data.get(role)
+            if isinstance(server, dict) and server.get("host"):
+                hosts.add(normal_host(server["host"]))
+    return hosts
+
+
+def _generic(role: str, check: Check, host: str, proved: set[str] | None) -> Check:
+    """A failure against a host the tenant has not proved says only that it failed: which
+    step failed (no answer, refused port, TLS, login) would make the check a port scanner
+    and a password oracle for any host on the internet."""
+    if check.ok or proved is None or normal_host(host) in proved:
+        return check
+    return Check(
+        False,
+        f"The {role} check did not succeed: the server could not be reached, or it did not "
+        "accept these settings and credentials.",
+    )
+
+
 async def verify_account(
-    settings: Settings, body: dict[str, Any], *, nylas: accounts.GrantLookup | None
+    settings: Settings,
+    body: dict[str, Any],
+    *,
+    nylas: accounts.GrantLookup | None,
+    proved: set[str] | None = None,
 ) -> dict[str, Check]:
-    """Per server name ("imap" or "pop3", "smtp"; "nylas" for a grant): what worked."""
+    """Per server name ("imap" or "pop3", "smtp"; "nylas" for a grant): what worked.
+
+    With `proved` (the tenant's proved hosts), failures on any other host are generic."""
     provider = body["provider"]
     if provider == Provider.nylas:
         return {"nylas": await _grant(body, nylas)}
@@ -129,7 +183,10 @@ async def verify_account(
         _attempt(role, lambda: login(inbound, settings)),
         _attempt("SMTP", lambda: _smtp(smtp, settings)),
     )
-    checks = {provider: inbound_check, "smtp": smtp_check}
+    checks = {
+        provider: _generic(role, inbound_check, inbound["host"], proved),
+        "smtp": _generic("SMTP", smtp_check, smtp["host"], proved),
+    }
     log.info("account_verified", provider=provider, **{k: c.ok for k, c in checks.items()})
     return checks
 

@@ -59,6 +59,8 @@ class SmtpConfig:
     verify: bool = True
     # POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS; None reads it from the process settings.
     allowed_private_hosts: str | None = None
+    # POSTROOM_ALLOWED_RELAY_HOSTS (port 25 without AUTH); None reads the process settings.
+    allowed_relay_hosts: str | None = None
 
     @classmethod
     def from_credential(cls, smtp: Any) -> SmtpConfig:
@@ -127,6 +129,13 @@ class SmtpConnection:
         # name stays the TLS server name.
         dest = await destination.resolve(
             cfg.host, cfg.port, role="SMTP", allowed=cfg.allowed_private_hosts
+        )
+        destination.check_relay(
+            cfg.host,
+            cfg.port,
+            dest.addresses,
+            authenticated=cfg.username is not None,
+            allowed=cfg.allowed_relay_hosts,
         )
         try:
             sock = await destination.connect_socket(dest, cfg.timeout)
