@@ -22,6 +22,7 @@ from api.schemas.messages import (
 )
 from database.repositories.messages.query import MessageFilter
 from services.messages import service as messages
+from services.messages.reply_text import reply_text
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
 
@@ -128,6 +129,7 @@ async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDe
         text=row["text"],
         html=row["html"],
         headers=row["headers"] or [],
+        reply_text=reply_text(row["text"]),
         attachments=[
             AttachmentPublic(
                 id=str(a["id"]),
