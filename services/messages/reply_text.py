@@ -72,8 +72,8 @@ _SENT = (
     "отправлено:",
 )
 _TO = ("to:", "an:", "à :", "à:", "para:", "aan:", "a:", "till:", "til:", "do:", "кому:")
-_SUBJECT = ("subject:", "betreff:", "objet :", "objet:", "asunto:", "onderwerp:", "oggetto:")
-_SUBJECT += ("assunto:", "ämne:", "emne:", "temat:", "тема:")
+_SUBJECT: tuple[str, ...] = ("subject:", "betreff:", "objet :", "objet:", "asunto:")
+_SUBJECT += ("onderwerp:", "oggetto:", "assunto:", "ämne:", "emne:", "temat:", "тема:")
 # Phone and app footers that end the new text like a signature.
 _FOOTERS = (
     "sent from my ",
