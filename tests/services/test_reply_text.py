@@ -44,10 +44,10 @@ def test_reply_text_costs_linear_time(make) -> None:
     def cost(n: int) -> float:
         body = make(n)
         best = 1e9
-        for _ in range(3):
-            start = time.perf_counter()
+        for _ in range(5):  # CPU time, best of 5: neighbours on a busy machine add wall time
+            start = time.process_time()
             reply_text(body)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         return best
 
     small, large = cost(2000), cost(16000)
