@@ -238,6 +238,18 @@ class Message(SQLModel, table=True):
 
 class Attachment(SQLModel, table=True):
     __tablename__ = "attachment"
+    __table_args__ = (
+        # The thumbnail task finds a sync's new images by tenant and time, from images alone.
+        sa.Index(
+            "ix_attachment_image_created",
+            "tenant_id",
+            "created_at",
+            postgresql_where=sa.text(
+                "content_type IN ('image/jpeg', 'image/png', 'image/gif', 'image/webp', "
+                "'image/heic')"
+            ),
+        ),
+    )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     message_id: uuid.UUID = fk_field("message.id")
@@ -249,6 +261,32 @@ class Attachment(SQLModel, table=True):
     content_id: str | None = Field(default=None, sa_type=sa.Text)
     is_inline: bool = Field(default=False)
     content: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    created_at: datetime = ts_field()
+
+
+# Attachment types that get a thumbnail (services/messages/thumbnails.py).
+THUMBNAIL_SOURCE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic")
+
+
+class AttachmentThumbnail(SQLModel, table=True):
+    """The preview of an image attachment, or why it can never have one (`failed`).
+
+    Made by `postroom.mail.generate_thumbnail` after a sync; goes with its attachment, and
+    with its message's soft delete through the cleanup beat task.
+    """
+
+    __tablename__ = "attachment_thumbnail"
+    attachment_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="attachment.id", ondelete="CASCADE", primary_key=True
+    )
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    message_id: uuid.UUID = fk_field("message.id")
+    status: str = Field(sa_type=sa.String(16))  # ready | failed
+    content_type: str | None = Field(default=None, sa_type=sa.String(32))
+    content: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    width: int | None = Field(default=None)
+    height: int | None = Field(default=None)
+    reason: str | None = Field(default=None, sa_type=sa.String(64))
     created_at: datetime = ts_field()
 
 

@@ -48,6 +48,12 @@ class NotFound(PostroomError):
     code = "not_found"
 
 
+class ThumbnailNotAvailable(NotFound):
+    """The attachment has no thumbnail (not an image, refused, or not made yet)."""
+
+    code = "thumbnail_not_available"
+
+
 class Conflict(PostroomError):
     """The request conflicts with an earlier one."""
 

@@ -22,6 +22,7 @@ from api.schemas.messages import (
 )
 from database.repositories.messages.query import MessageFilter
 from services.messages import service as messages
+from services.messages import thumbnails
 from services.messages.reply_text import reply_text
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
@@ -163,6 +164,35 @@ async def download_attachment(
         content=found["content"],
         media_type=safe_media_type(found["content_type"]),
         headers={"Content-Disposition": content_disposition(found["filename"] or "attachment")},
+    )
+
+
+@router.get(
+    "/{message_id}/attachments/{attachment_id}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/webp": {}, "image/png": {}},
+            "description": "A preview at most 256 px on its long side",
+        },
+        **error_responses(404),
+    },
+)
+async def attachment_thumbnail(
+    message_id: uuid.UUID, attachment_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
+) -> Response:
+    """The image attachment's thumbnail; 404 `thumbnail_not_available` until it is made, or
+    when it never can be (not an image, or refused as hostile)."""
+    media_type, content = await thumbnails.get_thumbnail(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        message_id=message_id,
+        attachment_id=attachment_id,
+    )
+    return Response(
+        content=content,
+        media_type=media_type,
+        headers={"Cache-Control": "private, max-age=86400"},
     )
 
 
