@@ -196,12 +196,19 @@ async def start_thumbnails(
     stale_after_s: float,
 ) -> list[Job]:
     """In a sync's transaction, when it brought new mail: one thumbnail job for the images
-    stored since the sync was asked for (every part of it). Published after the commit."""
+    stored since the sync was asked for (every part of it), if it stored any. Published after
+    the commit."""
+    since = parent.received_at
+    waiting = await repo.pending(
+        session, tenant_id=tenant_id, account_id=account_id, since=since, limit=1
+    )
+    if not waiting:
+        return []
     kwargs = {
         "account_id": str(account_id),
         "tenant_id": str(tenant_id),
         "user_id": str(user_id) if user_id else None,
-        "since": parent.received_at.isoformat(),
+        "since": since.isoformat(),
     }
     job = await record_event(
         session,
