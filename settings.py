@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     sends_per_minute: int = 60
     max_accounts_per_tenant: int = 100
+    # What one tenant may store (docs/security.md "Quotas"): rules per account, templates per
+    # tenant, and the bytes of its drafts, scheduled sends and uploads (0 turns that one off).
+    max_rules_per_account: int = Field(default=200, ge=1)
+    max_templates_per_tenant: int = Field(default=500, ge=1)
+    tenant_storage_bytes: int = Field(default=1024**3, ge=0)
+    # POST /v1/accounts/verify (and create with verify=true) connects to servers the tenant
+    # names: per tenant, and per tenant and target host, a small burst then a few per hour.
+    verify_burst: int = Field(default=10, ge=1)
+    verify_per_hour: int = Field(default=20, ge=0)
+    verify_host_burst: int = Field(default=5, ge=1)
+    verify_host_per_hour: int = Field(default=6, ge=0)
+    # Hosts and CIDRs an account may send to on port 25 without SMTP credentials (an internal
+    # relay); empty: port 25 without AUTH is refused, so postroom is nobody's open relay.
+    allowed_relay_hosts: str = ""
     # Bulk work (syncs) runs in parts of at most this long / this many messages; a part that
     # reaches either commits its progress and queues the next part of the same job.
     bulk_part_s: float = 10.0

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from api.errors import install_error_handlers
 from api.event_catalog import install_event_catalog
 from api.limits import BodyLimitMiddleware
-from api.middleware import RequestIdMiddleware
+from api.middleware import RequestIdMiddleware, nosniff
 from api.observability import ObservabilityMiddleware
 from api.openapi import install_docs, install_openapi
 from api.routes import (
@@ -50,6 +50,10 @@ class PostroomAPI(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Outermost, so that every answer has it: errors, 500s from Starlette's
+            # ServerErrorMiddleware (which sits outside any middleware we add) and the webhook.
+            send = nosniff(send)
         if is_webhook(scope):
             scope["app"] = self
             await serve_webhook(scope, receive, send)

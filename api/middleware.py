@@ -36,3 +36,18 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+def nosniff(send: Send) -> Send:
+    """`send`, adding `X-Content-Type-Options: nosniff` to the response start: a browser then
+    never guesses a type from the bytes (an attachment or a webhook challenge run as HTML)."""
+
+    async def send_nosniff(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), _NOSNIFF]
+        await send(message)
+
+    return send_nosniff

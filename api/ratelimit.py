@@ -5,6 +5,7 @@ Each check is one Redis round trip (services/ratelimit.py); webhooks never reach
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 
@@ -55,3 +56,40 @@ async def spend_send_budget(request: Request, tenant_id: uuid.UUID) -> None:
             f"{_wait_words(wait)}.",
             retry_after=wait,
         )
+
+
+def _per_hour(burst: int, per_hour: int) -> Budget:
+    return Budget(rate_per_s=per_hour / 3600.0, burst=burst)
+
+
+async def spend_verify_budget(request: Request, tenant_id: uuid.UUID, hosts: list[str]) -> None:
+    """One verification of the tenant's budget and of each target host's (per tenant): a
+    check logs in to a server the tenant names, so unbudgeted it guesses passwords and scans
+    ports for whoever holds a key. Spent before any connection."""
+    s = _settings(request)
+    limiter = _limiter(request)
+    if s.verify_per_hour > 0:
+        wait = await limiter.spend(
+            f"verify:{tenant_id}", _per_hour(s.verify_burst, s.verify_per_hour)
+        )
+        if wait is not None:
+            raise RateLimited(
+                f"This tenant is over its account verification budget ({s.verify_burst} at "
+                f"once, then {s.verify_per_hour} per hour); {_wait_words(wait)}.",
+                retry_after=wait,
+            )
+    if s.verify_host_per_hour <= 0:
+        return
+    for host in hosts:
+        digest = hashlib.sha256(host.encode()).hexdigest()[:32]
+        wait = await limiter.spend(
+            f"verify:{tenant_id}:{digest}",
+            _per_hour(s.verify_host_burst, s.verify_host_per_hour),
+        )
+        if wait is not None:
+            raise RateLimited(
+                f"This tenant is over its verification budget for one of these hosts "
+                f"({s.verify_host_burst} at once, then {s.verify_host_per_hour} per hour); "
+                f"{_wait_words(wait)}.",
+                retry_after=wait,
+            )

@@ -238,6 +238,18 @@ class Message(SQLModel, table=True):
 
 class Attachment(SQLModel, table=True):
     __tablename__ = "attachment"
+    __table_args__ = (
+        # The thumbnail task finds a sync's new images by tenant and time, from images alone.
+        sa.Index(
+            "ix_attachment_image_created",
+            "tenant_id",
+            "created_at",
+            postgresql_where=sa.text(
+                "content_type IN ('image/jpeg', 'image/png', 'image/gif', 'image/webp', "
+                "'image/heic')"
+            ),
+        ),
+    )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     message_id: uuid.UUID = fk_field("message.id")
@@ -252,10 +264,38 @@ class Attachment(SQLModel, table=True):
     created_at: datetime = ts_field()
 
 
+# Attachment types that get a thumbnail (services/messages/thumbnails.py).
+THUMBNAIL_SOURCE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/heic")
+
+
+class AttachmentThumbnail(SQLModel, table=True):
+    """The preview of an image attachment, or why it can never have one (`failed`).
+
+    Made by `postroom.mail.generate_thumbnail` after a sync; goes with its attachment, and
+    with its message's soft delete through the cleanup beat task.
+    """
+
+    __tablename__ = "attachment_thumbnail"
+    attachment_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="attachment.id", ondelete="CASCADE", primary_key=True
+    )
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    message_id: uuid.UUID = fk_field("message.id")
+    status: str = Field(sa_type=sa.String(16))  # ready | failed
+    content_type: str | None = Field(default=None, sa_type=sa.String(32))
+    content: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    width: int | None = Field(default=None)
+    height: int | None = Field(default=None)
+    reason: str | None = Field(default=None, sa_type=sa.String(64))
+    created_at: datetime = ts_field()
+
+
 class OutboundAttachment(SQLModel, table=True):
     """A file uploaded with POST /v1/messages/send, kept until the send task attaches it."""
 
     __tablename__ = "outbound_attachment"
+    # The tenant's storage quota sums `size` by tenant from this index alone.
+    __table_args__ = (sa.Index("ix_outbound_attachment_tenant_size", "tenant_id", "size"),)
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     # The send job's event; retention of events removes their uploads with them.
@@ -275,6 +315,7 @@ class SendDraft(SQLModel, table=True):
     """
 
     __tablename__ = "send_draft"
+    __table_args__ = (sa.Index("ix_send_draft_tenant_size", "tenant_id", "size"),)
     event_id: uuid.UUID = Field(
         sa_type=sa.Uuid, foreign_key="event.id", ondelete="CASCADE", primary_key=True
     )
@@ -289,6 +330,8 @@ class SendDraft(SQLModel, table=True):
     reply_to_message_id: uuid.UUID | None = Field(default=None, sa_type=sa.Uuid)
     # Ids of `outbound_attachment` uploads (or stored attachments), in the order given.
     attachment_ids: list[str] = jsonb_field(list)
+    # Bytes of its text (subject, bodies, addresses) counted against the tenant's storage quota.
+    size: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = ts_field()
 
 

@@ -62,3 +62,23 @@ def decode(key: bytes, filters: dict[str, Any], cursor: str) -> tuple[datetime, 
     if scope != _scope(filters) or at.tzinfo is None:
         raise invalid
     return at, row_id
+
+
+def encode_ranked(
+    key: bytes, filters: dict[str, Any], rank: int, at: datetime, row_id: uuid.UUID
+) -> str:
+    """A cursor for a list ordered by (rank, timestamp, id), such as rules by position."""
+    return encode(key, {**filters, "_rank": rank}, at, row_id).replace(".", f".{rank}.", 1)
+
+
+def decode_ranked(
+    key: bytes, filters: dict[str, Any], cursor: str
+) -> tuple[int, datetime, uuid.UUID]:
+    """The (rank, timestamp, id) position of an `encode_ranked` cursor for these filters."""
+    body, _, rest = cursor.partition(".")
+    rank_text, _, sig = rest.partition(".")
+    if not rank_text.isdigit() or len(rank_text) > 12:
+        raise BadRequest("The cursor is not valid for this query.")
+    rank = int(rank_text)
+    at, row_id = decode(key, {**filters, "_rank": rank}, f"{body}.{sig}")
+    return rank, at, row_id

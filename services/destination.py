@@ -76,6 +76,17 @@ class MailHostNotAllowed(ValidationFailed):
     code = "mail_host_not_allowed"
 
 
+class RelayNotAllowed(ValidationFailed):
+    """SMTP without credentials to port 25 of a host the operator has not named as a relay."""
+
+    code = "smtp_relay_not_allowed"
+
+
+# Port 25 without AUTH is delivery to whoever the host is (an MX, or an open relay): mail sent
+# there from our addresses in a tenant's name is spam we sent.
+RELAY_PORT = 25
+
+
 @dataclass(frozen=True)
 class AllowList:
     """POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS, parsed: host names and networks."""
@@ -305,3 +316,51 @@ def tls_context(*, verify: bool) -> ssl.SSLContext:
 
 def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def check_relay(
+    host: str, port: int, addresses: Iterable[str], *, authenticated: bool, allowed: str | None
+) -> None:
+    """Refuse SMTP without credentials to port 25 unless POSTROOM_ALLOWED_RELAY_HOSTS names the
+    host or holds every one of its addresses (RelayNotAllowed, 422 / a permanent failure)."""
+    if authenticated or port != RELAY_PORT:
+        return
+    allow = AllowList.parse(get_settings().allowed_relay_hosts if allowed is None else allowed)
+    found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses]
+    literal = _literal(host)
+    if literal is not None:
+        found.append(literal)
+    if _normal_name(host) in allow.names or (found and all(allow.allows(host, a) for a in found)):
+        return
+    raise RelayNotAllowed(
+        "SMTP without a username and password to port 25 is refused: that would send mail "
+        "through whatever server the host is. Give SMTP credentials, or ask the operator to "
+        "allow this relay (POSTROOM_ALLOWED_RELAY_HOSTS)."
+    )
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(_normal_name(host))
+    except ValueError:
+        return None
+
+
+async def check_configured_relay(
+    host: str, port: int, *, authenticated: bool, allowed: str
+) -> None:
+    """check_relay at account time: resolved when it can be, by name alone when not."""
+    if authenticated or port != RELAY_PORT:
+        return
+    addresses: list[str] = []
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(
+                _normal_name(host), port, type=socket.SOCK_STREAM
+            ),
+            RESOLVE_TIMEOUT_S,
+        )
+        addresses = _addresses(infos)
+    except (OSError, UnicodeError, TimeoutError):
+        pass
+    check_relay(host, port, addresses, authenticated=False, allowed=allowed)

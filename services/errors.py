@@ -48,6 +48,12 @@ class NotFound(PostroomError):
     code = "not_found"
 
 
+class ThumbnailNotAvailable(NotFound):
+    """The attachment has no thumbnail (not an image, refused, or not made yet)."""
+
+    code = "thumbnail_not_available"
+
+
 class Conflict(PostroomError):
     """The request conflicts with an earlier one."""
 
@@ -73,6 +79,24 @@ class AccountLimitReached(ValidationFailed):
     """The tenant already has as many accounts as it may have."""
 
     code = "account_limit_reached"
+
+
+class RuleLimitReached(ValidationFailed):
+    """The account already has as many rules as it may have."""
+
+    code = "rule_limit_reached"
+
+
+class TemplateLimitReached(ValidationFailed):
+    """The tenant already has as many templates as it may have."""
+
+    code = "template_limit_reached"
+
+
+class StorageQuotaExceeded(ValidationFailed):
+    """The tenant's drafts, scheduled sends and uploads would pass its byte quota."""
+
+    code = "storage_quota_exceeded"
 
 
 class RateLimited(PostroomError):

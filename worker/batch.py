@@ -348,9 +348,7 @@ async def _classify_and_rule(
         tenant_id=tenant,
         docs=[mail.from_message(m, names.get(m.id, [])) for _, m in ready],
     )
-    enabled = await rules_repo.list_for_account(
-        session, tenant_id=tenant, account_id=account.id, enabled_only=True
-    )
+    enabled = await rules_repo.enabled_terms(session, tenant_id=tenant, account_id=account.id)
     finished: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for (item, message), verdict in zip(ready, found, strict=True):

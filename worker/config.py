@@ -143,6 +143,8 @@ ROUTES: dict[str, TaskRoute] = {
         TaskRoute(TaskName.delete, Queue.short, Importance.delete, 5),
         TaskRoute(TaskName.classify, Queue.short, Importance.low, 3),
         TaskRoute(TaskName.apply_rules, Queue.short, Importance.low, 3),
+        # After a sync: decoding images is CPU work of unknown size, never ahead of short work.
+        TaskRoute(TaskName.generate_thumbnail, Queue.bulk, Importance.low, 3),
         TaskRoute(TaskName.periodic_sync, Queue.periodic, Importance.high, 0),
         TaskRoute(TaskName.sweep_outbox, Queue.periodic, Importance.high, 0),
         TaskRoute(TaskName.cleanup, Queue.periodic, Importance.high, 0),
@@ -180,6 +182,7 @@ TASK_MODULES = [
     "worker.tasks.send",
     "worker.tasks.classify",
     "worker.tasks.mail",
+    "worker.tasks.thumbnails",
 ]
 
 

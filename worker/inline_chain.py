@@ -74,9 +74,7 @@ async def classify_and_apply(
             ("category", "category"),
         ):
             set_committed_value(message, column, found[key])
-        enabled = await rules_repo.list_for_account(
-            session, tenant_id=tenant, account_id=account.id, enabled_only=True
-        )
+        enabled = await rules_repo.enabled_terms(session, tenant_id=tenant, account_id=account.id)
         matching = [r for r in enabled if rules.matches(r.condition, message)]
     except Exception as exc:  # the step tasks run it again and handle it as they always have
         log.info("inline_run_fell_back", error=type(exc).__name__)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from api.auth import PrincipalDep
 from api.deps import SettingsDep, UowDep
+from api.ratelimit import spend_verify_budget
 from api.schemas.accounts import (
     AccountCreate,
     AccountPage,
@@ -73,9 +74,16 @@ async def create_account(
     """
     data = body.model_dump(mode="json")
     if verify:
-        app = await _oauth_app(uow, principal.tenant_id, data)
+        proved = await account_verify.proved_hosts(uow.session, settings, principal.tenant_id)
+        app = await _oauth_app(uow, principal.tenant_id, data)  # commits when there is one
+        if app is None:
+            await uow.session.rollback()  # no transaction open while servers are talked to
+        targets = account_verify.target_hosts(settings, data, app)
+        await spend_verify_budget(
+            request, principal.tenant_id, [h for h in targets if h not in proved]
+        )
         checks = await account_verify.verify_account(
-            settings, data, nylas=request.app.state.nylas, oauth_app=app
+            settings, data, nylas=request.app.state.nylas, oauth_app=app, proved=proved
         )
         if not account_verify.all_ok(checks):
             raise account_verify.AccountVerificationFailed(checks)
@@ -96,17 +104,24 @@ async def verify_account(
     request: Request,
     body: Annotated[AccountCreate, Body()],
     principal: PrincipalDep,
-    settings: SettingsDep,
     uow: UowDep,
+    settings: SettingsDep,
 ) -> VerifyResult:
     """Log in to the account's servers without saving anything: per server, what worked.
 
     The same body as create. A host the destination rule refuses is 422
     `mail_host_not_allowed` before any connection. Nylas: the grant is looked up."""
     data = body.model_dump(mode="json")
-    app = await _oauth_app(uow, principal.tenant_id, data)
+    proved = await account_verify.proved_hosts(uow.session, settings, principal.tenant_id)
+    # Nothing is written: the read transaction ends before any server is talked to.
+    app = await _oauth_app(uow, principal.tenant_id, data)  # commits when there is one
+    if app is None:
+        await uow.session.rollback()
+    # Every check spends the tenant's budget; a host the tenant has proved spends no host budget.
+    targets = account_verify.target_hosts(settings, data, app)
+    await spend_verify_budget(request, principal.tenant_id, [h for h in targets if h not in proved])
     checks = await account_verify.verify_account(
-        settings, data, nylas=request.app.state.nylas, oauth_app=app
+        settings, data, nylas=request.app.state.nylas, oauth_app=app, proved=proved
     )
     return VerifyResult(
         ok=account_verify.all_ok(checks),

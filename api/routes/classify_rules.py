@@ -6,16 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from api.auth import PrincipalDep
-from api.deps import UowDep
+from api.deps import SettingsDep, UowDep
 from api.schemas.common import Strict, error_responses
 from api.schemas.messages import Feedback
 from database.models import Rule
 from database.repositories import rules as rules_repo
 from services.accounts.admin import get_account
+from services.accounts.quotas import ensure_rule_room
 from services.classify import rules
 from services.classify.service import record_feedback
 
@@ -88,14 +89,31 @@ async def message_feedback(
     return Response(status_code=204)
 
 
-@router.get("/accounts/{account_id}/rules", response_model=RuleList, tags=["rules"])
-async def list_rules(account_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -> RuleList:
-    """The account's rules in the order they apply."""
+@router.get(
+    "/accounts/{account_id}/rules",
+    response_model=RuleList,
+    tags=["rules"],
+    responses=error_responses(400),
+)
+async def list_rules(
+    account_id: uuid.UUID,
+    principal: PrincipalDep,
+    uow: UowDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> RuleList:
+    """The account's rules in the order they apply, a page at a time."""
     await get_account(uow.session, principal.tenant_id, account_id)
-    found = await rules_repo.list_for_account(
-        uow.session, tenant_id=principal.tenant_id, account_id=account_id
+    found, next_cursor = await rules.list_page(
+        uow.session,
+        settings=settings,
+        tenant_id=principal.tenant_id,
+        account_id=account_id,
+        limit=limit,
+        cursor=cursor,
     )
-    return RuleList(data=[rule_public(r) for r in found])
+    return RuleList(data=[rule_public(r) for r in found], next_cursor=next_cursor)
 
 
 @router.post(
@@ -106,10 +124,17 @@ async def create_rule(
     body: Annotated[RuleCreate, Body()],
     principal: PrincipalDep,
     uow: UowDep,
+    settings: SettingsDep,
 ) -> RulePublic:
     """Add a rule: when `condition` matches a classified message, do `action`."""
     await get_account(uow.session, principal.tenant_id, account_id)
     rules.validate(body.condition, body.action)
+    await ensure_rule_room(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        account_id=account_id,
+        cap=settings.max_rules_per_account,
+    )
     rule = await rules_repo.add(
         uow.session, Rule(tenant_id=principal.tenant_id, account_id=account_id, **body.model_dump())
     )

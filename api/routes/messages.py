@@ -21,7 +21,9 @@ from api.schemas.messages import (
 )
 from database.repositories.messages.query import MessageFilter
 from services.messages import service as messages
+from services.messages import thumbnails
 from services.messages.fields import message_fields
+from services.messages.reply_text import reply_text
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
 
@@ -88,6 +90,7 @@ async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDe
         text=row["text"],
         html=row["html"],
         headers=row["headers"] or [],
+        reply_text=reply_text(row["text"]),
         attachments=[
             AttachmentPublic(
                 id=str(a["id"]),
@@ -124,12 +127,69 @@ async def download_attachment(
     )
 
 
-_MEDIA_TYPE = re.compile(r'^[\w.+-]+/[\w.+-]+(;\s*[\w.+-]+=("[^"\r\n]*"|[\w.+-]+))*$')
+@router.get(
+    "/{message_id}/attachments/{attachment_id}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/webp": {}, "image/png": {}},
+            "description": "A preview at most 256 px on its long side",
+        },
+        **error_responses(404),
+    },
+)
+async def attachment_thumbnail(
+    message_id: uuid.UUID, attachment_id: uuid.UUID, principal: PrincipalDep, uow: UowDep
+) -> Response:
+    """The image attachment's thumbnail; 404 `thumbnail_not_available` until it is made, or
+    when it never can be (not an image, or refused as hostile)."""
+    media_type, content = await thumbnails.get_thumbnail(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        message_id=message_id,
+        attachment_id=attachment_id,
+    )
+    return Response(
+        content=content,
+        media_type=media_type,
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
+
+
+# Types a browser shows without running anything: raster images, PDF, plain text. SVG is an
+# image that runs script; HTML, XML and everything else is served as opaque bytes, so a mail
+# attachment opened from our origin can never act as a page of it.
+SAFE_MEDIA_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/bmp",
+        "image/tiff",
+        "image/avif",
+        "image/heic",
+        "image/heif",
+        "application/pdf",
+        "text/plain",
+    }
+)
+_CHARSET = re.compile(r";\s*charset=\"?([A-Za-z0-9._:-]{1,40})\"?\s*(;|$)", re.IGNORECASE)
 
 
 def safe_media_type(value: str | None) -> str:
-    """The stored type when it is a plain type/subtype; a provider's odd value is not echoed."""
-    return value if value and _MEDIA_TYPE.match(value) else "application/octet-stream"
+    """The stored type when it is on the safe list (text/plain keeps a plain charset), else
+    application/octet-stream: a provider's or sender's type is never echoed as it came."""
+    if not value:
+        return "application/octet-stream"
+    essence = value.split(";", 1)[0].strip().lower()
+    if essence not in SAFE_MEDIA_TYPES:
+        return "application/octet-stream"
+    if essence == "text/plain":
+        charset = _CHARSET.search(value[:200])
+        if charset:
+            return f"text/plain; charset={charset.group(1)}"
+    return essence
 
 
 def content_disposition(name: str) -> str:

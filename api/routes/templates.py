@@ -13,6 +13,7 @@ from api.schemas.templates import TemplateIn, TemplatePage, TemplatePublic
 from database.models import Template
 from database.repositories.outbound import templates as templates_repo
 from services import cursors
+from services.accounts.quotas import ensure_template_room
 from services.errors import NotFound
 from services.outbound import templates as templates_svc
 
@@ -49,11 +50,18 @@ async def put_template(
     body: Annotated[TemplateIn, Body()],
     principal: PrincipalDep,
     uow: UowDep,
+    settings: SettingsDep,
     response: Response,
 ) -> TemplatePublic:
     """Create (201) or replace (200) a template. Its syntax and what it uses are checked
     here: a template that could not render is 422 now, not at send time."""
     templates_svc.check(templates_svc.Parts(subject=body.subject, text=body.text, html=body.html))
+    await ensure_template_room(
+        uow.session,
+        tenant_id=principal.tenant_id,
+        name=name,
+        cap=settings.max_templates_per_tenant,
+    )
     template, created = await templates_repo.put(
         uow.session,
         tenant_id=principal.tenant_id,

@@ -18,6 +18,7 @@ from settings import Settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = structlog.get_logger(__name__)
+MAX_CHALLENGE_CHARS = 200
 
 
 class WebhookAck(BaseModel):
@@ -30,6 +31,10 @@ async def nylas_challenge(challenge: str | None = Query(default=None)) -> PlainT
     """Echo `challenge` as plain text, as Nylas expects when the webhook is created."""
     if challenge is None:
         raise BadRequest("The 'challenge' query parameter is required.")
+    if len(challenge) > MAX_CHALLENGE_CHARS:
+        # Nylas sends a short random token; anything longer is someone using our origin to
+        # serve their text.
+        raise BadRequest(f"The 'challenge' is over {MAX_CHALLENGE_CHARS} characters.")
     return PlainTextResponse(challenge)
 
 

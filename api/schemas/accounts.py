@@ -25,12 +25,22 @@ Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 SyncInterval = Annotated[StrictInt, Field(ge=30, le=86400)]
 
 
+# CR and LF end an IMAP/POP3/SMTP command line and NUL ends a SASL PLAIN field: a login
+# holding one would let its owner write commands of their own to the server.
+NO_LINE_BREAKS = r"^[^\r\n\x00]*$"
+
+
 class ServerSettings(Strict):
     host: Host
     port: Port
     security: Security = "tls"
-    username: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1000, json_schema_extra={"writeOnly": True})
+    username: str = Field(min_length=1, max_length=320, pattern=NO_LINE_BREAKS)
+    password: str = Field(
+        min_length=1,
+        max_length=1000,
+        pattern=NO_LINE_BREAKS,
+        json_schema_extra={"writeOnly": True},
+    )
 
 
 class SmtpSettings(Strict):
@@ -39,9 +49,13 @@ class SmtpSettings(Strict):
     host: Host
     port: Port
     security: Security = "tls"
-    username: str | None = Field(default=None, min_length=1, max_length=320)
+    username: str | None = Field(default=None, min_length=1, max_length=320, pattern=NO_LINE_BREAKS)
     password: str | None = Field(
-        default=None, min_length=1, max_length=1000, json_schema_extra={"writeOnly": True}
+        default=None,
+        min_length=1,
+        max_length=1000,
+        pattern=NO_LINE_BREAKS,
+        json_schema_extra={"writeOnly": True},
     )
 
     @model_validator(mode="after")

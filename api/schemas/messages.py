@@ -54,6 +54,8 @@ class MessageDetail(MessagePublic):
     html: str | None
     headers: list[list[str]]
     attachments: list[AttachmentPublic]
+    # The new text of a reply: `text` without quoted history, quote headers or signature.
+    reply_text: str | None = None
 
 
 class MessagePage(BaseModel):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,19 +13,55 @@ from sqlmodel import col
 from database.models import Message, Rule
 
 
-async def list_for_account(
+class RuleTerms(NamedTuple):
+    """What applying a rule needs, and nothing else of its row."""
+
+    id: uuid.UUID
+    condition: dict[str, Any]
+    action: dict[str, Any]
+
+
+# A rule's condition and action, stored, are a few hundred bytes (services/classify/rules.py
+# bounds every string). A larger one was stored before the bounds: it is never loaded into a
+# worker, which reads the rules of an account once per new message.
+MAX_STORED_RULE_BYTES = 8192
+
+
+async def enabled_terms(
+    session: AsyncSession, *, tenant_id: uuid.UUID, account_id: uuid.UUID, limit: int = 1000
+) -> list[RuleTerms]:
+    """The account's enabled rules in the order they apply: id, condition and action only."""
+    stored = sa.func.pg_column_size(col(Rule.condition)) + sa.func.pg_column_size(col(Rule.action))
+    stmt = (
+        sa.select(col(Rule.id), col(Rule.condition), col(Rule.action))
+        .where(
+            col(Rule.tenant_id) == tenant_id,
+            col(Rule.account_id) == account_id,
+            col(Rule.enabled).is_(True),
+            stored <= MAX_STORED_RULE_BYTES,
+        )
+        .order_by(col(Rule.position), col(Rule.created_at), col(Rule.id))
+        .limit(limit)
+    )
+    return [RuleTerms(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def list_page(
     session: AsyncSession,
     *,
     tenant_id: uuid.UUID,
     account_id: uuid.UUID,
-    enabled_only: bool = False,
+    after: tuple[int, datetime, uuid.UUID] | None,
+    limit: int,
 ) -> list[Rule]:
+    """The account's rules in the order they apply, by the (position, created_at, id) keyset."""
     stmt = sa.select(Rule).where(
         col(Rule.tenant_id) == tenant_id, col(Rule.account_id) == account_id
     )
-    if enabled_only:
-        stmt = stmt.where(col(Rule.enabled).is_(True))
-    stmt = stmt.order_by(col(Rule.position), col(Rule.created_at))
+    if after is not None:
+        key = sa.tuple_(col(Rule.position), col(Rule.created_at), col(Rule.id))
+        stmt = stmt.where(key > sa.tuple_(*after))
+    stmt = stmt.order_by(col(Rule.position), col(Rule.created_at), col(Rule.id)).limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 

@@ -42,6 +42,13 @@ async def _check_hosts(settings: Settings, servers: dict[str, dict[str, Any]]) -
             role=role.upper(),
             allowed=settings.allowed_private_mail_hosts,
         )
+        if role == "smtp":
+            await destination.check_configured_relay(
+                str(server["host"]),
+                int(server["port"]),
+                authenticated=bool(server.get("username")),
+                allowed=settings.allowed_relay_hosts,
+            )
 
 
 class GrantLookup(Protocol):

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import OAuthApp, Provider
+from database.repositories.accounts import access as accounts_repo
 from services.accounts import admin as accounts
 from services.accounts.verify_oauth import servers_for
+from services.crypto import decrypt_json
 from services.destination import MailHostNotAllowed
 from services.errors import BadCredentials, NotFound, PostroomError, ValidationFailed
 from services.imap.client import ImapClient, ImapConfig
@@ -109,6 +113,7 @@ async def _smtp(server: dict[str, Any], settings: Settings) -> str:
         SmtpConfig.from_credential(server),
         timeout=VERIFY_TIMEOUT_S,
         allowed_private_hosts=settings.allowed_private_mail_hosts,
+        allowed_relay_hosts=settings.allowed_relay_hosts,
     )
     async with SmtpConnection(config) as conn:
         await conn.connect()
@@ -120,16 +125,71 @@ async def _smtp(server: dict[str, Any], settings: Settings) -> str:
 _INBOUND = {Provider.imap: ("IMAP", _imap), Provider.pop3: ("POP3", _pop3)}
 
 
+def target_hosts(
+    settings: Settings, body: dict[str, Any], oauth_app: OAuthApp | None = None
+) -> list[str]:
+    """The hosts a verification of `body` would connect to, normalised (none for Nylas; an
+    `oauth2` body's come from its app)."""
+    provider = body["provider"]
+    if provider == Provider.nylas:
+        return []
+    if body.get("oauth2"):
+        if oauth_app is None:
+            return []
+        servers = servers_for(settings, oauth_app, body)
+        inbound, smtp = servers[provider], servers["smtp"]
+    else:
+        inbound, smtp = body[provider], body["smtp"]
+    hosts = [normal_host(inbound["host"]), normal_host(smtp["host"])]
+    return list(dict.fromkeys(hosts))
+
+
+def normal_host(host: Any) -> str:
+    return str(host).strip().strip("[]").rstrip(".").lower()
+
+
+async def proved_hosts(session: AsyncSession, settings: Settings, tenant_id: uuid.UUID) -> set[str]:
+    """Inbound hosts of the tenant's accounts that have synced: a login there worked once, so
+    the tenant owns a mailbox on it and may read that server's failures in detail."""
+    hosts: set[str] = set()
+    for token in await accounts_repo.synced_credentials(session, tenant_id):
+        try:
+            data = decrypt_json(settings, token)
+        except Exception as exc:  # a credential under a retired key proves nothing
+            log.warning("proved_host_unreadable", error=type(exc).__name__)
+            continue
+        for role in ("imap", "pop3"):
+            server = data.get(role)
+            if isinstance(server, dict) and server.get("host"):
+                hosts.add(normal_host(server["host"]))
+    return hosts
+
+
+def _generic(role: str, check: Check, host: str, proved: set[str] | None) -> Check:
+    """A failure against a host the tenant has not proved says only that it failed: which
+    step failed (no answer, refused port, TLS, login) would make the check a port scanner
+    and a password oracle for any host on the internet."""
+    if check.ok or proved is None or normal_host(host) in proved:
+        return check
+    return Check(
+        False,
+        f"The {role} check did not succeed: the server could not be reached, or it did not "
+        "accept these settings and credentials.",
+    )
+
+
 async def verify_account(
     settings: Settings,
     body: dict[str, Any],
     *,
     nylas: accounts.GrantLookup | None,
     oauth_app: OAuthApp | None = None,
+    proved: set[str] | None = None,
 ) -> dict[str, Check]:
     """Per server name ("imap" or "pop3", "smtp"; "nylas" for a grant): what worked.
 
-    An `oauth2` body logs in with its grant, on the servers of `oauth_app` (its app)."""
+    An `oauth2` body logs in with its grant, on the servers of `oauth_app` (its app). With
+    `proved` (the tenant's proved hosts), failures on any other host are generic."""
     provider = body["provider"]
     if provider == Provider.nylas:
         return {"nylas": await _grant(body, nylas)}
@@ -148,7 +208,10 @@ async def verify_account(
         _attempt(role, lambda: login(inbound, settings)),
         _attempt("SMTP", lambda: _smtp(smtp, settings)),
     )
-    checks = {provider: inbound_check, "smtp": smtp_check}
+    checks = {
+        provider: _generic(role, inbound_check, inbound["host"], proved),
+        "smtp": _generic("SMTP", smtp_check, smtp["host"], proved),
+    }
     log.info("account_verified", provider=provider, **{k: c.ok for k, c in checks.items()})
     return checks
 

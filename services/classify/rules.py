@@ -9,6 +9,7 @@ left alone, so a retried or replayed step does nothing twice.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from database.models import Account, Folder, Message, Provider, Rule
 from database.repositories import classifier as classify_repo
 from database.repositories import rules as repo
 from database.repositories.messages import rows as messages_repo
+from services import cursors
 from services.accounts import access as mail_accounts
 from services.errors import NotFound, PermissionDenied, ValidationFailed
 from services.imap.client import ImapClient
@@ -36,28 +38,54 @@ class FolderMover(Protocol):
     ) -> dict[str, Any]: ...
 
 
+# Bounds on every string a rule holds: every rule of an account is read for each new message,
+# so a rule is a few hundred bytes at most, never a place to store data.
+MAX_DOMAIN_CHARS = 253
+MAX_FOLDER_CHARS = 500
+MAX_LABEL_CHARS = 100
+_DOMAIN = re.compile(r"^@?[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_ROLE = re.compile(r"^[a-z_]{1,32}$")
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+ACTION_KEYS = {"move": ({"type", "folder_role"}, {"type", "folder"}), "label": ({"type", "label"},)}
+
+
+def _bounded_text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and bool(_PRINTABLE.match(value))
+
+
 def validate(condition: dict[str, Any], action: dict[str, Any]) -> None:
-    """Reject a rule that could never match or act, with a sentence saying why."""
-    if not condition or set(condition) - CONDITION_KEYS:
+    """Reject a rule that could never match or act, or that holds anything but its fields,
+    with a sentence saying why."""
+    if not isinstance(condition, dict) or not condition or set(condition) - CONDITION_KEYS:
         raise ValidationFailed(f"condition needs one or more of {sorted(CONDITION_KEYS)}.")
     if "is_spam" in condition and not isinstance(condition["is_spam"], bool):
         raise ValidationFailed("condition.is_spam must be true or false.")
     category = condition.get("category")
     if "category" in condition and not (isinstance(category, str) and category in CATEGORIES):
         raise ValidationFailed(f"condition.category must be one of {sorted(CATEGORIES)}.")
+    domain = condition.get("from_domain")
     if "from_domain" in condition and not (
-        isinstance(condition["from_domain"], str) and condition["from_domain"].strip()
+        isinstance(domain, str) and len(domain) <= MAX_DOMAIN_CHARS + 1 and _DOMAIN.match(domain)
     ):
         raise ValidationFailed("condition.from_domain must be a domain name.")
-    kind = action.get("type")
-    if kind == "move" and (bool(action.get("folder_role")) == bool(action.get("folder"))):
-        raise ValidationFailed("a move action needs exactly one of folder_role or folder.")
-    if kind == "move" and not isinstance(action.get("folder_role") or action.get("folder"), str):
-        raise ValidationFailed("a move action's folder_role or folder must be a string.")
-    if kind == "label" and not isinstance(action.get("label"), str):
-        raise ValidationFailed("a label action needs a label.")
-    if kind not in ("move", "label"):
+    kind = action.get("type") if isinstance(action, dict) else None
+    if kind not in ACTION_KEYS:
         raise ValidationFailed("action.type must be 'move' or 'label'.")
+    if set(action) not in [set(keys) for keys in ACTION_KEYS[kind]]:
+        shapes = " or ".join(str(sorted(keys)) for keys in ACTION_KEYS[kind])
+        raise ValidationFailed(f"a {kind} action has exactly the keys {shapes}.")
+    if "folder_role" in action and not (
+        isinstance(action["folder_role"], str) and _ROLE.match(action["folder_role"])
+    ):
+        raise ValidationFailed("a move action's folder_role is a role such as 'junk'.")
+    if "folder" in action and not _bounded_text(action["folder"], MAX_FOLDER_CHARS):
+        raise ValidationFailed(
+            f"a move action's folder is a name of 1-{MAX_FOLDER_CHARS} printable characters."
+        )
+    if kind == "label" and not _bounded_text(action["label"], MAX_LABEL_CHARS):
+        raise ValidationFailed(
+            f"a label action's label is 1-{MAX_LABEL_CHARS} printable characters."
+        )
 
 
 def matches(condition: dict[str, Any], message: Message) -> bool:
@@ -226,9 +254,7 @@ async def apply_rules(
         rules: list[Any] = (
             only
             if only is not None
-            else await repo.list_for_account(
-                s, tenant_id=tenant_id, account_id=account.id, enabled_only=True
-            )
+            else await repo.enabled_terms(s, tenant_id=tenant_id, account_id=account.id)
         )
     applied, matched = [], []
     for rule in rules:
@@ -264,3 +290,29 @@ async def get_rule(
     if rule is None:
         raise NotFound("No such rule.")
     return rule
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Rule], str | None]:
+    """A page of the account's rules in the order they apply, and the cursor of the next."""
+    key = cursors.signing_key(settings)
+    scope = {"kind": "rules", "tenant": str(tenant_id), "account": str(account_id)}
+    after = cursors.decode_ranked(key, scope, cursor) if cursor else None
+    found = await repo.list_page(
+        session, tenant_id=tenant_id, account_id=account_id, after=after, limit=limit + 1
+    )
+    page, more = found[:limit], len(found) > limit
+    last = page[-1] if page else None
+    next_cursor = (
+        cursors.encode_ranked(key, scope, last.position, last.created_at, last.id)
+        if more and last is not None
+        else None
+    )
+    return page, next_cursor

@@ -74,6 +74,15 @@ _WELL_FORMED_ID = re.compile(r"<[^<>\s]++>")
 # Past this, a Message-ID is no id (RFC 5322 lines stop at 998); the cap keeps the value inside a
 # btree index entry, so a hostile header cannot make the message's INSERT fail.
 MAX_MESSAGE_ID_CHARS = 998
+# Every character str.splitlines() splits on: the stdlib refuses a header value holding one
+# ("Header values may not contain linefeed or carriage return characters"), so a stored
+# Message-ID with one would make every reply to it (In-Reply-To, References) fail.
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def without_line_breaks(value: str) -> str:
+    """`value` without any character that str.splitlines() would split on."""
+    return _LINE_BREAKS.sub("", value)
 
 
 @dataclass
@@ -212,7 +221,7 @@ def message_id_value(value: object) -> str | None:
     if value is None:
         return None
     text = str(value).encode("utf-8", "replace").decode("utf-8")
-    text = clean(_LINE_BREAK_IN_FOLD.sub("", text)).strip()
+    text = without_line_breaks(clean(_LINE_BREAK_IN_FOLD.sub("", text))).strip()
     well_formed = _WELL_FORMED_ID.match(text)
     if well_formed and _only_comments(text[well_formed.end() :]):
         text = well_formed.group()

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,7 @@ from database.repositories.outbound import templates as templates_repo
 from database.task_names import TaskName
 from services import cursors
 from services.accounts.admin import get_account
+from services.accounts.quotas import ensure_storage_room
 from services.errors import NotFound, ValidationFailed
 from services.events import jobs
 from services.events.unit_of_work import UnitOfWork
@@ -196,16 +198,28 @@ async def queue_send(
         not_before=not_before,
     )
     if created:
-        await outbound_drafts.add(
+        draft = outbound_drafts.values_from_request(mail, [str(f["id"]) for f in files])
+        draft["size"] = draft_size(draft)
+        await ensure_storage_room(
             uow.session,
             tenant_id=caller.tenant_id,
-            event_id=job.event_id,
-            draft=outbound_drafts.values_from_request(mail, [str(f["id"]) for f in files]),
+            adding=draft["size"] + sum(len(f["content"]) for f in files),
+            quota=settings.tenant_storage_bytes,
+        )
+        await outbound_drafts.add(
+            uow.session, tenant_id=caller.tenant_id, event_id=job.event_id, draft=draft
         )
         await outbound_attachments.add_many(
             uow.session, tenant_id=caller.tenant_id, event_id=job.event_id, files=files
         )
     return job
+
+
+def draft_size(draft: dict[str, Any]) -> int:
+    """The bytes a draft's text holds (what its row costs, give or take the overhead)."""
+    text = (draft.get("subject") or "", draft.get("text") or "", draft.get("html") or "")
+    addresses = (draft.get("to_addrs"), draft.get("cc_addrs"), draft.get("bcc_addrs"))
+    return sum(len(t.encode("utf-8", "replace")) for t in text) + len(orjson.dumps(addresses))
 
 
 async def queue_delete(

@@ -17,6 +17,7 @@ from typing import Any
 
 from services.errors import ValidationFailed
 from services.messages.html_text import html_to_text
+from services.messages.mime import without_line_breaks
 
 # RFC 5322 addr-spec kept deliberately plain: ASCII, one "@", no spaces, quotes or brackets.
 # Internationalised addresses need SMTPUTF8, which we do not negotiate.
@@ -138,9 +139,14 @@ def compose(
     msg["Message-ID"] = msg_id
     in_reply_to: str | None = None
     references: list[str] = []
-    if reply_to_message is not None and reply_to_message.message_id_header:
-        in_reply_to = reply_to_message.message_id_header
-        references = [r for r in reply_to_message.references if r != in_reply_to] + [in_reply_to]
+    parent_id = (reply_to_message.message_id_header or "") if reply_to_message else ""
+    parent_id = without_line_breaks(parent_id).strip()
+    if reply_to_message is not None and parent_id:
+        # Rows stored before ids lost their line breaks may still hold one: the header would
+        # be refused, and the reply with it.
+        in_reply_to = parent_id
+        parents = (without_line_breaks(r) for r in reply_to_message.references)
+        references = [r for r in parents if r and r != in_reply_to] + [in_reply_to]
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = " ".join(references)
     msg["MIME-Version"] = "1.0"

@@ -63,6 +63,8 @@ class SmtpConfig:
     allowed_private_hosts: str | None = None
     # An OAuth2 grant's tokens (AUTH XOAUTH2) instead of a password.
     oauth: TokenSource | None = field(default=None, repr=False, compare=False)
+    # POSTROOM_ALLOWED_RELAY_HOSTS (port 25 without AUTH); None reads the process settings.
+    allowed_relay_hosts: str | None = None
 
     @classmethod
     def from_credential(cls, smtp: Any) -> SmtpConfig:
@@ -136,6 +138,13 @@ class SmtpConnection:
         # name stays the TLS server name.
         dest = await destination.resolve(
             cfg.host, cfg.port, role="SMTP", allowed=cfg.allowed_private_hosts
+        )
+        destination.check_relay(
+            cfg.host,
+            cfg.port,
+            dest.addresses,
+            authenticated=cfg.username is not None,
+            allowed=cfg.allowed_relay_hosts,
         )
         try:
             sock = await destination.connect_socket(dest, cfg.timeout)

@@ -99,3 +99,33 @@ async def make_message(
         message = Message(**values)
         s.add(message)
     return message.id
+
+
+async def make_synced_account(
+    db: Database, settings: Any, caller: Caller, host: str = "127.0.0.1"
+) -> uuid.UUID:
+    """An IMAP account on `host` that has synced: it proves the host for its tenant (account
+    verification then reports that host's failures in detail)."""
+    from database.models import Credential
+    from services.crypto import encrypt_json
+
+    server = {"host": host, "port": 993, "security": "tls", "username": "u", "password": "p"}
+    async with db.transaction() as s:
+        account = Account(
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            provider="imap",
+            email=f"synced-{uuid.uuid4().hex[:6]}@example.com",
+            last_sync_at=datetime.now(UTC),
+        )
+        s.add(account)
+        await s.flush()
+        secrets = {"imap": server, "smtp": {**server, "port": 587}}
+        s.add(
+            Credential(
+                tenant_id=caller.tenant_id,
+                account_id=account.id,
+                ciphertext=encrypt_json(settings, secrets),
+            )
+        )
+    return account.id

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 
 from database.models import Account, Credential
 from services.crypto import decrypt_json
-from tests.api.keys import make_caller
+from tests.api.keys import make_caller, make_synced_account
 from tests.banner_server import BANNER, assert_no_peer_words, banner_server
 from tests.imap_fixtures import GREETING, PASSWORD, Dovecot
 from tests.peers import free_port
@@ -175,9 +175,16 @@ async def test_verify_with_good_credentials_is_ok_and_saves_nothing(
 
 @pytest.mark.parametrize("provider", ["pop3", "imap"])
 async def test_verify_names_the_server_that_refused_the_login(
-    client: Any, db: Any, dovecot: Dovecot, mailbox_user: str, smtp_port: int, provider: str
+    client: Any,
+    db: Any,
+    settings: Any,
+    dovecot: Dovecot,
+    mailbox_user: str,
+    smtp_port: int,
+    provider: str,
 ) -> None:
     caller = await make_caller(db)
+    await make_synced_account(db, settings, caller)  # 127.0.0.1: details are shown
     role = provider.upper()
     bad_inbound = _body(provider, dovecot, mailbox_user, smtp_port, password="wrong-one")
     bad_smtp = _body(provider, dovecot, mailbox_user, smtp_port)
@@ -209,9 +216,10 @@ async def test_verify_names_the_server_that_refused_the_login(
 
 
 async def test_verify_says_connection_refused_for_a_closed_port(
-    client: Any, db: Any, dovecot: Dovecot, mailbox_user: str
+    client: Any, db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
     caller = await make_caller(db)
+    await make_synced_account(db, settings, caller)  # 127.0.0.1: details are shown
     closed_pop3, closed_smtp = free_port(), free_port()
     body = _body("pop3", dovecot, mailbox_user, closed_smtp, port=closed_pop3)
 
@@ -235,9 +243,10 @@ async def test_verify_says_connection_refused_for_a_closed_port(
 
 
 async def test_verify_never_quotes_a_hostile_pop3_server(
-    client: Any, db: Any, banner_server: Any, dovecot: Dovecot, smtp_port: int
+    client: Any, db: Any, settings: Any, banner_server: Any, dovecot: Dovecot, smtp_port: int
 ) -> None:
     caller = await make_caller(db)
+    await make_synced_account(db, settings, caller)  # 127.0.0.1: details are shown
     banner = BANNER.encode()
     scripts = [
         # greeting, replies, what the tenant reads
@@ -285,11 +294,12 @@ async def test_verify_never_quotes_a_hostile_pop3_server(
 
 
 async def test_verify_gives_up_on_a_silent_server_within_its_timeout(
-    client: Any, db: Any, dovecot: Dovecot, smtp_port: int
+    client: Any, db: Any, settings: Any, dovecot: Dovecot, smtp_port: int
 ) -> None:
     from services.accounts.verify import VERIFY_TIMEOUT_S
 
     caller = await make_caller(db)
+    await make_synced_account(db, settings, caller)  # 127.0.0.1: details are shown
     # Listening, never accepting: the kernel completes the handshake and nothing is said.
     silent = socket.create_server(("127.0.0.1", 0))
     try:
@@ -311,9 +321,10 @@ async def test_verify_gives_up_on_a_silent_server_within_its_timeout(
 
 
 async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(
-    client: Any, db: Any, dovecot: Dovecot, mailbox_user: str, smtp_port: int
+    client: Any, db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str, smtp_port: int
 ) -> None:
     caller = await make_caller(db)
+    synced = await make_synced_account(db, settings, caller)  # 127.0.0.1: details shown
     bad = _body("pop3", dovecot, mailbox_user, smtp_port, password="wrong-one")
 
     r = await client.post("/v1/accounts?verify=true", json=bad, headers=caller.headers)
@@ -333,7 +344,7 @@ async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(
         {"server": "smtp", "ok": True, "message": "Logged in to the SMTP server."},
     ]
     _quiet(r.text)
-    assert await _accounts(db, caller.tenant_id) == []
+    assert [a.id for a in await _accounts(db, caller.tenant_id)] == [synced]
 
     good = await client.post(
         "/v1/accounts?verify=true",
@@ -341,7 +352,8 @@ async def test_create_with_verify_refuses_to_save_an_account_that_cannot_log_in(
         headers=caller.headers,
     )
     assert good.status_code == 201, good.text
-    assert [a.provider for a in await _accounts(db, caller.tenant_id)] == ["pop3"]
+    saved = [a.provider for a in await _accounts(db, caller.tenant_id) if a.id != synced]
+    assert saved == ["pop3"]
 
 
 async def test_verify_applies_the_destination_rule_before_connecting(

@@ -17,6 +17,7 @@ from services.events.unit_of_work import Job
 from services.events.workflows import start_account_chain
 from services.imap.sync import Budget, SyncResult, run_sync
 from services.messages.delete import delete_part
+from services.messages.thumbnails import start_thumbnails
 from services.nylas.notifications import Outcome
 from services.parts import add_counts
 from services.pop3.sync import run_pop3_sync
@@ -110,12 +111,22 @@ def sync_account(
                 account_id=account_uuid,
                 stale_after_s=rt.settings.outbox_stale_after_s,
             )
+        if result.get("new") or result.get("created"):  # previews of its images, in bulk
+            thumbs[:] = await start_thumbnails(
+                session,
+                parent=event,
+                tenant_id=tenant,
+                user_id=account.user_id,
+                account_id=account_uuid,
+                stale_after_s=rt.settings.outbox_stale_after_s,
+            )
         return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
 
     chains: list[Job] = []
+    thumbs: list[Job] = []
     # The first step of a workflow chain: the engine hands the event on to the next step.
     outcome = run_task(self, event_id=event_id, work=work, step=bool(workflow))
-    publish_all(self.app, chains)
+    publish_all(self.app, [*chains, *thumbs])
     return outcome
 
 

@@ -29,9 +29,13 @@ def sweep_outbox(self: Task) -> dict[str, Any]:
 
 @celery_app.task(name=TaskName.cleanup.value, bind=True, max_retries=0)
 def cleanup(self: Task) -> dict[str, Any]:
+    from services.messages.thumbnails import purge_deleted
+
     rt = runtime()
     deleted = rt.run(outbox.cleanup(rt.db, retention_days=rt.settings.event_retention_days))
-    return {"deleted_events": deleted}
+    # Thumbnails go with their message: a deleted message's previews are not kept.
+    thumbnails = rt.run(purge_deleted(rt.db))
+    return {"deleted_events": deleted, "deleted_thumbnails": thumbnails}
 
 
 @celery_app.task(name=TaskName.periodic_sync.value, bind=True, max_retries=0)

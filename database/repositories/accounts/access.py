@@ -72,3 +72,22 @@ async def get_live_by_email(
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def synced_credentials(
+    session: AsyncSession, tenant_id: uuid.UUID, *, limit: int = 500
+) -> list[str]:
+    """Ciphertexts of the tenant's live IMAP and POP3 accounts that have synced at least once."""
+    stmt = (
+        sa.select(_c.c.ciphertext)
+        .join(_a, _a.c.id == _c.c.account_id)
+        .where(
+            _a.c.tenant_id == tenant_id,
+            _c.c.tenant_id == tenant_id,
+            _a.c.deleted_at.is_(None),
+            _a.c.last_sync_at.is_not(None),
+            _a.c.provider.in_([Provider.imap, Provider.pop3]),
+        )
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
