@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # Hosts and CIDRs that IMAP/SMTP settings may point at although they are not public
     # addresses (services/destination.py); empty refuses every loopback/private/reserved one.
     allowed_private_mail_hosts: str = ""
+    # Where links postroom hands out start (unsubscribe links); unset: the scheme and host of
+    # the request that made them (API.md "OAuth2 mailboxes").
+    public_url: str | None = None
 
     environment: str = "development"
     log_level: str = "INFO"

@@ -15,6 +15,7 @@ from api.deps import SettingsDep, UowDep
 from api.schemas.common import Address, error_responses
 from api.schemas.messages import (
     AttachmentPublic,
+    DeliveryPublic,
     MessageDetail,
     MessagePage,
     MessagePublic,
@@ -22,6 +23,8 @@ from api.schemas.messages import (
 )
 from database.repositories.messages.query import MessageFilter
 from services.messages import service as messages
+from services.reports.delivery import delivery_of
+from services.reports.model import public_of
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
 
@@ -63,6 +66,7 @@ def message_fields(r: Any) -> dict[str, Any]:
         "category": r["category"],
         "deleted": False,
         "too_large": r["too_large"],
+        "report": public_of(r["report"]),
     }
 
 
@@ -123,6 +127,7 @@ async def post_only() -> None:
 async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -> MessageDetail:
     """The message with its text, html, headers and attachment list."""
     row, atts = await messages.get_message(uow.session, principal.tenant_id, message_id)
+    delivery = await delivery_of(uow.session, tenant_id=principal.tenant_id, message=row)
     return MessageDetail(
         **message_fields(row),
         text=row["text"],
@@ -137,6 +142,7 @@ async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDe
             )
             for a in atts
         ],
+        delivery=[DeliveryPublic(**d) for d in delivery],
     )
 
 

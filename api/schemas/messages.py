@@ -18,6 +18,35 @@ class SpamVerdict(BaseModel):
     indicators: list[str]
 
 
+class ReportRecipient(BaseModel):
+    email: str
+    status: str | None
+    action: Literal["failed", "delayed", "delivered"] | None
+    reason: str
+    hard: bool
+    diagnostic: str | None
+
+
+class ReportPublic(BaseModel):
+    """A delivery report (API.md "Delivery reports"); docs/reports.md lists the reasons."""
+
+    kind: Literal["bounce", "delay", "complaint", "auto_reply", "delivered"]
+    recipients: list[ReportRecipient]
+    original_message_id: str | None
+    feedback_type: str | None
+
+
+class DeliveryPublic(BaseModel):
+    """One report line against a sent message."""
+
+    email: str
+    report_id: str
+    kind: str
+    status: str | None
+    hard: bool
+    at: datetime
+
+
 class MessagePublic(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     id: str
@@ -40,6 +69,7 @@ class MessagePublic(BaseModel):
     deleted: bool = False
     # Over POSTROOM_MAX_MESSAGE_BYTES: the message holds its headers only.
     too_large: bool = False
+    report: ReportPublic | None = None
 
 
 class AttachmentPublic(BaseModel):
@@ -54,6 +84,8 @@ class MessageDetail(MessagePublic):
     html: str | None
     headers: list[list[str]]
     attachments: list[AttachmentPublic]
+    # The delivery reports against this message when postroom sent it (else empty).
+    delivery: list[DeliveryPublic] = Field(default_factory=list)
 
 
 class MessagePage(BaseModel):

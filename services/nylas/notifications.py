@@ -18,6 +18,8 @@ from services.errors import ProviderTemporaryError, ValidationFailed
 from services.events.webhooks import base_type, type_suffixes
 from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
+from services.reports.detect import detect_fields
+from services.reports.ingest import record_stored
 
 
 class MessageFetcher(Protocol):
@@ -142,6 +144,13 @@ def message_values(obj: dict[str, Any], *, account: Account, version: int | None
     }
     if html is not None:
         values["text"] = html_to_text(html)
+    values["report"] = detect_fields(
+        headers=obj.get("headers") if isinstance(obj.get("headers"), list) else None,
+        from_email=values["from_email"],
+        from_name=values["from_name"],
+        subject=values["subject"],
+        text=values.get("text"),
+    )
     return values
 
 
@@ -190,6 +199,8 @@ async def store_message(
             message_ids=[saved[0]],
             rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
+        if saved[1]:
+            await record_stored(session, tenant_id=account.tenant_id, stored=[(saved[0], values)])
     return saved
 
 

@@ -32,6 +32,7 @@ from services.errors import ValidationFailed
 from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
+from services.reports.ingest import record_stored
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -158,6 +159,7 @@ class _Pop3Syncer:
             saved = await repo.upsert_messages(s, rows)
             new_atts: list[dict[str, Any]] = []
             refreshed: list[uuid.UUID] = []
+            reports: list[tuple[uuid.UUID, dict[str, Any]]] = []
             for values in rows:
                 hit = saved.get(values["provider_id"])
                 if hit is None:  # a row marked deleted stays deleted
@@ -165,12 +167,15 @@ class _Pop3Syncer:
                 real_id, inserted = hit
                 if not inserted:
                     refreshed.append(real_id)
+                elif values.get("report"):
+                    reports.append((real_id, values))
                 new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
             self.result.new += len(saved) - len(refreshed)
             self.result.updated += len(refreshed)
             await messages_repo.replace_attachments(
                 s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
             )
+            await record_stored(s, tenant_id=self.account.tenant_id, stored=reports)
 
     async def _headers_only(self, number: int) -> bytes | None:
         if not self.client.has("TOP"):

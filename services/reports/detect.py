@@ -6,12 +6,16 @@ its parts opened or its text scanned (a cost bounded by the caps in fields.py an
 
 from __future__ import annotations
 
+import re
 from email.message import Message
+from typing import Any
 
 from services.reports import autoreply, plain, standard
 from services.reports.fields import address_in, addresses_in, message_id_in
 from services.reports.model import Recipient, Report
 
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,100}$")
+_NEWLINES = re.compile(r"[\r\n]+")
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 
 
@@ -109,3 +113,25 @@ def _read(
 def _complainant(value: str) -> Recipient | None:
     email = address_in(value)
     return Recipient(email=email, reason="spam_detected") if email else None
+
+
+def detect_fields(
+    *,
+    headers: list[Any] | None,
+    from_email: str | None,
+    from_name: str | None,
+    subject: str | None,
+    text: str | None,
+) -> dict[str, Any] | None:
+    """The stored report of a message known only by its fields (a Nylas Message object:
+    headers when Nylas gave them, no MIME parts): the header checks and the text scan."""
+    msg = Message()
+    for item in (headers or [])[:200]:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            name, value = item["name"], item.get("value")
+            if _HEADER_NAME.match(name) and isinstance(value, str):
+                msg[name] = _NEWLINES.sub(" ", value[:4000])
+    if msg.get("Subject") is None and subject:
+        msg["Subject"] = _NEWLINES.sub(" ", subject[:1000])
+    found = detect(msg, from_email=from_email, from_name=from_name, subject=subject, text=text)
+    return found.stored() if found is not None else None

@@ -1,0 +1,164 @@
+"""What happens when a delivery report is stored: it is linked to the send it names, a hard
+bounce or a complaint suppresses the address, and the tenant hears `message.bounced` or
+`message.complained` (all in the storing transaction, once: only for a newly stored row).
+
+A report is linked when its original Message-ID, its Original-Envelope-Id (our ledger id) or
+a VERP return path it was delivered to names a send of the same tenant. Only a linked report
+suppresses: anyone can mail a tenant's mailbox a forged DSN, but only a report about mail
+postroom really sent, to that recipient, can take an address off the tenant's sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.repositories.reports import deliveries as deliveries_repo
+from database.repositories.reports import suppressions as suppressions_repo
+from services.reports import tokens
+from services.reports.model import public_of
+from services.tenant_events.emit import TenantEventType, emit_many
+from settings import Settings, get_settings
+
+LINKED_KINDS = ("bounce", "delay", "complaint", "delivered", "auto_reply")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def message_payload_for_report(message_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+    """The stored report message as the list shows it (no bodies), from its row values.
+
+    Local to this package until services/tenant_events/payloads.py has the shared
+    message payload helper; then this should call that.
+    """
+    sender = None
+    if values.get("from_email") or values.get("from_name"):
+        sender = {"name": values.get("from_name"), "email": values.get("from_email")}
+    return {
+        "id": str(message_id),
+        "account_id": str(values.get("account_id")),
+        "folder": (values.get("labels") or [None])[0],
+        "provider_id": values.get("provider_id"),
+        "message_id_header": values.get("message_id_header"),
+        "thread_id": values.get("thread_id"),
+        "from": sender,
+        "to": values.get("to_addrs") or [],
+        "cc": values.get("cc_addrs") or [],
+        "subject": values.get("subject"),
+        "date": _iso(values.get("date")),
+        "snippet": values.get("snippet"),
+        "unread": bool(values.get("unread", True)),
+        "starred": bool(values.get("starred", False)),
+        "has_attachments": bool(values.get("has_attachments", False)),
+        "spam": None,
+        "category": None,
+        "deleted": False,
+        "report": public_of(values.get("report")),
+    }
+
+
+def _envelope_ids(report: dict[str, Any]) -> list[uuid.UUID]:
+    value = str(report.get("envelope_id") or "")
+    try:
+        return [uuid.UUID(value)] if value else []
+    except ValueError:
+        return []
+
+
+def _verp(settings: Settings, report: dict[str, Any]) -> list[tuple[uuid.UUID, int]]:
+    found = [tokens.read_verp(settings, a) for a in report.get("verp") or [] if isinstance(a, str)]
+    return [f for f in found if f is not None]
+
+
+async def record_stored(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    stored: Sequence[tuple[uuid.UUID, dict[str, Any]]],
+    settings: Settings | None = None,
+) -> None:
+    """For each newly stored (message id, row values) that is a report: link, suppress, emit."""
+    reports = [(mid, v, v["report"]) for mid, v in stored if isinstance(v.get("report"), dict)]
+    if not reports:
+        return
+    settings = settings or get_settings()
+    events: list[tuple[TenantEventType, dict[str, Any]]] = []
+    for message_id, values, report in reports:
+        await _link_and_suppress(session, settings, tenant_id, message_id, report)
+        kind = report.get("kind")
+        if kind in ("bounce", "complaint"):
+            events.append(
+                (
+                    TenantEventType.message_bounced
+                    if kind == "bounce"
+                    else TenantEventType.message_complained,
+                    {
+                        "message": message_payload_for_report(message_id, values),
+                        "report": public_of(report),
+                    },
+                )
+            )
+    if events:
+        await emit_many(session, tenant_id=tenant_id, events=events)
+
+
+async def _link_and_suppress(
+    session: AsyncSession,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    report: dict[str, Any],
+) -> None:
+    kind = report.get("kind")
+    if kind not in LINKED_KINDS:
+        return
+    verp = _verp(settings, report)
+    original = report.get("original_message_id")
+    sends = await deliveries_repo.sends_named(
+        session,
+        tenant_id=tenant_id,
+        message_ids=[original] if isinstance(original, str) else [],
+        outbound_ids=[*_envelope_ids(report), *(v[0] for v in verp)],
+    )
+    if not sends:
+        return
+    recipients = [r for r in report.get("recipients") or [] if isinstance(r, dict)]
+    links: list[dict[str, Any]] = []
+    suppress: list[dict[str, Any]] = []
+    for send in sends:
+        sent_to = [str(e).lower() for e in send.recipients or []]
+        lines = recipients
+        if not lines:
+            # A complaint whose recipient was redacted, or a bounce through a VERP address
+            # that names the recipient: the send says who it was.
+            named = [sent_to[i] for s, i in verp if s == send.id and i < len(sent_to)]
+            if not named and len(sent_to) == 1:
+                named = sent_to
+            lines = [{"email": e, "status": None, "hard": False} for e in named]
+        for line in lines:
+            email = str(line.get("email") or "").lower()
+            if email not in sent_to:
+                continue  # a report about an address this send never had
+            links.append(
+                {
+                    "tenant_id": tenant_id,
+                    "outbound_id": send.id,
+                    "report_message_id": message_id,
+                    "email": email,
+                    "kind": kind,
+                    "status": line.get("status"),
+                    "hard": bool(line.get("hard")),
+                }
+            )
+            if (kind == "bounce" and line.get("hard")) or kind == "complaint":
+                reason = "complaint" if kind == "complaint" else str(line.get("reason"))
+                suppress.append({"email": email, "reason": reason, "report_id": message_id})
+    await deliveries_repo.insert_links(session, links)
+    unique = list({s["email"]: s for s in suppress}.values())
+    await suppressions_repo.add(session, tenant_id=tenant_id, rows=unique)
