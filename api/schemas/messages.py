@@ -145,9 +145,33 @@ class MessageSend(Strict):
         "and this lacks is 422; in `html` they are HTML-escaped, in subject and text not.",
     )
 
+    verp: StrictBool | None = Field(
+        default=None,
+        description="Send each recipient with its own signed return path "
+        "(`bounces+<token>@<sender domain>`), so every bounce is attributed to its send and "
+        "recipient even when the bouncing server drops the original's headers. SMTP accounts.",
+    )
+    unsubscribe: StrictBool | None = Field(
+        default=None,
+        description="Add RFC 8058 one-click `List-Unsubscribe` (https and mailto) and "
+        "`List-Unsubscribe-Post` headers, one link per recipient. SMTP accounts.",
+    )
+    ignore_suppression: StrictBool | None = Field(
+        default=None,
+        description="Send to suppressed addresses too (they are left out otherwise, and "
+        "listed in the result's `suppressed`).",
+    )
+
     # Fields left out of the stored request when not given, so that a request without them
     # hashes (Idempotency-Key) as it did before they existed.
-    OPTIONAL_NEW: ClassVar[tuple[str, ...]] = ("send_at", "template", "variables")
+    OPTIONAL_NEW: ClassVar[tuple[str, ...]] = (
+        "send_at",
+        "template",
+        "variables",
+        "verp",
+        "unsubscribe",
+        "ignore_suppression",
+    )
 
     def content_given(self) -> bool:
         """Whether subject, text or html were given (not just defaulted)."""

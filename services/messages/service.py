@@ -162,6 +162,7 @@ async def queue_send(
     caller: jobs.Caller,
     body: dict[str, Any],
     idempotency_key: str | None,
+    public_url: str | None = None,
 ) -> jobs.JobRef:
     """Validate and authorise a send, store its uploads, queue postroom.mail.send.
 
@@ -200,7 +201,9 @@ async def queue_send(
             uow.session,
             tenant_id=caller.tenant_id,
             event_id=job.event_id,
-            draft=outbound_drafts.values_from_request(mail, [str(f["id"]) for f in files]),
+            draft=outbound_drafts.values_from_request(
+                mail, [str(f["id"]) for f in files], public_url=public_url
+            ),
         )
         await outbound_attachments.add_many(
             uow.session, tenant_id=caller.tenant_id, event_id=job.event_id, files=files

@@ -71,7 +71,7 @@ def _envelope_ids(report: dict[str, Any]) -> list[uuid.UUID]:
         return []
 
 
-def _verp(settings: Settings, report: dict[str, Any]) -> list[tuple[uuid.UUID, int]]:
+def _verp(settings: Settings, report: dict[str, Any]) -> list[tuple[uuid.UUID, bytes]]:
     found = [tokens.read_verp(settings, a) for a in report.get("verp") or [] if isinstance(a, str)]
     return [f for f in found if f is not None]
 
@@ -137,7 +137,12 @@ async def _link_and_suppress(
         if not lines:
             # A complaint whose recipient was redacted, or a bounce through a VERP address
             # that names the recipient: the send says who it was.
-            named = [sent_to[i] for s, i in verp if s == send.id and i < len(sent_to)]
+            named = [
+                e
+                for e in sent_to
+                for s, tag in verp
+                if s == send.id and tokens.is_recipient(tag, e)
+            ]
             if not named and len(sent_to) == 1:
                 named = sent_to
             lines = [{"email": e, "status": None, "hard": False} for e in named]

@@ -32,16 +32,21 @@ def _mac(key: bytes, data: bytes, size: int) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()[:size]
 
 
-def verp_address(settings: Settings, *, outbound_id: uuid.UUID, index: int, domain: str) -> str:
-    """`bounces+<token>@domain`: the return path of recipient `index` of send `outbound_id`."""
-    body = outbound_id.bytes + index.to_bytes(2, "big")
+def _recipient_tag(email: str) -> bytes:
+    return hashlib.sha256(email.strip().lower().encode()).digest()[:4]
+
+
+def verp_address(settings: Settings, *, outbound_id: uuid.UUID, recipient: str, domain: str) -> str:
+    """`bounces+<token>@domain`: the return path of `recipient` in send `outbound_id`. The
+    token names the recipient by a short hash, so it does not depend on recipient order."""
+    body = outbound_id.bytes + _recipient_tag(recipient)
     mac = _mac(_keys(settings, b"postroom verp v1")[0], body, _VERP_MAC)
     token = base64.b32encode(body + mac).decode().rstrip("=").lower()
     return f"{VERP_PREFIX}{token}@{domain}"
 
 
-def read_verp(settings: Settings, address: str) -> tuple[uuid.UUID, int] | None:
-    """(send id, recipient index) of a VERP address we made; None for anything else."""
+def read_verp(settings: Settings, address: str) -> tuple[uuid.UUID, bytes] | None:
+    """(send id, recipient tag) of a VERP address we made; None for anything else."""
     local = address.partition("@")[0].lower()
     if not local.startswith(VERP_PREFIX) or len(local) > 64:
         return None
@@ -50,13 +55,18 @@ def read_verp(settings: Settings, address: str) -> tuple[uuid.UUID, int] | None:
         raw = base64.b32decode(token + "=" * (-len(token) % 8))
     except (binascii.Error, ValueError):
         return None
-    if len(raw) != 16 + 2 + _VERP_MAC:
+    if len(raw) != 16 + 4 + _VERP_MAC:
         return None
-    body, mac = raw[:18], raw[18:]
+    body, mac = raw[:20], raw[20:]
     for key in _keys(settings, b"postroom verp v1"):
         if hmac.compare_digest(_mac(key, body, _VERP_MAC), mac):
-            return uuid.UUID(bytes=body[:16]), int.from_bytes(body[16:], "big")
+            return uuid.UUID(bytes=body[:16]), body[16:]
     return None
+
+
+def is_recipient(tag: bytes, email: str) -> bool:
+    """Whether a VERP recipient tag names this address."""
+    return hmac.compare_digest(_recipient_tag(email), tag)
 
 
 def _b64(data: bytes) -> str:

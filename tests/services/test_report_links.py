@@ -164,7 +164,9 @@ async def test_a_verp_return_path_links_a_report_without_the_original(client, db
     send = await _send(
         db, caller, account, f"<{uuid.uuid4().hex}@x>", ["a@x.org", "gone@example.org"]
     )
-    verp = tokens.verp_address(settings, outbound_id=send, index=1, domain="sender.example")
+    verp = tokens.verp_address(
+        settings, outbound_id=send, recipient="gone@example.org", domain="sender.example"
+    )
     forged = verp.replace("bounces+", "bounces+a")
     await _store_report(db, caller, account, _headerless_dsn(forged))
     assert await _suppressed(db, caller.tenant_id) == {}
