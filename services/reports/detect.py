@@ -29,9 +29,7 @@ def candidate(
         return True
     if msg.get("X-HmXmrOriginalRecipient"):
         return True
-    return plain.looks_like_bounce(
-        from_email=from_email, from_name=from_name, subject=subject, msg=msg
-    )
+    return plain.maybe_bounce(from_email=from_email, from_name=from_name, subject=subject, msg=msg)
 
 
 def _verp_addresses(msg: Message) -> list[str]:
@@ -72,11 +70,9 @@ def _read(
     subject: str | None,
     text: str | None,
 ) -> Report | None:
-    report_type = (
-        (msg.get_param("report-type") or "") if msg.get_content_type() == "multipart/report" else ""
-    )
-    report_type = str(report_type).lower()
-    if report_type == "feedback-report" or msg.get_content_type() == "multipart/report":
+    if msg.is_multipart():
+        # A report part may sit in a multipart/report, or in a multipart/mixed that some MTAs
+        # (Exchange, InterScan) send instead: the parts decide, not the top-level type.
         arf = standard.feedback_report(msg)
         if arf is not None:
             return arf
@@ -94,8 +90,9 @@ def _read(
             feedback_type="abuse",
         )
     own = set(addresses_in(" ".join(str(v) for v in msg.get_all("To", [])[:5])[:2000], 20))
-    if plain.looks_like_bounce(
-        from_email=from_email, from_name=from_name, subject=subject, msg=msg
+    is_report = msg.get_content_type() == "multipart/report"
+    if is_report or plain.looks_like_bounce(
+        from_email=from_email, from_name=from_name, subject=subject, msg=msg, text=text
     ):
         found = plain.read(msg, text=text, subject=subject, own=own)
         if found is not None:

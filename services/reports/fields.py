@@ -30,24 +30,36 @@ def one_line(value: object, cap: int = MAX_DIAGNOSTIC) -> str | None:
     return text[:cap] or None
 
 
+_PREFIX = re.compile(r"^(?:smtp|rfc822|x400|ex)[=:]", re.IGNORECASE)
+
+
+def _clean(match: str) -> str | None:
+    """An address as found in text, without quotes or dots around it, without an Exchange
+    `SMTP=` prefix, its domain lowercased."""
+    local, _, domain = match.strip(".'`").rpartition("@")
+    local = _PREFIX.sub("", local).strip(".'`")
+    domain = domain.strip(".").lower()
+    if not local or "." not in domain:
+        return None
+    return f"{local}@{domain}"[:MAX_EMAIL]
+
+
 def address_in(value: str | None) -> str | None:
     """The first mail address in a value (`rfc822; bob@example.com`, `<bob@x>`), lowercased
     domain; None without one."""
     if not value:
         return None
     m = _ADDR.search(value[: MAX_EMAIL * 4])
-    if not m:
-        return None
-    local, _, domain = m.group().strip(".").rpartition("@")
-    return f"{local}@{domain.lower()}"[:MAX_EMAIL]
+    return _clean(m.group()) if m else None
 
 
 def addresses_in(value: str, limit: int) -> list[str]:
     """Every address in the text, in order, at most `limit`."""
     out: list[str] = []
     for m in _ADDR.finditer(value):
-        local, _, domain = m.group().strip(".").rpartition("@")
-        out.append(f"{local}@{domain.lower()}"[:MAX_EMAIL])
+        found = _clean(m.group())
+        if found:
+            out.append(found)
         if len(out) >= limit:
             break
     return out

@@ -22,7 +22,7 @@ WINDOW = 700
 
 _SENDER = re.compile(
     r"mailer-daemon|postmaster|mail delivery (?:subsystem|system|service)|mdaemon"
-    r"|\bdaemon@|bounce@|microsoftexchange|\bmailerdaemon|mail ?administrator",
+    r"|microsoftexchange|\bmailerdaemon|mail ?administrator",
     re.IGNORECASE,
 )
 _SUBJECT_BOUNCE = re.compile(
@@ -40,8 +40,20 @@ _SUBJECT_DELAY = re.compile(
     r"|verzögert",
     re.IGNORECASE,
 )
+# What the opening of a bounce says (checked on the first BODY_MARKER_CHARS characters).
+BODY_MARKER_CHARS = 3000
+_BODY_BOUNCE = re.compile(
+    r"could ?n[o']t (?:be )?deliver|unable to deliver|undeliverable|did not reach"
+    r"|delivery (?:has )?failed|delivery to the following|failed recipient"
+    r"|permanent (?:fatal )?error"
+    r"|not be delivered|was ?n[o']t delivered|message not delivered|non-delivery"
+    r"|user unknown|unknown user|no such user|mailbox unavailable|n'a pas pu|nicht zugestellt"
+    r"|no se pudo entregar|non recapitat",
+    re.IGNORECASE,
+)
 _BODY_DELAY = re.compile(
-    r"will (?:continue to )?(?:retry|try again|keep trying)|still (?:trying|being retried)"
+    r"will (?:continue to )?(?:retry|try again|keep trying|try to deliver)"
+    r"|still (?:trying|being retried)|continue to try|has been postponed|delivery attempts will"
     r"|not yet been delivered|delivery (?:is|has been) delayed|no action is required"
     r"|this is a warning|retry(?:ing)? for|will be retried",
     re.IGNORECASE,
@@ -55,7 +67,7 @@ _ORIGINAL_STARTS = re.compile(
     r"|the (?:original|returned) message|(?:un)?sent message follows|returned message"
     r"|message (?:headers|text) follows|original headers|headers of (?:the )?(?:original|your)"
     r"|forwarded message|copy of (?:the )?message|transcript of session|reporting-mta:"
-    r"|received: from|original-recipient:|from: |message-id:|subject: |to: "
+    r"|received: from|return-path:|original-recipient:|message-id:"
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -66,28 +78,43 @@ _MESSAGE_ID_LINE = re.compile(
 # Exchange, Postfix) or after "delivered to" (Gmail, SES). An address elsewhere in the text
 # ("please try <new@...>") counts only when none is found in these places.
 _PLACED = re.compile(
-    r"(?:^[ \t]{0,20}<?|(?:delivered|deliver|delivery|sent|send) to:?[ \t]{1,5}<?"
+    r"(?:^[ \t]{0,20}[<\"]?|(?:delivered|deliver|delivery|sent|send) to:?[ \t]{1,5}<?"
     r"|recipient:?[ \t]{0,5}<?|failed:[ \t]{0,5}<?)(" + ADDR_PATTERN + ")",
     re.IGNORECASE | re.MULTILINE,
 )
 _NOT_RECIPIENT = re.compile(r"mailer-daemon|postmaster|^bounce|^noreply|^no-reply", re.IGNORECASE)
 
 
-def looks_like_bounce(
+def maybe_bounce(
     *, from_email: str | None, from_name: str | None, subject: str | None, msg: Message
 ) -> bool:
-    """The quick check: only a message passing it has its body scanned."""
+    """The quick check (headers only): only a message passing it has its body looked at."""
     if msg.get("X-Failed-Recipients"):
         return True
     sender = f"{from_name or ''} {from_email or ''}"[:400]
-    by_sender = bool(_SENDER.search(sender))
-    by_subject = bool(subject and _SUBJECT_BOUNCE.search(subject[:300]))
-    # A subject alone ("Re: your undeliverable parcel") is not enough from a person's address:
-    # the sender must be a mail system, or the message must say it is automatic.
-    automatic = (
-        bool(msg.get("Auto-Submitted")) and str(msg.get("Auto-Submitted")).strip().lower() != "no"
-    )
-    return by_sender or (by_subject and automatic)
+    return bool(_SENDER.search(sender) or (subject and _SUBJECT_BOUNCE.search(subject[:300])))
+
+
+def looks_like_bounce(
+    *,
+    from_email: str | None,
+    from_name: str | None,
+    subject: str | None,
+    msg: Message,
+    text: str | None,
+) -> bool:
+    """A mail system's sender, X-Failed-Recipients, or a bounce subject on a message that is
+    automatic or whose opening says it could not deliver. A subject alone ("Re: your
+    undeliverable parcel") from a person is not enough."""
+    if msg.get("X-Failed-Recipients"):
+        return True
+    sender = f"{from_name or ''} {from_email or ''}"[:400]
+    if _SENDER.search(sender):
+        return True
+    if not (subject and _SUBJECT_BOUNCE.search(subject[:300])):
+        return False
+    automatic = str(msg.get("Auto-Submitted") or "no")[:40].strip().lower() != "no"
+    return automatic or bool(text and _BODY_BOUNCE.search(text[:BODY_MARKER_CHARS]))
 
 
 def _region(text: str) -> tuple[str, str]:

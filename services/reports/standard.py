@@ -38,6 +38,16 @@ def _parts(msg: Message, limit: int = 50) -> list[Message]:
             if depth < 5:
                 todo.extend((p, depth + 1) for p in payload[:limit] if isinstance(p, Message))
             continue
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if (
+            part.get_content_type() == "message/rfc822"
+            and isinstance(inner, Message)
+            and inner.get_content_type() == "multipart/report"
+            and depth < 5
+        ):
+            # A gateway that forwards the DSN it received as an attachment (InterScan).
+            todo.append((inner, depth + 1))
+            continue
         out.append(part)
     return out
 
@@ -56,7 +66,9 @@ def _status(value: str | None) -> str | None:
 
 
 def _recipient(block: dict[str, str], fallback_text: str | None) -> Recipient | None:
-    email = address_in(block.get("final-recipient")) or address_in(block.get("original-recipient"))
+    # Original-Recipient is the address as the sender gave it (RFC 3464 2.3.1): what a send
+    # went to. Final-Recipient may be a rewrite (an alias, a forward, a local mailbox).
+    email = address_in(block.get("original-recipient")) or address_in(block.get("final-recipient"))
     if email is None:
         return None
     action = (block.get("action") or "").strip().lower().split(" ")[0] or None
