@@ -77,7 +77,18 @@ class Report:
             out["envelope_id"] = self.envelope_id
         if self.verp:
             out["verp"] = self.verp
-        return out
+        return _storable(out)  # type: ignore[no-any-return]
+
+
+def _storable(value: Any) -> Any:
+    """Strings PostgreSQL's JSONB accepts: no NUL, no lone surrogates (raw 8-bit headers)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
 
 
 def public_of(stored: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -210,3 +210,37 @@ def test_a_report_with_thousands_of_recipients_keeps_the_first_hundred() -> None
     ).encode()
     report = parse(raw).report
     assert report is not None and len(report["recipients"]) == 100
+
+
+def test_nul_bytes_and_raw_8bit_in_a_bounce_are_stored_cleanly() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.net\nTo: a@example.org\nSubject: Undelivered\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        b"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
+        b"Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\n"
+        b"Diagnostic-Code: smtp; 550 user \x00unknown \xe9\xff\n\n--B--\n"
+    )
+    report = parse(raw).report
+    r = only_recipient(report)
+    assert r["diagnostic"].startswith("550 user") and "\x00" not in r["diagnostic"]
+    r["diagnostic"].encode("utf-8")  # no lone surrogates: JSONB takes it
+
+
+def test_a_nylas_message_is_read_from_its_fields() -> None:
+    from services.reports.detect import detect_fields
+
+    report = detect_fields(
+        headers=[{"name": "X-Failed-Recipients", "value": "gone@example.org"}],
+        from_email="mailer-daemon@googlemail.com",
+        from_name="Mail Delivery Subsystem",
+        subject="Delivery Status Notification (Failure)",
+        text="Your message wasn't delivered to gone@example.org because the address couldn't "
+        "be found.\n550 5.1.1 The email account that you tried to reach does not exist.",
+    )
+    assert report is not None and report["kind"] == "bounce"
+    assert only_recipient(report)["email"] == "gone@example.org"
+    assert only_recipient(report)["hard"] is True
+    ordinary = detect_fields(
+        headers=None, from_email="a@example.org", from_name="A", subject="hi", text="hello"
+    )
+    assert ordinary is None
