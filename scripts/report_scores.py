@@ -52,28 +52,23 @@ _REPLY_CODE = re.compile(rb"\b[45]\d\d[ -]([245])\.(\d{1,3})\.(\d{1,3})\b")
 _HARD_DETAILS = {"1.1", "1.2", "1.6", "1.10", "2.1"}
 
 
-def _declared(msg: Message) -> dict[str, str]:
-    """Final-Recipient -> Status of the message's delivery-status part (stdlib only)."""
-    out: dict[str, str] = {}
+def _declared(msg: Message) -> list[tuple[set[str], str]]:
+    """(the block's addresses: Final- and Original-Recipient, Status) of each recipient block
+    of the message's delivery-status part, read with the standard library only."""
+    out: list[tuple[set[str], str]] = []
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
         payload = part.get_payload()
         for block in payload if isinstance(payload, list) else []:
-            status = block.get("Status")
-            m = _CODE.search(str(status or "").encode())
-            for field in ("Final-Recipient", "Original-Recipient"):
-                rcpt = block.get(field)
-                if rcpt and m and "@" in str(rcpt):
-                    addr = str(rcpt).split(";")[-1].strip().strip("<>").lower()
-                    out[addr] = _code(m)
-    return out
-
-
-def _by_status(declared: dict[str, str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for addr, status in declared.items():
-        out.setdefault(status, []).append(addr)
+            m = _CODE.search(str(block.get("Status") or "").encode())
+            addrs = {
+                str(v).split(";")[-1].strip().strip("<>").lower()
+                for v in (block.get("Final-Recipient"), block.get("Original-Recipient"))
+                if v and "@" in str(v)
+            }
+            if m and addrs:
+                out.append((addrs, _code(m)))
     return out
 
 
@@ -81,10 +76,10 @@ def _code(m: re.Match[bytes]) -> str:
     return f"{m.group(1).decode()}.{int(m.group(2))}.{int(m.group(3))}"
 
 
-def _hard_label(raw: bytes, declared: dict[str, str], temporary: bool) -> bool | None:
+def _hard_label(raw: bytes, declared: list[tuple[set[str], str]], temporary: bool) -> bool | None:
     if temporary:
         return False
-    codes = list(declared.values())
+    codes = [status for _, status in declared]
     if not codes:
         m = _REPLY_CODE.search(raw)
         codes = [_code(m)] if m else []
@@ -133,8 +128,7 @@ def score(*, ham: bool = True) -> dict[str, Any]:
         msg = email.message_from_bytes(b.raw, policy=policy.compat32)
         declared = _declared(msg)
         by_email = {r["email"].lower(): r for r in (report or {}).get("recipients", [])}
-        # Per recipient block (a block names its recipient by Final- and Original-Recipient).
-        for status, addrs in _by_status(declared).items():
+        for addrs, status in declared:
             ours["dsn_total"] += 1
             ours["dsn"] += any(by_email.get(a, {}).get("status") == status for a in addrs)
         label = _hard_label(b.raw, declared, b.temporary)
