@@ -352,7 +352,8 @@ async def leave_out_suppressed(
         return prepared
     if all(e.lower() in suppressed for e in everyone):
         raise AllRecipientsSuppressed(
-            "Every recipient of this send is on the suppression list; nothing was sent."
+            "all_recipients_suppressed: every recipient of this send is on the suppression "
+            "list; nothing was sent."
         )
     return replace(
         prepared,
