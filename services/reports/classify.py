@@ -224,6 +224,10 @@ def reason_of(status: str | None, diagnostic: str | None) -> str:
         words = phrase_reason(diagnostic)
         if words in ("blocked", "spam_detected", "virus_detected") and by_code == "user_unknown":
             return words
+        if by_code == "not_accepting" and words == "user_unknown":
+            # Exchange Online answers an unknown recipient with 5.1.10 (RecipientNotFound),
+            # which RFC 7505 gives to a null MX.
+            return words
         return by_code
     return phrase_reason(diagnostic) or by_code or "undefined"
 

@@ -186,6 +186,21 @@ def test_every_reason_the_classifier_gives_is_in_the_fixed_list() -> None:
         ("4.7.0", "try again later", "too_many_connections", False),
         (None, "infected with a virus", "virus_detected", False),
         ("5.0.0", "", "undefined", False),
+        (
+            "5.1.10",
+            "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+            "user_unknown",
+            True,
+        ),
+        ("5.1.10", "Recipient address has null MX", "not_accepting", True),
+        (
+            "5.4.1",
+            "Recipient address rejected: Access denied. AS(201806281) [BN8NAM11FT.eop]",
+            "user_unknown",
+            True,
+        ),
+        ("5.3.0", "Amazon SES: Unknown user, mailbox not found", "user_unknown", True),
+        ("4.2.2", "The email account that you tried to reach is over quota", "mailbox_full", False),
         (None, None, "undefined", False),
     ],
 )
