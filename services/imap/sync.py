@@ -39,7 +39,7 @@ from services.imap.protocol import UidSet, uid_set
 from services.imap.rows import build, declared_size, record, unstorable
 from services.imap.slots import imap_slot
 from services.imap.sync_steps import changes_since, expunged_by_search, resync_new_generation
-from services.reports.ingest import record_stored
+from services.reports.ingest import record_stored, wants_recording
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -336,7 +336,7 @@ class _Syncer:
             real_id, inserted = hit
             if not inserted:
                 refreshed.append(real_id)
-            elif values.get("report"):
+            elif wants_recording(values):
                 reports.append((real_id, values))
             new_atts.extend({**a, "message_id": real_id} for a in atts)
         await messages_repo.replace_attachments(

@@ -19,7 +19,7 @@ from services.events.webhooks import base_type, type_suffixes
 from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
 from services.reports.detect import detect_fields
-from services.reports.ingest import record_stored
+from services.reports.ingest import record_stored, wants_recording
 
 
 class MessageFetcher(Protocol):
@@ -199,7 +199,7 @@ async def store_message(
             message_ids=[saved[0]],
             rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
-        if saved[1]:
+        if saved[1] and wants_recording(values):
             await record_stored(session, tenant_id=account.tenant_id, stored=[(saved[0], values)])
     return saved
 

@@ -32,7 +32,7 @@ from services.errors import ValidationFailed
 from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
-from services.reports.ingest import record_stored
+from services.reports.ingest import record_stored, wants_recording
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -167,7 +167,7 @@ class _Pop3Syncer:
                 real_id, inserted = hit
                 if not inserted:
                     refreshed.append(real_id)
-                elif values.get("report"):
+                elif wants_recording(values):
                     reports.append((real_id, values))
                 new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
             self.result.new += len(saved) - len(refreshed)

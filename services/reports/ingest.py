@@ -10,6 +10,7 @@ postroom really sent, to that recipient, can take an address off the tenant's se
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -63,6 +64,21 @@ def message_payload_for_report(message_id: uuid.UUID, values: dict[str, Any]) ->
     }
 
 
+# The subject our List-Unsubscribe mailto link asks for (services/outbound/personal.py).
+_UNSUBSCRIBE_SUBJECT = re.compile(
+    r"^\s*unsubscribe\s+([A-Za-z0-9_-]{20,700}\.[A-Za-z0-9_-]{16,40})\s*$"
+)
+
+
+def wants_recording(values: dict[str, Any]) -> bool:
+    """Whether a newly stored row needs record_stored: a report, or a mailto unsubscribe."""
+    subject = values.get("subject")
+    return bool(
+        values.get("report")
+        or (isinstance(subject, str) and subject[:20].lower().lstrip().startswith("unsubscribe"))
+    )
+
+
 def _envelope_ids(report: dict[str, Any]) -> list[uuid.UUID]:
     value = str(report.get("envelope_id") or "")
     try:
@@ -85,9 +101,17 @@ async def record_stored(
 ) -> None:
     """For each newly stored (message id, row values) that is a report: link, suppress, emit."""
     reports = [(mid, v, v["report"]) for mid, v in stored if isinstance(v.get("report"), dict)]
-    if not reports:
+    unsubscribes = [
+        m.group(1)
+        for _, v in stored
+        if isinstance(v.get("subject"), str)
+        and (m := _UNSUBSCRIBE_SUBJECT.match(v["subject"][:800]))
+    ]
+    if not reports and not unsubscribes:
         return
     settings = settings or get_settings()
+    for token in unsubscribes:
+        await _unsubscribe_by_mail(session, settings, tenant_id, token)
     events: list[tuple[TenantEventType, dict[str, Any]]] = []
     for message_id, values, report in reports:
         await _link_and_suppress(session, settings, tenant_id, message_id, report)
@@ -106,6 +130,21 @@ async def record_stored(
             )
     if events:
         await emit_many(session, tenant_id=tenant_id, events=events)
+
+
+async def _unsubscribe_by_mail(
+    session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, token: str
+) -> None:
+    """The List-Unsubscribe mailto link: a mail whose subject is `unsubscribe <token>`,
+    arriving in a mailbox of the tenant the token was made for, suppresses its recipient."""
+    found = tokens.read_unsubscribe(settings, token)
+    if found is None or found[0] != tenant_id:
+        return
+    await suppressions_repo.add(
+        session,
+        tenant_id=tenant_id,
+        rows=[{"email": found[1].strip().lower(), "reason": "unsubscribed", "report_id": None}],
+    )
 
 
 async def _link_and_suppress(

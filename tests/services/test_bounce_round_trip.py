@@ -143,3 +143,35 @@ async def test_a_bounce_without_the_original_is_linked_by_its_verp_address(
     await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id)
     listed = (await client.get("/v1/suppressions", headers=caller.headers)).json()["data"]
     assert [s["email"] for s in listed] == ["gone@example.org"]
+
+
+async def test_the_mailto_unsubscribe_link_suppresses_when_its_mail_is_synced(
+    db, settings, client, dovecot: Dovecot, mailbox_user: str, smtp_server
+) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    peer = smtp_server()
+    account, caller = await _setup(db, settings, dovecot, mailbox_user, peer)
+    options = {"unsubscribe": True, "public_url": "https://mail.example.test"}
+    await _send(db, settings, account, to=["reader@example.org"], options=options)
+    links = [v.strip(" <>") for v in str(peer.received[0].message["List-Unsubscribe"]).split(",")]
+    mailto = urlparse(next(v for v in links if v.startswith("mailto:")))
+    assert mailto.path == mailbox_user
+    subject = parse_qs(mailto.query)["subject"][0]
+    # What the reader's mail client sends for that link, arriving in the sender's mailbox.
+    dovecot.deliver(
+        mailbox_user,
+        (
+            f"From: reader@example.org\r\nTo: {mailbox_user}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@example.org>\r\n\r\n\r\n"
+        ).encode(),
+    )
+    # A forged one (another token) changes nothing.
+    dovecot.deliver(
+        mailbox_user,
+        f"From: x@example.org\r\nTo: {mailbox_user}\r\nSubject: unsubscribe "
+        f"{'A' * 30}.{'B' * 22}\r\n\r\n\r\n".encode(),
+    )
+    await run_sync(db, settings, tenant_id=account.tenant_id, account_id=account.id)
+    listed = (await client.get("/v1/suppressions", headers=caller.headers)).json()["data"]
+    assert [(s["email"], s["reason"]) for s in listed] == [("reader@example.org", "unsubscribed")]
