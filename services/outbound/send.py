@@ -388,9 +388,12 @@ async def _deliver(
                     recipients=composed.recipients,
                     data=composed.data,
                     before_data=mark_sending,
+                    envelope_id=str(row.id),
                 )
             else:
-                delivery = await _deliver_each(conn, personal, mark_sending, lambda: marked)
+                delivery = await _deliver_each(
+                    conn, personal, mark_sending, lambda: marked, envelope_id=str(row.id)
+                )
     except DeliveryUnknown as exc:
         # Stays `sending`: the truth is on the server; the dead letter tells a person so.
         await _move(db, row, ("sending",), "sending", server_reply=exc.message[:1000])
@@ -426,6 +429,8 @@ async def _deliver_each(
     envelopes: list[Envelope],
     mark_sending: Callable[[], Awaitable[None]],
     is_marked: Callable[[], bool],
+    *,
+    envelope_id: str,
 ) -> Delivery:
     """One transaction per recipient (its own return path or headers). Once one recipient has
     the message, a later recipient's refusal or temporary failure only leaves that recipient
@@ -441,6 +446,7 @@ async def _deliver_each(
                 recipients=[envelope.recipient],
                 data=envelope.data,
                 before_data=None if is_marked() else mark_sending,
+                envelope_id=envelope_id,
             )
         except DeliveryUnknown:
             raise
