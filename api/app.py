@@ -30,8 +30,10 @@ from api.routes import (
 )
 from api.routes import dead_letters as dead_letter_routes
 from api.routes import oauth as oauth_routes
+from api.routes import suppressions as suppression_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
+from api.routes import unsubscribe as unsubscribe_routes
 from api.webhook_path import is_webhook, serve_webhook
 from database.engine import Database, driver_pool
 from services.logs import configure_logging
@@ -136,4 +138,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(template_routes.router)
     app.include_router(oauth_routes.router)
     app.include_router(oauth_routes.callback_router)
+    app.include_router(suppression_routes.router)
+    app.include_router(unsubscribe_routes.router)
     return app

@@ -218,6 +218,9 @@ class Message(SQLModel, table=True):
     # Why this message is incomplete (too large, too many parts, unreadable answer): one
     # sentence written by us, never the mail's contents. The folder's sync moved on past it.
     problem: str | None = Field(default=None, sa_type=sa.Text)
+    # A delivery report this message is (services/reports): bounce, delay, complaint,
+    # auto-reply or delivered; null for ordinary mail. Computed when the message is stored.
+    report: dict[str, Any] | None = jsonb_field(nullable=True)
     deleted_at: datetime | None = ts_field(nullable=True)
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()
@@ -332,6 +335,11 @@ class SendDraft(SQLModel, table=True):
     attachment_ids: list[str] = jsonb_field(list)
     # Bytes of its text (subject, bodies, addresses) counted against the tenant's storage quota.
     size: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
+    # Send options besides the content: verp, unsubscribe, ignore_suppression, and the
+    # public_url unsubscribe links start with (recorded from the request that made the send).
+    options: dict[str, Any] = Field(
+        default_factory=dict, sa_type=JSONB, sa_column_kwargs={"server_default": "{}"}
+    )
     created_at: datetime = ts_field()
 
 
@@ -501,7 +509,11 @@ class OutboundMessage(SQLModel, table=True):
     """The send ledger: written before and after SMTP DATA so a send happens at most once."""
 
     __tablename__ = "outbound_message"
-    __table_args__ = (sa.UniqueConstraint("event_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("event_id"),
+        # A delivery report names what bounced by its Message-ID (services/reports/link.py).
+        sa.Index("ix_outbound_message_tenant_msgid", "tenant_id", "message_id_header"),
+    )
     id: uuid.UUID = id_field()
     tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
     account_id: uuid.UUID = fk_field("account.id")
@@ -696,4 +708,51 @@ class OAuthState(SQLModel, table=True):
     login_hint: str | None = Field(default=None, sa_type=sa.String(320))
     expires_at: datetime = ts_field()
     used_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+
+
+class DeliveryReport(SQLModel, table=True):
+    """One recipient's line of a delivery report, linked to what postroom sent: the sent
+    message's `delivery` (API.md "Delivery reports")."""
+
+    __tablename__ = "delivery_report"
+    __table_args__ = (
+        sa.UniqueConstraint("outbound_id", "report_message_id", "email"),
+        sa.Index("ix_delivery_report_report_message_id", "report_message_id"),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    outbound_id: uuid.UUID = fk_field("outbound_message.id", index=False)
+    # The stored report message (its id is the `report_id` the API shows).
+    report_message_id: uuid.UUID = fk_field("message.id", index=False)
+    email: str = Field(sa_type=sa.String(320))
+    kind: str = Field(sa_type=_enum_str())
+    status: str | None = Field(default=None, sa_type=sa.String(16))
+    hard: bool = Field(default=False)
+    created_at: datetime = ts_field()
+
+
+class Suppression(SQLModel, table=True):
+    """An address a tenant's sends leave out: a hard bounce, a complaint, an unsubscribe or
+    the tenant's own entry (API.md "Delivery reports")."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("tenant_id", "email"),
+        # Listing newest first with a (created_at, email) keyset cursor.
+        sa.Index(
+            "ix_suppression_tenant_created",
+            "tenant_id",
+            sa.text("created_at DESC"),
+            sa.text("email DESC"),
+        ),
+    )
+    tenant_id: uuid.UUID = Field(sa_type=sa.Uuid, foreign_key="tenant.id", ondelete="CASCADE")
+    # Lowercased: one entry per address whatever case a send or a report writes it in.
+    email: str = Field(sa_type=sa.String(320))
+    reason: str = Field(sa_type=sa.String(64))
+    # The report message that caused it; null for the API, unsubscribes, or a report since removed.
+    report_id: uuid.UUID | None = fk_field(
+        "message.id", nullable=True, index=False, ondelete="SET NULL"
+    )
     created_at: datetime = ts_field()

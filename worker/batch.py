@@ -61,6 +61,7 @@ from services.nylas.notifications import (
     folder_role,
     message_values,
 )
+from services.reports.ingest import record_stored
 from services.tenant_events.emit import TenantEventType, emit_messages, emit_stored
 from settings import Settings
 from worker.inline_chain import LOCAL_ACTIONS, finished_run, insert_finished_runs
@@ -305,6 +306,11 @@ async def _store(session: AsyncSession, *, account: Account, items: list[_Item])
             await messages_repo.upsert_many(session, sorted(rows, key=lambda r: r["provider_id"]))
         )
     stored = [(i, saved[p]) for i in items if (p := i.values["provider_id"]) in saved]
+    await record_stored(
+        session,
+        tenant_id=account.tenant_id,
+        stored=[(mid, i.values) for i, (mid, inserted) in stored if inserted],
+    )
     await messages_repo.replace_attachments(
         session,
         tenant_id=account.tenant_id,

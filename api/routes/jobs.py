@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Header, Request
 
 from api.auth import Principal, PrincipalDep, SenderDep
 from api.deps import SettingsDep, UowDep
@@ -74,6 +74,7 @@ async def send_message(
     principal: SenderDep,
     uow: UowDep,
     settings: SettingsDep,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Queue a send; the task result has {status, message_id, recipients_sent}. With
@@ -90,6 +91,8 @@ async def send_message(
         caller=_caller(principal),
         body=body.model_dump(mode="json", exclude=unset),
         idempotency_key=idempotency_key,
+        # Where unsubscribe links start (API.md): the setting, else this request's origin.
+        public_url=settings.public_url or f"{request.url.scheme}://{request.url.netloc}",
     )
     await uow.commit()
     return _accepted(job)

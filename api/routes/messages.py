@@ -15,6 +15,7 @@ from api.deps import SettingsDep, UowDep
 from api.schemas.common import error_responses
 from api.schemas.messages import (
     AttachmentPublic,
+    DeliveryPublic,
     MessageDetail,
     MessagePage,
     MessagePublic,
@@ -24,6 +25,7 @@ from services.messages import service as messages
 from services.messages import thumbnails
 from services.messages.fields import message_fields
 from services.messages.reply_text import reply_text
+from services.reports.delivery import delivery_of
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=error_responses(401, 422))
 
@@ -85,6 +87,7 @@ async def post_only() -> None:
 async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDep) -> MessageDetail:
     """The message with its text, html, headers and attachment list."""
     row, atts = await messages.get_message(uow.session, principal.tenant_id, message_id)
+    delivery = await delivery_of(uow.session, tenant_id=principal.tenant_id, message=row)
     return MessageDetail(
         **message_fields(row),
         text=row["text"],
@@ -100,6 +103,7 @@ async def get_message(message_id: uuid.UUID, principal: PrincipalDep, uow: UowDe
             )
             for a in atts
         ],
+        delivery=[DeliveryPublic(**d) for d in delivery],
     )
 
 

@@ -18,6 +18,35 @@ class SpamVerdict(BaseModel):
     indicators: list[str]
 
 
+class ReportRecipient(BaseModel):
+    email: str
+    status: str | None
+    action: Literal["failed", "delayed", "delivered"] | None
+    reason: str
+    hard: bool
+    diagnostic: str | None
+
+
+class ReportPublic(BaseModel):
+    """A delivery report (API.md "Delivery reports"); docs/reports.md lists the reasons."""
+
+    kind: Literal["bounce", "delay", "complaint", "auto_reply", "delivered"]
+    recipients: list[ReportRecipient]
+    original_message_id: str | None
+    feedback_type: str | None
+
+
+class DeliveryPublic(BaseModel):
+    """One report line against a sent message."""
+
+    email: str
+    report_id: str
+    kind: str
+    status: str | None
+    hard: bool
+    at: datetime
+
+
 class MessagePublic(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     id: str
@@ -40,6 +69,7 @@ class MessagePublic(BaseModel):
     deleted: bool = False
     # Over POSTROOM_MAX_MESSAGE_BYTES: the message holds its headers only.
     too_large: bool = False
+    report: ReportPublic | None = None
 
 
 class AttachmentPublic(BaseModel):
@@ -56,6 +86,8 @@ class MessageDetail(MessagePublic):
     attachments: list[AttachmentPublic]
     # The new text of a reply: `text` without quoted history, quote headers or signature.
     reply_text: str | None = None
+    # The delivery reports against this message when postroom sent it (else empty).
+    delivery: list[DeliveryPublic] = Field(default_factory=list)
 
 
 class MessagePage(BaseModel):
@@ -115,9 +147,33 @@ class MessageSend(Strict):
         "and this lacks is 422; in `html` they are HTML-escaped, in subject and text not.",
     )
 
+    verp: StrictBool | None = Field(
+        default=None,
+        description="Send each recipient with its own signed return path "
+        "(`bounces+<token>@<sender domain>`), so every bounce is attributed to its send and "
+        "recipient even when the bouncing server drops the original's headers. SMTP accounts.",
+    )
+    unsubscribe: StrictBool | None = Field(
+        default=None,
+        description="Add RFC 8058 one-click `List-Unsubscribe` (https and mailto) and "
+        "`List-Unsubscribe-Post` headers, one link per recipient. SMTP accounts.",
+    )
+    ignore_suppression: StrictBool | None = Field(
+        default=None,
+        description="Send to suppressed addresses too (they are left out otherwise, and "
+        "listed in the result's `suppressed`).",
+    )
+
     # Fields left out of the stored request when not given, so that a request without them
     # hashes (Idempotency-Key) as it did before they existed.
-    OPTIONAL_NEW: ClassVar[tuple[str, ...]] = ("send_at", "template", "variables")
+    OPTIONAL_NEW: ClassVar[tuple[str, ...]] = (
+        "send_at",
+        "template",
+        "variables",
+        "verp",
+        "unsubscribe",
+        "ignore_suppression",
+    )
 
     def content_given(self) -> bool:
         """Whether subject, text or html were given (not just defaulted)."""

@@ -39,6 +39,7 @@ from services.imap.protocol import UidSet, uid_set
 from services.imap.rows import build, declared_size, record, unstorable
 from services.imap.slots import imap_slot
 from services.imap.sync_steps import changes_since, expunged_by_search, resync_new_generation
+from services.reports.ingest import record_stored, wants_recording
 from services.tenant_events.emit import TenantEventType, emit_account, emit_stored
 from services.tenant_events.payloads import payloads_by_provider_id
 from settings import Settings
@@ -340,6 +341,7 @@ class _Syncer:
         saved = await repo.upsert_messages(s, [v for v, _ in built])
         new_atts: list[dict[str, Any]] = []
         refreshed: list[uuid.UUID] = []
+        reports: list[tuple[uuid.UUID, dict[str, Any]]] = []
         for values, atts in built:
             hit = saved.get(values["provider_id"])
             if hit is None:  # a row marked deleted stays deleted
@@ -347,11 +349,14 @@ class _Syncer:
             real_id, inserted = hit
             if not inserted:
                 refreshed.append(real_id)
+            elif wants_recording(values):
+                reports.append((real_id, values))
             new_atts.extend({**a, "message_id": real_id} for a in atts)
         await messages_repo.replace_attachments(
             s, tenant_id=tenant_id, message_ids=refreshed, rows=new_atts
         )
         await emit_stored(s, tenant_id=tenant_id, stored=list(saved.values()), before=before)
+        await record_stored(s, tenant_id=self.account.tenant_id, stored=reports)
         return len(saved) - len(refreshed), len(refreshed)
 
 

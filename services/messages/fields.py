@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.reports.model import public_of
+
 
 def _addresses(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return [
@@ -46,4 +48,5 @@ def message_fields(r: Any) -> dict[str, Any]:
         "category": r["category"],
         "deleted": deleted,
         "too_large": r["too_large"],
+        "report": public_of(r.get("report")),
     }

@@ -15,6 +15,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from services.messages.html_text import html_to_text
+from services.reports.detect import detect as detect_report
 
 SNIPPET_CHARS = 200
 # Bodies past this are cut (and say so): a multi-megabyte text part is an attachment in disguise.
@@ -116,6 +117,8 @@ class ParsedMessage:
     size: int = 0
     attachments: list[ParsedAttachment] = field(default_factory=list)
     parse_warnings: list[str] = field(default_factory=list)
+    # The delivery report this message is (services/reports), or None for ordinary mail.
+    report: dict[str, Any] | None = None
 
     @property
     def has_attachments(self) -> bool:
@@ -389,6 +392,17 @@ def parse(raw: bytes) -> ParsedMessage:
     except Exception as exc:
         warnings.append(f"body partly unreadable ({type(exc).__name__})")
     source = parsed.text or (html_to_text(parsed.html) if parsed.html else "")
+    try:
+        found = detect_report(
+            msg,
+            from_email=parsed.from_email,
+            from_name=parsed.from_name,
+            subject=parsed.subject,
+            text=source,
+        )
+        parsed.report = found.stored() if found is not None else None
+    except Exception as exc:  # a report that cannot be read leaves the mail ordinary
+        warnings.append(f"delivery report unreadable ({type(exc).__name__})")
     parsed.snippet = " ".join(source.split())[:SNIPPET_CHARS] or None
     # Keep order, drop repeats: one defect can be reported by every part.
     parsed.parse_warnings = list(dict.fromkeys(warnings))[:50]

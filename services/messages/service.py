@@ -164,6 +164,7 @@ async def queue_send(
     caller: jobs.Caller,
     body: dict[str, Any],
     idempotency_key: str | None,
+    public_url: str | None = None,
 ) -> jobs.JobRef:
     """Validate and authorise a send, store its uploads, queue postroom.mail.send.
 
@@ -198,7 +199,9 @@ async def queue_send(
         not_before=not_before,
     )
     if created:
-        draft = outbound_drafts.values_from_request(mail, [str(f["id"]) for f in files])
+        draft = outbound_drafts.values_from_request(
+            mail, [str(f["id"]) for f in files], public_url=public_url
+        )
         draft["size"] = draft_size(draft)
         await ensure_storage_room(
             uow.session,

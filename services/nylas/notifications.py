@@ -18,6 +18,8 @@ from services.errors import ProviderTemporaryError, ValidationFailed
 from services.events.webhooks import base_type, type_suffixes
 from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
+from services.reports.detect import detect_fields
+from services.reports.ingest import record_stored, wants_recording
 from services.tenant_events.emit import TenantEventType, emit_messages, emit_stored
 
 
@@ -143,6 +145,13 @@ def message_values(obj: dict[str, Any], *, account: Account, version: int | None
     }
     if html is not None:
         values["text"] = html_to_text(html)
+    values["report"] = detect_fields(
+        headers=obj.get("headers") if isinstance(obj.get("headers"), list) else None,
+        from_email=values["from_email"],
+        from_name=values["from_name"],
+        subject=values["subject"],
+        text=values.get("text"),
+    )
     return values
 
 
@@ -199,6 +208,8 @@ async def store_message(
             rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
         )
         await emit_stored(session, tenant_id=account.tenant_id, stored=[saved], before=before)
+        if saved[1] and wants_recording(values):
+            await record_stored(session, tenant_id=account.tenant_id, stored=[(saved[0], values)])
     return saved
 
 

@@ -24,6 +24,8 @@ class SendRequest:
     body_html: str | None = None
     attachment_ids: list[str] = field(default_factory=list)
     reply_to_message_id: str | None = None
+    # verp, unsubscribe, ignore_suppression (bools) and public_url (docs/reports.md).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_draft(cls, draft: SendDraft) -> SendRequest:
@@ -38,6 +40,7 @@ class SendRequest:
             reply_to_message_id=str(draft.reply_to_message_id)
             if draft.reply_to_message_id
             else None,
+            options=dict(draft.options or {}),
         )
 
     def private_strings(self) -> list[str]:
@@ -63,3 +66,5 @@ class Prepared:
     attachments: list[AttachmentFile]
     reply: ReplyTarget | None
     reply_provider_id: str | None
+    # Recipients left out because the tenant suppresses them (lowercased).
+    suppressed: list[str] = field(default_factory=list)

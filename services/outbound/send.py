@@ -16,6 +16,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -34,9 +35,19 @@ from services.nylas.notifications import Outcome
 from services.outbound import nylas_delivery as nylas_send
 from services.outbound import send_events
 from services.outbound.compose import AttachmentFile, Composed, Person, ReplyTarget, compose, people
+from services.outbound.personal import Envelope
+from services.outbound.personal import envelopes as personal_envelopes
+from services.outbound.personal import wanted as wants_personal
 from services.outbound.request import Prepared, SendRequest
 from services.outbound.sent_record import append_copy, record_sent
-from services.outbound.smtp import DeliveryUnknown, SmtpConfig, SmtpConnection, SmtpRejected
+from services.outbound.smtp import (
+    Delivery,
+    DeliveryUnknown,
+    SmtpConfig,
+    SmtpConnection,
+    SmtpRejected,
+)
+from services.reports.suppressions import AllRecipientsSuppressed, suppressed_among
 from settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -225,6 +236,8 @@ async def send_message(
     """
     async with db.transaction() as s:
         prepared = await prepare(s, account=account, request=request)
+        if not request.options.get("ignore_suppression"):
+            prepared = await leave_out_suppressed(s, tenant_id=account.tenant_id, prepared=prepared)
         if account.provider == Provider.nylas:
             ciphertext, sent_folder = None, None
         else:
@@ -235,7 +248,7 @@ async def send_message(
                 s, tenant_id=account.tenant_id, account_id=account.id, role="sent"
             )
     if account.provider == Provider.nylas:
-        return await nylas_send.send_via_nylas(
+        outcome = await nylas_send.send_via_nylas(
             db,
             account=account,
             event=event,
@@ -244,6 +257,9 @@ async def send_message(
             nylas=nylas,
             sender=sender_of(account),
         )
+        if outcome.result is not None:
+            outcome.result["suppressed"] = prepared.suppressed
+        return outcome
     if ciphertext is None:
         raise BadCredentials("The account has no stored credentials.")
     secrets = decrypted(db, settings, account, ciphertext)
@@ -284,7 +300,18 @@ async def send_message(
     if row.status in ("pending", "failed"):
         if row.status == "failed":
             await _move(db, row, ("failed",), "pending")
-        accepted = await _deliver(db, row=row, smtp=smtp, composed=composed)
+        personal = (
+            personal_envelopes(
+                settings,
+                composed=composed,
+                options=request.options,
+                tenant_id=account.tenant_id,
+                outbound_id=row.id,
+            )
+            if wants_personal(request.options)
+            else None
+        )
+        accepted = await _deliver(db, row=row, smtp=smtp, composed=composed, personal=personal)
     appended, copy = await append_copy(
         settings,
         account=account,
@@ -317,6 +344,8 @@ async def send_message(
             # A count (API.md): the addresses stay in the ledger row, out of the result backend.
             "recipients_sent": len(accepted),
             "sent_copy": copy,
+            # Left out as the tenant suppresses them (API.md "Delivery reports").
+            "suppressed": prepared.suppressed,
         },
         tenant_id=account.tenant_id,
         account_id=account.id,
@@ -324,8 +353,36 @@ async def send_message(
     )
 
 
+async def leave_out_suppressed(
+    session: AsyncSession, *, tenant_id: uuid.UUID, prepared: Prepared
+) -> Prepared:
+    """The request without the recipients the tenant suppresses; none left is a permanent
+    failure (`all_recipients_suppressed`)."""
+    everyone = [p.email for p in (*prepared.to, *prepared.cc, *prepared.bcc)]
+    suppressed = await suppressed_among(session, tenant_id=tenant_id, emails=everyone)
+    if not suppressed:
+        return prepared
+    if all(e.lower() in suppressed for e in everyone):
+        raise AllRecipientsSuppressed(
+            "all_recipients_suppressed: every recipient of this send is on the suppression "
+            "list; nothing was sent."
+        )
+    return replace(
+        prepared,
+        to=[p for p in prepared.to if p.email.lower() not in suppressed],
+        cc=[p for p in prepared.cc if p.email.lower() not in suppressed],
+        bcc=[p for p in prepared.bcc if p.email.lower() not in suppressed],
+        suppressed=sorted(suppressed),
+    )
+
+
 async def _deliver(
-    db: Database, *, row: OutboundMessage, smtp: SmtpConfig, composed: Composed
+    db: Database,
+    *,
+    row: OutboundMessage,
+    smtp: SmtpConfig,
+    composed: Composed,
+    personal: list[Envelope] | None = None,
 ) -> list[str]:
     marked = False
 
@@ -337,12 +394,18 @@ async def _deliver(
 
     try:
         async with SmtpConnection(smtp) as conn:
-            delivery = await conn.send(
-                sender=composed.envelope_from,
-                recipients=composed.recipients,
-                data=composed.data,
-                before_data=mark_sending,
-            )
+            if personal is None:
+                delivery = await conn.send(
+                    sender=composed.envelope_from,
+                    recipients=composed.recipients,
+                    data=composed.data,
+                    before_data=mark_sending,
+                    envelope_id=str(row.id),
+                )
+            else:
+                delivery = await _deliver_each(
+                    conn, personal, mark_sending, lambda: marked, envelope_id=str(row.id)
+                )
     except DeliveryUnknown as exc:
         # Stays `sending`: the truth is on the server; the dead letter tells a person so.
         await _move(db, row, ("sending",), "sending", server_reply=exc.message[:1000])
@@ -383,3 +446,44 @@ async def _deliver(
         refused=len(delivery.refused),
     )
     return delivery.accepted
+
+
+async def _deliver_each(
+    conn: SmtpConnection,
+    envelopes: list[Envelope],
+    mark_sending: Callable[[], Awaitable[None]],
+    is_marked: Callable[[], bool],
+    *,
+    envelope_id: str,
+) -> Delivery:
+    """One transaction per recipient (its own return path or headers). Once one recipient has
+    the message, a later recipient's refusal or temporary failure only leaves that recipient
+    out: retrying the whole send would deliver twice to those who have it."""
+    accepted: list[str] = []
+    refused: dict[str, str] = {}
+    reply = ""
+    last_error: PostroomError | None = None
+    for envelope in envelopes:
+        try:
+            got = await conn.send(
+                sender=envelope.sender,
+                recipients=[envelope.recipient],
+                data=envelope.data,
+                before_data=None if is_marked() else mark_sending,
+                envelope_id=envelope_id,
+            )
+        except DeliveryUnknown:
+            raise
+        except PostroomError as exc:
+            if not is_marked() and exc.transient:
+                raise  # nothing handed over yet: the whole send may be retried
+            refused[envelope.recipient] = exc.message[:300]
+            last_error = exc
+            continue
+        accepted += got.accepted
+        refused.update(got.refused)
+        reply = got.reply
+    if not accepted:
+        assert last_error is not None
+        raise last_error
+    return Delivery(accepted=accepted, refused=refused, reply=reply)

@@ -10,6 +10,7 @@ queued it. That is reported as `DeliveryUnknown`, never as something to retry.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class SmtpConfig:
         return ctx
 
 
+# An ENVID we send is our ledger id: letters, digits and `-` need no xtext encoding.
+_XTEXT_SAFE = re.compile(r"[A-Za-z0-9-]{1,100}")
+
+
 @dataclass
 class Delivery:
     reply: str
@@ -125,6 +130,9 @@ class SmtpConnection:
         self.config = config
         self._wire: Wire | None = None
         self.pipelining = False
+        # The server offers DSN (RFC 3461): MAIL FROM may carry ENVID, which its reports
+        # return as Original-Envelope-Id (services/reports links a report to its send by it).
+        self.dsn = False
 
     async def __aenter__(self) -> SmtpConnection:
         return self
@@ -188,6 +196,7 @@ class SmtpConnection:
             raise
         # The EHLO answer that counts is the last one (after STARTTLS, RFC 3207).
         self.pipelining = client.supports_extension("pipelining")
+        self.dsn = client.supports_extension("dsn")
         self._wire = Wire(cast(asyncio.Transport, transport))  # aiosmtplib's part ends here
 
     async def _greet(self, client: aiosmtplib.SMTP) -> None:
@@ -289,6 +298,7 @@ class SmtpConnection:
         recipients: list[str],
         data: bytes,
         before_data: Callable[[], Awaitable[None]] | None = None,
+        envelope_id: str | None = None,
     ) -> Delivery:
         """MAIL, RCPT for each recipient, DATA, `before_data()` once the server is ready for the
         content (354), then the content; the server's final answer.
@@ -300,12 +310,16 @@ class SmtpConnection:
             raise ValidationFailed("A message needs at least one recipient.")
         # MAIL and RCPT as plain commands: the addresses were checked when the message was
         # composed; _path only refuses what could break the command line.
-        commands = [b"MAIL FROM:" + envelope_path(sender) + b"\r\n"]
-        commands += [b"RCPT TO:" + envelope_path(r) + b"\r\n" for r in recipients]
+        path = envelope_path(sender)
+        rcpts = [b"RCPT TO:" + envelope_path(r) + b"\r\n" for r in recipients]
         if self._wire is None or not self._wire.usable:
             # A session the server ended or broke since the last message (an unsolicited 421).
             await self.close()
             await self.connect()
+        envid = b""  # what the server offers is known once connected
+        if envelope_id and self.dsn and _XTEXT_SAFE.fullmatch(envelope_id):
+            envid = b" ENVID=" + envelope_id.encode()
+        commands = [b"MAIL FROM:" + path + envid + b"\r\n", *rcpts]
         wire = self._wire
         assert wire is not None
         try:

@@ -32,6 +32,7 @@ from services.errors import ValidationFailed
 from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
+from services.reports.ingest import record_stored, wants_recording
 from services.tenant_events.emit import (
     TenantEventType,
     emit_account,
@@ -164,6 +165,7 @@ class _Pop3Syncer:
             saved = await repo.upsert_messages(s, rows)
             new_atts: list[dict[str, Any]] = []
             refreshed: list[uuid.UUID] = []
+            reports: list[tuple[uuid.UUID, dict[str, Any]]] = []
             for values in rows:
                 hit = saved.get(values["provider_id"])
                 if hit is None:  # a row marked deleted stays deleted
@@ -171,6 +173,8 @@ class _Pop3Syncer:
                 real_id, inserted = hit
                 if not inserted:
                     refreshed.append(real_id)
+                elif wants_recording(values):
+                    reports.append((real_id, values))
                 new_atts.extend({**a, "message_id": real_id} for a in atts[values["id"]])
             self.result.new += len(saved) - len(refreshed)
             self.result.updated += len(refreshed)
@@ -178,6 +182,7 @@ class _Pop3Syncer:
                 s, tenant_id=self.account.tenant_id, message_ids=refreshed, rows=new_atts
             )
             await emit_stored(s, tenant_id=self.account.tenant_id, stored=list(saved.values()))
+            await record_stored(s, tenant_id=self.account.tenant_id, stored=reports)
 
     async def _headers_only(self, number: int) -> bytes | None:
         if not self.client.has("TOP"):

@@ -77,7 +77,9 @@ async def test_message_shape(client, db) -> None:
         "category",
         "deleted",
         "too_large",
+        "report",
     }
+    assert m["report"] is None
     assert m["from"] == {"name": "Bo", "email": "bo@example.com"}
     assert m["folder"] == "INBOX" and m["deleted"] is False
     assert m["spam"] == {"is_spam": True, "score": 0.93, "indicators": ["url_shortener"]}

@@ -44,6 +44,7 @@ LIST_COLUMNS = (
     _m.c.spam_score,
     _m.c.spam_indicators,
     _m.c.category,
+    _m.c.report,
     _m.c.sort_at,
 )
 

@@ -13,9 +13,16 @@ from database.models import SendDraft
 _t = SendDraft.__table__  # type: ignore[attr-defined]
 
 
-def values_from_request(body: dict[str, Any], attachment_ids: list[str]) -> dict[str, Any]:
+def values_from_request(
+    body: dict[str, Any], attachment_ids: list[str], *, public_url: str | None = None
+) -> dict[str, Any]:
     """`send_draft` columns from a validated POST /v1/messages/send body."""
     reply_to = body.get("reply_to_message_id")
+    options: dict[str, Any] = {
+        k: True for k in ("verp", "unsubscribe", "ignore_suppression") if body.get(k)
+    }
+    if options.get("unsubscribe") and public_url:
+        options["public_url"] = public_url.rstrip("/")
     return {
         "to_addrs": body["to"],
         "cc_addrs": body.get("cc") or [],
@@ -25,6 +32,7 @@ def values_from_request(body: dict[str, Any], attachment_ids: list[str]) -> dict
         "html": body.get("html"),
         "reply_to_message_id": uuid.UUID(str(reply_to)) if reply_to else None,
         "attachment_ids": attachment_ids,
+        "options": options,
     }
 
 

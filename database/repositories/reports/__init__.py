@@ -1,0 +1,1 @@
+"""Delivery reports: their links to sends, and the suppression list."""

@@ -1,0 +1,1 @@
+"""Delivery reports: bounces, delays, complaints and auto-replies read from stored mail."""
