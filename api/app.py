@@ -29,6 +29,7 @@ from api.routes import (
 from api.routes import dead_letters as dead_letter_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
+from api.routes import webhook_endpoints as webhook_endpoint_routes
 from api.webhook_path import is_webhook, serve_webhook
 from database.engine import Database, driver_pool
 from services.logs import configure_logging
@@ -126,4 +127,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(classify_rules.router)
     app.include_router(thread_routes.router)
     app.include_router(template_routes.router)
+    app.include_router(webhook_endpoint_routes.router)
     return app

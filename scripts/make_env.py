@@ -10,3 +10,5 @@ print(f"POSTROOM_NYLAS_WEBHOOK_SECRET={secrets.token_hex(24)}")
 # Local mail servers (a Dovecot or a relay on this machine) are allowed here only; production
 # leaves this empty so tenants cannot point IMAP/SMTP at internal addresses.
 print("POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS=127.0.0.0/8,::1")
+# The same for tenants' webhook endpoints (a receiver on this machine, plain http allowed).
+print("POSTROOM_ALLOWED_PRIVATE_WEBHOOK_HOSTS=127.0.0.0/8,::1")

@@ -111,6 +111,22 @@ IMAP_PROBLEMS = Counter(
     ["reason"],
 )
 
+# Outbound events (services/tenant_events/deliverer.py).
+WEBHOOK_DELIVERIES = Counter(
+    "postroom_webhook_deliveries",
+    "Delivery attempts to tenants' endpoints, by outcome (succeeded, retrying, failed).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT = Histogram(
+    "postroom_webhook_attempt_seconds",
+    "Time from claim to answer (or give-up) of one delivery attempt.",
+    buckets=(*_ACK_BUCKETS, 5.0, 10.0, 15.0),
+)
+WEBHOOK_DISABLED = Counter(
+    "postroom_webhook_endpoints_disabled",
+    "Endpoints the delivery process disabled, by reason (gone: 410, failing).",
+    ["reason"],
+)
 
 # The HTTP endpoint whose handler is running (set by the API middleware), so a task published
 # from it is counted against it; unset in workers, where the outbox and chains publish.

@@ -56,6 +56,8 @@ os.environ.update(
         "POSTROOM_LOG_LEVEL": "INFO",
         # Dovecot and aiosmtpd listen on loopback; tests of the refusal pass their own list.
         "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
+        # The webhook receivers of tests/webhook_receiver.py listen on loopback too.
+        "POSTROOM_ALLOWED_PRIVATE_WEBHOOK_HOSTS": "127.0.0.0/8,::1",
     }
 )
 ENV.update(os.environ)
