@@ -323,3 +323,40 @@ async def test_a_hanging_endpoint_does_not_delay_another_tenant(
     assert p99 < 1.0, lags[-5:]
     # The hanging endpoint holds only its own slots.
     assert len(receiver.at("/slow")) == 4
+
+
+async def test_a_stuck_endpoint_shows_in_metrics_and_the_cli(
+    client: Any, db: Any, receiver: Receiver, start_deliverer: Any
+) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from tests.helpers import ENV
+
+    root = Path(__file__).resolve().parents[2]
+
+    caller = await make_caller(db)
+    receiver.plan("/stuck", Answer(500))
+    ep = await create_endpoint(client, caller.headers, receiver.url("/stuck"))
+    await start_deliverer(webhook_retry_schedule="3600")
+    await emit_events(db, caller.tenant_id, n=3)
+
+    async def retrying() -> bool:
+        return len(await deliveries(client, caller, ep["id"], status="retrying")) == 3
+
+    await wait_for(retrying)
+    out = subprocess.run(
+        [str(root / ".venv" / "bin" / "postroom"), "webhooks", "stuck", "--top", "1000"],
+        cwd=root,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    (line,) = [x for x in out.splitlines() if ep["id"] in x]
+    assert "open=3" in line and "last_error=status 500" in line and "failing_since=20" in line
+    text = (await client.get("/metrics")).text
+    assert "postroom_webhook_backlog " in text
+    assert "postroom_webhook_oldest_pending_seconds " in text
+    assert 'postroom_webhook_deliveries_total{outcome="retrying"}' in text

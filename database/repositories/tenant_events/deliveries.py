@@ -313,28 +313,59 @@ async def list_page(
 
 
 @dataclass(frozen=True)
+class EndpointBacklog:
+    endpoint_id: uuid.UUID
+    tenant_id: uuid.UUID
+    status: str
+    open: int
+    # Seconds since the oldest open delivery was made.
+    oldest_s: float
+    failing_since: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class Backlog:
     open: int
-    oldest_due_s: float
-    # The endpoints with the most open deliveries: (endpoint_id, tenant_id, open, oldest due s).
-    worst: list[tuple[uuid.UUID, uuid.UUID, int, float]]
+    oldest_s: float
+    # The endpoints with the most open deliveries, most first.
+    worst: list[EndpointBacklog]
+
+
+_BACKLOG = sa.text(
+    """
+    WITH per AS (
+        SELECT endpoint_id, count(*) AS n, extract(epoch FROM now() - min(created_at)) AS age
+        FROM webhook_delivery WHERE status IN ('pending', 'retrying')
+        GROUP BY endpoint_id
+    )
+    SELECT per.endpoint_id, w.tenant_id, w.status, per.n, per.age, w.failing_since,
+           (SELECT d.last_error FROM webhook_delivery d
+            WHERE d.endpoint_id = per.endpoint_id AND d.last_error IS NOT NULL
+            ORDER BY d.last_attempt_at DESC NULLS LAST LIMIT 1) AS last_error,
+           sum(per.n) OVER () AS total, max(per.age) OVER () AS oldest
+    FROM per JOIN webhook_endpoint w ON w.id = per.endpoint_id
+    ORDER BY per.n DESC, per.endpoint_id
+    LIMIT :top
+    """
+)
 
 
 async def backlog(session: AsyncSession, *, top: int = 10) -> Backlog:
-    """Open deliveries in all, the age of the longest-due one, and the worst endpoints."""
-    rows = (
-        await session.execute(
-            sa.text(
-                """
-                SELECT endpoint_id, tenant_id, count(*) AS n,
-                       extract(epoch FROM now() - min(created_at)) AS age
-                FROM webhook_delivery WHERE status IN ('pending', 'retrying')
-                GROUP BY endpoint_id, tenant_id ORDER BY n DESC
-                """
-            )
+    """Open deliveries in all, the age of the oldest, and the `top` endpoints by backlog."""
+    rows = (await session.execute(_BACKLOG, {"top": top})).all()
+    if not rows:
+        return Backlog(open=0, oldest_s=0.0, worst=[])
+    worst = [
+        EndpointBacklog(
+            r.endpoint_id,
+            r.tenant_id,
+            r.status,
+            int(r.n),
+            float(r.age),
+            r.failing_since,
+            r.last_error,
         )
-    ).all()
-    total = sum(int(r.n) for r in rows)
-    oldest = max((float(r.age) for r in rows), default=0.0)
-    worst = [(r.endpoint_id, r.tenant_id, int(r.n), float(r.age)) for r in rows[:top]]
-    return Backlog(open=total, oldest_due_s=oldest, worst=worst)
+        for r in rows
+    ]
+    return Backlog(open=int(rows[0].total), oldest_s=float(rows[0].oldest), worst=worst)
