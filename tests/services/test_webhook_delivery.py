@@ -360,3 +360,26 @@ async def test_a_stuck_endpoint_shows_in_metrics_and_the_cli(
     assert "postroom_webhook_backlog " in text
     assert "postroom_webhook_oldest_pending_seconds " in text
     assert 'postroom_webhook_deliveries_total{outcome="retrying"}' in text
+
+
+async def test_the_client_connects_only_to_addresses_it_checked(receiver: Receiver) -> None:
+    import httpx
+
+    from services.tenant_events import http
+    from services.tenant_events.url_policy import WebhookUrlNotAllowed
+
+    pins = http.Pins(allowed="127.0.0.0/8,::1")
+    client = http.client(pins, max_connections=4)
+    url = f"http://localhost:{receiver.port}/pin"
+    try:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(url)  # never resolved through the policy: never connected
+        assert receiver.at("/pin") == []
+        await pins.resolve(url)
+        assert (await client.post(url)).status_code == 200
+        # The name stays the Host (and would be the TLS server name).
+        assert receiver.at("/pin")[0].headers["host"] == f"localhost:{receiver.port}"
+        with pytest.raises(WebhookUrlNotAllowed):
+            await http.Pins(allowed="").resolve(url)
+    finally:
+        await client.aclose()
