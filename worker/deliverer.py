@@ -8,6 +8,7 @@ records them; anything left is due again for the other processes when its lease 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from database.engine import Database
@@ -34,6 +35,9 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, json=settings.log_json)
+    # httpx logs every request with its URL at INFO: a tenant's URL may carry a token, and a
+    # line per delivery is noise. Outcomes are in the attempt log and the metrics.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     raise_fd_limit()
     try:
         import uvloop

@@ -163,7 +163,7 @@ async def claim(
         _CLAIM,
         {
             "limit": limit,
-            "scan": max(limit * 4, 1000),
+            "scan": max(limit * 4, 100),
             "per_endpoint": per_endpoint,
             "busy": busy,
             "lease_s": float(lease_s),
