@@ -46,6 +46,9 @@ class Receiver:
         self.task: asyncio.Task[None] | None = None
         self.port = 0
         self.arrived = asyncio.Event()
+        # Requests being answered right now, and the most at once.
+        self.active = 0
+        self.peak = 0
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -72,8 +75,13 @@ class Receiver:
         n = self.served[path]
         self.served[path] = n + 1
         answer = plan[min(n, len(plan) - 1)]
-        if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            if answer.delay_s:
+                await asyncio.sleep(answer.delay_s)
+        finally:
+            self.active -= 1
         await send(
             {
                 "type": "http.response.start",

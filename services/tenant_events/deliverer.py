@@ -57,6 +57,8 @@ WRITE_BATCH = 1000
 # another process, a fan-out cut short by a crash).
 FULL_FANOUT_EVERY_S = 2.0
 CLAIM_COALESCE_S = 0.02
+# An endpoint's connection pool is closed after this long without a request.
+CLIENT_IDLE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -68,16 +70,15 @@ class Finished:
 
 
 class Deliverer:
-    def __init__(
-        self, *, settings: Settings, db: Database, client: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, *, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self.delays = settings.webhook_retry_delays()
         self.pins = http.Pins(allowed=settings.allowed_private_webhook_hosts)
-        self.client = client or http.client(
-            self.pins, max_connections=settings.webhook_process_in_flight
-        )
+        # One client (connection pool) per endpoint, sized to its in-flight cap: httpcore's
+        # pool walks its waiting requests against its connections on every change, which
+        # costs quadratic time with thousands in flight in one pool.
+        self.clients: dict[uuid.UUID, tuple[float, httpx.AsyncClient]] = {}
         self.per_endpoint = settings.webhook_endpoint_in_flight
         self.held: dict[uuid.UUID, int] = defaultdict(int)
         self.slots: dict[uuid.UUID, asyncio.Semaphore] = {}
@@ -181,9 +182,13 @@ class Deliverer:
             await asyncio.sleep(CLAIM_COALESCE_S)
 
     async def _writer_loop(self, stop: asyncio.Event) -> None:
+        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(WRITE_EVERY_S)
             await self._write_all()
+            if time.monotonic() - last_sweep > CLIENT_IDLE_S / 2:
+                last_sweep = time.monotonic()
+                await self.close_idle_clients()
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -268,7 +273,8 @@ class Deliverer:
         try:
             async with asyncio.timeout(self.settings.webhook_timeout_s):
                 await self.pins.resolve(row.url)
-                async with self.client.stream("POST", row.url, content=body, headers=headers) as r:
+                client = self._client(row.endpoint_id)
+                async with client.stream("POST", row.url, content=body, headers=headers) as r:
                     read = 0
                     async for chunk in r.aiter_raw():
                         read += len(chunk)
@@ -337,5 +343,24 @@ class Deliverer:
                 reason=endpoint.disabled_reason,
             )
 
+    def _client(self, endpoint_id: uuid.UUID) -> httpx.AsyncClient:
+        kept = self.clients.get(endpoint_id)
+        client = kept[1] if kept is not None else None
+        if client is None:
+            client = http.client(self.pins, max_connections=self.per_endpoint)
+        self.clients[endpoint_id] = (time.monotonic(), client)
+        return client
+
+    async def close_idle_clients(self, idle_s: float = CLIENT_IDLE_S) -> None:
+        """Close the pools of endpoints nothing was sent to for `idle_s`."""
+        cutoff = time.monotonic() - idle_s
+        for endpoint_id, (used, client) in list(self.clients.items()):
+            if used < cutoff and endpoint_id not in self.held:
+                del self.clients[endpoint_id]
+                await client.aclose()
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.close_idle_clients(idle_s=-1.0)
+        for _, client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()

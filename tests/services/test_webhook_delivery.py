@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from database.repositories.tenant_events import deliveries as deliveries_repo
-from services.tenant_events.emit import TenantEventType
+from services.tenant_events.emit import TenantEventType, emit_many
 from tests.api.keys import make_caller
 from tests.helpers import wait_for
 from tests.services.webhook_support import (
@@ -383,3 +383,24 @@ async def test_the_client_connects_only_to_addresses_it_checked(receiver: Receiv
             await http.Pins(allowed="").resolve(url)
     finally:
         await client.aclose()
+
+
+async def test_one_process_holds_thousands_of_deliveries_in_flight(
+    client: Any, db: Any, receiver: Receiver, start_deliverer: Any
+) -> None:
+    """No prefork child per socket: one asyncio process keeps over 1,000 slow requests open
+    (the receiver runs in the same loop here; `make bench BENCH=deliver` measures rates)."""
+    callers = [await make_caller(db) for _ in range(50)]
+    receiver.plan("/wide", Answer(200, delay_s=5))
+    for caller in callers:
+        await create_endpoint(client, caller.headers, receiver.url("/wide"))
+    await start_deliverer(webhook_endpoint_in_flight=24, webhook_claim_batch=1200)
+    async with db.transaction() as s:
+        for caller in callers:
+            await emit_many(
+                s,
+                tenant_id=caller.tenant_id,
+                events=[(TenantEventType.message_created, {}) for _ in range(24)],
+            )
+    await until(lambda: len(receiver.at("/wide")) == 1200, timeout=120)
+    assert receiver.peak >= 1000, receiver.peak

@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from database.engine import Database
 from services.tenant_events.deliverer import Deliverer
-from services.tenant_events.emit import TenantEventType, emit
+from services.tenant_events.emit import TenantEventType, emit_many
 from tests.helpers import wait_for
 from tests.webhook_receiver import Received, Receiver
 
@@ -72,13 +72,10 @@ async def emit_events(
     n: int = 1,
     type: TenantEventType = TenantEventType.message_created,
 ) -> list[uuid.UUID]:
-    ids = []
     async with db.transaction() as s:
-        for i in range(n):
-            ids.append(
-                await emit(s, tenant_id=tenant_id, type=type, data={"message": {"id": f"m{i}"}})
-            )
-    return ids
+        return await emit_many(
+            s, tenant_id=tenant_id, events=[(type, {"message": {"id": f"m{i}"}}) for i in range(n)]
+        )
 
 
 def verify(secret: str, req: Received) -> dict[str, Any]:
