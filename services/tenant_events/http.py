@@ -10,6 +10,7 @@ use the name. A host that was not resolved through `Pins` is never connected to.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
 import typing
@@ -88,14 +89,22 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every endpoint's pool: loading the CA store costs about a
+    megabyte and milliseconds of CPU each time, and there is a pool per endpoint."""
+    return ssl.create_default_context()
+
+
 class PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a pool whose backend is PinnedBackend. httpx does not take a
     network backend, so the pool it made is replaced by one made the same way with it."""
 
     def __init__(self, pins: Pins, *, max_connections: int) -> None:
-        super().__init__(trust_env=False)
+        context = tls_context()
+        super().__init__(verify=context, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
