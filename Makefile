@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 # API, workers and beat on this host share one prometheus-client multiprocess directory, so the
 # API's GET /metrics sums every process's counters (docs/operations.md).
 METRICS_DIR ?= $(or $(TMPDIR),/tmp)/postroom-metrics
-api worker worker-short worker-bulk worker-periodic beat dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
+api worker worker-short worker-bulk worker-periodic beat deliver dev: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 # make dev: the API where the README says (honcho would hand it PORT=5000), and readable log
 # lines for a person at a terminal (JSON stays the default everywhere else).
 dev: export API_PORT ?= $(PORT)
@@ -72,6 +72,10 @@ beat: install ## the scheduler; a second one waits on standby (docs/operations.m
 .PHONY: watch
 watch: install ## the IMAP push listener: IDLE per active IMAP account (docs/operations.md "Push")
 	$(PY) -m worker.listener
+
+.PHONY: deliver
+deliver: install ## outbound events: the asyncio delivery process (docs/webhooks.md); run several if needed
+	$(PY) -m worker.deliverer
 
 flower: install ## Flower on 5555 (login: POSTROOM_FLOWER_BASIC_AUTH, else 127.0.0.1); history: POSTROOM_FLOWER_DB
 	@$(PY) scripts/flower.py

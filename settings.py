@@ -100,6 +100,25 @@ class Settings(BaseSettings):
     # Sync INBOX on every (re)connect: mail that came while no one was in IDLE is picked up.
     push_sync_on_connect: bool = True
 
+    # Outbound events (docs/webhooks.md). Hosts and CIDRs a tenant's webhook URL may point at
+    # although they are not public addresses (then http:// is allowed too); empty refuses all.
+    allowed_private_webhook_hosts: str = ""
+    # Waits between attempts, in seconds: the i-th is the most the delivery waits after its
+    # i-th failed attempt (full jitter); when they run out the delivery has failed.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    # An endpoint whose every attempt has failed for this long is disabled.
+    webhook_disable_after_s: float = 432000.0
+    # Any 2xx within this is a success; anything else, or nothing, is a failed attempt.
+    webhook_timeout_s: float = 15.0
+    # Requests in flight per endpoint in one delivery process, and in all.
+    webhook_endpoint_in_flight: int = Field(default=16, ge=1, le=1000)
+    webhook_process_in_flight: int = Field(default=4000, ge=1)
+    # Due deliveries one claim takes, and how often an idle delivery process looks again.
+    webhook_claim_batch: int = Field(default=500, ge=1, le=10000)
+    webhook_poll_interval_s: float = 0.2
+    # A claimed delivery is due again after this if its process never reported (it died).
+    webhook_lease_s: float = 60.0
+
     # Budgets (docs/operations.md "Budgets"). A rate of 0 turns that limit off.
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 100
@@ -164,7 +183,20 @@ class Settings(BaseSettings):
                 "POSTROOM_RATE_LIMIT_PER_S and POSTROOM_SENDS_PER_MINUTE must be >= 0 "
                 "and POSTROOM_RATE_LIMIT_BURST >= 1."
             )
+        if self.webhook_lease_s < 2 * self.webhook_timeout_s:
+            raise ValueError("POSTROOM_WEBHOOK_LEASE_S must be at least twice the timeout.")
+        self.webhook_retry_delays()
         return self
+
+    def webhook_retry_delays(self) -> list[float]:
+        """POSTROOM_WEBHOOK_RETRY_SCHEDULE as numbers (seconds)."""
+        try:
+            delays = [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError("POSTROOM_WEBHOOK_RETRY_SCHEDULE: comma-separated seconds.") from None
+        if any(d < 0 for d in delays):
+            raise ValueError("POSTROOM_WEBHOOK_RETRY_SCHEDULE: no negative waits.")
+        return delays
 
     def credential_key_list(self) -> list[str]:
         if self.credential_keys is None:

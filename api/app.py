@@ -34,6 +34,7 @@ from api.routes import suppressions as suppression_routes
 from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
 from api.routes import unsubscribe as unsubscribe_routes
+from api.routes import webhook_endpoints as webhook_endpoint_routes
 from api.webhook_path import is_webhook, serve_webhook
 from database.engine import Database, driver_pool
 from services.logs import configure_logging
@@ -140,4 +141,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_routes.callback_router)
     app.include_router(suppression_routes.router)
     app.include_router(unsubscribe_routes.router)
+    app.include_router(webhook_endpoint_routes.router)
     return app

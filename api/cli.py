@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import cli_dlq
+from api import cli_dlq, cli_webhooks
 from api.auth import generate_key
 from api.errors import is_database_unavailable
 from database.engine import Database
@@ -34,6 +34,7 @@ app = typer.Typer(
 admin = typer.Typer(help="Tenants, users, API keys and credentials.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(cli_dlq.app, name="dlq")
+app.add_typer(cli_webhooks.app, name="webhooks")
 
 
 class CliError(Exception):

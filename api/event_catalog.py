@@ -8,7 +8,7 @@ reads their annotations at runtime, which must be the objects, not names of loca
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from api.schemas.accounts import AccountPublic
 from api.schemas.events import EventPublic
@@ -144,8 +144,28 @@ class JobData(BaseModel):
     event: EventPublic
 
 
-class WebhookData(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class WebhookTestData(BaseModel):
+    endpoint_id: str
+
+
+class EndpointShown(BaseModel):
+    id: str
+    url: str
+    event_types: list[str] | None
+    description: str | None
+    status: Literal["active", "disabled"]
+    created_at: str
+
+
+class WebhookDisabledData(BaseModel):
+    endpoint: EndpointShown
+    reason: Literal["gone", "failing"] = Field(
+        description="`gone`: the endpoint answered 410; `failing`: every attempt failed for "
+        "POSTROOM_WEBHOOK_DISABLE_AFTER_S"
+    )
+
+
+_ENDPOINT_ID = "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7"
 
 
 # type -> (data model, example data, when it fires)
@@ -214,13 +234,23 @@ CATALOG: dict[str, tuple[type[BaseModel], dict[str, Any], str]] = {
         "to the dead-letter queue; `data.event` is `GET /v1/events/{id}`.",
     ),
     "webhook.test": (
-        WebhookData,
-        {"webhook_id": "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7"},
+        WebhookTestData,
+        {"endpoint_id": _ENDPOINT_ID},
         "Sent by `POST /v1/webhooks/{id}/test`, to that endpoint only.",
     ),
     "webhook.disabled": (
-        WebhookData,
-        {"webhook_id": "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7", "reason": "failing"},
+        WebhookDisabledData,
+        {
+            "endpoint": {
+                "id": _ENDPOINT_ID,
+                "url": "https://app.example.com/hooks/postroom",
+                "event_types": None,
+                "description": "production",
+                "status": "disabled",
+                "created_at": "2026-12-01T09:30:00+00:00",
+            },
+            "reason": "failing",
+        },
         "An endpoint was disabled (410, or failing for POSTROOM_WEBHOOK_DISABLE_AFTER_S); "
         "sent to the tenant's other endpoints.",
     ),

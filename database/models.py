@@ -696,6 +696,43 @@ class OAuthToken(SQLModel, table=True):
     updated_at: datetime = ts_field()
 
 
+class WebhookEndpointStatus(enum.StrEnum):
+    active = "active"
+    disabled = "disabled"
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A tenant's own webhook endpoint (API.md "Outbound events"); deliveries go to it from
+    the delivery process (worker/deliverer.py)."""
+
+    __tablename__ = "webhook_endpoint"
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id")
+    url: str = Field(sa_type=sa.String(2048))
+    # Null: every type.
+    event_types: list[str] | None = jsonb_field(nullable=True)
+    description: str | None = Field(default=None, sa_type=sa.String(500), nullable=True)
+    status: str = Field(default=WebhookEndpointStatus.active, sa_type=_enum_str(16))
+    # Why it was disabled: "gone" (410), "failing" (POSTROOM_WEBHOOK_DISABLE_AFTER_S), "api".
+    disabled_reason: str | None = Field(default=None, sa_type=sa.String(32), nullable=True)
+    # The signing secret, encrypted like mail credentials (services/crypto.py).
+    secret: str = Field(sa_type=sa.Text)
+    # After a rotation the old secret signs too, until this time.
+    previous_secret: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    previous_secret_expires_at: datetime | None = ts_field(nullable=True)
+    # Set by the first failed attempt after a success; cleared by the next success.
+    failing_since: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
 class OAuthState(SQLModel, table=True):
     """One hosted-flow authorization: its nonce is in the signed `state`; used once."""
 
@@ -756,3 +793,55 @@ class Suppression(SQLModel, table=True):
         "message.id", nullable=True, index=False, ondelete="SET NULL"
     )
     created_at: datetime = ts_field()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One tenant event owed to one endpoint, with its attempts (the attempt log).
+
+    The process that claims a due row moves `next_attempt_at` past the request's deadline
+    (its lease): a process that dies mid-request leaves the row due again once that passes.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("endpoint_id", "event_id"),
+        # The claim's scan: due rows only.
+        sa.Index(
+            "ix_webhook_delivery_due",
+            "next_attempt_at",
+            postgresql_where=sa.text("status IN ('pending', 'retrying')"),
+        ),
+        # The attempt log, newest first with a (created_at, id) keyset cursor.
+        sa.Index(
+            "ix_webhook_delivery_endpoint_created",
+            "endpoint_id",
+            sa.text("created_at DESC"),
+            sa.text("id DESC"),
+        ),
+    )
+    id: uuid.UUID = id_field()
+    tenant_id: uuid.UUID = fk_field("tenant.id", index=False)
+    endpoint_id: uuid.UUID = fk_field("webhook_endpoint.id", index=False)
+    event_id: uuid.UUID = fk_field("tenant_event.id")
+    status: str = Field(default=WebhookDeliveryStatus.pending, sa_type=_enum_str(16))
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_status_code: int | None = Field(default=None, sa_type=sa.SmallInteger, nullable=True)
+    # What went wrong, in words ("timed out", "status 503"): never the receiver's text.
+    last_error: str | None = Field(default=None, sa_type=sa.String(200), nullable=True)
+    next_attempt_at: datetime | None = ts_field(nullable=True)
+    # The retry schedule counts from here.
+    first_attempt_at: datetime | None = ts_field(nullable=True)
+    last_attempt_at: datetime | None = ts_field(nullable=True)
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
+
+
+class WebhookFanout(SQLModel, table=True):
+    """How far a tenant's numbered events have been turned into deliveries: every seq up to
+    `last_seq` has its rows, nothing above it has (services/tenant_events/fanout.py)."""
+
+    __tablename__ = "webhook_fanout"
+    tenant_id: uuid.UUID = Field(
+        sa_type=sa.Uuid, foreign_key="tenant.id", ondelete="CASCADE", primary_key=True
+    )
+    last_seq: int = Field(default=0, sa_type=sa.BigInteger)

@@ -12,3 +12,5 @@ print(f"POSTROOM_NYLAS_WEBHOOK_SECRET={secrets.token_hex(24)}")
 print("POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS=127.0.0.0/8,::1")
 # The same for a local OAuth2 server behind a `generic` OAuth app.
 print("POSTROOM_ALLOWED_PRIVATE_OAUTH_HOSTS=127.0.0.0/8,::1")
+# The same for tenants' webhook endpoints (a receiver on this machine, plain http allowed).
+print("POSTROOM_ALLOWED_PRIVATE_WEBHOOK_HOSTS=127.0.0.0/8,::1")

@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from database.engine import Database
 from database.repositories import stats
+from database.repositories.tenant_events import deliveries as deliveries_repo
 
 __all__ = ["CONTENT_TYPE_LATEST", "Cached", "Snapshot", "exposition", "queue_keys", "snapshot"]
 
@@ -111,6 +112,22 @@ IMAP_PROBLEMS = Counter(
     ["reason"],
 )
 
+# Outbound events (services/tenant_events/deliverer.py).
+WEBHOOK_DELIVERIES = Counter(
+    "postroom_webhook_deliveries",
+    "Delivery attempts to tenants' endpoints, by outcome (succeeded, retrying, failed).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT = Histogram(
+    "postroom_webhook_attempt_seconds",
+    "Time from claim to answer (or give-up) of one delivery attempt.",
+    buckets=(*_ACK_BUCKETS, 5.0, 10.0, 15.0),
+)
+WEBHOOK_DISABLED = Counter(
+    "postroom_webhook_endpoints_disabled",
+    "Endpoints the delivery process disabled, by reason (gone: 410, failing).",
+    ["reason"],
+)
 
 # The HTTP endpoint whose handler is running (set by the API middleware), so a task published
 # from it is counted against it; unset in workers, where the outbox and chains publish.
@@ -138,6 +155,7 @@ class Snapshot:
     events_by_status: Mapping[str, int] | None = None
     # (tenant label, class) -> (events waiting, seconds the oldest has waited), top tenants only
     waiting: Mapping[tuple[str, str], tuple[int, float]] | None = None
+    webhooks: deliveries_repo.Backlog | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -181,6 +199,8 @@ class _SnapshotCollector(Collector):
             yield _gauge("postroom_events", "Event rows by status.", "status", s.events_by_status)
         if s.waiting is not None:
             yield from _waiting_gauges(s.waiting)
+        if s.webhooks is not None:
+            yield from _webhook_gauges(s.webhooks)
         up = GaugeMetricFamily(
             "postroom_scrape_source_up",
             "1 when a scrape-time source answered, else 0.",
@@ -189,6 +209,28 @@ class _SnapshotCollector(Collector):
         for source in ("redis", "database"):
             up.add_metric([source], 0 if source in s.errors else 1)
         yield up
+
+
+def _webhook_gauges(backlog: deliveries_repo.Backlog) -> Iterator[Metric]:
+    total = GaugeMetricFamily(
+        "postroom_webhook_backlog", "Deliveries to tenants' endpoints not yet succeeded or failed."
+    )
+    total.add_metric([], backlog.open)
+    yield total
+    oldest = GaugeMetricFamily(
+        "postroom_webhook_oldest_pending_seconds",
+        "Age of the oldest delivery not yet succeeded or failed.",
+    )
+    oldest.add_metric([], backlog.oldest_s)
+    yield oldest
+    per = GaugeMetricFamily(
+        "postroom_webhook_endpoint_backlog",
+        "Open deliveries of the endpoints with the most (the top POSTROOM_METRICS_TOP_TENANTS).",
+        labels=["endpoint"],
+    )
+    for e in backlog.worst:
+        per.add_metric([str(e.endpoint_id)], e.open)
+    yield per
 
 
 def _waiting_gauges(
@@ -335,6 +377,7 @@ async def snapshot(
                 # Same transaction: the statement timeout set above still holds.
                 rows = await stats.waiting_work(session, timeout_ms=None)
                 snap.waiting = top_tenants(rows, top=top, class_of=class_of)
+                snap.webhooks = await deliveries_repo.backlog(session, top=top)
 
         await asyncio.wait_for(counts(), timeout_s)
 

@@ -59,6 +59,8 @@ os.environ.update(
         "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
         # The tests' OAuth2 server (tests/oauth_server.py) listens on loopback too.
         "POSTROOM_ALLOWED_PRIVATE_OAUTH_HOSTS": "127.0.0.0/8,::1",
+        # The webhook receivers of tests/webhook_receiver.py listen on loopback too.
+        "POSTROOM_ALLOWED_PRIVATE_WEBHOOK_HOSTS": "127.0.0.0/8,::1",
     }
 )
 ENV.update(os.environ)
