@@ -53,10 +53,10 @@ from database.repositories.messages import rows as messages_repo
 from database.repositories.messages import threads as threads_repo
 from services.classify import mail, rules
 from services.classify.service import verdicts
+from services.events.outcome import Outcome
 from services.events.unit_of_work import Job
 from services.events.workflows import start_message_chains
 from services.nylas.notifications import (
-    Outcome,
     attachment_values,
     folder_role,
     message_values,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -30,10 +30,10 @@ from database.repositories.events import workflows as workflows_repo
 from services.errors import PermissionDenied, PostroomError
 from services.events import dead_letters
 from services.events.dead_letters import shown_message
+from services.events.outcome import Outcome
 from services.events.unit_of_work import Job
 from services.imap.slots import AccountBusy
 from services.nylas.budget import NylasHeldOff
-from services.nylas.notifications import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
 from worker.lease import kept_claim
@@ -72,7 +72,9 @@ class Decision:
     result: dict[str, Any]
     countdown: float | None = None
     error: BaseException | None = None
-    publish: Job | None = None  # "next": the next part or step, published after the commit
+    # Published after the commit, never after a rollback: the next part or step ("next") and
+    # the task messages of events the work inserted (Outcome.publish).
+    publish: list[Job] = field(default_factory=list)
 
 
 def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
@@ -214,7 +216,7 @@ async def _record(
             raise LostClaim(f"event {event.id} was taken over by another run")
         log.info("event_continued", next_task_id=next_id)
         job = Job(task_name, event.id, next_id, kwargs, event.request_id)
-        return Decision("next", outcome.result, publish=job)
+        return Decision("next", outcome.result, publish=[*outcome.publish, job])
     steps.ended(outcome.status, result=outcome.result)
     following = steps.next if outcome.status == EventStatus.succeeded else None
     if following is not None:  # hand the event on to the next step's task
@@ -232,7 +234,7 @@ async def _record(
         if not owned:
             raise LostClaim(f"event {event.id} was taken over by another run")
         job = Job(following["task"], event.id, next_id, kwargs, event.request_id)
-        return Decision("next", outcome.result, publish=job)
+        return Decision("next", outcome.result, publish=[*outcome.publish, job])
     steps.finish_all()
     result = steps.summary(outcome.result)
     owned = await steps.save(session, event=event, task_id=task_id) and await events_repo.finish(
@@ -247,7 +249,7 @@ async def _record(
     )
     if not owned:
         raise LostClaim(f"event {event.id} was taken over by another run")
-    return Decision("done", result)
+    return Decision("done", result, publish=list(outcome.publish))
 
 
 def slot_wait_s() -> float:
@@ -380,8 +382,9 @@ def run_task(
             stored=step,
         )
     )
-    if decision.publish is not None:  # after the commit; a lost publish: the outbox sweeper
-        publish_all(task.app, [decision.publish])
+    # Only what committed: a rollback (a lost claim, a failure) left its Decision nothing to
+    # publish. A publish lost after the commit is the outbox sweeper's to repeat.
+    publish_all(task.app, decision.publish)
     if decision.kind == "retry":
         raise task.retry(countdown=decision.countdown, exc=decision.error, max_retries=None)
     if decision.kind == "dead":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -15,6 +14,7 @@ from database.repositories.accounts import access as accounts_repo
 from database.repositories.messages import rows as messages_repo
 from database.repositories.messages import threads as threads_repo
 from services.errors import ProviderTemporaryError, ValidationFailed
+from services.events.outcome import Outcome
 from services.events.webhooks import base_type, type_suffixes
 from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
@@ -22,44 +22,6 @@ from services.nylas.coalesce import Notification
 
 class MessageFetcher(Protocol):
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]: ...
-
-
-@dataclass
-class Outcome:
-    """How an event ended: `succeeded` with a result, or `ignored` with the reason."""
-
-    status: str
-    result: dict[str, Any] = field(default_factory=dict)
-    reason: str | None = None
-    tenant_id: uuid.UUID | None = None
-    account_id: uuid.UUID | None = None
-    # Ids of messages created or changed, for the classify chain.
-    message_ids: list[uuid.UUID] = field(default_factory=list)
-
-    @classmethod
-    def ignored(cls, reason: str, account: Account | None = None) -> Outcome:
-        return cls(
-            status="ignored",
-            reason=reason,
-            result={"status": "ignored", "reason": reason},
-            tenant_id=account.tenant_id if account else None,
-            account_id=account.id if account else None,
-        )
-
-    @classmethod
-    def stored(cls, message_id: uuid.UUID, inserted: bool, account: Account) -> Outcome:
-        """A message stored from a notification: new, or an update of the row we had."""
-        return cls(
-            status="succeeded",
-            result={
-                "status": "success",
-                "message_id": str(message_id),
-                "action": "created" if inserted else "updated",
-            },
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            message_ids=[message_id],
-        )
 
 
 FOLDER_ROLES = {

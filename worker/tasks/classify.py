@@ -16,7 +16,7 @@ from services.accounts import access as mail_accounts
 from services.classify import rules
 from services.classify.service import classify_message
 from services.errors import ValidationFailed
-from services.nylas.notifications import Outcome
+from services.events.outcome import Outcome
 from worker.app import celery_app
 from worker.execution import run_task
 from worker.runtime import runtime

@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, Event
 from database.task_names import TaskName
 from services import metrics
-from services.events.unit_of_work import Job
+from services.events.outcome import Outcome
 from services.events.workflows import start_message_chains
 from services.nylas import coalesce
-from services.nylas.notifications import Outcome, fetch_truncated, process_notification
+from services.nylas.notifications import fetch_truncated, process_notification
 from worker.app import celery_app
 from worker.batch import batchable, process_batch
-from worker.execution import publish_all, run_task
+from worker.execution import run_task
 from worker.inline_chain import classify_and_apply
 from worker.runtime import runtime
 
@@ -26,7 +26,6 @@ log = structlog.get_logger(__name__)
 
 @celery_app.task(name=TaskName.process_event.value, bind=True, max_retries=None)
 def process(self: Task, event_id: str) -> dict[str, Any]:
-    chains: list[Job] = []
     batched: list[str] = []  # the task ids of the messages of events done in this one's batch
 
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
@@ -36,7 +35,8 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
                 session, leader=event, task_id=self.request.id, settings=rt.settings
             )
             if done is not None:
-                outcome, chains[:], batched[:] = done
+                outcome, jobs, batched[:] = done
+                outcome.publish = jobs  # after the engine's commit, never after a rollback
                 return outcome
         # A truncated message is fetched from Nylas before `session` is first used, so no
         # transaction is open while Nylas answers; everything else commits with the event.
@@ -82,7 +82,7 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
                         message_id=m,
                     )
                 ]
-        chains[:] = await start_message_chains(
+        outcome.publish = await start_message_chains(
             session,
             parent=event,
             tenant_id=outcome.tenant_id,
@@ -93,7 +93,6 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         return outcome
 
     result = run_task(self, event_id=event_id, work=work)
-    publish_all(self.app, chains)
     if batched and result.get("batched"):
         metrics.EVENTS_BATCHED.inc(int(result["batched"]))
         revoke_batched(self.app, batched)

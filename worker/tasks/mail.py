@@ -13,15 +13,15 @@ from database.models import Event, Provider
 from database.repositories.events import rows as events_repo
 from database.task_names import TaskName
 from services.accounts.access import account_for_tenant
+from services.events.outcome import Outcome
 from services.events.unit_of_work import Job
 from services.events.workflows import start_account_chain
 from services.imap.sync import Budget, SyncResult, run_sync
 from services.messages.delete import delete_part
-from services.nylas.notifications import Outcome
 from services.parts import add_counts
 from services.pop3.sync import run_pop3_sync
 from worker.app import celery_app
-from worker.execution import CONTINUED, publish_all, run_task
+from worker.execution import CONTINUED, run_task
 from worker.runtime import runtime
 
 
@@ -101,8 +101,9 @@ def sync_account(
             return Outcome(
                 status=CONTINUED, result=result, tenant_id=tenant, account_id=account_uuid
             )
+        chains: list[Job] = []
         if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
-            chains[:] = await start_account_chain(
+            chains = await start_account_chain(
                 session,
                 parent=event,
                 tenant_id=tenant,
@@ -110,13 +111,16 @@ def sync_account(
                 account_id=account_uuid,
                 stale_after_s=rt.settings.outbox_stale_after_s,
             )
-        return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
+        return Outcome(
+            status="succeeded",
+            result=result,
+            tenant_id=tenant,
+            account_id=account_uuid,
+            publish=chains,
+        )
 
-    chains: list[Job] = []
     # The first step of a workflow chain: the engine hands the event on to the next step.
-    outcome = run_task(self, event_id=event_id, work=work, step=bool(workflow))
-    publish_all(self.app, chains)
-    return outcome
+    return run_task(self, event_id=event_id, work=work, step=bool(workflow))
 
 
 COUNTS = ("new", "updated", "deleted")

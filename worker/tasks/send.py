@@ -18,7 +18,7 @@ from database.models import Event
 from database.repositories.accounts import access as accounts_repo
 from database.task_names import TaskName
 from services.errors import PermissionDenied
-from services.nylas.notifications import Outcome
+from services.events.outcome import Outcome
 from services.outbound.send import load_request, redact_error, send_message
 from worker import policy
 from worker.app import celery_app
