@@ -18,6 +18,7 @@ class TaskName(enum.StrEnum):
     delete = "postroom.mail.delete"
     classify = "postroom.mail.classify"
     apply_rules = "postroom.mail.apply_rules"
+    refit_tenant = "postroom.classify.refit_tenant"
     periodic_sync = "postroom.maintenance.periodic_sync"
     sweep_outbox = "postroom.maintenance.sweep_outbox"
     cleanup = "postroom.maintenance.cleanup"

@@ -14,9 +14,11 @@ from database.repositories.messages import rows as messages_repo
 from database.task_names import TaskName
 from services.accounts import access as mail_accounts
 from services.classify import rules
-from services.classify.service import classify_message
+from services.classify.service import classify_message, refit_job
+from services.classify.tenant import refit_when_due
 from services.errors import ValidationFailed
 from services.events.outcome import Outcome
+from worker import dispatch
 from worker.app import celery_app
 from worker.execution import run_task
 from worker.runtime import runtime
@@ -171,3 +173,15 @@ def apply_rules(
     **extra: Any,
 ) -> dict[str, Any]:
     return _run_step(self, tenant_id, user_id, event_id, message_id, extra)
+
+
+@celery_app.task(name=TaskName.refit_tenant.value, bind=True, max_retries=0)
+def refit_tenant(self: Task, tenant_id: str) -> dict[str, Any]:
+    """Refit a tenant's model after its labels changed (tenant.refit_when_due): not
+    event-backed, never retried; changes too few and too recent ask again when due."""
+    rt = runtime()
+    tenant = uuid.UUID(tenant_id)
+    done = rt.run(refit_when_due(rt.db, tenant_id=tenant))
+    if done.status == "later" and done.later_s is not None:
+        dispatch.publish(self.app, **refit_job(tenant).fields(), countdown=done.later_s)
+    return {"status": done.status, "generation": done.generation, "later_s": done.later_s}
