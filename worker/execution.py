@@ -25,12 +25,11 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
-from database.repositories.events import rows as events_repo
-from database.repositories.events import workflows as workflows_repo
+from database.repositories.events import lifecycle
 from services.errors import PermissionDenied, PostroomError
 from services.events import dead_letters
 from services.events.dead_letters import shown_message
-from services.events.outcome import Outcome
+from services.events.outcome import CONTINUED, Outcome
 from services.events.unit_of_work import Job
 from services.imap.slots import AccountBusy
 from services.nylas.budget import NylasHeldOff
@@ -46,11 +45,6 @@ log = structlog.get_logger(__name__)
 # The work of one attempt, in the transaction that also records its outcome. The third
 # argument is the workflow step being run ("" for a task that is not a workflow step).
 Work = Callable[[AsyncSession, Event, str], Awaitable[Outcome]]
-
-# The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
-# its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
-# handed to the next part's task id (events_repo.continue_with), which the caller publishes.
-CONTINUED = "continued"
 
 
 def continuation_id(event_id: uuid.UUID) -> str:
@@ -122,7 +116,7 @@ async def execute(
     lease = settings.claim_lease_s
     try:
         async with rt.db.transaction() as session:
-            event = await events_repo.claim(
+            event = await lifecycle.claim(
                 session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
             )
             steps = (
@@ -204,7 +198,7 @@ async def _record(
         next_id = continuation_id(event.id)
         owned = await steps.save(
             session, event=event, task_id=task_id
-        ) and await events_repo.continue_with(
+        ) and await lifecycle.continue_with(
             session,
             event=event,
             task_id=task_id,
@@ -221,7 +215,7 @@ async def _record(
     following = steps.next if outcome.status == EventStatus.succeeded else None
     if following is not None:  # hand the event on to the next step's task
         next_id = f"{event.id}.{following['name']}.{uuid.uuid4().hex[:8]}"
-        owned = await workflows_repo.hand_on(
+        owned = await lifecycle.hand_on(
             session,
             event=event,
             task_id=task_id,
@@ -237,7 +231,7 @@ async def _record(
         return Decision("next", outcome.result, publish=[*outcome.publish, job])
     steps.finish_all()
     result = steps.summary(outcome.result)
-    owned = await steps.save(session, event=event, task_id=task_id) and await events_repo.finish(
+    owned = await steps.save(session, event=event, task_id=task_id) and await lifecycle.finish(
         session,
         event=event,
         task_id=task_id,
@@ -297,7 +291,7 @@ async def _fail(
         try:
             async with rt.db.transaction() as session:
                 await steps.save(session, event=event, task_id=task_id)
-                await events_repo.finish(
+                await lifecycle.finish(
                     session,
                     event=event,
                     task_id=task_id,
@@ -308,7 +302,7 @@ async def _fail(
                     account_id=event.account_id,
                 )
                 if busy:
-                    await events_repo.uncount_attempt(session, event_id=event.id)
+                    await lifecycle.uncount_attempt(session, event_id=event.id)
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
         return Decision("retry", {}, countdown=countdown, error=exc)
@@ -329,7 +323,7 @@ async def _fail(
             step=steps.name if steps.stored else None,
         )
         await steps.save(session, event=event, task_id=task_id)
-        await events_repo.finish(
+        await lifecycle.finish(
             session,
             event=event,
             task_id=task_id,

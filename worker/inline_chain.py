@@ -18,26 +18,24 @@ so the run's steps, attempts, retries and dead letters are exactly what they wer
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from database.models import Account, Event, EventStatus
 from database.repositories import classifier as classify_repo
 from database.repositories import rules as rules_repo
-from database.repositories.chunks import chunked, width
+from database.repositories.events import lifecycle
+from database.repositories.events.lifecycle import history_entry
 from database.task_names import TaskName
 from services.classify import rules
 from services.classify.service import doc_for, verdict
 from settings import Settings
+from worker.workflows import Steps
 
 log = structlog.get_logger(__name__)
-_t = Event.__table__  # type: ignore[attr-defined]
 # Rule actions that only write to this database.
 LOCAL_ACTIONS = frozenset({"label"})
 
@@ -153,37 +151,12 @@ def finished_run(
         "user_id": str(account.user_id),
         "workflow": "classify-message",
     }
-    steps = [
-        {
-            "name": "classify",
-            "task": TaskName.classify.value,
-            "state": "succeeded",
-            "attempts": 1,
-            "task_id": classify_id,
-            "error": None,
-            "result": classified,
-        },
-        {
-            "name": "apply_rules",
-            "task": TaskName.apply_rules.value,
-            "state": "succeeded",
-            "attempts": 1,
-            "task_id": rules_id,
-            "error": None,
-            "result": outcome,
-        },
-    ]
-    states = {s["name"]: s["state"] for s in steps}
-    at = datetime.now(UTC).isoformat()
+    run = Steps.ran_inline(
+        "classify-message",
+        {"classify": (classify_id, classified), "apply_rules": (rules_id, outcome)},
+    )
     history = [
-        {
-            "task_id": tid,
-            "started_at": at,
-            "finished_at": at,
-            "duration_ms": None,
-            "outcome": EventStatus.succeeded.value,
-            "error": None,
-        }
+        history_entry(task_id=tid, outcome=EventStatus.succeeded, at_once=True)
         for tid in (classify_id, rules_id)
     ]
     return {
@@ -202,24 +175,13 @@ def finished_run(
         "task_ids": [classify_id, rules_id],
         "current_task_id": rules_id,
         "history": history,
-        "steps": steps,
-        "result": {**outcome, "steps": states},
+        "steps": run.steps,
+        "result": run.summary(outcome),
         "request_id": parent.request_id,
         "publish_count": 0,
     }
 
 
 async def insert_finished_runs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert finished runs (finished_run): one statement, the rows as its executemany
-    parameters (sent as multi-row INSERTs from one cached compilation)."""
-    if not rows:
-        return
-    now = sa.func.now()
-    stmt = (
-        insert(_t)
-        .values(received_at=now, started_at=now, finished_at=now, updated_at=now)
-        # A redelivered notification's second run finds the first's row and starts nothing.
-        .on_conflict_do_nothing(index_elements=["source", "external_id"])
-    )
-    for part in chunked(rows, width(rows) + 4):
-        await session.execute(stmt, list(part))
+    """Insert finished runs (finished_run): one statement (lifecycle.insert_finished)."""
+    await lifecycle.insert_finished(session, rows)

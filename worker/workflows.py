@@ -24,37 +24,51 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories.events import workflows as repo
+from database.repositories.events import lifecycle as repo
+from database.repositories.events.lifecycle import Step, StepState
 from services.events.workflows import STEP_TASKS, steps_of
 
 # A step found in one of these states when its run is claimed was replayed by a person: its
 # retry budget starts again from there (as an event's does from its `replayed` history entry).
-ENDED = ("dead", "failed")
+ENDED = (StepState.dead, StepState.failed)
 
 
-def plan_for(event: Event, task_name: str) -> list[dict[str, Any]]:
+def new_plan(workflow: str | None, task_name: str) -> list[Step]:
+    """A run's steps before its first step runs: its workflow's plan, or the task alone."""
+    return [
+        Step(name=n, task=STEP_TASKS[n], state=StepState.pending, attempts=0)
+        for n in steps_of(workflow, task_name)
+    ]
+
+
+def plan_for(event: Event, task_name: str) -> list[Step]:
     """The event's steps, made from its workflow's plan (or the task alone) on first run."""
     if event.steps:
-        return [dict(s) for s in event.steps]
-    names = steps_of((event.task_kwargs or {}).get("workflow"), task_name)
-    return [{"name": n, "task": STEP_TASKS[n], "state": "pending", "attempts": 0} for n in names]
+        return [Step(**s) for s in event.steps]  # type: ignore[typeddict-item]
+    return new_plan((event.task_kwargs or {}).get("workflow"), task_name)
 
 
-def _current(steps: list[dict[str, Any]]) -> int:
+def _current(steps: list[Step]) -> int:
     """The first step not done; a replay of a finished run runs the whole plan again."""
     for i, step in enumerate(steps):
-        if step["state"] != "succeeded":
+        if step["state"] != StepState.succeeded:
             return i
     for step in steps:
-        step.update(state="pending", attempts_before=int(step.get("attempts", 0)))
+        step["state"], step["attempts_before"] = StepState.pending, int(step.get("attempts", 0))
     return 0
+
+
+def _start(step: Step, *, task_id: str, attempts: int) -> None:
+    """A step's run begins: running, its attempts so far, under this task id."""
+    step["state"], step["attempts"] = StepState.running, attempts
+    step["task_id"], step["error"] = task_id, None
 
 
 @dataclass
 class Steps:
     """The plan of one run and the step it is on; `stored` plans live in the event's `steps`."""
 
-    steps: list[dict[str, Any]]
+    steps: list[Step]
     i: int
     stored: bool
 
@@ -64,19 +78,31 @@ class Steps:
     ) -> Steps:
         """In the claim's transaction: the step this run is, marked running (one attempt more)."""
         if not stored:
-            return cls([{"name": "", "task": task_name, "state": "running"}], 0, False)
+            return cls([Step(name="", task=task_name, state=StepState.running)], 0, False)
         steps = plan_for(event, task_name)
         i = _current(steps)
         step = steps[i]
         attempts = int(step.get("attempts", 0))
         if step["state"] in ENDED:
             step["attempts_before"] = attempts
-        step.update(state="running", attempts=attempts + 1, task_id=task_id, error=None)
+        _start(step, task_id=task_id, attempts=attempts + 1)
         await repo.set_steps(session, event_id=event.id, task_id=task_id, steps=steps)
         return cls(steps, i, True)
 
+    @classmethod
+    def ran_inline(cls, workflow: str, runs: dict[str, tuple[str, dict[str, Any]]]) -> Steps:
+        """A stored plan whose every step succeeded at its first attempt inside another
+        transaction (worker.inline_chain): `runs` maps each step to (task id, result)."""
+        done = cls(new_plan(workflow, ""), 0, True)
+        for i, step in enumerate(done.steps):
+            task_id, result = runs[step["name"]]
+            done.i = i
+            _start(step, task_id=task_id, attempts=1)
+            done.ended(StepState.succeeded, result=result)
+        return done
+
     @property
-    def current(self) -> dict[str, Any]:
+    def current(self) -> Step:
         return self.steps[self.i]
 
     @property
@@ -84,7 +110,7 @@ class Steps:
         return str(self.current["name"])
 
     @property
-    def next(self) -> dict[str, Any] | None:
+    def next(self) -> Step | None:
         """The step to hand the event on to, or None when this is the last one."""
         return self.steps[self.i + 1] if self.i + 1 < len(self.steps) else None
 
@@ -106,7 +132,8 @@ class Steps:
     def part_done(self) -> None:
         """A bounded part of the step ended (worker.execution CONTINUED): not an attempt."""
         if self.stored:
-            self.current.update(state="running", attempts=int(self.current["attempts"]) - 1)
+            step = self.current
+            step["state"], step["attempts"] = StepState.running, int(step.get("attempts", 0)) - 1
 
     def ended(
         self, state: str, *, result: dict[str, Any] | None = None, error: str | None = None
@@ -120,12 +147,12 @@ class Steps:
     def uncount(self) -> None:
         """The attempt only waited for an IMAP slot (AccountBusy): it does not count."""
         if self.stored:
-            self.current["attempts"] = int(self.current["attempts"]) - 1
+            self.current["attempts"] = int(self.current.get("attempts", 0)) - 1
 
     def finish_all(self) -> None:
         """The run ends with this step: the steps after it will not run."""
         for later in self.steps[self.i + 1 :]:
-            later["state"] = "skipped"
+            later["state"] = StepState.skipped
 
     def summary(self, result: dict[str, Any]) -> dict[str, Any]:
         """A run's result: a plan of several steps adds every step's state."""

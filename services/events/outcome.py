@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from services.events.unit_of_work import Job
 
 
+# The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
+# its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
+# handed to the next part's task id (lifecycle.continue_with), which the engine publishes.
+CONTINUED = "continued"
+
+
 @dataclass
 class Outcome:
     """How an event ended: `succeeded` with a result, or `ignored` with the reason."""

@@ -22,45 +22,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventSource
+from database.repositories.events import batch as waiting_repo
+from database.repositories.events import lifecycle
 from services.events.webhooks import base_type
 
 COALESCED_TYPES = frozenset({"message.updated"})
-
-# Waiting notifications about the same object and grant, locked so no worker claims them
-# meanwhile; SKIP LOCKED leaves any that another coalescing worker holds to that worker.
-# The first condition is what ix_event_nylas_object_waiting indexes.
-_SIBLINGS = sa.text(
-    """
-SELECT id, type, payload, received_at FROM event
-WHERE (payload #>> '{data,object,id}') = :object_id
-  AND source = 'nylas' AND status IN ('received', 'queued', 'retrying')
-  AND id <> :event_id
-  AND (type = 'message.updated' OR type LIKE 'message.updated.%')
-  AND coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}') = :grant_id
-ORDER BY received_at
-LIMIT :limit
-FOR UPDATE SKIP LOCKED
-"""
-)
-
-_MARK = sa.text(
-    """
-UPDATE event SET
-  status = 'succeeded',
-  result = jsonb_build_object('status', 'coalesced', 'coalesced_into', CAST(:into AS text)),
-  tenant_id = coalesce(CAST(:tenant_id AS uuid), tenant_id),
-  account_id = coalesce(CAST(:account_id AS uuid), account_id),
-  history = history || jsonb_build_array(jsonb_build_object(
-      'task_id', NULL, 'started_at', NULL, 'finished_at', now(), 'duration_ms', NULL,
-      'outcome', 'coalesced', 'error', NULL)),
-  due_at = NULL, finished_at = now(), updated_at = now()
-WHERE id = ANY(:ids) AND status IN ('received', 'queued', 'retrying')
-"""
-)
 
 # One claim locks at most this many siblings: a pathological flood on one message is then
 # worked off in groups instead of one huge lock set.
@@ -107,12 +76,9 @@ async def take_group(session: AsyncSession, event: Event) -> Group:
     key = _key(event.payload) if event.source == EventSource.nylas else None
     if key is None or base_type(event.type) not in COALESCED_TYPES:
         return Group(applied=own, coalesced=[])
-    rows = (
-        await session.execute(
-            _SIBLINGS,
-            {"object_id": key[1], "grant_id": key[0], "event_id": event.id, "limit": MAX_SIBLINGS},
-        )
-    ).all()
+    rows = await waiting_repo.take_updated_siblings(
+        session, grant_id=key[0], object_id=key[1], event_id=event.id, limit=MAX_SIBLINGS
+    )
     if not rows:
         return Group(applied=own, coalesced=[])
     # Newest state: Nylas `time` first (it is the message's version), then arrival order.
@@ -135,14 +101,8 @@ async def finish_group(
     """End the siblings `coalesced` into `event`, in the transaction of the work it did."""
     if not group.coalesced:
         return
-    await session.execute(
-        _MARK,
-        {
-            "ids": group.coalesced,
-            "into": str(event.id),
-            "tenant_id": str(tenant_id) if tenant_id else None,
-            "account_id": str(account_id) if account_id else None,
-        },
+    await lifecycle.finish_coalesced(
+        session, ids=group.coalesced, into=event.id, tenant_id=tenant_id, account_id=account_id
     )
 
 

@@ -29,9 +29,10 @@ from database.repositories.folders import pop3_state
 from database.repositories.messages import rows as messages_repo
 from services.accounts.access import account_for_tenant, pop3_config
 from services.errors import ValidationFailed
-from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
+from services.sync.budget import Budget
+from services.sync.result import SyncResult
 from settings import Settings
 
 Progress = Callable[[int, int], Awaitable[None]]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
+from database.repositories.events.lifecycle import finish_absorbed
 
 _t = Event.__table__  # type: ignore[attr-defined]
 
@@ -100,31 +100,6 @@ async def take_created_peers(
     ]
 
 
-_FINISH = (
-    sa.update(_t)
-    .where(
-        _t.c.id == sa.bindparam("b_id"),
-        # Literal, not IN (...) with a parameter list, which executemany cannot expand.
-        sa.text("event.status IN ('received', 'queued')"),
-    )
-    .values(
-        status=sa.bindparam("b_status"),
-        result=sa.bindparam("b_result", type_=_t.c.result.type),
-        last_error=sa.bindparam("b_error"),
-        tenant_id=sa.bindparam("b_tenant_id"),
-        account_id=sa.bindparam("b_account_id"),
-        attempts=_t.c.attempts + 1,
-        history=_t.c.history.op("||")(
-            sa.func.jsonb_build_array(sa.bindparam("b_entry", type_=_t.c.history.type))
-        ),
-        started_at=sa.func.now(),
-        finished_at=sa.func.now(),
-        due_at=None,
-        updated_at=sa.func.now(),
-    )
-)
-
-
 async def finish_peers(
     session: AsyncSession,
     *,
@@ -132,29 +107,34 @@ async def finish_peers(
     leader_task_id: str,
     outcomes: list[dict[str, Any]],
 ) -> None:
-    """End the taken notifications (one executemany): each row has id, status, result, error,
-    tenant_id, account_id. Their history says which task did the work, in whose batch."""
-    if not outcomes:
-        return
-    at = datetime.now(UTC).isoformat()
-    params = [
-        {
-            "b_id": o["id"],
-            "b_status": o["status"],
-            "b_result": o["result"],
-            "b_error": o["error"],
-            "b_tenant_id": o["tenant_id"],
-            "b_account_id": o["account_id"],
-            "b_entry": {
-                "task_id": leader_task_id,
-                "started_at": at,
-                "finished_at": at,
-                "duration_ms": None,
-                "outcome": o["status"],
-                "error": o["error"],
-                "batched_into": str(leader_id),
-            },
-        }
-        for o in outcomes
-    ]
-    await session.execute(_FINISH, params)
+    """End the taken notifications in the leader's transaction (lifecycle.finish_absorbed)."""
+    await finish_absorbed(
+        session, leader_id=leader_id, leader_task_id=leader_task_id, outcomes=outcomes
+    )
+
+
+# Waiting notifications about the same object and grant, locked so no worker claims them
+# meanwhile; SKIP LOCKED leaves any that another coalescing worker holds to that worker.
+# The first condition is what ix_event_nylas_object_waiting indexes.
+_SIBLINGS = sa.text(
+    """
+SELECT id, type, payload, received_at FROM event
+WHERE (payload #>> '{data,object,id}') = :object_id
+  AND source = 'nylas' AND status IN ('received', 'queued', 'retrying')
+  AND id <> :event_id
+  AND (type = 'message.updated' OR type LIKE 'message.updated.%')
+  AND coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}') = :grant_id
+ORDER BY received_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+
+async def take_updated_siblings(
+    session: AsyncSession, *, grant_id: str, object_id: str, event_id: uuid.UUID, limit: int
+) -> list[Any]:
+    """Lock the waiting message.updated notifications about one message of a grant, other than
+    `event_id`, oldest first: (id, type, payload, received_at) rows (services.nylas.coalesce)."""
+    params = {"object_id": object_id, "grant_id": grant_id, "event_id": event_id, "limit": limit}
+    return list((await session.execute(_SIBLINGS, params)).all())
