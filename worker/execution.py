@@ -27,9 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Event, EventStatus
 from database.repositories.events import lifecycle
 from services.errors import PermissionDenied, PostroomError
-from services.events import dead_letters
+from services.events import absorbed, dead_letters
 from services.events.dead_letters import shown_message
 from services.events.outcome import CONTINUED, Outcome
+from services.events.steps import Steps
 from services.events.unit_of_work import Job
 from services.imap.slots import AccountBusy
 from services.nylas.budget import NylasHeldOff
@@ -38,7 +39,6 @@ from worker.config import route_for
 from worker.lease import kept_claim
 from worker.observability import request_id_of
 from worker.runtime import Runtime, runtime
-from worker.workflows import Steps
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +143,38 @@ async def execute(
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
         **({"step": steps.name} if stored else {}),
     )
+    # Other waiting events the work takes on (absorbed.absorb: a batch, coalesced siblings)
+    # keep their lease with this claim's and are given back when the work ends, whichever
+    # way, for whatever it did not finish; their task messages go out with this decision's.
+    with absorbed.attempt() as scope:
+        decision = await _attempt(
+            rt,
+            event=event,
+            steps=steps,
+            scope=scope,
+            task_name=task_name,
+            task_id=task_id,
+            args=args,
+            kwargs=kwargs,
+            work=work,
+        )
+    decision.publish += scope.released
+    return decision
+
+
+async def _attempt(
+    rt: Runtime,
+    *,
+    event: Event,
+    steps: Steps,
+    scope: absorbed.Scope,
+    task_name: str,
+    task_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    work: Work,
+) -> Decision:
+    """The claimed attempt: the work and its outcome in one transaction, or its failure."""
     # Past the budget without a recorded failure: every attempt before this one died with its
     # worker (killed, out of memory). Running it again would only kill the next worker.
     died = steps.retries_used(event, retries_used(event)) - route_for(task_name).max_retries
@@ -154,14 +186,18 @@ async def execute(
                 "it is not run again."
             )
         check_tenant(event, kwargs)
-        async with (
-            kept_claim(rt, event_id=event.id, task_id=task_id),
-            rt.db.transaction() as session,
-        ):
-            outcome = await work(session, event, steps.name)
-            if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
-                structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
-            decision = await _record(rt, session, event, steps, task_name, task_id, outcome)
+        try:
+            async with (
+                kept_claim(rt, event_id=event.id, task_id=task_id, absorbed=scope.held),
+                rt.db.transaction() as session,
+            ):
+                outcome = await work(session, event, steps.name)
+                if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
+                    structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
+                decision = await _record(rt, session, event, steps, task_name, task_id, outcome)
+        finally:
+            if scope.held:
+                await _give_back(rt, scope.held)
         log.info("event_finished", status=outcome.status, reason=outcome.reason, kind=decision.kind)
         return decision
     except LostClaim:
@@ -177,6 +213,18 @@ async def execute(
             kwargs=kwargs,
             exc=exc,
         )
+
+
+async def _give_back(rt: Runtime, held: list[absorbed.Absorbed]) -> None:
+    """Absorbed events the work did not finish go back to the queue (best effort: their
+    lease runs out otherwise, and the outbox sweeper publishes them then)."""
+    try:
+        back = await absorbed.release(rt.db, held, stale_after_s=rt.settings.outbox_stale_after_s)
+    except Exception as exc:
+        log.warning("absorbed_not_released", error=type(exc).__name__)
+        return
+    if back:
+        log.info("absorbed_released", events=back)
 
 
 async def _record(

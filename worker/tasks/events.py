@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.models import Account, Event
 from database.task_names import TaskName
 from services import metrics
+from services.classify.inline import classify_and_apply
 from services.events.outcome import Outcome
 from services.events.workflows import start_message_chains
 from services.nylas import coalesce
@@ -18,7 +19,6 @@ from services.nylas.notifications import fetch_truncated, process_notification
 from worker.app import celery_app
 from worker.batch import batchable, process_batch
 from worker.execution import run_task
-from worker.inline_chain import classify_and_apply
 from worker.runtime import runtime
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,7 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         rt = runtime()
         if batchable(event):  # with the grant's other waiting message.created (worker.batch)
             done = await process_batch(
-                session, leader=event, task_id=self.request.id, settings=rt.settings
+                session, leader=event, task_id=self.request.id, settings=rt.settings, db=rt.db
             )
             if done is not None:
                 outcome, jobs, batched[:] = done
@@ -42,12 +42,12 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         # transaction is open while Nylas answers; everything else commits with the event.
         fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)
         # Waiting message.updated siblings: apply the newest state once, for all of them.
-        group = await coalesce.take_group(session, event)
+        group = await coalesce.take_group(rt.db, event, lease_s=rt.settings.claim_lease_s)
         applied = group.applied
         if fetched is None and applied.id != event.id:
             # Rare: a newer sibling left its body out where this one did not. Fetched by the
-            # message's id, Nylas answers its current state, newer than every sibling; this one
-            # fetch runs inside the transaction that holds the siblings.
+            # message's id, Nylas answers its current state, newer than every sibling; the
+            # siblings are absorbed (no lock held), and `session` is still unused here.
             fetched = await fetch_truncated(rt.db, event=applied, nylas=rt.nylas)
         try:
             outcome = await process_notification(
@@ -67,7 +67,7 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
         new = outcome.message_ids if outcome.result.get("action") == "created" else []
         if new and outcome.tenant_id is not None and outcome.account_id is not None:
             # Classified and ruled in this transaction when every matching rule is local
-            # (worker.inline_chain): one task a message instead of three. The rest start the
+            # (services.classify.inline): one task a message instead of three. The rest start the
             # classify-message run through the step tasks, as before.
             account = await session.get(Account, outcome.account_id)
             if account is not None and account.tenant_id == outcome.tenant_id:
@@ -75,11 +75,7 @@ def process(self: Task, event_id: str) -> dict[str, Any]:
                     m
                     for m in new
                     if not await classify_and_apply(
-                        session,
-                        settings=runtime().settings,
-                        parent=event,
-                        account=account,
-                        message_id=m,
+                        session, parent=event, account=account, message_id=m
                     )
                 ]
         outcome.publish = await start_message_chains(

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from database.models import Event, EventStatus
 from database.repositories.chunks import chunked, width
 
 _t = Event.__table__  # type: ignore[attr-defined]
 _now = sa.func.now()
+Executor = AsyncSession | AsyncConnection
 
 UNFINISHED = (
     EventStatus.received,
@@ -38,6 +40,19 @@ UNFINISHED = (
 
 def _interval(seconds: float) -> Any:
     return sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def _republished(stale_after_s: float) -> dict[str, Any]:
+    """An event handed to a new task message: "<event id>.<n>" (unique, readable in Flower),
+    with the lease of a queued event."""
+    new_task_id = sa.cast(_t.c.id, sa.String) + "." + sa.cast(_t.c.publish_count + 1, sa.String)
+    return {
+        "current_task_id": new_task_id,
+        "task_ids": _t.c.task_ids.op("||")(sa.func.jsonb_build_array(new_task_id)),
+        "publish_count": _t.c.publish_count + 1,
+        "due_at": _now + _interval(stale_after_s),
+        "updated_at": _now,
+    }
 
 
 def _append(column: Any, item: Any) -> Any:
@@ -285,8 +300,6 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    # Task ids of re-publishes are "<event id>.<n>": unique, and readable in Flower.
-    new_task_id = sa.cast(_t.c.id, sa.String) + "." + sa.cast(_t.c.publish_count + 1, sa.String)
     stmt = (
         sa.update(_t)
         .where(_t.c.id.in_(due))
@@ -302,11 +315,7 @@ async def take_due(session: AsyncSession, *, limit: int, stale_after_s: float) -
                 (_t.c.status == EventStatus.processing, EventStatus.queued),
                 else_=_t.c.status,
             ),
-            current_task_id=new_task_id,
-            task_ids=_t.c.task_ids.op("||")(sa.func.jsonb_build_array(new_task_id)),
-            publish_count=_t.c.publish_count + 1,
-            due_at=_now + _interval(stale_after_s),
-            updated_at=_now,
+            **_republished(stale_after_s),
         )
         .returning(*_t.c)
     )
@@ -465,8 +474,9 @@ _FINISH = (
     sa.update(_t)
     .where(
         _t.c.id == sa.bindparam("b_id"),
-        # Literal, not IN (...) with a parameter list, which executemany cannot expand.
-        sa.text("event.status IN ('received', 'queued')"),
+        # Only while still absorbed by this run (absorb): a takeover claim moves started_at.
+        _t.c.status == EventStatus.processing,
+        _t.c.started_at == sa.bindparam("b_absorbed_at"),
     )
     .values(
         status=sa.bindparam("b_status"),
@@ -474,11 +484,9 @@ _FINISH = (
         last_error=sa.bindparam("b_error"),
         tenant_id=sa.bindparam("b_tenant_id"),
         account_id=sa.bindparam("b_account_id"),
-        attempts=_t.c.attempts + 1,
         history=_t.c.history.op("||")(
             sa.func.jsonb_build_array(sa.bindparam("b_entry", type_=_t.c.history.type))
         ),
-        started_at=sa.func.now(),
         finished_at=sa.func.now(),
         due_at=None,
         updated_at=sa.func.now(),
@@ -486,21 +494,110 @@ _FINISH = (
 )
 
 
+async def absorb(
+    session: AsyncSession,
+    *,
+    leader: Event,
+    ids: Sequence[uuid.UUID],
+    lease_s: float,
+    count_attempt: bool,
+    statuses: Sequence[EventStatus] = (EventStatus.received, EventStatus.queued),
+) -> tuple[datetime | None, list[Any]]:
+    """Take waiting events whose work `leader`'s run will do in its own transaction, by status
+    and lease like every claim: they become `processing` with a lease (their own task
+    messages' claims then find them taken), started at one time that is this absorption's
+    token (`absorbed_at`): finish_absorbed, finish_coalesced, renew_absorbed and
+    release_absorbed touch them only while it still stands, and a claim that takes one over
+    after its lease ran out (a dead leader) moves it. Commit this before the work: no row lock
+    is held across it. `count_attempt`: the absorption counts as one of their attempts (a
+    batch takes only events never tried, so one that was in a failed batch is never batched
+    again). (absorbed_at, the taken rows); rows another run holds or took are skipped."""
+    if not ids:
+        return None, []
+    free = (
+        sa.select(_t.c.id)
+        .where(_t.c.id.in_(list(ids)), _t.c.status.in_(list(statuses)), _t.c.id != leader.id)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    values: dict[str, Any] = {
+        "status": EventStatus.processing,
+        "started_at": _now,
+        "due_at": _now + _interval(lease_s),
+        "updated_at": _now,
+    }
+    if count_attempt:
+        values["attempts"] = _t.c.attempts + 1
+    stmt = sa.update(_t).where(_t.c.id.in_(free)).values(**values).returning(*_t.c)
+    rows = list((await session.execute(stmt)).mappings().all())
+    return (rows[0]["started_at"] if rows else None), rows
+
+
+async def renew_absorbed(
+    session: Executor, *, ids: Sequence[uuid.UUID], absorbed_at: datetime, lease_s: float
+) -> None:
+    """Push the lease of events this run absorbed, while it works (worker.lease)."""
+    await session.execute(
+        sa.update(_t).where(*_absorbed(ids, absorbed_at)).values(due_at=_now + _interval(lease_s))
+    )
+
+
+async def release_absorbed(
+    session: AsyncSession,
+    *,
+    ids: Sequence[uuid.UUID],
+    absorbed_at: datetime,
+    stale_after_s: float,
+) -> list[Event]:
+    """Give back absorbed events whose work was not done (a failed batch, a failed or lost
+    leader, one left out): `queued` under a new task id, as the outbox sweeper re-queues a
+    dead claim (take_due), for the caller to publish after this commits (their own task
+    messages may have been refused while they were absorbed). Finished ones and ones taken
+    over are left alone."""
+    stmt = (
+        sa.update(_t)
+        .where(*_absorbed(ids, absorbed_at))
+        .values(status=EventStatus.queued, **_republished(stale_after_s))
+        .returning(*_t.c)
+    )
+    return [Event(**r) for r in (await session.execute(stmt)).mappings().all()]
+
+
+async def still_absorbed(
+    session: AsyncSession, *, ids: Sequence[uuid.UUID], absorbed_at: datetime
+) -> set[uuid.UUID]:
+    """Which of them this absorption still holds, locked until the caller's transaction ends:
+    what the work ends at its close (finish_absorbed, finish_coalesced)."""
+    stmt = sa.select(_t.c.id).where(*_absorbed(ids, absorbed_at)).with_for_update()
+    return set((await session.execute(stmt)).scalars())
+
+
+def _absorbed(ids: Sequence[uuid.UUID], absorbed_at: datetime) -> list[Any]:
+    return [
+        _t.c.id.in_(list(ids)),
+        _t.c.status == EventStatus.processing,
+        _t.c.started_at == absorbed_at,
+    ]
+
+
 async def finish_absorbed(
     session: AsyncSession,
     *,
     leader_id: uuid.UUID,
     leader_task_id: str,
+    absorbed_at: datetime,
     outcomes: list[dict[str, Any]],
 ) -> None:
     """End events whose work `leader_id`'s run did in its own transaction (a batch of
     message.created, worker.batch), in that transaction: one executemany; each row has id,
     status, result, error, tenant_id, account_id. Their history says which task did the work,
-    in whose batch. Only events still waiting (received, queued) change."""
+    in whose batch. Only events still absorbed (absorb) change: the caller checked which
+    with still_absorbed."""
     if not outcomes:
         return
     params = [
         {
+            "b_absorbed_at": absorbed_at,
             "b_id": o["id"],
             "b_status": o["status"],
             "b_result": o["result"],
@@ -545,7 +642,7 @@ UPDATE event SET
   account_id = coalesce(CAST(:account_id AS uuid), account_id),
   history = history || jsonb_build_array(CAST(:entry AS jsonb)),
   due_at = NULL, finished_at = now(), updated_at = now()
-WHERE id = ANY(:ids) AND status IN ('received', 'queued', 'retrying')
+WHERE id = ANY(:ids) AND status = 'processing' AND started_at = :absorbed_at
 """
 ).bindparams(sa.bindparam("entry", type_=_t.c.history.type))
 
@@ -555,11 +652,12 @@ async def finish_coalesced(
     *,
     ids: list[uuid.UUID],
     into: uuid.UUID,
+    absorbed_at: datetime,
     tenant_id: uuid.UUID | None,
     account_id: uuid.UUID | None,
 ) -> None:
-    """End waiting notifications whose newest state `into`'s run applied (services.nylas.
-    coalesce), in the transaction of that work."""
+    """End notifications `into`'s run absorbed and whose newest state it applied (services.
+    nylas.coalesce), in the transaction of that work."""
     if not ids:
         return
     await session.execute(
@@ -567,6 +665,7 @@ async def finish_coalesced(
         {
             "ids": ids,
             "into": str(into),
+            "absorbed_at": absorbed_at,
             "tenant_id": str(tenant_id) if tenant_id else None,
             "account_id": str(account_id) if account_id else None,
             "entry": history_entry(task_id=None, outcome="coalesced"),
