@@ -6,7 +6,7 @@ the statements and most of the transactions of a webhook's message (docs/benchma
 drain"). When every rule that matches is local (a label), nothing in the run talks to the
 outside world, so it runs in the same transaction as the message itself, in a single commit:
 the message, its verdict, its labels and the finished run's event row commit together or not
-at all. One set-based path for n messages (a batch of webhooks, worker.batch) and for one
+at all. One set-based path for n messages (a batch of webhooks, services.nylas.batch) and for one
 (`classify_and_apply`): a read of the messages, their attachment names, the tenant's model and
 the account's rules, then one verdict-and-labels executemany and one insert of the runs.
 

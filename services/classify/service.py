@@ -80,7 +80,7 @@ async def verdicts(
     model: SpamModel | None = None,
 ) -> list[dict[str, Any]]:
     """verdict() for many mails of one tenant: the same figures, with the tenant's model
-    looked up once for all of them (a batch of webhooks, worker/batch.py)."""
+    looked up once for all of them (a batch of webhooks, services/nylas/batch.py)."""
     model = model or default_model()
     fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
     return [_verdict_of(features.extract(d), model, fitted) for d in docs]

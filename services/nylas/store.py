@@ -2,7 +2,7 @@
 
 One folder upsert, one thread insert, one multi-row message upsert per key set and one
 attachment replace, whatever n is: a webhook's message (store_message), a batch of them
-(worker.batch), a sync page's message and a Nylas send's copy all store through here.
+(services.nylas.batch), a sync page's message and a Nylas send's copy all store through here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""verdicts() (a batch of webhooks, worker/batch.py) gives each mail exactly what verdict()
+"""verdicts() (a batch of webhooks, services/nylas/batch.py) gives each mail exactly what verdict()
 gives it alone, with the tenant's model looked up once for the batch: on real PostgreSQL."""
 
 from __future__ import annotations

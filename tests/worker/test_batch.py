@@ -1,7 +1,7 @@
 """Waiting message.created notifications of one grant are stored, classified and ruled in one
-process task's transaction (worker/batch.py), through the real API app, Redis, PostgreSQL and
-the session's workers: exactly once, nothing lost when one of them is bad or when the worker
-dies mid-batch, and never across tenants."""
+process task's transaction (services/nylas/batch.py), through the real API app, Redis,
+PostgreSQL and the session's workers: exactly once, nothing lost when one of them is bad or
+when the worker dies mid-batch, and never across tenants."""
 
 from __future__ import annotations
 

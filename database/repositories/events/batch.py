@@ -1,5 +1,5 @@
 """Waiting notifications whose work another run takes on: a grant's message.created (a batch,
-worker/batch.py) and one message's message.updated (coalesced, services.nylas.coalesce).
+services/nylas/batch.py) and one message's message.updated (coalesced, services.nylas.coalesce).
 
 Read only: the caller absorbs what it found (lifecycle.absorb, by status and lease like any
 claim) and the lifecycle repository ends them.

@@ -94,7 +94,7 @@ class HistoryEntry(TypedDict):
     duration_ms: float | None
     outcome: str  # an EventStatus, or continued / step_succeeded / replayed / coalesced
     error: str | None
-    batched_into: NotRequired[str]  # done in another event's batch (worker.batch)
+    batched_into: NotRequired[str]  # done in another event's batch (services.nylas.batch)
     attempts_before: NotRequired[int]  # a replay: where the new retry budget starts
 
 
@@ -589,7 +589,7 @@ async def finish_absorbed(
     outcomes: list[dict[str, Any]],
 ) -> None:
     """End events whose work `leader_id`'s run did in its own transaction (a batch of
-    message.created, worker.batch), in that transaction: one executemany; each row has id,
+    message.created, services.nylas.batch), in that transaction: one executemany; each row has id,
     status, result, error, tenant_id, account_id. Their history says which task did the work,
     in whose batch. Only events still absorbed (absorb) change: the caller checked which
     with still_absorbed."""
