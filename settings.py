@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 660
     worker_max_tasks_per_child: int = 1000
     # A process task for a message.created also stores, classifies and rules up to this many
-    # minus one of its grant's other waiting ones, in its transaction (worker/batch.py); 1: off.
+    # minus one of its grant's other waiting ones, in its transaction
+    # (services/nylas/batch.py); 1: off.
     created_batch: int = Field(default=64, ge=1, le=1000)
     retry_base_s: float = 5.0
     retry_factor: float = 2.0

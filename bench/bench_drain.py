@@ -9,8 +9,8 @@ same run: a bare Celery task (bench/drain_floor.py) doing one asyncpg INSERT of 
 with the same 2 children, fed the same notifications straight from the client.
 RSS of every worker child is sampled through the burst. After the last message is done the
 bench also waits until the short lanes hold no task message (`queue empty s`): messages of
-events done in another's batch (worker/batch.py) are revoked and dropped as the workers reach
-them, and the next layout must not inherit them.
+events done in another's batch (services/nylas/batch.py) are revoked and dropped as the
+workers reach them, and the next layout must not inherit them.
 """
 
 from __future__ import annotations

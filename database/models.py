@@ -371,7 +371,7 @@ class Event(SQLModel, table=True):
                 "source = 'nylas' AND status IN ('received', 'queued', 'retrying')"
             ),
         ),
-        # Batched drain (worker/batch.py): a grant's waiting message.created, newest first.
+        # Batched drain (services/nylas/batch.py): a grant's waiting message.created, newest first.
         sa.Index(
             "ix_event_nylas_created_waiting",
             sa.text(

@@ -19,6 +19,7 @@ class TaskName(enum.StrEnum):
     classify = "postroom.mail.classify"
     apply_rules = "postroom.mail.apply_rules"
     generate_thumbnail = "postroom.mail.generate_thumbnail"
+    refit_tenant = "postroom.classify.refit_tenant"
     periodic_sync = "postroom.maintenance.periodic_sync"
     sweep_outbox = "postroom.maintenance.sweep_outbox"
     cleanup = "postroom.maintenance.cleanup"

@@ -10,6 +10,12 @@ Layers, lowest first: `database` (tables and queries), `services` (what postroom
   `worker.app` builds the Celery app and connects the worker's signal receivers, which have
   no business inside the API process.
 - No import cycle among project modules.
+- engine19-tasks-import-no-repositories: a Celery task module (`worker.tasks.*`) imports no
+  `database.repositories` module: a task parses its arguments and calls a service.
+- engine19-lifecycle-writes-only-here: nothing but the lifecycle repository
+  (LIFECYCLE_MODULE) writes an event's `status`, `history` or `steps`: no UPDATE of the event
+  table (SQLAlchemy's update() on `Event.__table__` or `Event`, or an `UPDATE event SET` in
+  SQL text) sets those columns, and no code assigns them on an event object.
 
 Which imports count: every import, at module level, inside a function or under
 `TYPE_CHECKING`, for the layer rules and for cycles alike.
@@ -28,6 +34,7 @@ exit status 1 and one line per violation when a rule is broken.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -45,6 +52,15 @@ FORBIDDEN = {
 }
 # What of `worker` the API may import (and their sub-modules).
 API_MAY_IMPORT = ("worker.dispatch", "worker.config")
+# engine19-tasks-import-no-repositories: these modules import no REPOSITORIES module.
+TASK_MODULES = "worker.tasks"
+REPOSITORIES = "database.repositories"
+# engine19-lifecycle-writes-only-here: the one writer of these event columns.
+LIFECYCLE_MODULE = "database.repositories.events.lifecycle"
+LIFECYCLE_COLUMNS = frozenset({"status", "history", "steps"})
+_SQL_UPDATE = re.compile(
+    r"\bUPDATE\s+event\s+SET\b(?P<set>.*?)(?:\bWHERE\b|\bRETURNING\b|$)", re.I | re.S
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,86 @@ def layer_violations(imports: list[Import]) -> list[str]:
     return problems
 
 
+def task_violations(imports: list[Import]) -> list[str]:
+    """engine19-tasks-import-no-repositories."""
+    return [
+        _say(imp, "engine19-tasks-import-no-repositories: a task calls a service, not SQL")
+        for imp in imports
+        if _within(imp.importer, (TASK_MODULES,)) and _within(imp.target, (REPOSITORIES,))
+    ]
+
+
+def _event_tables(tree: ast.AST) -> set[str]:
+    """Names that stand for the event table in a module: `Event`, and `_t = Event.__table__`."""
+    names = {"Event"}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "__table__"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "Event"
+        ):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _updates_event(call: ast.AST, tables: set[str]) -> bool:
+    """`.values(...)` called on a chain that starts with update(<event table>)."""
+    node = call
+    while isinstance(node, (ast.Call, ast.Attribute)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name == "update" and node.args:
+                first = node.args[0]
+                return isinstance(first, ast.Name) and first.id in tables
+            node = func
+        else:
+            node = node.value
+    return False
+
+
+def lifecycle_violations(name: str, path: Path, shown: Path) -> list[str]:
+    """engine19-lifecycle-writes-only-here, for one module."""
+    if name == LIFECYCLE_MODULE:
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tables = _event_tables(tree)
+    rule = "engine19-lifecycle-writes-only-here"
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "values"
+            and _updates_event(node.func.value, tables)
+        ):
+            for kw in node.keywords:
+                if kw.arg in LIFECYCLE_COLUMNS:
+                    found.append((node.lineno, f"an UPDATE of the event table sets {kw.arg}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for m in _SQL_UPDATE.finditer(node.value):
+                hit = {c for c in LIFECYCLE_COLUMNS if re.search(rf"\b{c}\s*=", m["set"])}
+                if hit:
+                    found.append((node.lineno, f"SQL text updates event {', '.join(sorted(hit))}"))
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for t in ast.walk(target):
+                    if (
+                        isinstance(t, ast.Attribute)
+                        and t.attr in LIFECYCLE_COLUMNS
+                        and isinstance(t.value, ast.Name)
+                        and "event" in t.value.id.lower()
+                    ):
+                        found.append((node.lineno, f"assigns {t.value.id}.{t.attr}"))
+    return [
+        f"{shown}:{line}: {name}: {what}: {rule} (only {LIFECYCLE_MODULE} writes them)"
+        for line, what in found
+    ]
+
+
 def _within(target: str, allowed: tuple[str, ...]) -> bool:
     return any(target == a or target.startswith(a + ".") for a in allowed)
 
@@ -199,7 +295,9 @@ def check(root: Path) -> list[str]:
         for name, path in known.items()
         for imp in imports_of(name, path, known)
     ]
-    problems = layer_violations(imports)
+    problems = layer_violations(imports) + task_violations(imports)
+    for name, path in known.items():
+        problems += lifecycle_violations(name, path, path.relative_to(root))
     for component in cycles(imports, known):
         problems.append(f"import cycle: {' <-> '.join(component)}")
     return problems

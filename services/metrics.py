@@ -91,7 +91,7 @@ EVENTS_COALESCED = Counter(
 )
 EVENTS_BATCHED = Counter(
     "postroom_events_batched",
-    "message.created notifications done in another event's batch (worker/batch.py).",
+    "message.created notifications done in another event's batch (services/nylas/batch.py).",
 )
 # Publish to start: seconds under normal load, minutes in a storm or behind a backlog.
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)

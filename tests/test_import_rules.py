@@ -131,3 +131,80 @@ def test_a_longer_cycle_across_packages_is_reported_once(tmp_path: Path) -> None
     assert check(tree(tmp_path, files)) == [
         "import cycle: services.imap.rows <-> services.imap.steps <-> services.imap.sync"
     ]
+
+
+def test_engine19_tasks_import_no_repositories(tmp_path: Path) -> None:
+    """engine19-tasks-import-no-repositories: a task module that reaches for SQL is caught,
+    however it imports it; a service doing so is not."""
+    base = {
+        **CLEAN,
+        "database/repositories/events/rows.py": "from database import models\n",
+        "services/steps.py": "from database.repositories.events import rows\n",
+    }
+    assert (
+        check(
+            tree(tmp_path / "ok", {**base, "worker/tasks/mail.py": "from services import steps\n"})
+        )
+        == []
+    )
+    for i, text in enumerate(
+        (
+            "from database.repositories.events import rows\n",
+            "import database.repositories.events.rows\n",
+            "def f():\n    from database.repositories.events.rows import claim\n",
+        )
+    ):
+        found = check(tree(tmp_path / f"bad{i}", {**base, "worker/tasks/mail.py": text}))
+        assert len(found) == 1 and "engine19-tasks-import-no-repositories" in found[0], found
+
+
+LIFECYCLE = "database/repositories/events/lifecycle.py"
+UPDATE_STATUS = (
+    "import sqlalchemy as sa\n"
+    "from database.models import Event\n"
+    "_t = Event.__table__\n"
+    "def f():\n"
+    "    return sa.update(_t).where(_t.c.id == 1).values(status='succeeded', updated_at=1)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        UPDATE_STATUS,
+        UPDATE_STATUS.replace("status='succeeded'", "history=[]"),
+        "import sqlalchemy as sa\nfrom database.models import Event\n"
+        "q = sa.update(Event).values(steps=[])\n",
+        "import sqlalchemy as sa\n"
+        "MARK = sa.text('''UPDATE event SET\n  status = 'succeeded', due_at = NULL\n"
+        "WHERE id = ANY(:ids)''')\n",
+        "def f(event):\n    event.status = 'dead'\n",
+    ],
+    ids=["update-status", "update-history", "orm-update-steps", "sql-text", "attribute"],
+)
+def test_engine19_lifecycle_writes_only_in_the_lifecycle_repository(
+    tmp_path: Path, text: str
+) -> None:
+    """engine19-lifecycle-writes-only-here: each way of writing an event's status, history or
+    steps is caught outside the lifecycle repository and allowed inside it."""
+    models = "database/models.py"
+    outside = check(tree(tmp_path / "out", {**CLEAN, "services/coalesce.py": text}))
+    assert len(outside) == 1 and "engine19-lifecycle-writes-only-here" in outside[0], outside
+    assert outside[0].startswith("services/coalesce.py:")
+    inside = check(tree(tmp_path / "in", {**CLEAN, models: "class Event: ...\n", LIFECYCLE: text}))
+    assert inside == []
+
+
+def test_engine19_lifecycle_rule_leaves_other_writes_alone(tmp_path: Path) -> None:
+    """Progress, leases and other tables' statuses are not the event's lifecycle."""
+    text = (
+        "import sqlalchemy as sa\n"
+        "from database.models import Account, Event\n"
+        "_t = Event.__table__\n"
+        "_a = Account.__table__\n"
+        "a = sa.update(_t).values(progress={}, due_at=None)\n"
+        "b = sa.update(_a).values(status='active')\n"
+        "c = sa.text('UPDATE account SET status = 1')\n"
+        "def f(account):\n    account.status = 'active'\n"
+    )
+    assert check(tree(tmp_path, {**CLEAN, "services/other.py": text})) == []

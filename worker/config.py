@@ -145,6 +145,8 @@ ROUTES: dict[str, TaskRoute] = {
         TaskRoute(TaskName.apply_rules, Queue.short, Importance.low, 3),
         # After a sync: decoding images is CPU work of unknown size, never ahead of short work.
         TaskRoute(TaskName.generate_thumbnail, Queue.bulk, Importance.low, 3),
+        # 1-15 s of numpy per fit: bulk, so no webhook or send waits for a slot behind it.
+        TaskRoute(TaskName.refit_tenant, Queue.bulk, Importance.low, 0),
         TaskRoute(TaskName.periodic_sync, Queue.periodic, Importance.high, 0),
         TaskRoute(TaskName.sweep_outbox, Queue.periodic, Importance.high, 0),
         TaskRoute(TaskName.cleanup, Queue.periodic, Importance.high, 0),

@@ -219,11 +219,19 @@ def _weights_for(app: Celery) -> Weights:
     return _sync_weights
 
 
+def with_event(kwargs: dict[str, Any] | None, event_id: uuid.UUID | None) -> dict[str, Any]:
+    """A task's keywords with its event's id; a task without an event (a tenant's model
+    refit) gets none."""
+    if event_id is None:
+        return dict(kwargs or {})
+    return {**(kwargs or {}), "event_id": str(event_id)}
+
+
 def publish(
     app: Celery,
     *,
     task_name: str,
-    event_id: uuid.UUID,
+    event_id: uuid.UUID | None,
     task_id: str,
     kwargs: dict[str, Any] | None = None,
     request_id: str | None = None,
@@ -236,7 +244,7 @@ def publish(
     event that was not picked up in time. `lane` is a key for tasks without a tenant yet.
     """
     route = route_for(task_name)
-    kwargs = {**(kwargs or {}), "event_id": str(event_id)}
+    kwargs = with_event(kwargs, event_id)
     try:
         _, lanes = candidates(
             task_name, kwargs, task_id=task_id, weights=_weights_for(app), key=lane
@@ -438,7 +446,7 @@ class AsyncPublisher:
         self,
         *,
         task_name: str,
-        event_id: uuid.UUID,
+        event_id: uuid.UUID | None,
         task_id: str,
         kwargs: dict[str, Any] | None = None,
         request_id: str | None = None,
@@ -448,7 +456,7 @@ class AsyncPublisher:
         lanes, priority, payload = self.prepare(
             task_name=task_name,
             task_id=task_id,
-            kwargs={**(kwargs or {}), "event_id": str(event_id)},
+            kwargs=with_event(kwargs, event_id),
             request_id=request_id,
             lane=lane,
         )

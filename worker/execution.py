@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -25,32 +25,26 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event, EventStatus
-from database.repositories.events import rows as events_repo
-from database.repositories.events import workflows as workflows_repo
+from database.repositories.events import lifecycle
 from services.errors import PermissionDenied, PostroomError
-from services.events import dead_letters
+from services.events import absorbed, dead_letters
 from services.events.dead_letters import shown_message
+from services.events.outcome import CONTINUED, Outcome
+from services.events.steps import Steps
 from services.events.unit_of_work import Job
 from services.imap.slots import AccountBusy
 from services.nylas.budget import NylasHeldOff
-from services.nylas.notifications import Outcome
 from worker import dispatch, policy
 from worker.config import route_for
 from worker.lease import kept_claim
 from worker.observability import request_id_of
 from worker.runtime import Runtime, runtime
-from worker.workflows import Steps
 
 log = structlog.get_logger(__name__)
 
 # The work of one attempt, in the transaction that also records its outcome. The third
 # argument is the workflow step being run ("" for a task that is not a workflow step).
 Work = Callable[[AsyncSession, Event, str], Awaitable[Outcome]]
-
-# The Outcome status of one part of a job cut into bounded parts (bulk work: a sync that spent
-# its POSTROOM_BULK_PART_S / _MESSAGES). Not an event status: the event stays `processing`,
-# handed to the next part's task id (events_repo.continue_with), which the caller publishes.
-CONTINUED = "continued"
 
 
 def continuation_id(event_id: uuid.UUID) -> str:
@@ -72,7 +66,9 @@ class Decision:
     result: dict[str, Any]
     countdown: float | None = None
     error: BaseException | None = None
-    publish: Job | None = None  # "next": the next part or step, published after the commit
+    # Published after the commit, never after a rollback: the next part or step ("next") and
+    # the task messages of events the work inserted (Outcome.publish).
+    publish: list[Job] = field(default_factory=list)
 
 
 def check_tenant(event: Event, kwargs: dict[str, Any]) -> None:
@@ -120,7 +116,7 @@ async def execute(
     lease = settings.claim_lease_s
     try:
         async with rt.db.transaction() as session:
-            event = await events_repo.claim(
+            event = await lifecycle.claim(
                 session, event_id=event_id, task_id=task_id, lease_s=lease, redelivered=redelivered
             )
             steps = (
@@ -147,6 +143,38 @@ async def execute(
         tenant_id=str(event.tenant_id) if event.tenant_id else None,
         **({"step": steps.name} if stored else {}),
     )
+    # Other waiting events the work takes on (absorbed.absorb: a batch, coalesced siblings)
+    # keep their lease with this claim's and are given back when the work ends, whichever
+    # way, for whatever it did not finish; their task messages go out with this decision's.
+    with absorbed.attempt() as scope:
+        decision = await _attempt(
+            rt,
+            event=event,
+            steps=steps,
+            scope=scope,
+            task_name=task_name,
+            task_id=task_id,
+            args=args,
+            kwargs=kwargs,
+            work=work,
+        )
+    decision.publish += scope.released
+    return decision
+
+
+async def _attempt(
+    rt: Runtime,
+    *,
+    event: Event,
+    steps: Steps,
+    scope: absorbed.Scope,
+    task_name: str,
+    task_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    work: Work,
+) -> Decision:
+    """The claimed attempt: the work and its outcome in one transaction, or its failure."""
     # Past the budget without a recorded failure: every attempt before this one died with its
     # worker (killed, out of memory). Running it again would only kill the next worker.
     died = steps.retries_used(event, retries_used(event)) - route_for(task_name).max_retries
@@ -158,14 +186,18 @@ async def execute(
                 "it is not run again."
             )
         check_tenant(event, kwargs)
-        async with (
-            kept_claim(rt, event_id=event.id, task_id=task_id),
-            rt.db.transaction() as session,
-        ):
-            outcome = await work(session, event, steps.name)
-            if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
-                structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
-            decision = await _record(rt, session, event, steps, task_name, task_id, outcome)
+        try:
+            async with (
+                kept_claim(rt, event_id=event.id, task_id=task_id, absorbed=scope.held),
+                rt.db.transaction() as session,
+            ):
+                outcome = await work(session, event, steps.name)
+                if outcome.tenant_id is not None:  # a webhook learns its tenant from the grant
+                    structlog.contextvars.bind_contextvars(tenant_id=str(outcome.tenant_id))
+                decision = await _record(rt, session, event, steps, task_name, task_id, outcome)
+        finally:
+            if scope.held:
+                await _give_back(rt, scope.held)
         log.info("event_finished", status=outcome.status, reason=outcome.reason, kind=decision.kind)
         return decision
     except LostClaim:
@@ -181,6 +213,18 @@ async def execute(
             kwargs=kwargs,
             exc=exc,
         )
+
+
+async def _give_back(rt: Runtime, held: list[absorbed.Absorbed]) -> None:
+    """Absorbed events the work did not finish go back to the queue (best effort: their
+    lease runs out otherwise, and the outbox sweeper publishes them then)."""
+    try:
+        back = await absorbed.release(rt.db, held, stale_after_s=rt.settings.outbox_stale_after_s)
+    except Exception as exc:
+        log.warning("absorbed_not_released", error=type(exc).__name__)
+        return
+    if back:
+        log.info("absorbed_released", events=back)
 
 
 async def _record(
@@ -202,7 +246,7 @@ async def _record(
         next_id = continuation_id(event.id)
         owned = await steps.save(
             session, event=event, task_id=task_id
-        ) and await events_repo.continue_with(
+        ) and await lifecycle.continue_with(
             session,
             event=event,
             task_id=task_id,
@@ -214,12 +258,12 @@ async def _record(
             raise LostClaim(f"event {event.id} was taken over by another run")
         log.info("event_continued", next_task_id=next_id)
         job = Job(task_name, event.id, next_id, kwargs, event.request_id)
-        return Decision("next", outcome.result, publish=job)
+        return Decision("next", outcome.result, publish=[*outcome.publish, job])
     steps.ended(outcome.status, result=outcome.result)
     following = steps.next if outcome.status == EventStatus.succeeded else None
     if following is not None:  # hand the event on to the next step's task
         next_id = f"{event.id}.{following['name']}.{uuid.uuid4().hex[:8]}"
-        owned = await workflows_repo.hand_on(
+        owned = await lifecycle.hand_on(
             session,
             event=event,
             task_id=task_id,
@@ -232,10 +276,10 @@ async def _record(
         if not owned:
             raise LostClaim(f"event {event.id} was taken over by another run")
         job = Job(following["task"], event.id, next_id, kwargs, event.request_id)
-        return Decision("next", outcome.result, publish=job)
+        return Decision("next", outcome.result, publish=[*outcome.publish, job])
     steps.finish_all()
     result = steps.summary(outcome.result)
-    owned = await steps.save(session, event=event, task_id=task_id) and await events_repo.finish(
+    owned = await steps.save(session, event=event, task_id=task_id) and await lifecycle.finish(
         session,
         event=event,
         task_id=task_id,
@@ -247,7 +291,7 @@ async def _record(
     )
     if not owned:
         raise LostClaim(f"event {event.id} was taken over by another run")
-    return Decision("done", result)
+    return Decision("done", result, publish=list(outcome.publish))
 
 
 def slot_wait_s() -> float:
@@ -295,7 +339,7 @@ async def _fail(
         try:
             async with rt.db.transaction() as session:
                 await steps.save(session, event=event, task_id=task_id)
-                await events_repo.finish(
+                await lifecycle.finish(
                     session,
                     event=event,
                     task_id=task_id,
@@ -306,7 +350,7 @@ async def _fail(
                     account_id=event.account_id,
                 )
                 if busy:
-                    await events_repo.uncount_attempt(session, event_id=event.id)
+                    await lifecycle.uncount_attempt(session, event_id=event.id)
         except Exception as record_exc:  # the database itself may be what failed
             log.warning("retry_not_recorded", error=type(record_exc).__name__)
         return Decision("retry", {}, countdown=countdown, error=exc)
@@ -327,7 +371,7 @@ async def _fail(
             step=steps.name if steps.stored else None,
         )
         await steps.save(session, event=event, task_id=task_id)
-        await events_repo.finish(
+        await lifecycle.finish(
             session,
             event=event,
             task_id=task_id,
@@ -381,8 +425,9 @@ def run_task(
             stored=step,
         )
     )
-    if decision.publish is not None:  # after the commit; a lost publish: the outbox sweeper
-        publish_all(task.app, [decision.publish])
+    # Only what committed: a rollback (a lost claim, a failure) left its Decision nothing to
+    # publish. A publish lost after the commit is the outbox sweeper's to repeat.
+    publish_all(task.app, decision.publish)
     if decision.kind == "retry":
         raise task.retry(countdown=decision.countdown, exc=decision.error, max_retries=None)
     if decision.kind == "dead":

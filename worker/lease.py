@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
+from database.repositories.events import lifecycle
 from database.repositories.events import rows as events_repo
+from services.events.absorbed import Absorbed
 from worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def kept_claim(rt: Runtime, *, event_id: uuid.UUID, task_id: str) -> AsyncIterator[None]:
+async def kept_claim(
+    rt: Runtime,
+    *,
+    event_id: uuid.UUID,
+    task_id: str,
+    absorbed: Sequence[Absorbed] = (),
+) -> AsyncIterator[None]:
+    """Renew the claim's lease, and that of the events the work absorbed, while it runs."""
     lease = rt.settings.claim_lease_s
 
     async def renew() -> None:
@@ -32,6 +41,10 @@ async def kept_claim(rt: Runtime, *, event_id: uuid.UUID, task_id: str) -> Async
                     await events_repo.renew_lease(
                         conn, event_id=event_id, task_id=task_id, lease_s=lease
                     )
+                    for one in list(absorbed):
+                        await lifecycle.renew_absorbed(
+                            conn, ids=list(one.ids), absorbed_at=one.absorbed_at, lease_s=lease
+                        )
             except Exception as exc:  # the database is away; the work will find out too
                 log.warning("lease_renew_failed", error=type(exc).__name__)
 

@@ -18,7 +18,7 @@ from database.repositories import rules as rules_repo
 from services.accounts.admin import get_account
 from services.accounts.quotas import ensure_rule_room
 from services.classify import rules
-from services.classify.service import record_feedback
+from services.classify.service import record_feedback, refit_job
 
 router = APIRouter(prefix="/v1", responses=error_responses(401, 404, 422))
 
@@ -78,13 +78,15 @@ async def message_feedback(
     uow: UowDep,
 ) -> Response:
     """Teach this tenant's classifier that the message is spam or ham (its verdicts only)."""
-    await record_feedback(
+    changed = await record_feedback(
         uow.session,
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         message_id=message_id,
         label=body.label,
     )
+    if changed:  # the refit runs as a task of its own once the label committed
+        uow.publish_after_commit(refit_job(principal.tenant_id))
     await uow.commit()
     return Response(status_code=204)
 

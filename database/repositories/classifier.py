@@ -91,16 +91,6 @@ async def count_change(session: AsyncSession, *, tenant_id: uuid.UUID) -> None:
     await session.execute(stmt)
 
 
-async def try_fit_lock(session: AsyncSession, *, tenant_id: uuid.UUID) -> bool:
-    """A transaction-scoped advisory lock: one worker at a time refits a tenant's model."""
-    stmt = sa.select(
-        sa.func.pg_try_advisory_xact_lock(
-            sa.func.hashtextextended(sa.literal(f"tenant_spam_model:{tenant_id}"), 0)
-        )
-    )
-    return bool((await session.execute(stmt)).scalar_one())
-
-
 async def labelled_examples(
     session: AsyncSession, *, tenant_id: uuid.UUID, limit: int
 ) -> list[Any]:
@@ -122,11 +112,14 @@ async def save_fit(
     n_spam: int,
     n_ham: int,
     model: bytes,
-) -> tuple[int, datetime]:
-    """Store a fitted model; its (generation, fitted_at) is what every worker caches it by."""
+) -> tuple[int, datetime] | None:
+    """Store a fitted model; its (generation, fitted_at) is what every worker caches it by.
+
+    None when a fit that saw at least `fitted_changes` changes is stored already (two refits
+    of one tenant ran at once): the newer fit stays."""
     stmt = (
         sa.update(_tm)
-        .where(_tm.c.tenant_id == tenant_id)
+        .where(_tm.c.tenant_id == tenant_id, _tm.c.fitted_changes < fitted_changes)
         .values(
             fitted_changes=fitted_changes,
             generation=_tm.c.generation + 1,
@@ -137,8 +130,8 @@ async def save_fit(
         )
         .returning(_tm.c.generation, _tm.c.fitted_at)
     )
-    row = (await session.execute(stmt)).one()
-    return int(row.generation), row.fitted_at
+    row = (await session.execute(stmt)).one_or_none()
+    return (int(row.generation), row.fitted_at) if row is not None else None
 
 
 async def get_feedback(

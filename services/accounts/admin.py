@@ -178,6 +178,11 @@ async def update_account(
             raise Conflict(
                 f"This {account.provider.upper()} account has no {other.upper()} settings."
             )
+        # The account was only read so far: end that transaction before the host names are
+        # looked up (DNS may take seconds), so no connection sits idle in transaction; the
+        # writes below begin a new one, which the route commits.
+        if session.in_transaction():
+            await session.commit()
         await _check_hosts(settings, servers)
         stored = await accounts_repo.credential_ciphertext(
             session, tenant_id=tenant_id, account_id=account_id

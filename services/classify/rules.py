@@ -194,7 +194,7 @@ async def move_message(
 
 async def apply_label(session: AsyncSession, *, message: Message, label: str) -> str | None:
     """The one local action, as a step of the caller's transaction (also the inline run's,
-    worker.inline_chain); None when the message has the label already."""
+    services.classify.inline); None when the message has the label already."""
     if label in (message.labels or []):
         return None
     message.labels = [*(message.labels or []), label]

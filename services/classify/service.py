@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Message
 from database.repositories import classifier as repo
+from database.task_names import TaskName
 from services.classify import features, mail, tenant
 from services.classify.model import (
     SpamModel,
@@ -20,6 +21,7 @@ from services.classify.model import (
     probability,
 )
 from services.errors import NotFound, PermissionDenied, ValidationFailed
+from services.events.unit_of_work import Job
 from services.tenant_events.emit import TenantEventType, emit_messages
 
 LABELS = ("spam", "ham")
@@ -79,7 +81,7 @@ async def verdicts(
     model: SpamModel | None = None,
 ) -> list[dict[str, Any]]:
     """verdict() for many mails of one tenant: the same figures, with the tenant's model
-    looked up once for all of them (a batch of webhooks, worker/batch.py)."""
+    looked up once for all of them (a batch of webhooks, services/nylas/batch.py)."""
     model = model or default_model()
     fitted = await tenant.fitted_for(session, tenant_id=tenant_id, shipped=model)
     return [_verdict_of(features.extract(d), model, fitted) for d in docs]
@@ -132,4 +134,18 @@ async def record_feedback(
         message_id=message_id,
         label=label,
         found=found,
+    )
+
+
+def refit_job(tenant_id: uuid.UUID, *, request_id: str | None = None) -> Job:
+    """The tenant's model refit (tenant.refit_when_due), to publish once a label committed.
+
+    A task of its own, with no event: the fit never runs inside the label's transaction nor
+    a verdict's. A lost publish leaves the model as it was until the tenant's next label."""
+    return Job(
+        TaskName.refit_tenant,
+        None,
+        f"refit.{tenant_id}.{uuid.uuid4().hex[:8]}",
+        {"tenant_id": str(tenant_id)},
+        request_id,
     )

@@ -2,8 +2,8 @@
 
 Each label (`POST /v1/messages/{id}/feedback`) stores the mail's hashed feature buckets
 (`pack_example`: integers, never the mail's text) and counts one change for the tenant. The
-first verdict for that tenant after enough changes (the worker's classify step, never the
-request path) refits a small logistic model on its newest MAX_EXAMPLES labels
+label's transaction publishes a refit (its own task, `refit_when_due`, after the commit), which
+once enough changes gathered fits a small logistic model on its newest MAX_EXAMPLES labels
 (services/classify/tenant_fit.py): bucket weights plus a scale and offset of the shipped model's
 log-odds, all pulled to zero, so with no labels the shipped model decides alone. A tenant with
 MATURE labels of each kind may get a naive Bayes over its content buckets, or the mean of the
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database
 from database.repositories import classifier as repo
 from services.classify import tenant_fit
 from services.classify.features import Features
@@ -39,6 +40,7 @@ from services.classify.model import (
     N_BUCKETS,
     SpamModel,
     bucket_indices,
+    default_model,
     feature_groups,
     group_vector,
     indicator_logit,
@@ -332,50 +334,79 @@ def _due(state: Any) -> bool:
     return state.fitted_at is None or datetime.now(UTC) - state.fitted_at >= REFIT_AFTER
 
 
-async def refit(
-    session: AsyncSession, *, tenant_id: uuid.UUID, changes: int, shipped: SpamModel
-) -> Version:
-    """Fit the tenant's model on its newest labels and store it; returns its version."""
+@dataclass(frozen=True)
+class Refit:
+    """What one refit request did: `fitted`, `not_due` (nothing changed since the last fit),
+    `later` (changes too few and too recent: ask again in `later_s`) or `superseded` (a fit
+    that saw as many changes was stored meanwhile)."""
+
+    status: str
+    later_s: float | None = None
+    generation: int | None = None
+
+
+def _later_s(state: Any) -> float:
+    """How long until a change not yet fitted is REFIT_AFTER old (`_due` said not yet)."""
+    if state.fitted_at is None:
+        return 0.0
+    left = REFIT_AFTER - (datetime.now(UTC) - state.fitted_at)
+    return max(1.0, round(left.total_seconds(), 3))
+
+
+async def refit_when_due(
+    db: Database, *, tenant_id: uuid.UUID, shipped: SpamModel | None = None
+) -> Refit:
+    """Fit the tenant's model on its newest labels and store it, when its labels changed enough.
+
+    What the refit task runs (worker.tasks.classify.refit_tenant), published after a label's
+    transaction commits. Two short transactions, and none open in between: the state and the
+    labels are read in one, the fit (up to MAX_EXAMPLES rows and MAX_ITER iterations of numpy,
+    1-15 s) runs in a thread with no transaction open, and the model is stored in the other,
+    only if no fit that saw as many changes was stored meanwhile (so two refits of one tenant
+    at once store one model, not an older over a newer one). Verdicts only read what is stored
+    (`fitted_for`).
+    """
+    shipped = shipped or default_model()
+    async with db.transaction() as s:
+        state = await repo.model_state(s, tenant_id=tenant_id)
+        if state is None or state.changes <= state.fitted_changes:
+            return Refit("not_due")
+        if not _due(state):
+            return Refit("later", later_s=_later_s(state))
+        changes = state.changes
+        rows = await repo.labelled_examples(s, tenant_id=tenant_id, limit=tenant_fit.MAX_EXAMPLES)
     examples = []
-    for row in await repo.labelled_examples(
-        session, tenant_id=tenant_id, limit=tenant_fit.MAX_EXAMPLES
-    ):
+    for row in rows:
         groups = unpack_example(row.features)
         if groups is not None:
             examples.append((row.label, groups, list((row.tokens or {}).get("indicators", []))))
     cached = _cache.get(tenant_id)
     start = cached[1] if cached is not None else None
-    # Up to MAX_EXAMPLES rows and MAX_ITER iterations of numpy work: off the event loop.
+    # Off the event loop, and with no transaction open while it runs.
     fitted, n_spam, n_ham = await asyncio.to_thread(fit_labels, shipped, examples, start=start)
-    version = await repo.save_fit(
-        session,
-        tenant_id=tenant_id,
-        fitted_changes=changes,
-        n_spam=n_spam,
-        n_ham=n_ham,
-        model=fitted.dumps() if fitted is not None else b"",
-    )
+    async with db.transaction() as s:
+        version = await repo.save_fit(
+            s,
+            tenant_id=tenant_id,
+            fitted_changes=changes,
+            n_spam=n_spam,
+            n_ham=n_ham,
+            model=fitted.dumps() if fitted is not None else b"",
+        )
+    if version is None:
+        return Refit("superseded")
     _remember(tenant_id, version, fitted)
-    return version
+    return Refit("fitted", generation=version[0])
 
 
 async def fitted_for(
     session: AsyncSession, *, tenant_id: uuid.UUID, shipped: SpamModel
 ) -> Fitted | None:
-    """The tenant's current model, refitted first when its labels changed enough."""
+    """The tenant's current model as stored: read only, never fitted here (refit_when_due)."""
     state = await repo.model_state(session, tenant_id=tenant_id)
     if state is None:
         return None
     version: Version = (state.generation, state.fitted_at)
-    if _due(state) and await repo.try_fit_lock(session, tenant_id=tenant_id):
-        # Read again under the lock: another worker may have refitted since.
-        state = await repo.model_state(session, tenant_id=tenant_id)
-        assert state is not None  # rows are never deleted but with their tenant
-        version = (state.generation, state.fitted_at)
-        if _due(state):
-            version = await refit(
-                session, tenant_id=tenant_id, changes=state.changes, shipped=shipped
-            )
     cached = _cache.get(tenant_id)
     if cached is not None and cached[0] == version:
         _cache.move_to_end(tenant_id)

@@ -82,6 +82,7 @@ async def queue_job(
     if job is not None:
         if not_before is None:
             uow.publish_after_commit(job)
+        assert job.event_id is not None  # record_event's jobs always name their event
         return JobRef(job.event_id, job.task_id), True
     assert external_id is not None  # insert_once only skips on an existing external id
     existing = await events_repo.get_by_external_id(uow.session, EventSource.api, external_id)

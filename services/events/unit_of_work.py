@@ -25,7 +25,7 @@ class Job:
     """One task message for a committed event: the keywords of every publisher."""
 
     task_name: str
-    event_id: uuid.UUID
+    event_id: uuid.UUID | None  # None: a task that works on no event (a tenant's model refit)
     task_id: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
@@ -50,7 +50,7 @@ class Publisher(Protocol):
         self,
         *,
         task_name: str,
-        event_id: uuid.UUID,
+        event_id: uuid.UUID | None,
         task_id: str,
         kwargs: dict[str, Any] | None = None,
         request_id: str | None = None,

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -40,6 +39,8 @@ from services.imap.rows import build, declared_size, record, unstorable
 from services.imap.slots import imap_slot
 from services.imap.sync_steps import changes_since, expunged_by_search, resync_new_generation
 from services.reports.ingest import record_stored, wants_recording
+from services.sync.budget import Budget as Budget
+from services.sync.result import SyncResult as SyncResult
 from services.tenant_events.emit import TenantEventType, emit_account, emit_stored
 from services.tenant_events.payloads import payloads_by_provider_id
 from settings import Settings
@@ -57,48 +58,8 @@ _BROKEN = "the server broke the protocol answering for this message"
 _FRAMING = 4096  # FLAGS, INTERNALDATE and the like around each body
 
 
-@dataclass
-class Budget:
-    """What one part of a sync may spend: messages stored and seconds since it started."""
-
-    messages: int
-    seconds: float
-    started: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.started = self.started or time.monotonic()
-
-    def spent(self, messages: int) -> bool:
-        return messages >= self.messages or time.monotonic() - self.started >= self.seconds
-
-
 class BudgetSpent(Exception):
     """The part's budget ran out between two batches; its progress is committed."""
-
-
-@dataclass
-class SyncResult:
-    folders: int = 0
-    new: int = 0
-    updated: int = 0
-    deleted: int = 0
-    # A part cut by its budget: the folders finished in this sync so far and the one it was
-    # in (resume where it stopped: `run_sync(resume=...)`).
-    cut: bool = False
-    done: list[str] = field(default_factory=list)
-    partial: str | None = None
-
-    def resume(self) -> dict[str, Any]:
-        return {"done": self.done, "partial": self.partial}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": "success",
-            "folders": self.folders,
-            "new": self.new,
-            "updated": self.updated,
-            "deleted": self.deleted,
-        }
 
 
 @dataclass

@@ -30,9 +30,9 @@ from services.errors import PermissionDenied, ProviderNotFound, ValidationFailed
 from services.imap.client import ImapClient, ImapConfig
 from services.imap.protocol import uid_set
 from services.imap.slots import imap_slot
-from services.imap.sync import Budget
 from services.pop3.client import Pop3Config
 from services.pop3.delete import delete_pop3
+from services.sync.budget import Budget
 from services.tenant_events.emit import TenantEventType, emit_messages
 from settings import Settings
 

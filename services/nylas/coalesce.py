@@ -3,9 +3,10 @@
 Nylas may send many `message.updated` notifications for one message within seconds (a user
 flagging, moving, reading). Each is stored on arrival as its own event, so each is
 acknowledged and accounted for. The work is coalesced at processing time: the worker that
-claims one of them also locks the other notifications about the same grant and message that
-no worker has taken yet, applies the newest stored state (the highest Nylas `time`, then the
-latest arrival) and ends the others `coalesced`, naming the event that did the work, in the
+claims one of them also absorbs the other notifications about the same grant and message
+that no worker has taken yet (by status and lease, as a claim takes its own), applies the
+newest stored state (the highest Nylas `time`, then the latest arrival) and ends the others
+`coalesced`, naming the event that did the work, in the
 same transaction as that work. Their task messages then find them finished and do nothing.
 
 Why at processing time and not with a Redis key at ingest: the window is then exactly "while
@@ -20,47 +21,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Event, EventSource
+from database.engine import Database
+from database.models import Event, EventSource, EventStatus
+from database.repositories.events import batch as waiting_repo
+from database.repositories.events import lifecycle
+from services.events import absorbed
 from services.events.webhooks import base_type
 
 COALESCED_TYPES = frozenset({"message.updated"})
-
-# Waiting notifications about the same object and grant, locked so no worker claims them
-# meanwhile; SKIP LOCKED leaves any that another coalescing worker holds to that worker.
-# The first condition is what ix_event_nylas_object_waiting indexes.
-_SIBLINGS = sa.text(
-    """
-SELECT id, type, payload, received_at FROM event
-WHERE (payload #>> '{data,object,id}') = :object_id
-  AND source = 'nylas' AND status IN ('received', 'queued', 'retrying')
-  AND id <> :event_id
-  AND (type = 'message.updated' OR type LIKE 'message.updated.%')
-  AND coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}') = :grant_id
-ORDER BY received_at
-LIMIT :limit
-FOR UPDATE SKIP LOCKED
-"""
-)
-
-_MARK = sa.text(
-    """
-UPDATE event SET
-  status = 'succeeded',
-  result = jsonb_build_object('status', 'coalesced', 'coalesced_into', CAST(:into AS text)),
-  tenant_id = coalesce(CAST(:tenant_id AS uuid), tenant_id),
-  account_id = coalesce(CAST(:account_id AS uuid), account_id),
-  history = history || jsonb_build_array(jsonb_build_object(
-      'task_id', NULL, 'started_at', NULL, 'finished_at', now(), 'duration_ms', NULL,
-      'outcome', 'coalesced', 'error', NULL)),
-  due_at = NULL, finished_at = now(), updated_at = now()
-WHERE id = ANY(:ids) AND status IN ('received', 'queued', 'retrying')
-"""
-)
 
 # One claim locks at most this many siblings: a pathological flood on one message is then
 # worked off in groups instead of one huge lock set.
@@ -82,6 +55,7 @@ class Notification:
 class Group:
     applied: Notification
     coalesced: list[uuid.UUID]
+    absorbed_at: datetime | None = None  # the absorption's token (lifecycle.absorb)
 
 
 def _key(payload: dict[str, Any]) -> tuple[str, str] | None:
@@ -101,27 +75,42 @@ def _version(payload: dict[str, Any]) -> int:
     return t if isinstance(t, int) and not isinstance(t, bool) else -1
 
 
-async def take_group(session: AsyncSession, event: Event) -> Group:
-    """The notification to apply for `event` and the waiting siblings it stands for."""
+async def take_group(db: Database, event: Event, *, lease_s: float) -> Group:
+    """The notification to apply for `event` and the waiting siblings it stands for.
+
+    The siblings are found without a lock and absorbed (services.events.absorbed) in a short
+    transaction of their own: `processing` under this run's lease, which no other worker
+    claims while it lasts; no row lock is held across the work (nor across the Nylas fetch a
+    truncated newer sibling needs)."""
     own = Notification(id=event.id, type=event.type, payload=event.payload)
     key = _key(event.payload) if event.source == EventSource.nylas else None
     if key is None or base_type(event.type) not in COALESCED_TYPES:
         return Group(applied=own, coalesced=[])
-    rows = (
-        await session.execute(
-            _SIBLINGS,
-            {"object_id": key[1], "grant_id": key[0], "event_id": event.id, "limit": MAX_SIBLINGS},
+    async with db.transaction() as s:
+        found = await waiting_repo.updated_siblings(
+            s, grant_id=key[0], object_id=key[1], event_id=event.id, limit=MAX_SIBLINGS
         )
-    ).all()
-    if not rows:
+    taken, rows = await absorbed.absorb(
+        db,
+        leader=event,
+        ids=[r.id for r in found],
+        lease_s=lease_s,
+        count_attempt=False,
+        statuses=(EventStatus.received, EventStatus.queued, EventStatus.retrying),
+    )
+    if taken is None:
         return Group(applied=own, coalesced=[])
     # Newest state: Nylas `time` first (it is the message's version), then arrival order.
     candidates = [(_version(event.payload), event.received_at, own)] + [
-        (_version(r.payload), r.received_at, Notification(id=r.id, type=r.type, payload=r.payload))
+        (
+            _version(r["payload"]),
+            r["received_at"],
+            Notification(id=r["id"], type=r["type"], payload=r["payload"]),
+        )
         for r in rows
     ]
     newest = max(candidates, key=lambda c: (c[0], c[1]))[2]
-    return Group(applied=newest, coalesced=[r.id for r in rows])
+    return Group(applied=newest, coalesced=list(taken.ids), absorbed_at=taken.absorbed_at)
 
 
 async def finish_group(
@@ -132,17 +121,21 @@ async def finish_group(
     tenant_id: uuid.UUID | None,
     account_id: uuid.UUID | None,
 ) -> None:
-    """End the siblings `coalesced` into `event`, in the transaction of the work it did."""
-    if not group.coalesced:
+    """End the siblings `coalesced` into `event`, in the transaction of the work it did; one
+    taken over meanwhile (its lease ran out) is left to the run that took it."""
+    if not group.coalesced or group.absorbed_at is None:
         return
-    await session.execute(
-        _MARK,
-        {
-            "ids": group.coalesced,
-            "into": str(event.id),
-            "tenant_id": str(tenant_id) if tenant_id else None,
-            "account_id": str(account_id) if account_id else None,
-        },
+    held = await lifecycle.still_absorbed(
+        session, ids=group.coalesced, absorbed_at=group.absorbed_at
+    )
+    group.coalesced = [i for i in group.coalesced if i in held]
+    await lifecycle.finish_coalesced(
+        session,
+        ids=group.coalesced,
+        into=event.id,
+        absorbed_at=group.absorbed_at,
+        tenant_id=tenant_id,
+        account_id=account_id,
     )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,164 +11,28 @@ from database.engine import Database
 from database.models import Account, AccountStatus, Event, Provider
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.messages import rows as messages_repo
-from database.repositories.messages import threads as threads_repo
 from services.errors import ProviderTemporaryError, ValidationFailed
+from services.events.outcome import Outcome
 from services.events.webhooks import base_type, type_suffixes
-from services.messages.html_text import html_to_text
 from services.nylas.coalesce import Notification
-from services.reports.detect import detect_fields
-from services.reports.ingest import record_stored, wants_recording
-from services.tenant_events.emit import TenantEventType, emit_messages, emit_stored
+from services.nylas.store import incoming, store_messages
+
+# Re-exported for callers that read Nylas objects through this module.
+from services.nylas.values import attachment_values, folder_role, grant_of, message_values
+from services.tenant_events.emit import TenantEventType, emit_messages
+
+__all__ = [
+    "attachment_values",
+    "fetch_truncated",
+    "folder_role",
+    "message_values",
+    "process_notification",
+    "store_message",
+]
 
 
 class MessageFetcher(Protocol):
     async def find_message(self, grant_id: str, message_id: str) -> dict[str, Any]: ...
-
-
-@dataclass
-class Outcome:
-    """How an event ended: `succeeded` with a result, or `ignored` with the reason."""
-
-    status: str
-    result: dict[str, Any] = field(default_factory=dict)
-    reason: str | None = None
-    tenant_id: uuid.UUID | None = None
-    account_id: uuid.UUID | None = None
-    # Ids of messages created or changed, for the classify chain.
-    message_ids: list[uuid.UUID] = field(default_factory=list)
-
-    @classmethod
-    def ignored(cls, reason: str, account: Account | None = None) -> Outcome:
-        return cls(
-            status="ignored",
-            reason=reason,
-            result={"status": "ignored", "reason": reason},
-            tenant_id=account.tenant_id if account else None,
-            account_id=account.id if account else None,
-        )
-
-    @classmethod
-    def stored(cls, message_id: uuid.UUID, inserted: bool, account: Account) -> Outcome:
-        """A message stored from a notification: new, or an update of the row we had."""
-        return cls(
-            status="succeeded",
-            result={
-                "status": "success",
-                "message_id": str(message_id),
-                "action": "created" if inserted else "updated",
-            },
-            tenant_id=account.tenant_id,
-            account_id=account.id,
-            message_ids=[message_id],
-        )
-
-
-FOLDER_ROLES = {
-    "inbox": "inbox",
-    "sent": "sent",
-    "sent items": "sent",
-    "sent mail": "sent",
-    "trash": "trash",
-    "deleted items": "trash",
-    "spam": "junk",
-    "junk": "junk",
-    "junk email": "junk",
-    "drafts": "drafts",
-    "draft": "drafts",
-    "archive": "archive",
-    "all mail": "archive",
-}
-
-
-def folder_role(name: str) -> str | None:
-    return FOLDER_ROLES.get(name.strip().lower().removeprefix("[gmail]/"))
-
-
-def _grant_id(data: dict[str, Any]) -> str | None:
-    obj = data.get("object") if isinstance(data.get("object"), dict) else {}
-    grant = data.get("grant_id") or (obj or {}).get("grant_id")
-    return grant if isinstance(grant, str) and grant else None
-
-
-def _addresses(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        return []
-    out = []
-    for item in value:
-        if isinstance(item, dict) and isinstance(item.get("email"), str):
-            name = item.get("name")
-            out.append(
-                {"name": name if isinstance(name, str) and name else None, "email": item["email"]}
-            )
-    return out
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    return None
-
-
-def message_values(obj: dict[str, Any], *, account: Account, version: int | None) -> dict[str, Any]:
-    """Nylas Message object -> message columns (bodies are HTML in Nylas)."""
-    sender = _addresses(obj.get("from"))
-    date = _timestamp(obj.get("date"))
-    html = obj.get("body") if isinstance(obj.get("body"), str) else None
-    folders = [f for f in obj.get("folders") or [] if isinstance(f, str)]
-    attachments = obj.get("attachments") if isinstance(obj.get("attachments"), list) else []
-    values: dict[str, Any] = {
-        "tenant_id": account.tenant_id,
-        "account_id": account.id,
-        "provider_id": obj["id"],
-        "provider_version": version,
-        "thread_id": obj.get("thread_id"),
-        "from_name": sender[0]["name"] if sender else None,
-        "from_email": sender[0]["email"] if sender else None,
-        "to_addrs": _addresses(obj.get("to")),
-        "cc_addrs": _addresses(obj.get("cc")),
-        "bcc_addrs": _addresses(obj.get("bcc")),
-        "reply_to": _addresses(obj.get("reply_to")),
-        "subject": obj.get("subject") if isinstance(obj.get("subject"), str) else None,
-        "date": date,
-        "sort_at": date or datetime.now(UTC),
-        "snippet": obj.get("snippet") if isinstance(obj.get("snippet"), str) else None,
-        "html": html,
-        "unread": bool(obj.get("unread", False)),
-        "starred": bool(obj.get("starred", False)),
-        "labels": folders,
-        "has_attachments": bool(attachments),
-    }
-    if html is not None:
-        values["text"] = html_to_text(html)
-    values["report"] = detect_fields(
-        headers=obj.get("headers") if isinstance(obj.get("headers"), list) else None,
-        from_email=values["from_email"],
-        from_name=values["from_name"],
-        subject=values["subject"],
-        text=values.get("text"),
-    )
-    return values
-
-
-def attachment_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for a in obj.get("attachments") or []:
-        if not isinstance(a, dict):
-            continue
-        out.append(
-            {
-                "provider_id": a.get("id"),
-                "filename": a.get("filename"),
-                "content_type": a.get("content_type") or "application/octet-stream",
-                "size": int(a.get("size") or 0),
-                "content_id": a.get("content_id"),
-                "is_inline": bool(a.get("is_inline", False)),
-            }
-        )
-    return out
 
 
 async def store_message(
@@ -186,31 +48,12 @@ async def store_message(
     (id, inserted), or None when the message is deleted here or a newer state is stored.
     Webhooks, sync and the Nylas send path all store messages through this one function,
     and tell the tenant (`message.created` or `.updated`; with `before`, a sync's snapshot,
-    an update that changed nothing listed tells nothing).
+    an update that changed nothing listed tells nothing): the set-based path
+    (services.nylas.store) with one message.
     """
-    values = message_values(obj, account=account, version=version)
-    folder_names = values["labels"]
-    folder_ids = await messages_repo.ensure_folders(
-        session,
-        tenant_id=account.tenant_id,
-        account_id=account.id,
-        folders=[{"name": n, "provider_id": n, "role": folder_role(n)} for n in folder_names],
-    )
-    if folder_names:
-        values["folder_id"] = folder_ids[folder_names[0]]
-    values["thread_id"] = await threads_repo.provider_thread(session, values)
-    saved = (await messages_repo.upsert_many(session, [values])).get(values["provider_id"])
-    if saved is not None:
-        await messages_repo.replace_attachments(
-            session,
-            tenant_id=account.tenant_id,
-            message_ids=[saved[0]],
-            rows=[{**a, "message_id": saved[0]} for a in attachment_values(obj)],
-        )
-        await emit_stored(session, tenant_id=account.tenant_id, stored=[saved], before=before)
-        if saved[1] and wants_recording(values):
-            await record_stored(session, tenant_id=account.tenant_id, stored=[(saved[0], values)])
-    return saved
+    message = incoming(obj, account=account, version=version)
+    saved = await store_messages(session, account=account, messages=[message], before=before)
+    return saved[0]
 
 
 async def _upsert_message(
@@ -239,7 +82,7 @@ def _parts(event: Event | Notification) -> tuple[str | None, dict[str, Any] | No
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     assert isinstance(data, dict)
     obj = data.get("object") if isinstance(data.get("object"), dict) else None
-    return _grant_id(data), obj
+    return grant_of(body), obj
 
 
 async def fetch_truncated(

@@ -24,8 +24,8 @@ from database.engine import Database
 from database.models import Account
 from database.repositories.accounts import nylas_state as state_repo
 from services.errors import PostroomError, ValidationFailed
-from services.imap.sync import Budget
 from services.nylas.notifications import store_message
+from services.sync.budget import Budget
 from services.tenant_events.emit import TenantEventType, emit_account
 from services.tenant_events.payloads import payloads_by_provider_id
 

@@ -18,8 +18,9 @@ from database.models import Account, Event, OutboundMessage
 from database.repositories.messages import rows as messages_repo
 from database.repositories.outbound import ledger as outbound_repo
 from services.errors import Conflict, PostroomError, ProviderTemporaryError, ValidationFailed
+from services.events.outcome import Outcome
 from services.nylas.gateway import NylasGateway
-from services.nylas.notifications import Outcome, store_message
+from services.nylas.notifications import store_message
 from services.outbound import send_events
 from services.outbound.compose import Person
 from services.outbound.request import Prepared, SendRequest

@@ -30,8 +30,8 @@ from database.repositories.outbound import drafts as drafts_repo
 from database.repositories.outbound import ledger as outbound_repo
 from services.accounts.credentials import decrypted
 from services.errors import BadCredentials, Conflict, PostroomError, ValidationFailed
+from services.events.outcome import Outcome
 from services.nylas.gateway import NylasGateway
-from services.nylas.notifications import Outcome
 from services.outbound import nylas_delivery as nylas_send
 from services.outbound import send_events
 from services.outbound.compose import AttachmentFile, Composed, Person, ReplyTarget, compose, people

@@ -29,10 +29,11 @@ from database.repositories.folders import pop3_state
 from database.repositories.messages import rows as messages_repo
 from services.accounts.access import account_for_tenant, pop3_config
 from services.errors import ValidationFailed
-from services.imap.sync import Budget, SyncResult
 from services.messages.mime import parse
 from services.pop3.client import Pop3Client, Pop3CommandError
 from services.reports.ingest import record_stored, wants_recording
+from services.sync.budget import Budget
+from services.sync.result import SyncResult
 from services.tenant_events.emit import (
     TenantEventType,
     emit_account,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.api.keys import make_account, make_caller, make_message
+from tests.helpers import wait_for
 
 
 async def test_feedback_answers_204_and_teaches_only_the_callers_tenant(
@@ -74,3 +76,33 @@ async def test_rules_crud_with_validation_and_tenant_isolation(client: Any, db: 
     r = await client.delete(f"{base}/{created['id']}", headers=caller.headers)
     assert r.status_code == 204
     assert (await client.get(f"{base}/{created['id']}", headers=caller.headers)).status_code == 404
+
+
+@pytest.mark.usefixtures("worker")
+async def test_feedback_publishes_the_refit_after_it_commits_and_the_worker_fits(
+    client: Any, db: Any
+) -> None:
+    """The label commits in the request; the refit runs as its own task on the worker."""
+    caller = await make_caller(db)
+    account = await make_account(db, caller)
+    message = await make_message(db, caller, account, subject="hi", text="grumbo plank offer")
+    r = await client.post(
+        f"/v1/messages/{message}/feedback", json={"label": "spam"}, headers=caller.headers
+    )
+    assert r.status_code == 204
+
+    async def fitted() -> Any:
+        async with db.sessionmaker() as s:
+            row = (
+                await s.execute(
+                    sa.text(
+                        "SELECT changes, fitted_changes, n_spam, generation"
+                        " FROM tenant_spam_model WHERE tenant_id = :t"
+                    ),
+                    {"t": caller.tenant_id},
+                )
+            ).one()
+        return row if row.fitted_changes == 1 else None
+
+    row = await wait_for(fitted, timeout=60, message="the tenant's model to be refitted")
+    assert (row.changes, row.n_spam, row.generation) == (1, 1, 1)

@@ -366,6 +366,8 @@ async def test_a_phrase_taught_by_one_tenant_raises_its_score_for_that_tenant_on
             await record_feedback(
                 s, tenant_id=teacher.tenant_id, user_id=None, message_id=msg.id, label="spam"
             )
+        # What the refit task does once the label committed (verdicts only read the model).
+        assert (await tenant.refit_when_due(db, tenant_id=teacher.tenant_id)).status == "fitted"
     probe = mail.MailDoc(
         subject="hello",
         from_email="friend@example.org",
@@ -470,6 +472,10 @@ async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any
                 assert await record_feedback(
                     s, tenant_id=teacher.tenant_id, user_id=None, message_id=msg.id, label=label
                 )
+    # Verdicts read the stored model and never fit one: still the shipped model's view.
+    assert await verdicts(teacher.tenant_id) == before_teacher
+    assert (await tenant.refit_when_due(db, tenant_id=teacher.tenant_id)).status == "fitted"
+    assert (await tenant.refit_when_due(db, tenant_id=teacher.tenant_id)).status == "not_due"
     after_teacher, after_other = await verdicts(teacher.tenant_id), await verdicts(other.tenant_id)
     assert [v["is_spam"] for v in after_teacher] == [False, True]
     # The other tenant's verdicts are the shipped model's, to the digit.

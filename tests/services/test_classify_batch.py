@@ -1,4 +1,4 @@
-"""verdicts() (a batch of webhooks, worker/batch.py) gives each mail exactly what verdict()
+"""verdicts() (a batch of webhooks, services/nylas/batch.py) gives each mail exactly what verdict()
 gives it alone, with the tenant's model looked up once for the batch: on real PostgreSQL."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from database.models import Message
-from services.classify import mail
+from services.classify import mail, tenant
 from services.classify.service import record_feedback, verdict, verdicts
 from tests.factories import create_nylas_account
 
@@ -31,6 +31,8 @@ async def _teach(db: Any, account: Any, text: str, label: str) -> None:
         await record_feedback(
             s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label=label
         )
+    # What the refit task does once the label committed (verdicts only read the model).
+    await tenant.refit_when_due(db, tenant_id=account.tenant_id)
 
 
 DOCS = [

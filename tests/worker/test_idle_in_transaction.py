@@ -418,3 +418,53 @@ async def test_truncated_webhook_leaves_no_transaction_open_while_nylas_answers(
 
     assert event.status == EventStatus.succeeded, event.last_error
     _assert_no_long_idle(watch, time.monotonic() - started)
+
+
+async def test_a_tenant_model_refit_leaves_no_transaction_open_while_it_fits(
+    db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refit of a tenant's model (1-15 s of numpy) used to run inside the first verdict's
+    transaction after a label, under an advisory lock and, on the batch path, the row locks
+    of its events. Now a verdict only reads the stored model, and the refit (its own task,
+    published after the label commits) fits with no transaction open. The fit is slowed here
+    so that a transaction held across it could not go unseen."""
+    from services.classify import mail, tenant
+    from services.classify.service import record_feedback, verdict
+    from tests.factories import create_nylas_account
+
+    account = await create_nylas_account(db)
+    for text in ("zorblax presale opens", "last zorblax seats"):
+        async with db.transaction() as s:
+            msg = Message(
+                tenant_id=account.tenant_id,
+                account_id=account.id,
+                provider_id=f"m-{uuid.uuid4().hex[:8]}",
+                subject="hello",
+                text=text,
+                from_email="friend@example.org",
+                sort_at=sa.func.now(),
+            )
+            s.add(msg)
+        async with db.transaction() as s:
+            assert await record_feedback(
+                s, tenant_id=account.tenant_id, user_id=None, message_id=msg.id, label="spam"
+            )
+    real, fitting = tenant.fit_labels, []
+
+    def slow_fit(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        time.sleep(MIN_CONVERSATION_S)  # in the refit's thread, off the event loop
+        out = real(*args, **kwargs)
+        fitting.append(time.monotonic() - started)
+        return out
+
+    monkeypatch.setattr(tenant, "fit_labels", slow_fit)
+    probe = mail.MailDoc(subject="hello", from_email="friend@example.org", text="zorblax?")
+    async with idle_transactions(settings) as watch:
+        # The classify step's (and a webhook batch's) verdict: read only, no fit.
+        async with db.transaction() as s:
+            await verdict(s, tenant_id=account.tenant_id, doc=probe)
+        assert fitting == []
+        done = await tenant.refit_when_due(db, tenant_id=account.tenant_id)
+    assert done.status == "fitted" and len(fitting) == 1
+    _assert_no_long_idle(watch, fitting[0])

@@ -1,5 +1,5 @@
 """A new message from a webhook is classified and ruled in the transaction that stores it when
-every matching rule is local (worker.inline_chain), through a real worker; a matching rule
+every matching rule is local (services.classify.inline), through a real worker; a matching rule
 that moves mail keeps the step tasks (tests/worker/test_workflows.py pins those)."""
 
 from __future__ import annotations

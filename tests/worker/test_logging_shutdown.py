@@ -154,7 +154,7 @@ async def test_request_id_follows_the_webhook_into_the_task_and_metrics_add_up(
     assert sample(text, "postroom_task_wait_seconds_count", **{"class": "short"}) >= 1
     assert sample(text, "postroom_task_wait_seconds_count", **{"class": "bulk"}) == 0
     # The webhook's event and its classify-message run, which the process task finished in the
-    # same transaction (worker/inline_chain.py): no other event in this empty database.
+    # same transaction (services/classify/inline.py): no other event in this empty database.
     assert sample(text, "postroom_events", status="succeeded") == 2
 
     logs = stack.api.log() + worker.log()

@@ -19,8 +19,8 @@ from database.models import DeadLetter, Event, EventSource, EventStatus
 from database.repositories.events import rows as events_repo
 from database.task_names import TaskName
 from services.errors import ProviderTemporaryError
+from services.events.outcome import Outcome
 from services.events.unit_of_work import record_event
-from services.nylas.notifications import Outcome
 from tests.factories import create_tenant
 from worker.config import route_for
 from worker.execution import Decision, execute
@@ -224,3 +224,52 @@ async def test_a_task_whose_worker_dies_every_time_ends_as_a_dead_letter(
             .all()
         )
     assert len(letters) == 1
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["workflow-step", "single-task"])
+@pytest.mark.parametrize("lost", [False, True], ids=["committed", "lost-claim"])
+async def test_the_engine_publishes_only_what_its_commit_kept(
+    db: Database, settings: Any, stored: bool, lost: bool
+) -> None:
+    """The work inserts a follow-up event (a new message's classify run) and hands its task
+    message to the engine in its Outcome. Committed: the engine publishes it. Taken over
+    while working (a lost claim rolls the work back): the follow-up row never existed, and
+    nothing names it (the process task used to publish its chains after such a rollback)."""
+    tenant = await create_tenant(db)
+    job = await new_event(db, tenant.id, workflow="classify-message" if stored else None)
+    follow_up: list[Any] = []
+
+    async def work(session: Any, event: Event, _step: str) -> Outcome:
+        chain = await record_event(
+            session,
+            task_name=TaskName.classify,
+            kwargs={"tenant_id": str(tenant.id), "message_id": str(uuid.uuid4())},
+            source=EventSource.api,
+            type="message.classify",
+            stale_after_s=60,
+            tenant_id=tenant.id,
+            external_id=f"{event.id}:follow-up",
+        )
+        assert chain is not None
+        follow_up.append(chain)
+        if lost:  # another run takes the event over while this one works
+            async with db.transaction() as other:
+                await other.execute(
+                    sa.update(Event)
+                    .where(Event.id == event.id)
+                    .values(current_task_id="another-run")
+                )
+        return Outcome("succeeded", tenant_id=tenant.id, publish=[chain])
+
+    decision = await run(
+        runtime_on(db, settings), job, task_id=job.task_id, work=work, stored=stored
+    )
+    [chain] = follow_up
+    async with db.sessionmaker() as s:
+        kept = await s.get(Event, chain.event_id)
+    if lost:
+        assert decision.kind == "skip"
+        assert decision.publish == [] and kept is None
+    else:
+        assert decision.kind in ("done", "next")
+        assert chain in decision.publish and kept is not None

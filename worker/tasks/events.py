@@ -8,17 +8,13 @@ import structlog
 from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import Account, Event
+from database.models import Event
 from database.task_names import TaskName
 from services import metrics
-from services.events.unit_of_work import Job
-from services.events.workflows import start_message_chains
-from services.nylas import coalesce
-from services.nylas.notifications import Outcome, fetch_truncated, process_notification
+from services.events.outcome import Outcome
+from services.nylas.process import process_event
 from worker.app import celery_app
-from worker.batch import batchable, process_batch
-from worker.execution import publish_all, run_task
-from worker.inline_chain import classify_and_apply
+from worker.execution import run_task
 from worker.runtime import runtime
 
 log = structlog.get_logger(__name__)
@@ -26,74 +22,15 @@ log = structlog.get_logger(__name__)
 
 @celery_app.task(name=TaskName.process_event.value, bind=True, max_retries=None)
 def process(self: Task, event_id: str) -> dict[str, Any]:
-    chains: list[Job] = []
     batched: list[str] = []  # the task ids of the messages of events done in this one's batch
 
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
-        rt = runtime()
-        if batchable(event):  # with the grant's other waiting message.created (worker.batch)
-            done = await process_batch(
-                session, leader=event, task_id=self.request.id, settings=rt.settings
-            )
-            if done is not None:
-                outcome, chains[:], batched[:] = done
-                return outcome
-        # A truncated message is fetched from Nylas before `session` is first used, so no
-        # transaction is open while Nylas answers; everything else commits with the event.
-        fetched = await fetch_truncated(rt.db, event=event, nylas=rt.nylas)
-        # Waiting message.updated siblings: apply the newest state once, for all of them.
-        group = await coalesce.take_group(session, event)
-        applied = group.applied
-        if fetched is None and applied.id != event.id:
-            # Rare: a newer sibling left its body out where this one did not. Fetched by the
-            # message's id, Nylas answers its current state, newer than every sibling; this one
-            # fetch runs inside the transaction that holds the siblings.
-            fetched = await fetch_truncated(rt.db, event=applied, nylas=rt.nylas)
-        try:
-            outcome = await process_notification(
-                session, event=applied, nylas_configured=rt.nylas is not None, fetched=fetched
-            )
-        finally:  # the tenant is known even when the work fails (its dead letter is theirs)
-            event.tenant_id = applied.tenant_id or event.tenant_id
-            event.account_id = applied.account_id or event.account_id
-        await coalesce.finish_group(
-            session, group, event=event, tenant_id=outcome.tenant_id, account_id=outcome.account_id
-        )
-        outcome.result = coalesce.annotate(outcome.result, group)
-        if group.coalesced:
-            metrics.EVENTS_COALESCED.inc(len(group.coalesced))
-        # A new message gets classify -> apply_rules, committed with it. Not an update: a user
-        # who moved a message out of Junk must not see a rule move it straight back.
-        new = outcome.message_ids if outcome.result.get("action") == "created" else []
-        if new and outcome.tenant_id is not None and outcome.account_id is not None:
-            # Classified and ruled in this transaction when every matching rule is local
-            # (worker.inline_chain): one task a message instead of three. The rest start the
-            # classify-message run through the step tasks, as before.
-            account = await session.get(Account, outcome.account_id)
-            if account is not None and account.tenant_id == outcome.tenant_id:
-                new = [
-                    m
-                    for m in new
-                    if not await classify_and_apply(
-                        session,
-                        settings=runtime().settings,
-                        parent=event,
-                        account=account,
-                        message_id=m,
-                    )
-                ]
-        chains[:] = await start_message_chains(
-            session,
-            parent=event,
-            tenant_id=outcome.tenant_id,
-            account_id=outcome.account_id,
-            message_ids=new,
-            stale_after_s=runtime().settings.outbox_stale_after_s,
+        outcome, batched[:] = await process_event(
+            session, event, rt=runtime(), task_id=self.request.id
         )
         return outcome
 
     result = run_task(self, event_id=event_id, work=work)
-    publish_all(self.app, chains)
     if batched and result.get("batched"):
         metrics.EVENTS_BATCHED.inc(int(result["batched"]))
         revoke_batched(self.app, batched)

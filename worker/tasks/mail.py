@@ -8,21 +8,12 @@ from typing import Any
 from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.engine import Database
-from database.models import Event, Provider
-from database.repositories.events import rows as events_repo
+from database.models import Event
 from database.task_names import TaskName
-from services.accounts.access import account_for_tenant
-from services.events.unit_of_work import Job
-from services.events.workflows import start_account_chain
-from services.imap.sync import Budget, SyncResult, run_sync
-from services.messages.delete import delete_part
-from services.messages.thumbnails import start_thumbnails
-from services.nylas.notifications import Outcome
-from services.parts import add_counts
-from services.pop3.sync import run_pop3_sync
+from services.events.outcome import Outcome
+from services.sync.jobs import delete_job_part, sync_part
 from worker.app import celery_app
-from worker.execution import CONTINUED, publish_all, run_task
+from worker.execution import run_task
 from worker.runtime import runtime
 
 
@@ -37,164 +28,24 @@ def sync_account(
     full: bool = False,
     workflow: str | None = None,
 ) -> dict[str, Any]:
-    tenant, account_uuid = uuid.UUID(tenant_id), uuid.UUID(account_id)
+    def report(meta: dict[str, Any]) -> None:
+        self.update_state(state="PROGRESS", meta=meta)
 
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
-        rt = runtime()
-        # Tenant check first: a mismatch is PermissionDenied, permanent, no server touched.
-        # Read in a transaction of its own that commits before any mail server is talked to:
-        # `session` (the engine's, which finishes the event) is first used only after the
-        # conversation, so no connection sits idle in transaction while the server answers.
-        async with rt.db.transaction() as s:
-            account = await account_for_tenant(s, tenant_id=tenant, account_id=account_uuid)
-        # An IMAP sync runs in bounded parts; `before` is where the earlier parts stopped.
-        before = earlier_parts(event)
-        synced_before = int(before.get("synced", 0))
-
-        async def progress(current: int, total: int) -> None:
-            meta = {
-                **before,
-                "current": synced_before + current,
-                "total": synced_before + total,
-                "parts": int(before.get("parts", 0)) + 1,
-            }
-            self.update_state(state="PROGRESS", meta=meta)
-            async with rt.db.transaction() as s:
-                await events_repo.set_progress(
-                    s, event_id=event.id, progress=meta, lease_s=rt.settings.claim_lease_s
-                )
-
-        # Every provider's sync is a bounded part (services.parts): the same budget and the same
-        # progress shape; a cut part hands the job on to the next (worker.execution CONTINUED).
-        budget = Budget(messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s)
-        if account.provider == Provider.nylas:
-            state, result, cut = await _nylas_part(
-                rt.db, account=account, full=full, progress=progress, budget=budget, before=before
-            )
-        else:
-            if account.provider == Provider.pop3:  # resumes by itself: stored UIDLs are skipped
-                part = await run_pop3_sync(
-                    rt.db,
-                    rt.settings,
-                    tenant_id=tenant,
-                    account_id=account_uuid,
-                    folder=folder,
-                    progress=progress,
-                    budget=budget,
-                )
-            else:
-                part = await run_sync(
-                    rt.db,
-                    rt.settings,
-                    tenant_id=tenant,
-                    account_id=account_uuid,
-                    folder=folder,
-                    full=full,
-                    progress=progress,
-                    budget=budget,
-                    resume=before.get("resume"),
-                )
-            (state, result), cut = add_part(before, part), part.cut
-        await events_repo.set_progress(
-            session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
+        return await sync_part(
+            session,
+            event,
+            rt=runtime(),
+            tenant=uuid.UUID(tenant_id),
+            account_uuid=uuid.UUID(account_id),
+            folder=folder,
+            full=full,
+            workflow=workflow,
+            report=report,
         )
-        if cut:  # the next part goes on where this one stopped (worker.execution)
-            return Outcome(
-                status=CONTINUED, result=result, tenant_id=tenant, account_id=account_uuid
-            )
-        if not workflow and result.get("new"):  # new mail: classify -> apply_rules after commit
-            chains[:] = await start_account_chain(
-                session,
-                parent=event,
-                tenant_id=tenant,
-                user_id=account.user_id,
-                account_id=account_uuid,
-                stale_after_s=rt.settings.outbox_stale_after_s,
-            )
-        if result.get("new") or result.get("created"):  # previews of its images, in bulk
-            thumbs[:] = await start_thumbnails(
-                session,
-                parent=event,
-                tenant_id=tenant,
-                user_id=account.user_id,
-                account_id=account_uuid,
-                stale_after_s=rt.settings.outbox_stale_after_s,
-            )
-        return Outcome(status="succeeded", result=result, tenant_id=tenant, account_id=account_uuid)
 
-    chains: list[Job] = []
-    thumbs: list[Job] = []
     # The first step of a workflow chain: the engine hands the event on to the next step.
-    outcome = run_task(self, event_id=event_id, work=work, step=bool(workflow))
-    publish_all(self.app, [*chains, *thumbs])
-    return outcome
-
-
-COUNTS = ("new", "updated", "deleted")
-
-
-def earlier_parts(event: Event) -> dict[str, Any]:
-    """The progress the last part of this sync left for the next ({} for a new sync).
-
-    A finished sync leaves `continues` false, so a replay of it starts afresh; a sync that
-    died between parts and is replayed goes on where it stopped.
-    """
-    progress = event.progress or {}
-    return dict(progress) if progress.get("continues") else {}
-
-
-def add_part(before: dict[str, Any], part: SyncResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the event's new progress, the job's result so far): counts summed over all parts."""
-    state, totals = add_counts(
-        before,
-        {k: getattr(part, k) for k in COUNTS},
-        done=part.new + part.updated,
-        cut=part.cut,
-        resume=part.resume(),
-    )
-    result = {
-        "status": "continued" if part.cut else "success",
-        "folders": part.folders,
-        **totals,
-    }  # the shape of an uncut sync's result; how many parts it took is in the progress
-    return state, result
-
-
-NYLAS_COUNTS = ("fetched", "created", "updated", "unchanged", "pages")
-
-
-async def _nylas_part(
-    db: Database,
-    *,
-    account: Any,
-    full: bool,
-    progress: Any,
-    budget: Budget,
-    before: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Nylas accounts: messages.list with received_after and cursor pages (services.nylas.sync),
-    one budget's worth of pages; the next part goes on from the page token in `resume`.
-    Answers (the event's new progress, the job's result so far, whether this part was cut)."""
-    from services.nylas.sync import sync_nylas_account
-
-    part = await sync_nylas_account(
-        db,
-        account=account,
-        nylas=runtime().nylas,
-        full=full,
-        progress=progress,
-        budget=budget,
-        resume=before.get("resume"),
-    )
-    resume = part.pop("resume", None)
-    state, totals = add_counts(
-        before,
-        {k: part[k] for k in NYLAS_COUNTS},
-        done=part["fetched"],
-        cut=resume is not None,
-        resume=resume,
-    )
-    return state, {**part, **totals}, resume is not None
+    return run_task(self, event_id=event_id, work=work, step=bool(workflow))
 
 
 @celery_app.task(name=TaskName.delete.value, bind=True, max_retries=None)
@@ -206,38 +57,14 @@ def delete(
     user_id: str,
     permanent: bool = False,
 ) -> dict[str, Any]:
-    tenant = uuid.UUID(tenant_id)
-
     async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
-        rt = runtime()
-        # A bounded part like a sync's: the ids stay in the task message, the progress says
-        # how far into them the earlier parts got (services.parts, services.messages.delete).
-        before = earlier_parts(event)
-        ids = list(dict.fromkeys(uuid.UUID(m) for m in message_ids))
-        start = int((before.get("resume") or {}).get("offset", 0))
-        count, offset = await delete_part(
-            rt.db,
-            rt.settings,
-            tenant_id=tenant,
-            message_ids=ids,
+        return await delete_job_part(
+            session,
+            event,
+            rt=runtime(),
+            tenant=uuid.UUID(tenant_id),
+            message_ids=message_ids,
             permanent=permanent,
-            nylas=rt.nylas,
-            budget=Budget(messages=rt.settings.bulk_part_messages, seconds=rt.settings.bulk_part_s),
-            start=start,
         )
-        cut = offset < len(ids)
-        state, totals = add_counts(
-            before,
-            {"deleted_count": count},
-            done=offset - start,
-            cut=cut,
-            resume={"offset": offset},
-            total=len(ids),
-        )
-        await events_repo.set_progress(
-            session, event_id=event.id, progress=state, lease_s=rt.settings.claim_lease_s
-        )
-        result = {"status": "continued" if cut else "success", **totals}
-        return Outcome(status=CONTINUED if cut else "succeeded", result=result, tenant_id=tenant)
 
     return run_task(self, event_id=event_id, work=work)

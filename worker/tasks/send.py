@@ -15,11 +15,9 @@ from celery import Task
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import Event
-from database.repositories.accounts import access as accounts_repo
 from database.task_names import TaskName
-from services.errors import PermissionDenied
-from services.nylas.notifications import Outcome
-from services.outbound.send import load_request, redact_error, send_message
+from services.events.outcome import Outcome
+from services.outbound.send_job import send_job
 from worker import policy
 from worker.app import celery_app
 from worker.execution import run_task
@@ -45,33 +43,17 @@ def send(
             if key not in ID_KWARGS:
                 del self.request.kwargs[key]
 
-    async def work(session: AsyncSession, event: Event, _step: str) -> Outcome:
+    async def work(_session: AsyncSession, event: Event, _step: str) -> Outcome:
         rt = runtime()
-        tenant = uuid.UUID(tenant_id)
-        # Read in a transaction of its own, committed before any server is talked to; the
-        # engine's `session` (which finishes the event) is not used before the send is over,
-        # so it holds no connection during the SMTP conversation (docs/sending.md).
-        async with rt.db.transaction() as s:
-            # Tenant-scoped load first: an account of another tenant is never touched.
-            account = await accounts_repo.get_for_tenant(s, tenant, uuid.UUID(account_id))
-            if account is None or (event.tenant_id is not None and event.tenant_id != tenant):
-                raise PermissionDenied("The account does not belong to this tenant.")
-            request = await load_request(s, tenant_id=tenant, event_id=event.id)
-        try:
-            return await send_message(
-                rt.db,
-                settings=rt.settings,
-                account=account,
-                event=event,
-                request=request,
-                nylas=rt.nylas,
-            )
-        except Exception as exc:
-            private = request.private_strings()
-            redacted = redact_error(exc, private, transient=policy.is_transient(exc))
-            if redacted is exc:
-                raise
-            raise redacted from None  # the original quoted the mail: not even as context
+        return await send_job(
+            rt.db,
+            settings=rt.settings,
+            nylas=rt.nylas,
+            event=event,
+            tenant_id=uuid.UUID(tenant_id),
+            account_id=uuid.UUID(account_id),
+            is_transient=policy.is_transient,
+        )
 
     return run_task(
         self,

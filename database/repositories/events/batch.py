@@ -1,9 +1,8 @@
-"""Waiting message.created notifications taken together by one process task (worker/batch.py).
+"""Waiting notifications whose work another run takes on: a grant's message.created (a batch,
+services/nylas/batch.py) and one message's message.updated (coalesced, services.nylas.coalesce).
 
-`take_created_peers` locks a grant's newest waiting `message.created` notifications (those no
-worker has claimed: `received` or `queued`) with FOR UPDATE SKIP LOCKED, inside the
-transaction that then does their work; `finish_peers` ends them in that same transaction. A
-rollback (an error, a worker that dies) releases them untouched, for their own task messages.
+Read only: the caller absorbs what it found (lifecycle.absorb, by status and lease like any
+claim) and the lifecycle repository ends them.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,27 +48,41 @@ class Waiting:
     def event(self) -> Event:
         return Event(**self.row)
 
+    @classmethod
+    def of(cls, row: Any) -> Waiting:
+        return cls(
+            id=row["id"],
+            source=row["source"],
+            type=row["type"],
+            payload=row["payload"],
+            request_id=row["request_id"],
+            current_task_id=row["current_task_id"],
+            tenant_id=row["tenant_id"],
+            row=row,
+        )
 
-async def take_created_peers(
+
+async def created_peer_ids(
     session: AsyncSession,
     *,
     grant_id: str,
     tenant_id: uuid.UUID,
     exclude: Collection[uuid.UUID],
     limit: int,
-) -> list[Waiting]:
-    """Lock up to `limit` of the grant's newest waiting message.created notifications (the
-    oldest are the next task messages in the queue, which other workers are about to claim).
+) -> list[uuid.UUID]:
+    """Up to `limit` of the grant's newest waiting message.created notifications (the oldest
+    are the next task messages in the queue, which other workers are about to claim), read
+    without a lock: the caller absorbs them (lifecycle.absorb), which skips any taken since.
 
     Only ones whose body came with them (a truncated one needs a Nylas fetch outside the
     transaction: its own task does that), none already tied to another tenant, and none ever
-    tried (attempts = 0): one that was tried and is waiting again may be what killed a worker
-    or failed a statement, and goes through its own task, spending its own attempts only.
+    tried (attempts = 0): one that was tried, or was in a batch that failed (absorbing counts
+    an attempt), goes through its own task, spending its own attempts only.
     """
     if limit <= 0:
         return []
     stmt = (
-        sa.select(_t)
+        sa.select(_t.c.id)
         .where(
             GRANT.op("=")(sa.bindparam("grant_id", grant_id, type_=sa.Text)),
             _WAITING,
@@ -82,79 +94,30 @@ async def take_created_peers(
         )
         .order_by(_t.c.received_at.desc())
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
-    rows = (await session.execute(stmt)).mappings().all()
-    return [
-        Waiting(
-            id=r["id"],
-            source=r["source"],
-            type=r["type"],
-            payload=r["payload"],
-            request_id=r["request_id"],
-            current_task_id=r["current_task_id"],
-            tenant_id=r["tenant_id"],
-            row=r,
-        )
-        for r in rows
-    ]
+    return list((await session.execute(stmt)).scalars())
 
 
-_FINISH = (
-    sa.update(_t)
-    .where(
-        _t.c.id == sa.bindparam("b_id"),
-        # Literal, not IN (...) with a parameter list, which executemany cannot expand.
-        sa.text("event.status IN ('received', 'queued')"),
-    )
-    .values(
-        status=sa.bindparam("b_status"),
-        result=sa.bindparam("b_result", type_=_t.c.result.type),
-        last_error=sa.bindparam("b_error"),
-        tenant_id=sa.bindparam("b_tenant_id"),
-        account_id=sa.bindparam("b_account_id"),
-        attempts=_t.c.attempts + 1,
-        history=_t.c.history.op("||")(
-            sa.func.jsonb_build_array(sa.bindparam("b_entry", type_=_t.c.history.type))
-        ),
-        started_at=sa.func.now(),
-        finished_at=sa.func.now(),
-        due_at=None,
-        updated_at=sa.func.now(),
-    )
+# Waiting notifications about the same object and grant (read only: the caller absorbs them,
+# lifecycle.absorb). The first condition is what ix_event_nylas_object_waiting indexes.
+_SIBLINGS = sa.text(
+    """
+SELECT id, type, payload, received_at FROM event
+WHERE (payload #>> '{data,object,id}') = :object_id
+  AND source = 'nylas' AND status IN ('received', 'queued', 'retrying')
+  AND id <> :event_id
+  AND (type = 'message.updated' OR type LIKE 'message.updated.%')
+  AND coalesce(payload #>> '{data,grant_id}', payload #>> '{data,object,grant_id}') = :grant_id
+ORDER BY received_at
+LIMIT :limit
+"""
 )
 
 
-async def finish_peers(
-    session: AsyncSession,
-    *,
-    leader_id: uuid.UUID,
-    leader_task_id: str,
-    outcomes: list[dict[str, Any]],
-) -> None:
-    """End the taken notifications (one executemany): each row has id, status, result, error,
-    tenant_id, account_id. Their history says which task did the work, in whose batch."""
-    if not outcomes:
-        return
-    at = datetime.now(UTC).isoformat()
-    params = [
-        {
-            "b_id": o["id"],
-            "b_status": o["status"],
-            "b_result": o["result"],
-            "b_error": o["error"],
-            "b_tenant_id": o["tenant_id"],
-            "b_account_id": o["account_id"],
-            "b_entry": {
-                "task_id": leader_task_id,
-                "started_at": at,
-                "finished_at": at,
-                "duration_ms": None,
-                "outcome": o["status"],
-                "error": o["error"],
-                "batched_into": str(leader_id),
-            },
-        }
-        for o in outcomes
-    ]
-    await session.execute(_FINISH, params)
+async def updated_siblings(
+    session: AsyncSession, *, grant_id: str, object_id: str, event_id: uuid.UUID, limit: int
+) -> list[Any]:
+    """The waiting message.updated notifications about one message of a grant, other than
+    `event_id`, oldest first: (id, type, payload, received_at) rows (services.nylas.coalesce)."""
+    params = {"object_id": object_id, "grant_id": grant_id, "event_id": event_id, "limit": limit}
+    return list((await session.execute(_SIBLINGS, params)).all())

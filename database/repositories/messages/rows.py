@@ -51,7 +51,7 @@ async def upsert_many(
     # Plain values go as the executemany parameters of one statement: SQLAlchemy sends them
     # as multi-row INSERTs ("insertmanyvalues") from one cached compilation, where a statement
     # built with .values(rows) is compiled anew for every row count (most of a webhook
-    # batch's CPU, worker/batch.py). A row holding a SQL expression (now()) needs .values().
+    # batch's CPU, services/nylas/batch.py). A row holding a SQL expression (now()) needs .values().
     many = not any(isinstance(v, sa.ClauseElement) for r in rows for v in r.values())
     for part in chunked(rows, width(rows)):
         base = insert(_m) if many else insert(_m).values(list(part))
