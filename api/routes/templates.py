@@ -14,6 +14,7 @@ from database.models import Template
 from database.repositories.outbound import templates as templates_repo
 from services import cursors
 from services.errors import NotFound
+from services.outbound import template_pool
 from services.outbound import templates as templates_svc
 
 router = APIRouter(
@@ -53,7 +54,10 @@ async def put_template(
 ) -> TemplatePublic:
     """Create (201) or replace (200) a template. Its syntax and what it uses are checked
     here: a template that could not render is 422 now, not at send time."""
-    templates_svc.check(templates_svc.Parts(subject=body.subject, text=body.text, html=body.html))
+    # In a worker process with hard limits, never on this event loop (docs/security.md).
+    await template_pool.check(
+        templates_svc.Parts(subject=body.subject, text=body.text, html=body.html)
+    )
     template, created = await templates_repo.put(
         uow.session,
         tenant_id=principal.tenant_id,
