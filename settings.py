@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 100
     sends_per_minute: int = 60
+    # Failed authentications (missing, malformed, unknown or revoked keys) per client address,
+    # across API processes; past it, 429 before any key is looked up (docs/security.md).
+    unknown_key_per_s: float = 1.0
+    unknown_key_burst: int = 30
+    # Seconds a key found unknown or revoked is remembered per API process (no query meanwhile).
+    unknown_key_cache_s: float = 30.0
     max_accounts_per_tenant: int = 100
     # Bulk work (syncs) runs in parts of at most this long / this many messages; a part that
     # reaches either commits its progress and queues the next part of the same job.

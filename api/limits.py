@@ -1,11 +1,14 @@
 """Request limits for /v1, applied before any parsing: body size (413), JSON nesting depth
 (400) and NUL characters (422; PostgreSQL text cannot hold them, so refuse at the edge).
+A body over 64 KB (declared, or a chunked one once it passes 64 KB) is read only after the
+request's API key is checked from its headers: 401/429 without reading or scanning it.
 
 Pure ASGI so an oversized body is refused while streaming, not after it sits in memory whole.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -14,7 +17,9 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import authenticate
 from api.errors import error_body
+from services.errors import PostroomError
 
 MAX_DEPTH = 32
 # A JSON string (or an unterminated one running to the end of the body), with whatever follows
@@ -28,6 +33,8 @@ _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _SLICE = 1 << 20
 # Bodies up to this size are checked on the event loop (well under a millisecond).
 _INLINE_BYTES = 64 * 1024
+# A body over this size is read only after the request's API key is checked (its headers).
+AUTH_FIRST_BYTES = 64 * 1024
 _NUL = "The request contains a NUL character, which is not accepted."
 _NO_BODY = ("GET", "HEAD", "OPTIONS", "DELETE")
 
@@ -79,15 +86,30 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.prefix = prefix
 
-    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+    async def _refuse(
+        self, send: Send, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
         extra: dict[str, Any] = {"details": []} if status == 422 else {}
         body = orjson.dumps(error_body(code, message, **extra))
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
+        if retry_after is not None:
+            headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _authenticated(self, scope: Scope, send: Send) -> bool:
+        """Authenticate from the headers alone, before a body over 64 KB is read: an
+        unauthenticated client never makes this process read (or scan) megabytes. The principal
+        is kept in the request's state, so the route does not look the key up again."""
+        try:
+            await authenticate(scope["app"], scope)
+        except PostroomError as exc:
+            await self._refuse(send, exc.status_code, exc.code, exc.message, exc.retry_after)
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -104,6 +126,11 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send, 413, "payload_too_large", too_big)
             return
+        checked = False
+        if declared is not None and declared.isdigit() and int(declared) > AUTH_FIRST_BYTES:
+            if not await self._authenticated(scope, send):
+                return
+            checked = True
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -115,6 +142,11 @@ class BodyLimitMiddleware:
             if size > self.max_bytes:
                 await self._refuse(send, 413, "payload_too_large", too_big)
                 return
+            # A body of unknown length (chunked) that passes 64 KB: authenticate before more.
+            if size > AUTH_FIRST_BYTES and not checked:
+                if not await self._authenticated(scope, send):
+                    return
+                checked = True
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
