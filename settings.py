@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A notification's `time` may run this far ahead of our clock (Nylas's and ours drift apart).
@@ -122,9 +122,16 @@ class Settings(BaseSettings):
     metrics_cache_s: float = 5.0
     # Tenants named in the per-tenant queue gauges (the deepest ones); the rest are 'other'.
     metrics_top_tenants: int = 10
+    # /metrics and /health/detailed need it as a Bearer token; without one they are open only
+    # with environment "development" (503 otherwise). Empty means not set.
     ops_token: SecretStr | None = None
     # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
     webhook_max_age_s: int = 3 * 24 * 3600
+
+    @field_validator("ops_token", mode="before")
+    @classmethod
+    def _empty_ops_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _dedupe_outlives_the_replay_window(self) -> Settings:

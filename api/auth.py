@@ -21,7 +21,7 @@ from api.deps import SettingsDep
 from api.ratelimit import spend_key_budget, spend_send_budget, spend_unknown_key_budget
 from database.engine import Database
 from database.repositories import keys as keys_repo
-from services.errors import RateLimited, Unauthorized
+from services.errors import RateLimited, ServiceUnavailable, Unauthorized
 
 KEY_PREFIX = "pr"
 _MAX_KEY_LEN = 200
@@ -208,9 +208,16 @@ SenderDep = Annotated[Principal, Depends(get_sender)]
 
 
 async def require_ops_token(request: Request, settings: SettingsDep) -> None:
-    """With POSTROOM_OPS_TOKEN set, /metrics and /health/detailed need it as a Bearer token."""
+    """/metrics and /health/detailed need POSTROOM_OPS_TOKEN as a Bearer token. They fail
+    closed: outside POSTROOM_ENVIRONMENT=development, without a token configured they answer
+    503 to everyone (only development serves them open)."""
     if settings.ops_token is None:
-        return
+        if settings.environment == "development":
+            return
+        raise ServiceUnavailable(
+            "This endpoint is closed: POSTROOM_OPS_TOKEN is not set, and POSTROOM_ENVIRONMENT "
+            "is not 'development'. Set a token and send 'Authorization: Bearer <token>'."
+        )
     header = request.headers.get("authorization") or ""
     scheme, _, given = header.partition(" ")
     expected = settings.ops_token.get_secret_value()

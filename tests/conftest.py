@@ -56,6 +56,9 @@ os.environ.update(
         "POSTROOM_LOG_LEVEL": "INFO",
         # Dovecot and aiosmtpd listen on loopback; tests of the refusal pass their own list.
         "POSTROOM_ALLOWED_PRIVATE_MAIL_HOSTS": "127.0.0.0/8,::1",
+        # `make install` writes an ops token into .env; the tests that need one pass their own.
+        "POSTROOM_OPS_TOKEN": "",
+        "POSTROOM_ENVIRONMENT": "development",
     }
 )
 ENV.update(os.environ)
