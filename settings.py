@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # At most one push sync queued per account and folder within this window; a change inside
     # it queues one more sync when it ends, so the last message is never left behind.
     push_coalesce_s: float = 2.0
+    # News about folders postroom does not know (NOTIFY) becomes at most one "list folders" sync
+    # per account per this many seconds, however many names a server invents.
+    push_list_folders_s: float = 60.0
     # Reconnecting after an error: capped exponential backoff with full jitter.
     push_backoff_base_s: float = 1.0
     push_backoff_cap_s: float = 300.0
@@ -105,10 +108,9 @@ class Settings(BaseSettings):
     # reaches either commits its progress and queues the next part of the same job.
     bulk_part_s: float = 10.0
     bulk_part_messages: int = 5000
-    # Concurrent IMAP connections per mail account across every worker (a Redis semaphore),
-    # and how long a task waits for one before it is retried.
+    # Concurrent IMAP connections per mail account across every worker (a Redis semaphore).
+    # A task that finds them all taken is retried 1-5 s later at once, without waiting in it.
     imap_max_connections: int = 2
-    imap_slot_wait_s: float = 20.0
     # Nylas calls per second (and burst) per application and per grant, across every worker
     # (services/nylas/budget.py; 0 = no budget). Nylas allows 200/s per grant for email and
     # providers add their own limits; a 429's Retry-After holds every worker off on top.

@@ -49,8 +49,6 @@ os.environ.update(
         # Syncs through the worker run in parts of one 250-message batch (a part stops after
         # the batch that reaches this), so every bigger worker test crosses parts.
         "POSTROOM_BULK_PART_MESSAGES": "250",
-        # A task that finds its account's IMAP connections taken waits this long, then retries.
-        "POSTROOM_IMAP_SLOT_WAIT_S": "3",
         # Claims renew every second in tests, so the lease mechanism runs in every worker test.
         "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",
