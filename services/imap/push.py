@@ -14,11 +14,13 @@ Where the server offers NOTIFY (RFC 5465; Dovecot does), the same connection als
 new and expunged mail in every other personal folder (`* STATUS` during IDLE) and queues a
 sync of that folder; without it, other folders wait for the periodic sync.
 
-A server cannot flood this (docs/security.md): news about a folder postroom does not know
-becomes one "list folders" sync of the account (`folder` None: LIST, then the folders whose
-status changed) at most once per coalescing window, however many names it invents; names over
-1 KB are dropped; and at most one unfinished push sync per (account, folder) exists in the
-database (ux_event_push_unfinished, INSERT ... ON CONFLICT DO NOTHING).
+A server cannot flood this (docs/security.md): news about folders postroom does not know gets
+a sync per folder only while they are few (3 in one IDLE round, 4 per account per list window);
+past that it becomes one "list folders" sync of the account (`folder` None: LIST, then the
+folders whose status changed) at most once per POSTROOM_PUSH_LIST_FOLDERS_S, however many
+names a server invents; names over 1 KB are dropped; and at most one unfinished push sync per
+(account, folder) exists in the database (ux_event_push_unfinished, INSERT ... ON CONFLICT DO
+NOTHING).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ COALESCE_KEY = "postroom:push:sync:{account_id}:{folder}"
 ALL_FOLDERS_SLOT = "\x00list"
 # A mailbox name longer than this (UTF-8 bytes) in NOTIFY news is not a folder we sync.
 MAX_FOLDER_NAME_BYTES = 1024
+# Folders not (yet) in the folder table get a sync of their own while they are few: at most
+# this many names in one IDLE round, and this many per account per list window. Past either,
+# they are one "list folders" sync (a new folder is real news; a thousand are a flood).
+FEW_UNKNOWN_PER_ROUND = 3
+UNKNOWN_PER_WINDOW = 4
+UNKNOWN_KEY = "postroom:push:unknown:{account_id}"
 # INBOX is selected (its changes come as EXISTS/EXPUNGE/FETCH); every other personal folder
 # reports new and expunged mail as STATUS. Flag changes elsewhere wait for the periodic sync.
 NOTIFY_EVENTS = (
@@ -325,6 +333,19 @@ class Listener:
         self._known[account.account_id] = (now, names)
         return names
 
+    async def _few(self, account: Leased, names: set[str]) -> bool:
+        """Whether these unknown folders fit the account's budget of per-folder syncs for
+        unknown names in this list window (a Redis counter shared by every listener)."""
+        key = UNKNOWN_KEY.format(account_id=account.account_id)
+        window_ms = max(int(self.settings.push_list_folders_s * 1000), 1)
+        try:
+            await self.redis.set(key, 0, nx=True, px=window_ms)
+            spent = int(await self.redis.incrby(key, len(names)))
+        except Exception as exc:  # Redis away: the one list sync covers them
+            log.warning("push_coalesce_unavailable", error=type(exc).__name__)
+            return False
+        return spent <= UNKNOWN_PER_WINDOW
+
     async def _news(self, account: Leased, others: set[str], changes: int) -> None:
         """Queue the syncs one IDLE's news call for: known folders each (coalesced), and any
         number of unknown ones as one "list folders" sync."""
@@ -345,6 +366,9 @@ class Listener:
             known = await self._known_folders(account, refresh=True)
             folders |= unknown & known
             unknown -= known
+        if unknown and len(unknown) <= FEW_UNKNOWN_PER_ROUND and await self._few(account, unknown):
+            folders |= unknown  # a sync of the folder stores it (and its mail) at once
+            unknown = set()
         for folder in sorted(folders):
             await self.coalescer.changed(account, folder)
         if unknown:
