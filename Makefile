@@ -24,12 +24,19 @@ $(VENV)/.installed: pyproject.toml
 
 .env:
 	@$(PY) scripts/make_env.py > .env
-	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS and a local webhook secret"
+	@echo "wrote .env with a fresh POSTROOM_CREDENTIAL_KEYS, a local webhook secret and an ops token"
+
+# A .env written before the ops token existed gets one (Compose runs with
+# POSTROOM_ENVIRONMENT=production, where /metrics and /health/detailed need it).
+.PHONY: ops-token
+ops-token: .env
+	@grep -q '^POSTROOM_OPS_TOKEN=' .env || { python3 scripts/make_env.py --ops-token >> .env && \
+	  echo "added POSTROOM_OPS_TOKEN to .env"; }
 
 # make dev installs once up front; the processes it starts (make api, make worker-short...) skip
 # the check with SKIP_INSTALL=1, which also lets a test run make dev without touching .venv.
 ifeq ($(SKIP_INSTALL),)
-install: $(VENV)/.installed .env ## create .venv and install postroom with its test extras
+install: $(VENV)/.installed .env ops-token ## create .venv and install postroom with its test extras
 else
 install:
 endif
@@ -118,7 +125,7 @@ train: install ## fit the spam model on the corpus TRAINING folders -> services/
 eval: install ## classifier vs SpamAssassin on the HELD-OUT folders (whole + headerless), then generalization checks
 	$(PY) scripts/eval_classifier.py
 
-up: ## the whole stack in Docker (needs a Docker engine)
+up: ops-token ## the whole stack in Docker (needs a Docker engine)
 	docker compose -f docker/compose.yml up -d --build
 
 down:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A notification's `time` may run this far ahead of our clock (Nylas's and ours drift apart).
@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # At most one push sync queued per account and folder within this window; a change inside
     # it queues one more sync when it ends, so the last message is never left behind.
     push_coalesce_s: float = 2.0
+    # News about folders postroom does not know (NOTIFY) becomes at most one "list folders" sync
+    # per account per this many seconds, however many names a server invents.
+    push_list_folders_s: float = 60.0
     # Reconnecting after an error: capped exponential backoff with full jitter.
     push_backoff_base_s: float = 1.0
     push_backoff_cap_s: float = 300.0
@@ -124,6 +127,12 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 100
     sends_per_minute: int = 60
+    # Failed authentications (missing, malformed, unknown or revoked keys) per client address,
+    # across API processes; past it, 429 before any key is looked up (docs/security.md).
+    unknown_key_per_s: float = 1.0
+    unknown_key_burst: int = 30
+    # Seconds a key found unknown or revoked is remembered per API process (no query meanwhile).
+    unknown_key_cache_s: float = 30.0
     max_accounts_per_tenant: int = 100
     # What one tenant may store (docs/security.md "Quotas"): rules per account, templates per
     # tenant, and the bytes of its drafts, scheduled sends and uploads (0 turns that one off).
@@ -143,10 +152,9 @@ class Settings(BaseSettings):
     # reaches either commits its progress and queues the next part of the same job.
     bulk_part_s: float = 10.0
     bulk_part_messages: int = 5000
-    # Concurrent IMAP connections per mail account across every worker (a Redis semaphore),
-    # and how long a task waits for one before it is retried.
+    # Concurrent IMAP connections per mail account across every worker (a Redis semaphore).
+    # A task that finds them all taken is retried 1-5 s later at once, without waiting in it.
     imap_max_connections: int = 2
-    imap_slot_wait_s: float = 20.0
     # Nylas calls per second (and burst) per application and per grant, across every worker
     # (services/nylas/budget.py; 0 = no budget). Nylas allows 200/s per grant for email and
     # providers add their own limits; a 429's Retry-After holds every worker off on top.
@@ -160,6 +168,8 @@ class Settings(BaseSettings):
     metrics_cache_s: float = 5.0
     # Tenants named in the per-tenant queue gauges (the deepest ones); the rest are 'other'.
     metrics_top_tenants: int = 10
+    # /metrics and /health/detailed need it as a Bearer token; without one they are open only
+    # with environment "development" (503 otherwise). Empty means not set.
     ops_token: SecretStr | None = None
     # GET /v1/feed as a live stream (text/event-stream): how often it looks for new events,
     # how long a quiet stream waits before a keep-alive comment, and how many streams one
@@ -169,6 +179,11 @@ class Settings(BaseSettings):
     feed_max_streams: int = 10
     # A signed notification older than this is a replay: Nylas's own retries end after ~20 min.
     webhook_max_age_s: int = 3 * 24 * 3600
+
+    @field_validator("ops_token", mode="before")
+    @classmethod
+    def _empty_ops_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _dedupe_outlives_the_replay_window(self) -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
+from typing import Any
 
 from fastapi import Request
 
@@ -16,24 +17,25 @@ from services.ratelimit import Budget, RateLimiter
 from settings import Settings
 
 
-def _limiter(request: Request) -> RateLimiter:
+def _limiter(request: Request | Any) -> RateLimiter:
     # Made on first use around the lifespan's one Redis client (it holds no connection itself).
-    state = request.app.state
+    # A Request, or the app itself (the body middleware authenticates before a route runs).
+    state = getattr(request, "app", request).state
     limiter = getattr(state, "limiter", None)
     if limiter is None:
         limiter = state.limiter = RateLimiter(state.redis)
     return limiter  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+def _settings(request: Request | Any) -> Settings:
+    return getattr(request, "app", request).state.settings  # type: ignore[no-any-return]
 
 
 def _wait_words(wait_s: float) -> str:
     return f"retry in {max(1, math.ceil(wait_s))} s"  # the same whole seconds as Retry-After
 
 
-async def spend_key_budget(request: Request, key_hash: str) -> None:
+async def spend_key_budget(request: Request | Any, key_hash: str) -> None:
     """One request of the key's budget (keyed by the key's hash: known before any query)."""
     s = _settings(request)
     budget = Budget(rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst)
@@ -93,3 +95,11 @@ async def spend_verify_budget(request: Request, tenant_id: uuid.UUID, hosts: lis
                 f"{_wait_words(wait)}.",
                 retry_after=wait,
             )
+
+
+async def spend_unknown_key_budget(app: Request | Any, client: str) -> float | None:
+    """One failed authentication of the client address's budget (a missing, malformed, unknown
+    or revoked key): None while it fits, else the seconds until the next one would."""
+    s = _settings(app)
+    budget = Budget(rate_per_s=s.unknown_key_per_s, burst=s.unknown_key_burst)
+    return await _limiter(app).spend(f"unknown-key:{client}", budget)

@@ -14,24 +14,32 @@ what the general stack gives every request:
 - the body cap (POSTROOM_WEBHOOK_MAX_BODY_BYTES, refused before the body is read whole),
 - the error envelope, produced by the very exception handlers api.errors installs.
 
-The FastAPI route in api/routes/webhooks.py stays registered: it describes the endpoint in
-/openapi.json, and answers the route in a plain FastAPI app without PostroomAPI's shortcut.
+It is the only handler of the route: one secret check, one body cap, one signature check
+(services/events/ingest.py). /openapi.json describes it through api/schemas/webhooks.py
+(api/openapi.py adds it); there is no FastAPI route for it (an earlier one only ever ran in
+tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import asyncpg
 import orjson
+import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import is_database_unavailable
 from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
-from api.routes.webhooks import log, store_notification
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.events.ingest import Ingested, ingest_nylas
 from services.events.unit_of_work import Job
+from settings import Settings
 
+log = structlog.get_logger(__name__)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -71,6 +79,47 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
+async def store_notification(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    secret: str,
+    *,
+    raw: bytes,
+    signature: str | None,
+    content_encoding: str | None,
+    request_id: str,
+) -> Ingested:
+    """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
+
+    The store is one INSERT ... ON CONFLICT statement on the driver pool (autocommit):
+    committed when it returns. If the deadline cuts it short after the commit, Nylas's retry
+    of the 503 is answered `duplicate` and the outbox sweeper publishes the stored event:
+    nothing is lost. A connection-level error (PostgreSQL restarted or went away) retires
+    every pooled connection, as SQLAlchemy's pool does, so one request answers 503 for it and
+    the next ones get fresh connections.
+    """
+    try:
+        async with asyncio.timeout(settings.webhook_db_deadline_s):
+            return await ingest_nylas(
+                pool,
+                raw=raw,
+                signature=signature,
+                content_encoding=content_encoding,
+                secret=secret,
+                max_bytes=settings.webhook_max_body_bytes,
+                stale_after_s=settings.outbox_stale_after_s,
+                max_age_s=settings.webhook_max_age_s,
+                request_id=request_id,
+            )
+    except TimeoutError:
+        log.warning("webhook_db_deadline", deadline_s=settings.webhook_db_deadline_s)
+        raise ServiceUnavailable("The database did not answer in time; retry later.") from None
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            await pool.expire_connections()
+        raise
+
+
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     state = scope["app"].state
     try:
@@ -99,7 +148,7 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Job | None] | None:
-    """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
+    """The secret (before the body is read), the body cap, then verify and store."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
         log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
@@ -110,6 +159,7 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     ingested = await store_notification(
         state.ingest_pool,
         settings,
+        settings.nylas_webhook_secret.get_secret_value(),
         raw=raw,
         signature=_header(scope, b"x-nylas-signature"),
         content_encoding=_header(scope, b"content-encoding"),

@@ -371,6 +371,17 @@ class Event(SQLModel, table=True):
                 "source = 'nylas' AND status IN ('received', 'queued', 'retrying')"
             ),
         ),
+        # At most one unfinished push sync per (account, folder): the listener's INSERT ... ON
+        # CONFLICT DO NOTHING (services/imap/push.py) makes a NOTIFY flood cost one row.
+        sa.Index(
+            "ux_event_push_unfinished",
+            "account_id",
+            sa.text("(coalesce(task_kwargs ->> 'folder', ''))"),
+            unique=True,
+            postgresql_where=sa.text(
+                "source = 'push' AND status IN ('received', 'queued', 'processing', 'retrying')"
+            ),
+        ),
         # Batched drain (services/nylas/batch.py): a grant's waiting message.created, newest first.
         sa.Index(
             "ix_event_nylas_created_waiting",

@@ -50,8 +50,6 @@ os.environ.update(
         # Syncs through the worker run in parts of one 250-message batch (a part stops after
         # the batch that reaches this), so every bigger worker test crosses parts.
         "POSTROOM_BULK_PART_MESSAGES": "250",
-        # A task that finds its account's IMAP connections taken waits this long, then retries.
-        "POSTROOM_IMAP_SLOT_WAIT_S": "3",
         # Claims renew every second in tests, so the lease mechanism runs in every worker test.
         "POSTROOM_CLAIM_LEASE_S": "2",
         "POSTROOM_LOG_LEVEL": "INFO",
@@ -61,6 +59,9 @@ os.environ.update(
         "POSTROOM_ALLOWED_PRIVATE_OAUTH_HOSTS": "127.0.0.0/8,::1",
         # The webhook receivers of tests/webhook_receiver.py listen on loopback too.
         "POSTROOM_ALLOWED_PRIVATE_WEBHOOK_HOSTS": "127.0.0.0/8,::1",
+        # `make install` writes an ops token into .env; the tests that need one pass their own.
+        "POSTROOM_OPS_TOKEN": "",
+        "POSTROOM_ENVIRONMENT": "development",
     }
 )
 ENV.update(os.environ)

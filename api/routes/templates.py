@@ -15,6 +15,7 @@ from database.repositories.outbound import templates as templates_repo
 from services import cursors
 from services.accounts.quotas import ensure_template_room
 from services.errors import NotFound
+from services.outbound import template_pool
 from services.outbound import templates as templates_svc
 
 router = APIRouter(
@@ -55,7 +56,10 @@ async def put_template(
 ) -> TemplatePublic:
     """Create (201) or replace (200) a template. Its syntax and what it uses are checked
     here: a template that could not render is 422 now, not at send time."""
-    templates_svc.check(templates_svc.Parts(subject=body.subject, text=body.text, html=body.html))
+    # In a worker process with hard limits, never on this event loop (docs/security.md).
+    await template_pool.check(
+        templates_svc.Parts(subject=body.subject, text=body.text, html=body.html)
+    )
     await ensure_template_room(
         uow.session,
         tenant_id=principal.tenant_id,

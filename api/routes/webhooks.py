@@ -1,29 +1,17 @@
-"""Nylas webhooks: challenge echo and signed notifications (API.md "Webhooks")."""
+"""Nylas webhooks: the challenge echo (API.md "Webhooks").
+
+POST /webhooks/nylas (signed notifications) has one handler, api/webhook_path.py, which the
+app runs before FastAPI routes anything; its OpenAPI entry is added by api/openapi.py."""
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
-import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
 
-from api.deps import IngestPoolDep, PublisherDep, SettingsDep
-from api.errors import is_database_unavailable
-from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.events.ingest import Ingested, ingest_nylas
-from settings import Settings
+from services.errors import BadRequest
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-log = structlog.get_logger(__name__)
 MAX_CHALLENGE_CHARS = 200
-
-
-class WebhookAck(BaseModel):
-    status: str
-    event_id: str | None
 
 
 @router.get("/nylas", response_class=PlainTextResponse, summary="Nylas endpoint verification")
@@ -36,106 +24,3 @@ async def nylas_challenge(challenge: str | None = Query(default=None)) -> PlainT
         # serve their text.
         raise BadRequest(f"The 'challenge' is over {MAX_CHALLENGE_CHARS} characters.")
     return PlainTextResponse(challenge)
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over `limit` bytes before reading all of it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"The body is over {limit} bytes.")
-        except ValueError:
-            raise BadRequest("Content-Length is not a number.") from None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body is over {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def store_notification(
-    pool: asyncpg.Pool,
-    settings: Settings,
-    *,
-    raw: bytes,
-    signature: str | None,
-    content_encoding: str | None,
-    request_id: str,
-) -> Ingested:
-    """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
-
-    The store is one INSERT ... ON CONFLICT statement on the driver pool (autocommit):
-    committed when it returns. If the deadline cuts it short after the commit, Nylas's retry
-    of the 503 is answered `duplicate` and the outbox sweeper publishes the stored event:
-    nothing is lost. A connection-level error (PostgreSQL restarted or went away) retires
-    every pooled connection, as SQLAlchemy's pool does, so one request answers 503 for it and
-    the next ones get fresh connections.
-    """
-    secret = settings.nylas_webhook_secret
-    if secret is None:
-        log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
-        raise ServiceUnavailable("Webhooks are not configured on this server yet.")
-    try:
-        async with asyncio.timeout(settings.webhook_db_deadline_s):
-            return await ingest_nylas(
-                pool,
-                raw=raw,
-                signature=signature,
-                content_encoding=content_encoding,
-                secret=secret.get_secret_value(),
-                max_bytes=settings.webhook_max_body_bytes,
-                stale_after_s=settings.outbox_stale_after_s,
-                max_age_s=settings.webhook_max_age_s,
-                request_id=request_id,
-            )
-    except TimeoutError:
-        log.warning("webhook_db_deadline", deadline_s=settings.webhook_db_deadline_s)
-        raise ServiceUnavailable("The database did not answer in time; retry later.") from None
-    except Exception as exc:
-        if is_database_unavailable(exc):
-            await pool.expire_connections()
-        raise
-
-
-@router.post(
-    "/nylas",
-    response_model=WebhookAck,
-    summary="Receive a Nylas notification",
-    responses={
-        400: {"description": "malformed body, or a `time` outside the accepted window"},
-        401: {"description": "missing or wrong X-Nylas-Signature"},
-        413: {"description": "body over the limit"},
-        503: {"description": "database unavailable or webhook secret not configured"},
-    },
-)
-async def nylas_notification(
-    request: Request, settings: SettingsDep, pool: IngestPoolDep, publisher: PublisherDep
-) -> WebhookAck:
-    """Verify, store once, publish `postroom.events.process`; never waits for the work.
-
-    The store is one INSERT ... ON CONFLICT statement, so it runs on an autocommit
-    connection: committed when it returns, with no BEGIN/COMMIT round trips. (The app answers
-    this route on its lean path, api/webhook_path.py; this one describes it in OpenAPI.)
-    """
-    if settings.nylas_webhook_secret is None:
-        log.error("webhook_secret_missing", hint="set POSTROOM_NYLAS_WEBHOOK_SECRET")
-        raise ServiceUnavailable("Webhooks are not configured on this server yet.")
-    raw = await read_capped(request, settings.webhook_max_body_bytes)
-    ingested = await store_notification(
-        pool,
-        settings,
-        raw=raw,
-        signature=request.headers.get("x-nylas-signature"),
-        content_encoding=request.headers.get("content-encoding"),
-        request_id=request.state.request_id,
-    )
-    if ingested.job is not None:  # committed: the autocommit INSERT has returned
-        await publisher.publish(**ingested.job.fields())
-    status = "queued" if ingested.created else "duplicate"
-    # For the metrics middleware, which counts webhooks by type and outcome.
-    request.state.webhook_type, request.state.webhook_outcome = ingested.type, status
-    return WebhookAck(status=status, event_id=str(ingested.event_id) if ingested.event_id else None)

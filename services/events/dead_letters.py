@@ -25,6 +25,7 @@ from database.models import DeadLetter, Event
 from database.repositories.events import dead_letters as repo
 from database.repositories.events import rows as events_repo
 from services.errors import BadRequest, Conflict, NotFound, PostroomError
+from services.events.ownership import require_owned_account
 from services.events.unit_of_work import Job
 from services.tenant_events.emit import TenantEventType, emit
 from services.tenant_events.payloads import event_payload
@@ -190,6 +191,7 @@ async def prepare_replay(
     event = await events_repo.get(session, dl.event_id) if dl.event_id else None
     if event is None:
         raise Conflict("The event of this dead letter no longer exists; it cannot be replayed.")
+    await require_owned_account(session, event, tenant_id=tenant_id)
     task_id = str(uuid.uuid4())
     if not await events_repo.prepare_replay(session, event_id=event.id, task_id=task_id):
         raise Conflict("The event is running again already; wait for it to finish.")

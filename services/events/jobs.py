@@ -19,6 +19,7 @@ import orjson
 from database.models import EventSource, EventStatus
 from database.repositories.events import rows as events_repo
 from services.errors import Conflict, NotFound
+from services.events.ownership import require_owned_account
 from services.events.unit_of_work import Job, UnitOfWork, record_event
 from services.events.workflows import STEP_TASKS, public_plans
 
@@ -111,6 +112,7 @@ async def replay_event(uow: UnitOfWork, *, tenant_id: uuid.UUID, event_id: uuid.
         raise NotFound("No such event.")
     if event.status not in EventStatus.finished():
         raise Conflict("The event is still in progress; only a finished event can be replayed.")
+    await require_owned_account(uow.session, event, tenant_id=tenant_id)
     task_id = str(uuid.uuid4())
     if not await events_repo.prepare_replay(uow.session, event_id=event.id, task_id=task_id):
         raise Conflict("The event is still in progress; only a finished event can be replayed.")

@@ -76,6 +76,7 @@ async def record_event(
     not_before: datetime | None = None,
     event_id: uuid.UUID | None = None,
     task_id: str | None = None,
+    any_conflict: bool = False,
 ) -> Job | None:
     """Insert an event in the caller's transaction; the Job to publish after its commit.
 
@@ -103,6 +104,7 @@ async def record_event(
         request_hash=request_hash,
         request_id=request_id,
         not_before=not_before,
+        any_conflict=any_conflict,
     )
     if not created:
         return None

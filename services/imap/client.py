@@ -611,6 +611,8 @@ _CHANGE = re.compile(rb"\* (?:\d+ (?:EXISTS|EXPUNGE|FETCH)|VANISHED)\b", re.IGNO
 
 # Other mailboxes named in NOTIFY news, kept per IDLE (a server cannot grow it without end).
 MAX_NOTIFIED_MAILBOXES = 1000
+# Longer mailbox names in NOTIFY news are dropped (services/imap/push.py does the same).
+MAX_NOTIFIED_NAME_BYTES = 1024
 
 
 class _News:
@@ -634,6 +636,8 @@ class _News:
                 return  # news we cannot read is no news; the periodic sync still runs
             if items and isinstance(items[0], (bytes, str)) and items[0]:
                 name = items[0]
+                if len(name) > MAX_NOTIFIED_NAME_BYTES:
+                    return  # not a folder we sync; 1,000 such names would hold a gigabyte
                 self.others.add(
                     name.decode("utf-8", "replace") if isinstance(name, bytes) else name
                 )

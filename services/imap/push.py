@@ -13,6 +13,14 @@ connections per account the budget allows (docs/operations.md "Push").
 Where the server offers NOTIFY (RFC 5465; Dovecot does), the same connection also hears of
 new and expunged mail in every other personal folder (`* STATUS` during IDLE) and queues a
 sync of that folder; without it, other folders wait for the periodic sync.
+
+A server cannot flood this (docs/security.md): news about folders postroom does not know gets
+a sync per folder only while they are few (3 in one IDLE round, 4 per account per list window);
+past that it becomes one "list folders" sync of the account (`folder` None: LIST, then the
+folders whose status changed) at most once per POSTROOM_PUSH_LIST_FOLDERS_S, however many
+names a server invents; names over 1 KB are dropped; and at most one unfinished push sync per
+(account, folder) exists in the database (ux_event_push_unfinished, INSERT ... ON CONFLICT DO
+NOTHING).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from database.models import EventSource
 from database.repositories.accounts import access as accounts_repo
 from database.repositories.accounts import push_leases
 from database.repositories.accounts.push_leases import Leased
+from database.repositories.folders import imap_state as folders_repo
 from database.task_names import TaskName
 from services.accounts.access import imap_config
 from services.errors import ProviderPermanentError, ValidationFailed
@@ -47,6 +56,16 @@ log = structlog.get_logger(__name__)
 
 WATCHED_FOLDER = "INBOX"
 COALESCE_KEY = "postroom:push:sync:{account_id}:{folder}"
+# The coalescing slot of "list folders" syncs (folder None): any folder postroom does not know.
+ALL_FOLDERS_SLOT = "\x00list"
+# A mailbox name longer than this (UTF-8 bytes) in NOTIFY news is not a folder we sync.
+MAX_FOLDER_NAME_BYTES = 1024
+# Folders not (yet) in the folder table get a sync of their own while they are few: at most
+# this many names in one IDLE round, and this many per account per list window. Past either,
+# they are one "list folders" sync (a new folder is real news; a thousand are a flood).
+FEW_UNKNOWN_PER_ROUND = 3
+UNKNOWN_PER_WINDOW = 4
+UNKNOWN_KEY = "postroom:push:unknown:{account_id}"
 # INBOX is selected (its changes come as EXISTS/EXPUNGE/FETCH); every other personal folder
 # reports new and expunged mail as STATUS. Flag changes elsewhere wait for the periodic sync.
 NOTIFY_EVENTS = (
@@ -71,10 +90,14 @@ async def queue_sync(
     publisher: Publisher,
     *,
     account: Leased,
-    folder: str,
+    folder: str | None,
     stale_after_s: float,
-) -> uuid.UUID:
-    """Record a push sync event, commit, then publish it (the outbox covers a failed publish)."""
+) -> uuid.UUID | None:
+    """Record a push sync event, commit, then publish it (the outbox covers a failed publish).
+
+    None when a sync of that folder (None: every folder) is still unfinished: the database
+    refuses a second one (ux_event_push_unfinished), so nothing is inserted or published.
+    """
     event_id = uuid.uuid4()
     kwargs = {
         "account_id": str(account.account_id),
@@ -96,13 +119,16 @@ async def queue_sync(
             account_id=account.account_id,
             event_id=event_id,
             task_id=str(event_id),
+            any_conflict=True,
         )
-    if job is not None:
-        await publisher.publish(**job.fields())
+    if job is None:
+        return None
+    await publisher.publish(**job.fields())
     return event_id
 
 
-QueueSync = Callable[[Leased, str], Awaitable[object]]
+# -> False when nothing was queued because a sync of that folder is still unfinished.
+QueueSync = Callable[[Leased, str | None], Awaitable[bool]]
 
 
 class Coalescer:
@@ -113,31 +139,46 @@ class Coalescer:
     a leading and a trailing sync, and the trailing one sees the burst's last message.
     """
 
-    def __init__(self, redis: aioredis.Redis, *, window_s: float, queue: QueueSync) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        window_s: float,
+        queue: QueueSync,
+        list_window_s: float | None = None,
+    ) -> None:
         self.redis = redis
         self.window_ms = max(int(window_s * 1000), 1)
+        # "List folders" syncs (folder None) have a window of their own, usually longer.
+        self.list_window_ms = max(int((list_window_s or window_s) * 1000), 1)
         self.queue = queue
         self._trailing: dict[tuple[uuid.UUID, str], asyncio.Task[None]] = {}
 
-    async def changed(self, account: Leased, folder: str) -> None:
-        slot = (account.account_id, folder)
+    async def changed(self, account: Leased, folder: str | None) -> None:
+        """A change in `folder` (None: some folder not known yet, synced by listing them)."""
+        name = ALL_FOLDERS_SLOT if folder is None else folder
+        slot = (account.account_id, name)
         if slot in self._trailing:
             return  # a sync after the window is already planned: it will see this change
-        key = COALESCE_KEY.format(account_id=account.account_id, folder=folder)
+        key = COALESCE_KEY.format(account_id=account.account_id, folder=name)
+        window_ms = self.list_window_ms if folder is None else self.window_ms
         try:
-            first = await self.redis.set(key, "1", nx=True, px=self.window_ms)
+            first = await self.redis.set(key, "1", nx=True, px=window_ms)
             wait_ms = 0 if first else await self.redis.pttl(key)
         except Exception as exc:  # Redis away: a sync too many is better than one too few
             log.warning("push_coalesce_unavailable", error=type(exc).__name__)
             first, wait_ms = True, 0
         if first:
-            await self.queue(account, folder)
-            return
+            if await self.queue(account, folder):
+                return
+            # One is still unfinished (maybe running, past this change): try again once the
+            # window ends, so the change is not lost; the database keeps it to one row.
+            wait_ms = window_ms
         delay = max(int(wait_ms), 1) / 1000
         self._trailing[slot] = asyncio.create_task(self._after(slot, account, folder, delay))
 
     async def _after(
-        self, slot: tuple[uuid.UUID, str], account: Leased, folder: str, delay: float
+        self, slot: tuple[uuid.UUID, str], account: Leased, folder: str | None, delay: float
     ) -> None:
         try:
             await asyncio.sleep(delay)
@@ -181,10 +222,15 @@ class Listener:
 
     def __post_init__(self) -> None:
         self.coalescer = Coalescer(
-            self.redis, window_s=self.settings.push_coalesce_s, queue=self._queue
+            self.redis,
+            window_s=self.settings.push_coalesce_s,
+            queue=self._queue,
+            list_window_s=self.settings.push_list_folders_s,
         )
         self._gate = asyncio.Semaphore(max(self.settings.push_connect_concurrency, 1))
         self._renewed_at = 0.0
+        # Per account: when its folder names were read, and the names.
+        self._known: dict[uuid.UUID, tuple[float, frozenset[str]]] = {}
 
     # -- leases -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -240,6 +286,7 @@ class Listener:
         watch.task.cancel()
         self.coalescer.forget(account_id)
         self.idling.discard(account_id)
+        self._known.pop(account_id, None)
 
     async def shutdown(self) -> None:
         tasks = [w.task for w in self.watches.values()]
@@ -256,7 +303,7 @@ class Listener:
         log.info("push_listener_stopped", holder=self.holder, released=released)
 
     # -- one account ------------------------------------------------------------------------
-    async def _queue(self, account: Leased, folder: str) -> None:
+    async def _queue(self, account: Leased, folder: str | None) -> bool:
         event_id = await queue_sync(
             self.db,
             self.publisher,
@@ -264,7 +311,68 @@ class Listener:
             folder=folder,
             stale_after_s=self.settings.outbox_stale_after_s,
         )
+        if event_id is None:
+            return False
         log.info("push_sync_queued", account_id=str(account.account_id), event_id=str(event_id))
+        return True
+
+    async def _known_folders(self, account: Leased, *, refresh: bool = False) -> frozenset[str]:
+        """The account's folders as stored (names and server spellings), read at most once per
+        coalescing window: a flood of invented names costs no query per name."""
+        now = time.monotonic()
+        found = self._known.get(account.account_id)
+        if found is not None and (not refresh or now - found[0] < self.settings.push_coalesce_s):
+            return found[1]
+        async with self.db.transaction() as session:
+            rows = await folders_repo.folders_of(
+                session, tenant_id=account.tenant_id, account_id=account.account_id
+            )
+        names = frozenset(
+            n for f in rows for n in (f.name, f.provider_id) if isinstance(n, str) and n
+        )
+        self._known[account.account_id] = (now, names)
+        return names
+
+    async def _few(self, account: Leased, names: set[str]) -> bool:
+        """Whether these unknown folders fit the account's budget of per-folder syncs for
+        unknown names in this list window (a Redis counter shared by every listener)."""
+        key = UNKNOWN_KEY.format(account_id=account.account_id)
+        window_ms = max(int(self.settings.push_list_folders_s * 1000), 1)
+        try:
+            await self.redis.set(key, 0, nx=True, px=window_ms)
+            spent = int(await self.redis.incrby(key, len(names)))
+        except Exception as exc:  # Redis away: the one list sync covers them
+            log.warning("push_coalesce_unavailable", error=type(exc).__name__)
+            return False
+        return spent <= UNKNOWN_PER_WINDOW
+
+    async def _news(self, account: Leased, others: set[str], changes: int) -> None:
+        """Queue the syncs one IDLE's news call for: known folders each (coalesced), and any
+        number of unknown ones as one "list folders" sync."""
+        folders: set[str] = {WATCHED_FOLDER} if changes else set()
+        unknown: set[str] = set()
+        known = await self._known_folders(account)
+        for name in others:
+            if len(name.encode("utf-8", "surrogatepass")) > MAX_FOLDER_NAME_BYTES:
+                continue
+            if name.upper() == "INBOX":
+                folders.add(WATCHED_FOLDER)
+            elif name in known:
+                folders.add(name)
+            else:
+                unknown.add(name)
+        if unknown:
+            # Maybe created since we last read them (a sync stored them): read once more.
+            known = await self._known_folders(account, refresh=True)
+            folders |= unknown & known
+            unknown -= known
+        if unknown and len(unknown) <= FEW_UNKNOWN_PER_ROUND and await self._few(account, unknown):
+            folders |= unknown  # a sync of the folder stores it (and its mail) at once
+            unknown = set()
+        for folder in sorted(folders):
+            await self.coalescer.changed(account, folder)
+        if unknown:
+            await self.coalescer.changed(account, None)
 
     async def _config(self, account: Leased) -> ImapConfig:
         async with self.db.transaction() as session:
@@ -321,8 +429,4 @@ class Listener:
         while True:
             others: set[str] = set()
             changes = await client.idle(self.settings.push_idle_renew_s, others=others)
-            folders = {WATCHED_FOLDER if n.upper() == "INBOX" else n for n in others}
-            if changes:
-                folders.add(WATCHED_FOLDER)
-            for folder in sorted(folders):
-                await self.coalescer.changed(account, folder)
+            await self._news(account, others, changes)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -73,15 +71,17 @@ async def _try(client: aioredis.Redis, key: str, limit: int, token: str) -> bool
 async def imap_slot(settings: Settings, account_id: uuid.UUID) -> AsyncIterator[None]:
     """Hold one of the account's `POSTROOM_IMAP_MAX_CONNECTIONS` slots around a connection.
 
-    Waits up to `POSTROOM_IMAP_SLOT_WAIT_S` (other holders finish a bounded part within
-    seconds); then AccountBusy, a transient error: the task is retried later.
+    One try, no waiting: when every slot is taken, AccountBusy at once. The task then gives its
+    worker back and is re-queued with a countdown (worker.execution, not counted as an
+    attempt). Waiting inside the task held a bulk worker for up to 20 s per try, and a server
+    that keeps an account's slots busy (a NOTIFY flood) could so hold every bulk worker.
     """
     limit = max(1, settings.imap_max_connections)
     key = KEY.format(account_id=account_id)
     token = uuid.uuid4().hex
     try:
         client = _client(settings.redis_url)
-        held = await _wait(client, key, limit, token, settings.imap_slot_wait_s)
+        held = await _take(client, key, limit, token)
     except AccountBusy:
         raise
     except Exception as exc:  # Redis away: work on without the budget rather than stop mail
@@ -100,18 +100,12 @@ async def imap_slot(settings: Settings, account_id: uuid.UUID) -> AsyncIterator[
             await client.zrem(key, token)
 
 
-async def _wait(client: aioredis.Redis, key: str, limit: int, token: str, wait_s: float) -> bool:
-    deadline = time.monotonic() + wait_s
-    pause = 0.05
-    while not await _try(client, key, limit, token):
-        if time.monotonic() >= deadline:
-            raise AccountBusy(
-                f"All {limit} IMAP connections allowed for this account are in use; "
-                "the task will be retried."
-            )
-        # Jittered, growing pauses: waiters of one account do not poll in step.
-        await asyncio.sleep(random.uniform(pause / 2, pause))
-        pause = min(pause * 2, 1.0)
+async def _take(client: aioredis.Redis, key: str, limit: int, token: str) -> bool:
+    if not await _try(client, key, limit, token):
+        raise AccountBusy(
+            f"All {limit} IMAP connections allowed for this account are in use; "
+            "the task will be retried."
+        )
     return True
 
 

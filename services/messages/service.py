@@ -26,6 +26,7 @@ from services.accounts.quotas import ensure_storage_room
 from services.errors import NotFound, ValidationFailed
 from services.events import jobs
 from services.events.unit_of_work import UnitOfWork
+from services.outbound import template_pool
 from services.outbound import templates as templates_svc
 from settings import Settings
 
@@ -142,7 +143,8 @@ async def _render_template(
     found = await templates_repo.get(uow.session, tenant_id=tenant_id, name=body["template"])
     if found is None:
         raise NotFound(f"No template named {body['template']!r}.")
-    parts = templates_svc.render(
+    # In a worker process with hard limits: a hostile template never holds this event loop.
+    parts = await template_pool.render(
         templates_svc.Parts(subject=found.subject, text=found.text, html=found.html),
         body.get("variables") or {},
     )

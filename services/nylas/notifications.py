@@ -85,6 +85,13 @@ def _parts(event: Event | Notification) -> tuple[str | None, dict[str, Any] | No
     return grant_of(body), obj
 
 
+def owner_changed(event: Event | Notification, account: Account) -> bool:
+    """Whether the notification was stored for (or first applied to) another tenant than the
+    one that owns its grant now."""
+    stored = getattr(event, "tenant_id", None)
+    return stored is not None and stored != account.tenant_id
+
+
 async def fetch_truncated(
     db: Database, *, event: Event | Notification, nylas: MessageFetcher | None
 ) -> dict[str, Any] | None:
@@ -106,6 +113,8 @@ async def fetch_truncated(
         account = await accounts_repo.get_live_by_grant(s, grant_id)
     if account is None or account.provider != Provider.nylas:
         return None
+    if owner_changed(event, account):
+        return None  # refused by process_notification: nothing is fetched for the new owner
     # Known from here on, even if the fetch fails: the dead letter must belong to the tenant.
     event.tenant_id, event.account_id = account.tenant_id, account.id
     return await nylas.find_message(grant_id, obj["id"])
@@ -132,6 +141,11 @@ async def process_notification(
     account = await accounts_repo.get_live_by_grant(session, grant_id)
     if account is None:
         return Outcome.ignored(f"unknown grant {grant_id!r}")
+    if owner_changed(event, account):
+        # A grant moved to another tenant since this notification was stored (a replay, or a
+        # retry): it is never applied to the new owner's mailbox. The event stays the first
+        # tenant's, and so does any dead letter.
+        return Outcome.ignored("the grant now belongs to another tenant")
     # Known from here on, even if the work fails: the dead letter must belong to the tenant.
     event.tenant_id, event.account_id = account.tenant_id, account.id
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import markupsafe
-from jinja2 import StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
+from jinja2 import Environment, StrictUndefined, TemplateError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS, make_attrgetter
 from jinja2.nodes import EvalContext
@@ -46,6 +48,15 @@ MAX_STEPS = 200_000
 # string again and again stops here even when each string is under MAX_OUTPUT_CHARS).
 MAX_WORK_CHARS = 20_000_000
 MAX_RENDER_S = 1.0
+# Bits of any whole number an operator may produce: `**` and `*` are charged by their operands'
+# bit lengths before Python computes them (bits(base) * exponent for `**`).
+MAX_INT_BITS = 4096
+# A template's size once parsed: lexer tokens (counted before parsing, which costs more) and
+# AST nodes (counted before compiling, which costs most: about 0.1 ms a node).
+MAX_TOKENS = 30_000
+MAX_NODES = 5_000
+# Compiled templates kept per process, by a hash of their source.
+COMPILED_CACHE_SIZE = 256
 
 _SAFE_FILTERS = (
     "abs",
@@ -183,10 +194,22 @@ _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
 )
 
 
-def _charge(chars: int = 0) -> None:
+def _current() -> _Budget:
     # Jinja2 folds constant expressions while compiling: those run here without a render's
     # budget, under a fresh one of their own.
-    (_budget.get() or _Budget(time.monotonic() + MAX_RENDER_S)).charge(chars)
+    return _budget.get() or _Budget(time.monotonic() + MAX_RENDER_S)
+
+
+def _charge(chars: int = 0) -> None:
+    _current().charge(chars)
+
+
+def _spend(work: int) -> None:
+    """Work done on values already built (comparing, sorting, walking): the render's budget of
+    steps, characters and time, with no per-value cap."""
+    budget = _current()
+    budget.work += work
+    budget.charge()
 
 
 def _size(value: Any) -> int:
@@ -264,32 +287,136 @@ def _concat(values: list[Any], autoescape: bool) -> str:
     return markupsafe.Markup(joined) if autoescape else joined  # noqa: S704
 
 
-def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, str | list | tuple) else 0
+def _weight(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
+    """Nested element count: characters of texts plus items of lists and dicts, all the way
+    down, counting a list that appears n times n times (printing or comparing it walks it n
+    times). Stops with _OverBudget past `limit`, so the walk itself costs at most `limit`."""
+    total, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v) + 1
+        elif isinstance(v, dict):
+            total += 1 + len(v)
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            total += 1 + len(v)
+            stack.extend(v)
+        else:
+            total += 1
+        if total > limit:
+            raise _OverBudget(f"it builds a value of more than {limit} items or characters")
+    return total
+
+
+def _int_bits(value: Any) -> int:
+    return value.bit_length() if isinstance(value, int) else 0
+
+
+def _too_big_number() -> _OverBudget:
+    return _OverBudget(f"it computes a number longer than {MAX_INT_BITS} bits")
 
 
 def _check_binop(op: str, left: Any, right: Any) -> None:
-    """Refuse the operations whose result would be huge before Python computes it."""
+    """Refuse the operations whose result would be huge, from the size of their operands,
+    before Python computes them."""
     if op == "*":
         seq, n = (left, right) if isinstance(right, int) else (right, left)
         if isinstance(seq, str | list | tuple) and isinstance(n, int):
-            if len(seq) * max(n, 0) > MAX_OUTPUT_CHARS:
+            # A list of lists multiplied: every copy of every nested item counts.
+            if n > 0 and _weight(seq) * n > MAX_OUTPUT_CHARS:
                 raise _OverBudget(f"it builds a value longer than {MAX_OUTPUT_CHARS} characters")
         elif isinstance(seq, str | list | tuple) or isinstance(n, str | list | tuple):
             raise _OverBudget("a text or list can be multiplied by a whole number only")
+        elif _int_bits(left) + _int_bits(right) > MAX_INT_BITS:
+            raise _too_big_number()
     elif op == "**":
         if isinstance(right, int | float) and abs(right) > 64 and abs(left) > 1:
             raise _OverBudget("an exponent over 64 is not allowed")
+        # bits(base ** exp) is at most bits(base) * exp: charged before it is computed.
+        if isinstance(right, int) and right > 0 and _int_bits(left) * right > MAX_INT_BITS:
+            raise _too_big_number()
     elif op == "%" and isinstance(left, str):
         raise _OverBudget("`%` formatting of text is not allowed; use `~` and filters")
-    elif op == "+" and _sized(left) + _sized(right) > MAX_OUTPUT_CHARS:
-        raise _OverBudget(f"it builds a value longer than {MAX_OUTPUT_CHARS} characters")
+    elif op == "+" and isinstance(left, str | list | tuple):
+        if _weight(left) + _weight(right) > MAX_OUTPUT_CHARS:
+            raise _OverBudget(f"it builds a value longer than {MAX_OUTPUT_CHARS} characters")
+    elif op in ("+", "-") and max(_int_bits(left), _int_bits(right)) >= MAX_INT_BITS:
+        raise _too_big_number()
+
+
+def _compared(value: Any) -> Any:
+    """Each operand of a comparison (`==`, `<`, `in`, `is eq`...): comparing walks the nested
+    items, so their count is charged before the comparison runs."""
+    if isinstance(value, str | list | tuple | dict):
+        _spend(_weight(value))
+    return value
+
+
+# Filters that make text of their first argument (str() of a list prints every nested item).
+_TEXT_FILTERS = frozenset(
+    (
+        "capitalize",
+        "e",
+        "escape",
+        "float",
+        "int",
+        "lower",
+        "replace",
+        "string",
+        "striptags",
+        "title",
+        "trim",
+        "truncate",
+        "upper",
+        "urlencode",
+        "wordcount",
+    )
+)
+# Filters that compare items with each other: about n log n comparisons of nested items.
+_SORTING_FILTERS = frozenset(("sort", "unique", "max", "min"))
+
+
+def _check_sum(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`sum` adds numbers only: summing lists or texts copies the growing total at each step."""
+    items = args[0] if args else ()
+    if isinstance(items, dict):
+        items = list(items)
+    if not isinstance(items, list | tuple | str):
+        raise _OverBudget("sum takes a list of numbers")
+    attribute = kwargs.get("attribute", args[1] if len(args) > 1 else None)
+    start = kwargs.get("start", args[2] if len(args) > 2 else 0)
+    if attribute is not None:
+        getter = make_attrgetter(_ENVS[False], attribute)
+        items = [getter(i) for i in items]
+    numbers = (int, float)
+    if not isinstance(start, numbers) or any(
+        not isinstance(i, numbers) or _int_bits(i) >= MAX_INT_BITS for i in items
+    ):
+        raise _OverBudget("sum adds numbers only")
 
 
 def _check_filter(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Bound the filters whose output can be much larger than their input."""
-    args = tuple(a for a in args if not isinstance(a, EvalContext | Context))
-    if name == "replace" and len(args) >= 3:
+    """Charge a filter by the size of what it is given, before it runs, and bound the filters
+    whose output can be much larger than their input."""
+    args = tuple(a for a in args if not isinstance(a, EvalContext | Context | Environment))
+    # Every argument is charged: text filters copy their arguments, `join` repeats its
+    # separator, and any filter may compare or print what it is given.
+    for a in (*args[1:], *kwargs.values()):
+        if isinstance(a, str | list | tuple | dict):
+            _spend(_weight(a))
+    subject = args[0] if args else None
+    if name in _TEXT_FILTERS and not isinstance(subject, _SCALARS):
+        _charge(_printable_size(subject))
+    elif isinstance(subject, str | list | tuple | dict):
+        size = _weight(subject)
+        if name in _SORTING_FILTERS:
+            size *= max(1, len(subject)).bit_length()
+        _spend(size)
+    if name == "sum":
+        _check_sum(args, kwargs)
+    elif name == "replace" and len(args) >= 3:
         s, old, new = (markupsafe.soft_str(a) for a in args[:3])
         hits = s.count(old) if old else len(s) + 1
         if len(s) + hits * max(0, len(new) - len(old)) > MAX_OUTPUT_CHARS:
@@ -359,6 +486,7 @@ def _environment(autoescape: bool) -> _Environment:
     env.filters["_literal"] = _literal
     env.filters["_iterate"] = _iterate
     env.filters["_concat"] = _concat
+    env.filters["_compared"] = _compared
     env.tests = {n: TESTS[n] for n in _SAFE_TESTS}
     return env
 
@@ -428,29 +556,80 @@ class _Bounder(NodeTransformer):
 
     visit_List = visit_Dict = _literal
 
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        compare: Any = self.generic_visit(node)
+        compare.expr = _filter(compare.expr, "_compared")
+        for operand in compare.ops:
+            operand.expr = _filter(operand.expr, "_compared")
+        return compare  # type: ignore[no-any-return]
+
+    def visit_Test(self, node: nodes.Test) -> nodes.Node:
+        test: Any = self.generic_visit(node)
+        test.node = _filter(test.node, "_compared")
+        test.args = [_filter(a, "_compared") for a in test.args]
+        return test  # type: ignore[no-any-return]
+
     def visit_Tuple(self, node: nodes.Tuple) -> nodes.Node:
         if node.ctx != "load":  # `{% for a, b in ... %}`: names, not a value
             return self.generic_visit(node)
         return self._literal(node)
 
 
-def _compile(source: str, autoescape: bool, part: str) -> Any:
-    env = _ENVS[autoescape]
+def _syntax_error(part: str, exc: TemplateError) -> TemplateInvalid:
+    lineno = getattr(exc, "lineno", None)
+    line = f" (line {lineno})" if lineno else ""
+    return TemplateInvalid(f"The {part} template has a syntax error{line}: {exc.message}")
+
+
+def _parse(env: _Environment, source: str, part: str) -> nodes.Template:
+    """The AST, refused before the costly steps: tokens are counted while lexing (parsing
+    costs more), nodes before compiling (which costs most)."""
     try:
+        for count, _token in enumerate(env.lex(source), 1):
+            if count > MAX_TOKENS:
+                raise TemplateInvalid(
+                    f"The {part} template is too long: more than {MAX_TOKENS} tokens."
+                )
         tree = env.parse(source)
     except TemplateError as exc:
-        lineno = getattr(exc, "lineno", None)
-        line = f" (line {lineno})" if lineno else ""
-        raise TemplateInvalid(
-            f"The {part} template has a syntax error{line}: {exc.message}"
-        ) from None
-    for node in [tree, *tree.find_all(nodes.Node)]:
+        raise _syntax_error(part, exc) from None
+    except RecursionError:
+        raise TemplateInvalid(f"The {part} template nests too deeply.") from None
+    found: list[nodes.Node] = [tree]
+    for node in tree.find_all(nodes.Node):
+        found.append(node)
+        if len(found) > MAX_NODES:
+            raise TemplateInvalid(
+                f"The {part} template is too long: more than {MAX_NODES} expressions and tags."
+            )
+    for node in found:
         _check_node(node)
-    tree = _Bounder(autoescape).visit(tree)
+    return tree
+
+
+_compiled: OrderedDict[tuple[bool, bytes], Any] = OrderedDict()
+
+
+def _compile(source: str, autoescape: bool, part: str) -> Any:
+    """The compiled template, from the cache when this source was compiled before (a send
+    compiles its template once per process, not once per send)."""
+    key = (autoescape, hashlib.sha256(source.encode("utf-8", "surrogatepass")).digest())
+    found = _compiled.get(key)
+    if found is not None:
+        _compiled.move_to_end(key)
+        return found
+    env = _ENVS[autoescape]
+    tree = _Bounder(autoescape).visit(_parse(env, source, part))
     try:
-        return env.from_string(tree)
+        template = env.from_string(tree)
     except TemplateError as exc:
         raise TemplateInvalid(f"The {part} template cannot be compiled: {exc.message}") from None
+    except RecursionError:
+        raise TemplateInvalid(f"The {part} template nests too deeply.") from None
+    _compiled[key] = template
+    while len(_compiled) > COMPILED_CACHE_SIZE:
+        _compiled.popitem(last=False)
+    return template
 
 
 @dataclass(frozen=True)
@@ -461,14 +640,26 @@ class Parts:
 
 
 def check(parts: Parts) -> None:
-    """Refuse a template that cannot be rendered (syntax, forbidden constructs): 422."""
-    _compile(parts.subject, False, "subject")
-    _compile(parts.text, False, "text")
+    """Refuse a template that cannot be rendered (syntax, forbidden constructs, size) or that
+    goes over a limit before it reads any variable (a trial render without variables): 422."""
+    for source, autoescape, part in _sources(parts):
+        _compile(source, autoescape, part)
+    for source, autoescape, part in _sources(parts):
+        _render_one(source, autoescape, part, {}, trial=True)
+
+
+def _sources(parts: Parts) -> list[tuple[str, bool, str]]:
+    found = [(parts.subject, False, "subject"), (parts.text, False, "text")]
     if parts.html is not None:
-        _compile(parts.html, True, "html")
+        found.append((parts.html, True, "html"))
+    return found
 
 
-def _render_one(source: str, autoescape: bool, part: str, variables: dict[str, Any]) -> str:
+def _render_one(
+    source: str, autoescape: bool, part: str, variables: dict[str, Any], *, trial: bool = False
+) -> str:
+    """One part rendered. A `trial` render (no variables, at save) stops quietly where the
+    template needs a variable; only a limit or a reach outside the sandbox refuses it."""
     template = _compile(source, autoescape, part)
     token = _budget.set(_Budget(time.monotonic() + MAX_RENDER_S))
     out: list[str] = []
@@ -483,6 +674,8 @@ def _render_one(source: str, autoescape: bool, part: str, variables: dict[str, A
     except UndefinedError as exc:
         if isinstance(exc, SecurityError):
             raise _refused(part, "it reads something other than its variables") from None
+        if trial:
+            return ""
         raise TemplateVariableMissing(
             f"The {part} template uses a variable the request does not give: {exc.message}."
         ) from None
@@ -493,6 +686,8 @@ def _render_one(source: str, autoescape: bool, part: str, variables: dict[str, A
     except RecursionError:
         raise _refused(part, "it nests too deeply") from None
     except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        if trial:
+            return ""
         # The sentence is ours; Python's own message may quote the variables' values.
         raise _refused(part, f"it fails on these variables ({type(exc).__name__})") from None
     finally:

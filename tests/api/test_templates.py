@@ -264,6 +264,10 @@ async def test_rendering_cost_is_bounded(client, db, source, variables) -> None:
     r = await client.put(
         "/v1/templates/bomb", json={**WELCOME, "text": source}, headers=caller.headers
     )
+    if r.status_code == 422:
+        # Needing no variable, it went over a limit in the trial render when stored.
+        assert "cannot be rendered" in r.json()["error"]["message"], r.text
+        return
     assert r.status_code == 201, r.text
     started = time.monotonic()
     r = await client.post(

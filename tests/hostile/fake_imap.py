@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,15 @@ def _uids_in(spec: bytes, top: int) -> set[int]:
 
 
 class FakeImap:
-    def __init__(self, messages: dict[int, bytes], *, uidvalidity: int = 7) -> None:
+    def __init__(
+        self, messages: dict[int, bytes], *, uidvalidity: int = 7, notify_flood: int = 0
+    ) -> None:
+        """`notify_flood`: offer IDLE and NOTIFY, and answer each IDLE with that many
+        `* STATUS` lines about folders that do not exist, new names every round."""
         self.messages = dict(messages)
+        self.notify_flood = notify_flood
+        self.caps = CAPS + (b" IDLE NOTIFY" if notify_flood else b"")
+        self.idle_rounds = 0
         self.uidvalidity = uidvalidity
         self.modseq = 10
         self.declared: dict[int, int] = {}  # RFC822.SIZE lies
@@ -68,11 +76,14 @@ class FakeImap:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
-        writer.write(b"* OK [CAPABILITY " + CAPS + b"] fake ready\r\n")
+        writer.write(b"* OK [CAPABILITY " + self.caps + b"] fake ready\r\n")
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while line := await reader.readline():
                 self.commands.append(line)
                 tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+                if rest.upper() == b"IDLE" and self.notify_flood:
+                    await self._flood(tag, reader, writer)
+                    continue
                 if not await self._answer(tag, rest, writer):
                     break
                 await writer.drain()
@@ -82,7 +93,7 @@ class FakeImap:
         verb = rest.split(b" ", 1)[0].upper()
         upper = rest.upper()
         if verb == b"CAPABILITY":
-            w.write(b"* CAPABILITY " + CAPS + b"\r\n")
+            w.write(b"* CAPABILITY " + self.caps + b"\r\n")
         elif verb == b"ENABLE":
             w.write(b"* ENABLED QRESYNC\r\n")
         elif verb == b"LIST":
@@ -103,6 +114,21 @@ class FakeImap:
             return False
         w.write(tag + b" OK done\r\n")
         return True
+
+    async def _flood(
+        self, tag: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        """One IDLE round: news of `notify_flood` folders no one created, then DONE."""
+        self.idle_rounds += 1
+        w.write(b"+ idling\r\n")
+        for i in range(self.notify_flood):
+            name = b"Flood-%d-%d-%s" % (self.idle_rounds, i, os.urandom(4).hex().encode())
+            w.write(b'* STATUS "' + name + b'" (MESSAGES 1 UIDNEXT 2)\r\n')
+        await w.drain()
+        while (line := await reader.readline()) and line.strip().upper() != b"DONE":
+            pass
+        w.write(tag + b" OK idle done\r\n")
+        await w.drain()
 
     def _fetch(self, rest: bytes, w: asyncio.StreamWriter) -> bool:
         spec, items = rest.split(b" ", 3)[2], rest.split(b" ", 3)[3].upper()

@@ -50,38 +50,42 @@ async def insert_once(
     request_hash: str | None = None,
     request_id: str | None = None,
     not_before: datetime | None = None,
+    any_conflict: bool = False,
 ) -> bool:
     """Insert the event unless (source, external_id) exists; True when this call created it.
+
+    With `any_conflict`, a row any unique index refuses is not inserted either (a push sync
+    while one of its folder is unfinished: ux_event_push_unfinished).
 
     With `not_before` the event is `scheduled`: nothing publishes it until release_due()
     turns it into a queued one at that time.
     """
-    stmt = (
-        insert(_t)
-        .values(
-            id=event_id,
-            source=source,
-            type=type,
-            external_id=external_id,
-            task_name=task_name,
-            task_kwargs=task_kwargs or {},
-            payload=payload,
-            status=EventStatus.received if not_before is None else EventStatus.scheduled,
-            not_before=not_before,
-            tenant_id=tenant_id,
-            user_id=user_id,
-            account_id=account_id,
-            request_hash=request_hash,
-            request_id=request_id,
-            current_task_id=task_id,
-            task_ids=[task_id],
-            publish_count=1,
-            due_at=_now + _interval(stale_after_s) if not_before is None else None,
-        )
-        .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        .returning(_t.c.id)
+    stmt = insert(_t).values(
+        id=event_id,
+        source=source,
+        type=type,
+        external_id=external_id,
+        task_name=task_name,
+        task_kwargs=task_kwargs or {},
+        payload=payload,
+        status=EventStatus.received if not_before is None else EventStatus.scheduled,
+        not_before=not_before,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        account_id=account_id,
+        request_hash=request_hash,
+        request_id=request_id,
+        current_task_id=task_id,
+        task_ids=[task_id],
+        publish_count=1,
+        due_at=_now + _interval(stale_after_s) if not_before is None else None,
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    stmt = (
+        stmt.on_conflict_do_nothing()
+        if any_conflict
+        else stmt.on_conflict_do_nothing(index_elements=["source", "external_id"])
+    )
+    return (await session.execute(stmt.returning(_t.c.id))).scalar_one_or_none() is not None
 
 
 # The webhook's one statement as plain SQL, run on the API's driver pool (asyncpg, which
