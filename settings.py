@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     # The webhook's own pool of plain driver connections per API process (its one INSERT).
     webhook_db_pool_size: int = 10
+    # Group commit: at most this many webhooks' rows in one INSERT (and their task messages in
+    # one Redis script call) per API process; the rows that arrive while one is being written.
+    webhook_batch_max: int = Field(default=64, ge=1, le=1000)
     # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
     publish_timeout_s: float = 0.5
     nylas_timeout_s: int = 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -13,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware
-from api.observability import ObservabilityMiddleware
+from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from api.openapi import install_docs, install_openapi
 from api.routes import (
     accounts,
@@ -31,6 +32,7 @@ from api.routes import templates as template_routes
 from api.routes import threads as thread_routes
 from api.webhook_path import is_webhook, serve_webhook
 from database.engine import Database, driver_pool
+from services.events.ingest import IngestBatcher
 from services.logs import configure_logging
 from services.nylas.budget import NylasBudget
 from services.nylas.gateway import NylasGateway
@@ -84,6 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.publisher = AsyncPublisher(
             app.state.celery, settings.redis_url, timeout=settings.publish_timeout_s
         )
+        # Group commit: concurrent webhooks share one INSERT, and their task messages one
+        # script call after it committed (services/events/ingest.py, IngestBatcher).
+        app.state.ingest_batcher = IngestBatcher(
+            app.state.ingest_pool,
+            max_batch=settings.webhook_batch_max,
+            deadline_s=settings.webhook_db_deadline_s,
+            publish=partial(app.state.publisher.publish_many, endpoint=f"POST {WEBHOOK_PATH}"),
+        )
         app.state.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
@@ -93,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.ingest_batcher.close()
             await app.state.publisher.close()
             await app.state.redis.aclose()
             if app.state.nylas is not None and app.state.nylas.budget is not None:

@@ -91,10 +91,9 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     if job is not None:
-        # After the answer: the event is committed, so Nylas has its 200 one Redis round trip
-        # sooner, and a publish that fails or never happens (the process dies here) is the
-        # outbox sweeper's, exactly as when the publish came first and failed. The server
-        # reads the connection's next request meanwhile.
+        # Only for a row the batch did not publish itself (the app's IngestBatcher publishes
+        # its new rows together). After the answer: the event is committed, so a publish that
+        # fails or never happens (the process dies here) is the outbox sweeper's.
         await state.publisher.publish(**job.fields())
 
 
@@ -108,7 +107,7 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     if raw is None:
         return None
     ingested = await store_notification(
-        state.ingest_pool,
+        state.ingest_batcher,
         settings,
         raw=raw,
         signature=_header(scope, b"x-nylas-signature"),
@@ -119,7 +118,8 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     # For the metrics, which count webhooks by type and outcome.
     scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status
     event_id = str(ingested.event_id) if ingested.event_id else None
-    # The job, if any, is published once the answer is out (committed: the INSERT returned).
+    # Committed: the batch's INSERT returned. Its job, if the batch left one, is published
+    # once the answer is out.
     return orjson.dumps({"status": status, "event_id": event_id}), ingested.job
 
 

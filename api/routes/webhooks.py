@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from api.deps import IngestPoolDep, PublisherDep, SettingsDep
+from api.deps import IngestDep, PublisherDep, SettingsDep
 from api.errors import is_database_unavailable
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.events.ingest import Ingested, ingest_nylas
+from services.events.ingest import IngestBatcher, Ingested, ingest_nylas
 from settings import Settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -53,7 +53,7 @@ async def read_capped(request: Request, limit: int) -> bytes:
 
 
 async def store_notification(
-    pool: asyncpg.Pool,
+    store: IngestBatcher | asyncpg.Pool,
     settings: Settings,
     *,
     raw: bytes,
@@ -63,12 +63,14 @@ async def store_notification(
 ) -> Ingested:
     """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
 
-    The store is one INSERT ... ON CONFLICT statement on the driver pool (autocommit):
-    committed when it returns. If the deadline cuts it short after the commit, Nylas's retry
-    of the 503 is answered `duplicate` and the outbox sweeper publishes the stored event:
-    nothing is lost. A connection-level error (PostgreSQL restarted or went away) retires
-    every pooled connection, as SQLAlchemy's pool does, so one request answers 503 for it and
-    the next ones get fresh connections.
+    The row goes into the next group commit (`store`, the app's IngestBatcher): one
+    INSERT ... ON CONFLICT statement on the driver pool (autocommit) for the rows of the
+    webhooks waiting together, committed when it returns; the batch publishes its new rows.
+    If the deadline cuts it short after the commit, Nylas's retry of the 503 is answered
+    `duplicate` and the outbox sweeper publishes the stored event: nothing is lost. A
+    connection-level error (PostgreSQL restarted or went away) retires every pooled
+    connection, as SQLAlchemy's pool does, so the requests of that batch answer 503 and the
+    next ones get fresh connections.
     """
     secret = settings.nylas_webhook_secret
     if secret is None:
@@ -77,7 +79,7 @@ async def store_notification(
     try:
         async with asyncio.timeout(settings.webhook_db_deadline_s):
             return await ingest_nylas(
-                pool,
+                store,
                 raw=raw,
                 signature=signature,
                 content_encoding=content_encoding,
@@ -92,7 +94,7 @@ async def store_notification(
         raise ServiceUnavailable("The database did not answer in time; retry later.") from None
     except Exception as exc:
         if is_database_unavailable(exc):
-            await pool.expire_connections()
+            await (store.pool if isinstance(store, IngestBatcher) else store).expire_connections()
         raise
 
 
@@ -108,7 +110,7 @@ async def store_notification(
     },
 )
 async def nylas_notification(
-    request: Request, settings: SettingsDep, pool: IngestPoolDep, publisher: PublisherDep
+    request: Request, settings: SettingsDep, store: IngestDep, publisher: PublisherDep
 ) -> WebhookAck:
     """Verify, store once, publish `postroom.events.process`; never waits for the work.
 
@@ -121,14 +123,14 @@ async def nylas_notification(
         raise ServiceUnavailable("Webhooks are not configured on this server yet.")
     raw = await read_capped(request, settings.webhook_max_body_bytes)
     ingested = await store_notification(
-        pool,
+        store,
         settings,
         raw=raw,
         signature=request.headers.get("x-nylas-signature"),
         content_encoding=request.headers.get("content-encoding"),
         request_id=request.state.request_id,
     )
-    if ingested.job is not None:  # committed: the autocommit INSERT has returned
+    if ingested.job is not None:  # committed (the batch publishes its own; this is none)
         await publisher.publish(**ingested.job.fields())
     status = "queued" if ingested.created else "duplicate"
     # For the metrics middleware, which counts webhooks by type and outcome.
