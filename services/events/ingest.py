@@ -219,6 +219,16 @@ class IngestBatcher:
         self._abandoned = False
         self._publishing: set[asyncio.Task[None]] = set()
 
+    @property
+    def queued(self) -> int:
+        """Rows waiting for the next statement."""
+        return len(self._queue)
+
+    @property
+    def writing(self) -> int:
+        """Rows in the statement on its way (0: none is)."""
+        return len(self._writing)
+
     async def store(self, row: WebhookRow, *, lane_key: str | None = None) -> Ingested:
         """Queue the row for the next statement; its outcome once that has committed."""
         loop = asyncio.get_running_loop()
