@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ingest_batcher = IngestBatcher(
             app.state.ingest_pool,
             max_batch=settings.webhook_batch_max,
+            statements=settings.webhook_batch_statements,
             deadline_s=settings.webhook_db_deadline_s,
             publish=partial(app.state.publisher.publish_many, endpoint=f"POST {WEBHOOK_PATH}"),
         )

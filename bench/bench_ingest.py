@@ -27,6 +27,7 @@ import asyncpg
 
 from bench.common import database_url as _database_url
 from bench.common import scratch_database
+from bench.loadgen import build_request
 from bench.plots import line_chart
 from services.events.webhooks import sign
 from tests.peers import Process, RedisServer, free_port, wait_port
@@ -69,6 +70,17 @@ def body(now: int) -> bytes:
             },
         }
     ).encode()
+
+
+def notifications(n: int, host: str, port: int) -> list[bytes]:
+    """n signed requests as raw HTTP/1.1 (bench.ingest_cpu calls the apps with these)."""
+    now = int(time.time())
+    out = []
+    for _ in range(n):
+        b = body(now)
+        headers = {"X-Nylas-Signature": sign(SECRET, b)}
+        out.append(build_request(host, port, "/webhooks/nylas", b, headers))
+    return out
 
 
 def write_requests(path: Path, n: int) -> None:

@@ -172,6 +172,16 @@ class _Waiting:
     row: WebhookRow
     lane: str | None
     answer: asyncio.Future[Ingested]
+    batch: _Batch | None = None  # the statement carrying it, once one does
+
+
+@dataclass(eq=False)
+class _Batch:
+    """The rows of one statement on its way, and the flusher task writing them."""
+
+    waiting: list[_Waiting]
+    flusher: asyncio.Task[None]
+    abandoned: bool = False
 
 
 @dataclass
@@ -188,16 +198,18 @@ class BatchStats:
 class IngestBatcher:
     """Group commit of webhook rows: one INSERT and one publish for many webhooks.
 
-    `store()` queues a row and waits for its outcome. One flush at a time per process: the
-    first row arriving while none is on its way is written at once; the rows arriving while
-    a statement is on its way (up to `max_batch`) go in the next one. A request is answered
-    once the statement carrying its row has returned: committed, or an error for it (503
-    when the database is unavailable). A row whose data the database refuses fails alone:
-    the batch is then written row by row. Repeats of one notification id within a batch are
-    answered `duplicate` of the first. A waiter that gives up (its deadline) leaves the batch;
-    when the last waiter of the statement on its way has given up, the statement is
-    cancelled, as a lone webhook's was; one that commits anyway is answered `duplicate` on
-    Nylas's retry, and published by the batch or else by the outbox sweeper.
+    `store()` queues a row and waits for its outcome. At most `statements` INSERTs are on
+    their way at once per process, each written by a flusher task: a row arriving while
+    fewer are is written at once (alone, when nothing else is queued); the rows arriving
+    while all are busy (up to `max_batch`) go together in the next one a flusher sends. No
+    timer: nobody waits for company. A request is answered once the statement carrying its
+    row has returned: committed, or an error for it (503 when the database is unavailable).
+    A row whose data the database refuses fails alone: the batch is then written row by
+    row. Repeats of one notification id within a batch are answered `duplicate` of the
+    first. A waiter that gives up (its deadline) leaves the batch; when the last waiter of a
+    statement on its way has given up, that statement is cancelled, as a lone webhook's
+    was; one that commits anyway is answered `duplicate` on Nylas's retry, and published by
+    the batch or else by the outbox sweeper.
     """
 
     def __init__(
@@ -205,40 +217,45 @@ class IngestBatcher:
         pool: asyncpg.Pool,
         *,
         max_batch: int = 64,
+        statements: int = 2,
         deadline_s: float = 3.0,
         publish: PublishMany | None = None,
     ) -> None:
         self.pool = pool
         self.max_batch = max(1, max_batch)
+        self.statements = max(1, statements)
         self.deadline_s = deadline_s
         self.publish = publish
         self.stats = BatchStats()
         self._queue: deque[_Waiting] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._writing: list[_Waiting] = []
-        self._abandoned = False
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._batches: set[_Batch] = set()
         self._publishing: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
-        """Rows waiting for the next statement."""
+        """Rows waiting for a statement."""
         return len(self._queue)
 
     @property
     def writing(self) -> int:
-        """Rows in the statement on its way (0: none is)."""
-        return len(self._writing)
+        """Rows in the statements on their way (0: none is)."""
+        return sum(len(b.waiting) for b in self._batches)
 
     async def store(self, row: WebhookRow, *, lane_key: str | None = None) -> Ingested:
         """Queue the row for the next statement; its outcome once that has committed."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(row, lane_key, loop.create_future())
         self._queue.append(waiting)
-        flusher = self._flusher
-        # None, or (its loop torn down without cancelling it) a task that will never run again.
-        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
-            # A context of its own: not the first request's (its request id in log lines).
-            self._flusher = loop.create_task(self._run(), context=contextvars.Context())
+        # A flusher of a torn-down loop (never cancelled) will never run again: forget it.
+        stale = {t for t in self._flushers if t.done() or t.get_loop() is not loop}
+        self._flushers -= stale
+        # The flushers that are busy take what is queued when their statement returns; only
+        # one more is started per row, and only while fewer than `statements` exist.
+        if len(self._flushers) < self.statements:
+            # A context of its own: not this request's (its request id in log lines).
+            task = loop.create_task(self._run(), context=contextvars.Context())
+            self._flushers.add(task)
         try:
             return await waiting.answer
         except asyncio.CancelledError:
@@ -247,44 +264,45 @@ class IngestBatcher:
 
     def _gave_up(self, waiting: _Waiting) -> None:
         """A waiter's deadline passed: cancel its statement if no one else waits for it."""
-        if waiting not in self._writing or self._abandoned:
-            return  # still queued: the flusher skips it
-        if all(w.answer.done() for w in self._writing) and self._flusher is not None:
-            self._abandoned = True
-            self._flusher.cancel()
+        batch = waiting.batch
+        if batch is None or batch.abandoned or batch not in self._batches:
+            return  # still queued: a flusher skips it
+        if all(w.answer.done() for w in batch.waiting):
+            batch.abandoned = True
+            batch.flusher.cancel()
 
     async def _run(self) -> None:
         """Write what is queued, one statement (or a split batch) at a time, until nothing is."""
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
+        assert current is not None
         try:
             while self._queue:
-                batch: list[_Waiting] = []
-                while self._queue and len(batch) < self.max_batch:
+                rows: list[_Waiting] = []
+                while self._queue and len(rows) < self.max_batch:
                     w = self._queue.popleft()
                     # A done one gave up; one of a torn-down loop has no one waiting.
                     if not w.answer.done() and w.answer.get_loop() is loop:
-                        batch.append(w)
-                if not batch:
+                        rows.append(w)
+                if not rows:
                     continue
-                self._writing = batch
+                batch = _Batch(rows, current)
+                for w in rows:
+                    w.batch = batch
+                self._batches.add(batch)
                 try:
-                    await self._flush(batch)
+                    await self._flush(rows)
                 except asyncio.CancelledError:
-                    if not self._abandoned or current is None:
-                        raise
                     # Only the statement was given up, not the flusher (unless it was too).
-                    if current.uncancel() > 0:
+                    if not batch.abandoned or current.uncancel() > 0:
                         raise
                 finally:
-                    self._abandoned = False
-                    self._writing = []
-                    for w in batch:
+                    self._batches.discard(batch)
+                    for w in rows:
                         if not w.answer.done():  # a flusher's own bug must not hang anyone
                             w.answer.set_exception(RuntimeError("webhook batch not written"))
         finally:
-            if self._flusher is current:
-                self._flusher = None
+            self._flushers.discard(current)
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         first: dict[str, _Waiting] = {}
@@ -381,7 +399,8 @@ class IngestBatcher:
     async def close(self) -> None:
         """Let the statement on its way and the publishes finish (each is bounded)."""
         loop = asyncio.get_running_loop()
-        pending = [t for t in (self._flusher, *self._publishing) if t is not None]
-        pending = [t for t in pending if t.get_loop() is loop and not t.done()]
+        pending = [
+            t for t in (*self._flushers, *self._publishing) if t.get_loop() is loop and not t.done()
+        ]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -112,15 +112,22 @@ def post_all(api: Api, payloads: list[Any]) -> list[asyncio.Task[httpx.Response]
     return [asyncio.create_task(post_webhook(api.client, p)) for p in payloads]
 
 
-async def first_on_its_way(api: Api, payload: Any) -> asyncio.Task[httpx.Response]:
-    """Post one webhook and wait until its statement is on its way (waiting on the lock)."""
-    task = asyncio.create_task(post_webhook(api.client, payload))
+async def statements_busy(
+    api: Api, payload: Any
+) -> tuple[asyncio.Task[httpx.Response], list[asyncio.Task[httpx.Response]]]:
+    """Post `payload`, then fillers, one at a time, each going at once in a statement of its
+    own, until every statement the batcher may have on its way is (waiting on the lock);
+    the first's request and the fillers'."""
+    tasks = []
+    for i in range(api.batcher.statements):
+        p = payload if i == 0 else notification("message.created", {"id": f"filler-{i}"})
+        tasks.append(asyncio.create_task(post_webhook(api.client, p)))
 
-    async def writing() -> bool:
-        return api.batcher.writing == 1
+        async def writing(n: int = i + 1) -> bool:
+            return api.batcher.writing == n
 
-    await wait_for(writing, message="the first webhook's statement on its way")
-    return task
+        await wait_for(writing, message=f"{i + 1} statements on their way")
+    return tasks[0], tasks[1:]
 
 
 async def all_queued(api: Api, n: int) -> None:
@@ -140,30 +147,33 @@ async def test_webhooks_arriving_together_share_one_insert_and_are_answered_afte
     rest = [notification("message.created", {"id": f"gc-{i}"}, grant_id="g-gc") for i in range(20)]
     ids = [p["id"] for p in [first, *rest]]
     async with table_held(db):
-        lead = await first_on_its_way(api, first)
+        lead, fillers = await statements_busy(api, first)
         others = post_all(api, rest)
         await all_queued(api, 20)
         await asyncio.sleep(0.3)
         # Not one answer while no row can commit: each waits for its own row's commit.
-        assert not lead.done() and not any(t.done() for t in others)
+        assert not any(t.done() for t in [lead, *fillers, *others])
         assert await stored_ids(db, ids) == {}
     answers = [await lead, *await asyncio.gather(*others)]
+    assert all(r.status_code == 200 for r in await asyncio.gather(*fillers))
     assert [r.status_code for r in answers] == [200] * 21, [r.text for r in answers]
     assert Counter(r.json()["status"] for r in answers) == {"queued": 21}
-    # The first went alone, at once; the twenty that arrived meanwhile went in one INSERT.
-    assert api.batcher.stats.sizes[batches:] == [1, 20]
+    # The first ones went alone, at once (one per statement allowed on its way at a time);
+    # the twenty that arrived meanwhile went together in one INSERT.
+    busy = api.batcher.statements
+    assert api.batcher.stats.sizes[batches:] == [1] * busy + [20]
     stored = await stored_ids(db, ids)
     assert {stored[p["id"]] for p in [first, *rest]} == {r.json()["event_id"] for r in answers}
 
     async def published() -> list[bytes] | None:
         found = await queued_messages(api.redis_url)
-        return found if len(found) - before == 21 else None
+        return found if len(found) - before == 21 + busy - 1 else None
 
-    messages = await wait_for(published, message="21 task messages")
+    messages = await wait_for(published, message="a task message per stored row")
     for event_id in stored.values():
         assert sum(event_id.encode() in m for m in messages) == 1
-    # One script call per batch at most (two batches close together may even share one).
-    assert 1 <= await script_calls(api.redis_url) - calls <= 2
+    # One script call per batch at most (batches close together may even share one).
+    assert 1 <= await script_calls(api.redis_url) - calls <= busy + 1
 
 
 async def test_a_lone_webhook_is_written_at_once_in_a_statement_of_its_own(
@@ -186,13 +196,15 @@ async def test_repeats_inside_one_batch_and_across_batches_answer_duplicate_and_
     others = [notification("message.created", {"id": f"dup-o{i}"}) for i in range(4)]
     batches = api.batcher.stats.batches
     async with table_held(db):
-        lead = await first_on_its_way(api, across)
+        lead, fillers = await statements_busy(api, across)
         # One batch: the first's notification again, three copies of another, four others.
         waiting = post_all(api, [across, inside, inside, *others, inside])
         await all_queued(api, 8)
     first = await lead
     answers = await asyncio.gather(*waiting)
-    assert api.batcher.stats.sizes[batches:] == [1, 8]
+    await asyncio.gather(*fillers)
+    busy = api.batcher.statements
+    assert api.batcher.stats.sizes[batches:] == [1] * busy + [8]
     assert first.json()["status"] == "queued"
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     by_status = Counter(r.json()["status"] for r in answers)
@@ -208,12 +220,13 @@ async def test_repeats_inside_one_batch_and_across_batches_answer_duplicate_and_
 
     async def published() -> list[bytes] | None:
         found = await queued_messages(api.redis_url)
-        return found if len(found) - before >= 6 else None
+        return found if len(found) - before >= 6 + busy - 1 else None
 
-    messages = await wait_for(published, message="six task messages")
+    messages = await wait_for(published, message="a task message per stored row")
     await asyncio.sleep(0.2)  # nothing more follows
     messages = await queued_messages(api.redis_url)
-    assert len(messages) - before == 6  # one per stored row, none for a duplicate
+    # One per stored row (the fillers' too), none for a duplicate.
+    assert len(messages) - before == 6 + busy - 1
     for event_id in stored.values():
         assert sum(event_id.encode() in m for m in messages) == 1
 
@@ -228,10 +241,14 @@ async def test_a_row_the_database_refuses_fails_alone(api: Api, db: Any) -> None
     good = [notification("message.created", {"id": f"gc-good-{i}"}) for i in range(5)]
     split = api.batcher.stats.split
     async with table_held(db):
-        lead = await first_on_its_way(api, notification("message.created", {"id": "gc-lead"}))
+        lead, fillers = await statements_busy(
+            api, notification("message.created", {"id": "gc-lead"})
+        )
         waiting = post_all(api, [good[0], good[1], bad, *good[2:]])
         await all_queued(api, 6)
-    assert (await lead).status_code == 200
+    assert [r.status_code for r in [await lead, *await asyncio.gather(*fillers)]] == [200] * (
+        api.batcher.statements
+    )
     answers = await asyncio.gather(*waiting)
     codes = [r.status_code for r in answers]
     assert codes == [200, 200, 400, 200, 200, 200], [r.text for r in answers]
@@ -247,13 +264,16 @@ async def test_a_batch_holds_at_most_the_configured_number_of_rows(
     payloads = [notification("message.created", {"id": f"cap-{i}"}) for i in range(11)]
     async with serve(settings, redis_url=private_redis.url, webhook_batch_max=4) as api:
         async with table_held(db):
-            lead = await first_on_its_way(api, payloads[0])
+            lead, fillers = await statements_busy(api, payloads[0])
             waiting = post_all(api, payloads[1:])
             await all_queued(api, 10)
-        answers = [await lead, *await asyncio.gather(*waiting)]
+        answers = [await lead, *await asyncio.gather(*fillers, *waiting)]
         assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
-        assert api.batcher.stats.sizes == [1, 4, 4, 2]
-        assert api.batcher.stats.largest == 4
+        busy = api.batcher.statements
+        sizes = api.batcher.stats.sizes
+        # The ten queued went four at a time at most, by whichever statement came back first.
+        assert sizes[:busy] == [1] * busy and sum(sizes[busy:]) == 10
+        assert api.batcher.stats.largest == 4 and sizes[busy : busy + 2] == [4, 4]
     assert len(await stored_ids(db, [p["id"] for p in payloads])) == 11
 
 
@@ -339,13 +359,14 @@ async def test_database_cut_mid_batch_answers_503_to_those_waiting_and_loses_no_
         answered = await asyncio.gather(*post_all(api, acked_before))
         assert [r.status_code for r in answered] == [200] * 5
         async with table_held(db):
-            lead = await first_on_its_way(api, cut_lead)
+            lead, fillers = await statements_busy(api, cut_lead)
             waiting = post_all(api, caught)
             await all_queued(api, 10)
             started = time.monotonic()
             proxy.cut()
             answers = [await lead, *await asyncio.gather(*waiting)]
             took = time.monotonic() - started
+            await asyncio.gather(*fillers)
         # Those waiting are told at once (not at the 10 s deadline) to retry later.
         assert [r.status_code for r in answers] == [503] * 11, [r.text for r in answers]
         assert {r.json()["error"]["code"] for r in answers} == {"service_unavailable"}
