@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     # The webhook's own pool of plain driver connections per API process (its one INSERT).
     webhook_db_pool_size: int = 10
     # Group commit: at most this many webhooks' rows in one INSERT (and their task messages in
-    # one Redis script call) per API process; the rows that arrive while one is being written.
+    # one Redis script call) per API process: the rows that arrive while INSERTs are on their way.
     webhook_batch_max: int = Field(default=64, ge=1, le=1000)
     # ... and at most this many such INSERTs on their way at once per API process: a webhook
     # arriving while fewer are goes at once; only while all are busy do webhooks queue.

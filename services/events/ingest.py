@@ -3,10 +3,10 @@
 Many webhooks share one INSERT (group commit, `IngestBatcher`): each request verifies and
 parses its notification on its own, then waits while its row goes to PostgreSQL with the
 others that arrived meanwhile, in one autocommit statement (one WAL flush), and is answered
-only once that statement has returned, i.e. committed. No request waits for a timer: the
-first one arriving while no statement is on its way is written at once, alone; the ones that
-arrive while a statement is on its way go together in the next. The batch's task messages
-then go to Redis together, in one script call (worker.dispatch.AsyncPublisher.publish_many).
+only once that statement has returned, i.e. committed. No request waits for a timer: one
+arriving while fewer than `statements` (2) are on their way is written at once, alone; the
+ones that arrive while all are busy go together in the next. The batch's task messages then
+go to Redis together, in one script call (worker.dispatch.AsyncPublisher.publish_many).
 """
 
 from __future__ import annotations
