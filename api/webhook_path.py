@@ -30,6 +30,7 @@ from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from api.routes.webhooks import log, store_notification
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
+from services.events.ingest import Ingested
 from services.events.unit_of_work import Job
 
 _JSON = [(b"content-type", b"application/json")]
@@ -86,7 +87,7 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if answer is None:
         return
-    body, job = answer
+    body, job, ingested = answer
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -95,9 +96,14 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         # its new rows together). After the answer: the event is committed, so a publish that
         # fails or never happens (the process dies here) is the outbox sweeper's.
         await state.publisher.publish(**job.fields())
+    # The call ends once the batch's publish has (the answer is out already): a caller that
+    # awaits the app, a test client, sees the task message queued, as before the batches.
+    await ingested.published_by_batch()
 
 
-async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Job | None] | None:
+async def _ingest(
+    scope: Scope, receive: Receive, state: Any
+) -> tuple[bytes, Job | None, Ingested] | None:
     """What api.routes.webhooks.nylas_notification does, minus the framework around it."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
@@ -120,7 +126,7 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     event_id = str(ingested.event_id) if ingested.event_id else None
     # Committed: the batch's INSERT returned. Its job, if the batch left one, is published
     # once the answer is out.
-    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job
+    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job, ingested
 
 
 # Request id outermost, so the access log line carries it; scope["app"] must be the app.

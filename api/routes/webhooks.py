@@ -132,6 +132,7 @@ async def nylas_notification(
     )
     if ingested.job is not None:  # committed (the batch publishes its own; this is none)
         await publisher.publish(**ingested.job.fields())
+    await ingested.published_by_batch()
     status = "queued" if ingested.created else "duplicate"
     # For the metrics middleware, which counts webhooks by type and outcome.
     request.state.webhook_type, request.state.webhook_outcome = ingested.type, status

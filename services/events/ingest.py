@@ -56,6 +56,14 @@ class Ingested:
     request_id: str | None = None
     # The batch that stored it hands its task message to the publisher itself.
     published: bool = False
+    # Done once that batch's publish has finished (whether it went or failed: the outbox).
+    publish_done: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
+
+    async def published_by_batch(self) -> None:
+        """Wait until the batch's publish of this row has finished (shared: not cancelled
+        for the others when this caller is)."""
+        if self.publish_done is not None:
+            await asyncio.wait((self.publish_done,))
 
     @property
     def job(self) -> Job | None:
@@ -316,6 +324,7 @@ class IngestBatcher:
         ordered = sorted(first.values(), key=lambda w: w.row.external_id)
         self._count(len(batch))
         jobs: list[Job] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self.deadline_s):
                 try:
@@ -327,31 +336,34 @@ class IngestBatcher:
                         raise
                     self.stats.split += 1
                     log.warning("webhook_batch_split", rows=len(batch), sqlstate=exc.sqlstate)
-                    await self._one_by_one(batch, jobs)
+                    await self._one_by_one(batch, jobs, done)
                     return
             outcome = {w.row.external_id: i for w, i in zip(ordered, stored, strict=True)}
             for w in ordered:
-                self._answer(w, outcome[w.row.external_id], jobs)
+                self._answer(w, outcome[w.row.external_id], jobs, done)
             for w in repeats:
-                done = outcome[w.row.external_id]
+                stored_first = outcome[w.row.external_id]
                 self._answer(
                     w,
                     Ingested(
-                        event_id=done.event_id,
+                        event_id=stored_first.event_id,
                         task_id=w.row.task_id,
                         created=False,
                         type=w.row.type,
                     ),
                     jobs,
+                    done,
                 )
         except Exception as exc:
             for w in batch:
                 if not w.answer.done():
                     w.answer.set_exception(exc)
         finally:
-            self._publish(jobs)
+            self._publish(jobs, done)
 
-    async def _one_by_one(self, batch: list[_Waiting], jobs: list[Job]) -> None:
+    async def _one_by_one(
+        self, batch: list[_Waiting], jobs: list[Job], done: asyncio.Future[None]
+    ) -> None:
         """Each row in a statement of its own, in arrival order: only a bad row fails."""
         for w in batch:
             try:
@@ -362,13 +374,15 @@ class IngestBatcher:
                 if not w.answer.done():
                     w.answer.set_exception(exc)
                 continue
-            self._answer(w, ingested, jobs)
+            self._answer(w, ingested, jobs, done)
 
-    def _answer(self, w: _Waiting, ingested: Ingested, jobs: list[Job]) -> None:
+    def _answer(
+        self, w: _Waiting, ingested: Ingested, jobs: list[Job], done: asyncio.Future[None]
+    ) -> None:
         job = ingested.task()
         if job is not None and self.publish is not None:
             jobs.append(job)  # even for a waiter gone meanwhile: its row is committed
-            ingested = replace(ingested, published=True)
+            ingested = replace(ingested, published=True, publish_done=done)
         if not w.answer.done():
             w.answer.set_result(ingested)
 
@@ -381,20 +395,24 @@ class IngestBatcher:
             stats.sizes.append(size)
         metrics.WEBHOOK_BATCH_ROWS.observe(size)
 
-    def _publish(self, jobs: list[Job]) -> None:
+    def _publish(self, jobs: list[Job], done: asyncio.Future[None]) -> None:
         """Hand the batch's task messages to the publisher together, without waiting."""
         if not jobs or self.publish is None:
+            done.set_result(None)
             return
-        task = asyncio.get_running_loop().create_task(self._publish_now(jobs))
+        task = asyncio.get_running_loop().create_task(self._publish_now(jobs, done))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    async def _publish_now(self, jobs: list[Job]) -> None:
+    async def _publish_now(self, jobs: list[Job], done: asyncio.Future[None]) -> None:
         assert self.publish is not None
         try:
             await self.publish(jobs)
         except Exception as exc:  # the rows are committed: the outbox sweeper publishes them
             log.warning("publish_failed", events=len(jobs), error=type(exc).__name__)
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     async def close(self) -> None:
         """Let the statement on its way and the publishes finish (each is bounded)."""
