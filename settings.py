@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     webhook_batch_max: int = Field(default=64, ge=1, le=1000)
     # ... and at most this many such INSERTs on their way at once per API process: a webhook
     # arriving while fewer are goes at once; only while all are busy do webhooks queue.
-    webhook_batch_statements: int = Field(default=2, ge=1, le=64)
+    webhook_batch_statements: int = Field(default=4, ge=1, le=64)
     # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
     publish_timeout_s: float = 0.5
     nylas_timeout_s: int = 20

@@ -4,7 +4,7 @@ Many webhooks share one INSERT (group commit, `IngestBatcher`): each request ver
 parses its notification on its own, then waits while its row goes to PostgreSQL with the
 others that arrived meanwhile, in one autocommit statement (one WAL flush), and is answered
 only once that statement has returned, i.e. committed. No request waits for a timer: one
-arriving while fewer than `statements` (2) are on their way is written at once, alone; the
+arriving while fewer than `statements` (4) are on their way is written at once, alone; the
 ones that arrive while all are busy go together in the next. The batch's task messages then
 go to Redis together, in one script call (worker.dispatch.AsyncPublisher.publish_many).
 """
@@ -225,7 +225,7 @@ class IngestBatcher:
         pool: asyncpg.Pool,
         *,
         max_batch: int = 64,
-        statements: int = 2,
+        statements: int = 4,
         deadline_s: float = 3.0,
         publish: PublishMany | None = None,
     ) -> None:
