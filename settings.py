@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     # The webhook's own pool of plain driver connections per API process (its one INSERT).
     webhook_db_pool_size: int = 10
+    # Group commit: at most this many webhooks' rows in one INSERT (and their task messages in
+    # one Redis script call) per API process: the rows that arrive while INSERTs are on their way.
+    webhook_batch_max: int = Field(default=64, ge=1, le=1000)
+    # ... and at most this many such INSERTs on their way at once per API process: a webhook
+    # arriving while fewer are goes at once; only while all are busy do webhooks queue.
+    webhook_batch_statements: int = Field(default=4, ge=1, le=64)
     # A publish after commit must not hold the webhook answer: the outbox sweeper covers failures.
     publish_timeout_s: float = 0.5
     nylas_timeout_s: int = 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -14,7 +15,7 @@ from api.errors import install_error_handlers
 from api.event_catalog import install_event_catalog
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestIdMiddleware, nosniff
-from api.observability import ObservabilityMiddleware
+from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from api.openapi import install_docs, install_openapi
 from api.routes import (
     accounts,
@@ -37,6 +38,7 @@ from api.routes import unsubscribe as unsubscribe_routes
 from api.routes import webhook_endpoints as webhook_endpoint_routes
 from api.webhook_path import is_webhook, serve_webhook
 from database.engine import Database, driver_pool
+from services.events.ingest import IngestBatcher
 from services.logs import configure_logging
 from services.nylas.budget import NylasBudget
 from services.nylas.gateway import NylasGateway
@@ -94,6 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.publisher = AsyncPublisher(
             app.state.celery, settings.redis_url, timeout=settings.publish_timeout_s
         )
+        # Group commit: concurrent webhooks share one INSERT, and their task messages one
+        # script call after it committed (services/events/ingest.py, IngestBatcher).
+        app.state.ingest_batcher = IngestBatcher(
+            app.state.ingest_pool,
+            max_batch=settings.webhook_batch_max,
+            statements=settings.webhook_batch_statements,
+            deadline_s=settings.webhook_db_deadline_s,
+            publish=partial(app.state.publisher.publish_many, endpoint=f"POST {WEBHOOK_PATH}"),
+        )
         app.state.redis = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
@@ -103,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.ingest_batcher.close()
             await app.state.publisher.close()
             await app.state.redis.aclose()
             if app.state.nylas is not None and app.state.nylas.budget is not None:

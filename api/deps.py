@@ -11,6 +11,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from database.engine import Database
+from services.events.ingest import IngestBatcher
 from services.events.unit_of_work import UnitOfWork
 from settings import Settings
 from worker.dispatch import AsyncPublisher
@@ -29,6 +30,10 @@ async def get_database(request: Request) -> Database:
 
 async def get_ingest_pool(request: Request) -> asyncpg.Pool:
     return request.app.state.ingest_pool
+
+
+async def get_ingest(request: Request) -> IngestBatcher:
+    return request.app.state.ingest_batcher  # type: ignore[no-any-return]
 
 
 async def get_celery(request: Request) -> Celery:
@@ -59,4 +64,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PublisherDep = Annotated[AsyncPublisher, Depends(get_publisher)]
 IngestPoolDep = Annotated[asyncpg.Pool, Depends(get_ingest_pool)]
+IngestDep = Annotated[IngestBatcher, Depends(get_ingest)]
 UowDep = Annotated[UnitOfWork, Depends(get_uow)]

@@ -35,7 +35,7 @@ from api.errors import is_database_unavailable
 from api.middleware import RequestIdMiddleware
 from api.observability import WEBHOOK_PATH, ObservabilityMiddleware
 from services.errors import BadRequest, PayloadTooLarge, ServiceUnavailable
-from services.events.ingest import Ingested, ingest_nylas
+from services.events.ingest import IngestBatcher, Ingested, ingest_nylas
 from services.events.unit_of_work import Job
 from settings import Settings
 
@@ -80,7 +80,7 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 
 async def store_notification(
-    pool: asyncpg.Pool,
+    store: IngestBatcher | asyncpg.Pool,
     settings: Settings,
     secret: str,
     *,
@@ -91,17 +91,19 @@ async def store_notification(
 ) -> Ingested:
     """Verify and store one notification within POSTROOM_WEBHOOK_DB_DEADLINE_S, else 503.
 
-    The store is one INSERT ... ON CONFLICT statement on the driver pool (autocommit):
-    committed when it returns. If the deadline cuts it short after the commit, Nylas's retry
-    of the 503 is answered `duplicate` and the outbox sweeper publishes the stored event:
-    nothing is lost. A connection-level error (PostgreSQL restarted or went away) retires
-    every pooled connection, as SQLAlchemy's pool does, so one request answers 503 for it and
-    the next ones get fresh connections.
+    The row goes into the next group commit (`store`, the app's IngestBatcher): one
+    INSERT ... ON CONFLICT statement on the driver pool (autocommit) for the rows of the
+    webhooks waiting together, committed when it returns; the batch publishes its new rows.
+    If the deadline cuts it short after the commit, Nylas's retry of the 503 is answered
+    `duplicate` and the outbox sweeper publishes the stored event: nothing is lost. A
+    connection-level error (PostgreSQL restarted or went away) retires every pooled
+    connection, as SQLAlchemy's pool does, so the requests of that batch answer 503 and the
+    next ones get fresh connections.
     """
     try:
         async with asyncio.timeout(settings.webhook_db_deadline_s):
             return await ingest_nylas(
-                pool,
+                store,
                 raw=raw,
                 signature=signature,
                 content_encoding=content_encoding,
@@ -116,7 +118,7 @@ async def store_notification(
         raise ServiceUnavailable("The database did not answer in time; retry later.") from None
     except Exception as exc:
         if is_database_unavailable(exc):
-            await pool.expire_connections()
+            await (store.pool if isinstance(store, IngestBatcher) else store).expire_connections()
         raise
 
 
@@ -135,19 +137,23 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if answer is None:
         return
-    body, job = answer
+    body, job, ingested = answer
     headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     if job is not None:
-        # After the answer: the event is committed, so Nylas has its 200 one Redis round trip
-        # sooner, and a publish that fails or never happens (the process dies here) is the
-        # outbox sweeper's, exactly as when the publish came first and failed. The server
-        # reads the connection's next request meanwhile.
+        # Only for a row the batch did not publish itself (the app's IngestBatcher publishes
+        # its new rows together). After the answer: the event is committed, so a publish that
+        # fails or never happens (the process dies here) is the outbox sweeper's.
         await state.publisher.publish(**job.fields())
+    # The call ends once the batch's publish has (the answer is out already): a caller that
+    # awaits the app, a test client, sees the task message queued, as before the batches.
+    await ingested.published_by_batch()
 
 
-async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Job | None] | None:
+async def _ingest(
+    scope: Scope, receive: Receive, state: Any
+) -> tuple[bytes, Job | None, Ingested] | None:
     """The secret (before the body is read), the body cap, then verify and store."""
     settings = state.settings
     if settings.nylas_webhook_secret is None:
@@ -157,7 +163,7 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     if raw is None:
         return None
     ingested = await store_notification(
-        state.ingest_pool,
+        state.ingest_batcher,
         settings,
         settings.nylas_webhook_secret.get_secret_value(),
         raw=raw,
@@ -169,8 +175,9 @@ async def _ingest(scope: Scope, receive: Receive, state: Any) -> tuple[bytes, Jo
     # For the metrics, which count webhooks by type and outcome.
     scope["state"]["webhook_type"], scope["state"]["webhook_outcome"] = ingested.type, status
     event_id = str(ingested.event_id) if ingested.event_id else None
-    # The job, if any, is published once the answer is out (committed: the INSERT returned).
-    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job
+    # Committed: the batch's INSERT returned. Its job, if the batch left one, is published
+    # once the answer is out.
+    return orjson.dumps({"status": status, "event_id": event_id}), ingested.job, ingested
 
 
 # Request id outermost, so the access log line carries it; scope["app"] must be the app.

@@ -70,6 +70,11 @@ WEBHOOK_ACK = Histogram(
     "Time from request start to the webhook answer.",
     buckets=_ACK_BUCKETS,
 )
+WEBHOOK_BATCH_ROWS = Histogram(
+    "postroom_webhook_batch_rows",
+    "Webhook rows written per INSERT (the group commit, services.events.ingest.IngestBatcher).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 JOBS = Counter(
     "postroom_jobs_published",
     "Tasks published, by the HTTP endpoint (or 'worker') that caused them and task name.",

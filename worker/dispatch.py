@@ -18,6 +18,7 @@ import asyncio
 import base64
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ import structlog
 from celery import Celery
 
 from services import metrics
+from services.events.unit_of_work import Job
 from worker.config import Queue, lane_choices, route_for, route_queue
 
 log = structlog.get_logger(__name__)
@@ -391,6 +393,10 @@ class AsyncPublisher:
         Messages pushed while a script call is on its way go together in the next one: under
         load one round trip carries many, and a lone message goes at once.
         """
+        return await self._enqueue(lanes, priority, payload)
+
+    def _enqueue(self, lanes: list[str], priority: int, payload: bytes) -> asyncio.Future[str]:
+        """Queue one message for the next script call; the future of the lane it went to."""
         home = orjson.dumps(delivery_info(lanes[0]))
         head, found, tail = payload.partition(home)
         if not found:
@@ -402,7 +408,7 @@ class AsyncPublisher:
         # None, or (its loop torn down without cancelling it) a task that will never run again.
         if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
-        return await pending.chosen
+        return pending.chosen
 
     async def _flush(self) -> None:
         """Send what is pending, one script call at a time, until nothing is."""
@@ -472,6 +478,55 @@ class AsyncPublisher:
         # Celery's after_task_publish signal does not see this path: count it here.
         metrics.JOBS.labels(endpoint=metrics.current_endpoint(), task=task_name).inc()
         return True
+
+    async def publish_many(self, jobs: Sequence[Job], *, endpoint: str | None = None) -> int:
+        """Publish committed events' tasks together: they are queued at once, so they go in
+        one script call (up to PUSH_BATCH each), with one timeout for all; how many went.
+
+        For a batch of webhooks stored by one INSERT (services.events.ingest.IngestBatcher).
+        A failure is logged once for the batch: the outbox sweeper publishes those later.
+        `endpoint` labels the published-jobs metric (the caller's task has no request).
+        """
+        if not jobs:
+            return 0
+        await self.refresh_weights()
+        chosen = [
+            self._enqueue(
+                *self.prepare(
+                    task_name=job.task_name,
+                    task_id=job.task_id,
+                    kwargs={**job.kwargs, "event_id": str(job.event_id)},
+                    request_id=job.request_id,
+                    lane=job.lane,
+                )
+            )
+            for job in jobs
+        ]
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.gather(*chosen, return_exceptions=True)
+        except TimeoutError as exc:
+            error = exc
+            for future in chosen:
+                future.cancel()  # not sent yet: the flusher skips it
+        sent = 0
+        for job, future in zip(jobs, chosen, strict=True):
+            if future.cancelled() or future.exception() is not None:
+                error = error or future.exception()
+                continue
+            sent += 1
+            metrics.JOBS.labels(
+                endpoint=endpoint or metrics.current_endpoint(), task=job.task_name
+            ).inc()
+        if sent < len(jobs):
+            log.warning(
+                "publish_failed",
+                task=jobs[0].task_name,
+                events=len(jobs) - sent,
+                error=type(error).__name__ if error else "CancelledError",
+            )
+        return sent
 
     async def close(self) -> None:
         if self._flusher is not None:

@@ -4,6 +4,9 @@ replays) live in lifecycle.py and are imported here under their old names."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,33 +91,20 @@ async def insert_once(
     return (await session.execute(stmt.returning(_t.c.id))).scalar_one_or_none() is not None
 
 
-# The webhook's one statement as plain SQL, run on the API's driver pool (asyncpg, which
-# prepares it once per connection): the same row insert_once() writes, without SQLAlchemy
-# building a statement and checking a connection out of its pool per call (together about
-# half of the ingest path's CPU, docs/benchmarks.md). The body goes in as the JSON text that
-# was verified; PostgreSQL parses it into jsonb.
-_INSERT_WEBHOOK = """
-INSERT INTO event (id, source, type, external_id, task_name, task_kwargs, payload, status,
-                   attempts, task_ids, current_task_id, history, steps, publish_count,
-                   request_id, due_at)
-VALUES ($1, $2, $3, $4, $5, '{}'::jsonb, CAST($6::text AS jsonb), 'received',
-        0, jsonb_build_array($7::text), $7, '[]'::jsonb, '[]'::jsonb, 1,
-        $8, now() + make_interval(secs => $9))
-ON CONFLICT (source, external_id) DO NOTHING
-RETURNING id
-"""
-_WEBHOOK_EVENT_ID = "SELECT id FROM event WHERE source = $1 AND external_id = $2"
+@asynccontextmanager
+async def webhook_connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A driver-pool connection for the webhook's autocommit statements (database.engine.
+    driver_pool: asyncpg's own errors come through unwrapped).
 
-
-async def _fetchval(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
-    """pool.fetchval, except that a statement cut short (the caller's deadline) or a broken
-    connection closes the connection at once. Handed back as it is, asyncpg would first wait
-    for the server to confirm the cancel, up to its command timeout (10 s): a silent host held
-    the webhook's 503 that long past the deadline, beyond Nylas's own 10 s."""
+    An answer from the server (any PostgresError) keeps the connection; anything else (a
+    statement cut short by the caller's deadline, a broken socket) closes it at once. Handed
+    back as it is, asyncpg would first wait for the server to confirm the cancel, up to its
+    command timeout (10 s): a silent host held the webhook's 503 that long past the deadline,
+    beyond Nylas's own 10 s."""
     conn = await pool.acquire()
     try:
-        value = await conn.fetchval(query, *args)
-    except asyncpg.PostgresError:  # the server answered: the connection is sound
+        yield conn
+    except asyncpg.PostgresError:
         await pool.release(conn)
         raise
     except BaseException:
@@ -122,46 +112,72 @@ async def _fetchval(pool: asyncpg.Pool, query: str, *args: Any) -> Any:
         await pool.release(conn)
         raise
     await pool.release(conn)
-    return value
 
 
-async def insert_webhook_event(
-    pool: asyncpg.Pool,
-    *,
-    event_id: uuid.UUID,
-    source: str,
-    type: str,
-    external_id: str,
-    task_name: str,
-    task_id: str,
-    payload_json: str,
-    stale_after_s: float,
-    request_id: str | None,
-) -> bool:
-    """insert_once() for the ingest path, one autocommit statement; True when new.
+# The webhook's one statement as plain SQL, run on the API's driver pool (asyncpg prepares it
+# once per connection): the rows insert_once() writes, without SQLAlchemy building a statement
+# and checking a connection out of its pool per call (docs/benchmarks.md). Many webhooks' rows
+# go in one statement (the group commit, services.events.ingest.IngestBatcher), committed
+# together with one WAL flush, as arrays that unnest() turns back into rows. Each body goes in
+# as the JSON text that was verified; PostgreSQL parses it into jsonb. The RETURNING names the
+# rows this statement created: a row whose id is missing duplicates one stored before.
+_INSERT_WEBHOOKS = """
+INSERT INTO event (id, source, type, external_id, task_name, task_kwargs, payload, status,
+                   attempts, task_ids, current_task_id, history, steps, publish_count,
+                   request_id, due_at)
+SELECT r.id, $1, r.type, r.external_id, $2, '{}'::jsonb, CAST(r.payload AS jsonb), 'received',
+       0, jsonb_build_array(r.task_id), r.task_id, '[]'::jsonb, '[]'::jsonb, 1,
+       r.request_id, now() + make_interval(secs => r.stale)
+FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::float8[]) AS r(id, type, external_id, payload, task_id, request_id, stale)
+ON CONFLICT (source, external_id) DO NOTHING
+RETURNING id
+"""
+_WEBHOOK_EVENT_IDS = (
+    "SELECT external_id, id FROM event WHERE source = $1 AND external_id = ANY($2::text[])"
+)
 
-    `pool` is database.engine.driver_pool(): asyncpg's own errors come through unwrapped.
-    """
-    row_id = await _fetchval(
-        pool,
-        _INSERT_WEBHOOK,
-        event_id,
+
+@dataclass(frozen=True)
+class WebhookRow:
+    """One verified notification's row, as insert_webhook_events() writes it."""
+
+    event_id: uuid.UUID
+    type: str
+    external_id: str
+    task_id: str
+    payload_json: str
+    request_id: str | None
+    stale_after_s: float
+
+
+async def insert_webhook_events(
+    conn: asyncpg.Connection, *, source: str, task_name: str, rows: Sequence[WebhookRow]
+) -> set[uuid.UUID]:
+    """Insert the rows in one autocommit statement (committed when it returns); the ids of
+    the rows it created. The caller orders the rows (by external_id) so that two batches
+    that share ids wait on each other in one order and never deadlock."""
+    found = await conn.fetch(
+        _INSERT_WEBHOOKS,
         str(source),
-        type,
-        external_id,
         task_name,
-        payload_json,
-        task_id,
-        request_id,
-        float(stale_after_s),
+        [r.event_id for r in rows],
+        [r.type for r in rows],
+        [r.external_id for r in rows],
+        [r.payload_json for r in rows],
+        [r.task_id for r in rows],
+        [r.request_id for r in rows],
+        [float(r.stale_after_s) for r in rows],
     )
-    return row_id is not None
+    return {record[0] for record in found}
 
 
-async def webhook_event_id(pool: asyncpg.Pool, source: str, external_id: str) -> uuid.UUID | None:
-    """The id of the event stored for (source, external_id), on the driver pool."""
-    found = await _fetchval(pool, _WEBHOOK_EVENT_ID, str(source), external_id)
-    return found if isinstance(found, uuid.UUID) else None
+async def webhook_event_ids(
+    conn: asyncpg.Connection, source: str, external_ids: Sequence[str]
+) -> dict[str, uuid.UUID]:
+    """The ids of the events stored for these external ids (those that exist)."""
+    found = await conn.fetch(_WEBHOOK_EVENT_IDS, str(source), list(external_ids))
+    return {record[0]: record[1] for record in found}
 
 
 async def get(session: AsyncSession, event_id: uuid.UUID) -> Event | None:
