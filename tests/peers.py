@@ -46,6 +46,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def url_of(self, db: int) -> str:
+        """Another database of this server: what a test writes or flushes there never touches
+        the broker's database (0), where kombu keeps its queues and exchange bindings."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
