@@ -10,6 +10,15 @@ Layers, lowest first: `database` (tables and queries), `services` (what postroom
   `worker.app` builds the Celery app and connects the worker's signal receivers, which have
   no business inside the API process.
 - No import cycle among project modules.
+- Module rules (MODULE_RULES): modules under a prefix import nothing under another; tasks
+  (`worker.tasks`) import no repositories (`database.repositories`), they call a service.
+- Lifecycle writes (LIFECYCLE_WRITERS): only the lifecycle repository writes an event's
+  `status`, `history` or `steps`: an assignment `<...event...>.status = ...`, or a
+  `.values(status=...)` in a module that imports `Event`, anywhere else is reported.
+
+The last two are issue 19's rules. Today's code breaks both (the engine refactor is moving it),
+so both are written, tested, and disabled (ENFORCE_MODULE_RULES, ENFORCE_LIFECYCLE_WRITERS);
+`python scripts/check_imports.py --pending` lists what they would report.
 
 Which imports count: every import, at module level, inside a function or under
 `TYPE_CHECKING`, for the layer rules and for cycles alike.
@@ -28,6 +37,7 @@ exit status 1 and one line per violation when a rule is broken.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -45,6 +55,19 @@ FORBIDDEN = {
 }
 # What of `worker` the API may import (and their sub-modules).
 API_MAY_IMPORT = ("worker.dispatch", "worker.config")
+# (importer module prefix, imported module prefix): forbidden, by module name.
+MODULE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("worker.tasks", "database.repositories", "tasks call services, not repositories"),
+)
+# TODO(issue 19): enable once the tasks are thin (today worker.tasks.classify, .mail and .send
+# import repositories).
+ENFORCE_MODULE_RULES = False
+# The modules that may write an event's lifecycle columns, and those columns.
+LIFECYCLE_WRITERS: tuple[str, ...] = ("database.repositories.events.lifecycle",)
+LIFECYCLE_FIELDS = ("status", "history", "steps")
+# TODO(issue 19): enable once the lifecycle repository is the one writer (today the batch,
+# coalesce, inline-chain, cancel and rows modules each write some of them).
+ENFORCE_LIFECYCLE_WRITERS = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,90 @@ def layer_violations(imports: list[Import]) -> list[str]:
     return problems
 
 
+def module_rule_violations(
+    imports: list[Import], rules: tuple[tuple[str, str, str], ...]
+) -> list[str]:
+    problems = []
+    for imp in imports:
+        for importer, target, why in rules:
+            if _within(imp.importer, (importer,)) and _within(imp.target, (target,)):
+                problems.append(_say(imp, f"{importer} must not import {target}: {why}"))
+    return problems
+
+
+def _raw_update(fields: tuple[str, ...]) -> re.Pattern[str]:
+    """Raw SQL that sets one of `fields` of the event table."""
+    names = "|".join(fields)
+    return re.compile(rf"\bUPDATE\s+event\b.*?\bSET\b.*?\b({names})\s*=", re.I | re.S)
+
+
+def _imports_event(tree: ast.AST) -> bool:
+    return any(
+        isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("database.models")
+        and any(a.name == "Event" for a in node.names)
+        for node in ast.walk(tree)
+    )
+
+
+def lifecycle_writes(
+    root: Path,
+    known: dict[str, Path],
+    writers: tuple[str, ...],
+    fields: tuple[str, ...] = LIFECYCLE_FIELDS,
+) -> list[str]:
+    """Writes of an event's lifecycle columns outside `writers`: `<x>.status = ...` where the
+    receiver names an event, `.values(status=...)` in a module that imports Event, or raw
+    SQL `UPDATE event SET status = ...`. A heuristic: it names what it found, by line."""
+    problems = []
+    for name, path in sorted(known.items()):
+        if _within(name, writers):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        rel = path.relative_to(root)
+        sql = _imports_event(tree)
+        raw = _raw_update(fields)
+        for node in ast.walk(tree):
+            found = (
+                raw.search(node.value)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                else None
+            )
+            if found:
+                problems.append(
+                    f"{rel}:{node.lineno}: {name} writes event {found.group(1)} (SQL): "
+                    f"only {', '.join(writers)} may"
+                )
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr in fields
+                    and "event" in ast.unparse(target.value).lower()
+                ):
+                    problems.append(
+                        f"{rel}:{node.lineno}: {name} writes {ast.unparse(target)}: "
+                        f"only {', '.join(writers)} may"
+                    )
+            if (
+                sql
+                and isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "values"
+            ):
+                for kw in node.keywords:
+                    if kw.arg in fields:
+                        problems.append(
+                            f"{rel}:{node.lineno}: {name} writes event {kw.arg} (.values): "
+                            f"only {', '.join(writers)} may"
+                        )
+    return problems
+
+
 def _within(target: str, allowed: tuple[str, ...]) -> bool:
     return any(target == a or target.startswith(a + ".") for a in allowed)
 
@@ -192,7 +299,18 @@ def _resolve(target: str, known: dict[str, Path]) -> str | None:
     return None
 
 
-def check(root: Path) -> list[str]:
+def check(
+    root: Path,
+    *,
+    module_rules: tuple[tuple[str, str, str], ...] | None = None,
+    lifecycle_writers: tuple[str, ...] | None = None,
+) -> list[str]:
+    """Every violation; `module_rules` / `lifecycle_writers` default to the enforced ones
+    (none while ENFORCE_... is off), a test or `--pending` passes them explicitly."""
+    if module_rules is None:
+        module_rules = MODULE_RULES if ENFORCE_MODULE_RULES else ()
+    if lifecycle_writers is None and ENFORCE_LIFECYCLE_WRITERS:
+        lifecycle_writers = LIFECYCLE_WRITERS
     known = project_modules(root)
     imports = [
         replace(imp, path=imp.path.relative_to(root))
@@ -200,13 +318,34 @@ def check(root: Path) -> list[str]:
         for imp in imports_of(name, path, known)
     ]
     problems = layer_violations(imports)
+    problems += module_rule_violations(imports, module_rules)
+    if lifecycle_writers is not None:
+        problems += lifecycle_writes(root, known, lifecycle_writers)
     for component in cycles(imports, known):
         problems.append(f"import cycle: {' <-> '.join(component)}")
     return problems
 
 
+def pending(root: Path) -> list[str]:
+    """What the disabled rules would report today (issue 19's work list)."""
+    known = project_modules(root)
+    imports = [
+        replace(imp, path=imp.path.relative_to(root))
+        for name, path in known.items()
+        for imp in imports_of(name, path, known)
+    ]
+    return module_rule_violations(imports, MODULE_RULES) + lifecycle_writes(
+        root, known, LIFECYCLE_WRITERS
+    )
+
+
 def main(argv: list[str]) -> int:
-    root = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent
+    args = [a for a in argv[1:] if a != "--pending"]
+    root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
+    if "--pending" in argv:
+        for line in pending(root):
+            print(line)
+        return 0
     problems = check(root)
     for line in problems:
         print(line)

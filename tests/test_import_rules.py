@@ -131,3 +131,80 @@ def test_a_longer_cycle_across_packages_is_reported_once(tmp_path: Path) -> None
     assert check(tree(tmp_path, files)) == [
         "import cycle: services.imap.rows <-> services.imap.steps <-> services.imap.sync"
     ]
+
+
+# Issue 19's rules: written and tested here, enforced by lint once the code keeps them
+# (scripts/check_imports.py ENFORCE_MODULE_RULES, ENFORCE_LIFECYCLE_WRITERS).
+TASK_RULES = (("worker.tasks", "database.repositories", "tasks call services"),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "from database.repositories import rules\n",
+        "from database.repositories.events import rows as events_repo\n",
+        "def f():\n    import database.repositories.rules\n",
+    ],
+)
+def test_a_task_importing_a_repository_is_reported(tmp_path: Path, text: str) -> None:
+    files = {**CLEAN, "database/repositories/rules.py": "", "worker/tasks/mail.py": text}
+    files["database/repositories/events/rows.py"] = ""
+    problems = check(tree(tmp_path, files), module_rules=TASK_RULES)
+    assert len(problems) == 1, problems
+    assert "worker.tasks.mail imports database.repositories" in problems[0]
+    assert "worker.tasks must not import database.repositories" in problems[0]
+
+
+def test_a_task_calling_a_service_passes_the_task_rule(tmp_path: Path) -> None:
+    files = {**CLEAN, "worker/tasks/mail.py": "from services.jobs import run\n"}
+    assert check(tree(tmp_path, files), module_rules=TASK_RULES) == []
+    # Elsewhere in worker a repository import is not this rule's business.
+    files["worker/execution.py"] = "from database.repositories import rows\n"
+    files["database/repositories/rows.py"] = ""
+    assert check(tree(tmp_path / "w", files), module_rules=TASK_RULES) == []
+
+
+WRITER = "database.repositories.events.lifecycle"
+EVENT = "from database.models import Event\nimport sqlalchemy as sa\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "expected"),
+    [
+        ("worker/batch.py", "def f(event):\n    event.status = 'succeeded'\n", "event.status"),
+        ("services/x.py", "def f(leader_event):\n    leader_event.history += []\n", "history"),
+        (
+            "database/repositories/events/batch.py",
+            EVENT + "Q = sa.update(Event).values(status='succeeded')\n",
+            "writes event status (.values)",
+        ),
+        (
+            "services/nylas/coalesce.py",
+            'Q = """UPDATE event SET result = NULL, steps = \'[]\' WHERE id = :id"""\n',
+            "writes event steps (SQL)",
+        ),
+    ],
+)
+def test_a_lifecycle_write_outside_the_lifecycle_repository_is_reported(
+    tmp_path: Path, path: str, text: str, expected: str
+) -> None:
+    problems = check(tree(tmp_path, {**CLEAN, path: text}), lifecycle_writers=(WRITER,))
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert f"only {WRITER} may" in problems[0]
+
+
+def test_the_lifecycle_repository_may_write_and_others_may_write_other_statuses(
+    tmp_path: Path,
+) -> None:
+    files = {
+        **CLEAN,
+        "database/repositories/events/lifecycle.py": EVENT
+        + "Q = sa.update(Event).values(status='x', history=[], steps=[])\n"
+        + "def f(event):\n    event.status = 'x'\n",
+        # An account's status, and a result column of an event, are not lifecycle state.
+        "services/accounts.py": "def f(account, event):\n    account.status = 'x'\n"
+        "    event.result = {}\n",
+        "database/repositories/accounts.py": "import sqlalchemy as sa\n"
+        "Q = sa.update(T).values(status='disabled')\n",
+    }
+    assert check(tree(tmp_path, files), lifecycle_writers=(WRITER,)) == []
