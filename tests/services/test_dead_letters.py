@@ -189,6 +189,9 @@ def postroom(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     )
 
 
+# Seven CLI processes, each importing the app: about 45 s on 2 cores; make test-all (CI).
+# Listing, detail and replay through the API stay in make test (tests/api/test_dead_letters.py).
+@pytest.mark.slow
 async def test_cli_list_show_replay_all_and_purge(empty_database: None, db: Any) -> None:
     # The operator's CLI lists and purges the letters of every tenant (and tenant-less ones).
     tenant = await create_tenant(db)
