@@ -77,7 +77,10 @@ async def load_event(db: Any, event_id: uuid.UUID) -> Event:
         return event
 
 
-async def test_list_pages_newest_first_per_tenant_with_task_filter(db: Any) -> None:
+async def test_list_pages_newest_first_per_tenant_with_task_filter(
+    empty_database: None, db: Any
+) -> None:
+    # The last query lists every tenant's dead letters: only this test's may exist.
     mine, other = await create_tenant(db), await create_tenant(db)
     made = [
         (await make_dead(db, mine, task_name=f"postroom.mail.{t}"))[0]
