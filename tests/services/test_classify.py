@@ -446,6 +446,7 @@ def _reversed_tenant_mail(kind: str, i: int) -> tuple[str, str]:
     )
 
 
+@pytest.mark.slow  # 500 feedback labels and refits: about 25 s; make test-all (CI)
 async def test_500_labels_move_the_tenants_verdicts_and_no_other_tenants(db: Any) -> None:
     teacher, other = await create_nylas_account(db), await create_nylas_account(db)
     probes = [

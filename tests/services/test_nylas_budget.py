@@ -21,11 +21,8 @@ from tests.helpers import NYLAS_API_KEY
 
 
 @pytest.fixture
-async def redis_client(redis_server: Any) -> Any:
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+def redis_client(scratch_redis: Any) -> Any:
+    return scratch_redis
 
 
 def gateway(fake_nylas: Any, redis_client: Any, **rates: Any) -> NylasGateway:
@@ -46,10 +43,10 @@ def grant_with_message(fake_nylas: Any) -> tuple[str, str]:
 
 
 async def test_a_429_holds_off_the_grant_for_every_worker_until_retry_after(
-    fake_nylas, redis_server
+    fake_nylas, redis_server, scratch_redis
 ) -> None:
-    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
-    await clients[0].flushdb()
+    # Two connections to the test's own (emptied) Redis database: two workers' views.
+    clients = [aioredis.Redis.from_url(redis_server.url_of(1)) for _ in range(2)]
     try:
         one, two = (gateway(fake_nylas, c) for c in clients)
         hot, hot_msg = grant_with_message(fake_nylas)
@@ -99,9 +96,10 @@ async def test_an_application_wide_429_holds_off_every_grant(fake_nylas, redis_c
     assert fake_nylas.requests_to(f"/grants/{grant}/messages") == []
 
 
-async def test_the_grant_rate_is_shared_between_workers(fake_nylas, redis_server) -> None:
-    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
-    await clients[0].flushdb()
+async def test_the_grant_rate_is_shared_between_workers(
+    fake_nylas, redis_server, scratch_redis
+) -> None:
+    clients = [aioredis.Redis.from_url(redis_server.url_of(1)) for _ in range(2)]
     try:
         gws = [gateway(fake_nylas, c, grant_per_s=10, grant_burst=2) for c in clients]
         grant, msg = grant_with_message(fake_nylas)
