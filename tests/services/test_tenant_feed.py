@@ -118,3 +118,26 @@ async def test_a_bulk_of_ten_thousand_events_is_numbered_and_read_in_order(db) -
         seen.extend(items)
     assert [e["seq"] for e in seen] == list(range(1, n + 1))
     assert sorted(e["data"]["i"] for e in seen) == list(range(n))
+
+
+async def test_other_tenants_backlog_does_not_hide_a_readers_new_events(db) -> None:
+    """With more unnumbered events of others than one numbering takes (no deliverer running),
+    a reader's own newest events are still on its first page."""
+    busy, reader = await create_tenant(db), await create_tenant(db)
+    async with db.transaction() as s:
+        await emit_many(
+            s,
+            tenant_id=busy.id,
+            events=[(TenantEventType.job_failed, {"n": n}) for n in range(6_000)],
+        )
+    async with db.transaction() as s:
+        mine = [
+            await emit(s, tenant_id=reader.id, type=TenantEventType.job_failed, data={"k": k})
+            for k in range(2)
+        ]
+    seen, after = await _page_all(db, reader.id, 0)
+    assert [i["id"] for i in seen] == [str(m) for m in mine]
+    assert [i["seq"] for i in seen] == [1, 2] and after == 2
+    # The others are numbered by the next whole numbering (the deliverer's), in their order.
+    seen_busy, _ = await _page_all(db, busy.id, 0)
+    assert [i["seq"] for i in seen_busy] == list(range(1, 501))

@@ -7,6 +7,7 @@ POSTROOM_BULK_PART_MESSAGES=250 (tests/conftest.py), so a sync of 2,000 messages
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from types import SimpleNamespace
@@ -338,12 +339,13 @@ async def test_a_slot_is_refused_at_once_and_is_freed_on_exit(settings: Any) -> 
 async def test_a_task_that_waited_in_vain_for_a_connection_retries_without_spending_attempts(
     db: Any, settings: Any, dovecot: Dovecot, mailbox_user: str
 ) -> None:
-    from services.imap.slots import imap_slot
+    from services.imap.slots import AccountBusy, imap_slot
 
     await append_corpus(dovecot, mailbox_user, {"INBOX": ("easy-ham-1", 5)})
     account = await create_imap_account(db, settings, dovecot, mailbox_user)
-    await queue_sync(db, settings, account)  # rows to delete
+    sync_id = await queue_sync(db, settings, account)  # rows to delete
     await wait_for(lambda: _count(db, account.id), timeout=60, message="the first sync")
+    await wait_for(lambda: _finished(db, sync_id), timeout=60, message="the first sync's end")
     async with db.transaction() as s:
         ids = [
             str(i)
@@ -353,7 +355,20 @@ async def test_a_task_that_waited_in_vain_for_a_connection_retries_without_spend
         ]
     # Something else holds both of the account's connections: the task is refused a slot at
     # once and re-queued with a countdown until they are free.
-    async with imap_slot(settings, account.id), imap_slot(settings, account.id):
+    # A slot is refused at once while taken, so take both as soon as whatever the first sync
+    # started (its follow-up work) has let them go.
+    held = contextlib.AsyncExitStack()
+
+    async def take_one() -> bool:
+        try:
+            await held.enter_async_context(imap_slot(settings, account.id))
+        except AccountBusy:
+            return False
+        return True
+
+    async with held:
+        for _ in range(2):
+            await wait_for(take_one, timeout=30, message="a free connection slot")
         delete_id = await queue_delete(db, settings, account, ids)
 
         async def waited_and_retries() -> bool:

@@ -293,7 +293,11 @@ async def test_a_plain_sync_classifies_new_mail_and_applies_the_accounts_rules(
     async def chain() -> Event | None:
         async with db.sessionmaker() as s:
             ev = (
-                await s.execute(sa.select(Event).where(Event.type == "workflow.classify-new"))
+                await s.execute(
+                    sa.select(Event).where(
+                        Event.type == "workflow.classify-new", Event.tenant_id == tenant.id
+                    )
+                )
             ).scalar_one_or_none()
             return ev if ev is not None and ev.status in ("succeeded", "dead") else None
 

@@ -25,8 +25,11 @@ async def page_after(
     return list((await session.execute(stmt)).mappings())
 
 
-async def any_unnumbered(session: AsyncSession) -> bool:
-    """Whether any committed event waits for the sequencer: one probe of the partial index
-    ix_tenant_event_unnumbered, so a reader takes the sequencer's lock only when needed."""
-    stmt = sa.select(sa.exists().where(_te.c.seq.is_(None)))
+async def any_unnumbered(session: AsyncSession, tenant_id: uuid.UUID | None = None) -> bool:
+    """Whether any committed event (of the tenant, if given) waits for the sequencer: one
+    index probe, so a reader takes the sequencer's lock only when needed."""
+    where = [_te.c.seq.is_(None)]
+    if tenant_id is not None:
+        where.append(_te.c.tenant_id == tenant_id)
+    stmt = sa.select(sa.exists().where(*where))
     return bool((await session.execute(stmt)).scalar_one())

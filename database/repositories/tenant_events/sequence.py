@@ -26,7 +26,7 @@ _NUMBER = sa.text(
     """
     WITH pending AS (
         SELECT id, tenant_id, created_at FROM tenant_event
-        WHERE seq IS NULL
+        WHERE seq IS NULL AND (CAST(:tenant AS uuid) IS NULL OR tenant_id = CAST(:tenant AS uuid))
         ORDER BY created_at, id
         LIMIT :limit
     ), tops AS MATERIALIZED (
@@ -47,12 +47,20 @@ _NUMBER = sa.text(
 )
 
 
-async def number_pending(session: AsyncSession, *, limit: int = 5000) -> dict[uuid.UUID, int]:
-    """Number up to `limit` committed, unnumbered events; returns each touched tenant's
-    highest seq. The caller commits at once: the lock is held until then."""
+async def number_pending(
+    session: AsyncSession, *, limit: int = 5000, tenant_id: uuid.UUID | None = None
+) -> dict[uuid.UUID, int]:
+    """Number up to `limit` committed, unnumbered events (only one tenant's, if given: a feed
+    reader need not wait for everyone's backlog); returns each touched tenant's highest seq.
+    The caller commits at once: the lock is held until then.
+
+    Numbering one tenant keeps the guarantee: every numbering, whole or per tenant, runs
+    under the same lock and gives a tenant's rows numbers above all it had."""
     await session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK})
     top: dict[uuid.UUID, int] = {}
-    for tenant_id, seq in (await session.execute(_NUMBER, {"limit": limit})).all():
+    for tenant_id, seq in (
+        await session.execute(_NUMBER, {"limit": limit, "tenant": tenant_id})
+    ).all():
         if seq > top.get(tenant_id, 0):
             top[tenant_id] = seq
     return top
