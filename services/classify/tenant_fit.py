@@ -232,7 +232,7 @@ def fit_nb(tokens: list[np.ndarray], y: np.ndarray) -> NaiveBayes:
 KINDS = ("blend",)
 NB_WEIGHT = 0.25
 NB_FULL_UNTIL = 100
-NB_GONE_AT = 400
+NB_GONE_AT = 200
 CV_KINDS = ("logistic", "mean", "nb")
 
 
