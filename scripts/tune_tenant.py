@@ -12,6 +12,12 @@ term this replaced scored, on the same splits and draws: (A) 0.880 / 0.770 / 0.9
 the per-tenant choice by cross-validation (tenant.fit_labels): on 2026-11-26 (A) 0.857 / 0.878
 for the naive Bayes / the mean against 0.910 for the logistic, (B) 0.559 / 0.626 against 0.809;
 the choice took the logistic in all six draws.
+
+`--sets AC` splits spam-1 by Date instead (the model learns the older half) and adds (C):
+hard-ham-1 with the newer spam, ham of a kind and spam of a time the model never saw. `--blend
+W ...` scores the tenant blend at each naive-Bayes weight W; the blend's schedule
+(tenant_fit.nb_weight) is the weight with the best worse of A and C per label count
+(docs/benchmarks.md "The tenant learner across sources").
 """
 
 from __future__ import annotations
