@@ -129,7 +129,7 @@ bench: migrate ## throughput and latency figures, side by side with a floor; PNG
 train: install ## fit the spam model on the corpus TRAINING folders -> services/classify/spam_model.npz
 	$(PY) scripts/train_classifier.py
 
-eval: install ## classifier vs SpamAssassin on the HELD-OUT folders (whole + headerless), then generalization checks
+eval: install ## classifier vs SpamAssassin on the HELD-OUT folders, the extra corpora and the unseen source, out of the box and after 100/500 labels
 	$(PY) scripts/eval_classifier.py
 
 up: ops-token ## the whole stack in Docker (needs a Docker engine)

@@ -5,10 +5,13 @@ Each label (`POST /v1/messages/{id}/feedback`) stores the mail's hashed feature 
 label's transaction publishes a refit (its own task, `refit_when_due`, after the commit), which
 once enough changes gathered fits a small logistic model on its newest MAX_EXAMPLES labels
 (services/classify/tenant_fit.py): bucket weights plus a scale and offset of the shipped model's
-log-odds, all pulled to zero, so with no labels the shipped model decides alone. A tenant with
-MATURE labels of each kind may get a naive Bayes over its content buckets, or the mean of the
-two, instead: whichever ranks its own labels best in cross-validation (`choose_kind`). The fit is
-stored as an `.npz` of plain arrays in `tenant_spam_model` (read with `allow_pickle=False`) and
+log-odds, all pulled to zero, so with no labels the shipped model decides alone. A naive Bayes
+over the mail's content buckets is fitted beside it, and the two corrections are blended with
+a weight on the naive Bayes that falls as the labels grow (tenant_fit.nb_weight), chosen on
+training-folder splits of another source and time than the shipped model's, never on the
+tenant's own labels: cross-validation on one tenant's labels cannot see how a learner holds on
+its next mail (docs/classifier.md "Which learner, per tenant"). The fit is stored as an `.npz`
+of plain arrays in `tenant_spam_model` (read with `allow_pickle=False`) and
 cached per worker process by its generation.
 
 While a tenant has fewer than MATURE labels of either kind, only its bucket weights are fitted
@@ -118,13 +121,15 @@ def unpack_example(blob: bytes) -> list[np.ndarray] | None:
 class Fitted:
     """A tenant's fitted correction, which kind it is, and how far it may move a verdict.
 
-    kind "logistic" uses `model`, "nb" uses `nb`, "mean" the mean of both (each capped).
+    kind "logistic" uses `model`, "nb" uses `nb`, "mean" the mean of both (each capped),
+    "blend" both, weighted `nb_weight` on the naive Bayes and the rest on the logistic.
     """
 
     kind: str
     cap: float
     model: tenant_fit.TenantModel | None = None
     nb: tenant_fit.NaiveBayes | None = None
+    nb_weight: float = 0.5
 
     def adjustment(self, base: float, groups: list[np.ndarray]) -> float:
         """Log-odds to add to the shipped model's `base` log-odds of the mail (`groups` as
@@ -136,7 +141,9 @@ class Fitted:
         if self.nb is not None:
             parts.append(self.nb.delta(groups[2], every_term=self.cap == MATURE_CAP))
         capped = [max(-self.cap, min(self.cap, d)) for d in parts]
-        return sum(capped) / len(capped) if capped else 0.0
+        if len(capped) == 2:
+            return (1.0 - self.nb_weight) * capped[0] + self.nb_weight * capped[1]
+        return capped[0] if capped else 0.0
 
     def dumps(self) -> bytes:
         arrays: dict[str, np.ndarray] = {
@@ -144,6 +151,7 @@ class Fitted:
             "buckets": np.array([tenant_fit.TENANT_BUCKETS], dtype=np.int64),
             "kind": np.array([KIND_CODES.index(self.kind)], dtype=np.int64),
             "cap": np.array([self.cap], dtype=np.float64),
+            "nb_weight": np.array([self.nb_weight], dtype=np.float64),
         }
         if self.model is not None:
             arrays["scale"] = np.array([self.model.scale], dtype=np.float64)
@@ -159,7 +167,7 @@ class Fitted:
 
 
 # The stored kind is an index into this tuple (a plain integer array, no pickled string).
-KIND_CODES = ("logistic", "nb", "mean")
+KIND_CODES = ("logistic", "nb", "mean", "blend")
 
 
 def loads(blob: bytes) -> Fitted | None:
@@ -176,20 +184,23 @@ def loads(blob: bytes) -> Fitted | None:
             return None
         kind = KIND_CODES[code]
         model = nb = None
-        if kind in ("logistic", "mean"):
+        if kind in ("logistic", "mean", "blend"):
             weights = data["weights"].astype(np.float32)
             if weights.shape != shape:
                 return None
             model = tenant_fit.TenantModel(
                 scale=float(data["scale"][0]), offset=float(data["offset"][0]), weights=weights
             )
-        if kind in ("nb", "mean"):
+        if kind in ("nb", "mean", "blend"):
             spam, ham = data["nb_spam"].astype(np.int32), data["nb_ham"].astype(np.int32)
             if spam.shape != shape or ham.shape != shape:
                 return None
             totals = data["nb_totals"]
             nb = tenant_fit.NaiveBayes.build(spam, ham, int(totals[0]), int(totals[1]))
-        return Fitted(kind=kind, cap=float(data["cap"][0]), model=model, nb=nb)
+        weight = float(data["nb_weight"][0]) if "nb_weight" in data else 0.5
+        if kind == "blend" and not 0.0 <= weight <= 1.0:
+            return None
+        return Fitted(kind=kind, cap=float(data["cap"][0]), model=model, nb=nb, nb_weight=weight)
 
 
 def _fit_kind(
@@ -202,16 +213,21 @@ def _fit_kind(
     mature: bool,
     start: Fitted | None,
 ) -> Fitted:
+    weight = tenant_fit.nb_weight(len(y)) if kind == "blend" else 0.5
+    if kind == "blend" and weight == 0.0:
+        kind = "logistic"  # nothing of the naive Bayes would count: neither fit nor store it
     model = nb = None
-    if kind in ("logistic", "mean"):
+    if kind in ("logistic", "mean", "blend"):
         model = tenant_fit.fit(
             tenant_fit.Examples.build(rows, list(base), list(y)),
             fit_global=mature,
             start=start.model if start is not None else None,
         )
-    if kind in ("nb", "mean"):
+    if kind in ("nb", "mean", "blend"):
         nb = tenant_fit.fit_nb(tokens, y)
-    return Fitted(kind=kind, cap=MATURE_CAP if mature else CAP, model=model, nb=nb)
+    return Fitted(
+        kind=kind, cap=MATURE_CAP if mature else CAP, model=model, nb=nb, nb_weight=weight
+    )
 
 
 def choose_kind(
@@ -219,13 +235,15 @@ def choose_kind(
     tokens: list[np.ndarray],
     base: np.ndarray,
     y: np.ndarray,
-    kinds: Sequence[str] = tenant_fit.KINDS,
+    kinds: Sequence[str] = tenant_fit.CV_KINDS,
 ) -> tuple[str, dict[str, float]]:
     """The kind whose pooled out-of-fold scores rank best (tenant_fit.partial_auc).
 
-    FOLDS folds, each class dealt round-robin in a fixed shuffled order so every fold holds
-    both kinds of label; the logistic and the naive Bayes are fitted once per fold and "mean"
-    reuses both. Returns the kind and the criterion per kind.
+    No longer the default (tenant_fit.KINDS is the blend alone): kept for `fit_labels` called
+    with several kinds, as scripts/tune_tenant.py does to compare. FOLDS folds, each class
+    dealt round-robin in a fixed shuffled order so every fold holds both kinds of label; the
+    logistic and the naive Bayes are fitted once per fold and "mean" reuses both. Returns the
+    kind and the criterion per kind.
     """
     n = len(y)
     fold = np.empty(n, dtype=np.int64)
@@ -284,8 +302,9 @@ def fit_labels(
 ) -> tuple[Fitted | None, int, int]:
     """Fit on (label, bucket groups, indicator names) examples; (model, n_spam, n_ham).
 
-    A tenant with MATURE labels of each kind gets the kind (of `kinds`) that cross-validation
-    on its own labels ranks best (choose_kind); one with fewer, the first of `kinds`.
+    By default (tenant_fit.KINDS) every tenant gets the blend of the logistic and the naive
+    Bayes. Given several `kinds`, a tenant with MATURE labels of each gets the one that
+    cross-validation on its own labels ranks best (choose_kind); one with fewer, the first.
     Pure CPU work (no database): the worker runs it in a thread; `make eval` calls it too.
     """
     rows, tokens, base_list, labels = [], [], [], []

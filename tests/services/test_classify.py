@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from database.models import Message
-from services.classify import content, features, mail, tenant
+from services.classify import content, features, mail, tenant, tenant_fit
 from services.classify.model import (
     MODEL_PATH,
     bucket_indices,
@@ -228,7 +228,8 @@ def test_a_tenant_that_taught_one_kind_only_moves_verdicts_less_far() -> None:
     assert one_sided is not None and both is not None
     assert one_sided.cap == tenant.CAP and both.cap == tenant.MATURE_CAP
     # Only a tenant with MATURE labels of each kind rescales the shipped model's verdict.
-    assert one_sided.kind == "logistic"  # too few of one kind to choose: the first kind
+    assert one_sided.kind == "blend"  # every tenant gets the blend by default
+    assert one_sided.nb_weight == tenant_fit.NB_WEIGHT
     assert one_sided.model is not None and both.model is not None
     assert one_sided.model.scale == 0.0 and one_sided.model.offset == 0.0
     stored = tenant.loads(both.dumps())  # an .npz read with allow_pickle=False
@@ -293,7 +294,7 @@ def test_each_kind_of_tenant_model_is_stored_and_read_back_without_pickle() -> N
     groups = tenant.unpack_example(tenant.pack_example(probe))
     assert groups is not None
     base = shipped.logit(probe)
-    for kind in ("logistic", "nb", "mean"):
+    for kind in ("logistic", "nb", "mean", "blend"):
         fitted, *_ = tenant.fit_labels(shipped, examples, kinds=(kind,))
         assert fitted is not None and fitted.kind == kind
         stored = tenant.loads(fitted.dumps())
@@ -304,6 +305,53 @@ def test_each_kind_of_tenant_model_is_stored_and_read_back_without_pickle() -> N
         assert stored.adjustment(base, groups) == pytest.approx(
             fitted.adjustment(base, groups), rel=0.01, abs=0.01
         )
+
+
+def test_the_blend_leans_on_the_naive_bayes_only_while_labels_are_few() -> None:
+    weight = tenant_fit.nb_weight
+    assert weight(0) == weight(tenant_fit.NB_FULL_UNTIL) == tenant_fit.NB_WEIGHT > 0
+    middle = (tenant_fit.NB_FULL_UNTIL + tenant_fit.NB_GONE_AT) // 2
+    assert 0 < weight(middle) < tenant_fit.NB_WEIGHT
+    assert weight(tenant_fit.NB_GONE_AT) == weight(tenant_fit.MAX_EXAMPLES) == 0.0
+
+    rng = np.random.default_rng(4)
+    model = tenant_fit.TenantModel(
+        scale=0.0,
+        offset=0.0,
+        weights=rng.normal(0, 1, tenant_fit.TENANT_BUCKETS).astype(np.float32),
+    )
+    nb = tenant_fit.NaiveBayes.build(
+        rng.integers(0, 9, tenant_fit.TENANT_BUCKETS).astype(np.int32),
+        rng.integers(0, 9, tenant_fit.TENANT_BUCKETS).astype(np.int32),
+        40,
+        40,
+    )
+    groups = [np.arange(50, dtype=np.int64), np.zeros(0, dtype=np.int64), np.arange(20)]
+    alone = {
+        k: tenant.Fitted(kind=k, cap=tenant.MATURE_CAP, model=m, nb=n).adjustment(1.0, groups)
+        for k, m, n in (("logistic", model, None), ("nb", None, nb))
+    }
+    assert alone["logistic"] != pytest.approx(alone["nb"])
+    blend = tenant.Fitted(kind="blend", cap=tenant.MATURE_CAP, model=model, nb=nb, nb_weight=0.25)
+    expected = 0.75 * alone["logistic"] + 0.25 * alone["nb"]
+    assert blend.adjustment(1.0, groups) == pytest.approx(expected)
+    stored = tenant.loads(blend.dumps())
+    assert stored is not None and stored.nb_weight == 0.25
+    assert stored.adjustment(1.0, groups) == pytest.approx(expected, abs=0.01)
+
+    # With NB_GONE_AT labels or more the blend is the logistic alone, stored without counts.
+    shipped = default_model()
+    docs = [mail.MailDoc(subject="s", text=f"zorblax offer {i}") for i in range(200)] + [
+        mail.MailDoc(subject="h", text=f"meeting minutes {i}") for i in range(200)
+    ]
+    examples = []
+    for i, d in enumerate(docs):
+        f = features.extract(d)
+        examples.append(
+            ("spam" if i < 200 else "ham", tenant.unpack_example(tenant.pack_example(f)), [])
+        )
+    fitted, *_ = tenant.fit_labels(shipped, examples)
+    assert fitted is not None and fitted.kind == "logistic" and fitted.nb is None
 
 
 def test_a_refit_waits_for_enough_new_labels_or_a_minute() -> None:

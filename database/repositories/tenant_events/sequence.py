@@ -58,9 +58,8 @@ async def number_pending(
     under the same lock and gives a tenant's rows numbers above all it had."""
     await session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK})
     top: dict[uuid.UUID, int] = {}
-    for tenant_id, seq in (
-        await session.execute(_NUMBER, {"limit": limit, "tenant": tenant_id})
-    ).all():
-        if seq > top.get(tenant_id, 0):
-            top[tenant_id] = seq
+    rows = (await session.execute(_NUMBER, {"limit": limit, "tenant": tenant_id})).all()
+    for tenant, seq in rows:
+        if seq > top.get(tenant, 0):
+            top[tenant] = seq
     return top
