@@ -87,11 +87,14 @@ async def test_sixteen_unauthenticated_16mb_uploads_leave_health_answering(api) 
             r = await http.get("/health/live")
             latencies.append(time.perf_counter() - start)
             assert r.status_code == 200
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
     for t in threads:
         t.join()
     print(f"health max {max(latencies) * 1000:.0f} ms over {len(latencies)} probes; {outcomes}")
-    assert len(latencies) > 3
+    # Every probe was sent while some upload was still in flight. How many fit depends on how
+    # fast the uploads are refused (on a quiet machine the 16 are all 401 within ~0.15 s), so
+    # the count is not the point: that none of them waited is.
+    assert latencies
     assert max(latencies) < 1.0, f"/health/live took {max(latencies):.2f}s meanwhile"
     assert outcomes.count("401") >= CLIENTS // 2, outcomes
     assert all(o == "401" or o.startswith("error") for o in outcomes), outcomes
