@@ -177,6 +177,12 @@ async def test_an_endpoint_failing_for_the_disable_window_is_disabled(
     await create_endpoint(client, caller.headers, receiver.url("/ok"))
     await start_deliverer(webhook_disable_after_s=1.0, webhook_retry_schedule="0.5,0.5,0.5,0.5")
     await emit_events(db, caller.tenant_id)
+    await until(lambda: len(receiver.at("/broken")) >= 1)
+    # The retries are jittered (0 to 0.5 s each), so one event's five attempts may all fail
+    # within the 1 s window and end it. The subject is time failing: once more than the window
+    # has passed since the first failure, the next event's failure disables the endpoint.
+    await asyncio.sleep(1.2)
+    await emit_events(db, caller.tenant_id)
 
     async def disabled() -> bool:
         r = await client.get(f"/v1/webhooks/{ep['id']}", headers=caller.headers)
