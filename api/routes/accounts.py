@@ -99,7 +99,7 @@ async def create_account(
     return account_public(account)
 
 
-@router.post("/verify", response_model=VerifyResult)
+@router.post("/verify", response_model=VerifyResult, responses=error_responses(404, 429))
 async def verify_account(
     request: Request,
     body: Annotated[AccountCreate, Body()],
